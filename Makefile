@@ -1,0 +1,31 @@
+# Backstop: the two commands a newcomer needs (see README.md).
+#   make scenario   - set up, then run the end-to-end crash scenario on an embedded local chain
+#   make test       - set up, then run the whole test suite on Anvil and the Ganache subset on Ganache
+# Both run scripts/toolchain/bootstrap.sh first, which is idempotent.
+SHELL := /bin/bash
+export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-anvil test-ganache scenario gas bench
+
+setup:
+	@bash scripts/toolchain/bootstrap.sh
+
+test: setup
+	@$(MAKE) --no-print-directory test-anvil
+	@$(MAKE) --no-print-directory test-ganache
+
+test-anvil:
+	brownie test $(PYTEST_ARGS)
+
+test-ganache:
+	brownie test -m ganache --network ganache-cli $(PYTEST_ARGS)
+
+scenario: setup
+	backstop scenario $(SCENARIO_ARGS)
+
+gas: setup
+	brownie run scripts/gas_report.py
+
+bench: setup
+	python -m benchmarks.run_all

@@ -1,0 +1,213 @@
+"""Black-76 and Black-Scholes-Merton prices and Greeks, vectorized.
+
+Every argument is numpy-broadcastable; the results have the broadcast shape, float64. Units: ``expiry`` in years
+(ACT/365), ``vol`` annualised (0.8 means 80 %), ``rate`` and ``carry`` continuously compounded per year.
+
+Greek conventions (the same for both models unless noted; see ``docs/pricing.md``):
+
+* ``delta``, ``gamma``: first and second derivative of the price with respect to the **forward** (Black-76) or
+  the **spot** (BSM).
+* ``vega``: derivative with respect to the volatility per **1.0** of vol (not per vol point: divide by 100 for
+  "per 1 %").
+* ``theta``: ``-dV/dT``, the change of value per **year** of calendar time passing (divide by 365 for per day),
+  holding forward and rate fixed (Black-76) or spot, rate and carry fixed (BSM).
+* ``rho``: derivative with respect to the continuously compounded **rate**, per 1.0 of rate. Black-76 holds the
+  forward fixed (``rho = -T * V``, the discount factor read as ``exp(-r T)``); BSM holds the dividend yield
+  ``q = r - b`` fixed, so the carry moves with the rate (``rho = w T K exp(-r T) N(w d2)``).
+* ``vanna``: ``d delta / d vol``; ``volga``: ``d vega / d vol`` (per 1.0 of vol each).
+
+Edges give finite limits, never NaN or inf: at expiry or zero volatility (total deviation ``vol*sqrt(T) == 0``)
+the price is the discounted intrinsic value on the forward, delta is a step (``D * w`` in the money, ``0`` out of
+it, ``D/2`` (times the sign) exactly at the money, the limit of ``N(d1)`` as the deviation goes to zero), and gamma,
+vanna, volga and the time-decay part of theta are ``0`` (their distributional limits at the strike are not
+representable). Tails use ``scipy.special.ndtr``, which keeps relative accuracy down to ``1e-300``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.special import ndtr
+
+_INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2 pi)
+
+
+@dataclass(frozen=True)
+class Greeks:
+    """Price and Greeks of a batch of European options (arrays of the broadcast shape; conventions in the module doc)."""
+
+    price: np.ndarray
+    delta: np.ndarray
+    gamma: np.ndarray
+    vega: np.ndarray
+    theta: np.ndarray
+    rho: np.ndarray
+    vanna: np.ndarray
+    volga: np.ndarray
+
+
+def _as_f64(*args):
+    return [np.asarray(a, dtype=np.float64) for a in args]
+
+
+def _sign(is_call) -> np.ndarray:
+    """+1.0 for calls, -1.0 for puts."""
+    c = np.asarray(is_call, dtype=bool)
+    return np.where(c, 1.0, -1.0)
+
+
+def _log_moneyness(forward: np.ndarray, strike: np.ndarray) -> np.ndarray:
+    """ln(F/K); falls back to ln F - ln K where the ratio over- or underflows."""
+    with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
+        x = np.log(forward / strike)
+    if not np.isfinite(x).all():
+        with np.errstate(divide="ignore", invalid="ignore"):
+            alt = np.log(forward) - np.log(strike)
+        x = np.where(np.isfinite(x), x, alt)
+    return x
+
+
+class _Core:
+    """d1/d2, cdfs and the pdf shared between price and Greeks (internal)."""
+
+    __slots__ = ("x", "sqrt_t", "dev", "d1", "d2", "nd1", "nd2", "pdf", "w", "zero")
+
+    def __init__(self, forward, strike, expiry, vol, w):
+        x = _log_moneyness(forward, strike)
+        sqrt_t = np.sqrt(expiry)
+        dev = vol * sqrt_t
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            d1 = x / dev + 0.5 * dev
+        zero = dev == 0.0
+        has_zero = bool(np.any(zero))
+        if has_zero:
+            # limit of d1 as the deviation goes to zero: sign(x) * inf, and 0 exactly at the money
+            with np.errstate(invalid="ignore"):
+                d1 = np.where(zero, np.sign(x) * np.inf, d1)
+            d1 = np.where(zero & (x == 0.0), 0.0, d1)
+            d2 = np.where(zero, d1, d1 - dev)
+        else:
+            d2 = d1 - dev
+        self.x, self.sqrt_t, self.dev, self.d1, self.d2, self.w = x, sqrt_t, dev, d1, d2, w
+        self.nd1 = ndtr(w * d1)
+        self.nd2 = ndtr(w * d2)
+        with np.errstate(under="ignore", over="ignore"):
+            self.pdf = _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
+        self.zero = zero if has_zero else None
+
+
+def _black_from_core(c: _Core, forward, strike, expiry, vol, discount, greeks: bool):
+    w = c.w
+    fwd_n1 = forward * c.nd1
+    price = discount * w * (fwd_n1 - strike * c.nd2) + 0.0  # + 0.0 turns -0.0 into 0.0
+    if not greeks:
+        return price
+    delta = discount * w * c.nd1
+    df_pdf = discount * c.pdf
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        gamma = df_pdf / (forward * c.dev)
+        vanna = -df_pdf * c.d2 / vol
+    vega = df_pdf * forward * c.sqrt_t
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        volga = vega * c.d1 * c.d2 / vol
+        decay = -0.5 * vega * vol / expiry  # -D F phi(d1) vol / (2 sqrt T)
+        rate = -np.log(discount) / expiry
+    theta = rate * price + decay
+    rho = -expiry * price
+    if c.zero is not None:
+        z = c.zero
+        gamma = np.where(z, 0.0, gamma)
+        vanna = np.where(z, 0.0, vanna)
+        volga = np.where(z, 0.0, volga)
+        decay_limit = np.where(z, 0.0, decay)
+        rate_limit = np.where(expiry == 0.0, 0.0, rate)
+        theta = rate_limit * price + decay_limit
+    return price, delta, gamma, vega, theta, rho, vanna, volga
+
+
+def black76_price(forward, strike, expiry, vol, is_call, discount=1.0) -> np.ndarray:
+    """Black-76 premium ``D * w * (F N(w d1) - K N(w d2))`` of European options on a forward.
+
+    ``discount`` is the discount factor to the payment date (``exp(-r T)``); ``is_call`` is a bool (array).
+    At expiry or zero vol the result is ``D * max(w (F - K), 0)``.
+    """
+    forward, strike, expiry, vol, discount = _as_f64(forward, strike, expiry, vol, discount)
+    w = _sign(is_call)
+    c = _Core(forward, strike, expiry, vol, w)
+    return _black_from_core(c, forward, strike, expiry, vol, discount, greeks=False)
+
+
+def black76_greeks(forward, strike, expiry, vol, is_call, discount=1.0) -> Greeks:
+    """Black-76 price and Greeks; delta and gamma are with respect to the forward.
+
+    vega per 1.0 vol; theta = -dV/dT per year with the forward fixed and the discount factor read as
+    ``exp(-r T)`` (so theta = r V - D F phi(d1) vol / (2 sqrt T)); rho = dV/dr with the forward fixed = -T V;
+    vanna = d delta/d vol; volga = d vega/d vol.
+    """
+    forward, strike, expiry, vol, discount = _as_f64(forward, strike, expiry, vol, discount)
+    w = _sign(is_call)
+    c = _Core(forward, strike, expiry, vol, w)
+    return Greeks(*_black_from_core(c, forward, strike, expiry, vol, discount, greeks=True))
+
+
+def bsm_price(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> np.ndarray:
+    """Generalized Black-Scholes-Merton premium (Haug's cost-of-carry form).
+
+    ``carry`` is the cost of carry ``b`` (``b = r`` stock without dividends, ``b = r - q`` with a dividend yield,
+    ``b = 0`` futures, ``b = r - r_f`` FX); it defaults to ``rate``. Equals Black-76 on ``F = S exp(b T)`` with
+    ``D = exp(-r T)``.
+    """
+    spot, strike, expiry, vol, rate = _as_f64(spot, strike, expiry, vol, rate)
+    carry = rate if carry is None else np.asarray(carry, dtype=np.float64)
+    forward = spot * np.exp(carry * expiry)
+    discount = np.exp(-rate * expiry)
+    w = _sign(is_call)
+    c = _Core(forward, strike, expiry, vol, w)
+    return _black_from_core(c, forward, strike, expiry, vol, discount, greeks=False)
+
+
+def bsm_greeks(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> Greeks:
+    """Generalized BSM price and Greeks; delta and gamma with respect to the spot.
+
+    vega per 1.0 vol; theta = -dV/dT per year holding spot, rate and carry fixed; rho = dV/dr holding the dividend
+    yield ``q = r - b`` fixed (carry moves with the rate), i.e. ``w T K exp(-rT) N(w d2)``; vanna = d delta/d vol;
+    volga = d vega/d vol.
+    """
+    spot, strike, expiry, vol, rate = _as_f64(spot, strike, expiry, vol, rate)
+    carry = rate if carry is None else np.asarray(carry, dtype=np.float64)
+    growth = np.exp(carry * expiry)
+    forward = spot * growth
+    discount = np.exp(-rate * expiry)
+    w = _sign(is_call)
+    c = _Core(forward, strike, expiry, vol, w)
+    price, delta_f, gamma_f, vega, _theta_f, _rho_f, vanna_f, volga = _black_from_core(
+        c, forward, strike, expiry, vol, discount, greeks=True
+    )
+    # chain rule dF/dS = exp(bT)
+    delta = delta_f * growth
+    gamma = gamma_f * growth * growth
+    vanna = vanna_f * growth
+    carry_disc = discount * growth  # exp((b - r) T)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        decay = -0.5 * vega * vol / expiry
+    if c.zero is not None:
+        decay = np.where(c.zero, 0.0, decay)
+    rate_b = np.broadcast_to(rate, np.shape(price))
+    carry_b = np.broadcast_to(carry, np.shape(price))
+    w = c.w
+    theta = (
+        decay
+        - w * (carry_b - rate_b) * spot * carry_disc * c.nd1
+        - w * rate_b * strike * discount * c.nd2
+    )
+    rho = w * expiry * strike * discount * c.nd2
+    return Greeks(
+        price=np.asarray(price),
+        delta=np.asarray(delta),
+        gamma=np.asarray(gamma),
+        vega=np.asarray(vega),
+        theta=np.asarray(theta),
+        rho=np.asarray(rho),
+        vanna=np.asarray(vanna),
+        volga=np.asarray(volga),
+    )

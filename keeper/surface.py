@@ -1,0 +1,674 @@
+"""Arbitrage-free SVI volatility surface: quote filters, slice fits, calendar/butterfly checks, hash.
+
+Pipeline (all pure, vectorized numpy/scipy, deterministic: fixed optimizer starts, no randomness):
+
+1. :func:`filter_quotes` drops bad quotes and counts them per reason (no quote, crossed, zero/missing bid,
+   one-sided, stale, Deribit's 500 % IV placeholder, outside the no-arbitrage price bounds).
+2. :func:`build_slices` turns the clean out-of-the-money quotes of each expiry into a :class:`SliceQuotes`:
+   log-moneyness ``k = ln(K/F)``, mid implied vol and a weight ``vega / (ask - bid)`` (the inverse of the
+   bid-ask width in vol units).
+3. :func:`fit_svi_slice` fits raw SVI ``w(k) = a + b (rho (k - m) + sqrt((k - m)^2 + sigma^2))`` to a slice with the
+   quasi-explicit method of Zeliade (2009): for fixed ``(m, sigma)`` the total variance is linear in
+   ``(a, p, q)`` with ``p = b sigma (1 + rho) / 2``, ``q = b sigma (1 - rho) / 2``; the inner weighted least squares
+   is solved exactly on the box ``0 <= a <= max w``, ``0 <= p, q <= sigma`` (the box encodes Roger Lee's wing
+   bound ``b (1 +- rho) <= 2``), the outer 2-D problem over ``(m, sigma)`` by a fixed grid then Nelder-Mead.
+   A first pass flags outliers by robust residuals (MAD) outside their bid-ask band; the slice is refitted.
+4. :func:`fit_surface` orders the slices by maturity and enforces, from the longest slice to the shortest, no
+   butterfly arbitrage (Gatheral-Jacquier ``g(k) >= 0`` on a k-grid) and no calendar arbitrage
+   (``w(k, t_i) <= w(k, t_{i+1})`` on the grid and ordered wing slopes): a slice that violates either is refitted
+   by SLSQP under those constraints. The :class:`VolSurface` interpolates linearly in total variance between
+   slices along constant log-moneyness, scales total variance with ``t`` before the first and after the last
+   slice, and its SVI wings are linear with slopes within Lee's bound beyond the data.
+
+``VolSurface.to_canonical()`` / ``.hash()`` give a deterministic dict and its keccak-256 (via
+:mod:`keeper.canonical`); ``VolSurface.from_canonical`` restores the identical surface.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field, replace
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+from scipy.optimize import minimize
+
+from keeper.canonical import inputs_hash
+from keeper.chains import SECONDS_PER_YEAR, OptionChain
+
+log = logging.getLogger(__name__)
+
+#: Version tag of the canonical surface serialization.
+CANONICAL_VERSION = 1
+
+#: Filter reasons, in the order they are tested (each row is counted once, under the first reason that applies).
+FILTER_REASONS = (
+    "no_quote", "crossed", "zero_or_missing_bid", "one_sided", "stale", "iv_cap", "outside_no_arb_bounds",
+    "outlier",
+)
+#: Rows that are clean but not used by the fit (the in-the-money twin of an out-of-the-money quote).
+NOT_USED_ITM = "itm_not_used"
+
+
+@dataclass(frozen=True)
+class SurfaceConfig:
+    """Knobs of the filters and the fit (defaults suit Deribit BTC/ETH chains)."""
+
+    stale_after_s: float = 300.0  # quote older than this (vs the chain's latest quote) is stale
+    iv_cap: float = 4.99  # Deribit writes 500 % for "no IV"; an IV at or above this cap is a placeholder
+    min_quotes_per_slice: int = 5  # fewer usable quotes than this: the expiry gets no slice
+    min_expiry_years: float = 0.5 / 365.0  # expiries closer than this get no slice (the surface scales w with t)
+    vol_width_floor: float = 0.005  # bid-ask width in vol units is floored at 0.5 vol point for the weights
+    outlier_mad: float = 5.0  # robust z-score beyond which a residual is an outlier ...
+    outlier_floor: float = 0.03  # ... when it also exceeds 3 vol points and lies outside the quote's bid-ask band
+    k_grid_half_width: float = 3.0  # arbitrage checks on k in [-3, 3] plus a dense grid around each slice's m
+    k_grid_points: int = 121
+    lee_margin: float = 1e-3  # wing slopes b(1 +- rho) <= 2 (1 - lee_margin)
+    arb_tolerance: float = 1e-9  # g(k) >= -tol and w(k, t_i) - w(k, t_{i+1}) <= tol count as arbitrage-free
+    repair: bool = True  # refit violating slices under no-arbitrage constraints
+
+
+@dataclass(frozen=True)
+class SVIParams:
+    """Raw SVI parameters of one slice: ``w(k) = a + b (rho (k - m) + sqrt((k - m)^2 + sigma^2))``."""
+
+    a: float
+    b: float
+    rho: float
+    m: float
+    sigma: float
+
+    def as_tuple(self) -> tuple[float, float, float, float, float]:
+        return (self.a, self.b, self.rho, self.m, self.sigma)
+
+    def total_variance(self, k: np.ndarray | float) -> np.ndarray:
+        """Total implied variance ``w(k)``."""
+        return svi_total_variance(self.as_tuple(), k)
+
+    def g(self, k: np.ndarray | float) -> np.ndarray:
+        """Gatheral-Jacquier butterfly function ``g(k)`` (the slice is free of butterfly arbitrage iff g >= 0)."""
+        return svi_g(self.as_tuple(), k)
+
+    def wing_slopes(self) -> tuple[float, float]:
+        """Asymptotic total-variance slopes (left ``b(1-rho)``, right ``b(1+rho)``)."""
+        return (self.b * (1.0 - self.rho), self.b * (1.0 + self.rho))
+
+
+def svi_total_variance(params: Sequence[float], k: np.ndarray | float) -> np.ndarray:
+    """Raw SVI total variance for ``params = (a, b, rho, m, sigma)``."""
+    a, b, rho, m, sigma = params
+    x = np.asarray(k, dtype=np.float64) - m
+    return a + b * (rho * x + np.sqrt(x * x + sigma * sigma))
+
+
+def svi_g(params: Sequence[float], k: np.ndarray | float) -> np.ndarray:
+    """Gatheral-Jacquier (2013) density function of a raw SVI slice:
+    ``g = (1 - k w'/(2w))^2 - w'^2/4 (1/w + 1/4) + w''/2``; the risk-neutral density is ``g / sqrt(2 pi w) * exp(-d2^2/2)``.
+    Non-positive total variance gives ``-inf`` (that is arbitrage too)."""
+    a, b, rho, m, sigma = params
+    k = np.asarray(k, dtype=np.float64)
+    x = k - m
+    r = np.sqrt(x * x + sigma * sigma)
+    w = a + b * (rho * x + r)
+    w1 = b * (rho + x / r)
+    w2 = b * sigma * sigma / (r * r * r)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        g = (1.0 - k * w1 / (2.0 * w)) ** 2 - 0.25 * w1 * w1 * (1.0 / w + 0.25) + 0.5 * w2
+    return np.where(w > 0.0, g, -np.inf)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Quote filters
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class QuoteIVs:
+    """Implied vols of each row's bid, ask and mid (NaN where unsolvable) and Black-76 vega at the mid vol."""
+
+    bid: np.ndarray
+    ask: np.ndarray
+    mid: np.ndarray
+    mid_reason: np.ndarray  # int8 reason code of the IV solver for the mid
+    vega: np.ndarray
+
+
+@dataclass(frozen=True)
+class FilterResult:
+    """Per-row filter outcome: ``reason`` is '' for a clean row, else one of :data:`FILTER_REASONS`."""
+
+    clean: np.ndarray  # bool mask
+    reason: tuple[str, ...]
+    report: dict[str, int]  # reason -> count (every reason present, zeros included), plus 'clean' and 'total'
+
+
+def quote_ivs(chain: OptionChain) -> QuoteIVs:
+    """Solve implied vols of bid, ask and mid at each row's own forward and quote-time maturity (Black-76, r = 0:
+    Deribit's coin prices times the forward are undiscounted USD prices)."""
+    from keeper.implied_vol import implied_vol
+    from keeper.pricing import black76_greeks
+
+    t = chain.quote_expiry_years
+    F, K, c = chain.forward, chain.strike, chain.is_call
+
+    def solve(price: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ok = np.isfinite(price) & (price > 0.0)
+        safe = np.where(ok, price, 1.0)
+        res = implied_vol(safe, F, K, t, c)
+        vol = np.where(ok, np.asarray(res.vol, dtype=np.float64), np.nan)
+        return vol, np.asarray(res.reason, dtype=np.int8)
+
+    iv_bid, _ = solve(chain.bid)
+    iv_ask, _ = solve(chain.ask)
+    iv_mid, mid_reason = solve(chain.mid)
+    vol_for_vega = np.where(np.isfinite(iv_mid), iv_mid, 0.5)
+    vega = np.asarray(black76_greeks(F, K, t, vol_for_vega, c).vega, dtype=np.float64)
+    vega = np.where(np.isfinite(iv_mid), vega, np.nan)
+    return QuoteIVs(bid=iv_bid, ask=iv_ask, mid=iv_mid, mid_reason=mid_reason, vega=vega)
+
+
+def filter_quotes(chain: OptionChain, config: SurfaceConfig = SurfaceConfig(),
+                  ivs: QuoteIVs | None = None) -> FilterResult:
+    """Classify every row as clean or bad (first reason of :data:`FILTER_REASONS` that applies, except 'outlier',
+    which needs a fit and is applied by :func:`fit_surface`). Counts are returned per reason."""
+    if ivs is None:
+        ivs = quote_ivs(chain)
+    n = len(chain)
+    bid, ask = chain.bid, chain.ask
+    has_bid = np.isfinite(bid) & (bid > 0.0)
+    has_ask = np.isfinite(ask) & (ask > 0.0)
+    intrinsic = np.where(chain.is_call, np.maximum(chain.forward - chain.strike, 0.0),
+                         np.maximum(chain.strike - chain.forward, 0.0))
+    upper = np.where(chain.is_call, chain.forward, chain.strike)
+    venue_cap = (np.nan_to_num(chain.bid_iv) >= config.iv_cap) | (np.nan_to_num(chain.ask_iv) >= config.iv_cap)
+    own_cap = np.nan_to_num(ivs.mid) >= config.iv_cap
+    tests = (
+        ("no_quote", ~has_bid & ~has_ask),
+        ("crossed", has_bid & has_ask & (bid > ask)),
+        ("zero_or_missing_bid", ~has_bid),
+        ("one_sided", ~has_ask),
+        ("stale", chain.quote_age > config.stale_after_s),
+        ("iv_cap", venue_cap | own_cap),
+        ("outside_no_arb_bounds", ~np.isfinite(ivs.mid) | (ask < intrinsic) | (bid > upper)),
+    )
+    reason = np.full(n, "", dtype=object)
+    for name, bad in tests:
+        reason[(reason == "") & bad] = name
+    clean = reason == ""
+    report = {name: int(np.sum(reason == name)) for name in FILTER_REASONS}
+    report["clean"] = int(np.sum(clean))
+    report["total"] = n
+    return FilterResult(clean=clean, reason=tuple(str(r) for r in reason), report=report)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Slices
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SliceQuotes:
+    """The quotes of one expiry, ready to fit: log-moneyness, mid vol (and the bid/ask vols where known), weights.
+
+    ``rows`` are the indices of the quotes in the source chain (empty for synthetic slices)."""
+
+    expiry_ts: float
+    t: float
+    forward: float
+    k: np.ndarray
+    iv_mid: np.ndarray
+    iv_bid: np.ndarray
+    iv_ask: np.ndarray
+    weight: np.ndarray  # relative weight of a quote's vol residual (vega / spread, floored)
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+
+    def select(self, mask: np.ndarray) -> "SliceQuotes":
+        mask = np.asarray(mask, dtype=bool)
+        return replace(self, k=self.k[mask], iv_mid=self.iv_mid[mask], iv_bid=self.iv_bid[mask],
+                       iv_ask=self.iv_ask[mask], weight=self.weight[mask],
+                       rows=self.rows[mask] if self.rows.size else self.rows)
+
+
+def build_slices(chain: OptionChain, clean: np.ndarray, ivs: QuoteIVs,
+                 config: SurfaceConfig = SurfaceConfig()) -> tuple[list[SliceQuotes], dict[str, int]]:
+    """Group the clean out-of-the-money quotes by expiry (calls with K >= F, puts with K < F, F the row's forward).
+
+    Returns the slices with enough quotes and counts of what was left out: ``itm_not_used`` (clean in-the-money
+    rows), ``expiry_too_short`` and ``expiry_too_few_quotes`` (rows of expiries that get no slice)."""
+    otm = np.where(chain.is_call, chain.strike >= chain.forward, chain.strike < chain.forward)
+    use = clean & otm
+    counts = {NOT_USED_ITM: int(np.sum(clean & ~otm)), "expiry_too_short": 0, "expiry_too_few_quotes": 0}
+    t_all = chain.expiry_years
+    spread = chain.ask - chain.bid
+    slices: list[SliceQuotes] = []
+    for expiry in np.unique(chain.expiry_ts[use]):
+        rows = np.flatnonzero(use & (chain.expiry_ts == expiry))
+        t = float(t_all[rows[0]])
+        if t < config.min_expiry_years:
+            counts["expiry_too_short"] += rows.size
+            continue
+        if rows.size < config.min_quotes_per_slice:
+            counts["expiry_too_few_quotes"] += rows.size
+            continue
+        order = np.argsort(np.log(chain.strike[rows] / chain.forward[rows]), kind="stable")
+        rows = rows[order]
+        k = np.log(chain.strike[rows] / chain.forward[rows])
+        width = np.maximum(spread[rows] / ivs.vega[rows], config.vol_width_floor)
+        slices.append(SliceQuotes(
+            expiry_ts=float(expiry), t=t, forward=float(np.median(chain.forward[rows])), k=k,
+            iv_mid=ivs.mid[rows], iv_bid=ivs.bid[rows], iv_ask=ivs.ask[rows], weight=1.0 / width, rows=rows))
+    return slices, counts
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Quasi-explicit SVI slice fit
+# ----------------------------------------------------------------------------------------------------------------
+
+_FACES = tuple((sa, sp, sq) for sa in range(3) for sp in range(3) for sq in range(3) if (sa, sp, sq) != (0, 0, 0))
+
+
+def _solve_small(G: list[list[float]], h: list[float]) -> list[float] | None:
+    """Solve a 1x1, 2x2 or 3x3 linear system by Cramer's rule (None when singular)."""
+    n = len(h)
+    if n == 1:
+        return [h[0] / G[0][0]] if G[0][0] > 0.0 else None
+    if n == 2:
+        det = G[0][0] * G[1][1] - G[0][1] * G[1][0]
+        if abs(det) <= 1e-300:
+            return None
+        return [(h[0] * G[1][1] - G[0][1] * h[1]) / det, (G[0][0] * h[1] - h[0] * G[1][0]) / det]
+    (a, b, c), (d, e, f), (g, hh, i) = G
+    det = a * (e * i - f * hh) - b * (d * i - f * g) + c * (d * hh - e * g)
+    if abs(det) <= 1e-300:
+        return None
+    x0 = (h[0] * (e * i - f * hh) - b * (h[1] * i - f * h[2]) + c * (h[1] * hh - e * h[2])) / det
+    x1 = (a * (h[1] * i - f * h[2]) - h[0] * (d * i - f * g) + c * (d * h[2] - h[1] * g)) / det
+    x2 = (a * (e * h[2] - h[1] * hh) - b * (d * h[2] - h[1] * g) + h[0] * (d * hh - e * g)) / det
+    return [x0, x1, x2]
+
+
+def _box_qp3(G: np.ndarray, h: np.ndarray, lo: Sequence[float], hi: Sequence[float]) -> tuple[list[float], float]:
+    """Minimise ``x'Gx - 2h'x`` over the box ``lo <= x <= hi`` (3 variables, G positive semi-definite) exactly:
+    the unconstrained stationary point if feasible, else the best feasible stationary point over all faces."""
+    Gl = G.tolist()
+    hl = h.tolist()
+
+    def objective(x: list[float]) -> float:
+        return (sum(x[i] * Gl[i][j] * x[j] for i in range(3) for j in range(3))
+                - 2.0 * (hl[0] * x[0] + hl[1] * x[1] + hl[2] * x[2]))
+
+    eps = 1e-12
+    x = _solve_small(Gl, hl)
+    if x is not None and all(lo[i] - eps <= x[i] <= hi[i] + eps for i in range(3)):
+        return x, objective(x)
+    best: list[float] | None = None
+    best_f = math.inf
+    for face in _FACES:
+        fixed = [None if s == 0 else (lo[i] if s == 1 else hi[i]) for i, s in enumerate(face)]
+        free = [i for i in range(3) if fixed[i] is None]
+        xs = [0.0 if v is None else v for v in fixed]
+        if free:
+            Gf = [[Gl[i][j] for j in free] for i in free]
+            hf = [hl[i] - sum(Gl[i][j] * xs[j] for j in range(3) if fixed[j] is not None) for i in free]
+            sol = _solve_small(Gf, hf)
+            if sol is None:
+                continue
+            if not all(lo[i] - eps <= v <= hi[i] + eps for i, v in zip(free, sol)):
+                continue
+            for i, v in zip(free, sol):
+                xs[i] = min(max(v, lo[i]), hi[i])
+        f = objective(xs)
+        if f < best_f:
+            best, best_f = xs, f
+    assert best is not None  # the all-fixed faces are always feasible
+    return best, best_f
+
+
+@dataclass(frozen=True)
+class _SliceProblem:
+    k: np.ndarray
+    w: np.ndarray  # market total variance
+    omega2: np.ndarray  # squared weights of total-variance residuals (sum 1)
+    w_max: float
+    k_lo: float
+    k_hi: float
+    lee: float  # p, q <= lee * sigma
+
+
+def _slice_problem(sq: SliceQuotes, config: SurfaceConfig) -> _SliceProblem:
+    w = sq.iv_mid ** 2 * sq.t
+    # residual in vol ~ dw / (2 sigma t): weight the total-variance residual by weight / (2 sigma t)
+    omega = sq.weight / (2.0 * sq.iv_mid * sq.t)
+    omega2 = omega ** 2
+    omega2 = omega2 / omega2.sum()
+    return _SliceProblem(k=np.asarray(sq.k, dtype=np.float64), w=w, omega2=omega2, w_max=float(w.max()),
+                         k_lo=float(sq.k.min()), k_hi=float(sq.k.max()), lee=1.0 - config.lee_margin)
+
+
+def _inner(prob: _SliceProblem, m: float, sigma: float) -> tuple[float, list[float]]:
+    """Best (a, p, q) for fixed (m, sigma) and its weighted sum of squared residuals."""
+    y = (prob.k - m) / sigma
+    z = np.sqrt(y * y + 1.0)
+    u = z + y
+    v = z - y
+    o = prob.omega2
+    ou, ov = o * u, o * v
+    G = np.array([[o.sum(), ou.sum(), ov.sum()],
+                  [ou.sum(), ou @ u, ou @ v],
+                  [ov.sum(), ov @ u, ov @ v]])
+    h = np.array([o @ prob.w, ou @ prob.w, ov @ prob.w])
+    x, f = _box_qp3(G, h, (0.0, 0.0, 0.0), (prob.w_max, prob.lee * sigma, prob.lee * sigma))
+    return f + float(o @ (prob.w * prob.w)), x
+
+
+def _raw_from_inner(m: float, sigma: float, x: Sequence[float]) -> SVIParams:
+    a, p, q = x
+    c = p + q
+    b = c / sigma
+    rho = (p - q) / c if c > 0.0 else 0.0
+    return SVIParams(a=float(a), b=float(b), rho=float(rho), m=float(m), sigma=float(sigma))
+
+
+def _quasi_explicit(prob: _SliceProblem) -> SVIParams:
+    span = max(prob.k_hi - prob.k_lo, 1e-4)
+    m_lo, m_hi = prob.k_lo - 0.5 * span, prob.k_hi + 0.5 * span
+    s_lo, s_hi = max(1e-3 * span, 1e-5), 2.0 * span + 0.1
+    best = (math.inf, 0.0, 0.0)
+    for m in np.linspace(prob.k_lo, prob.k_hi, 7):
+        for s in np.geomspace(0.02 * span, span, 5):
+            f, _ = _inner(prob, float(m), float(s))
+            if f < best[0]:
+                best = (f, float(m), float(s))
+    ls_lo, ls_hi = math.log(s_lo), math.log(s_hi)
+
+    def outer(xv: np.ndarray) -> float:
+        m = min(max(float(xv[0]), m_lo), m_hi)
+        ls = min(max(float(xv[1]), ls_lo), ls_hi)
+        return _inner(prob, m, math.exp(ls))[0]
+
+    res = minimize(outer, np.array([best[1], math.log(best[2])]), method="Nelder-Mead",
+                   options={"xatol": 1e-7, "fatol": 1e-14 * max(best[0], 1e-300), "maxiter": 400,
+                            "initial_simplex": np.array([[best[1], math.log(best[2])],
+                                                         [best[1] + 0.1 * span, math.log(best[2])],
+                                                         [best[1], math.log(best[2]) + 0.3]])})
+    m = min(max(float(res.x[0]), m_lo), m_hi)
+    sigma = math.exp(min(max(float(res.x[1]), ls_lo), ls_hi))
+    _, x = _inner(prob, m, sigma)
+    return _raw_from_inner(m, sigma, x)
+
+
+def fit_svi_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()) -> SVIParams:
+    """Quasi-explicit (Zeliade) raw-SVI fit of one slice, weighted by ``sq.weight`` on vol residuals."""
+    return _quasi_explicit(_slice_problem(sq, config))
+
+
+def slice_vol_errors(params: SVIParams, sq: SliceQuotes) -> np.ndarray:
+    """Model minus market mid implied vol per quote (vol units)."""
+    w = np.maximum(params.total_variance(sq.k), 0.0)
+    return np.sqrt(w / sq.t) - sq.iv_mid
+
+
+def _outliers(params: SVIParams, sq: SliceQuotes, config: SurfaceConfig) -> np.ndarray:
+    r = slice_vol_errors(params, sq)
+    med = float(np.median(r))
+    mad = 1.4826 * float(np.median(np.abs(r - med)))
+    model = r + sq.iv_mid
+    outside_band = ~((model >= np.nan_to_num(sq.iv_bid, nan=-np.inf)) & (model <= np.nan_to_num(sq.iv_ask, nan=np.inf)))
+    big = np.abs(r - med) > max(config.outlier_mad * mad, config.outlier_floor)
+    return big & outside_band
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# No-arbitrage checks and repair
+# ----------------------------------------------------------------------------------------------------------------
+
+def check_grid(params: Iterable[SVIParams], config: SurfaceConfig = SurfaceConfig(),
+               extra: np.ndarray | None = None) -> np.ndarray:
+    """The k-grid the arbitrage checks use: a uniform grid on [-H, H] plus a dense grid around each slice's m."""
+    parts = [np.linspace(-config.k_grid_half_width, config.k_grid_half_width, config.k_grid_points)]
+    for p in params:
+        parts.append(p.m + p.sigma * np.linspace(-6.0, 6.0, 49))
+    if extra is not None:
+        parts.append(np.asarray(extra, dtype=np.float64))
+    return np.unique(np.concatenate(parts))
+
+
+def butterfly_min_g(params: SVIParams, k_grid: np.ndarray) -> float:
+    """Smallest Gatheral-Jacquier g(k) of a slice on the grid (negative: butterfly arbitrage)."""
+    return float(np.min(params.g(k_grid)))
+
+
+def calendar_min_gap(shorter: SVIParams, longer: SVIParams, k_grid: np.ndarray) -> float:
+    """min over the grid and the asymptotic wing slopes of ``w_longer - w_shorter`` (negative: calendar arbitrage)."""
+    gap = float(np.min(longer.total_variance(k_grid) - shorter.total_variance(k_grid)))
+    sl, sr = shorter.wing_slopes()
+    ll, lr = longer.wing_slopes()
+    return min(gap, ll - sl, lr - sr)
+
+
+def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config: SurfaceConfig) -> SVIParams:
+    """Refit a slice by SLSQP over raw SVI under g(k) >= 0 on the grid, Lee's bound and, when ``longer`` is
+    given, ``w(k) <= w_longer(k)`` on the grid with wing slopes no steeper than the longer slice's."""
+    prob = _slice_problem(sq, config)
+    grid = check_grid([start] + ([longer] if longer else []), config, extra=sq.k)
+    w_cap = longer.total_variance(grid) if longer else None
+    long_slopes = longer.wing_slopes() if longer else None
+    lee = 2.0 * prob.lee
+    scale = 1.0 / max(float(prob.omega2 @ (prob.w ** 2)), 1e-300)
+
+    def unpack(x: np.ndarray) -> tuple[float, float, float, float, float]:
+        return (float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]))
+
+    def objective(x: np.ndarray) -> float:
+        r = svi_total_variance(unpack(x), prob.k) - prob.w
+        return float(prob.omega2 @ (r * r)) * scale
+
+    def constraints(x: np.ndarray) -> np.ndarray:
+        p = unpack(x)
+        a, b, rho, m, sigma = p
+        g = svi_g(p, grid)
+        g = np.where(np.isfinite(g), g, -1.0)
+        parts = [g, np.array([lee - b * (1.0 + rho), lee - b * (1.0 - rho), a + b * sigma * math.sqrt(max(1.0 - rho * rho, 0.0))])]
+        if w_cap is not None:
+            parts.append((w_cap - svi_total_variance(p, grid)) / max(float(np.max(w_cap)), 1e-12))
+            parts.append(np.array([long_slopes[0] - b * (1.0 - rho), long_slopes[1] - b * (1.0 + rho)]))
+        return np.concatenate(parts)
+
+    x0 = np.array(start.as_tuple())
+    bounds = [(-1.0, max(prob.w_max, 1e-8) * 2.0), (0.0, 10.0), (-0.999, 0.999),
+              (prob.k_lo - 1.0, prob.k_hi + 1.0), (1e-5, 5.0)]
+    x0 = np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds])
+    if w_cap is not None:
+        # start from a feasible shape: scale the start down under the longer slice if it pokes above it
+        over = svi_total_variance(unpack(x0), grid) - w_cap
+        if np.max(over) > 0.0:
+            x0 = np.array(longer.as_tuple()) * np.array([0.95, 0.95, 1.0, 1.0, 1.0])
+    res = minimize(objective, x0, method="SLSQP", bounds=bounds,
+                   constraints=[{"type": "ineq", "fun": constraints}],
+                   options={"maxiter": 200, "ftol": 1e-12})
+    p = SVIParams(*unpack(res.x))
+    return p
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The surface
+# ----------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SliceFit:
+    """One fitted expiry: maturity, forward and SVI parameters (what the hash covers)."""
+
+    expiry_ts: float
+    t: float
+    forward: float
+    params: SVIParams
+
+
+@dataclass(frozen=True)
+class VolSurface:
+    """SVI slices ordered by maturity plus the fit report; interpolation in total variance (see module doc)."""
+
+    underlying: str
+    asof: float
+    slices: tuple[SliceFit, ...]
+    fit_report: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @property
+    def times(self) -> np.ndarray:
+        return np.array([s.t for s in self.slices])
+
+    def total_variance(self, k: np.ndarray | float, t: np.ndarray | float) -> np.ndarray:
+        """Total implied variance at log-moneyness ``k`` and maturity ``t`` (years); broadcasts.
+
+        Between slices: linear in ``t`` at constant ``k``; before the first slice and after the last:
+        ``w(k, t_edge) * t / t_edge`` (constant implied vol in ``k``)."""
+        if not self.slices:
+            raise ValueError("surface has no slices")
+        k, t = np.broadcast_arrays(np.asarray(k, dtype=np.float64), np.asarray(t, dtype=np.float64))
+        ts = self.times
+        w_slices = np.stack([s.params.total_variance(k) for s in self.slices])  # (n_slices, ...)
+        n = len(self.slices)
+        if n == 1:
+            return w_slices[0] * t / ts[0]
+        idx = np.clip(np.searchsorted(ts, t, side="right") - 1, 0, n - 2)
+        t0, t1 = ts[idx], ts[idx + 1]
+        w0 = np.take_along_axis(w_slices, idx[None, ...], axis=0)[0]
+        w1 = np.take_along_axis(w_slices, (idx + 1)[None, ...], axis=0)[0]
+        lam = (t - t0) / (t1 - t0)
+        inner = w0 + lam * (w1 - w0)
+        before = w_slices[0] * t / ts[0]
+        after = w_slices[-1] * t / ts[-1]
+        return np.where(t <= ts[0], before, np.where(t >= ts[-1], after, inner))
+
+    def implied_vol(self, strike: np.ndarray | float, expiry: np.ndarray | float,
+                    forward: np.ndarray | float) -> np.ndarray:
+        """Black-76 implied vol for ``strike`` at maturity ``expiry`` (years) given the ``forward`` of that maturity."""
+        strike, expiry, forward = np.broadcast_arrays(np.asarray(strike, dtype=np.float64),
+                                                      np.asarray(expiry, dtype=np.float64),
+                                                      np.asarray(forward, dtype=np.float64))
+        k = np.log(strike / forward)
+        w = self.total_variance(k, expiry)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return np.where((expiry > 0.0) & (w > 0.0), np.sqrt(w / expiry), np.nan)
+
+    def forward(self, expiry: np.ndarray | float) -> np.ndarray:
+        """Forward at a maturity: the slices' forwards interpolated linearly in ``t`` (flat outside)."""
+        return np.interp(np.asarray(expiry, dtype=np.float64), self.times, [s.forward for s in self.slices])
+
+    def to_canonical(self) -> dict[str, Any]:
+        """Deterministic dict of everything that defines the surface (not the fit report)."""
+        return {
+            "version": CANONICAL_VERSION,
+            "underlying": self.underlying,
+            "asof": float(self.asof),
+            "slices": [
+                {"expiry_ts": float(s.expiry_ts), "t": float(s.t), "forward": float(s.forward),
+                 "a": s.params.a, "b": s.params.b, "rho": s.params.rho, "m": s.params.m, "sigma": s.params.sigma}
+                for s in self.slices
+            ],
+        }
+
+    def hash(self) -> bytes:
+        """keccak-256 (bytes32) of the canonical serialization."""
+        return inputs_hash(self.to_canonical())
+
+    @classmethod
+    def from_canonical(cls, d: dict[str, Any]) -> "VolSurface":
+        """Inverse of :meth:`to_canonical`; also accepts floats in canonical-JSON form ``{"f": hex}``."""
+        def f(v: Any) -> float:
+            return float.fromhex(v["f"]) if isinstance(v, dict) else float(v)
+
+        if int(d.get("version", -1)) != CANONICAL_VERSION:
+            raise ValueError(f"unsupported surface version {d.get('version')!r}")
+        slices = tuple(
+            SliceFit(expiry_ts=f(s["expiry_ts"]), t=f(s["t"]), forward=f(s["forward"]),
+                     params=SVIParams(a=f(s["a"]), b=f(s["b"]), rho=f(s["rho"]), m=f(s["m"]), sigma=f(s["sigma"])))
+            for s in d["slices"])
+        return cls(underlying=str(d["underlying"]), asof=f(d["asof"]), slices=slices)
+
+    def arbitrage_report(self, config: SurfaceConfig = SurfaceConfig()) -> dict[str, Any]:
+        """Butterfly (min g per slice) and calendar (min gap per adjacent pair) checks on the k-grid."""
+        params = [s.params for s in self.slices]
+        grid = check_grid(params, config)
+        min_g = [butterfly_min_g(p, grid) for p in params]
+        gaps = [calendar_min_gap(params[i], params[i + 1], grid) for i in range(len(params) - 1)]
+        return {
+            "min_g": min_g,
+            "calendar_min_gap": gaps,
+            "butterfly_ok": bool(all(g >= -config.arb_tolerance for g in min_g)),
+            "calendar_ok": bool(all(g >= -config.arb_tolerance for g in gaps)),
+        }
+
+
+def _fit_slices(slices: Sequence[SliceQuotes], config: SurfaceConfig,
+                remove_outliers: bool) -> tuple[list[SliceQuotes], list[SVIParams], int]:
+    fitted: list[SliceQuotes] = []
+    params: list[SVIParams] = []
+    n_out = 0
+    for sq in slices:
+        p = fit_svi_slice(sq, config)
+        if remove_outliers:
+            out = _outliers(p, sq, config)
+            if out.any() and int((~out).sum()) >= config.min_quotes_per_slice:
+                n_out += int(out.sum())
+                sq = sq.select(~out)
+                p = fit_svi_slice(sq, config)
+        fitted.append(sq)
+        params.append(p)
+    return fitted, params, n_out
+
+
+def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
+                config: SurfaceConfig = SurfaceConfig(), *, underlying: str = "", asof: float = 0.0) -> VolSurface:
+    """Fit an arbitrage-free SVI surface to an :class:`OptionChain` (filters, slices, outliers, fit, repair) or to
+    ready :class:`SliceQuotes` (fit and repair only; ``underlying``/``asof`` label the result).
+
+    ``fit_report`` holds the filter counts (chain input), per-slice RMSE and max error in vol points against the
+    mid implied vols, the number of quotes per slice, which slices were repaired, and the arbitrage checks."""
+    report: dict[str, Any] = {}
+    if isinstance(chain_or_slices, OptionChain):
+        chain = chain_or_slices
+        ivs = quote_ivs(chain)
+        filt = filter_quotes(chain, config, ivs)
+        slices, unused = build_slices(chain, filt.clean, ivs, config)
+        underlying, asof = chain.underlying, chain.asof
+        filters = dict(filt.report)
+    else:
+        slices, unused, filters = list(chain_or_slices), {}, None
+    slices = sorted(slices, key=lambda s: s.t)
+    slices, params, n_out = _fit_slices(slices, config, remove_outliers=True)
+    if filters is not None:
+        filters["outlier"] = n_out
+        filters["clean"] -= n_out
+        report["filters"] = filters
+        report["not_used"] = unused
+    else:
+        report["outliers"] = n_out
+    # no-arbitrage: from the longest slice down, each slice butterfly-free and below the next longer one
+    repaired = [False] * len(params)
+    if config.repair:
+        for i in range(len(params) - 1, -1, -1):
+            longer = params[i + 1] if i + 1 < len(params) else None
+            grid = check_grid([params[i]] + ([longer] if longer else []), config, extra=slices[i].k)
+            bad = butterfly_min_g(params[i], grid) < -config.arb_tolerance
+            if longer is not None:
+                bad = bad or calendar_min_gap(params[i], longer, grid) < -config.arb_tolerance
+            if bad:
+                params[i] = _repair(slices[i], params[i], longer, config)
+                repaired[i] = True
+    surface = VolSurface(underlying=underlying, asof=float(asof), slices=tuple(
+        SliceFit(expiry_ts=s.expiry_ts, t=s.t, forward=s.forward, params=p) for s, p in zip(slices, params)))
+    per_slice = []
+    for s, p, rep in zip(slices, params, repaired):
+        err = slice_vol_errors(p, s) * 100.0
+        per_slice.append({"expiry_ts": s.expiry_ts, "t": s.t, "n_quotes": int(s.k.size),
+                          "rmse_vol_pts": float(np.sqrt(np.mean(err ** 2))),
+                          "max_abs_err_vol_pts": float(np.max(np.abs(err))), "repaired": rep})
+    report["slices"] = per_slice
+    report["arbitrage"] = surface.arbitrage_report(config)
+    if not (report["arbitrage"]["butterfly_ok"] and report["arbitrage"]["calendar_ok"]):
+        log.warning("vol surface %s: arbitrage checks failed after repair: %s", underlying, report["arbitrage"])
+    return replace(surface, fit_report=report)
+
+
+def years_between(t0: float, t1: float) -> float:
+    """ACT/365 years between two unix timestamps."""
+    return (t1 - t0) / SECONDS_PER_YEAR

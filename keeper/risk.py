@@ -1,0 +1,612 @@
+"""Portfolio risk engine: equity, VaR/ES, worst-scenario loss, Greeks and margins for every account.
+
+Layout of the computation (see docs/risk.md for the figures):
+
+1. Every *series* (option or forward) and every *collateral asset* is revalued once per scenario: a dense
+   (n_columns x n_scenarios) matrix of value changes per unit held, columns = series then collateral assets.
+2. Accounts are aggregated by a sparse product: (accounts x columns, CSR) @ (columns x scenarios), one chunk of
+   accounts at a time into a reused buffer. scipy's CSR kernel is single-threaded and sums each row's entries in
+   the CSR order (sorted column indices), so the result is bit-identical across runs, processes and BLAS thread
+   settings; no BLAS call is on the path.
+3. VaR/ES come from an in-place ``ndarray.partition`` of each chunk for the few order statistics needed, then a
+   sort of only that tail.
+
+Conventions (units as in docs/ARCHITECTURE.md; floats in quote units here, integers only when attesting through
+:func:`to_quote_units`):
+
+* equity = sum over collateral of amount x price x (1 - haircut) + sum over series of size x mark.
+* scenario P&L = sum over series of size x (model value after the move and ``horizon`` of time decay - model value
+  now) + sum over collateral of amount x (1 - haircut) x price x (exp(move of its underlying) - 1); collateral whose
+  underlying index is -1 (the quote stablecoin) does not move. Model values (Black-76 on the given vols) are the
+  base of the P&L so that scenario losses measure moves, not mark-vs-model gaps.
+* loss = -P&L. VaR_a = the ceil(a N)-th smallest loss; ES_b = mean of the N - floor(b N) largest losses.
+* maintenance margin (MM), all terms >= 0:
+  ``(max(ES_b, grid worst weighted loss, 0) + short premium charge + gamma add-on + vega add-on) x (1 + t g / (g + G))``
+  where g is the account's gross cash gamma, so the requirement tightens as |gamma| grows; IM = k x MM.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, fields
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from scipy.special import ndtr
+
+from keeper.canonical import canonical_json, inputs_hash
+from keeper.risk_scenarios import ScenarioSet
+
+try:  # scipy's CSR x dense kernel, accumulating into a caller-owned buffer (no allocation per chunk)
+    from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
+except ImportError:  # pragma: no cover - fall back to the public product (same kernel, allocates)
+    _csr_matvecs = None
+
+#: Series kinds.
+PUT, CALL, FORWARD = 0, 1, 2
+#: Collateral underlying index meaning "does not move" (the quote asset).
+NO_UNDERLYING = -1
+
+VolFunction = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""``vol_fn(strike, expiry_after, forward_after, base_vol, vol_shock) -> vol_after``: every argument broadcast to
+(n_series, n_scenarios) except strike/base_vol (n_series, 1); lets a surface (e.g. keeper.surface.VolSurface)
+supply smile-aware vols after a move. The default is sticky strike: ``base_vol * exp(vol_shock)``."""
+
+
+def _f64(a: object, name: str, ndim: int) -> np.ndarray:
+    arr = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+    if arr.ndim != ndim:
+        raise ValueError(f"{name}: expected {ndim}-d array, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)):
+        raise ValueError(f"{name}: non-finite values")
+    arr.setflags(write=False)
+    return arr
+
+
+def _i64(a: object, name: str) -> np.ndarray:
+    arr = np.ascontiguousarray(np.asarray(a))
+    if arr.ndim != 1 or not np.issubdtype(arr.dtype, np.integer):
+        raise ValueError(f"{name}: expected a 1-d integer array, got {arr.dtype} {arr.shape}")
+    arr = arr.astype(np.int64)
+    arr.setflags(write=False)
+    return arr
+
+
+@dataclass(frozen=True)
+class SeriesTable:
+    """Option/forward series (one row each): underlying index, strike, expiry (years), kind, discount factor."""
+
+    underlying: np.ndarray
+    strike: np.ndarray
+    expiry: np.ndarray
+    kind: np.ndarray
+    discount: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "underlying", _i64(self.underlying, "series.underlying"))
+        object.__setattr__(self, "kind", _i64(self.kind, "series.kind"))
+        for name in ("strike", "expiry", "discount"):
+            object.__setattr__(self, name, _f64(getattr(self, name), f"series.{name}", 1))
+        n = self.underlying.size
+        for name in ("strike", "expiry", "kind", "discount"):
+            if getattr(self, name).size != n:
+                raise ValueError(f"series.{name}: length {getattr(self, name).size} != {n}")
+        if np.any(self.strike <= 0) or np.any(self.expiry < 0):
+            raise ValueError("series: strikes must be > 0 and expiries >= 0")
+        if np.any((self.discount <= 0) | (self.discount > 1)):
+            raise ValueError("series: discount factors must lie in (0, 1]")
+        if not np.all(np.isin(self.kind, (PUT, CALL, FORWARD))):
+            raise ValueError("series: kind must be 0 (put), 1 (call) or 2 (forward)")
+        if np.any(self.underlying < 0):
+            raise ValueError("series: underlying index must be >= 0")
+
+    @property
+    def n(self) -> int:
+        """Number of series."""
+        return int(self.underlying.size)
+
+
+@dataclass(frozen=True)
+class CollateralTable:
+    """Collateral assets (one row each): price in quote units, haircut in [0, 1), underlying index or -1."""
+
+    price: np.ndarray
+    haircut: np.ndarray
+    underlying: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "price", _f64(self.price, "collateral.price", 1))
+        object.__setattr__(self, "haircut", _f64(self.haircut, "collateral.haircut", 1))
+        object.__setattr__(self, "underlying", _i64(self.underlying, "collateral.underlying"))
+        if not (self.price.size == self.haircut.size == self.underlying.size):
+            raise ValueError("collateral: price, haircut and underlying must have equal lengths")
+        if np.any(self.price < 0) or np.any((self.haircut < 0) | (self.haircut >= 1)):
+            raise ValueError("collateral: prices must be >= 0 and haircuts in [0, 1)")
+        if np.any(self.underlying < NO_UNDERLYING):
+            raise ValueError("collateral: underlying index must be >= -1")
+
+    @property
+    def n(self) -> int:
+        """Number of collateral assets."""
+        return int(self.price.size)
+
+
+@dataclass(frozen=True)
+class RiskParams:
+    """Margin configuration (see module docstring and docs/risk.md).
+
+    Attributes:
+        var_level: VaR confidence (0.99).
+        es_level: ES confidence (0.975).
+        short_premium_charge: fraction of the model value of net short options added to MM (1.0, as Deribit's
+            standard margin adds the mark of short options); >= 1 makes adding a short option never lower MM.
+        gamma_move: spot move (fraction) at which cash gamma is measured: 0.5 x gamma x (F x move)^2.
+        gamma_addon: multiple of the account's net short cash gamma per underlying added to MM.
+        vega_shift: absolute vol move (0.05 = 5 vol points) charged on net short vega per underlying.
+        gamma_tightening: t, the most MM can be scaled up by gross cash gamma (0.5 -> up to x1.5).
+        gamma_scale: G, gross cash gamma (quote units) at which half of the tightening applies.
+        im_multiplier: k in IM = k x MM (>= 1).
+    """
+
+    var_level: float = 0.99
+    es_level: float = 0.975
+    short_premium_charge: float = 1.0
+    gamma_move: float = 0.10
+    gamma_addon: float = 0.5
+    vega_shift: float = 0.05
+    gamma_tightening: float = 0.5
+    gamma_scale: float = 1.0e6
+    im_multiplier: float = 1.5
+
+    def __post_init__(self) -> None:
+        if not (0.5 <= self.var_level < 1 and 0.5 <= self.es_level < 1):
+            raise ValueError("params: var_level and es_level must lie in [0.5, 1)")
+        if min(self.short_premium_charge, self.gamma_move, self.gamma_addon, self.vega_shift,
+               self.gamma_tightening) < 0 or self.gamma_scale <= 0 or self.im_multiplier < 1:
+            raise ValueError("params: charges must be >= 0, gamma_scale > 0 and im_multiplier >= 1")
+
+
+def _canonical_csr(m: object, shape: tuple[int, int] | None) -> sp.csr_matrix:
+    csr = sp.csr_matrix(m, dtype=np.float64, copy=True)
+    if shape is not None and csr.shape != shape:
+        raise ValueError(f"positions: shape {csr.shape} != {shape}")
+    csr.sum_duplicates()
+    csr.eliminate_zeros()
+    csr.sort_indices()
+    csr.indptr = csr.indptr.astype(np.int64)
+    csr.indices = csr.indices.astype(np.int64)
+    if not np.all(np.isfinite(csr.data)):
+        raise ValueError("positions: non-finite sizes")
+    return csr
+
+
+@dataclass(frozen=True)
+class RiskInputs:
+    """Everything one risk run depends on (besides the scenario sets and an optional vol function).
+
+    Attributes:
+        series: the series table (n_series rows).
+        positions: (n_accounts x n_series) signed sizes in contracts, CSR (canonicalised: summed duplicates, no
+            explicit zeros, sorted indices).
+        collateral: (n_accounts x n_assets) amounts held, in whole units of each asset.
+        collateral_assets: price/haircut/underlying per asset.
+        forward: forward (= spot, zero carry) per underlying, quote units.
+        vols: Black-76 implied vol per series (forwards ignore theirs; must still be > 0).
+        marks: mark price per series, quote units per contract.
+        params: margin configuration.
+    """
+
+    series: SeriesTable
+    positions: sp.csr_matrix
+    collateral: np.ndarray
+    collateral_assets: CollateralTable
+    forward: np.ndarray
+    vols: np.ndarray
+    marks: np.ndarray
+    params: RiskParams = field(default_factory=RiskParams)
+
+    def __post_init__(self) -> None:
+        n_series = self.series.n
+        collateral = _f64(self.collateral, "collateral", 2)
+        if collateral.shape[1] != self.collateral_assets.n:
+            raise ValueError(f"collateral: {collateral.shape[1]} columns != {self.collateral_assets.n} assets")
+        if np.any(collateral < 0):
+            raise ValueError("collateral: amounts must be >= 0")
+        positions = _canonical_csr(self.positions, (collateral.shape[0], n_series))
+        object.__setattr__(self, "collateral", collateral)
+        object.__setattr__(self, "positions", positions)
+        object.__setattr__(self, "forward", _f64(self.forward, "forward", 1))
+        object.__setattr__(self, "vols", _f64(self.vols, "vols", 1))
+        object.__setattr__(self, "marks", _f64(self.marks, "marks", 1))
+        if np.any(self.forward <= 0):
+            raise ValueError("forward: must be > 0")
+        if self.vols.size != n_series or self.marks.size != n_series:
+            raise ValueError("vols and marks need one value per series")
+        if np.any(self.vols <= 0):
+            raise ValueError("vols: must be > 0")
+        n_und = self.forward.size
+        if n_series and self.series.underlying.max() >= n_und:
+            raise ValueError("series: underlying index out of range of forward")
+        if self.collateral_assets.n and self.collateral_assets.underlying.max() >= n_und:
+            raise ValueError("collateral: underlying index out of range of forward")
+
+    @property
+    def n_accounts(self) -> int:
+        """Number of accounts."""
+        return int(self.collateral.shape[0])
+
+    @property
+    def n_underlyings(self) -> int:
+        """Number of underlyings."""
+        return int(self.forward.size)
+
+
+def _to_plain(inputs: RiskInputs) -> dict:
+    p = inputs.positions
+    return {
+        "series": {f.name: getattr(inputs.series, f.name) for f in fields(SeriesTable)},
+        "positions": {"shape": list(p.shape), "indptr": p.indptr, "indices": p.indices, "data": p.data},
+        "collateral": inputs.collateral,
+        "collateral_assets": {f.name: getattr(inputs.collateral_assets, f.name) for f in fields(CollateralTable)},
+        "forward": inputs.forward,
+        "vols": inputs.vols,
+        "marks": inputs.marks,
+        "params": {f.name: float(getattr(inputs.params, f.name)) for f in fields(RiskParams)},
+    }
+
+
+def serialize_risk_inputs(inputs: RiskInputs) -> bytes:
+    """Canonical JSON of the inputs (floats as exact IEEE-754 hex), the bytes every keeper hashes."""
+    return canonical_json(_to_plain(inputs))
+
+
+def risk_inputs_hash(inputs: RiskInputs) -> bytes:
+    """keccak-256 of :func:`serialize_risk_inputs` (32 bytes)."""
+    return inputs_hash(_to_plain(inputs))
+
+
+def _from_canonical(v: object) -> object:
+    if isinstance(v, dict) and set(v) == {"f"}:
+        return float.fromhex(v["f"])
+    if isinstance(v, dict):
+        return {k: _from_canonical(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_from_canonical(x) for x in v]
+    return v
+
+
+def deserialize_risk_inputs(blob: bytes) -> RiskInputs:
+    """Inverse of :func:`serialize_risk_inputs` (exact: floats round-trip through their hex form)."""
+    import json
+
+    d = _from_canonical(json.loads(blob))
+    s, c, p = d["series"], d["collateral_assets"], d["positions"]
+    n_assets = len(c["price"])
+    collateral = np.asarray(d["collateral"], dtype=np.float64).reshape(-1, n_assets)
+    positions = sp.csr_matrix((np.asarray(p["data"], dtype=np.float64), np.asarray(p["indices"], dtype=np.int64),
+                               np.asarray(p["indptr"], dtype=np.int64)), shape=tuple(p["shape"]))
+    return RiskInputs(
+        series=SeriesTable(np.asarray(s["underlying"], dtype=np.int64), s["strike"], s["expiry"],
+                           np.asarray(s["kind"], dtype=np.int64), s["discount"]),
+        positions=positions, collateral=collateral,
+        collateral_assets=CollateralTable(c["price"], c["haircut"], np.asarray(c["underlying"], dtype=np.int64)),
+        forward=d["forward"], vols=d["vols"], marks=d["marks"], params=RiskParams(**d["params"]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Revaluation (one pass over series x scenarios)
+# ---------------------------------------------------------------------------------------------------------------
+
+def _black76(forward: np.ndarray, strike: np.ndarray, expiry: np.ndarray, vol: np.ndarray, kind: np.ndarray,
+             discount: np.ndarray) -> np.ndarray:
+    """Black-76 value (broadcasting); expiry <= 0 gives discounted intrinsic; kind FORWARD gives D (F - K)."""
+    forward, strike, expiry, vol, kind, discount = np.broadcast_arrays(forward, strike, expiry, vol, kind, discount)
+    out = np.empty(forward.shape)
+    w = np.where(kind == CALL, 1.0, -1.0)
+    lin = kind == FORWARD
+    out[lin] = discount[lin] * (forward[lin] - strike[lin])
+    dead = (~lin) & (expiry <= 0)
+    out[dead] = discount[dead] * np.maximum(w[dead] * (forward[dead] - strike[dead]), 0.0)
+    live = (~lin) & (expiry > 0)
+    if np.any(live):
+        f, k, sd, ww = forward[live], strike[live], vol[live] * np.sqrt(expiry[live]), w[live]
+        d1 = (np.log(f / k) + 0.5 * sd * sd) / sd
+        out[live] = discount[live] * ww * (f * ndtr(ww * d1) - k * ndtr(ww * (d1 - sd)))
+    return out
+
+
+def model_values(inputs: RiskInputs) -> np.ndarray:
+    """Black-76 model value now of each series (per contract, quote units)."""
+    s = inputs.series
+    return _black76(inputs.forward[s.underlying], s.strike, s.expiry, inputs.vols, s.kind, s.discount)
+
+
+@dataclass(frozen=True)
+class SeriesGreeks:
+    """Black-76 Greeks per series (per contract): delta (dV/dF), gamma, vega (per 1.00 vol), theta (per year)."""
+
+    delta: np.ndarray
+    gamma: np.ndarray
+    vega: np.ndarray
+    theta: np.ndarray
+
+
+def series_greeks(inputs: RiskInputs) -> SeriesGreeks:
+    """Black-76 Greeks of every series at the current forward and vol (forwards: delta = D, others 0)."""
+    s = inputs.series
+    f, k, t, d = inputs.forward[s.underlying], s.strike, s.expiry, s.discount
+    delta, gamma, vega, theta = (np.zeros(s.n) for _ in range(4))
+    lin = s.kind == FORWARD
+    delta[lin] = d[lin]
+    live = (~lin) & (t > 0)
+    if np.any(live):
+        sqrt_t = np.sqrt(t[live])
+        sd = inputs.vols[live] * sqrt_t
+        d1 = (np.log(f[live] / k[live]) + 0.5 * sd * sd) / sd
+        pdf = np.exp(-0.5 * d1 * d1) / math.sqrt(2.0 * math.pi)
+        w = np.where(s.kind[live] == CALL, 1.0, -1.0)
+        delta[live] = d[live] * w * ndtr(w * d1)
+        gamma[live] = d[live] * pdf / (f[live] * sd)
+        vega[live] = d[live] * f[live] * pdf * sqrt_t
+        theta[live] = -d[live] * f[live] * pdf * inputs.vols[live] / (2.0 * sqrt_t)
+    dead = (~lin) & (t <= 0)
+    w_dead = np.where(s.kind[dead] == CALL, 1.0, -1.0)
+    delta[dead] = d[dead] * w_dead * (w_dead * (f[dead] - k[dead]) > 0)
+    return SeriesGreeks(delta, gamma, vega, theta)
+
+
+def revalue(inputs: RiskInputs, scenarios: ScenarioSet, vol_fn: VolFunction | None = None,
+            base: np.ndarray | None = None) -> np.ndarray:
+    """Value change per unit held of every series then every collateral asset, in every scenario.
+
+    Returns a C-contiguous (n_series + n_assets, n_scenarios) float64 matrix: rows for series hold
+    ``model value after the move and horizon decay - model value now``; rows for collateral hold
+    ``price x (exp(move of its underlying) - 1)`` (zero for the quote asset). Each series is priced once per
+    scenario, whatever the number of accounts.
+    """
+    if scenarios.n_underlyings != inputs.n_underlyings:
+        raise ValueError(f"scenario set moves {scenarios.n_underlyings} underlyings, inputs have "
+                         f"{inputs.n_underlyings}")
+    s, ca = inputs.series, inputs.collateral_assets
+    n_scen = scenarios.n_scenarios
+    growth = np.exp(scenarios.log_spot.T)                       # (n_und, n_scen)
+    out = np.empty((s.n + ca.n, n_scen))
+    if s.n:
+        v0 = model_values(inputs) if base is None else base
+        f_after = inputs.forward[s.underlying, None] * growth[s.underlying]
+        t_after = np.maximum(s.expiry - scenarios.horizon, 0.0)[:, None]
+        if vol_fn is None:
+            vol_after = inputs.vols[:, None] * np.exp(scenarios.vol_shock.T)[s.underlying]
+        else:
+            vol_after = np.asarray(vol_fn(s.strike[:, None], np.broadcast_to(t_after, f_after.shape), f_after,
+                                          inputs.vols[:, None], scenarios.vol_shock.T[s.underlying]),
+                                   dtype=np.float64)
+            if vol_after.shape != f_after.shape or not np.all(np.isfinite(vol_after)) or np.any(vol_after <= 0):
+                raise ValueError("vol_fn must return finite positive vols of shape (n_series, n_scenarios)")
+        out[:s.n] = _black76(f_after, s.strike[:, None], t_after, vol_after, s.kind[:, None], s.discount[:, None])
+        out[:s.n] -= v0[:, None]
+    if ca.n:
+        moving = ca.underlying >= 0
+        out[s.n:] = 0.0
+        out[s.n:][moving] = ca.price[moving, None] * np.expm1(scenarios.log_spot.T[ca.underlying[moving]])
+    return out
+
+
+def exposure_matrix(inputs: RiskInputs) -> sp.csr_matrix:
+    """(n_accounts x (n_series + n_assets)) CSR: position sizes, then collateral amounts x (1 - haircut)."""
+    coll = sp.csr_matrix(inputs.collateral * (1.0 - inputs.collateral_assets.haircut)[None, :])
+    return _canonical_csr(sp.hstack([inputs.positions, coll], format="csr"), None)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Aggregation and tail statistics
+# ---------------------------------------------------------------------------------------------------------------
+
+def _order_stat_indices(n: int, var_level: float, es_level: float) -> tuple[int, int, int]:
+    """(0-based index in ascending P&L of VaR_var, of VaR_es, count of ES tail) for n scenarios."""
+    eps = 1e-9
+    j_var = min(n, max(1, math.ceil(var_level * n - eps)))     # VaR = j-th smallest loss
+    j_es = min(n, max(1, math.ceil(es_level * n - eps)))
+    m_es = max(1, n - math.floor(es_level * n + eps))          # ES = mean of the m largest losses
+    return n - j_var, n - j_es, m_es
+
+
+@dataclass(frozen=True)
+class TailStats:
+    """Per-account tail statistics of a sample scenario set (losses positive)."""
+
+    var: np.ndarray
+    var_at_es_level: np.ndarray
+    es: np.ndarray
+    worst_loss: np.ndarray
+
+
+def _row_sum(m: np.ndarray) -> np.ndarray:
+    """Sum of each row, adding columns strictly left to right (no pairwise/SIMD reassociation, whatever the
+    memory alignment), so every keeper gets the same bits."""
+    cols = np.ascontiguousarray(np.asarray(m, dtype=np.float64).T)
+    acc = np.zeros(cols.shape[1])
+    for j in range(cols.shape[0]):
+        acc += cols[j]
+    return acc
+
+
+def _matmul_into(a: sp.csr_matrix, x: np.ndarray, buf: np.ndarray) -> np.ndarray:
+    """buf[:a.shape[0]] = a @ x with scipy's CSR kernel (fixed summation order), reusing ``buf``."""
+    rows = a.shape[0]
+    y = buf[:rows]
+    if _csr_matvecs is None:
+        y[...] = a @ x
+        return y
+    y.fill(0.0)
+    _csr_matvecs(rows, a.shape[1], x.shape[1], a.indptr, a.indices, a.data, x.ravel(), y.ravel())
+    return y
+
+
+def tail_stats(exposure: sp.csr_matrix, dv: np.ndarray, var_level: float, es_level: float,
+               chunk: int = 256) -> TailStats:
+    """VaR, VaR at the ES level, ES and worst loss of every account over equally weighted scenarios.
+
+    Accounts are processed ``chunk`` rows at a time: P&L = exposure[chunk] @ dv into one reused buffer, then an
+    in-place partition for the ``m`` most negative P&Ls and a sort of that tail only.
+    """
+    n_acc, n_scen = exposure.shape[0], dv.shape[1]
+    i_var, i_var_es, m_es = _order_stat_indices(n_scen, var_level, es_level)
+    kth = max(i_var, i_var_es, m_es - 1)
+    var, var_es, es, worst = (np.empty(n_acc) for _ in range(4))
+    buf = np.empty((min(chunk, n_acc), n_scen))
+    dv = np.ascontiguousarray(dv)
+    for a in range(0, n_acc, chunk):
+        b = min(a + chunk, n_acc)
+        pnl = _matmul_into(exposure[a:b], dv, buf)
+        if kth < n_scen - 1:
+            pnl.partition(kth, axis=1)
+        tail = np.sort(pnl[:, :kth + 1], axis=1)                 # ascending P&L: worst first
+        var[a:b] = -tail[:, i_var]
+        var_es[a:b] = -tail[:, i_var_es]
+        es[a:b] = -_row_sum(tail[:, :m_es]) / m_es
+        worst[a:b] = -tail[:, 0]
+    return TailStats(var, var_es, es, worst)
+
+
+def weighted_worst_loss(exposure: sp.csr_matrix, dv: np.ndarray, weight: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Largest weighted loss max_s(-weight_s x P&L_s) of each account (the grid charge)."""
+    n_acc = exposure.shape[0]
+    dvw = np.ascontiguousarray(dv * weight[None, :])
+    out = np.empty(n_acc)
+    buf = np.empty((min(chunk, n_acc), dv.shape[1]))
+    for a in range(0, n_acc, chunk):
+        b = min(a + chunk, n_acc)
+        out[a:b] = -np.min(_matmul_into(exposure[a:b], dvw, buf), axis=1)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Account risk
+# ---------------------------------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class AccountRisk:
+    """Per-account results (arrays of length n_accounts; Greeks (n_accounts, n_underlyings)), quote units.
+
+    ``var``/``es``/``tail_worst_loss`` come from the tail scenario set (Monte Carlo or (F)HS), ``grid_worst_loss``
+    from the grid (extreme moves at their coverage). Greeks include volatile collateral at its haircut value
+    (delta only). ``inputs_hash`` binds the results to :func:`risk_inputs_hash` of the inputs and
+    ``scenarios_hash`` to the two scenario sets.
+    """
+
+    equity: np.ndarray
+    collateral_value: np.ndarray
+    position_value: np.ndarray
+    var: np.ndarray
+    var_at_es_level: np.ndarray
+    es: np.ndarray
+    tail_worst_loss: np.ndarray
+    grid_worst_loss: np.ndarray
+    delta: np.ndarray
+    gamma: np.ndarray
+    vega: np.ndarray
+    theta: np.ndarray
+    short_premium_charge: np.ndarray
+    gamma_addon: np.ndarray
+    vega_addon: np.ndarray
+    gamma_multiplier: np.ndarray
+    maintenance_margin: np.ndarray
+    initial_margin: np.ndarray
+    inputs_hash: bytes
+    scenarios_hash: bytes
+
+    def to_bytes(self) -> bytes:
+        """Every field's raw bytes in field order (for bit-for-bit comparisons across keepers)."""
+        parts = []
+        for f in fields(self):
+            v = getattr(self, f.name)
+            parts.append(v if isinstance(v, bytes) else np.ascontiguousarray(v, dtype=np.float64).tobytes())
+        return b"".join(parts)
+
+
+def _per_underlying(positions: sp.csr_matrix, underlying: np.ndarray, values: np.ndarray, n_und: int) -> np.ndarray:
+    mat = np.zeros((underlying.size, n_und))
+    mat[np.arange(underlying.size), underlying] = values
+    return np.asarray(positions @ mat).reshape(positions.shape[0], n_und)
+
+
+def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: ScenarioSet,
+                         vol_fn: VolFunction | None = None, chunk: int = 256) -> AccountRisk:
+    """Full risk run: equity, VaR/ES (tail set), grid worst loss, Greeks and margins for every account.
+
+    No Python loop runs over accounts: series and collateral are revalued once per scenario and accounts are
+    aggregated by sparse products in chunks of ``chunk`` accounts (memory ~ chunk x n_scenarios x 8 bytes).
+    """
+    if np.any(tail_set.weight != 1.0):
+        raise ValueError("tail scenario set must be equally weighted (use the grid for coverage weights)")
+    prm, s, ca = inputs.params, inputs.series, inputs.collateral_assets
+    n_und = inputs.n_underlyings
+    pos = inputs.positions
+    v0 = model_values(inputs)
+    exposure = exposure_matrix(inputs)
+
+    collateral_value = np.asarray(sp.csr_matrix(inputs.collateral) @ (ca.price * (1.0 - ca.haircut))).ravel() \
+        if ca.n else np.zeros(inputs.n_accounts)
+    position_value = np.asarray(pos @ inputs.marks).ravel()
+    equity = collateral_value + position_value
+
+    tail = tail_stats(exposure, revalue(inputs, tail_set, vol_fn, v0), prm.var_level, prm.es_level, chunk)
+    grid_dv = revalue(inputs, grid_set, vol_fn, v0)
+    grid_worst = weighted_worst_loss(exposure, grid_dv, grid_set.weight, chunk)
+
+    g = series_greeks(inputs)
+    f_series = inputs.forward[s.underlying]
+    delta = _per_underlying(pos, s.underlying, g.delta, n_und)
+    if ca.n and np.any(ca.underlying >= 0):
+        moving = np.flatnonzero(ca.underlying >= 0)
+        cmat = np.zeros((ca.n, n_und))
+        cmat[moving, ca.underlying[moving]] = 1.0 - ca.haircut[moving]
+        delta = delta + np.asarray(sp.csr_matrix(inputs.collateral) @ cmat)
+    gamma = _per_underlying(pos, s.underlying, g.gamma, n_und)
+    vega = _per_underlying(pos, s.underlying, g.vega, n_und)
+    theta = _per_underlying(pos, s.underlying, g.theta, n_und)
+
+    short = pos.copy()
+    short.data = np.maximum(-short.data, 0.0)
+    premium = prm.short_premium_charge * np.asarray(short @ v0).ravel()
+    cash_gamma_unit = 0.5 * (inputs.forward * prm.gamma_move) ** 2                # per unit of gamma, per underlying
+    gamma_addon = prm.gamma_addon * _row_sum(np.maximum(-gamma, 0.0) * cash_gamma_unit[None, :])
+    vega_addon = prm.vega_shift * _row_sum(np.maximum(-vega, 0.0))
+    gross = abs(pos)
+    gross_cash_gamma = np.asarray(gross @ (g.gamma * cash_gamma_unit[s.underlying])).ravel()
+    multiplier = 1.0 + prm.gamma_tightening * gross_cash_gamma / (gross_cash_gamma + prm.gamma_scale)
+    base = np.maximum(np.maximum(tail.es, grid_worst), 0.0)
+    mm = (base + premium + gamma_addon + vega_addon) * multiplier
+    im = prm.im_multiplier * mm
+    return AccountRisk(equity=equity, collateral_value=collateral_value, position_value=position_value,
+                       var=tail.var, var_at_es_level=tail.var_at_es_level, es=tail.es,
+                       tail_worst_loss=tail.worst_loss, grid_worst_loss=grid_worst, delta=delta, gamma=gamma,
+                       vega=vega, theta=theta, short_premium_charge=premium, gamma_addon=gamma_addon,
+                       vega_addon=vega_addon, gamma_multiplier=multiplier, maintenance_margin=mm,
+                       initial_margin=im, inputs_hash=risk_inputs_hash(inputs),
+                       scenarios_hash=inputs_hash([tail_set.hash(), grid_set.hash()]))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Attestation units
+# ---------------------------------------------------------------------------------------------------------------
+
+def to_quote_units(values: Sequence[float] | np.ndarray, decimals: int, rounding: str) -> list[int]:
+    """Convert float quote amounts to integer quote base units (10**decimals per unit), rounding exactly.
+
+    ``rounding="floor"`` for equity and collateral value (never in the account's favour), ``"ceil"`` for margins
+    and debts. Each float is converted through its exact rational value, so 0.1 with 6 decimals gives 100000 (floor)
+    and 100001 (ceil) only if the float is above 0.1. Raises ValueError on non-finite values.
+    """
+    if rounding not in ("floor", "ceil"):
+        raise ValueError(f"rounding must be 'floor' or 'ceil', got {rounding!r}")
+    scale = 10 ** int(decimals)
+    out = []
+    for v in np.asarray(values, dtype=np.float64).ravel().tolist():
+        if not math.isfinite(v):
+            raise ValueError(f"cannot convert non-finite value {v!r} to quote units")
+        q = Fraction(v) * scale
+        out.append(math.floor(q) if rounding == "floor" else math.ceil(q))
+    return out

@@ -355,7 +355,7 @@ def _inner(prob: _SliceProblem, m: float, sigma: float) -> tuple[float, list[flo
                   [ou.sum(), ou @ u, ou @ v],
                   [ov.sum(), ov @ u, ov @ v]])
     h = np.array([o @ prob.w, ou @ prob.w, ov @ prob.w])
-    x, f = _box_qp3(G, h, (0.0, 0.0, 0.0), (prob.w_max, prob.lee * sigma, prob.lee * sigma))
+    x, f = _box_qp3(G, h, (-prob.w_max, 0.0, 0.0), (prob.w_max, prob.lee * sigma, prob.lee * sigma))
     return f + float(o @ (prob.w * prob.w)), x
 
 
@@ -422,13 +422,15 @@ def _outliers(params: SVIParams, sq: SliceQuotes, config: SurfaceConfig) -> np.n
 
 def check_grid(params: Iterable[SVIParams], config: SurfaceConfig = SurfaceConfig(),
                extra: np.ndarray | None = None) -> np.ndarray:
-    """The k-grid the arbitrage checks use: a uniform grid on [-H, H] plus a dense grid around each slice's m."""
-    parts = [np.linspace(-config.k_grid_half_width, config.k_grid_half_width, config.k_grid_points)]
+    """The k-grid the arbitrage checks use: a uniform grid on [-H, H] plus a dense grid around each slice's m
+    (and the ``extra`` points), all clipped to [-H, H], H = ``config.k_grid_half_width``."""
+    h = config.k_grid_half_width
+    parts = [np.linspace(-h, h, config.k_grid_points)]
     for p in params:
         parts.append(p.m + p.sigma * np.linspace(-6.0, 6.0, 49))
     if extra is not None:
         parts.append(np.asarray(extra, dtype=np.float64))
-    return np.unique(np.concatenate(parts))
+    return np.unique(np.clip(np.concatenate(parts), -h, h))
 
 
 def butterfly_min_g(params: SVIParams, k_grid: np.ndarray) -> float:
@@ -437,11 +439,8 @@ def butterfly_min_g(params: SVIParams, k_grid: np.ndarray) -> float:
 
 
 def calendar_min_gap(shorter: SVIParams, longer: SVIParams, k_grid: np.ndarray) -> float:
-    """min over the grid and the asymptotic wing slopes of ``w_longer - w_shorter`` (negative: calendar arbitrage)."""
-    gap = float(np.min(longer.total_variance(k_grid) - shorter.total_variance(k_grid)))
-    sl, sr = shorter.wing_slopes()
-    ll, lr = longer.wing_slopes()
-    return min(gap, ll - sl, lr - sr)
+    """min over the grid of ``w_longer(k) - w_shorter(k)`` (negative: calendar arbitrage on the grid)."""
+    return float(np.min(longer.total_variance(k_grid) - shorter.total_variance(k_grid)))
 
 
 def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config: SurfaceConfig) -> SVIParams:
@@ -450,7 +449,6 @@ def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config:
     prob = _slice_problem(sq, config)
     grid = check_grid([start] + ([longer] if longer else []), config, extra=sq.k)
     w_cap = longer.total_variance(grid) if longer else None
-    long_slopes = longer.wing_slopes() if longer else None
     lee = 2.0 * prob.lee
     scale = 1.0 / max(float(prob.omega2 @ (prob.w ** 2)), 1e-300)
 
@@ -469,7 +467,6 @@ def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config:
         parts = [g, np.array([lee - b * (1.0 + rho), lee - b * (1.0 - rho), a + b * sigma * math.sqrt(max(1.0 - rho * rho, 0.0))])]
         if w_cap is not None:
             parts.append((w_cap - svi_total_variance(p, grid)) / max(float(np.max(w_cap)), 1e-12))
-            parts.append(np.array([long_slopes[0] - b * (1.0 - rho), long_slopes[1] - b * (1.0 + rho)]))
         return np.concatenate(parts)
 
     x0 = np.array(start.as_tuple())
@@ -485,6 +482,14 @@ def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config:
                    constraints=[{"type": "ineq", "fun": constraints}],
                    options={"maxiter": 200, "ftol": 1e-12})
     p = SVIParams(*unpack(res.x))
+    log.debug("svi repair t=%.6f: %s (%s), min constraint %.3g", sq.t, res.success, res.message,
+              float(np.min(constraints(res.x))))
+    if w_cap is not None:
+        # SLSQP meets constraints to its tolerance only: lower the level by what is left over (a parallel shift)
+        grid = check_grid([p, longer], config, extra=sq.k)
+        excess = float(np.max(p.total_variance(grid) - longer.total_variance(grid)))
+        if excess > 0.0:
+            p = replace(p, a=p.a - excess - 1e-12)
     return p
 
 
@@ -658,10 +663,21 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
         SliceFit(expiry_ts=s.expiry_ts, t=s.t, forward=s.forward, params=p) for s, p in zip(slices, params)))
     per_slice = []
     for s, p, rep in zip(slices, params, repaired):
-        err = slice_vol_errors(p, s) * 100.0
-        per_slice.append({"expiry_ts": s.expiry_ts, "t": s.t, "n_quotes": int(s.k.size),
-                          "rmse_vol_pts": float(np.sqrt(np.mean(err ** 2))),
-                          "max_abs_err_vol_pts": float(np.max(np.abs(err))), "repaired": rep})
+        model = np.sqrt(np.maximum(p.total_variance(s.k), 0.0) / s.t)
+        err = (model - s.iv_mid) * 100.0
+        lo = np.where(np.isfinite(s.iv_bid), s.iv_bid, -np.inf)
+        hi = np.where(np.isfinite(s.iv_ask), s.iv_ask, np.inf)
+        outside = np.maximum(lo - model, 0.0) + np.maximum(model - hi, 0.0)
+        wn = s.weight / s.weight.sum()
+        per_slice.append({
+            "expiry_ts": s.expiry_ts, "t": s.t, "n_quotes": int(s.k.size),
+            "rmse_vol_pts": float(np.sqrt(np.mean(err ** 2))),
+            "weighted_rmse_vol_pts": float(np.sqrt(wn @ (err ** 2))),
+            "max_abs_err_vol_pts": float(np.max(np.abs(err))),
+            "within_spread_frac": float(np.mean(outside == 0.0)),
+            "rms_outside_spread_vol_pts": float(np.sqrt(np.mean((outside * 100.0) ** 2))),
+            "repaired": rep,
+        })
     report["slices"] = per_slice
     report["arbitrage"] = surface.arbitrage_report(config)
     if not (report["arbitrage"]["butterfly_ok"] and report["arbitrage"]["calendar_ok"]):

@@ -31,6 +31,7 @@ from scipy.special import erfcx, ndtri
 
 _SQRT2 = 1.4142135623730951
 _INV_SQRT2 = 0.7071067811865476
+_SQRT_HALF_PI = 1.2533141373155003
 _LN_SQRT_2PI = 0.9189385332046728
 _TWO_INV_SQRT_2PI = 0.7978845608028654  # 2 / sqrt(2 pi)
 _MAX_ITER = 60
@@ -90,15 +91,39 @@ def _householder_step(f, r, x, s):
     return nu * (1.0 + 0.5 * h2 * nu) / (1.0 + nu * (h2 + h3 * nu / 6.0))
 
 
+def _log_call_h(h):
+    """ln(phi(h) + h N(h)) for h < 0 (the normalised Bachelier call), without cancellation, and N(h)/(phi + h N)."""
+    y = _SQRT_HALF_PI * erfcx(-h * _INV_SQRT2)  # N(h)/phi(h)
+    inv_h2 = 1.0 / (h * h)
+    # 1 + h Y(h): direct where stable, asymptotic series 1/h^2 - 3/h^4 + 15/h^6 - 105/h^8 + 945/h^10 for h < -8
+    series = inv_h2 * (1.0 + inv_h2 * (-3.0 + inv_h2 * (15.0 + inv_h2 * (-105.0 + inv_h2 * 945.0))))
+    one_hy = np.where(h < -8.0, series, 1.0 + h * y)
+    log_val = -0.5 * h * h - _LN_SQRT_2PI + np.log(one_hy)
+    return log_val, y / one_hy
+
+
 def _lower_guess(x, log_beta, s_c):
-    """Small-s asymptotic ``ln b ~ -x^2/(2 s^2) + 3 ln s - 2 ln|x| - ln sqrt(2 pi)`` solved by fixed point."""
+    """Initial s for the lower region.
+
+    For small ``t = s/2`` (relative to ``|h|``, ``h = x/s``), ``b ~ s (phi(h) + h N(h))`` exactly to O(t^2), so
+    ``beta/|x| ~ psi(h) = (phi(h) + h N(h))/|h|``, a monotone function of ``h`` alone: a few Newton steps on
+    ``ln psi(h) = ln(beta/|x|)`` give ``h`` and ``s = x/h``.
+    """
     ax = -x
-    with np.errstate(divide="ignore", invalid="ignore"):
-        s = ax / np.sqrt(-2.0 * log_beta)
-        for _ in range(3):
-            big_l = -log_beta - _LN_SQRT_2PI + 3.0 * np.log(s) - 2.0 * np.log(ax)
-            s_new = ax / np.sqrt(2.0 * big_l)
-            s = np.where(np.isfinite(s_new) & (big_l > 0), s_new, s)
+    with np.errstate(all="ignore"):
+        target = log_beta - np.log(ax)
+        # start: psi ~ phi(0)/|h| near h = 0, psi ~ phi(h)/|h|^3 far out
+        h_near = -np.exp(-_LN_SQRT_2PI - target)
+        h_far = -np.sqrt(np.maximum(-2.0 * (target + _LN_SQRT_2PI), 1.0))
+        h = np.where(h_near > -1.0, h_near, h_far)
+        for _ in range(8):
+            log_val, ratio = _log_call_h(h)
+            g = log_val - np.log(-h) - target
+            dg = ratio - 1.0 / h
+            h_new = h - g / dg
+            h_new = np.where(h_new >= 0.0, 0.5 * h, h_new)
+            h = np.where(np.isfinite(h_new), h_new, h)
+        s = x / h
     bad = ~np.isfinite(s) | (s <= 0) | (s >= s_c)
     return np.where(bad, 0.5 * s_c, s)
 

@@ -1,0 +1,387 @@
+"""Deploy Backstop to a local chain and write the deployment file the bots read.
+
+Reusable from ``brownie run scripts/deploy.py`` and from ``backstop deploy``:
+
+* :func:`ensure_chain` attaches to the JSON-RPC endpoint when something answers there, or starts a local Anvil
+  (``node_modules/.bin/anvil``; Ganache with ``backend="ganache"``) on that port and returns a handle that stops
+  it again. Accounts come from a known mnemonic, so every process of a scenario can derive its keys.
+* :func:`load_artifacts` takes ABIs and bytecode from brownie's build folder (compiling through brownie's
+  project loader when the build is missing or stale).
+* :func:`deploy` deploys the contracts, registers the keeper set and threshold, lists the collateral assets
+  with haircuts and caps, creates the option series, wires the auction module and the insurance fund, and
+  :func:`write_deployment` writes the deployment file (addresses, chain id, block, keepers, assets, series).
+
+Transactions are sent with web3 and signed locally with the derived keys (no node-side unlocked accounts), so the
+same code runs against Anvil, Ganache or any other node.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+from urllib.parse import urlparse
+
+log = logging.getLogger("backstop.deploy")
+
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: the mnemonic every local chain of the scenario is started with (test keys only, never for real funds)
+DEFAULT_MNEMONIC = "test test test test test test test test test test test junk"
+DEFAULT_CHAIN_ID = 31337
+WAD = 10**18
+
+
+class DeployError(RuntimeError):
+    """Deployment cannot proceed; the message names the step and the cause in one line."""
+
+
+# --------------------------------------------------------------------------------------------------- chain
+
+
+def rpc_answers(url: str, timeout: float = 1.0) -> int | None:
+    """Chain id of the node at ``url``, or ``None`` when nothing answers there."""
+    import requests
+
+    try:
+        r = requests.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "eth_chainId", "params": []},
+                          timeout=timeout)
+        return int(r.json()["result"], 16)
+    except Exception:  # noqa: BLE001 - any failure means "not a usable node"
+        return None
+
+
+def free_port() -> int:
+    """An unused TCP port on 127.0.0.1."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _bin(name: str) -> str:
+    local = PROJECT_ROOT / "node_modules" / ".bin" / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise DeployError(f"{name} not found in node_modules/.bin or PATH (run scripts/toolchain/bootstrap.sh)")
+    return found
+
+
+@dataclass
+class LocalChain:
+    """A JSON-RPC endpoint; ``process`` is set when this object started the node (then :meth:`stop` ends it)."""
+
+    url: str
+    chain_id: int
+    backend: str
+    mnemonic: str = DEFAULT_MNEMONIC
+    process: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def started_here(self) -> bool:
+        return self.process is not None
+
+    def stop(self) -> None:
+        """Stop the node if this object started it (by its own process id only)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=5)
+        self.process = None
+
+    def __enter__(self) -> "LocalChain":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+def ensure_chain(url: str = "http://127.0.0.1:8545", backend: str = "anvil", *, chain_id: int = DEFAULT_CHAIN_ID,
+                 accounts: int = 60, balance_eth: int = 10_000, mnemonic: str = DEFAULT_MNEMONIC,
+                 gas_limit: int = 30_000_000, block_time: float | None = None, log_dir: Path | None = None,
+                 start_timeout: float = 30.0) -> LocalChain:
+    """Attach to ``url`` when a node answers, else start ``backend`` (``anvil`` or ``ganache``) listening there.
+
+    Only local URLs (127.0.0.1 / localhost) are started. Anvil runs with base fee 0 and the given gas limit;
+    Ganache with ``--chain.hardfork istanbul`` (the build's EVM version). ``block_time`` None means one block per
+    transaction (automine)."""
+    cid = rpc_answers(url)
+    if cid is not None:
+        log.info("attached to existing node at %s (chain id %s)", url, cid)
+        return LocalChain(url, cid, "external", mnemonic)
+    parsed = urlparse(url)
+    if parsed.hostname not in ("127.0.0.1", "localhost") or parsed.port is None:
+        raise DeployError(f"no node answers at {url} and only a local URL with a port can be started")
+    port = parsed.port
+    if backend == "anvil":
+        argv = [_bin("anvil"), "--port", str(port), "--chain-id", str(chain_id), "--accounts", str(accounts),
+                "--balance", str(balance_eth), "--mnemonic", mnemonic, "--gas-limit", str(gas_limit),
+                "--block-base-fee-per-gas", "0", "--code-size-limit", str(2**17), "--silent"]
+        if block_time:
+            argv += ["--block-time", str(block_time)]
+    elif backend == "ganache":
+        argv = [_bin("ganache"), "--server.port", str(port), "--chain.chainId", str(chain_id),
+                "--wallet.totalAccounts", str(accounts), "--wallet.defaultBalance", str(balance_eth),
+                "--wallet.mnemonic", mnemonic, "--miner.blockGasLimit", str(gas_limit),
+                "--chain.hardfork", "istanbul", "--chain.allowUnlimitedContractSize", "--logging.quiet"]
+        if block_time:
+            argv += ["--miner.blockTime", str(block_time)]
+    else:
+        raise DeployError(f"unknown chain backend {backend!r} (use anvil or ganache)")
+    log_path = None
+    out = subprocess.DEVNULL
+    if log_dir is not None:
+        Path(log_dir).mkdir(parents=True, exist_ok=True)
+        log_path = Path(log_dir) / f"{backend}-{port}.log"
+        out = log_path.open("wb")
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    deadline = time.monotonic() + start_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise DeployError(f"{backend} exited with code {proc.returncode} on port {port}"
+                              + (f" (see {log_path})" if log_path else ""))
+        cid = rpc_answers(url, timeout=0.5)
+        if cid is not None:
+            log.info("started %s at %s (pid %s, chain id %s)", backend, url, proc.pid, cid)
+            return LocalChain(url, cid, backend, mnemonic, proc, log_path)
+        time.sleep(0.2)
+    proc.terminate()
+    raise DeployError(f"{backend} did not answer at {url} within {start_timeout:.0f}s")
+
+
+def derive_keys(mnemonic: str, n: int) -> list[str]:
+    """The first ``n`` private keys (0x hex) of the standard path m/44'/60'/0'/0/i."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    return ["0x" + Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{i}").key.hex().removeprefix("0x")
+            for i in range(n)]
+
+
+# ----------------------------------------------------------------------------------------------- artefacts
+
+
+@dataclass(frozen=True)
+class Artifact:
+    name: str
+    abi: list
+    bytecode: str
+
+
+def load_artifacts(names: Sequence[str], build_dir: Path | None = None, compile_if_missing: bool = True
+                   ) -> dict[str, Artifact]:
+    """ABI and deploy bytecode of the named contracts from brownie's ``build/contracts`` (compiled through
+    brownie's project loader when an artefact is missing)."""
+    build = Path(build_dir) if build_dir else PROJECT_ROOT / "build" / "contracts"
+    missing = [n for n in names if not (build / f"{n}.json").is_file()]
+    if missing and compile_if_missing:
+        compile_project()
+        missing = [n for n in names if not (build / f"{n}.json").is_file()]
+    if missing:
+        raise DeployError(f"no compiled artefact for {', '.join(missing)} in {build}")
+    out = {}
+    for n in names:
+        d = json.loads((build / f"{n}.json").read_text())
+        bc = d.get("bytecode") or ""
+        if not bc:
+            raise DeployError(f"artefact {n} has no bytecode (abstract contract or interface?)")
+        out[n] = Artifact(n, d["abi"], bc if bc.startswith("0x") else "0x" + bc)
+    return out
+
+
+def compile_project() -> None:
+    """Compile the contracts with brownie (``brownie compile``) in the project folder."""
+    brownie = shutil.which("brownie") or str(PROJECT_ROOT / ".venv" / "bin" / "brownie")
+    r = subprocess.run([brownie, "compile"], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    if r.returncode != 0:
+        tail = (r.stdout + r.stderr).strip().splitlines()[-5:]
+        raise DeployError("brownie compile failed: " + " | ".join(tail))
+
+
+# -------------------------------------------------------------------------------------------- transactions
+
+
+class Sender:
+    """Sends transactions signed locally with one key; waits for the receipt and raises on revert."""
+
+    def __init__(self, w3, key: str, gas_limit: int = 12_000_000):
+        from eth_account import Account
+
+        self.w3 = w3
+        self.account = Account.from_key(key)
+        self.address = self.account.address
+        self.gas_limit = gas_limit
+        self._nonce: int | None = None
+
+    def _next_nonce(self) -> int:
+        if self._nonce is None:
+            self._nonce = self.w3.eth.get_transaction_count(self.address, "pending")
+        n = self._nonce
+        self._nonce += 1
+        return n
+
+    def reset_nonce(self) -> None:
+        self._nonce = None
+
+    def send(self, tx: dict, wait: bool = True, what: str = "transaction"):
+        """Fill gas/nonce/chain id, sign, send; with ``wait`` return the receipt and raise DeployError on revert."""
+        tx = dict(tx)
+        tx.setdefault("from", self.address)
+        tx.setdefault("chainId", self.w3.eth.chain_id)
+        tx.setdefault("gasPrice", max(int(self.w3.eth.gas_price), 1))
+        if "gas" not in tx:
+            try:
+                tx["gas"] = min(int(self.w3.eth.estimate_gas(tx) * 1.3) + 50_000, self.gas_limit)
+            except Exception as e:  # noqa: BLE001 - the node's revert reason is the useful part
+                raise DeployError(f"{what} would revert: {e}") from None
+        tx["nonce"] = self._next_nonce()
+        signed = self.account.sign_transaction(tx)
+        raw = getattr(signed, "raw_transaction", None) or getattr(signed, "rawTransaction")
+        try:
+            h = self.w3.eth.send_raw_transaction(raw)
+        except Exception:
+            self.reset_nonce()
+            raise
+        if not wait:
+            return h
+        rcpt = self.w3.eth.wait_for_transaction_receipt(h, timeout=120)
+        if rcpt["status"] != 1:
+            raise DeployError(f"{what} reverted (tx {h.hex()})")
+        return rcpt
+
+    def deploy(self, art: Artifact, *args):
+        """Deploy ``art`` with constructor ``args``; returns a web3 contract at the new address."""
+        c = self.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
+        tx = c.constructor(*args).build_transaction({"from": self.address, "gas": self.gas_limit,
+                                                     "gasPrice": max(int(self.w3.eth.gas_price), 1)})
+        rcpt = self.send(tx, what=f"deploy {art.name}")
+        return self.w3.eth.contract(address=rcpt["contractAddress"], abi=art.abi)
+
+    def call(self, fn, what: str = "", **tx):
+        """Send a contract function call (``contract.functions.f(...)``)."""
+        built = fn.build_transaction({"from": self.address, "gasPrice": max(int(self.w3.eth.gas_price), 1), **tx})
+        built.pop("gas", None)
+        return self.send(built, what=what or fn.fn_name)
+
+
+def web3_for(url: str):
+    """A web3 instance on ``url`` (HTTP)."""
+    from web3 import Web3
+
+    return Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
+
+
+# ---------------------------------------------------------------------------------------------- deployment
+
+
+@dataclass(frozen=True)
+class CollateralSpec:
+    """A collateral asset to list: symbol, decimals, haircut (fraction), deposit cap (whole units), spot."""
+
+    symbol: str
+    decimals: int
+    haircut: float
+    cap: float
+    spot: float
+
+
+@dataclass(frozen=True)
+class SeriesPlan:
+    """An option series to create: strike as a fraction of spot, days to expiry, call or put."""
+
+    strike_pct: float
+    expiry_days: float
+    is_call: bool
+
+
+@dataclass(frozen=True)
+class DeployConfig:
+    """What to deploy: keeper count and threshold, collateral list, series grid and auction parameters."""
+
+    n_keepers: int = 3
+    threshold: int = 2
+    quote_symbol: str = "USDC"
+    quote_decimals: int = 6
+    underlying_symbol: str = "WETH"
+    spot0: float = 2000.0
+    collateral: tuple[CollateralSpec, ...] = (
+        CollateralSpec("WETH", 18, 0.15, 100_000, 2000.0),
+        CollateralSpec("WBTC", 8, 0.10, 5_000, 40000.0),
+    )
+    series: tuple[SeriesPlan, ...] = tuple(
+        SeriesPlan(k, d, c) for d in (14.0, 45.0) for k in (0.8, 0.9, 1.0, 1.1, 1.2) for c in (True, False))
+    max_attestation_age: int = 3600
+    max_price_age: int = 3600
+    short_margin_fraction: float = 0.15
+    penalty: float = 0.05
+    target_buffer: float = 0.10
+    auction_tau: int = 600
+    fund_seed: float = 50_000.0
+
+
+@dataclass
+class Deployment:
+    """The deployment file: what the bots read to find the contracts."""
+
+    chain_id: int
+    rpc_url: str
+    block: int
+    deployer: str
+    contracts: dict[str, str]
+    quote_asset: str
+    quote_decimals: int
+    underlying: str
+    keepers: list[str]
+    threshold: int
+    collateral: list[dict]
+    series: list[dict]
+    params: dict = field(default_factory=dict)
+    timestamp: int = 0
+    version: int = 1
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def write_deployment(dep: Deployment, path: Path | str) -> Path:
+    """Write the deployment file (JSON, atomically)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(json.dumps(dep.to_json(), indent=2))
+    os.replace(tmp, p)
+    return p
+
+
+def read_deployment(path: Path | str) -> Deployment:
+    """Read a deployment file; raises DeployError naming the missing field or the unreadable file."""
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise DeployError(f"cannot read deployment file {p}: {e}") from None
+    try:
+        return Deployment(**d)
+    except TypeError as e:
+        raise DeployError(f"deployment file {p} malformed: {e}") from None
+
+
+def to_wad(x: float) -> int:
+    """Float to WAD, rounded to the nearest unit (float inputs carry ~16 significant digits)."""
+    from decimal import Decimal
+
+    return int((Decimal(repr(float(x))) * WAD).to_integral_value())
+
+
+def deploy(*args: Any, **kwargs: Any) -> Deployment:  # replaced below once the contracts land
+    raise DeployError("contract deployment not wired yet: core contracts (Clearinghouse) have not landed")

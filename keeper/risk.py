@@ -33,9 +33,9 @@ from typing import Callable, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from scipy.special import ndtr
 
 from keeper.canonical import canonical_json, inputs_hash
+from keeper.pricing import black76_greeks, black76_price
 from keeper.risk_scenarios import ScenarioSet
 
 try:  # scipy's CSR x dense kernel, accumulating into a caller-owned buffer (no allocation per chunk)
@@ -298,33 +298,31 @@ def deserialize_risk_inputs(blob: bytes) -> RiskInputs:
 # Revaluation (one pass over series x scenarios)
 # ---------------------------------------------------------------------------------------------------------------
 
-def _black76(forward: np.ndarray, strike: np.ndarray, expiry: np.ndarray, vol: np.ndarray, kind: np.ndarray,
-             discount: np.ndarray) -> np.ndarray:
-    """Black-76 value (broadcasting); expiry <= 0 gives discounted intrinsic; kind FORWARD gives D (F - K)."""
-    forward, strike, expiry, vol, kind, discount = np.broadcast_arrays(forward, strike, expiry, vol, kind, discount)
-    out = np.empty(forward.shape)
-    w = np.where(kind == CALL, 1.0, -1.0)
-    lin = kind == FORWARD
-    out[lin] = discount[lin] * (forward[lin] - strike[lin])
-    dead = (~lin) & (expiry <= 0)
-    out[dead] = discount[dead] * np.maximum(w[dead] * (forward[dead] - strike[dead]), 0.0)
-    live = (~lin) & (expiry > 0)
-    if np.any(live):
-        f, k, sd, ww = forward[live], strike[live], vol[live] * np.sqrt(expiry[live]), w[live]
-        d1 = (np.log(f / k) + 0.5 * sd * sd) / sd
-        out[live] = discount[live] * ww * (f * ndtr(ww * d1) - k * ndtr(ww * (d1 - sd)))
+def _series_values(forward: np.ndarray, strike: np.ndarray, expiry: np.ndarray, vol: np.ndarray,
+                   kind: np.ndarray, discount: np.ndarray) -> np.ndarray:
+    """Value per contract (rows = series, broadcasting): Black-76 (keeper.pricing) for options, D (F - K) for
+    forwards; expiry <= 0 gives the discounted intrinsic value."""
+    out = np.asarray(black76_price(forward, strike, np.maximum(expiry, 0.0), vol, kind == CALL, discount),
+                     dtype=np.float64)
+    lin = np.flatnonzero(np.asarray(kind).reshape(-1) == FORWARD)    # kind is one per row (series)
+    if lin.size:
+        f = np.broadcast_to(forward, out.shape)[lin]
+        k = np.broadcast_to(strike, out.shape)[lin]
+        d = np.broadcast_to(discount, out.shape)[lin]
+        out[lin] = d * (f - k)
     return out
 
 
 def model_values(inputs: RiskInputs) -> np.ndarray:
-    """Black-76 model value now of each series (per contract, quote units)."""
+    """Model value now of each series (per contract, quote units): Black-76 on the inputs' vols."""
     s = inputs.series
-    return _black76(inputs.forward[s.underlying], s.strike, s.expiry, inputs.vols, s.kind, s.discount)
+    return _series_values(inputs.forward[s.underlying], s.strike, s.expiry, inputs.vols, s.kind, s.discount)
 
 
 @dataclass(frozen=True)
 class SeriesGreeks:
-    """Black-76 Greeks per series (per contract): delta (dV/dF), gamma, vega (per 1.00 vol), theta (per year)."""
+    """Greeks per series (per contract) from keeper.pricing.black76_greeks: delta and gamma on the forward,
+    vega per 1.00 vol, theta = -dV/dT per year. Forwards: delta = D, others 0."""
 
     delta: np.ndarray
     gamma: np.ndarray
@@ -333,27 +331,13 @@ class SeriesGreeks:
 
 
 def series_greeks(inputs: RiskInputs) -> SeriesGreeks:
-    """Black-76 Greeks of every series at the current forward and vol (forwards: delta = D, others 0)."""
+    """Black-76 Greeks of every series at the current forward and vol."""
     s = inputs.series
-    f, k, t, d = inputs.forward[s.underlying], s.strike, s.expiry, s.discount
-    delta, gamma, vega, theta = (np.zeros(s.n) for _ in range(4))
+    g = black76_greeks(inputs.forward[s.underlying], s.strike, s.expiry, inputs.vols, s.kind == CALL, s.discount)
     lin = s.kind == FORWARD
-    delta[lin] = d[lin]
-    live = (~lin) & (t > 0)
-    if np.any(live):
-        sqrt_t = np.sqrt(t[live])
-        sd = inputs.vols[live] * sqrt_t
-        d1 = (np.log(f[live] / k[live]) + 0.5 * sd * sd) / sd
-        pdf = np.exp(-0.5 * d1 * d1) / math.sqrt(2.0 * math.pi)
-        w = np.where(s.kind[live] == CALL, 1.0, -1.0)
-        delta[live] = d[live] * w * ndtr(w * d1)
-        gamma[live] = d[live] * pdf / (f[live] * sd)
-        vega[live] = d[live] * f[live] * pdf * sqrt_t
-        theta[live] = -d[live] * f[live] * pdf * inputs.vols[live] / (2.0 * sqrt_t)
-    dead = (~lin) & (t <= 0)
-    w_dead = np.where(s.kind[dead] == CALL, 1.0, -1.0)
-    delta[dead] = d[dead] * w_dead * (w_dead * (f[dead] - k[dead]) > 0)
-    return SeriesGreeks(delta, gamma, vega, theta)
+    zero = np.zeros(s.n)
+    return SeriesGreeks(np.where(lin, s.discount, g.delta), np.where(lin, zero, g.gamma),
+                        np.where(lin, zero, g.vega), np.where(lin, zero, g.theta))
 
 
 def revalue(inputs: RiskInputs, scenarios: ScenarioSet, vol_fn: VolFunction | None = None,
@@ -384,7 +368,10 @@ def revalue(inputs: RiskInputs, scenarios: ScenarioSet, vol_fn: VolFunction | No
                                    dtype=np.float64)
             if vol_after.shape != f_after.shape or not np.all(np.isfinite(vol_after)) or np.any(vol_after <= 0):
                 raise ValueError("vol_fn must return finite positive vols of shape (n_series, n_scenarios)")
-        out[:s.n] = _black76(f_after, s.strike[:, None], t_after, vol_after, s.kind[:, None], s.discount[:, None])
+        # discount to the payment date after the horizon at the same continuously compounded rate: D^(T_h / T)
+        d_after = np.where(s.expiry > 0, s.discount ** (t_after[:, 0] / np.where(s.expiry > 0, s.expiry, 1.0)),
+                           s.discount)
+        out[:s.n] = _series_values(f_after, s.strike[:, None], t_after, vol_after, s.kind[:, None], d_after[:, None])
         out[:s.n] -= v0[:, None]
     if ca.n:
         moving = ca.underlying >= 0

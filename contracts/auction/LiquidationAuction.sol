@@ -1,0 +1,608 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
+import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+
+import {AuctionCurves} from "./AuctionCurves.sol";
+import {InsuranceFund} from "./InsuranceFund.sol";
+import {IAuctionClearinghouse} from "./interfaces/IAuctionClearinghouse.sol";
+
+/**
+ * @title LiquidationAuction
+ * @notice Dutch auctions of a pro-rata share of a breached account's portfolio (positions, collateral, cash),
+ * starting at the keepers' attested equity and moving in the bidder's favour along an {AuctionCurves} curve.
+ * It is the clearinghouse's liquidation module and also holds the insurance fund ({InsuranceFund}).
+ *
+ * Notation (docs/auctions.md): attested equity `E`, maintenance margin `MM`, initial margin `IM`, target
+ * `T = ceil(MM * (1 + buffer))`, sold fraction of the original portfolio `S` (WAD), net proceeds held in escrow for
+ * the owner `C`, penalty rate `lam`. Price of the whole original portfolio after `t` seconds:
+ * `p = E - span * (1 - c(t))`, `span = E` if `E >= 0` else `MM`. A solvent bid may buy at most
+ * `g* = ceil(D / (T - E + p - ceil(p * lam)))` with the remaining deficit `D = ceil((1 - S)(T - E)) - C`; an
+ * insolvent auction (`E < 0`) sells everything that is left in one bid.
+ *
+ * Money: the module's own clearinghouse account holds the escrow `C` of every running auction, their penalties until
+ * the auction ends, and the insurance fund; `cashOf(this) == fundLiabilities() + sum(escrow + penalties)`.
+ */
+contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, ReentrancyGuard {
+    using SafeERC20 for IERC20;
+    using SafeCast for uint256;
+    using SafeCast for int256;
+
+    uint256 internal constant WAD = 1e18;
+    uint256 internal constant RAY = 1e27;
+    uint256 internal constant RAY_PER_WAD = 1e9;
+    uint256 internal constant MAX_PENALTY = 0.25e18;
+    uint256 internal constant MAX_CHIP = 0.05e18;
+    uint256 internal constant MAX_BUFFER = 1e18;
+    uint256 internal constant MIN_TAIL = 60;
+    uint256 internal constant MAX_TAIL = 7 days;
+    uint256 internal constant MIN_RECORD_AGE = 5;
+    uint256 internal constant MAX_RECORD_AGE = 3600;
+
+    /// @notice Why an auction ended.
+    enum EndReason {
+        Restored, // the allowed fraction was sold: the account is back at MM * (1 + buffer)
+        SoldOut, // everything was sold (insolvent auctions, or a solvent one that needed it all)
+        Cured, // a fresh healthy attestation (plus escrow) reached the target
+        CuredByDeposit // a deposit through {depositAndCure} covered the deficit
+    }
+
+    /// @notice Auction parameters (owner-set, bounded).
+    struct Config {
+        AuctionCurves.Kind kind;
+        uint32 tau;
+        uint32 step;
+        uint128 cut;
+        uint32 tail; // seconds after which an auction must be reset from a fresh attestation
+        uint64 cuspWad; // reset once the curve factor falls below this fraction
+        uint64 bufferWad; // target = MM * (1 + buffer)
+        uint64 penaltyWad; // penalty = ceil(proceeds * penalty)
+        uint64 chipWad; // starter reward = tip + chip * MM, paid only out of penalties
+        uint128 tip;
+        uint32 maxRecordAge; // freshness of breach and margin records used here
+    }
+
+    /// @notice A running auction (4 storage slots).
+    struct Auction {
+        address starter;
+        uint64 startedAt;
+        uint32 expectedNonce; // the account's stateNonce after the module's own last change
+        int96 equity;
+        uint96 maintenance;
+        uint64 soldWad;
+        uint96 initial;
+        uint96 rewardPromised;
+        uint64 id;
+        uint128 escrow;
+        uint128 penaltyTotal;
+    }
+
+    /// @notice The clearinghouse this module liquidates for.
+    IAuctionClearinghouse public immutable clearinghouse;
+    /// @notice The clearinghouse's quote asset.
+    IERC20 public immutable quoteAsset;
+
+    Config internal _config;
+    mapping(address account => Auction) internal _auctions;
+    /// @notice Number of auctions ever started (ids start at 1).
+    uint64 public auctionCount;
+
+    /// @notice Parameters changed.
+    event ConfigSet(Config config);
+    /// @notice An auction started for `account` from its breach record.
+    event AuctionStarted(
+        uint256 indexed id,
+        address indexed account,
+        address indexed starter,
+        int256 equity,
+        uint256 maintenance,
+        uint256 initial,
+        int256 startPrice,
+        uint256 span,
+        uint256 target,
+        uint256 rewardPromised,
+        uint32 stateNonce
+    );
+    /// @notice A running auction restarted from a fresh breach record (a redo).
+    event AuctionReset(
+        uint256 indexed id,
+        address indexed account,
+        address indexed caller,
+        int256 equity,
+        uint256 maintenance,
+        uint256 initial,
+        int256 startPrice,
+        uint256 span,
+        uint256 target,
+        uint256 escrow,
+        uint32 stateNonce
+    );
+    /// @notice A bid bought `fractionWad` of the original portfolio at `price` (per whole portfolio).
+    event Bid(
+        uint256 indexed id,
+        address indexed account,
+        address indexed bidder,
+        int256 price,
+        uint256 fractionWad,
+        int256 amount,
+        uint256 penalty,
+        uint256 soldWad,
+        uint256 escrow,
+        uint256 fundBalance,
+        uint256 deficit
+    );
+    /// @notice An auction ended; `escrowReleased` went to the account, `reward` to the starter, the rest of the
+    /// penalty to the fund.
+    event AuctionEnded(
+        uint256 indexed id,
+        address indexed account,
+        EndReason reason,
+        uint256 soldWad,
+        uint256 escrowReleased,
+        uint256 penalty,
+        uint256 reward,
+        uint256 fundBalance,
+        uint256 deficit
+    );
+
+    /// @notice A parameter is outside its hard bounds.
+    error ParameterOutOfBounds(bytes32 name, uint256 value, uint256 min, uint256 max);
+    /// @notice The account has no open breach record.
+    error NoBreach(address account);
+    /// @notice The breach record was attested for another portfolio (state nonce).
+    error StaleBreach(address account, uint32 attested, uint32 current);
+    /// @notice The breach record (or margin record) is older than `maxRecordAge`.
+    error RecordExpired(address account, uint256 timestamp, uint256 maxAge);
+    /// @notice The attestation shows the account is not below maintenance margin.
+    error NotBreached(address account, int256 equity, uint256 maintenance);
+    /// @notice An auction for the account is already running.
+    error AuctionRunning(address account, uint256 id);
+    /// @notice No auction is running for the account.
+    error NoAuction(address account);
+    /// @notice The bid's deadline has passed.
+    error BidExpired(uint256 deadline, uint256 timestamp);
+    /// @notice The current price is worse for the bidder than its limit.
+    error PriceAboveLimit(int256 price, int256 maxPrice);
+    /// @notice The auction ran past `tail` or its price passed the floor: it must be reset with {redo}.
+    error AuctionNeedsReset(address account, uint256 elapsed, uint256 factorRay);
+    /// @notice The account changed outside the auction since it was attested: {cure} or {redo} first.
+    error AccountChanged(address account, uint32 expected, uint32 current);
+    /// @notice A redo was asked while the auction is still within its tail and floor and the account unchanged.
+    error ResetNotNeeded(address account);
+    /// @notice Nothing may be sold (zero fraction requested or allowed).
+    error NothingToSell(address account);
+    /// @notice An insolvent auction sells everything left in one bid.
+    error MustBuyWhole(uint256 requestedWad, uint256 remainingWad);
+    /// @notice A bidder cannot buy from itself.
+    error SelfBid(address account);
+    /// @notice The bidder has neither a fresh margin record nor an option-free account.
+    error BidderMarginUnknown(address bidder);
+    /// @notice The bidder would not keep `required` of headroom above maintenance after the bid.
+    error BidderUndermargined(address bidder, int256 headroom, int256 required);
+    /// @notice The fresh margin record does not reach the target.
+    error NotCured(address account, int256 equityWithEscrow, uint256 target);
+    /// @notice The deposit does not cover the account's remaining deficit.
+    error DepositBelowDeficit(uint256 amount, int256 deficit);
+    /// @notice Zero amount.
+    error ZeroAmount();
+
+    /**
+     * @param clearinghouse_ The clearinghouse (this contract must then be set as its liquidation module).
+     * @param owner_ Owner (parameters, pause).
+     * @param config_ Initial parameters, see {setConfig}.
+     */
+    constructor(IAuctionClearinghouse clearinghouse_, address owner_, Config memory config_) Ownable(owner_) {
+        clearinghouse = clearinghouse_;
+        IERC20 quoteToken = IERC20(clearinghouse_.quoteAsset());
+        quoteAsset = quoteToken;
+        quoteToken.forceApprove(address(clearinghouse_), type(uint256).max);
+        _setConfig(config_);
+    }
+
+    // ------------------------------------------------------------------ admin
+
+    /// @notice Sets the auction parameters (bounded; running auctions use the new curve from their next price).
+    function setConfig(Config calldata config_) external onlyOwner {
+        _setConfig(config_);
+    }
+
+    /// @notice Stops new auctions from starting. Bids, resets, cures and claims of running auctions go on.
+    function pause() external onlyOwner {
+        _pause();
+    }
+
+    /// @notice Lets new auctions start again.
+    function unpause() external onlyOwner {
+        _unpause();
+    }
+
+    // ------------------------------------------------------------------ auction lifecycle
+
+    /**
+     * @notice Starts an auction for `account` from its breach record (recorded by the clearinghouse from an M-of-N
+     * keeper attestation). The record must be bound to the account's current state nonce and fresh.
+     * @return id The auction id.
+     */
+    function start(address account) external nonReentrant whenNotPaused returns (uint256 id) {
+        Auction storage a = _auctions[account];
+        if (a.startedAt != 0) revert AuctionRunning(account, a.id);
+        (IAuctionClearinghouse.BreachRecord memory b, uint32 nonce) = _freshBreach(account);
+        Config memory cfg = _config;
+        id = ++auctionCount;
+        uint256 reward = cfg.tip + Math.mulDiv(cfg.chipWad, b.maintenance, WAD, Math.Rounding.Floor);
+        a.starter = msg.sender;
+        a.startedAt = uint64(block.timestamp);
+        a.expectedNonce = nonce;
+        a.equity = b.equity;
+        a.maintenance = b.maintenance;
+        a.initial = b.initial;
+        a.rewardPromised = reward.toUint96();
+        a.id = uint64(id);
+        (int256 top, uint256 span) = _topAndSpan(b.equity, b.maintenance);
+        emit AuctionStarted(
+            id, account, msg.sender, b.equity, b.maintenance, b.initial, top, span,
+            _target(b.maintenance, cfg.bufferWad), reward, nonce
+        );
+    }
+
+    /**
+     * @notice Restarts a running auction from a fresh breach record once it ran past `tail`, its price passed the
+     * floor (`cusp`), or the account changed outside the auction. Escrowed proceeds carry over; if they already
+     * cover the fresh deficit, the auction ends as restored instead. Not blocked by the pause.
+     */
+    function redo(address account) external nonReentrant {
+        Auction storage a = _auctions[account];
+        if (a.startedAt == 0) revert NoAuction(account);
+        Config memory cfg = _config;
+        uint32 current = clearinghouse.stateNonce(account);
+        (uint256 elapsed, uint256 f) = _elapsedAndFactor(a, cfg);
+        if (elapsed <= cfg.tail && f >= uint256(cfg.cuspWad) * RAY_PER_WAD && current == a.expectedNonce) {
+            revert ResetNotNeeded(account);
+        }
+        (IAuctionClearinghouse.BreachRecord memory b,) = _freshBreach(account);
+        uint256 target = _target(b.maintenance, cfg.bufferWad);
+        if (b.equity >= 0 && int256(target) - int256(b.equity) <= int256(uint256(a.escrow))) {
+            _finish(account, a, EndReason.Restored);
+            return;
+        }
+        a.startedAt = uint64(block.timestamp);
+        a.expectedNonce = current;
+        a.equity = b.equity;
+        a.maintenance = b.maintenance;
+        a.initial = b.initial;
+        a.soldWad = 0;
+        _emitReset(a, account, target);
+    }
+
+    function _emitReset(Auction storage a, address account, uint256 target) private {
+        Auction memory m = a;
+        (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
+        emit AuctionReset(
+            m.id, account, msg.sender, m.equity, m.maintenance, m.initial, top, span, target, m.escrow, m.expectedNonce
+        );
+    }
+
+    /**
+     * @notice Buys up to `maxFractionWad` of the account's original portfolio at the current price, never more than
+     * the fraction that restores the account to `MM * (1 + buffer)` (insolvent auctions: everything left, at once).
+     * The bidder (`msg.sender`) receives the positions, collateral and cash into its clearinghouse account and pays
+     * `fraction * price` in quote cash (receives it when the price is negative). It must keep, above its
+     * maintenance margin, the cash it pays plus `fraction * (IM - E)` of the sold book: from a fresh margin record,
+     * or (no option positions) from its collateral value; `deposit` quote units pulled from it in the same call count.
+     * Not blocked by the pause.
+     * @param maxPrice Worst price (per whole portfolio) the bidder accepts: the bid reverts if the price is higher.
+     * @param deadline Last timestamp at which the bid may execute.
+     * @return fractionWad The fraction of the original portfolio bought.
+     * @return amount Quote units paid by the bidder (negative: paid to it; any part the fund could not pay is a
+     * bad-debt claim, see {InsuranceFund}).
+     */
+    function bid(address account, uint256 maxFractionWad, int256 maxPrice, uint256 deadline, uint256 deposit)
+        external
+        nonReentrant
+        returns (uint256 fractionWad, int256 amount)
+    {
+        if (block.timestamp > deadline) revert BidExpired(deadline, block.timestamp);
+        if (msg.sender == account) revert SelfBid(account);
+        Auction storage a = _auctions[account];
+        if (a.startedAt == 0) revert NoAuction(account);
+        Auction memory m = a;
+        Config memory cfg = _config;
+        (int256 price_, uint256 allowed, uint256 fill) = _fill(account, m, cfg, maxFractionWad, maxPrice);
+        fractionWad = fill;
+        amount = _mulWadSignedFloor(fill, price_);
+        _checkBidder(msg.sender, fill, amount, m, cfg, deposit);
+        _transferShare(account, fill, m.soldWad);
+        uint256 penalty = _settleCash(m, amount, cfg.penaltyWad);
+        m.soldWad += uint64(fill);
+        a.soldWad = m.soldWad;
+        a.escrow = m.escrow;
+        a.penaltyTotal = m.penaltyTotal;
+        a.expectedNonce = clearinghouse.stateNonce(account);
+        _emitBid(m, account, price_, fill, amount, penalty);
+        if (m.soldWad == WAD) _finish(account, a, EndReason.SoldOut);
+        else if (fill == allowed) _finish(account, a, EndReason.Restored);
+    }
+
+    /// @dev Checks nonce, reset need and price limit; returns the price, the allowed and the filled fraction.
+    function _fill(address account, Auction memory m, Config memory cfg, uint256 maxFractionWad, int256 maxPrice)
+        private
+        view
+        returns (int256 price_, uint256 allowed, uint256 fill)
+    {
+        uint32 current = clearinghouse.stateNonce(account);
+        if (current != m.expectedNonce) revert AccountChanged(account, m.expectedNonce, current);
+        (price_, allowed) = _priceAndAllowed(account, m, cfg);
+        if (price_ > maxPrice) revert PriceAboveLimit(price_, maxPrice);
+        uint256 remaining = WAD - m.soldWad;
+        if (m.equity < 0 && maxFractionWad < remaining) revert MustBuyWhole(maxFractionWad, remaining);
+        fill = maxFractionWad < allowed ? maxFractionWad : allowed;
+        if (fill == 0) revert NothingToSell(account);
+    }
+
+    /// @dev Moves `fractionWad` of the ORIGINAL portfolio: that share of what the account still holds.
+    function _transferShare(address account, uint256 fractionWad, uint256 soldWad) private {
+        uint256 remaining = WAD - soldWad;
+        uint256 shareOfRemaining =
+            fractionWad == remaining ? WAD : Math.mulDiv(fractionWad, WAD, remaining, Math.Rounding.Ceil);
+        clearinghouse.transferPortfolioShare(account, msg.sender, shareOfRemaining);
+    }
+
+    /// @dev Bidder pays `amount` into escrow (penalty kept apart), or is paid `-amount`: from the escrow first,
+    /// then from the fund, the rest as a bad-debt claim.
+    function _settleCash(Auction memory m, int256 amount, uint256 penaltyWad) private returns (uint256 penalty) {
+        if (amount > 0) {
+            clearinghouse.transferCash(msg.sender, address(this), uint256(amount));
+            penalty = Math.mulDiv(uint256(amount), penaltyWad, WAD, Math.Rounding.Ceil);
+            m.escrow += (uint256(amount) - penalty).toUint128();
+            m.penaltyTotal += penalty.toUint128();
+        } else if (amount < 0) {
+            uint256 owed = uint256(-amount);
+            uint256 fromEscrow = owed < m.escrow ? owed : m.escrow;
+            m.escrow -= uint128(fromEscrow);
+            uint256 paid = fromEscrow + _fundCoverShortfall(m.id, msg.sender, owed - fromEscrow);
+            if (paid > 0) clearinghouse.transferCash(address(this), msg.sender, paid);
+        }
+    }
+
+    function _emitBid(Auction memory m, address account, int256 price_, uint256 fill, int256 amount, uint256 penalty)
+        private
+    {
+        emit Bid(
+            m.id, account, msg.sender, price_, fill, amount, penalty, m.soldWad, m.escrow, fundBalance,
+            badDebtRecorded - badDebtRepaid
+        );
+    }
+
+    /**
+     * @notice Ends the auction when a fresh margin record of the account's current portfolio, plus the proceeds
+     * held for it in escrow, reaches `MM * (1 + buffer)`. Not blocked by the pause.
+     */
+    function cure(address account) external nonReentrant {
+        Auction storage a = _auctions[account];
+        if (a.startedAt == 0) revert NoAuction(account);
+        (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(account);
+        if (attestedAt == 0) revert StaleBreach(account, 0, clearinghouse.stateNonce(account));
+        uint256 maxAge = _config.maxRecordAge;
+        if (block.timestamp > uint256(attestedAt) + maxAge) revert RecordExpired(account, attestedAt, maxAge);
+        uint256 target = _target(maintenance, _config.bufferWad);
+        int256 withEscrow = equity + int256(uint256(a.escrow));
+        if (withEscrow < int256(target)) revert NotCured(account, withEscrow, target);
+        _finish(account, a, EndReason.Cured);
+    }
+
+    /**
+     * @notice Deposits `amount` quote units (pulled from the caller) into `account` and ends its auction; the amount
+     * must cover the remaining deficit `ceil((1 - S)(T - E)) - C`. Not blocked by the pause.
+     */
+    function depositAndCure(address account, uint256 amount) external nonReentrant {
+        Auction storage a = _auctions[account];
+        if (a.startedAt == 0) revert NoAuction(account);
+        uint32 current = clearinghouse.stateNonce(account);
+        if (current != a.expectedNonce) revert AccountChanged(account, a.expectedNonce, current);
+        int256 d = _deficit(a, _target(a.maintenance, _config.bufferWad));
+        if (amount == 0 || int256(amount) < d) revert DepositBelowDeficit(amount, d);
+        quoteAsset.safeTransferFrom(msg.sender, address(this), amount);
+        clearinghouse.depositFor(account, address(quoteAsset), amount);
+        _finish(account, a, EndReason.CuredByDeposit);
+    }
+
+    // ------------------------------------------------------------------ insurance fund
+
+    /// @notice Adds `amount` quote units (pulled from the caller) to the insurance fund; repays bad debt first.
+    function fundDeposit(uint256 amount) external nonReentrant {
+        if (amount == 0) revert ZeroAmount();
+        quoteAsset.safeTransferFrom(msg.sender, address(this), amount);
+        clearinghouse.depositFor(address(this), address(quoteAsset), amount);
+        _fundReceive(0, msg.sender, amount);
+    }
+
+    /// @inheritdoc InsuranceFund
+    function collectBadDebt(uint256 claimId) external override nonReentrant {
+        (address creditor, uint256 amount) = _fundCollect(claimId);
+        clearinghouse.transferCash(address(this), creditor, amount);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice Current parameters.
+    function config() external view returns (Config memory) {
+        return _config;
+    }
+
+    /// @notice The running auction of `account` (all zero if none).
+    function auctionOf(address account) external view returns (Auction memory) {
+        return _auctions[account];
+    }
+
+    /**
+     * @notice Current price (per whole original portfolio), the fraction a bid may buy now, the curve factor and
+     * whether the auction must be reset first.
+     */
+    function quote(address account)
+        external
+        view
+        returns (int256 price_, uint256 allowedWad, uint256 factorRay, bool needsReset)
+    {
+        Auction memory m = _auctions[account];
+        if (m.startedAt == 0) revert NoAuction(account);
+        Config memory cfg = _config;
+        uint256 elapsed;
+        (elapsed, factorRay) = _elapsedAndFactor(m, cfg);
+        needsReset = elapsed > cfg.tail || factorRay < uint256(cfg.cuspWad) * RAY_PER_WAD
+            || clearinghouse.stateNonce(account) != m.expectedNonce;
+        (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
+        price_ = AuctionCurves.priceAt(top, span, factorRay);
+        allowedWad = _allowed(m, cfg, price_);
+    }
+
+    /// @notice Remaining deficit `ceil((1 - S)(T - E)) - C` of the running auction (<= 0: restored).
+    function deficitOf(address account) external view returns (int256) {
+        Auction memory m = _auctions[account];
+        if (m.startedAt == 0) revert NoAuction(account);
+        return _deficit(m, _target(m.maintenance, _config.bufferWad));
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    function _setConfig(Config memory c) internal {
+        AuctionCurves.validate(AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut));
+        _bound("tail", c.tail, MIN_TAIL, MAX_TAIL);
+        _bound("cusp", c.cuspWad, 0, WAD - 1);
+        _bound("buffer", c.bufferWad, 0, MAX_BUFFER);
+        _bound("penalty", c.penaltyWad, 0, MAX_PENALTY);
+        _bound("chip", c.chipWad, 0, MAX_CHIP);
+        _bound("maxRecordAge", c.maxRecordAge, MIN_RECORD_AGE, MAX_RECORD_AGE);
+        _config = c;
+        emit ConfigSet(c);
+    }
+
+    function _bound(bytes32 name, uint256 value, uint256 min, uint256 max) internal pure {
+        if (value < min || value > max) revert ParameterOutOfBounds(name, value, min, max);
+    }
+
+    /// @dev Reads and checks the breach record: present, below MM, bound to the current nonce, fresh, and not
+    /// superseded by a later healthy record of the same portfolio.
+    function _freshBreach(address account)
+        internal
+        view
+        returns (IAuctionClearinghouse.BreachRecord memory b, uint32 nonce)
+    {
+        b = clearinghouse.breachOf(account);
+        if (b.timestamp == 0) revert NoBreach(account);
+        nonce = clearinghouse.stateNonce(account);
+        if (b.stateNonce != nonce) revert StaleBreach(account, b.stateNonce, nonce);
+        uint256 maxAge = _config.maxRecordAge;
+        if (block.timestamp > uint256(b.timestamp) + maxAge) revert RecordExpired(account, b.timestamp, maxAge);
+        if (int256(b.equity) >= int256(uint256(b.maintenance))) {
+            revert NotBreached(account, b.equity, b.maintenance);
+        }
+        (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(account);
+        if (attestedAt > b.timestamp && equity >= int256(maintenance)) revert NotBreached(account, equity, maintenance);
+    }
+
+    function _elapsedAndFactor(Auction memory m, Config memory cfg) internal view returns (uint256 elapsed, uint256 f) {
+        elapsed = block.timestamp - m.startedAt;
+        f = AuctionCurves.factor(AuctionCurves.Curve(cfg.kind, cfg.tau, cfg.step, cfg.cut), elapsed);
+    }
+
+    /// @dev Current price and allowed fraction; reverts if the auction must be reset.
+    function _priceAndAllowed(address account, Auction memory m, Config memory cfg)
+        internal
+        view
+        returns (int256 price_, uint256 allowed)
+    {
+        (uint256 elapsed, uint256 f) = _elapsedAndFactor(m, cfg);
+        if (elapsed > cfg.tail || f < uint256(cfg.cuspWad) * RAY_PER_WAD) revert AuctionNeedsReset(account, elapsed, f);
+        (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
+        price_ = AuctionCurves.priceAt(top, span, f);
+        allowed = _allowed(m, cfg, price_);
+    }
+
+    /// @dev Start price and span of the whole portfolio: `span = E` when solvent, `MM` when insolvent.
+    function _topAndSpan(int256 equity, uint256 maintenance) internal pure returns (int256 top, uint256 span) {
+        top = equity;
+        span = equity >= 0 ? uint256(equity) : maintenance;
+    }
+
+    function _target(uint256 maintenance, uint256 bufferWad) internal pure returns (uint256) {
+        return Math.mulDiv(maintenance, WAD + bufferWad, WAD, Math.Rounding.Ceil);
+    }
+
+    /// @dev `ceil((1 - S)(T - E)) - C`.
+    function _deficit(Auction memory m, uint256 target) internal pure returns (int256) {
+        uint256 gap = uint256(int256(target) - int256(m.equity)); // > 0: E < MM <= T
+        return int256(Math.mulDiv(WAD - m.soldWad, gap, WAD, Math.Rounding.Ceil)) - int256(uint256(m.escrow));
+    }
+
+    /// @dev Largest fraction (of the original portfolio) a bid at `price_` may buy.
+    function _allowed(Auction memory m, Config memory cfg, int256 price_) internal pure returns (uint256) {
+        uint256 remaining = WAD - m.soldWad;
+        if (m.equity < 0) return remaining;
+        uint256 target = _target(m.maintenance, cfg.bufferWad);
+        int256 d = _deficit(m, target);
+        if (d <= 0) return 0;
+        // solvent: 0 <= price <= E
+        uint256 p = uint256(price_);
+        uint256 pNet = p - Math.mulDiv(p, cfg.penaltyWad, WAD, Math.Rounding.Ceil);
+        uint256 denom = uint256(int256(target) - int256(m.equity)) + pNet;
+        uint256 g = Math.mulDiv(uint256(d), WAD, denom, Math.Rounding.Ceil);
+        return g < remaining ? g : remaining;
+    }
+
+    /// @dev floor(fraction * price / WAD) for a signed price.
+    function _mulWadSignedFloor(uint256 fractionWad, int256 price_) internal pure returns (int256) {
+        if (price_ >= 0) return int256(Math.mulDiv(fractionWad, uint256(price_), WAD, Math.Rounding.Floor));
+        return -int256(Math.mulDiv(fractionWad, uint256(-price_), WAD, Math.Rounding.Ceil));
+    }
+
+    /// @dev The bidder must keep `amount + ceil(fraction * (IM - E))` above its maintenance margin.
+    function _checkBidder(
+        address bidder,
+        uint256 fractionWad,
+        int256 amount,
+        Auction memory m,
+        Config memory cfg,
+        uint256 deposit
+    ) internal {
+        int256 headroom;
+        (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(bidder);
+        if (attestedAt != 0 && block.timestamp <= uint256(attestedAt) + cfg.maxRecordAge) {
+            headroom = equity - int256(maintenance);
+        } else if (clearinghouse.seriesOf(bidder).length == 0) {
+            headroom = clearinghouse.collateralValue(bidder);
+        } else {
+            revert BidderMarginUnknown(bidder);
+        }
+        if (deposit > 0) {
+            quoteAsset.safeTransferFrom(bidder, address(this), deposit);
+            clearinghouse.depositFor(bidder, address(quoteAsset), deposit);
+            headroom += int256(deposit);
+        }
+        uint256 risk = uint256(int256(uint256(m.initial)) - int256(m.equity)); // IM >= MM > E
+        int256 required = amount + int256(Math.mulDiv(fractionWad, risk, WAD, Math.Rounding.Ceil));
+        if (headroom < required) revert BidderUndermargined(bidder, headroom, required);
+    }
+
+    /// @dev Pays out escrow (to the account), the starter's reward and the fund's share of the penalty; clears the
+    /// breach and deletes the auction.
+    function _finish(address account, Auction storage a, EndReason reason) internal {
+        Auction memory m = a;
+        uint256 reward = m.penaltyTotal < m.rewardPromised ? m.penaltyTotal : m.rewardPromised;
+        delete _auctions[account];
+        if (m.escrow > 0) clearinghouse.transferCash(address(this), account, m.escrow);
+        if (reward > 0) clearinghouse.transferCash(address(this), m.starter, reward);
+        _fundReceive(m.id, account, m.penaltyTotal - reward);
+        clearinghouse.clearBreach(account);
+        emit AuctionEnded(
+            m.id, account, reason, m.soldWad, m.escrow, m.penaltyTotal, reward, fundBalance,
+            badDebtRecorded - badDebtRepaid
+        );
+    }
+}

@@ -1,0 +1,60 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+/**
+ * @title IAuctionClearinghouse
+ * @notice The part of the protocol core (`Clearinghouse`, docs/contracts.md) the liquidation auction uses: the
+ * liquidation hook (callable only by the registered liquidation module) and the views it reads. Declared here,
+ * ABI-identical to the core's own interface, so the auction compiles independently of the core's source layout.
+ */
+interface IAuctionClearinghouse {
+    /// @notice Breach record as stored by the core (ABI-identical to `BackstopTypes.BreachRecord`).
+    struct BreachRecord {
+        int96 equity;
+        uint96 maintenance;
+        uint32 stateNonce;
+        uint32 timestamp;
+        uint96 initial;
+        int96 modelValue;
+        uint64 breachedAt;
+    }
+
+    /// @notice Moves `fractionWad` of every position, collateral balance and cash of `from` to `to`.
+    function transferPortfolioShare(address from, address to, uint256 fractionWad) external;
+
+    /// @notice Moves `amount` of quote cash from `from` to `to`; `from` may go negative.
+    function transferCash(address from, address to, uint256 amount) external;
+
+    /// @notice Deletes the breach record of `account`.
+    function clearBreach(address account) external;
+
+    /// @notice Deposits `amount` of `asset` for `account`, paid by the caller.
+    function depositFor(address account, address asset, uint256 amount) external;
+
+    /// @notice The breach record of `account` (all zero if none).
+    function breachOf(address account) external view returns (BreachRecord memory);
+
+    /// @notice Whether `account` has an open breach record.
+    function isBreached(address account) external view returns (bool);
+
+    /// @notice The account's current state nonce.
+    function stateNonce(address account) external view returns (uint32);
+
+    /// @notice Last recorded margin attestation; `attestedAt` is 0 once the state nonce moved on.
+    function marginRecord(address account)
+        external
+        view
+        returns (int256 equity, uint256 maintenance, uint32 nonce, uint32 attestedAt);
+
+    /// @notice Haircut value of the account's collateral plus its quote cash (rounded down).
+    function collateralValue(address account) external view returns (int256);
+
+    /// @notice Option series the account holds a position in.
+    function seriesOf(address account) external view returns (uint256[] memory);
+
+    /// @notice Signed quote cash of `account`.
+    function cashOf(address account) external view returns (int256);
+
+    /// @notice The deployment's quote asset.
+    function quoteAsset() external view returns (address);
+}

@@ -1,0 +1,84 @@
+"""Collateral haircuts (keeper/haircuts.py): monotonicity, bounds, closed form, EWMA on real closes."""
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.signal import lfilter
+
+from keeper.haircuts import HaircutParams, haircut_from_closes, recommended_haircut
+
+vols = st.floats(0.0, 0.5)
+sizes = st.floats(0.0, 1e7)
+depths = st.floats(1e-3, 1e7)
+
+
+@settings(max_examples=300, deadline=None)
+@given(v1=vols, v2=vols, q=sizes, d=depths)
+def test_haircut_non_decreasing_in_vol(v1, v2, q, d):
+    lo, hi = sorted((v1, v2))
+    assert recommended_haircut(lo, q, d) <= recommended_haircut(hi, q, d)
+
+
+@settings(max_examples=300, deadline=None)
+@given(v=vols, q1=sizes, q2=sizes, d=depths)
+def test_haircut_non_decreasing_in_size_held(v, q1, q2, d):
+    lo, hi = sorted((q1, q2))
+    assert recommended_haircut(v, lo, d) <= recommended_haircut(v, hi, d)
+
+
+@settings(max_examples=300, deadline=None)
+@given(v=vols, q=sizes, d1=depths, d2=depths)
+def test_haircut_non_increasing_in_book_depth(v, q, d1, d2):
+    lo, hi = sorted((d1, d2))
+    assert recommended_haircut(v, q, lo) >= recommended_haircut(v, q, hi)
+
+
+def test_haircut_sweeps_are_monotone_and_strict_inside_the_bounds():
+    params = HaircutParams(min_haircut=0.02, max_haircut=0.6)
+    vol_sweep = recommended_haircut(np.linspace(0.0, 0.3, 301), 1000.0, 5000.0, params)
+    size_sweep = recommended_haircut(0.04, np.linspace(0.0, 1e5, 301), 5000.0, params)
+    depth_sweep = recommended_haircut(0.04, 1000.0, np.linspace(10.0, 1e5, 301), params)
+    assert np.all(np.diff(vol_sweep) >= 0) and np.all(np.diff(size_sweep) >= 0)
+    assert np.all(np.diff(depth_sweep) <= 0)
+    for sweep in (vol_sweep, size_sweep, depth_sweep):
+        assert sweep.min() >= 0.02 and sweep.max() <= 0.6
+        inside = (sweep > 0.02) & (sweep < 0.6)
+        assert inside.sum() > 10                               # the sweeps do cross the interior
+    assert vol_sweep[0] == pytest.approx(0.1 * math.sqrt(0.2), rel=1e-14)   # no vol: impact only
+    assert float(recommended_haircut(0.0, 0.0, 5000.0, params)) == 0.02    # floor reached
+    assert float(recommended_haircut(0.3, 1e5, 5000.0, params)) == 0.6     # cap reached
+
+
+def test_haircut_closed_form_at_a_point():
+    # sigma 4%/day, 2,000 held against 8,000/day of depth: 1.25 liquidation days, impact 0.1 * sqrt(0.25)
+    expected = 1.0 - math.exp(-2.33 * 0.04 * math.sqrt(1.25)) + 0.1 * 0.5
+    assert float(recommended_haircut(0.04, 2000.0, 8000.0)) == pytest.approx(expected, rel=1e-14)
+    assert float(recommended_haircut(0.0, 0.0, 1.0)) == 0.0       # a stablecoin with no vol and no size
+
+
+def test_bad_haircut_inputs_raise():
+    with pytest.raises(ValueError):
+        recommended_haircut(float("nan"), 1.0, 1.0)
+    with pytest.raises(ValueError):
+        recommended_haircut(0.01, 1.0, 0.0)
+    with pytest.raises(ValueError):
+        HaircutParams(min_haircut=0.5, max_haircut=0.4)
+
+
+@pytest.mark.parametrize("name", ["BTCUSD", "ETHUSD"])
+def test_haircut_from_real_closes_uses_todays_ewma_vol(shared_data, name):
+    with open(shared_data / "price_paths" / f"{name}_daily.csv", newline="") as fh:
+        closes = np.array([float(row["close"]) for row in csv.DictReader(fh)])
+    r = np.diff(np.log(closes))
+    var0 = np.mean(r[:30] ** 2)
+    var, _ = lfilter([0.06], [1, -0.94], r ** 2, zi=[0.94 * var0])  # independent EWMA recursion
+    sigma = math.sqrt(var[-1])
+    assert 0.005 < sigma < 0.2                                   # a daily crypto vol, not an annual one
+    size, depth = 500.0, 2000.0
+    expected = 1.0 - math.exp(-2.33 * sigma * math.sqrt(1.25)) + 0.1 * math.sqrt(0.25)
+    assert haircut_from_closes(closes, size, depth) == pytest.approx(expected, rel=1e-10)

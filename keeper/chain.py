@@ -1,0 +1,571 @@
+"""Chain access for the bots: the deployment file, RPC with retries and back-off, block tracking with reorg
+detection, an event-driven incremental cache of the clearinghouse state, batched reads, and transaction sending
+with nonce management and EIP-1559 fees.
+
+Deployment file (JSON, written by the deploy step, schema ``backstop-deployment/1``)::
+
+    {
+      "schema": "backstop-deployment/1",
+      "chain_id": 31337,                 # must match eth_chainId of the RPC
+      "block": 12,                       # block of the deployment: event scans start here
+      "clearinghouse": "0x...",          # the Clearinghouse (EIP-712 verifying contract)
+      "auction": "0x..." | null,         # liquidation auction module, when deployed
+      "quote_asset": "0x...",            # the one quote asset (values are in its base units)
+      "underlyings": {"ETH": "0x..."},   # symbol -> asset address the keepers price (Prices.assets)
+      "collateral": {"WETH": "0x..."},   # listed collateral tokens (informational)
+      "abi": {"clearinghouse": [...], "auction": [...]}   # optional; else read from build/ artifacts
+    }
+"""
+from __future__ import annotations
+
+import json
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Literal, Optional, Sequence, TypeVar
+
+from eth_utils import to_checksum_address
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from keeper.config import ConfigError
+
+T = TypeVar("T")
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+DEPLOYMENT_SCHEMA = "backstop-deployment/1"
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Deployment file
+# ------------------------------------------------------------------------------------------------------------
+def _addr(v: Any) -> str:
+    from eth_utils import is_address
+
+    if not isinstance(v, str) or not is_address(v):
+        raise ValueError("not an Ethereum address")
+    return to_checksum_address(v)
+
+
+class Deployment(BaseModel):
+    """What the deploy step wrote: addresses, chain id and deployment block (see module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_: Literal["backstop-deployment/1"] = Field(DEPLOYMENT_SCHEMA, alias="schema")
+    chain_id: int = Field(gt=0)
+    block: int = Field(ge=0)
+    clearinghouse: str
+    auction: Optional[str] = None
+    quote_asset: str
+    underlyings: dict[str, str] = Field(default_factory=dict)
+    collateral: dict[str, str] = Field(default_factory=dict)
+    abi: dict[str, list] = Field(default_factory=dict)
+
+    @field_validator("clearinghouse", "quote_asset")
+    @classmethod
+    def _a(cls, v: str) -> str:
+        return _addr(v)
+
+    @field_validator("auction")
+    @classmethod
+    def _oa(cls, v: Optional[str]) -> Optional[str]:
+        return None if v is None else _addr(v)
+
+    @field_validator("underlyings", "collateral")
+    @classmethod
+    def _m(cls, v: dict[str, str]) -> dict[str, str]:
+        return {k: _addr(a) for k, a in v.items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(by_alias=True), indent=2, sort_keys=True)
+
+
+def load_deployment(path: str | Path) -> Deployment:
+    """Read and validate a deployment file; :class:`ConfigError` names each bad field."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"deployment file not found: {p} (run the deploy step first)") from None
+    except ValueError as exc:
+        raise ConfigError(f"deployment file {p} is not valid JSON: {exc}") from None
+    try:
+        return Deployment.model_validate(data)
+    except ValidationError as exc:
+        lines = [f"invalid deployment file {p}:"]
+        for e in exc.errors():
+            lines.append(f"  {'.'.join(str(x) for x in e['loc']) or '(top level)'}: "
+                         f"{e['msg'].removeprefix('Value error, ')}")
+        raise ConfigError("\n".join(lines)) from None
+
+
+def write_deployment(path: str | Path, deployment: Deployment) -> None:
+    """Write ``deployment`` as JSON (atomically)."""
+    p = Path(path)
+    tmp = p.with_suffix(p.suffix + ".tmp")
+    tmp.write_text(deployment.to_json())
+    tmp.replace(p)
+
+
+def load_abi(name: str, deployment: Optional[Deployment] = None, build_dir: Optional[Path] = None) -> list:
+    """ABI of ``name`` (``clearinghouse`` or ``auction``): from the deployment file, else brownie's build folder
+    (``build/contracts/<Contract>.json`` or ``build/interfaces/<IContract>.json``)."""
+    if deployment is not None and name in deployment.abi:
+        return deployment.abi[name]
+    build = build_dir or PROJECT_ROOT / "build"
+    candidates = {"clearinghouse": ["contracts/Clearinghouse.json", "interfaces/IClearinghouse.json"],
+                  "auction": ["contracts/LiquidationAuction.json", "interfaces/ILiquidationAuction.json"]}
+    for rel in candidates.get(name, [f"contracts/{name}.json"]):
+        f = build / rel
+        if f.is_file():
+            return json.loads(f.read_text())["abi"]
+    raise ConfigError(f"no ABI for {name!r}: not in the deployment file and not under {build}")
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Retries
+# ------------------------------------------------------------------------------------------------------------
+def backoff_delays(base: float, cap: float, attempts: int, jitter: Optional[random.Random] = None) -> list[float]:
+    """Delays before retries 1..attempts-1: ``min(cap, base * 2**i)``, optionally with full jitter."""
+    out = []
+    for i in range(max(attempts - 1, 0)):
+        d = min(cap, base * (2**i))
+        out.append(jitter.uniform(0, d) if jitter is not None else d)
+    return out
+
+
+class RpcUnavailable(ConnectionError):
+    """The RPC did not answer after every retry."""
+
+
+def with_retries(fn: Callable[[], T], *, attempts: int, base: float, cap: float,
+                 on_error: Optional[Callable[[int, BaseException], None]] = None,
+                 sleep: Callable[[float], None] = time.sleep,
+                 retry_on: tuple[type[BaseException], ...] = (ConnectionError, TimeoutError, OSError)) -> T:
+    """Call ``fn`` until it succeeds or ``attempts`` calls failed with ``retry_on`` errors (then
+    :class:`RpcUnavailable`). Other exceptions propagate at once."""
+    delays = backoff_delays(base, cap, attempts)
+    last: Optional[BaseException] = None
+    for i in range(attempts):
+        try:
+            return fn()
+        except retry_on as exc:  # noqa: PERF203
+            last = exc
+            if on_error is not None:
+                on_error(i, exc)
+            if i < len(delays):
+                sleep(delays[i])
+    raise RpcUnavailable(f"RPC unavailable after {attempts} attempts: {last}") from last
+
+
+def _is_connection_error(exc: BaseException) -> bool:
+    import requests
+
+    return isinstance(exc, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout))
+
+
+def make_web3(rpc_url: str, timeout: float = 10.0):
+    """A web3 client over HTTP with web3's own retries off (:func:`with_retries` does it)."""
+    from web3 import Web3
+    from web3.providers.rpc import HTTPProvider
+
+    provider = HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
+    return Web3(provider)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Blocks and reorgs
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Header:
+    number: int
+    hash: str
+    parent_hash: str
+    timestamp: int
+    base_fee: int = 0
+
+
+def header_from_block(b: Any) -> Header:
+    def hx(v: Any) -> str:
+        return v if isinstance(v, str) else "0x" + bytes(v).hex()
+
+    return Header(int(b["number"]), hx(b["hash"]), hx(b["parentHash"]), int(b["timestamp"]),
+                  int(b.get("baseFeePerGas") or 0))
+
+
+class BlockTracker:
+    """Remembers the hashes of the last ``depth`` blocks seen and finds the fork point of a reorg."""
+
+    def __init__(self, depth: int = 64) -> None:
+        self.depth = depth
+        self.hashes: dict[int, str] = {}
+
+    @property
+    def head(self) -> Optional[int]:
+        return max(self.hashes) if self.hashes else None
+
+    def observe(self, head: Header, get_header: Callable[[int], Header]) -> Optional[int]:
+        """Record ``head``; returns the first block number that changed (the fork point) when a reorg happened,
+        else ``None``. ``get_header(n)`` fetches canonical block ``n`` to walk back to the common ancestor."""
+        fork: Optional[int] = None
+        known_parent = self.hashes.get(head.number - 1)
+        known_same = self.hashes.get(head.number)
+        if (known_parent is not None and known_parent != head.parent_hash) or \
+                (known_same is not None and known_same != head.hash):
+            n = head.number - 1
+            lowest = min(self.hashes)
+            fork = head.number if known_same is not None and known_parent == head.parent_hash else None
+            if fork is None:
+                while n >= lowest:
+                    mine = self.hashes.get(n)
+                    if mine is None or get_header(n).hash == mine:
+                        break
+                    n -= 1
+                fork = n + 1
+        elif self.head is not None and head.number < self.head:
+            fork = head.number + 1  # chain went backwards without a hash conflict at head
+        if fork is not None:
+            for k in [k for k in self.hashes if k >= fork]:
+                del self.hashes[k]
+        self.hashes[head.number] = head.hash
+        for k in [k for k in self.hashes if k <= head.number - self.depth]:
+            del self.hashes[k]
+        return fork
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Clearinghouse state cache
+# ------------------------------------------------------------------------------------------------------------
+@dataclass
+class AccountSnapshot:
+    """One account as read from chain: its state nonce, quote cash, collateral balances and option positions."""
+
+    account: str
+    state_nonce: int = 0
+    cash: int = 0
+    collateral: dict[str, int] = field(default_factory=dict)
+    positions: dict[int, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SeriesInfo:
+    series_id: int
+    underlying: str
+    strike: int  # WAD
+    expiry: int  # unix s
+    is_call: bool
+
+
+@dataclass
+class ChainState:
+    """Everything the keepers price, rebuilt from events and refreshed for dirty accounts by batched calls."""
+
+    accounts: dict[str, AccountSnapshot] = field(default_factory=dict)
+    series: dict[int, SeriesInfo] = field(default_factory=dict)
+    collateral_assets: dict[str, dict] = field(default_factory=dict)
+    breached: dict[str, dict] = field(default_factory=dict)
+    keepers: set[str] = field(default_factory=set)
+    threshold: int = 0
+    last_margin_sequence: int = 0
+    last_price_sequence: int = 0
+    open_auctions: dict[Any, dict] = field(default_factory=dict)
+
+
+#: Events that change an account's positions or collateral (so its stateNonce): argument names of the accounts.
+_DIRTYING = {
+    "Deposited": ("account",), "Withdrawn": ("account",), "Traded": ("maker", "taker"), "Settled": ("account",),
+    "PortfolioShareTransferred": ("from", "to"), "CashTransferred": ("from", "to"),
+    "PositionTransferred": ("from", "to"), "CollateralTransferred": ("from", "to"),
+}
+
+
+def apply_event(state: ChainState, name: str, args: dict, dirty: set[str]) -> None:
+    """Fold one decoded event into ``state``; accounts whose balances changed go into ``dirty``."""
+    if name in _DIRTYING:
+        for a in _DIRTYING[name]:
+            acct = to_checksum_address(args[a])
+            state.accounts.setdefault(acct, AccountSnapshot(acct))
+            dirty.add(acct)
+    elif name == "SeriesCreated":
+        sid = int(args["seriesId"])
+        state.series[sid] = SeriesInfo(sid, to_checksum_address(args["underlying"]), int(args["strike"]),
+                                       int(args["expiry"]), bool(args["isCall"]))
+    elif name in ("CollateralListed", "CollateralParamsSet"):
+        a = to_checksum_address(args["asset"])
+        state.collateral_assets.setdefault(a, {}).update({k: int(v) for k, v in args.items() if k != "asset"})
+    elif name == "AccountBreached":
+        state.breached[to_checksum_address(args["account"])] = dict(args)
+    elif name == "BreachCleared":
+        state.breached.pop(to_checksum_address(args["account"]), None)
+    elif name == "KeeperAdded":
+        state.keepers.add(to_checksum_address(args["keeper"]))
+    elif name == "KeeperRemoved":
+        state.keepers.discard(to_checksum_address(args["keeper"]))
+    elif name == "ThresholdSet":
+        state.threshold = int(args["threshold"])
+    elif name == "MarginRootPosted":
+        state.last_margin_sequence = max(state.last_margin_sequence, int(args["sequence"]))
+    elif name == "PricesPosted":
+        state.last_price_sequence = max(state.last_price_sequence, int(args["sequence"]))
+
+
+class EventDecoder:
+    """Decodes raw logs of a contract by topic0 using its ABI."""
+
+    def __init__(self, w3, abi: list) -> None:
+        from eth_utils import event_abi_to_log_topic
+
+        self.w3 = w3
+        self.by_topic = {}
+        for item in abi:
+            if item.get("type") == "event" and not item.get("anonymous"):
+                self.by_topic["0x" + event_abi_to_log_topic(item).hex()] = item
+
+    def decode(self, log: Any) -> Optional[tuple[str, dict]]:
+        from web3._utils.events import get_event_data
+
+        topics = log["topics"]
+        if not topics:
+            return None
+        t0 = topics[0] if isinstance(topics[0], str) else "0x" + bytes(topics[0]).hex()
+        abi = self.by_topic.get(t0.lower())
+        if abi is None:
+            return None
+        ev = get_event_data(self.w3.codec, abi, log)
+        return ev["event"], dict(ev["args"])
+
+
+class ChainClient:
+    """The bots' view of the chain: retried RPC, reorg tracking, the incremental state cache and tx sending."""
+
+    def __init__(self, w3, deployment: Deployment, settings, metrics: Any = None, log: Any = None,
+                 abi: Optional[list] = None, auction_abi: Optional[list] = None) -> None:
+        self.w3 = w3
+        self.deployment = deployment
+        self.s = settings
+        self.metrics = metrics
+        self.log = log
+        self.abi = abi if abi is not None else load_abi("clearinghouse", deployment)
+        self.ch = w3.eth.contract(address=deployment.clearinghouse, abi=self.abi)
+        self.decoder = EventDecoder(w3, self.abi)
+        self.tracker = BlockTracker(settings.reorg_depth)
+        self.state = ChainState()
+        self._logs: list[tuple[int, int, str, dict]] = []  # (block, logIndex, name, args) applied so far
+        self.scanned_to = deployment.block - 1
+        self.dirty: set[str] = set()
+        self._lock = threading.RLock()
+
+    # -- RPC with retries ------------------------------------------------------------------------------------
+    def rpc(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` with the configured retries; connection errors count in ``rpc_errors``."""
+
+        def on_error(i: int, exc: BaseException) -> None:
+            if self.metrics is not None:
+                self.metrics.rpc_errors.inc()
+            if self.log is not None:
+                self.log.warning("rpc_error", attempt=i + 1, error=str(exc)[:200])
+
+        import requests
+
+        return with_retries(fn, attempts=self.s.retry_attempts, base=self.s.backoff_base_s, cap=self.s.backoff_max_s,
+                            on_error=on_error,
+                            retry_on=(ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout))
+
+    def check_chain_id(self) -> None:
+        got = self.rpc(lambda: self.w3.eth.chain_id)
+        if got != self.deployment.chain_id:
+            raise ConfigError(f"RPC chain id {got} differs from the deployment file's {self.deployment.chain_id}")
+
+    def head(self) -> Header:
+        return header_from_block(self.rpc(lambda: self.w3.eth.get_block("latest")))
+
+    def header(self, n: int) -> Header:
+        return header_from_block(self.rpc(lambda: self.w3.eth.get_block(n)))
+
+    # -- incremental sync --------------------------------------------------------------------------------------
+    def sync(self, head: Header) -> Optional[int]:
+        """Bring the cache to ``head``: handle a reorg (drop everything from the fork on and rebuild from the kept
+        logs), scan new logs in chunks, then refresh dirty accounts and the per-block views with batched calls.
+        Returns the fork block when a reorg was detected."""
+        with self._lock:
+            fork = self.tracker.observe(head, self.header)
+            if fork is not None:
+                if self.metrics is not None:
+                    self.metrics.reorgs.inc()
+                if self.log is not None:
+                    self.log.warning("reorg", fork_block=fork, head=head.number)
+                self._rewind(fork)
+            start = self.scanned_to + 1
+            while start <= head.number:
+                end = min(head.number, start + self.s.log_chunk_blocks - 1)
+                logs = self.rpc(lambda: self.w3.eth.get_logs(
+                    {"address": self.deployment.clearinghouse, "fromBlock": start, "toBlock": end}))
+                for lg in logs:
+                    got = self.decoder.decode(lg)
+                    if got is None:
+                        continue
+                    name, args = got
+                    self._logs.append((int(lg["blockNumber"]), int(lg["logIndex"]), name, args))
+                    apply_event(self.state, name, args, self.dirty)
+                self.scanned_to = end
+                start = end + 1
+            self.refresh_dirty()
+            self.refresh_globals()
+            return fork
+
+    def _rewind(self, fork: int) -> None:
+        self._logs = [x for x in self._logs if x[0] < fork]
+        old_accounts = set(self.state.accounts)
+        self.state = ChainState()
+        self.dirty = set()
+        for _b, _i, name, args in self._logs:
+            apply_event(self.state, name, args, self.dirty)
+        self.dirty = set(self.state.accounts)  # balances may differ after the fork: re-read them all
+        for gone in old_accounts - set(self.state.accounts):
+            self.dirty.discard(gone)
+        self.scanned_to = min(self.scanned_to, fork - 1)
+
+    def batch_call(self, calls: Sequence[Any]) -> list:
+        """Execute contract function calls in one JSON-RPC batch (retried as a whole)."""
+        if not calls:
+            return []
+
+        def run() -> list:
+            with self.w3.batch_requests() as batch:
+                for c in calls:
+                    batch.add(c)
+                return list(batch.execute())
+
+        return self.rpc(run)
+
+    def refresh_dirty(self, chunk: int = 500) -> int:
+        """Re-read every dirty account (stateNonce, cash, series, collateral assets, then positions and balances)
+        in batched calls; returns how many were refreshed."""
+        dirty = sorted(self.dirty)
+        f = self.ch.functions
+        for i in range(0, len(dirty), chunk):
+            part = dirty[i:i + chunk]
+            calls = []
+            for a in part:
+                calls += [f.stateNonce(a), f.cashOf(a), f.seriesOf(a), f.collateralAssetsOf(a)]
+            res = self.batch_call(calls)
+            second, plan = [], []
+            for j, a in enumerate(part):
+                nonce, cash, series, assets = res[4 * j:4 * j + 4]
+                snap = AccountSnapshot(a, int(nonce), int(cash))
+                self.state.accounts[a] = snap
+                for sid in series:
+                    second.append(f.positionOf(a, int(sid)))
+                    plan.append((snap, "p", int(sid)))
+                for asset in assets:
+                    second.append(f.collateralOf(a, asset))
+                    plan.append((snap, "c", to_checksum_address(asset)))
+            for (snap, kind, key), val in zip(plan, self.batch_call(second)):
+                if kind == "p":
+                    if int(val) != 0:
+                        snap.positions[key] = int(val)
+                else:
+                    snap.collateral[key] = int(val)
+        self.dirty.clear()
+        return len(dirty)
+
+    def refresh_globals(self) -> None:
+        """Per-block views: keeper set, threshold, latest margin and price sequences."""
+        f = self.ch.functions
+        keepers, threshold, mseq, pseq = self.batch_call(
+            [f.keepers(), f.threshold(), f.lastMarginSequence(), f.lastPriceSequence()])
+        self.state.keepers = {to_checksum_address(k) for k in keepers}
+        self.state.threshold = int(threshold)
+        self.state.last_margin_sequence = int(mseq)
+        self.state.last_price_sequence = int(pseq)
+
+    def spot_price(self, asset: str) -> Optional[tuple[int, int]]:
+        """The latest attested ``(price_wad, timestamp)`` of ``asset``, or ``None`` when none is set."""
+        price, ts = self.rpc(lambda: self.ch.functions.spotPrice(asset).call())
+        return (int(price), int(ts)) if int(price) > 0 else None
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Transactions
+# ------------------------------------------------------------------------------------------------------------
+class TxFailed(RuntimeError):
+    """A transaction that would revert (estimate failed) or reverted on chain; ``reason`` is a short text."""
+
+
+@dataclass(frozen=True)
+class Fees:
+    max_fee: int
+    priority_fee: int
+
+
+def eip1559_fees(base_fee: int, priority_fee: int, max_fee_cap: int) -> Fees:
+    """``maxFeePerGas = min(2 * baseFee + priority, cap)``; the priority fee never exceeds the max fee."""
+    max_fee = min(2 * base_fee + priority_fee, max_fee_cap)
+    if max_fee < base_fee:
+        raise TxFailed(f"base fee {base_fee} wei exceeds the configured cap {max_fee_cap} wei")
+    return Fees(max_fee, min(priority_fee, max_fee))
+
+
+class TxSender:
+    """Signs and sends transactions from one key: local nonce tracking (re-read from the chain on start and after
+    a nonce error), EIP-1559 fees from the latest base fee, gas estimated with a margin, receipts awaited."""
+
+    def __init__(self, w3, account, settings, chain_id: int, metrics: Any = None, log: Any = None) -> None:
+        self.w3 = w3
+        self.account = account
+        self.s = settings
+        self.chain_id = chain_id
+        self.metrics = metrics
+        self.log = log
+        self._nonce: Optional[int] = None
+        self._lock = threading.Lock()
+
+    def _fees(self) -> Fees:
+        latest = self.w3.eth.get_block("latest")
+        gwei = 10**9
+        return eip1559_fees(int(latest.get("baseFeePerGas") or 0), int(self.s.priority_fee_gwei * gwei),
+                            int(self.s.max_fee_gwei * gwei))
+
+    def send(self, call: Any = None, *, to: Optional[str] = None, value: int = 0, gas: Optional[int] = None,
+             label: str = "tx") -> Any:
+        """Send a contract function ``call`` (or a plain transfer to ``to``); returns the receipt.
+        Raises :class:`TxFailed` when the call would revert or reverted."""
+        with self._lock:
+            for attempt in range(2):
+                if self._nonce is None:
+                    self._nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
+                fees = self._fees()
+                tx: dict[str, Any] = {"from": self.account.address, "nonce": self._nonce, "chainId": self.chain_id,
+                                      "maxFeePerGas": fees.max_fee, "maxPriorityFeePerGas": fees.priority_fee,
+                                      "value": value, "type": 2}
+                try:
+                    if call is not None:
+                        est = gas or call.estimate_gas({"from": self.account.address, "value": value})
+                        tx["gas"] = int(est * self.s.gas_limit_multiplier)
+                        tx = call.build_transaction(tx)
+                    else:
+                        tx["to"] = to_checksum_address(to)
+                        tx["gas"] = gas or 21000
+                except Exception as exc:
+                    if _is_connection_error(exc):
+                        raise
+                    raise TxFailed(f"{label} would revert: {exc}") from None
+                signed = self.account.sign_transaction(tx)
+                try:
+                    txh = self.w3.eth.send_raw_transaction(signed.raw_transaction)
+                except Exception as exc:
+                    msg = str(exc).lower()
+                    if "nonce" in msg and attempt == 0:
+                        self._nonce = None  # someone else used it (or a restart): re-read and retry once
+                        continue
+                    if _is_connection_error(exc):
+                        self._nonce = None
+                    raise
+                self._nonce += 1
+                receipt = self.w3.eth.wait_for_transaction_receipt(txh, timeout=self.s.receipt_timeout_s,
+                                                                   poll_latency=0.05)
+                if int(receipt["status"]) != 1:
+                    raise TxFailed(f"{label} reverted in block {receipt['blockNumber']}")
+                return receipt
+            raise TxFailed(f"{label}: nonce kept conflicting")

@@ -1,0 +1,131 @@
+"""Chain access on Anvil: deployment schema, retries, reorg detection, batched reads, EIP-1559 tx sending."""
+import json
+
+import pytest
+from eth_account import Account
+
+from keeper.chain import (BlockTracker, Deployment, Header, TxFailed, TxSender, backoff_delays, eip1559_fees,
+                          header_from_block, load_deployment, make_web3, with_retries, write_deployment,
+                          RpcUnavailable)
+from keeper.config import ConfigError, parse_config
+
+ADDR = "0x" + "ab" * 20
+
+
+def test_deployment_roundtrip_and_errors(tmp_path):
+    d = Deployment.model_validate({"schema": "backstop-deployment/1", "chain_id": 31337, "block": 3,
+                                   "clearinghouse": ADDR, "quote_asset": ADDR, "underlyings": {"ETH": ADDR}})
+    p = tmp_path / "dep.json"
+    write_deployment(p, d)
+    assert load_deployment(p) == d
+    assert json.loads(p.read_text())["schema"] == "backstop-deployment/1"
+    p.write_text(json.dumps({"chain_id": 0, "block": 1, "clearinghouse": "0x12", "quote_asset": ADDR, "x": 1}))
+    with pytest.raises(ConfigError) as ei:
+        load_deployment(p)
+    text = str(ei.value)
+    assert "chain_id" in text and "clearinghouse: not an Ethereum address" in text and "x:" in text
+    with pytest.raises(ConfigError, match="not found"):
+        load_deployment(tmp_path / "none.json")
+
+
+def test_backoff_and_retries():
+    assert backoff_delays(0.5, 3.0, 6) == [0.5, 1.0, 2.0, 3.0, 3.0]
+    calls, slept = [], []
+
+    def flaky():
+        calls.append(1)
+        if len(calls) < 3:
+            raise ConnectionError("refused")
+        return 42
+
+    assert with_retries(flaky, attempts=5, base=0.1, cap=1, sleep=slept.append) == 42
+    assert slept == [0.1, 0.2]
+    with pytest.raises(RpcUnavailable):
+        with_retries(lambda: (_ for _ in ()).throw(ConnectionError("x")), attempts=3, base=0.1, cap=1,
+                     sleep=slept.append)
+    with pytest.raises(KeyError):  # not a connection problem: no retry
+        with_retries(lambda: {}["k"], attempts=3, base=0.1, cap=1, sleep=slept.append)
+
+
+def H(n, tag="a", parent_tag=None):
+    return Header(n, f"0x{tag}{n}", f"0x{parent_tag or tag}{n - 1}", n)
+
+
+def test_block_tracker_finds_fork_point():
+    t = BlockTracker(depth=16)
+    canon = {n: H(n, "a") for n in range(10)}
+    for n in range(10):
+        assert t.observe(canon[n], canon.__getitem__) is None
+    # blocks 7.. replaced by branch "b": new head 10 whose parent is b9
+    new = dict(canon)
+    for n in range(7, 11):
+        new[n] = H(n, "b", "a" if n == 7 else "b")
+    assert t.observe(new[10], new.__getitem__) == 7
+    assert t.hashes[6] == "0xa6" and 7 not in t.hashes and t.hashes[10] == "0xb10"
+    # a shorter chain (head went back) is a reorg from head+1
+    assert t.observe(canon[5], canon.__getitem__) == 6
+
+
+def test_fees():
+    f = eip1559_fees(base_fee=10, priority_fee=2, max_fee_cap=100)
+    assert (f.max_fee, f.priority_fee) == (22, 2)
+    assert eip1559_fees(60, 2, 100).max_fee == 100
+    with pytest.raises(TxFailed):
+        eip1559_fees(200, 2, 100)
+
+
+@pytest.fixture
+def w3(web3):
+    return make_web3(web3.provider.endpoint_uri)
+
+
+def test_real_reorg_on_anvil(w3, chain):
+    t = BlockTracker(depth=64)
+    get = lambda n: header_from_block(w3.eth.get_block(n))  # noqa: E731
+    snap = w3.provider.make_request("evm_snapshot", [])["result"]
+    for _ in range(3):
+        w3.provider.make_request("evm_mine", [])
+        assert t.observe(get("latest"), get) is None
+    top = t.head
+    w3.provider.make_request("evm_revert", [snap])
+    w3.provider.make_request("anvil_setNextBlockTimestamp", [int(w3.eth.get_block("latest")["timestamp"]) + 1000])
+    for _ in range(4):
+        w3.provider.make_request("evm_mine", [])
+    fork = t.observe(get("latest"), get)
+    assert fork is not None and fork == top - 2  # the three blocks mined after the snapshot were replaced
+
+
+def test_tx_sender_nonce_and_eip1559(w3, accounts, ToolchainProbe):
+    acct = Account.create()
+    accounts[0].transfer(acct.address, "1 ether")
+    settings = parse_config({}).chain
+    sender = TxSender(w3, acct, settings, w3.eth.chain_id)
+    to = accounts[1].address
+    before = w3.eth.get_balance(to)
+    r = sender.send(to=to, value=12345)
+    assert int(r["status"]) == 1 and w3.eth.get_balance(to) - before == 12345
+    tx = w3.eth.get_transaction(r["transactionHash"])
+    assert tx["type"] == 2 and tx["maxPriorityFeePerGas"] == 10**9
+    # the same key used elsewhere (e.g. a restarted keeper): the sender re-reads the nonce and still sends
+    other = make_web3(w3.provider.endpoint_uri)
+    raw = acct.sign_transaction({"to": to, "value": 1, "gas": 21000, "nonce": sender._nonce, "chainId": w3.eth.chain_id,
+                                 "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9, "type": 2}).raw_transaction
+    other.eth.wait_for_transaction_receipt(other.eth.send_raw_transaction(raw))
+    r2 = sender.send(to=to, value=7)
+    assert int(r2["status"]) == 1 and w3.eth.get_transaction_count(acct.address) == 3
+    # batched call on a real contract: one JSON-RPC batch, results as the single calls give
+    probe = ToolchainProbe.deploy({"from": accounts[0]})
+    c = w3.eth.contract(address=probe.address, abi=probe.abi)
+    with w3.batch_requests() as batch:
+        for x in (10, 20, 31):
+            batch.add(c.functions.f(x))
+        got = batch.execute()
+    assert [tuple(int(v) for v in g) for g in got] == [(15, w3.eth.chain_id), (30, w3.eth.chain_id),
+                                                       (46, w3.eth.chain_id)]
+
+
+def test_rpc_down_raises_unavailable_quickly():
+    w = make_web3("http://127.0.0.1:9", timeout=0.5)
+    with pytest.raises(RpcUnavailable):
+        with_retries(lambda: w.eth.block_number, attempts=2, base=0.01, cap=0.01,
+                     retry_on=(ConnectionError, __import__("requests").ConnectionError))

@@ -62,9 +62,11 @@ class SurfaceConfig:
     outlier_mad: float = 5.0  # robust z-score beyond which a residual is an outlier ...
     outlier_floor: float = 0.03  # ... when it also exceeds 3 vol points and lies outside the quote's bid-ask band
     k_grid_half_width: float = 3.0  # arbitrage checks on k in [-3, 3] plus a dense grid around each slice's m
-    k_grid_points: int = 121
+    k_grid_points: int = 601
     lee_margin: float = 1e-3  # wing slopes b(1 +- rho) <= 2 (1 - lee_margin)
     arb_tolerance: float = 1e-9  # g(k) >= -tol and w(k, t_i) - w(k, t_{i+1}) <= tol count as arbitrage-free
+    repair_g_margin: float = 1e-3  # a repaired slice has g >= this margin on the grid (so also between points)
+    repair_w_margin: float = 1e-6  # ... and total variance at least this much below the longer slice's
     repair: bool = True  # refit violating slices under no-arbitrage constraints
 
 
@@ -427,7 +429,7 @@ def check_grid(params: Iterable[SVIParams], config: SurfaceConfig = SurfaceConfi
     h = config.k_grid_half_width
     parts = [np.linspace(-h, h, config.k_grid_points)]
     for p in params:
-        parts.append(p.m + p.sigma * np.linspace(-6.0, 6.0, 49))
+        parts.append(p.m + p.sigma * np.linspace(-6.0, 6.0, 97))
     if extra is not None:
         parts.append(np.asarray(extra, dtype=np.float64))
     return np.unique(np.clip(np.concatenate(parts), -h, h))
@@ -462,16 +464,17 @@ def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config:
     def constraints(x: np.ndarray) -> np.ndarray:
         p = unpack(x)
         a, b, rho, m, sigma = p
-        g = svi_g(p, grid)
+        g = svi_g(p, grid) - config.repair_g_margin
         g = np.where(np.isfinite(g), g, -1.0)
         parts = [g, np.array([lee - b * (1.0 + rho), lee - b * (1.0 - rho), a + b * sigma * math.sqrt(max(1.0 - rho * rho, 0.0))])]
         if w_cap is not None:
-            parts.append((w_cap - svi_total_variance(p, grid)) / max(float(np.max(w_cap)), 1e-12))
+            parts.append((w_cap - config.repair_w_margin - svi_total_variance(p, grid)) / max(float(np.max(w_cap)), 1e-12))
         return np.concatenate(parts)
 
     x0 = np.array(start.as_tuple())
+    sigma_min = max(1e-4, 0.01 * (prob.k_hi - prob.k_lo))  # no V-shaped (kinked) slices
     bounds = [(-1.0, max(prob.w_max, 1e-8) * 2.0), (0.0, 10.0), (-0.999, 0.999),
-              (prob.k_lo - 1.0, prob.k_hi + 1.0), (1e-5, 5.0)]
+              (prob.k_lo - 1.0, prob.k_hi + 1.0), (sigma_min, 5.0)]
     x0 = np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds])
     if w_cap is not None:
         # start from a feasible shape: scale the start down under the longer slice if it pokes above it
@@ -486,10 +489,11 @@ def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config:
               float(np.min(constraints(res.x))))
     if w_cap is not None:
         # SLSQP meets constraints to its tolerance only: lower the level by what is left over (a parallel shift)
-        grid = check_grid([p, longer], config, extra=sq.k)
+        h = config.k_grid_half_width
+        grid = check_grid([p, longer], config, extra=np.concatenate([sq.k, np.linspace(-h, h, 6001)]))
         excess = float(np.max(p.total_variance(grid) - longer.total_variance(grid)))
         if excess > 0.0:
-            p = replace(p, a=p.a - excess - 1e-12)
+            p = replace(p, a=p.a - excess - config.repair_w_margin)
     return p
 
 

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {KeeperSet} from "./KeeperSet.sol";
+import {
+    AccountState,
+    BackstopTypes,
+    BreachRecord,
+    MarginLeaf,
+    MarginProof,
+    MarginRootHeader
+} from "./libraries/BackstopTypes.sol";
+
+/// @title AttestationOracle
+/// @notice Keeper-attested spot prices, settlement prices and per-account margin state (Merkle roots), the
+/// per-account stateNonce that binds an attestation to a portfolio, and the breach registry.
+abstract contract AttestationOracle is KeeperSet {
+    using SafeCast for uint256;
+    using SafeCast for int256;
+
+    /// @notice Number of margin root commitments kept; `ring[sequence % ROOT_RING_SIZE]`.
+    uint256 public constant ROOT_RING_SIZE = 16;
+
+    struct PricePoint {
+        uint192 price;
+        uint64 timestamp;
+    }
+
+    mapping(address account => AccountState) internal _accounts;
+    mapping(address account => BreachRecord) internal _breaches;
+    bytes32[ROOT_RING_SIZE] internal _rootRing;
+    mapping(address asset => PricePoint) internal _spot;
+    mapping(address underlying => mapping(uint64 expiry => uint256)) internal _settlementPrice;
+
+    // ------------------------------------------------------------------ internals
+
+    function _acceptMarginRoot(bytes32 root, MarginRootHeader calldata h, bytes calldata signatures) internal {
+        Config memory c = _config;
+        uint64 ts = h.timestamp;
+        uint64 seq = h.sequence;
+        _checkFresh(ts, c.maxAttestationAge);
+        if (seq <= c.lastMarginSequence) revert AttestationReplayed(seq, c.lastMarginSequence);
+        if (ts < c.lastMarginTimestamp) revert AttestationOlder(ts, c.lastMarginTimestamp);
+        bytes32 structHash = BackstopTypes.marginRootStructHash(root, h);
+        _verifySignatures(_hashTypedDataV4(structHash), signatures, c.threshold);
+        c.lastMarginSequence = uint256(seq).toUint40();
+        c.lastMarginTimestamp = uint256(ts).toUint32();
+        _config = c;
+        _rootRing[seq % ROOT_RING_SIZE] = structHash;
+        emit MarginRootPosted(seq, root, h.inputsHash, ts, h.leafCount);
+    }
+
+    /// @dev Verifies a leaf's branch against the ring and the root's freshness; returns the root.
+    function _verifyMarginProof(MarginProof calldata p) internal view returns (bytes32 root) {
+        root = MerkleProof.processProofCalldata(p.proof, BackstopTypes.leafHash(p.leaf));
+        if (_rootRing[p.header.sequence % ROOT_RING_SIZE] != BackstopTypes.marginRootStructHash(root, p.header)) {
+            revert UnknownMarginRoot(p.header.sequence);
+        }
+        _checkFresh(p.header.timestamp, _config.maxAttestationAge);
+    }
+
+    /// @dev Records a verified leaf. Batch mode (`strict == false`) skips stale leaves with an event;
+    /// single mode reverts.
+    function _recordLeaf(MarginLeaf calldata l, MarginRootHeader calldata h, bytes32 root, bool strict) internal {
+        AccountState memory a = _accounts[l.account];
+        bool current = a.stateNonce == l.stateNonce && h.timestamp >= a.attestedAt;
+        emit MarginAttested(l.account, h.sequence, l.equity, l.maintenance, l.initial, l.modelValue, l.stateNonce, current);
+        if (!current) {
+            if (!strict) return;
+            if (a.stateNonce != l.stateNonce) revert StaleMarginState(l.account, l.stateNonce, a.stateNonce);
+            revert AttestationOlder(h.timestamp, a.attestedAt);
+        }
+        a.equity = l.equity.toInt96();
+        a.maintenance = l.maintenance.toUint96();
+        a.attestedAt = uint32(h.timestamp);
+        _accounts[l.account] = a;
+        if (l.equity < int256(uint256(a.maintenance))) _recordBreach(l, h, root);
+    }
+
+    function _recordBreach(MarginLeaf calldata l, MarginRootHeader calldata h, bytes32 root) internal {
+        _breaches[l.account] = BreachRecord({
+            equity: l.equity.toInt96(),
+            maintenance: l.maintenance.toUint96(),
+            stateNonce: l.stateNonce,
+            timestamp: uint32(h.timestamp),
+            initial: l.initial.toUint96(),
+            modelValue: l.modelValue.toInt96(),
+            breachedAt: uint64(block.timestamp)
+        });
+        emit AccountBreached(
+            l.account, l.equity, l.maintenance, l.initial, l.modelValue, l.stateNonce, h.inputsHash, root, h.timestamp
+        );
+    }
+
+    /// @dev Increments the account's stateNonce and marks its margin record stale (same slot: one SSTORE).
+    function _bumpNonce(address account) internal {
+        AccountState storage a = _accounts[account];
+        a.stateNonce += 1;
+        a.attestedAt = 0;
+    }
+}

@@ -1,0 +1,207 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
+import {Proxy} from "@openzeppelin/contracts/proxy/Proxy.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {ClearinghouseBase} from "./ClearinghouseBase.sol";
+import {
+    BackstopTypes,
+    MarginLeaf,
+    MarginProof,
+    MarginRootHeader,
+    Quote
+} from "./libraries/BackstopTypes.sol";
+
+/// @title Clearinghouse
+/// @notice Backstop protocol core: collateral vault, option book, keeper attestations and margin checks. This
+/// contract holds all state and the hot paths (attestation posting, deposit, withdraw, trade); every other
+/// function (governance, settlement, liquidation hook, views) lives in `ClearinghouseAdmin`, reached by
+/// delegatecall from the fallback (same storage layout, fixed at construction; not upgradeable).
+/// Risk-adding trades and withdrawals need a fresh keeper attestation bound to the account's current stateNonce
+/// showing enough headroom (equity - IM); deposits, reduce-only trades, nonce cancels and settlement never do,
+/// and the pause never blocks them.
+contract Clearinghouse is ClearinghouseBase, Proxy {
+    using SafeCast for uint256;
+    using SafeCast for int256;
+
+    /// @notice The `ClearinghouseAdmin` code this contract delegates its cold functions to.
+    address public immutable admin;
+
+    error AdminMismatch(address admin);
+
+    /// @param owner_ Initial owner (two-step transfers afterwards).
+    /// @param quoteAsset_ The quote asset (decimals <= 18).
+    /// @param quoteDepositCap Deposit cap of the quote asset.
+    /// @param shortMarginFraction_ WAD fraction of spot x size a new short leg needs as headroom, [0.05e18, 1e18].
+    /// @param admin_ A `ClearinghouseAdmin` deployed with the same quote asset.
+    constructor(
+        address owner_,
+        address quoteAsset_,
+        uint128 quoteDepositCap,
+        uint64 shortMarginFraction_,
+        address admin_
+    ) ClearinghouseBase(owner_, quoteAsset_, quoteDepositCap, shortMarginFraction_) {
+        if (admin_.code.length == 0 || ClearinghouseBase(admin_).quoteAsset() != quoteAsset_) {
+            revert AdminMismatch(admin_);
+        }
+        admin = admin_;
+    }
+
+    // ------------------------------------------------------------------ prices
+
+    /// @notice Post keeper-attested spot prices (WAD, quote units per whole asset unit).
+    /// @param assets Assets priced (collateral and underlyings).
+    /// @param prices WAD prices, > 0 and < 2^192.
+    /// @param sequence Strictly increasing price sequence.
+    /// @param timestamp Observation time; fresh and not older than the last price attestation.
+    /// @param signatures >= threshold keeper signatures over `Prices(...)`, signers ascending.
+    function postPrices(
+        address[] calldata assets,
+        uint256[] calldata prices,
+        uint64 sequence,
+        uint64 timestamp,
+        bytes calldata signatures
+    ) external {
+        uint256 n = assets.length;
+        if (n != prices.length) revert LengthMismatch(n, prices.length);
+        Config memory c = _config;
+        _checkFresh(timestamp, c.maxAttestationAge);
+        if (sequence <= c.lastPriceSequence) revert AttestationReplayed(sequence, c.lastPriceSequence);
+        if (timestamp < c.lastPriceTimestamp) revert AttestationOlder(timestamp, c.lastPriceTimestamp);
+        bytes32 structHash = keccak256(
+            abi.encode(
+                BackstopTypes.PRICES_TYPEHASH,
+                keccak256(abi.encodePacked(assets)),
+                keccak256(abi.encodePacked(prices)),
+                sequence,
+                timestamp
+            )
+        );
+        _verifySignatures(_hashTypedDataV4(structHash), signatures, c.threshold);
+        c.lastPriceSequence = uint256(sequence).toUint40();
+        c.lastPriceTimestamp = uint256(timestamp).toUint32();
+        _config = c;
+        for (uint256 i; i < n; ++i) {
+            uint256 p = prices[i];
+            if (p == 0 || p > type(uint192).max) revert InvalidPrice(assets[i], p);
+            _spot[assets[i]] = PricePoint(uint192(p), timestamp);
+        }
+        emit PricesPosted(sequence, timestamp, assets, prices);
+    }
+
+    // ------------------------------------------------------------------ margin
+
+    /// @notice Post a keeper-signed margin root without leaves; accounts are recorded later with proofs.
+    /// @param root Merkle root (OZ StandardMerkleTree convention) of the batch's margin leaves.
+    /// @param header inputsHash, strictly increasing sequence, fresh timestamp, leaf count.
+    /// @param signatures >= threshold keeper signatures over `MarginRoot(...)`.
+    function postMarginRoot(bytes32 root, MarginRootHeader calldata header, bytes calldata signatures) external {
+        _acceptMarginRoot(root, header, signatures);
+    }
+
+    /// @notice Post a keeper-signed margin batch: the root is rebuilt from `leaves` by multiproof, the signatures
+    /// are checked on it, and every leaf whose stateNonce is current is recorded (breaches registered).
+    /// @param header inputsHash, strictly increasing sequence, fresh timestamp, total leaf count of the tree.
+    /// @param leaves The leaves posted (for a whole tree: ascending leaf-hash order).
+    /// @param proof Multiproof nodes (empty for a whole tree).
+    /// @param proofFlags Multiproof flags (`leafCount - 1` times `true` for a whole tree).
+    /// @param signatures >= threshold keeper signatures over `MarginRoot(...)`.
+    function postMarginBatch(
+        MarginRootHeader calldata header,
+        MarginLeaf[] calldata leaves,
+        bytes32[] calldata proof,
+        bool[] calldata proofFlags,
+        bytes calldata signatures
+    ) external {
+        uint256 n = leaves.length;
+        bytes32[] memory hashes = new bytes32[](n);
+        for (uint256 i; i < n; ++i) {
+            hashes[i] = BackstopTypes.leafHash(leaves[i]);
+        }
+        bytes32 root = MerkleProof.processMultiProofCalldata(proof, proofFlags, hashes);
+        _acceptMarginRoot(root, header, signatures);
+        for (uint256 i; i < n; ++i) {
+            _recordLeaf(leaves[i], header, root, false);
+        }
+    }
+
+    /// @notice Record one account's leaf of a margin root still held in the ring (anyone may call), e.g. to
+    /// register a breach after a root-only post. Reverts if the leaf is stale or older than the account's record.
+    /// @param p The leaf, its branch and its root header.
+    function recordMargin(MarginProof calldata p) external {
+        bytes32 root = _verifyMarginProof(p);
+        _recordLeaf(p.leaf, p.header, root, true);
+    }
+
+    // ------------------------------------------------------------------ collateral
+
+    /// @notice Deposit `amount` of listed `asset` for the caller. Never paused, never needs an attestation.
+    /// @param asset A listed collateral asset.
+    /// @param amount Token base units, > 0, within the deposit cap.
+    function deposit(address asset, uint256 amount) external nonReentrant {
+        _deposit(msg.sender, asset, amount);
+    }
+
+    /// @notice Withdraw `amount` of `asset`. An account with no open positions and non-negative cash passes an
+    /// empty proof; otherwise `margin` must be a fresh leaf for the caller's current stateNonce with
+    /// equity - initial >= amount x spot (quote units, rounded up, no haircut credit).
+    /// @param asset A listed collateral asset.
+    /// @param amount Token base units.
+    /// @param margin The caller's margin leaf and branch, or an empty proof (leaf.account == 0).
+    function withdraw(address asset, uint256 amount, MarginProof calldata margin) external nonReentrant {
+        address account = msg.sender;
+        if (amount == 0) revert ZeroAmount();
+        if (!_assetConfig[asset].listed) revert AssetNotListed(asset);
+        if (margin.leaf.account == address(0)) {
+            if (_seriesOf[account].length != 0 || _cash[account] < 0) revert MarginProofRequired(account);
+        } else {
+            _requireNotPaused();
+            uint256 value = asset == quoteAsset
+                ? amount
+                : _assetValue(amount, _freshSpot(asset), _assetConfig[asset].decimals, Math.Rounding.Ceil);
+            _requireHeadroom(account, margin, value);
+        }
+        _debitAndTransfer(account, asset, amount);
+    }
+
+    // ------------------------------------------------------------------ trading
+
+    /// @notice Fill a maker's signed quote in full; the caller is the taker. The buyer pays the premium
+    /// (|size| x price, rounded up) in quote cash. A leg that is not reduce-only needs a margin proof with
+    /// equity - initial >= premium (buyer) or premium + shortMarginFraction x spot x |size| (seller).
+    /// @param quote The maker's quote (`size` > 0: maker buys).
+    /// @param makerSignature The maker's EIP-712 signature of `quote`.
+    /// @param makerMargin The maker's margin proof, or empty if the maker's leg is reduce-only.
+    /// @param takerMargin The taker's margin proof, or empty if the taker's leg is reduce-only.
+    function trade(
+        Quote calldata quote,
+        bytes calldata makerSignature,
+        MarginProof calldata makerMargin,
+        MarginProof calldata takerMargin
+    ) external nonReentrant {
+        address underlying = _validateQuote(quote, makerSignature);
+        uint256 premium =
+            _wadToQuote(Math.mulDiv(_abs(quote.size), quote.price, WAD, Math.Rounding.Ceil), Math.Rounding.Ceil);
+        _checkLeg(quote.maker, quote.seriesId, quote.size, premium, underlying, makerMargin);
+        _checkLeg(msg.sender, quote.seriesId, -quote.size, premium, underlying, takerMargin);
+        _applyTrade(quote, premium);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The EIP-712 digest of `structHash` under this contract's domain (what keepers and makers sign).
+    function hashTypedData(bytes32 structHash) external view returns (bytes32) {
+        return _hashTypedDataV4(structHash);
+    }
+
+    /// @notice The account's current stateNonce (increments on every change of its positions or collateral).
+    function stateNonce(address account) external view returns (uint32) {
+        return _accounts[account].stateNonce;
+    }
+
+    function _implementation() internal view override returns (address) {
+        return admin;
+    }
+}

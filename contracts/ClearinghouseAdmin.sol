@@ -1,0 +1,462 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {ClearinghouseBase} from "./ClearinghouseBase.sol";
+import {
+    AccountState,
+    AssetConfig,
+    BackstopTypes,
+    BreachRecord,
+    MarginLeaf,
+    Quote,
+    Series
+} from "./libraries/BackstopTypes.sol";
+
+/// @title ClearinghouseAdmin
+/// @notice The cold half of the Clearinghouse: governance (keepers, parameters, listing, series, pause),
+/// settlement, the liquidation-module hook and views. Deployed once and executed only by delegatecall from
+/// `Clearinghouse`'s fallback, on the Clearinghouse's storage; calling it directly touches only its own unused
+/// storage.
+contract ClearinghouseAdmin is ClearinghouseBase {
+    using SafeCast for uint256;
+    using SafeCast for int256;
+
+    /// @param owner_ Unused owner of this code contract's own storage.
+    /// @param quoteAsset_ Must equal the Clearinghouse's quote asset (checked there).
+    /// @param quoteDepositCap Unused (own storage).
+    /// @param shortMarginFraction_ Unused (own storage).
+    constructor(address owner_, address quoteAsset_, uint128 quoteDepositCap, uint64 shortMarginFraction_)
+        ClearinghouseBase(owner_, quoteAsset_, quoteDepositCap, shortMarginFraction_)
+    {}
+
+    modifier onlyLiquidationModule() {
+        if (msg.sender != liquidationModule || msg.sender == address(0)) revert NotLiquidationModule(msg.sender);
+        _;
+    }
+
+    // ------------------------------------------------------------------ governance
+
+    /// @notice Replace the keeper set and threshold. 1 <= N <= 16, 2M > N, M <= N.
+    /// @param newKeepers The new keeper addresses (no zero address, no duplicates).
+    /// @param newThreshold The number of distinct keeper signatures an attestation needs.
+    function setKeeperSet(address[] calldata newKeepers, uint8 newThreshold) external onlyOwner {
+        uint256 n = newKeepers.length;
+        if (n == 0 || n > MAX_KEEPERS) revert ParameterOutOfBounds("keeperCount", n, 1, MAX_KEEPERS);
+        if (newThreshold > n || 2 * uint256(newThreshold) <= n) {
+            revert ParameterOutOfBounds("threshold", newThreshold, n / 2 + 1, n);
+        }
+        uint256 old = _keepers.length;
+        for (uint256 i; i < old; ++i) {
+            address k = _keepers[i];
+            delete _isKeeper[k];
+            emit KeeperRemoved(k);
+        }
+        delete _keepers;
+        for (uint256 i; i < n; ++i) {
+            address k = newKeepers[i];
+            if (k == address(0)) revert ZeroAddress();
+            if (_isKeeper[k]) revert DuplicateKeeper(k);
+            _isKeeper[k] = true;
+            _keepers.push(k);
+            emit KeeperAdded(k);
+        }
+        _config.threshold = newThreshold;
+        emit ThresholdSet(newThreshold);
+    }
+
+    /// @notice Set how old (seconds) a signed attestation may be when submitted or used. Bounds [5, 3600].
+    /// @param age The new maximum age in seconds.
+    function setMaxAttestationAge(uint256 age) external onlyOwner {
+        _checkBounds("maxAttestationAge", age, MIN_ATTESTATION_AGE, MAX_ATTESTATION_AGE);
+        _config.maxAttestationAge = uint16(age);
+        emit ParameterSet("maxAttestationAge", age);
+    }
+
+    /// @notice Set how old (seconds) a stored spot price may be when a trade or withdrawal uses it. Bounds [5, 3600].
+    /// @param age The new maximum age in seconds.
+    function setMaxPriceAge(uint256 age) external onlyOwner {
+        _checkBounds("maxPriceAge", age, MIN_ATTESTATION_AGE, MAX_ATTESTATION_AGE);
+        _config.maxPriceAge = uint16(age);
+        emit ParameterSet("maxPriceAge", age);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The current keepers, in the order they were set.
+    function keepers() external view returns (address[] memory) {
+        return _keepers;
+    }
+
+    /// @notice Whether `account` is a registered keeper.
+    function isKeeper(address account) external view returns (bool) {
+        return _isKeeper[account];
+    }
+
+    /// @notice The number of keeper signatures an attestation needs.
+    function threshold() external view returns (uint256) {
+        return _config.threshold;
+    }
+
+    /// @notice Maximum age in seconds of a signed attestation.
+    function maxAttestationAge() external view returns (uint256) {
+        return _config.maxAttestationAge;
+    }
+
+    /// @notice Maximum age in seconds of a stored spot price used by trades and withdrawals.
+    function maxPriceAge() external view returns (uint256) {
+        return _config.maxPriceAge;
+    }
+
+    /// @notice The EIP-712 digest of `structHash` under this contract's domain (what keepers and makers sign).
+    function hashTypedData(bytes32 structHash) external view returns (bytes32) {
+        return _hashTypedDataV4(structHash);
+    }
+
+    // ------------------------------------------------------------------ governance
+
+    /// @notice Set the WAD fraction of spot x size required as headroom for a new short leg. Bounds [0.05e18, 1e18].
+    /// @param fractionWad The new fraction.
+    function setShortMarginFraction(uint256 fractionWad) external onlyOwner {
+        _checkBounds("shortMarginFraction", fractionWad, MIN_SHORT_MARGIN_FRACTION, MAX_SHORT_MARGIN_FRACTION);
+        _config.shortMarginFraction = uint64(fractionWad);
+        emit ParameterSet("shortMarginFraction", fractionWad);
+    }
+
+    /// @notice The WAD fraction of spot x size a new short leg needs as headroom.
+    function shortMarginFraction() external view returns (uint256) {
+        return _config.shortMarginFraction;
+    }
+
+    /// @notice Set the liquidation module; can be done once.
+    /// @param module The module allowed to call transferPortfolioShare, transferCash and clearBreach.
+    function setLiquidationModule(address module) external onlyOwner {
+        if (module == address(0)) revert ZeroAddress();
+        if (liquidationModule != address(0)) revert LiquidationModuleAlreadySet(liquidationModule);
+        liquidationModule = module;
+        emit LiquidationModuleSet(module);
+    }
+
+    /// @notice Stop new exposure (risk-adding trades, withdrawals that need a margin proof).
+    function pause() external onlyOwner {
+        _pause();
+    }
+
+    /// @notice Lift the pause.
+    function unpause() external onlyOwner {
+        _unpause();
+    }
+
+    // ------------------------------------------------------------------ governance
+
+    /// @notice Set the risk admin, who sets haircuts and deposit caps within hard bounds.
+    /// @param admin The new risk admin.
+    function setRiskAdmin(address admin) external onlyOwner {
+        if (admin == address(0)) revert ZeroAddress();
+        riskAdmin = admin;
+        emit RiskAdminSet(admin);
+    }
+
+    /// @notice List an ERC20 as collateral. Rejects tokens without code, with decimals() > 18 or reverting.
+    /// @param token The ERC20.
+    /// @param haircutWad Haircut in WAD, at most 0.9e18.
+    /// @param depositCap Cap on total deposits in token base units, >= 1.
+    function listCollateral(address token, uint64 haircutWad, uint128 depositCap) external onlyOwner {
+        if (_assetConfig[token].listed) revert AssetAlreadyListed(token);
+        _list(token, _readDecimals(token), haircutWad, depositCap);
+    }
+
+    /// @notice Set a listed asset's haircut and deposit cap (risk admin). The quote asset's haircut stays 0.
+    /// @param token The listed asset.
+    /// @param haircutWad Haircut in WAD, at most 0.9e18 (0 for the quote asset).
+    /// @param depositCap Cap on total deposits in token base units, >= 1.
+    function setCollateralParams(address token, uint64 haircutWad, uint128 depositCap) external onlyRiskAdmin {
+        AssetConfig storage cfg = _assetConfig[token];
+        if (!cfg.listed) revert AssetNotListed(token);
+        _checkAssetParams(token, haircutWad, depositCap);
+        cfg.haircut = haircutWad;
+        cfg.depositCap = depositCap;
+        emit CollateralParamsSet(token, haircutWad, depositCap);
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice Configuration of `asset`: listed, decimals, haircut (WAD), deposit cap.
+    function assetConfig(address asset) external view returns (AssetConfig memory) {
+        return _assetConfig[asset];
+    }
+
+    /// @notice Balance of non-quote collateral `asset` held for `account` (token base units).
+    function collateralOf(address account, address asset) external view returns (uint256) {
+        return _collateral[account][asset];
+    }
+
+    /// @notice Signed quote-asset cash of `account` (quote base units).
+    function cashOf(address account) external view returns (int256) {
+        return _cash[account];
+    }
+
+    /// @notice Non-quote collateral assets `account` holds a balance of.
+    function collateralAssetsOf(address account) external view returns (address[] memory) {
+        return _assetsOf[account];
+    }
+
+    /// @notice Haircut collateral value of `account` in quote base units: cash + sum of balance x spot x
+    /// (1 - haircut), each term rounded down. Uses stored spot prices regardless of age.
+    function collateralValue(address account) external view returns (int256 value) {
+        value = _cash[account];
+        address[] storage assets = _assetsOf[account];
+        for (uint256 i; i < assets.length; ++i) {
+            address a = assets[i];
+            AssetConfig memory cfg = _assetConfig[a];
+            uint256 gross = _assetValue(_collateral[account][a], _spot[a].price, cfg.decimals, Math.Rounding.Floor);
+            value += Math.mulDiv(gross, WAD - cfg.haircut, WAD, Math.Rounding.Floor).toInt256();
+        }
+    }
+
+    // ------------------------------------------------------------------ series
+
+    /// @notice Register a cash-settled option series on `underlying`, settled in the quote asset.
+    /// @param underlying The underlying asset (priced by keeper attestations).
+    /// @param strike Strike in WAD, 0 < strike <= 1e36.
+    /// @param expiry Expiry (unix seconds), in the future and within 730 days.
+    /// @param isCall True for a call, false for a put.
+    /// @return seriesId The new series id.
+    function createSeries(address underlying, uint128 strike, uint64 expiry, bool isCall)
+        external
+        onlyOwner
+        returns (uint256 seriesId)
+    {
+        if (underlying == address(0)) revert ZeroAddress();
+        _checkBounds("strike", strike, 1, MAX_STRIKE);
+        _checkBounds("expiry", expiry, block.timestamp + 1, block.timestamp + MAX_EXPIRY_HORIZON);
+        seriesId = ++seriesCount;
+        _series[seriesId] = Series({underlying: underlying, expiry: expiry, isCall: isCall, strike: strike});
+        emit SeriesCreated(seriesId, underlying, quoteAsset, strike, expiry, isCall);
+    }
+
+    /// @notice Cancel one of the caller's quote nonces; a quote with that nonce can no longer be filled.
+    /// @param nonce The nonce to burn.
+    function cancelNonce(uint256 nonce) external {
+        if (_nonceUsed[msg.sender][nonce]) revert NonceUsed(msg.sender, nonce);
+        _nonceUsed[msg.sender][nonce] = true;
+        emit NonceCancelled(msg.sender, nonce);
+    }
+
+    /// @notice Settle `account`'s position in an expired series at the attested settlement price (anyone).
+    /// @param account The holder.
+    /// @param seriesId The expired series.
+    function settle(address account, uint256 seriesId) external {
+        (uint256 intrinsic,) = _intrinsic(seriesId);
+        if (_positions[account][seriesId] == 0) revert NoPosition(account, seriesId);
+        _settle(account, seriesId, intrinsic);
+    }
+
+    /// @notice Settle many holders of one expired series; accounts without a position are skipped.
+    /// @param accounts The holders.
+    /// @param seriesId The expired series.
+    function settleMany(address[] calldata accounts, uint256 seriesId) external {
+        (uint256 intrinsic,) = _intrinsic(seriesId);
+        for (uint256 i; i < accounts.length; ++i) {
+            if (_positions[accounts[i]][seriesId] != 0) _settle(accounts[i], seriesId, intrinsic);
+        }
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The series `seriesId` (underlying, expiry, isCall, strike); reverts for an unknown id.
+    function series(uint256 seriesId) external view returns (Series memory s) {
+        s = _series[seriesId];
+        if (s.expiry == 0) revert UnknownSeries(seriesId);
+    }
+
+    /// @notice Signed size (WAD contracts) of `account` in `seriesId`.
+    function positionOf(address account, uint256 seriesId) external view returns (int256) {
+        return _positions[account][seriesId];
+    }
+
+    /// @notice Series in which `account` holds a non-zero position.
+    function seriesOf(address account) external view returns (uint256[] memory) {
+        return _seriesOf[account];
+    }
+
+    /// @notice Whether `maker`'s quote nonce is used or cancelled.
+    function nonceUsed(address maker, uint256 nonce) external view returns (bool) {
+        return _nonceUsed[maker][nonce];
+    }
+
+    /// @notice The EIP-712 digest a maker signs for `quote`.
+    function hashQuote(Quote calldata quote) external view returns (bytes32) {
+        return _hashTypedDataV4(BackstopTypes.quoteStructHash(quote));
+    }
+
+    /// @notice Post keeper-attested settlement prices for options expiring at `expiry`. Set once per
+    /// (underlying, expiry); the observation `timestamp` must be at or after `expiry` and fresh.
+    /// @param underlyings Underlying assets.
+    /// @param prices WAD settlement prices, > 0.
+    /// @param expiry The expiry the prices settle.
+    /// @param timestamp Observation time.
+    /// @param signatures >= threshold keeper signatures over `SettlementPrices(...)`.
+    function postSettlementPrices(
+        address[] calldata underlyings,
+        uint256[] calldata prices,
+        uint64 expiry,
+        uint64 timestamp,
+        bytes calldata signatures
+    ) external {
+        uint256 n = underlyings.length;
+        if (n != prices.length) revert LengthMismatch(n, prices.length);
+        if (timestamp < expiry) revert SettlementBeforeExpiry(timestamp, expiry);
+        Config memory c = _config;
+        _checkFresh(timestamp, c.maxAttestationAge);
+        bytes32 structHash = keccak256(
+            abi.encode(
+                BackstopTypes.SETTLEMENT_PRICES_TYPEHASH,
+                keccak256(abi.encodePacked(underlyings)),
+                keccak256(abi.encodePacked(prices)),
+                expiry,
+                timestamp
+            )
+        );
+        _verifySignatures(_hashTypedDataV4(structHash), signatures, c.threshold);
+        for (uint256 i; i < n; ++i) {
+            address u = underlyings[i];
+            uint256 p = prices[i];
+            if (p == 0 || p > type(uint128).max) revert InvalidPrice(u, p);
+            if (_settlementPrice[u][expiry] != 0) revert SettlementPriceAlreadySet(u, expiry);
+            _settlementPrice[u][expiry] = p;
+            emit SettlementPricePosted(u, expiry, p, timestamp);
+        }
+    }
+
+    // ------------------------------------------------------------------ views
+
+    /// @notice The latest stored spot price of `asset` (WAD) and its observation time.
+    function spotPrice(address asset) external view returns (uint256 price, uint64 timestamp) {
+        PricePoint memory p = _spot[asset];
+        return (p.price, p.timestamp);
+    }
+
+    /// @notice The settlement price (WAD) of `underlying` for `expiry`, 0 if not yet attested.
+    function settlementPrice(address underlying, uint64 expiry) external view returns (uint256) {
+        return _settlementPrice[underlying][expiry];
+    }
+
+    /// @notice The account's record: last recorded equity and maintenance margin, current stateNonce, and the
+    /// root timestamp of the record (0 if the portfolio changed since: the record is stale).
+    function marginRecord(address account)
+        external
+        view
+        returns (int256 equity, uint256 maintenance, uint32 stateNonce_, uint32 attestedAt)
+    {
+        AccountState memory a = _accounts[account];
+        return (a.equity, a.maintenance, a.stateNonce, a.attestedAt);
+    }
+
+    /// @notice The breach record of `account` (`timestamp == 0`: not breached).
+    function breachOf(address account) external view returns (BreachRecord memory) {
+        return _breaches[account];
+    }
+
+    /// @notice Whether `account` is registered as breached.
+    function isBreached(address account) external view returns (bool) {
+        return _breaches[account].timestamp != 0;
+    }
+
+    /// @notice The commitment (EIP-712 struct hash of `MarginRoot`) kept for `sequence`'s ring slot.
+    function rootCommitment(uint64 sequence) external view returns (bytes32) {
+        return _rootRing[sequence % ROOT_RING_SIZE];
+    }
+
+    /// @notice The last accepted margin root sequence and timestamp.
+    function lastMarginAttestation() external view returns (uint64 sequence, uint64 timestamp) {
+        return (_config.lastMarginSequence, _config.lastMarginTimestamp);
+    }
+
+    /// @notice The last accepted price sequence and timestamp.
+    function lastPriceAttestation() external view returns (uint64 sequence, uint64 timestamp) {
+        return (_config.lastPriceSequence, _config.lastPriceTimestamp);
+    }
+
+    /// @notice The double-hashed Merkle leaf of `leaf` (OZ StandardMerkleTree encoding).
+    function leafHash(MarginLeaf calldata leaf) external pure returns (bytes32) {
+        return BackstopTypes.leafHash(leaf);
+    }
+
+    // ------------------------------------------------------------------ liquidation hook
+
+    /// @notice Move `fractionWad` of every position, collateral balance and cash of `from` to `to`, rounding
+    /// against `from` (longs, collateral, positive cash rounded up; shorts and debt rounded down).
+    /// @param from The liquidated account.
+    /// @param to The receiver (auction winner or module).
+    /// @param fractionWad Fraction in WAD, 0 < f <= 1e18.
+    function transferPortfolioShare(address from, address to, uint256 fractionWad)
+        external
+        onlyLiquidationModule
+        nonReentrant
+    {
+        if (fractionWad == 0 || fractionWad > WAD) revert InvalidFraction(fractionWad);
+        if (to == address(0)) revert ZeroAddress();
+        if (from == to) revert SelfTrade(from);
+        uint256[] memory ids = _seriesOf[from];
+        for (uint256 i; i < ids.length; ++i) {
+            _moveShareOfPosition(from, to, ids[i], fractionWad);
+        }
+        address[] memory assets = _assetsOf[from];
+        for (uint256 i; i < assets.length; ++i) {
+            uint256 moved = Math.mulDiv(_collateral[from][assets[i]], fractionWad, WAD, Math.Rounding.Ceil);
+            _subCollateral(from, assets[i], moved);
+            _addCollateral(to, assets[i], moved);
+            emit CollateralTransferred(from, to, assets[i], moved);
+        }
+        int256 cash = _cash[from];
+        if (cash != 0) {
+            Math.Rounding r = cash > 0 ? Math.Rounding.Ceil : Math.Rounding.Floor;
+            int256 m = Math.mulDiv(_abs(cash), fractionWad, WAD, r).toInt256();
+            if (cash < 0) m = -m;
+            _cash[from] = cash - m;
+            _cash[to] += m;
+            emit CashTransferred(from, to, m);
+        }
+        _bumpNonce(from);
+        _bumpNonce(to);
+        emit PortfolioShareTransferred(from, to, fractionWad);
+    }
+
+    /// @notice Move `amount` of quote cash from `from` to `to` (the module checks `from` can afford it).
+    /// @param from Payer account.
+    /// @param to Receiver account.
+    /// @param amount Quote base units, > 0.
+    function transferCash(address from, address to, uint256 amount) external onlyLiquidationModule {
+        if (amount == 0) revert ZeroAmount();
+        if (to == address(0)) revert ZeroAddress();
+        int256 m = amount.toInt256();
+        _cash[from] -= m;
+        _cash[to] += m;
+        _bumpNonce(from);
+        _bumpNonce(to);
+        emit CashTransferred(from, to, m);
+    }
+
+    /// @notice Delete `account`'s breach record (cured, or liquidation finished).
+    /// @param account The account.
+    function clearBreach(address account) external onlyLiquidationModule {
+        delete _breaches[account];
+        emit BreachCleared(account);
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    function _moveShareOfPosition(address from, address to, uint256 id, uint256 fractionWad) internal {
+        int256 size = _positions[from][id];
+        // longs are assets of `from` (move rounded up), shorts liabilities (move rounded down)
+        Math.Rounding r = size > 0 ? Math.Rounding.Ceil : Math.Rounding.Floor;
+        int256 m = Math.mulDiv(_abs(size), fractionWad, WAD, r).toInt256();
+        if (m == 0) return;
+        if (size < 0) m = -m;
+        _setPosition(from, id, size - m);
+        _setPosition(to, id, _positions[to][id] + m);
+        emit PositionTransferred(from, to, id, m);
+    }
+}

@@ -1,0 +1,111 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
+import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
+import {KeeperSet} from "./KeeperSet.sol";
+import {CollateralVault} from "./CollateralVault.sol";
+import {OptionBook} from "./OptionBook.sol";
+import {BackstopTypes, MarginProof, Quote, Series} from "./libraries/BackstopTypes.sol";
+
+/// @title ClearinghouseBase
+/// @notice Storage layout and internal logic shared by `Clearinghouse` (hot paths) and `ClearinghouseAdmin`
+/// (governance, settlement, liquidation hook, views; reached through `Clearinghouse`'s fallback by delegatecall).
+/// Both inherit exactly this contract and declare no state of their own, so their storage layouts are identical.
+abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
+    using SafeCast for uint256;
+    using SafeCast for int256;
+
+    uint256 public constant MIN_SHORT_MARGIN_FRACTION = 0.05e18;
+    uint256 public constant MAX_SHORT_MARGIN_FRACTION = 1e18;
+
+    /// @notice The liquidation module (set once by the owner).
+    address public liquidationModule;
+
+    constructor(address owner_, address quoteAsset_, uint128 quoteDepositCap, uint64 shortMarginFraction_)
+        KeeperSet(owner_)
+        CollateralVault(quoteAsset_, quoteDepositCap)
+    {
+        _checkBounds("shortMarginFraction", shortMarginFraction_, MIN_SHORT_MARGIN_FRACTION, MAX_SHORT_MARGIN_FRACTION);
+        _config.shortMarginFraction = shortMarginFraction_;
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    /// @dev Checks the quote and its series, burns the nonce; returns the series' underlying.
+    function _validateQuote(Quote calldata quote, bytes calldata signature) internal returns (address) {
+        if (quote.maker == msg.sender) revert SelfTrade(msg.sender);
+        if (quote.size == 0) revert ZeroSize();
+        if (block.timestamp > quote.deadline) revert QuoteExpired(quote.deadline);
+        Series memory s = _series[quote.seriesId];
+        if (s.expiry == 0) revert UnknownSeries(quote.seriesId);
+        if (block.timestamp >= s.expiry) revert SeriesExpired(quote.seriesId, s.expiry);
+        _useQuote(quote, signature);
+        return s.underlying;
+    }
+
+    function _applyTrade(Quote calldata quote, uint256 premium) internal {
+        address maker = quote.maker;
+        uint256 id = quote.seriesId;
+        _setPosition(maker, id, _positions[maker][id] + quote.size);
+        _setPosition(msg.sender, id, _positions[msg.sender][id] - quote.size);
+        int256 p = quote.size > 0 ? premium.toInt256() : -premium.toInt256();
+        _cash[maker] -= p;
+        _cash[msg.sender] += p;
+        _bumpNonce(maker);
+        _bumpNonce(msg.sender);
+        emit Traded(maker, msg.sender, id, quote.size, quote.price, premium, quote.nonce);
+    }
+
+    function _useQuote(Quote calldata quote, bytes calldata signature) internal {
+        bytes32 digest = _hashTypedDataV4(BackstopTypes.quoteStructHash(quote));
+        (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
+        if (err != ECDSA.RecoverError.NoError || signer != quote.maker) revert InvalidQuoteSignature(quote.maker);
+        if (_nonceUsed[quote.maker][quote.nonce]) revert NonceUsed(quote.maker, quote.nonce);
+        _nonceUsed[quote.maker][quote.nonce] = true;
+    }
+
+    /// @dev Reduce-only legs (moving the position toward zero without crossing it) need nothing.
+    function _checkLeg(
+        address account,
+        uint256 seriesId,
+        int256 delta,
+        uint256 premium,
+        address underlying,
+        MarginProof calldata margin
+    ) internal view {
+        int256 old = _positions[account][seriesId];
+        if (old != 0 && (old > 0) != (delta > 0) && _abs(delta) <= _abs(old)) return;
+        _requireNotPaused();
+        uint256 required = premium;
+        if (delta < 0) {
+            uint256 notional = Math.mulDiv(_abs(delta), _freshSpot(underlying), WAD, Math.Rounding.Ceil);
+            required += _wadToQuote(
+                Math.mulDiv(notional, _config.shortMarginFraction, WAD, Math.Rounding.Ceil), Math.Rounding.Ceil
+            );
+        }
+        _requireHeadroom(account, margin, required);
+    }
+
+    function _requireHeadroom(address account, MarginProof calldata p, uint256 required) internal view {
+        if (p.leaf.account != account) revert MarginProofRequired(account);
+        if (_breaches[account].timestamp != 0) revert AccountInBreach(account);
+        uint32 current = _accounts[account].stateNonce;
+        if (p.leaf.stateNonce != current) revert StaleMarginState(account, p.leaf.stateNonce, current);
+        _verifyMarginProof(p);
+        int256 headroom = p.leaf.equity - p.leaf.initial.toInt256();
+        if (headroom < required.toInt256()) revert InsufficientHeadroom(account, headroom, required);
+    }
+
+    function _freshSpot(address asset) internal view returns (uint256) {
+        PricePoint memory p = _spot[asset];
+        if (p.price == 0 || uint256(p.timestamp) + _config.maxPriceAge < block.timestamp) {
+            revert StalePrice(asset, p.timestamp);
+        }
+        return p.price;
+    }
+
+}

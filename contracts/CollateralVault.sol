@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {AttestationOracle} from "./AttestationOracle.sol";
+import {AssetConfig} from "./libraries/BackstopTypes.sol";
+
+/// @title CollateralVault
+/// @notice Multi-asset ERC20 collateral with per-asset haircut and deposit cap. The deployment's quote asset is
+/// held as signed cash (premiums, settlement and liquidation move it); other assets as unsigned balances.
+/// @dev Fee-on-transfer and rebasing tokens are not supported (listing is owner-gated). Value transfers are
+/// `nonReentrant` in the final contract and follow checks-effects-interactions.
+abstract contract CollateralVault is AttestationOracle {
+    using SafeERC20 for IERC20;
+    using SafeCast for uint256;
+
+    uint256 internal constant WAD = 1e18;
+    uint256 public constant MAX_HAIRCUT = 0.9e18;
+    uint8 public constant MAX_DECIMALS = 18;
+    uint256 public constant MAX_ASSETS_PER_ACCOUNT = 16;
+
+    /// @notice The deployment's quote asset: all values (equity, margins, premiums, cash) are in its base units.
+    address public immutable quoteAsset;
+    uint256 internal immutable _quoteUnit;
+
+    address public riskAdmin;
+    mapping(address asset => AssetConfig) internal _assetConfig;
+    mapping(address asset => uint256) public totalDeposits;
+    mapping(address account => mapping(address asset => uint256)) internal _collateral;
+    mapping(address account => int256) internal _cash;
+    mapping(address account => address[]) internal _assetsOf;
+    mapping(address account => mapping(address asset => uint256)) internal _assetIndex; // index + 1
+
+    constructor(address quoteAsset_, uint128 quoteDepositCap) {
+        uint8 d = _readDecimals(quoteAsset_);
+        quoteAsset = quoteAsset_;
+        _quoteUnit = 10 ** d;
+        _list(quoteAsset_, d, 0, quoteDepositCap);
+    }
+
+    modifier onlyRiskAdmin() {
+        if (msg.sender != riskAdmin) revert NotRiskAdmin(msg.sender);
+        _;
+    }
+
+    // ------------------------------------------------------------------ internals
+
+    function _readDecimals(address token) internal view returns (uint8 d) {
+        if (token.code.length == 0) revert NotAContract(token);
+        try IERC20Metadata(token).decimals() returns (uint8 dec) {
+            d = dec;
+        } catch {
+            revert DecimalsUnreadable(token);
+        }
+        if (d > MAX_DECIMALS) revert DecimalsTooLarge(token, d);
+    }
+
+    function _checkAssetParams(address token, uint64 haircutWad, uint128 depositCap) internal view {
+        uint256 maxHaircut = token == quoteAsset ? 0 : MAX_HAIRCUT;
+        _checkBounds("haircut", haircutWad, 0, maxHaircut);
+        _checkBounds("depositCap", depositCap, 1, type(uint128).max);
+    }
+
+    function _list(address token, uint8 d, uint64 haircutWad, uint128 depositCap) internal {
+        _checkAssetParams(token, haircutWad, depositCap);
+        _assetConfig[token] = AssetConfig({listed: true, decimals: d, haircut: haircutWad, depositCap: depositCap});
+        emit CollateralListed(token, d, haircutWad, depositCap);
+    }
+
+    /// @dev Value in quote base units of `amount` token base units at WAD `price`.
+    function _assetValue(uint256 amount, uint256 price, uint8 decimals, Math.Rounding r)
+        internal
+        view
+        returns (uint256)
+    {
+        // amount / 10^decimals whole units x price / 1e18 quote units x quoteUnit base units
+        return Math.mulDiv(Math.mulDiv(amount, price, 10 ** decimals, r), _quoteUnit, WAD, r);
+    }
+
+    /// @dev Converts a WAD amount of quote units to quote base units.
+    function _wadToQuote(uint256 wadAmount, Math.Rounding r) internal view returns (uint256) {
+        return Math.mulDiv(wadAmount, _quoteUnit, WAD, r);
+    }
+
+    function _deposit(address account, address asset, uint256 amount) internal {
+        if (amount == 0) revert ZeroAmount();
+        if (account == address(0)) revert ZeroAddress();
+        AssetConfig memory cfg = _assetConfig[asset];
+        if (!cfg.listed) revert AssetNotListed(asset);
+        uint256 total = totalDeposits[asset] + amount;
+        if (total > cfg.depositCap) revert DepositCapExceeded(asset, total, cfg.depositCap);
+        totalDeposits[asset] = total;
+        if (asset == quoteAsset) {
+            _cash[account] += amount.toInt256();
+        } else {
+            _addCollateral(account, asset, amount);
+        }
+        _bumpNonce(account);
+        emit Deposited(account, asset, amount, msg.sender);
+        IERC20(asset).safeTransferFrom(msg.sender, address(this), amount);
+    }
+
+    /// @dev Debits the account and pays out; margin checks are the caller's.
+    function _debitAndTransfer(address account, address asset, uint256 amount) internal {
+        if (asset == quoteAsset) {
+            int256 cash = _cash[account];
+            if (cash < amount.toInt256()) revert InsufficientCash(account, cash, amount);
+            _cash[account] = cash - int256(amount);
+        } else {
+            if (!_assetConfig[asset].listed) revert AssetNotListed(asset);
+            _subCollateral(account, asset, amount);
+        }
+        totalDeposits[asset] -= amount;
+        _bumpNonce(account);
+        emit Withdrawn(account, asset, amount);
+        IERC20(asset).safeTransfer(account, amount);
+    }
+
+    function _addCollateral(address account, address asset, uint256 amount) internal {
+        uint256 balance = _collateral[account][asset];
+        if (balance == 0 && _assetIndex[account][asset] == 0) {
+            if (_assetsOf[account].length >= MAX_ASSETS_PER_ACCOUNT) revert TooManyAssets(account);
+            _assetsOf[account].push(asset);
+            _assetIndex[account][asset] = _assetsOf[account].length;
+        }
+        _collateral[account][asset] = balance + amount;
+    }
+
+    function _subCollateral(address account, address asset, uint256 amount) internal {
+        uint256 balance = _collateral[account][asset];
+        if (balance < amount) revert InsufficientCollateral(account, asset, balance, amount);
+        unchecked {
+            balance -= amount;
+        }
+        _collateral[account][asset] = balance;
+        if (balance == 0) {
+            address[] storage list = _assetsOf[account];
+            uint256 idx = _assetIndex[account][asset] - 1;
+            address last = list[list.length - 1];
+            list[idx] = last;
+            _assetIndex[account][last] = idx + 1;
+            list.pop();
+            delete _assetIndex[account][asset];
+        }
+    }
+}

@@ -17,7 +17,8 @@ Auction formulas (derivation in docs/auctions.md):
 * selling fraction ``g`` of the original portfolio at ``p`` with penalty rate ``lam`` moves the account from
   ``(E_cur, MM_cur)`` to ``(E_cur - g*E + g*p*(1-lam), MM_cur - g*MM)``; the target is ``E' >= (1+b) MM'``, so
   the largest fraction a bid may take is ``g* = D / (T - E + p*(1-lam))`` with ``T = (1+b) MM`` and the remaining
-  deficit ``D = (1-S)(T-E) - C`` (``S`` sold so far, ``C`` net proceeds so far), rounded up, capped at ``1-S``.
+  deficit ``D = (1-S)(T-E) - C`` (``S`` sold so far, ``C`` net proceeds so far); computed as
+  ``ceil((D + 2) / denominator)`` (2 base units absorb the rounding of amount and penalty), capped at ``1-S``.
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ from fractions import Fraction
 
 WAD = 10**18
 RAY = 10**27
+#: base units added to the deficit when sizing a bid: the bid amount is floored and the penalty ceiled, each
+#: losing the account less than one unit, so ``D + 2`` guarantees the target despite rounding.
+ROUNDING_SLACK = 2
 
 
 class CurveKind(IntEnum):
@@ -125,7 +129,7 @@ def allowed_fraction(
     denom = target - equity + net_price(price_per_portfolio, penalty_wad)
     if denom <= 0:
         return remaining
-    return min(remaining, _ceil_div(deficit * WAD, denom))
+    return min(remaining, _ceil_div((deficit + ROUNDING_SLACK) * WAD, denom))
 
 
 def bid_amount(fraction_wad: int, price_per_portfolio: int) -> int:

@@ -24,7 +24,7 @@ import {IAuctionClearinghouse} from "./interfaces/IAuctionClearinghouse.sol";
  * `T = ceil(MM * (1 + buffer))`, sold fraction of the original portfolio `S` (WAD), net proceeds held in escrow for
  * the owner `C`, penalty rate `lam`. Price of the whole original portfolio after `t` seconds:
  * `p = E - span * (1 - c(t))`, `span = E` if `E >= 0` else `MM`. A solvent bid may buy at most
- * `g* = ceil(D / (T - E + p - ceil(p * lam)))` with the remaining deficit `D = ceil((1 - S)(T - E)) - C`; an
+ * `g* = ceil((D + 2) / (T - E + p - ceil(p * lam)))` with the remaining deficit `D = ceil((1 - S)(T - E)) - C`; an
  * insolvent auction (`E < 0`) sells everything that is left in one bid.
  *
  * Money: the module's own clearinghouse account holds the escrow `C` of every running auction, their penalties until
@@ -38,6 +38,9 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     uint256 internal constant WAD = 1e18;
     uint256 internal constant RAY = 1e27;
     uint256 internal constant RAY_PER_WAD = 1e9;
+    /// @dev Base units added to the deficit when sizing a bid: amount (floored) and penalty (ceiled) each lose the
+    /// account less than one unit, so `D + 2` reaches the target despite rounding.
+    uint256 internal constant ROUNDING_SLACK = 2;
     uint256 internal constant MAX_PENALTY = 0.25e18;
     uint256 internal constant MAX_CHIP = 0.05e18;
     uint256 internal constant MAX_BUFFER = 1e18;
@@ -552,7 +555,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         uint256 p = uint256(price_);
         uint256 pNet = p - Math.mulDiv(p, cfg.penaltyWad, WAD, Math.Rounding.Ceil);
         uint256 denom = uint256(int256(target) - int256(m.equity)) + pNet;
-        uint256 g = Math.mulDiv(uint256(d), WAD, denom, Math.Rounding.Ceil);
+        uint256 g = Math.mulDiv(uint256(d) + ROUNDING_SLACK, WAD, denom, Math.Rounding.Ceil);
         return g < remaining ? g : remaining;
     }
 

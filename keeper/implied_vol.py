@@ -35,6 +35,7 @@ _SQRT_HALF_PI = 1.2533141373155003
 _LN_SQRT_2PI = 0.9189385332046728
 _TWO_INV_SQRT_2PI = 0.7978845608028654  # 2 / sqrt(2 pi)
 _MAX_ITER = 60
+_BOUND_ULPS = 4.0 * np.finfo(np.float64).eps
 _REL_STEP_TOL = 1e-13
 _NOISE_STEP_TOL = 1e-9
 
@@ -43,9 +44,9 @@ class IVReason(IntEnum):
     """Why a row did (OK) or did not get an implied vol."""
 
     OK = 0
-    BELOW_INTRINSIC = 1  # undiscounted price < max(w (F - K), 0)
-    ABOVE_UPPER_BOUND = 2  # undiscounted price > F (call) or > K (put)
-    NO_TIME_VALUE = 3  # price exactly at a bound, or no vega left in double precision to resolve a vol
+    BELOW_INTRINSIC = 1  # undiscounted price < max(w (F - K), 0) by more than 4 ulps
+    ABOVE_UPPER_BOUND = 2  # undiscounted price > F (call) or > K (put) by more than 4 ulps
+    NO_TIME_VALUE = 3  # price at a bound (to 4 ulps), or no vega left in double precision to resolve a vol
     INVALID_INPUT = 4  # nan/inf anywhere, non-positive forward/strike/expiry/discount, negative price
 
 
@@ -210,8 +211,9 @@ def implied_vol(price, forward, strike, expiry, is_call, discount=1.0) -> Implie
         und = p / d
         intrinsic = np.where(c, np.maximum(f - k, 0.0), np.maximum(k - f, 0.0))
         upper = np.where(c, f, k)
-        below = valid & (und < intrinsic)
-        above = valid & (und > upper)
+        # a quote within a few ulps of a bound is "at" the bound (rounding), not outside it
+        below = valid & (und < intrinsic * (1.0 - _BOUND_ULPS))
+        above = valid & (und > upper * (1.0 + _BOUND_ULPS))
         reason[below] = IVReason.BELOW_INTRINSIC
         reason[above] = IVReason.ABOVE_UPPER_BOUND
         live = valid & ~below & ~above

@@ -70,7 +70,7 @@ def _log_moneyness(forward: np.ndarray, strike: np.ndarray) -> np.ndarray:
 class _Core:
     """d1/d2, cdfs and the pdf shared between price and Greeks (internal)."""
 
-    __slots__ = ("x", "sqrt_t", "dev", "d1", "d2", "nd1", "nd2", "pdf", "w", "zero")
+    __slots__ = ("x", "sqrt_t", "dev", "d1", "d2", "nd1", "nd2", "pdf", "w", "zero", "w_otm", "itm", "nd1_otm", "nd2_otm")
 
     def __init__(self, forward, strike, expiry, vol, w):
         x = _log_moneyness(forward, strike)
@@ -89,8 +89,15 @@ class _Core:
         else:
             d2 = d1 - dev
         self.x, self.sqrt_t, self.dev, self.d1, self.d2, self.w = x, sqrt_t, dev, d1, d2, w
-        self.nd1 = ndtr(w * d1)
-        self.nd2 = ndtr(w * d2)
+        # Evaluate the out-of-the-money side (w_otm = -sign(x)) and add the intrinsic value for in-the-money rows:
+        # the time value then keeps its relative accuracy instead of drowning in F N(d1) - K N(d2) ~ F - K.
+        w_otm = np.where(x == 0.0, w, -np.sign(x))
+        itm = (w != w_otm).astype(np.float64)
+        nd1o = ndtr(w_otm * d1)
+        nd2o = ndtr(w_otm * d2)
+        self.w_otm, self.itm, self.nd1_otm, self.nd2_otm = w_otm, itm, nd1o, nd2o
+        self.nd1 = nd1o + itm * (1.0 - 2.0 * nd1o)  # N(w d1)
+        self.nd2 = nd2o + itm * (1.0 - 2.0 * nd2o)  # N(w d2)
         with np.errstate(under="ignore", over="ignore"):
             self.pdf = _INV_SQRT_2PI * np.exp(-0.5 * d1 * d1)
         self.zero = zero if has_zero else None
@@ -98,8 +105,8 @@ class _Core:
 
 def _black_from_core(c: _Core, forward, strike, expiry, vol, discount, greeks: bool):
     w = c.w
-    fwd_n1 = forward * c.nd1
-    price = discount * w * (fwd_n1 - strike * c.nd2) + 0.0  # + 0.0 turns -0.0 into 0.0
+    otm = c.w_otm * (forward * c.nd1_otm - strike * c.nd2_otm)
+    price = discount * (otm + c.itm * np.abs(forward - strike)) + 0.0  # + 0.0 turns -0.0 into 0.0
     if not greeks:
         return price
     delta = discount * w * c.nd1
@@ -127,6 +134,9 @@ def _black_from_core(c: _Core, forward, strike, expiry, vol, discount, greeks: b
 
 def black76_price(forward, strike, expiry, vol, is_call, discount=1.0) -> np.ndarray:
     """Black-76 premium ``D * w * (F N(w d1) - K N(w d2))`` of European options on a forward.
+
+    Evaluated as the out-of-the-money option plus the intrinsic value (put-call parity), so that the time value of
+    deep in-the-money options keeps its relative accuracy.
 
     ``discount`` is the discount factor to the payment date (``exp(-r T)``); ``is_call`` is a bool (array).
     At expiry or zero vol the result is ``D * max(w (F - K), 0)``.

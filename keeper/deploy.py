@@ -9,7 +9,8 @@ Reusable from ``brownie run scripts/deploy.py`` and from ``backstop deploy``:
   project loader when the build is missing or stale).
 * :func:`deploy` deploys the contracts, registers the keeper set and threshold, lists the collateral assets
   with haircuts and caps, creates the option series, wires the auction module and the insurance fund, and
-  :func:`write_deployment` writes the deployment file (addresses, chain id, block, keepers, assets, series).
+  :func:`write_bot_deployment` writes the deployment file in the schema of :mod:`keeper.chain` (addresses, chain
+  id, block) plus a ``.full.json`` with keepers, tokens, series and parameters.
 
 Transactions are sent with web3 and signed locally with the derived keys (no node-side unlocked accounts), so the
 same code runs against Anvil, Ganache or any other node.
@@ -329,53 +330,6 @@ class DeployConfig:
     fund_seed: float = 50_000.0
 
 
-@dataclass
-class Deployment:
-    """The deployment file: what the bots read to find the contracts."""
-
-    chain_id: int
-    rpc_url: str
-    block: int
-    deployer: str
-    contracts: dict[str, str]
-    quote_asset: str
-    quote_decimals: int
-    underlying: str
-    keepers: list[str]
-    threshold: int
-    collateral: list[dict]
-    series: list[dict]
-    params: dict = field(default_factory=dict)
-    timestamp: int = 0
-    version: int = 1
-
-    def to_json(self) -> dict:
-        return asdict(self)
-
-
-def write_deployment(dep: Deployment, path: Path | str) -> Path:
-    """Write the deployment file (JSON, atomically)."""
-    p = Path(path)
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_suffix(p.suffix + ".tmp")
-    tmp.write_text(json.dumps(dep.to_json(), indent=2))
-    os.replace(tmp, p)
-    return p
-
-
-def read_deployment(path: Path | str) -> Deployment:
-    """Read a deployment file; raises DeployError naming the missing field or the unreadable file."""
-    p = Path(path)
-    try:
-        d = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise DeployError(f"cannot read deployment file {p}: {e}") from None
-    try:
-        return Deployment(**d)
-    except TypeError as e:
-        raise DeployError(f"deployment file {p} malformed: {e}") from None
-
-
 def to_wad(x: float) -> int:
     """Float to WAD, rounded to the nearest unit (float inputs carry ~16 significant digits)."""
     from decimal import Decimal
@@ -383,5 +337,157 @@ def to_wad(x: float) -> int:
     return int((Decimal(repr(float(x))) * WAD).to_integral_value())
 
 
-def deploy(*args: Any, **kwargs: Any) -> Deployment:  # replaced below once the contracts land
-    raise DeployError("contract deployment not wired yet: core contracts (Clearinghouse) have not landed")
+RAY = 10**27
+#: name of the mintable ERC20 test token contract (contracts/test/) the local deployment uses
+TOKEN_CONTRACT = "TestERC20"
+
+
+@dataclass
+class DeployResult:
+    """Everything :func:`deploy` created (richer than the deployment file: keys' addresses, series, params)."""
+
+    chain_id: int
+    rpc_url: str
+    block: int
+    timestamp: int
+    owner: str
+    clearinghouse: str
+    auction: str
+    quote_asset: str
+    quote_decimals: int
+    underlying: str
+    tokens: dict[str, dict]  # symbol -> {"address", "decimals", "haircut", "cap", "spot"}
+    keepers: list[str]
+    threshold: int
+    series: list[dict]  # {"id", "underlying", "strike", "expiry", "is_call"}
+    params: dict
+    deployment_file: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+
+def auction_config_tuple(cfg: DeployConfig) -> tuple:
+    """The LiquidationAuction ``Config`` struct: linear curve over ``auction_tau`` seconds."""
+    return (0, int(cfg.auction_tau), 0, RAY, int(max(cfg.auction_tau * 2, 120)), 0, to_wad(cfg.target_buffer),
+            to_wad(cfg.penalty), to_wad(0.001), 0, int(cfg.max_attestation_age))
+
+
+def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfig = DeployConfig(), *,
+           rpc_url: str = "", deployment_file: Path | str | None = None, token_contract: str = TOKEN_CONTRACT,
+           progress=None) -> DeployResult:
+    """Deploy tokens, Clearinghouse and LiquidationAuction; register keepers and threshold, list collateral with
+    haircuts and caps, create the series grid around ``cfg.spot0``, set the auction as liquidation module and seed
+    the insurance fund; write the deployment file when ``deployment_file`` is given."""
+    from eth_utils import to_checksum_address
+
+    say = progress or (lambda msg: log.info(msg))
+    if not 1 <= cfg.threshold <= cfg.n_keepers or 2 * cfg.threshold <= cfg.n_keepers:
+        raise DeployError(f"threshold {cfg.threshold} of {cfg.n_keepers} keepers: need 2M > N and M <= N")
+    if len(keeper_addresses) != cfg.n_keepers:
+        raise DeployError(f"{len(keeper_addresses)} keeper addresses given, config says {cfg.n_keepers}")
+    arts = load_artifacts([token_contract, "Clearinghouse", "LiquidationAuction"])
+    owner = Sender(w3, owner_key)
+    tokens: dict[str, dict] = {}
+
+    def make_token(symbol: str, decimals: int):
+        c = owner.deploy(arts[token_contract], f"Test {symbol}", symbol, decimals)
+        say(f"token {symbol} ({decimals} dp) at {c.address}")
+        return c
+
+    quote = make_token(cfg.quote_symbol, cfg.quote_decimals)
+    tokens[cfg.quote_symbol] = {"address": quote.address, "decimals": cfg.quote_decimals, "haircut": 0.0,
+                                "cap": 10**15, "spot": 1.0}
+    for c in cfg.collateral:
+        t = make_token(c.symbol, c.decimals)
+        tokens[c.symbol] = {"address": t.address, "decimals": c.decimals, "haircut": c.haircut, "cap": c.cap,
+                            "spot": c.spot}
+    quote_cap = 10**15 * 10**cfg.quote_decimals
+    ch = owner.deploy(arts["Clearinghouse"], owner.address, quote.address, quote_cap, to_wad(cfg.short_margin_fraction))
+    say(f"Clearinghouse at {ch.address}")
+    keepers = sorted((to_checksum_address(k) for k in keeper_addresses), key=lambda a: int(a, 16))
+    owner.call(ch.functions.setKeeperSet(keepers, cfg.threshold), "setKeeperSet")
+    owner.call(ch.functions.setMaxAttestationAge(cfg.max_attestation_age), "setMaxAttestationAge")
+    owner.call(ch.functions.setMaxPriceAge(cfg.max_price_age), "setMaxPriceAge")
+    say(f"keeper set {cfg.threshold}-of-{len(keepers)}: {', '.join(k[:10] for k in keepers)}")
+    for c in cfg.collateral:
+        addr = tokens[c.symbol]["address"]
+        cap = int(c.cap * 10**c.decimals)
+        owner.call(ch.functions.listCollateral(addr, to_wad(c.haircut), cap), f"listCollateral {c.symbol}")
+        say(f"listed {c.symbol}: haircut {c.haircut:.0%}, cap {c.cap:,.0f}")
+    underlying = tokens[cfg.underlying_symbol]["address"]
+    now = int(w3.eth.get_block("latest")["timestamp"])
+    series = []
+    for plan in cfg.series:
+        strike = round(cfg.spot0 * plan.strike_pct, 2)
+        expiry = now + int(plan.expiry_days * 86400)
+        owner.call(ch.functions.createSeries(underlying, to_wad(strike), expiry, plan.is_call), "createSeries")
+        series.append({"id": len(series) + 1, "underlying": underlying, "strike": strike, "expiry": expiry,
+                       "is_call": plan.is_call})
+    # series ids: read back from the events of the creations rather than assuming numbering
+    ev = ch.events.SeriesCreated().get_logs(from_block=0)
+    if len(ev) == len(series):
+        for s, e in zip(series, ev):
+            s["id"] = int(e["args"]["seriesId"])
+    say(f"created {len(series)} option series")
+    auction = owner.deploy(arts["LiquidationAuction"], ch.address, owner.address, auction_config_tuple(cfg))
+    owner.call(ch.functions.setLiquidationModule(auction.address), "setLiquidationModule")
+    say(f"LiquidationAuction at {auction.address} (liquidation module)")
+    if cfg.fund_seed > 0:
+        seed = int(cfg.fund_seed * 10**cfg.quote_decimals)
+        owner.call(quote.functions.mint(owner.address, seed), "mint fund seed")
+        owner.call(quote.functions.approve(auction.address, seed), "approve fund seed")
+        owner.call(auction.functions.fundDeposit(seed), "fundDeposit")
+        say(f"insurance fund seeded with {cfg.fund_seed:,.0f} {cfg.quote_symbol}")
+    head = w3.eth.get_block("latest")
+    res = DeployResult(
+        chain_id=int(w3.eth.chain_id), rpc_url=rpc_url, block=int(head["number"]), timestamp=int(head["timestamp"]),
+        owner=owner.address, clearinghouse=ch.address, auction=auction.address, quote_asset=quote.address,
+        quote_decimals=cfg.quote_decimals, underlying=underlying, tokens=tokens, keepers=keepers,
+        threshold=cfg.threshold, series=series,
+        params={"short_margin_fraction": cfg.short_margin_fraction, "penalty": cfg.penalty,
+                "target_buffer": cfg.target_buffer, "auction_tau": cfg.auction_tau,
+                "max_attestation_age": cfg.max_attestation_age, "max_price_age": cfg.max_price_age,
+                "spot0": cfg.spot0, "auction_config": list(auction_config_tuple(cfg))},
+    )
+    if deployment_file is not None:
+        res.deployment_file = str(write_bot_deployment(res, deployment_file))
+        say(f"deployment file written: {res.deployment_file}")
+    return res
+
+
+def write_bot_deployment(res: DeployResult, path: Path | str) -> Path:
+    """Write the deployment file in the schema of :mod:`keeper.chain` (``backstop-deployment/1``), and the full
+    :class:`DeployResult` beside it as ``<name>.full.json``."""
+    from keeper.chain import DEPLOYMENT_SCHEMA, Deployment, write_deployment as write_chain_deployment
+
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    collateral = {sym: t["address"] for sym, t in res.tokens.items() if sym != _quote_symbol(res)}
+    dep = Deployment.model_validate({
+        "schema": DEPLOYMENT_SCHEMA, "chain_id": res.chain_id, "block": res.block,
+        "clearinghouse": res.clearinghouse, "auction": res.auction, "quote_asset": res.quote_asset,
+        "underlyings": {_symbol_of(res, res.underlying): res.underlying}, "collateral": collateral,
+    })
+    write_chain_deployment(p, dep)
+    full = p.with_name(p.stem + ".full.json")
+    full.write_text(json.dumps(res.to_json(), indent=2))
+    return p
+
+
+def _quote_symbol(res: DeployResult) -> str:
+    return next(s for s, t in res.tokens.items() if t["address"] == res.quote_asset)
+
+
+def _symbol_of(res: DeployResult, address: str) -> str:
+    return next(s for s, t in res.tokens.items() if t["address"].lower() == address.lower())
+
+
+def read_deploy_result(path: Path | str) -> DeployResult:
+    """Read the ``.full.json`` written beside a deployment file (or the full file itself)."""
+    p = Path(path)
+    full = p if p.name.endswith(".full.json") else p.with_name(p.stem + ".full.json")
+    try:
+        return DeployResult(**json.loads(full.read_text()))
+    except (OSError, json.JSONDecodeError, TypeError) as e:
+        raise DeployError(f"cannot read deployment details {full}: {e}") from None

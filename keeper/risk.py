@@ -26,6 +26,7 @@ Conventions (units as in docs/ARCHITECTURE.md; floats in quote units here, integ
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field, fields
 from fractions import Fraction
@@ -34,8 +35,11 @@ from typing import Callable, Sequence
 import numpy as np
 import scipy.sparse as sp
 
+from eth_utils import keccak
+
 from keeper.canonical import canonical_json, inputs_hash
 from keeper.pricing import black76_greeks, black76_price
+from keeper.risk_canonical import fast_canonical_json
 from keeper.risk_scenarios import ScenarioSet
 
 try:  # scipy's CSR x dense kernel, accumulating into a caller-owned buffer (no allocation per chunk)
@@ -257,13 +261,15 @@ def _to_plain(inputs: RiskInputs) -> dict:
 
 
 def serialize_risk_inputs(inputs: RiskInputs) -> bytes:
-    """Canonical JSON of the inputs (floats as exact IEEE-754 hex), the bytes every keeper hashes."""
-    return canonical_json(_to_plain(inputs))
+    """Canonical JSON of the inputs (keeper.canonical's format: sorted keys, floats as exact IEEE-754 hex), the
+    bytes every keeper hashes."""
+    return fast_canonical_json(_to_plain(inputs))
 
 
 def risk_inputs_hash(inputs: RiskInputs) -> bytes:
-    """keccak-256 of :func:`serialize_risk_inputs` (32 bytes)."""
-    return inputs_hash(_to_plain(inputs))
+    """keccak-256 of :func:`serialize_risk_inputs` (32 bytes), equal to ``keeper.canonical.inputs_hash`` of the
+    same plain structure."""
+    return keccak(serialize_risk_inputs(inputs))
 
 
 def _from_canonical(v: object) -> object:
@@ -278,8 +284,6 @@ def _from_canonical(v: object) -> object:
 
 def deserialize_risk_inputs(blob: bytes) -> RiskInputs:
     """Inverse of :func:`serialize_risk_inputs` (exact: floats round-trip through their hex form)."""
-    import json
-
     d = _from_canonical(json.loads(blob))
     s, c, p = d["series"], d["collateral_assets"], d["positions"]
     n_assets = len(c["price"])

@@ -23,7 +23,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from keeper.canonical import inputs_hash
+from eth_utils import keccak
+
+from keeper.risk_canonical import fast_canonical_json
 
 #: RiskMetrics decay for daily EWMA volatility.
 EWMA_LAMBDA = 0.94
@@ -84,8 +86,8 @@ class ScenarioSet:
 
     def hash(self) -> bytes:
         """keccak-256 of the canonical serialization of the scenario set."""
-        return inputs_hash({"name": self.name, "log_spot": self.log_spot, "vol_shock": self.vol_shock,
-                            "weight": self.weight, "horizon": self.horizon})
+        return keccak(fast_canonical_json({"name": self.name, "log_spot": self.log_spot, "vol_shock": self.vol_shock,
+                            "weight": self.weight, "horizon": self.horizon}))
 
 
 def grid_scenarios(spot_range: np.ndarray | float, vol_range: float = 0.25, n_up: int = 3,

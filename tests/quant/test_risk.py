@@ -386,3 +386,27 @@ def test_bad_inputs_are_refused_with_a_reason():
         compute_account_risk(inputs, monte_carlo_scenarios(1, 10, 3), grid_scenarios([0.1, 0.1]))
     with pytest.raises(ValueError, match="closes"):
         log_returns_from_closes(np.array([100.0, -1.0, 50.0]))
+
+
+def test_fast_serialization_is_byte_identical_to_canonical_json():
+    from keeper.canonical import canonical_json, inputs_hash
+    from keeper.risk import _to_plain
+
+    inputs = synthetic_book(8, 50, 20)
+    plain = _to_plain(inputs)
+    assert serialize_risk_inputs(inputs) == canonical_json(plain)
+    assert risk_inputs_hash(inputs) == inputs_hash(plain)
+
+
+def test_fast_canonical_json_matches_canonical_json_on_arrays_and_scenarios():
+    from keeper.canonical import canonical_json, inputs_hash
+    from keeper.risk_canonical import fast_canonical_json
+
+    rng = np.random.default_rng(4)
+    value = {"b": rng.normal(size=(3, 4, 2)), "a": np.arange(6, dtype=np.int64).reshape(2, 3), "c": [1.5, -0.0],
+             "d": np.zeros((0,)), "e": "x", "f": np.array([1e-310, 2.0 ** 60, -np.pi])}
+    assert fast_canonical_json(value) == canonical_json(value)
+    scen = monte_carlo_scenarios(1, 50, 2)
+    plain = {"name": scen.name, "log_spot": scen.log_spot, "vol_shock": scen.vol_shock, "weight": scen.weight,
+             "horizon": scen.horizon}
+    assert scen.hash() == inputs_hash(plain)

@@ -68,6 +68,8 @@ class SurfaceConfig:
     repair_g_margin: float = 1e-3  # a repaired slice has g >= this margin on the grid (so also between points)
     repair_w_margin: float = 1e-6  # ... and total variance at least this much below the longer slice's
     repair: bool = True  # refit violating slices under no-arbitrage constraints
+    outer_xatol: float = 1e-6  # Nelder-Mead stops when the simplex spans < xatol in (m, ln sigma) ...
+    outer_frtol: float = 1e-9  # ... and < frtol * (best grid objective) in the objective
 
 
 @dataclass(frozen=True)
@@ -293,14 +295,17 @@ def _box_qp3(G: np.ndarray, h: np.ndarray, lo: Sequence[float], hi: Sequence[flo
     Gl = G.tolist()
     hl = h.tolist()
 
+    (g00, g01, g02), (_, g11, g12), (_, _, g22) = Gl
+
     def objective(x: list[float]) -> float:
-        return (sum(x[i] * Gl[i][j] * x[j] for i in range(3) for j in range(3))
-                - 2.0 * (hl[0] * x[0] + hl[1] * x[1] + hl[2] * x[2]))
+        x0, x1, x2 = x
+        return (g00 * x0 * x0 + g11 * x1 * x1 + g22 * x2 * x2 + 2.0 * (g01 * x0 * x1 + g02 * x0 * x2 + g12 * x1 * x2)
+                - 2.0 * (hl[0] * x0 + hl[1] * x1 + hl[2] * x2))
 
     eps = 1e-12
     x = _solve_small(Gl, hl)
     if x is not None and all(lo[i] - eps <= x[i] <= hi[i] + eps for i in range(3)):
-        return x, objective(x)
+        return x, -(hl[0] * x[0] + hl[1] * x[1] + hl[2] * x[2])  # x'Gx - 2h'x at G x = h
     best: list[float] | None = None
     best_f = math.inf
     for face in _FACES:
@@ -333,6 +338,9 @@ class _SliceProblem:
     k_lo: float
     k_hi: float
     lee: float  # p, q <= lee * sigma
+    ww: float  # sum omega2 w^2 (the objective's constant)
+    xatol: float
+    frtol: float
 
 
 def _slice_problem(sq: SliceQuotes, config: SurfaceConfig) -> _SliceProblem:
@@ -342,23 +350,24 @@ def _slice_problem(sq: SliceQuotes, config: SurfaceConfig) -> _SliceProblem:
     omega2 = omega ** 2
     omega2 = omega2 / omega2.sum()
     return _SliceProblem(k=np.asarray(sq.k, dtype=np.float64), w=w, omega2=omega2, w_max=float(w.max()),
-                         k_lo=float(sq.k.min()), k_hi=float(sq.k.max()), lee=1.0 - config.lee_margin)
+                         k_lo=float(sq.k.min()), k_hi=float(sq.k.max()), lee=1.0 - config.lee_margin,
+                         ww=float(omega2 @ (w * w)),
+                         xatol=config.outer_xatol, frtol=config.outer_frtol)
 
 
 def _inner(prob: _SliceProblem, m: float, sigma: float) -> tuple[float, list[float]]:
     """Best (a, p, q) for fixed (m, sigma) and its weighted sum of squared residuals."""
     y = (prob.k - m) / sigma
     z = np.sqrt(y * y + 1.0)
-    u = z + y
-    v = z - y
-    o = prob.omega2
-    ou, ov = o * u, o * v
-    G = np.array([[o.sum(), ou.sum(), ov.sum()],
-                  [ou.sum(), ou @ u, ou @ v],
-                  [ov.sum(), ov @ u, ov @ v]])
-    h = np.array([o @ prob.w, ou @ prob.w, ov @ prob.w])
+    basis = np.empty((3, y.size))
+    basis[0] = 1.0
+    np.add(z, y, out=basis[1])
+    np.subtract(z, y, out=basis[2])
+    weighted = basis * prob.omega2
+    G = weighted @ basis.T
+    h = weighted @ prob.w
     x, f = _box_qp3(G, h, (-prob.w_max, 0.0, 0.0), (prob.w_max, prob.lee * sigma, prob.lee * sigma))
-    return f + float(o @ (prob.w * prob.w)), x
+    return f + prob.ww, x
 
 
 def _raw_from_inner(m: float, sigma: float, x: Sequence[float]) -> SVIParams:
@@ -387,7 +396,7 @@ def _quasi_explicit(prob: _SliceProblem) -> SVIParams:
         return _inner(prob, m, math.exp(ls))[0]
 
     res = minimize(outer, np.array([best[1], math.log(best[2])]), method="Nelder-Mead",
-                   options={"xatol": 1e-7, "fatol": 1e-14 * max(best[0], 1e-300), "maxiter": 400,
+                   options={"xatol": prob.xatol, "fatol": prob.frtol * max(best[0], 1e-300), "maxiter": 400,
                             "initial_simplex": np.array([[best[1], math.log(best[2])],
                                                          [best[1] + 0.1 * span, math.log(best[2])],
                                                          [best[1], math.log(best[2]) + 0.3]])})

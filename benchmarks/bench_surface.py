@@ -1,0 +1,162 @@
+"""Benchmark: SVI surface fit (keeper.surface) against a plain scipy least_squares 5-parameter SVI fit per slice.
+
+Run from the project root:  python benchmarks/bench_surface.py [--repeats N]
+
+1. Synthetic chain: 20 expiries x 40 strikes from a known arbitrage-free SSVI surface (Gatheral-Jacquier power-law
+   phi, eta (1 + |rho|) <= 2) with 0.3 vol point Gaussian noise on the mids (seed 7). Timed:
+   - ``fit_surface(slices)``: quasi-explicit slices + butterfly/calendar checks and repair (target <= 0.2 s);
+   - ``fit_surface(chain)``: the same from a synthetic OptionChain (implied vols, filters, outliers, fit);
+   - baseline: ``scipy.optimize.least_squares`` on raw SVI (a, b, rho, m, sigma) per slice, same weights, one fixed
+     start, no arbitrage handling (no public SVI package is pip-installable here: ``py-implied-vol`` 0.1.1 ships
+     no code).
+2. The three real Deribit chains of ``../shared/data/option_chains`` (skipped when absent).
+
+The machine is shared by several agents: each figure is the best of N repeats (default 7).
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy.optimize import least_squares
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from keeper.chains import SECONDS_PER_YEAR, OptionChain, load_deribit_csv  # noqa: E402
+from keeper.pricing import black76_price  # noqa: E402
+from keeper.surface import SliceQuotes, SVIParams, fit_surface  # noqa: E402
+
+N_EXPIRIES, N_STRIKES, NOISE_VOL, SEED = 20, 40, 0.003, 7
+
+
+def ssvi_slices() -> list[tuple[float, SVIParams]]:
+    """Raw SVI slices of an SSVI surface: theta(t) = 0.04 t + 0.2 (1 - e^{-t}) ... (ATM total variance),
+    phi(theta) = eta / (theta^gamma (1 + theta)^(1 - gamma)), rho = -0.35, eta = 1.2, gamma = 0.45."""
+    rho, eta, gamma = -0.35, 1.2, 0.45
+    out = []
+    for t in np.geomspace(7 / 365, 2.0, N_EXPIRIES):
+        theta = 0.36 * t + 0.05 * (1 - math.exp(-4 * t))
+        phi = eta / (theta ** gamma * (1 + theta) ** (1 - gamma))
+        # SSVI slice -> raw SVI (Gatheral & Jacquier 2013, Lemma 3.3)
+        a = 0.5 * theta * (1 - rho * rho)
+        b = 0.5 * theta * phi
+        m = -rho / phi
+        sigma = math.sqrt(1 - rho * rho) / phi
+        out.append((float(t), SVIParams(a, b, rho, m, sigma)))
+    return out
+
+
+def synthetic_inputs() -> tuple[list[SliceQuotes], OptionChain, list[tuple[float, SVIParams]]]:
+    rng = np.random.default_rng(SEED)
+    truth = ssvi_slices()
+    slices = []
+    cols: dict[str, list] = {k: [] for k in ("expiry", "strike", "call", "bid", "ask")}
+    fwd = 100.0
+    for t, p in truth:
+        atm = math.sqrt(p.total_variance(0.0))
+        k = np.linspace(-2.5 * atm, 2.0 * atm, N_STRIKES)
+        iv = np.sqrt(p.total_variance(k) / t) + rng.normal(0.0, NOISE_VOL, N_STRIKES)
+        half = 0.005 + 0.01 * np.abs(k) / atm  # bid-ask half width in vol, wider in the wings
+        slices.append(SliceQuotes(expiry_ts=round(t * SECONDS_PER_YEAR), t=t, forward=fwd, k=k, iv_mid=iv,
+                                  iv_bid=iv - half, iv_ask=iv + half, weight=1.0 / (2 * half)))
+        K = fwd * np.exp(k)
+        call = K >= fwd
+        cols["expiry"].append(np.full(N_STRIKES, round(t * SECONDS_PER_YEAR)))
+        cols["strike"].append(K)
+        cols["call"].append(call)
+        cols["bid"].append(black76_price(fwd, K, t, iv - half, call))
+        cols["ask"].append(black76_price(fwd, K, t, iv + half, call))
+    n = N_EXPIRIES * N_STRIKES
+    nan = np.full(n, np.nan)
+    chain = OptionChain(
+        underlying="SYN", asof=0.0, spot=fwd, quote_ts=np.zeros(n), expiry_ts=np.concatenate(cols["expiry"]),
+        strike=np.concatenate(cols["strike"]), is_call=np.concatenate(cols["call"]),
+        bid=np.concatenate(cols["bid"]), ask=np.concatenate(cols["ask"]), bid_size=np.full(n, 10.0),
+        ask_size=np.full(n, 10.0), mark=nan.copy(), forward=np.full(n, fwd), index_price=np.full(n, fwd),
+        open_interest=nan.copy(), bid_iv=nan.copy(), ask_iv=nan.copy(), mark_iv=nan.copy())
+    return slices, chain, truth
+
+
+def baseline_fit(slices: list[SliceQuotes]) -> list[SVIParams]:
+    """scipy least_squares (TRF, bounds) on raw SVI per slice, vol residuals weighted like keeper.surface."""
+    out = []
+    for s in slices:
+        w_atm = float(np.interp(0.0, s.k, s.iv_mid ** 2 * s.t))
+        x0 = np.array([0.5 * w_atm, 0.1, -0.3, 0.0, 0.1])
+
+        def resid(x, s=s):
+            w = np.maximum(x[0] + x[1] * (x[2] * (s.k - x[3]) + np.sqrt((s.k - x[3]) ** 2 + x[4] ** 2)), 1e-12)
+            return s.weight * (np.sqrt(w / s.t) - s.iv_mid)
+
+        r = least_squares(resid, x0, bounds=([-1.0, 0.0, -0.999, -2.0, 1e-4], [1.0, 5.0, 0.999, 2.0, 5.0]),
+                          method="trf")
+        out.append(SVIParams(*map(float, r.x)))
+    return out
+
+
+def best_of(fn, repeats: int) -> tuple[float, object]:
+    best, result = math.inf, None
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        result = fn()
+        best = min(best, time.perf_counter() - t0)
+    return best, result
+
+
+def rmse_vs_truth(params: list[SVIParams], slices: list[SliceQuotes], truth) -> float:
+    errs = []
+    for p, s, (t, q) in zip(params, slices, truth):
+        errs.append(np.sqrt(np.maximum(p.total_variance(s.k), 0) / t) - np.sqrt(q.total_variance(s.k) / t))
+    return float(np.sqrt(np.mean(np.concatenate(errs) ** 2))) * 100.0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=7)
+    args = ap.parse_args()
+    slices, chain, truth = synthetic_inputs()
+
+    t_slices, surf = best_of(lambda: fit_surface(slices), args.repeats)
+    t_chain, surf_chain = best_of(lambda: fit_surface(chain), args.repeats)
+    t_base, base = best_of(lambda: baseline_fit(slices), args.repeats)
+    ours = [s.params for s in surf.slices]
+    print(f"synthetic SSVI chain {N_EXPIRIES} expiries x {N_STRIKES} strikes, noise {NOISE_VOL * 100:.1f} vol pt, "
+          f"best of {args.repeats} (shared 2-core machine)")
+    print(f"{'method':<44}{'time s':>9}{'RMSE vs truth (vol pt)':>24}{'arb-free':>10}")
+    arb = surf.fit_report["arbitrage"]
+    print(f"{'keeper.surface fit_surface(slices)':<44}{t_slices:>9.4f}{rmse_vs_truth(ours, slices, truth):>24.3f}"
+          f"{str(arb['butterfly_ok'] and arb['calendar_ok']):>10}")
+    arb_c = surf_chain.fit_report["arbitrage"]
+    print(f"{'keeper.surface fit_surface(chain) (IV+filters)':<44}{t_chain:>9.4f}"
+          f"{rmse_vs_truth([s.params for s in surf_chain.slices], slices, truth):>24.3f}"
+          f"{str(arb_c['butterfly_ok'] and arb_c['calendar_ok']):>10}")
+    from keeper.surface import VolSurface, SliceFit
+    base_surf = VolSurface("SYN", 0.0, tuple(SliceFit(s.expiry_ts, s.t, s.forward, p) for s, p in zip(slices, base)))
+    arb_b = base_surf.arbitrage_report()
+    print(f"{'baseline scipy least_squares 5-param SVI':<44}{t_base:>9.4f}{rmse_vs_truth(base, slices, truth):>24.3f}"
+          f"{str(arb_b['butterfly_ok'] and arb_b['calendar_ok']):>10}")
+    print(f"ratio baseline / keeper (slices): {t_base / t_slices:.2f}x; target fit_surface(slices) <= 0.2 s: "
+          f"{'met' if t_slices <= 0.2 else 'NOT met'}")
+    print(f"repaired slices: {sum(s['repaired'] for s in surf.fit_report['slices'])} of {len(surf.slices)}")
+
+    folder = ROOT.parent / "shared" / "data" / "option_chains"
+    if not folder.is_dir():
+        print(f"real chains skipped: {folder} not found")
+        return 0
+    print(f"\nreal Deribit chains, fit_surface(chain), best of {args.repeats}")
+    print(f"{'chain':<36}{'rows':>6}{'slices':>8}{'time s':>9}{'max wRMSE':>11}{'hash':>12}")
+    for path in sorted(folder.glob("*.csv")):
+        c = load_deribit_csv(path).chain
+        t_real, s = best_of(lambda c=c: fit_surface(c), args.repeats)
+        wr = max(x["weighted_rmse_vol_pts"] for x in s.fit_report["slices"])
+        print(f"{path.name:<36}{len(c):>6}{len(s.slices):>8}{t_real:>9.4f}{wr:>11.2f}{s.hash().hex()[:10]:>12}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

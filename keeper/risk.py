@@ -508,6 +508,13 @@ class AccountRisk:
     inputs_hash: bytes
     scenarios_hash: bytes
 
+    def attested_units(self, decimals: int) -> dict[str, list[int]]:
+        """Integer quote base units for attestation: equity and collateral value floored, margins ceiled."""
+        return {"equity": to_quote_units(self.equity, decimals, "floor"),
+                "collateral_value": to_quote_units(self.collateral_value, decimals, "floor"),
+                "maintenance_margin": to_quote_units(self.maintenance_margin, decimals, "ceil"),
+                "initial_margin": to_quote_units(self.initial_margin, decimals, "ceil")}
+
     def to_bytes(self) -> bytes:
         """Every field's raw bytes in field order (for bit-for-bit comparisons across keepers)."""
         parts = []

@@ -410,3 +410,33 @@ def test_fast_canonical_json_matches_canonical_json_on_arrays_and_scenarios():
     plain = {"name": scen.name, "log_spot": scen.log_spot, "vol_shock": scen.vol_shock, "weight": scen.weight,
              "horizon": scen.horizon}
     assert scen.hash() == inputs_hash(plain)
+
+
+def test_vol_function_after_shock_is_used_for_revaluation():
+    """A surface-like callable (vol rising as the forward falls) replaces the sticky-strike default."""
+    f, k, t, vol = 3000.0, 2700.0, 0.1, 0.6
+    inputs = _single_book(PUT, k, t, vol, -2.0, forward=f)
+    grid = grid_scenarios(0.1, n_underlyings=1, horizon=1.0 / 365.0)
+
+    def skew(strike, expiry_after, forward_after, base_vol, vol_shock):
+        return base_vol * (forward_after / f) ** -0.5
+
+    dv = revalue(inputs, grid, vol_fn=skew)
+    v0 = vollib_black("p", f, k, t, 0.0, vol)
+    f_after = f * np.exp(grid.log_spot[:, 0])
+    expected = [vollib_black("p", fa, k, t - 1.0 / 365.0, 0.0, vol * (fa / f) ** -0.5) - v0 for fa in f_after]
+    np.testing.assert_allclose(dv[0], expected, rtol=1e-9, atol=1e-8)
+    assert not np.allclose(dv[0], revalue(inputs, grid)[0])
+    with pytest.raises(ValueError, match="vol_fn"):
+        revalue(inputs, grid, vol_fn=lambda *a: -np.ones((1, grid.n_scenarios)))
+
+
+def test_attested_units_floor_equity_and_ceil_margins():
+    inputs = synthetic_book(12, 30, 10)
+    risk = compute_account_risk(inputs, monte_carlo_scenarios(2, 300, 2), grid_scenarios([0.1, 0.1]))
+    units = risk.attested_units(6)
+    for a in range(inputs.n_accounts):
+        eq = Fraction(float(risk.equity[a])) * 10 ** 6
+        mm = Fraction(float(risk.maintenance_margin[a])) * 10 ** 6
+        assert units["equity"][a] <= eq < units["equity"][a] + 1
+        assert units["maintenance_margin"][a] - 1 < mm <= units["maintenance_margin"][a]

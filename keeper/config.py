@@ -164,23 +164,39 @@ class MarketSettings(_Model):
 
 
 class RiskSettings(_Model):
-    """Risk parameters handed to the risk engine; they are part of every block's archived inputs."""
+    """Risk parameters handed to the risk engine (:mod:`keeper.risk`); part of every block's archived inputs."""
 
-    var_confidence: float = Field(0.99, gt=0.5, lt=1)
+    var_confidence: float = Field(0.99, ge=0.5, lt=1)
+    es_confidence: float = Field(0.975, ge=0.5, lt=1)
     horizon_days: float = Field(1.0, gt=0, le=30)
     mc_paths: int = Field(2000, ge=100, le=1_000_000)
-    spot_shocks: list[float] = Field(default_factory=lambda: [-0.3, -0.2, -0.1, 0.0, 0.1, 0.2, 0.3], min_length=1)
-    vol_shocks: list[float] = Field(default_factory=lambda: [-0.3, 0.0, 0.5], min_length=1)
+    mc_diffusion_vol: float = Field(0.7, gt=0, le=10, description="annual diffusion vol of the Monte Carlo set")
+    grid_spot_range: float = Field(0.15, gt=0, lt=1, description="SPAN-like grid: largest regular spot move")
+    grid_vol_range: float = Field(0.25, ge=0, lt=1, description="SPAN-like grid: relative vol move")
     im_multiplier: float = Field(1.5, ge=1, le=10)
     near_margin_ratio: float = Field(1.2, ge=1, le=100,
                                      description="accounts with equity < ratio * MM are listed as near margin")
 
-    @field_validator("spot_shocks", "vol_shocks")
+
+class PublishSettings(_Model):
+    """When the keeper submits what it signs."""
+
+    root_every_blocks: int = Field(1, ge=1, description="post a margin root at least every N blocks")
+    prices_heartbeat_blocks: int = Field(1, ge=1, description="post prices at least every N blocks")
+    price_deviation: float = Field(0.005, ge=0, lt=1, description="post prices early when spot moved this much")
+    settlement: bool = True
+
+
+class TestingSettings(_Model):
+    """Fault injection for tests only: never set in production."""
+
+    fabricate_breach: list[str] = Field(default_factory=list,
+                                        description="accounts whose leaf this keeper falsely reports as breached")
+
+    @field_validator("fabricate_breach")
     @classmethod
-    def _shocks(cls, v: list[float]) -> list[float]:
-        if any(not math.isfinite(x) or x <= -1 for x in v):
-            raise ValueError("shocks must be finite and > -1")
-        return v
+    def _addrs(cls, v: list[str]) -> list[str]:
+        return [_check_address(a) for a in v]
 
 
 class PeerSettings(_Model):
@@ -252,7 +268,9 @@ class KeeperConfig(_Model):
     risk: RiskSettings = Field(default_factory=RiskSettings)
     exchange: ExchangeSettings = Field(default_factory=ExchangeSettings)
     thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
+    publish: PublishSettings = Field(default_factory=PublishSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    testing: TestingSettings = Field(default_factory=TestingSettings)
     logging: LogSettings = Field(default_factory=LogSettings)
     archive_dir: Path = Path("keeper-archive")
 

@@ -1,0 +1,145 @@
+"""Leaves, the Merkle tree (vs OZ's processProof/processMultiProof written out independently), and determinism of
+the leaves computed from an inputs document (same document -> same root; recompute from the archive)."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from eth_abi import encode
+from eth_utils import keccak
+
+from keeper.archive import InputsArchive
+from keeper.canonical import canonical_json
+from keeper.chain import AccountSnapshot, SeriesInfo
+from keeper.config import parse_config
+from keeper.keeper_bot import (Leaf, MerkleTree, SeriesMarks, build_inputs, leaves_from_inputs, mark_series,
+                               recompute_from_archive, risk_document)
+from keeper.market_data import BlockRef, SimulatedMarket
+from keeper.risk import to_quote_units
+
+WAD = 10**18
+
+
+def oz_process_proof(leaf, proof):
+    h = leaf
+    for p in proof:
+        h = keccak(h + p) if h < p else keccak(p + h)
+    return h
+
+
+def oz_process_multiproof(leaves, proof, flags):
+    """MerkleProof.processMultiProof transcribed from OpenZeppelin 5."""
+    n_leaves, n_proof, total = len(leaves), len(proof), len(flags)
+    assert n_leaves + n_proof == total + 1
+    hashes = [b""] * total
+    li = hi = pi = 0
+    for i in range(total):
+        if li < n_leaves:
+            a = leaves[li]; li += 1
+        else:
+            a = hashes[hi]; hi += 1
+        if flags[i]:
+            if li < n_leaves:
+                b = leaves[li]; li += 1
+            else:
+                b = hashes[hi]; hi += 1
+        else:
+            b = proof[pi]; pi += 1
+        hashes[i] = keccak(a + b) if a < b else keccak(b + a)
+    if total > 0:
+        return hashes[total - 1]
+    return leaves[0] if n_leaves > 0 else proof[0]
+
+
+def test_leaf_hash_is_double_keccak_of_abi_encoding():
+    l = Leaf("0x" + "12" * 20, 3, -5, 7, 11, -13)
+    inner = keccak(encode(["address", "uint32", "int256", "uint256", "uint256", "int256"],
+                          ["0x" + "12" * 20, 3, -5, 7, 11, -13]))
+    assert l.hash() == keccak(inner)
+    assert l.breached and not Leaf(l.account, 3, 7, 7, 11, 0).breached
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13])
+def test_tree_proofs_and_multiproofs_verify(n):
+    leaves = [Leaf("0x" + f"{i + 1:040x}", i, i * 10 - 20, 5, 8, 0).hash() for i in range(n)]
+    t = MerkleTree(leaves)
+    for h in leaves:
+        assert oz_process_proof(h, t.proof(h)) == t.root
+    rng = np.random.default_rng(n)
+    for k in range(1, n + 1):
+        subset = list(rng.choice(n, size=k, replace=False))
+        ordered, proof, flags = t.multiproof([leaves[i] for i in subset])
+        assert sorted(ordered) == ordered  # ascending hash order, as the contract expects
+        assert oz_process_multiproof(ordered, proof, flags) == t.root
+    # full batch: empty proof, n-1 true flags (docs/contracts.md)
+    ordered, proof, flags = t.multiproof(leaves)
+    assert proof == [] and flags == [True] * (n - 1)
+    with pytest.raises(ValueError):
+        MerkleTree([])
+
+
+def _doc(block_hash="0x" + "ab" * 32, spot=2000.0, cash=(5_000_000_000, 10**9, 50_000_000)):
+    cfg = parse_config({"market": {"simulated": {"seed": 5, "jump_intensity": 0.0}}})
+    now = 1_700_000_000
+    series = [SeriesInfo(1, "0x" + "ee" * 20, 2000 * WAD, now + 30 * 86400, True),
+              SeriesInfo(2, "0x" + "ee" * 20, 1800 * WAD, now + 30 * 86400, False)]
+    sim = SimulatedMarket(cfg.market.simulated)
+    block = BlockRef(100, block_hash, now)
+    chain = sim.chain(block, spot)
+
+    class Flat:  # a flat 60 % surface: the leaves' test does not depend on the fit
+        def implied_vol(self, k, t, f):
+            return np.full(np.broadcast(np.asarray(k), np.asarray(t)).shape, 0.6)
+
+    marks = mark_series(series, Flat(), chain, spot, now)
+    accounts = [AccountSnapshot("0x" + "01" * 20, 1, cash[0], {"0x" + "ee" * 20: 2 * WAD}, {1: -10 * WAD}),
+                AccountSnapshot("0x" + "02" * 20, 4, cash[1], {}, {1: 3 * WAD, 2: -1 * WAD}),
+                AccountSnapshot("0x" + "03" * 20, 2, cash[2], {}, {2: -40 * WAD})]
+    coll = [{"asset": "0x" + "ee" * 20, "decimals": 18, "haircut": str(WAD // 5), "moves": True, "price": "0"}]
+    return build_inputs(block=block, spot_wad=int(spot * WAD), surface_doc={"flat": 0.6}, series=series,
+                        marks=marks, accounts=accounts, collateral_assets=coll, quote_decimals=6,
+                        risk=risk_document(cfg.risk, cfg.risk.mc_diffusion_vol),
+                        underlying_asset="0x" + "ee" * 20), marks
+
+
+def test_leaves_follow_the_risk_engine_units():
+    doc, marks = _doc()
+    leaves, details = leaves_from_inputs(doc)
+    assert [l.account for l in leaves] == sorted(l.account for l in leaves)
+    # equity of account 1 by hand: cash + collateral at (1 - haircut) * spot + position at mark
+    eq1 = 5_000.0 + 2 * 2000.0 * 0.8 + (-10) * marks.marks[0]
+    assert leaves[0].equity == to_quote_units([eq1], 6, "floor")[0]
+    assert abs(details["equity"][0] - eq1) < 1e-9
+    for l in leaves:
+        assert l.initial >= l.maintenance > 0
+    # the short-put account with 50 quote units is under water, the others are not
+    assert [l.breached for l in leaves] == [False, False, True]
+
+
+def test_same_inputs_same_root_and_seed_matters():
+    doc, _ = _doc()
+    r1 = MerkleTree([l.hash() for l in leaves_from_inputs(doc)[0]]).root
+    r2 = MerkleTree([l.hash() for l in leaves_from_inputs(json.loads(json.dumps(doc)))[0]]).root
+    assert r1 == r2
+    other, _ = _doc(block_hash="0x" + "cd" * 32)  # another block hash: other Monte Carlo draws
+    l1, d1 = leaves_from_inputs(doc)
+    l2, d2 = leaves_from_inputs(other)
+    assert [l.equity for l in l1] == [l.equity for l in l2]
+    assert not np.array_equal(d1["es"], d2["es"])  # the Monte Carlo set is seeded from the block hash
+
+
+def test_recompute_from_archive_in_another_process(tmp_path):
+    doc, _ = _doc()
+    arch = InputsArchive(tmp_path)
+    h = arch.put(doc)
+    leaves, _ = leaves_from_inputs(doc)
+    root = MerkleTree([l.hash() for l in leaves]).root
+    blob = arch.get(h)
+    assert recompute_from_archive(blob)[0] == root
+    code = ("import sys; from pathlib import Path; from keeper.keeper_bot import recompute_from_archive;"
+            f"print(recompute_from_archive(Path(sys.argv[1]).read_bytes())[0].hex())")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{h}.json")], capture_output=True, text=True,
+                         check=True, env={"PYTHONHASHSEED": "123", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin"},
+                         cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
+    assert out.stdout.strip() == root.hex()

@@ -616,22 +616,35 @@ class VolSurface:
         }
 
 
+class SurfaceFitError(ValueError):
+    """No surface can be fitted (no expiry with enough usable quotes, or inconsistent slices)."""
+
+
 def _fit_slices(slices: Sequence[SliceQuotes], config: SurfaceConfig,
-                remove_outliers: bool) -> tuple[list[SliceQuotes], list[SVIParams], int]:
+                remove_outliers: bool) -> tuple[list[SliceQuotes], list[SVIParams], list[int]]:
     fitted: list[SliceQuotes] = []
     params: list[SVIParams] = []
-    n_out = 0
+    outlier_rows: list[int] = []
     for sq in slices:
         p = fit_svi_slice(sq, config)
         if remove_outliers:
             out = _outliers(p, sq, config)
             if out.any() and int((~out).sum()) >= config.min_quotes_per_slice:
-                n_out += int(out.sum())
+                outlier_rows.extend(int(r) for r in sq.rows[out]) if sq.rows.size else outlier_rows.extend(
+                    [-1] * int(out.sum()))
                 sq = sq.select(~out)
                 p = fit_svi_slice(sq, config)
         fitted.append(sq)
         params.append(p)
-    return fitted, params, n_out
+    return fitted, params, outlier_rows
+
+
+def _usable(sq: SliceQuotes, config: SurfaceConfig) -> SliceQuotes | None:
+    """The slice restricted to finite quotes with positive vol and weight; None if too few remain."""
+    ok = np.isfinite(sq.k) & np.isfinite(sq.iv_mid) & (sq.iv_mid > 0.0) & np.isfinite(sq.weight) & (sq.weight > 0.0)
+    if not (math.isfinite(sq.t) and sq.t > 0.0) or int(ok.sum()) < config.min_quotes_per_slice:
+        return None
+    return sq if ok.all() else sq.select(ok)
 
 
 def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
@@ -651,15 +664,25 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
         filters = dict(filt.report)
     else:
         slices, unused, filters = list(chain_or_slices), {}, None
-    slices = sorted(slices, key=lambda s: s.t)
-    slices, params, n_out = _fit_slices(slices, config, remove_outliers=True)
+    usable = [u for u in (_usable(s, config) for s in slices) if u is not None]
+    if len(usable) < len(slices):
+        log.warning("vol surface %s: %d slices with too few usable quotes skipped", underlying,
+                    len(slices) - len(usable))
+    slices = sorted(usable, key=lambda s: s.t)
+    if not slices:
+        raise SurfaceFitError(f"vol surface {underlying or '?'}: no expiry has {config.min_quotes_per_slice} "
+                              "usable quotes")
+    if any(b.t <= a.t for a, b in zip(slices, slices[1:])):
+        raise SurfaceFitError("vol surface: two slices share a maturity")
+    slices, params, outlier_rows = _fit_slices(slices, config, remove_outliers=True)
     if filters is not None:
-        filters["outlier"] = n_out
-        filters["clean"] -= n_out
+        filters["outlier"] = len(outlier_rows)
+        filters["clean"] -= len(outlier_rows)
         report["filters"] = filters
         report["not_used"] = unused
+        report["outlier_rows"] = sorted(outlier_rows)
     else:
-        report["outliers"] = n_out
+        report["outliers"] = len(outlier_rows)
     # no-arbitrage: from the longest slice down, each slice butterfly-free and below the next longer one
     repaired = [False] * len(params)
     if config.repair:

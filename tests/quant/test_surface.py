@@ -22,7 +22,7 @@ from keeper.canonical import canonical_json
 from keeper.chains import load_deribit_csv
 from keeper.implied_vol import implied_vol
 from keeper.surface import (
-    SliceQuotes, SurfaceConfig, SVIParams, VolSurface, build_slices, butterfly_min_g, calendar_min_gap, check_grid,
+    SliceQuotes, SurfaceConfig, SurfaceFitError, SVIParams, VolSurface, build_slices, butterfly_min_g, calendar_min_gap, check_grid,
     filter_quotes, fit_surface, fit_svi_slice, quote_ivs,
 )
 
@@ -83,6 +83,40 @@ def test_noisy_quotes_recover_total_variance_within_the_noise(seed):
     assert fitted.total_variance(0.0) == pytest.approx(true.total_variance(0.0), rel=0.03)
     for got, want in zip(fitted.wing_slopes(), true.wing_slopes()):
         assert got == pytest.approx(want, abs=0.05)
+
+
+def test_outlier_quote_is_removed_and_does_not_bend_the_fit():
+    true = SVIParams(a=0.02, b=0.15, rho=-0.4, m=0.05, sigma=0.2)
+    k = np.linspace(-0.8, 0.6, 30)
+    clean = synthetic_slice(true, 0.5, k, noise_vol=0.002, seed=4)
+    bad_iv = clean.iv_mid.copy()
+    bad_iv[12] += 0.15  # a 15 vol point fat finger inside a 2 point wide market
+    dirty = SliceQuotes(expiry_ts=clean.expiry_ts, t=clean.t, forward=clean.forward, k=k, iv_mid=bad_iv,
+                        iv_bid=bad_iv - 0.01, iv_ask=bad_iv + 0.01, weight=clean.weight,
+                        rows=np.arange(k.size))
+    surface = fit_surface([dirty])
+    assert surface.fit_report["outliers"] == 1
+    ref = fit_surface([clean])
+    assert ref.fit_report["outliers"] == 0
+    diff = surface.slices[0].params.total_variance(k) - ref.slices[0].params.total_variance(k)
+    assert np.max(np.abs(diff)) < 1e-4  # ~0.01 vol point: the bad quote no longer matters
+
+
+def test_unusable_inputs_raise_a_clear_error_and_nan_quotes_are_skipped():
+    true = SVIParams(a=0.02, b=0.15, rho=-0.4, m=0.05, sigma=0.2)
+    k = np.linspace(-0.8, 0.6, 20)
+    with pytest.raises(SurfaceFitError, match="usable quotes"):
+        fit_surface([synthetic_slice(true, 0.5, k[:3])])
+    s = synthetic_slice(true, 0.5, k)
+    iv = s.iv_mid.copy()
+    iv[[2, 7]] = np.nan
+    holes = SliceQuotes(expiry_ts=s.expiry_ts, t=s.t, forward=s.forward, k=k, iv_mid=iv, iv_bid=iv, iv_ask=iv,
+                        weight=s.weight)
+    fitted = fit_surface([holes])
+    assert fitted.fit_report["slices"][0]["n_quotes"] == 18
+    assert np.allclose(fitted.slices[0].params.total_variance(k), true.total_variance(k), atol=1e-6)
+    with pytest.raises(SurfaceFitError, match="maturity"):
+        fit_surface([s, s])
 
 
 # ---------------------------------------------------------------------------------------------------------------

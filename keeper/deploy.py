@@ -367,6 +367,22 @@ class DeployResult:
         return asdict(self)
 
 
+def clearinghouse_abi(arts: dict[str, Artifact] | None = None) -> list:
+    """The Clearinghouse's full ABI: its own hot-path functions plus the ``ClearinghouseAdmin`` functions its
+    fallback delegates to (events and errors of both, each once)."""
+    arts = arts or load_artifacts(["Clearinghouse", "ClearinghouseAdmin"])
+    seen, out = set(), []
+    for name in ("Clearinghouse", "ClearinghouseAdmin"):
+        for item in arts[name].abi:
+            if item.get("type") in ("constructor", "fallback", "receive") and name != "Clearinghouse":
+                continue
+            key = (item.get("type"), item.get("name"), tuple(i.get("type") for i in item.get("inputs", [])))
+            if key not in seen:
+                seen.add(key)
+                out.append(item)
+    return out
+
+
 def auction_config_tuple(cfg: DeployConfig) -> tuple:
     """The LiquidationAuction ``Config`` struct: linear curve over ``auction_tau`` seconds."""
     return (0, int(cfg.auction_tau), 0, RAY, int(max(cfg.auction_tau * 2, 120)), 0, to_wad(cfg.target_buffer),
@@ -386,7 +402,7 @@ def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfi
         raise DeployError(f"threshold {cfg.threshold} of {cfg.n_keepers} keepers: need 2M > N and M <= N")
     if len(keeper_addresses) != cfg.n_keepers:
         raise DeployError(f"{len(keeper_addresses)} keeper addresses given, config says {cfg.n_keepers}")
-    arts = load_artifacts([token_contract, "Clearinghouse", "LiquidationAuction"])
+    arts = load_artifacts([token_contract, "Clearinghouse", "ClearinghouseAdmin", "LiquidationAuction"])
     owner = Sender(w3, owner_key)
     tokens: dict[str, dict] = {}
 
@@ -403,8 +419,11 @@ def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfi
         tokens[c.symbol] = {"address": t.address, "decimals": c.decimals, "haircut": c.haircut, "cap": c.cap,
                             "spot": c.spot}
     quote_cap = 10**15 * 10**cfg.quote_decimals
-    ch = owner.deploy(arts["Clearinghouse"], owner.address, quote.address, quote_cap, to_wad(cfg.short_margin_fraction))
-    say(f"Clearinghouse at {ch.address}")
+    smf = to_wad(cfg.short_margin_fraction)
+    admin = owner.deploy(arts["ClearinghouseAdmin"], owner.address, quote.address, quote_cap, smf)
+    core = owner.deploy(arts["Clearinghouse"], owner.address, quote.address, quote_cap, smf, admin.address)
+    ch = w3.eth.contract(address=core.address, abi=clearinghouse_abi(arts))
+    say(f"Clearinghouse at {ch.address} (admin code at {admin.address})")
     keepers = sorted((to_checksum_address(k) for k in keeper_addresses), key=lambda a: int(a, 16))
     owner.call(ch.functions.setKeeperSet(keepers, cfg.threshold), "setKeeperSet")
     owner.call(ch.functions.setMaxAttestationAge(cfg.max_attestation_age), "setMaxAttestationAge")
@@ -468,6 +487,8 @@ def write_bot_deployment(res: DeployResult, path: Path | str) -> Path:
         "schema": DEPLOYMENT_SCHEMA, "chain_id": res.chain_id, "block": res.block,
         "clearinghouse": res.clearinghouse, "auction": res.auction, "quote_asset": res.quote_asset,
         "underlyings": {_symbol_of(res, res.underlying): res.underlying}, "collateral": collateral,
+        "abi": {"clearinghouse": clearinghouse_abi(),
+                "auction": load_artifacts(["LiquidationAuction"])["LiquidationAuction"].abi},
     })
     write_chain_deployment(p, dep)
     full = p.with_name(p.stem + ".full.json")

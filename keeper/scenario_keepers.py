@@ -1,0 +1,309 @@
+"""Attestation for the scenario's set-up phase (and its ``--keepers inline`` mode): read the book from chain,
+run the quant engine, build the margin leaves and Merkle tree, collect M keeper signatures and post.
+
+The scenario needs attested prices and margin leaves before anyone can trade (short legs need a fresh spot, every
+risk-adding leg a margin proof), i.e. before the keeper processes have anything to attest. This module does that
+genesis work with the keepers' own keys and the same engine the keepers run (:mod:`keeper.risk` with a Monte
+Carlo tail set seeded from the block hash and a SPAN-like grid); the inputs are archived under their hash
+(:class:`keeper.archive.InputsArchive`) so that ``backstop verify`` can recompute every number. The archive
+document (``kind: "backstop-scenario-inputs/1"``) holds the risk inputs of :func:`keeper.risk.serialize_risk_inputs`
+plus the accounts, their state nonces and quote cash, and the scenario-set parameters.
+
+Digests are the contract's own ``hashTypedData(structHash)``; the struct hashes follow docs/contracts.md.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable, Mapping, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+from eth_abi import encode
+from eth_utils import keccak, to_checksum_address
+
+from keeper.merkle import MarginLeaf, StandardTree, build_tree
+from keeper.pricing import black76_price
+
+log = logging.getLogger("backstop.scenario.keepers")
+
+WAD = 10**18
+SECONDS_PER_YEAR = 365.0 * 24 * 3600
+MARGIN_ROOT_TYPEHASH = keccak(
+    b"MarginRoot(bytes32 root,bytes32 inputsHash,uint64 sequence,uint64 timestamp,uint32 leafCount)")
+PRICES_TYPEHASH = keccak(b"Prices(address[] assets,uint256[] prices,uint64 sequence,uint64 timestamp)")
+INPUTS_KIND = "backstop-scenario-inputs/1"
+
+#: smile: (strike, expiry_years, forward) -> Black-76 vol
+SmileFn = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+
+
+def prices_struct_hash(assets: Sequence[str], prices: Sequence[int], sequence: int, timestamp: int) -> bytes:
+    """EIP-712 struct hash of ``Prices`` (arrays hashed as the packed 32-byte words of their elements)."""
+    a = keccak(b"".join(encode(["address"], [to_checksum_address(x)]) for x in assets))
+    p = keccak(b"".join(int(x).to_bytes(32, "big") for x in prices))
+    return keccak(encode(["bytes32", "bytes32", "bytes32", "uint64", "uint64"],
+                         [PRICES_TYPEHASH, a, p, int(sequence), int(timestamp)]))
+
+
+def margin_root_struct_hash(root: bytes, inputs_hash: bytes, sequence: int, timestamp: int, leaf_count: int) -> bytes:
+    """EIP-712 struct hash of ``MarginRoot``."""
+    return keccak(encode(["bytes32", "bytes32", "bytes32", "uint64", "uint64", "uint32"],
+                         [MARGIN_ROOT_TYPEHASH, root, inputs_hash, int(sequence), int(timestamp), int(leaf_count)]))
+
+
+def sign_digest_sorted(digest: bytes, keys: Sequence[str]) -> bytes:
+    """Concatenated 65-byte ``r || s || v`` signatures of ``digest`` by ``keys``, signers strictly ascending."""
+    from eth_account import Account
+
+    sigs = []
+    for k in keys:
+        acct = Account.from_key(k)
+        signed = acct.unsafe_sign_hash(digest)
+        sigs.append((int(acct.address, 16), signed.signature))
+    return b"".join(s for _, s in sorted(sigs))
+
+
+@dataclass(frozen=True)
+class BookState:
+    """What the chain holds for each account: positions (account x series, contracts), risky collateral
+    (account x asset, whole units), quote cash (base units) and state nonces."""
+
+    accounts: list[str]
+    series_ids: list[int]
+    positions: np.ndarray
+    assets: list[str]
+    collateral: np.ndarray
+    cash: list[int]
+    nonces: list[int]
+
+
+def read_book(ch, accounts: Sequence[str], series_ids: Sequence[int], assets: Sequence[str],
+              decimals: Mapping[str, int]) -> BookState:
+    """Read every account's positions, collateral, cash and state nonce from the clearinghouse."""
+    col = {sid: j for j, sid in enumerate(series_ids)}
+    pos = np.zeros((len(accounts), len(series_ids)))
+    coll = np.zeros((len(accounts), len(assets)))
+    cash, nonces = [], []
+    for i, a in enumerate(accounts):
+        for sid in ch.functions.seriesOf(a).call():
+            if int(sid) in col:
+                pos[i, col[int(sid)]] = int(ch.functions.positionOf(a, int(sid)).call()) / WAD
+        for j, asset in enumerate(assets):
+            coll[i, j] = int(ch.functions.collateralOf(a, asset).call()) / 10 ** decimals[asset]
+        cash.append(int(ch.functions.cashOf(a).call()))
+        nonces.append(int(ch.functions.stateNonce(a).call()))
+    return BookState(list(accounts), list(series_ids), pos, list(assets), coll, cash, nonces)
+
+
+@dataclass(frozen=True)
+class MarketState:
+    """The market the attestation is computed on: spot per asset, the smile, time and block hash (MC seed)."""
+
+    spots: Mapping[str, float]
+    smile: SmileFn
+    now: int
+    block_hash: bytes
+    marks: Mapping[int, float] | None = None  # series id -> mark override (e.g. a hybrid mark); model otherwise
+
+
+@dataclass(frozen=True)
+class Attestation:
+    """One computed margin root: leaves, tree, header fields and the archived inputs document."""
+
+    leaves: list[MarginLeaf]
+    tree: StandardTree
+    inputs_hash: bytes
+    inputs_blob: bytes
+    sequence: int
+    timestamp: int
+    model_prices: dict[int, float]
+    vols: dict[int, float]
+
+    def header(self) -> tuple:
+        return (self.inputs_hash, self.sequence, self.timestamp, len(self.leaves))
+
+    def proof_for(self, account: str) -> tuple:
+        """The ``MarginProof`` struct (header, leaf, branch) of ``account``."""
+        leaf = next(x for x in self.leaves if x.account.lower() == account.lower())
+        return (self.header(), leaf.as_tuple(), self.tree.proof(leaf.hash()))
+
+    def leaf_of(self, account: str) -> MarginLeaf:
+        return next(x for x in self.leaves if x.account.lower() == account.lower())
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Risk-engine settings of the attestation (archived with the inputs)."""
+
+    mc_paths: int = 2000
+    grid_spot_range: float = 0.15
+    grid_vol_range: float = 0.25
+    quote_decimals: int = 6
+
+
+def compute_attestation(book: BookState, series: Mapping[int, dict], market: MarketState,
+                        haircuts: Mapping[str, float], underlying: str, settings: EngineSettings,
+                        sequence: int, timestamp: int) -> Attestation:
+    """Run the quant engine on ``book`` and build the leaves (equity and model value rounded down, margins up).
+
+    Every series is on ``underlying``; risky collateral moves with its own spot (its own underlying index)."""
+    from keeper.risk import (CALL, PUT, CollateralTable, RiskInputs, RiskParams, SeriesTable, compute_account_risk,
+                             serialize_risk_inputs, to_quote_units)
+    from keeper.risk_scenarios import grid_scenarios, monte_carlo_scenarios, seed_from_block_hash
+
+    sids = book.series_ids
+    strike = np.array([series[s]["strike"] for s in sids], float)
+    t = np.array([max(series[s]["expiry"] - market.now, 0) / SECONDS_PER_YEAR for s in sids], float)
+    is_call = np.array([series[s]["is_call"] for s in sids], bool)
+    # underlyings: the option underlying first, then every other risky collateral asset
+    unders = [underlying] + [a for a in book.assets if a.lower() != underlying.lower()]
+    fwd = np.array([market.spots[u] for u in unders], float)
+    f_series = np.full(len(sids), fwd[0])
+    vols = np.asarray(market.smile(strike, np.maximum(t, 1e-9), f_series), float)
+    model = black76_price(f_series, strike, t, vols, is_call)
+    marks = model.copy()
+    if market.marks:
+        for j, s in enumerate(sids):
+            if s in market.marks:
+                marks[j] = float(market.marks[s])
+    und_idx = {u.lower(): i for i, u in enumerate(unders)}
+    inputs = RiskInputs(
+        series=SeriesTable(np.zeros(len(sids), dtype=np.int64), strike, t,
+                           np.where(is_call, CALL, PUT).astype(np.int64), np.ones(len(sids))),
+        positions=sp.csr_matrix(book.positions),
+        collateral=book.collateral,
+        collateral_assets=CollateralTable(np.array([market.spots[a] for a in book.assets], float),
+                                          np.array([haircuts[a] for a in book.assets], float),
+                                          np.array([und_idx[a.lower()] for a in book.assets], dtype=np.int64)),
+        forward=fwd, vols=vols, marks=marks, params=RiskParams())
+    seed = seed_from_block_hash(market.block_hash)
+    tail = monte_carlo_scenarios(seed, settings.mc_paths, len(unders))
+    grid = grid_scenarios(settings.grid_spot_range, settings.grid_vol_range, n_underlyings=len(unders))
+    risk = compute_account_risk(inputs, tail, grid)
+    d = settings.quote_decimals
+    cash = np.array(book.cash, float) / 10**d
+    equity = to_quote_units(risk.equity + cash, d, "floor")
+    mm = to_quote_units(risk.maintenance_margin, d, "ceil")
+    im = to_quote_units(risk.initial_margin, d, "ceil")
+    mv = to_quote_units(np.asarray(sp.csr_matrix(book.positions) @ model).ravel(), d, "floor")
+    leaves = [MarginLeaf(to_checksum_address(a), n, e, m, i_, v)
+              for a, n, e, m, i_, v in zip(book.accounts, book.nonces, equity, mm, im, mv)]
+    doc = {
+        "kind": INPUTS_KIND,
+        "risk_inputs": json.loads(serialize_risk_inputs(inputs)),
+        "accounts": [to_checksum_address(a) for a in book.accounts],
+        "series_ids": [int(s) for s in sids],
+        "assets": [to_checksum_address(a) for a in book.assets],
+        "underlyings": [to_checksum_address(u) for u in unders],
+        "state_nonces": [int(n) for n in book.nonces],
+        "cash": [int(c) for c in book.cash],
+        "model_prices": [float(x) for x in model],
+        "engine": {"mc_seed": int(seed), "mc_paths": settings.mc_paths, "grid_spot_range": settings.grid_spot_range,
+                   "grid_vol_range": settings.grid_vol_range, "quote_decimals": d},
+        "timestamp": int(timestamp),
+    }
+    from keeper.canonical import canonical_json
+
+    blob = canonical_json(doc)
+    return Attestation(leaves, build_tree([x.hash() for x in leaves]), keccak(blob), blob, int(sequence),
+                       int(timestamp), {s: float(p) for s, p in zip(sids, model)},
+                       {s: float(v) for s, v in zip(sids, vols)})
+
+
+def recompute_leaves(blob: bytes) -> list[MarginLeaf]:
+    """Recompute every leaf from an archived inputs document (the verifier's path): same engine, same seeds."""
+    from keeper.risk import compute_account_risk, deserialize_risk_inputs, to_quote_units
+    from keeper.risk_scenarios import grid_scenarios, monte_carlo_scenarios
+    from keeper.canonical import canonical_json
+
+    doc = json.loads(blob)
+    if doc.get("kind") != INPUTS_KIND:
+        raise ValueError(f"unknown inputs document kind {doc.get('kind')!r}")
+    inputs = deserialize_risk_inputs(canonical_json(doc["risk_inputs"]))
+    eng = doc["engine"]
+    n_und = inputs.n_underlyings
+    tail = monte_carlo_scenarios(int(eng["mc_seed"]), int(eng["mc_paths"]), n_und)
+    grid = grid_scenarios(float(eng["grid_spot_range"]), float(eng["grid_vol_range"]), n_underlyings=n_und)
+    risk = compute_account_risk(inputs, tail, grid)
+    d = int(eng["quote_decimals"])
+    cash = np.array(doc["cash"], float) / 10**d
+    from keeper.risk import model_values
+
+    model = model_values(inputs)
+    equity = to_quote_units(risk.equity + cash, d, "floor")
+    mm = to_quote_units(risk.maintenance_margin, d, "ceil")
+    im = to_quote_units(risk.initial_margin, d, "ceil")
+    mv = to_quote_units(np.asarray(inputs.positions @ model).ravel(), d, "floor")
+    return [MarginLeaf(a, int(n), e, m, i_, v)
+            for a, n, e, m, i_, v in zip(doc["accounts"], doc["state_nonces"], equity, mm, im, mv)]
+
+
+class InlineKeepers:
+    """Signs and posts prices and margin batches with the keepers' keys (M of them per attestation)."""
+
+    def __init__(self, w3, ch, keeper_keys: Sequence[str], threshold: int, sender, archive=None):
+        self.w3 = w3
+        self.ch = ch
+        self.keys = list(keeper_keys)
+        self.threshold = threshold
+        self.sender = sender
+        self.archive = archive
+        self.price_sequence = 0
+        self.margin_sequence = 0
+
+    def _signers(self) -> list[str]:
+        return self.keys[: self.threshold]
+
+    def sync_sequences(self) -> None:
+        """Continue after the last sequences on chain."""
+        try:
+            self.margin_sequence = int(self.ch.functions.lastMarginAttestation().call()[0])
+            self.price_sequence = int(self.ch.functions.lastPriceAttestation().call()[0])
+        except Exception:  # noqa: BLE001 - older ABI without these views: keep local counters
+            pass
+
+    def post_prices(self, spots: Mapping[str, float], timestamp: int):
+        """Post ``spots`` (whole quote units per whole asset unit) as WAD prices."""
+        from keeper.deploy import to_wad
+
+        self.price_sequence += 1
+        assets = [to_checksum_address(a) for a in spots]
+        prices = [to_wad(round(spots[a], 6)) for a in spots]
+        sh = prices_struct_hash(assets, prices, self.price_sequence, timestamp)
+        digest = bytes(self.ch.functions.hashTypedData(sh).call())
+        sigs = sign_digest_sorted(digest, self._signers())
+        return self.sender.call(self.ch.functions.postPrices(assets, prices, self.price_sequence, timestamp, sigs),
+                                "postPrices")
+
+    def post_batch(self, att: Attestation):
+        """Post a full batch (every leaf recorded, breaches registered by the contract)."""
+        sh = margin_root_struct_hash(att.tree.root, att.inputs_hash, att.sequence, att.timestamp, len(att.leaves))
+        digest = bytes(self.ch.functions.hashTypedData(sh).call())
+        sigs = sign_digest_sorted(digest, self._signers())
+        ordered = sorted(att.leaves, key=lambda x: x.hash())
+        flags = [True] * (len(ordered) - 1)
+        if self.archive is not None:
+            self.archive.put_bytes(att.inputs_blob)
+        return self.sender.call(self.ch.functions.postMarginBatch(att.header(), [x.as_tuple() for x in ordered], [],
+                                                                  flags, sigs), "postMarginBatch")
+
+    def next_sequence(self) -> int:
+        self.margin_sequence += 1
+        return self.margin_sequence
+
+
+def smile_from(atm_vol: float, skew: float = -0.15, curvature: float = 0.4) -> SmileFn:
+    """The scenario market's smile: ``atm * (1 + skew * k + curvature * k^2)`` in log-moneyness ``k``,
+    floored at 5 % (the same shape the simulated market draws quotes around)."""
+    def f(strike, expiry, forward):
+        k = np.log(np.asarray(strike, float) / np.asarray(forward, float))
+        return np.maximum(atm_vol * (1.0 + skew * k + curvature * k * k), 0.05) + 0.0 * np.asarray(expiry, float)
+    return f
+
+
+def quantize(x: float) -> float:
+    """Spot rounded to cents (what is attested)."""
+    return math.floor(x * 100 + 0.5) / 100

@@ -411,8 +411,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         if (current != a.expectedNonce) revert AccountChanged(account, a.expectedNonce, current);
         int256 d = _deficit(a, _target(a.maintenance, _config.bufferWad));
         if (amount == 0 || int256(amount) < d) revert DepositBelowDeficit(amount, d);
-        quoteAsset.safeTransferFrom(msg.sender, address(this), amount);
-        clearinghouse.depositFor(account, address(quoteAsset), amount);
+        _depositInto(msg.sender, account, amount);
         _finish(account, a, EndReason.CuredByDeposit);
     }
 
@@ -421,8 +420,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     /// @notice Adds `amount` quote units (pulled from the caller) to the insurance fund; repays bad debt first.
     function fundDeposit(uint256 amount) external nonReentrant {
         if (amount == 0) revert ZeroAmount();
-        quoteAsset.safeTransferFrom(msg.sender, address(this), amount);
-        clearinghouse.depositFor(address(this), address(quoteAsset), amount);
+        _depositInto(msg.sender, address(this), amount);
         _fundReceive(0, msg.sender, amount);
     }
 
@@ -584,13 +582,20 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
             revert BidderMarginUnknown(bidder);
         }
         if (deposit > 0) {
-            quoteAsset.safeTransferFrom(bidder, address(this), deposit);
-            clearinghouse.depositFor(bidder, address(quoteAsset), deposit);
+            _depositInto(bidder, bidder, deposit);
             headroom += int256(deposit);
         }
         uint256 risk = uint256(int256(uint256(m.initial)) - int256(m.equity)); // IM >= MM > E
         int256 required = amount + int256(Math.mulDiv(fractionWad, risk, WAD, Math.Rounding.Ceil));
         if (headroom < required) revert BidderUndermargined(bidder, headroom, required);
+    }
+
+    /// @dev Pulls `amount` quote tokens from `payer`, deposits them into the module's clearinghouse account and, unless
+    /// `to` is the module, moves them to `to` as quote cash (the core's `deposit` credits the caller only).
+    function _depositInto(address payer, address to, uint256 amount) internal {
+        quoteAsset.safeTransferFrom(payer, address(this), amount);
+        clearinghouse.deposit(address(quoteAsset), amount);
+        if (to != address(this)) clearinghouse.transferCash(address(this), to, amount);
     }
 
     /// @dev Pays out escrow (to the account), the starter's reward and the fund's share of the penalty; clears the

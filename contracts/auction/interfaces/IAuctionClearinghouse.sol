@@ -28,8 +28,8 @@ interface IAuctionClearinghouse {
     /// @notice Deletes the breach record of `account`.
     function clearBreach(address account) external;
 
-    /// @notice Deposits `amount` of `asset` for `account`, paid by the caller.
-    function depositFor(address account, address asset, uint256 amount) external;
+    /// @notice Deposits `amount` of `asset` for the caller, paid by the caller.
+    function deposit(address asset, uint256 amount) external;
 
     /// @notice The breach record of `account` (all zero if none).
     function breachOf(address account) external view returns (BreachRecord memory);

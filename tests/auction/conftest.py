@@ -1,0 +1,200 @@
+"""Fixtures for the auction tests: a real Clearinghouse (core) with keepers signing real EIP-712 attestations.
+
+Signatures are produced here with eth-account's ``encode_typed_data`` from the type strings of docs/contracts.md
+(independent of the contracts' own hashing). TODO: switch to keeper/eip712.py and tests/contracts/conftest.py once
+the core helper commits them (they were not in the repository when these tests were written).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from brownie import Contract, chain
+from eth_abi import encode
+from eth_account import Account
+from eth_account.messages import encode_typed_data
+from eth_utils import keccak
+
+from keeper.auction_math import RAY, WAD
+
+USDC = 10**6
+KEEPER_KEYS = [keccak(f"backstop-auction-test-keeper-{i}".encode()) for i in range(3)]
+THRESHOLD = 2
+# linear 1 h curve, reset below 20% or after 1 h; target MM x 1.1; penalty 5%; reward 1 USDC + 1% of MM
+DEFAULT_CONFIG = dict(kind=0, tau=3600, step=0, cut=RAY, tail=3600, cusp=2 * 10**17, buffer=10**17,
+                      penalty=5 * 10**16, chip=10**16, tip=1 * USDC, max_age=300)
+
+
+def config_tuple(**overrides) -> tuple:
+    c = {**DEFAULT_CONFIG, **overrides}
+    return (c["kind"], c["tau"], c["step"], c["cut"], c["tail"], c["cusp"], c["buffer"], c["penalty"], c["chip"],
+            c["tip"], c["max_age"])
+
+
+def _leaf_hash(leaf: tuple) -> bytes:
+    enc = encode(["address", "uint32", "int256", "uint256", "uint256", "int256"], list(leaf))
+    return keccak(keccak(enc))
+
+
+def _hash_pair(a: bytes, b: bytes) -> bytes:
+    return keccak(min(a, b) + max(a, b))
+
+
+def _domain(ch) -> dict:
+    return {"name": "Backstop", "version": "1", "chainId": chain.id, "verifyingContract": ch.address}
+
+
+_DOMAIN_TYPE = [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
+                {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}]
+
+
+def _sign(ch, primary: str, fields: list, message: dict, keys: list[bytes]) -> bytes:
+    data = {"types": {"EIP712Domain": _DOMAIN_TYPE, primary: fields}, "primaryType": primary,
+            "domain": _domain(ch), "message": message}
+    signable = encode_typed_data(full_message=data)
+    signed = sorted(((Account.from_key(k).address.lower(), Account.sign_message(signable, k)) for k in keys),
+                    key=lambda t: int(t[0], 16))
+    return b"".join(s.signature for _, s in signed)
+
+
+@dataclass
+class Core:
+    ch: object  # Clearinghouse (hot ABI)
+    chx: object  # Clearinghouse address with the ClearinghouseAdmin ABI
+    auction: object
+    quote: object
+    weth: object
+    wbtc: object
+    owner: object
+    maker: object
+    series: list = field(default_factory=list)
+    seq: int = 0
+    price_seq: int = 0
+    quote_nonce: int = 0
+
+    # ---- attestations
+    def now(self) -> int:
+        return chain.time()
+
+    def post_prices(self, prices: dict) -> None:
+        self.price_seq += 1
+        assets = [a.address for a in prices]
+        values = list(prices.values())
+        ts = self.now()
+        msg = {"assets": assets, "prices": values, "sequence": self.price_seq, "timestamp": ts}
+        fields = [{"name": "assets", "type": "address[]"}, {"name": "prices", "type": "uint256[]"},
+                  {"name": "sequence", "type": "uint64"}, {"name": "timestamp", "type": "uint64"}]
+        sigs = _sign(self.ch, "Prices", fields, msg, KEEPER_KEYS[:THRESHOLD])
+        self.ch.postPrices(assets, values, self.price_seq, ts, sigs, {"from": self.owner})
+
+    def attest(self, rows: list, signers: int = THRESHOLD, inputs: bytes = b"\x11" * 32) -> dict:
+        """Post a batch of leaves (account, equity, mm, im[, modelValue]) for the accounts' CURRENT nonces.
+
+        Returns {account: MarginProof tuple} usable in trades. Leaves are recorded (breaches registered)."""
+        leaves = []
+        for r in rows:
+            account, equity, mm, im = r[:4]
+            mv = r[4] if len(r) > 4 else equity
+            nonce = r[5] if len(r) > 5 else int(self.ch.stateNonce(account))
+            leaves.append((str(account), nonce, int(equity), int(mm), int(im), int(mv)))
+        hashed = sorted(((_leaf_hash(l), l) for l in leaves), key=lambda t: t[0])
+        leaves = [l for _, l in hashed]
+        hashes = [h for h, _ in hashed]
+        assert len(hashes) <= 2, "test tree supports one or two leaves"
+        root = hashes[0] if len(hashes) == 1 else _hash_pair(hashes[0], hashes[1])
+        self.seq += 1
+        ts = self.now()
+        header = (b"\x11" * 32 if inputs is None else inputs, self.seq, ts, len(leaves))
+        msg = {"root": root, "inputsHash": header[0], "sequence": self.seq, "timestamp": ts,
+               "leafCount": len(leaves)}
+        fields = [{"name": "root", "type": "bytes32"}, {"name": "inputsHash", "type": "bytes32"},
+                  {"name": "sequence", "type": "uint64"}, {"name": "timestamp", "type": "uint64"},
+                  {"name": "leafCount", "type": "uint32"}]
+        sigs = _sign(self.ch, "MarginRoot", fields, msg, KEEPER_KEYS[:signers])
+        flags = [True] * (len(leaves) - 1)
+        self.ch.postMarginBatch(header, leaves, [], flags, sigs, {"from": self.owner})
+        proofs = {}
+        for i, l in enumerate(leaves):
+            other = [hashes[1 - i]] if len(hashes) == 2 else []
+            proofs[l[0]] = (header, l, other)
+        return proofs
+
+    # ---- trading
+    def trade(self, taker, series_id: int, taker_size: int, price_wad: int) -> None:
+        """Taker trades `taker_size` contracts of a series with the market maker at `price_wad` per contract."""
+        self.quote_nonce += 1
+        deadline = self.now() + 3600
+        q = (self.maker.address, series_id, -taker_size, price_wad, self.quote_nonce, deadline)
+        msg = {"maker": q[0], "seriesId": q[1], "size": q[2], "price": q[3], "nonce": q[4], "deadline": q[5]}
+        fields = [{"name": "maker", "type": "address"}, {"name": "seriesId", "type": "uint256"},
+                  {"name": "size", "type": "int256"}, {"name": "price", "type": "uint256"},
+                  {"name": "nonce", "type": "uint256"}, {"name": "deadline", "type": "uint64"}]
+        sig = _sign(self.ch, "Quote", fields, msg, [self.maker.private_key])
+        big = 10**15
+        proofs = self.attest([(taker, big, 0, 0), (self.maker, big, 0, 0)])
+        self.ch.trade(q, sig, proofs[self.maker.address], proofs[str(taker)], {"from": taker})
+
+    def fund(self, account, usdc: int = 0, weth: int = 0, wbtc: int = 0) -> None:
+        for token, amount in ((self.quote, usdc), (self.weth, weth), (self.wbtc, wbtc)):
+            if amount:
+                token.mint(account, amount, {"from": account})
+                token.approve(self.ch, amount, {"from": account})
+                self.ch.deposit(token, amount, {"from": account})
+
+    def build_book(self, account, n_series: int = 5) -> None:
+        """Gives `account` collateral in WETH and WBTC, quote cash and `n_series` option positions (long and short)."""
+        self.fund(account, usdc=50_000 * USDC, weth=10 * 10**18, wbtc=1 * 10**8)
+        for i, sid in enumerate(self.series[:n_series]):
+            size = (i + 1) * 10**18 if i % 2 == 0 else -(i + 1) * 10**18
+            self.trade(account, sid, size, 100 * 10**18)
+
+    # ---- auction helpers
+    def breach(self, account, equity: int, mm: int, im: int | None = None, signers: int = THRESHOLD, nonce=None):
+        im = im if im is not None else mm * 3 // 2
+        row = (account, equity, mm, im, equity) if nonce is None else (account, equity, mm, im, equity, nonce)
+        return self.attest([row], signers=signers)
+
+    def module_cash_liabilities(self, running_accounts) -> int:
+        total = int(self.auction.fundLiabilities())
+        for acct in running_accounts:
+            a = self.auction.auctionOf(acct)
+            total += int(a["escrow"]) + int(a["penaltyTotal"])
+        return total
+
+
+def deploy_core(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, LiquidationAuction, config=None,
+                quote_token=None) -> Core:
+    owner = accounts[0]
+    maker = accounts.add(keccak(b"backstop-auction-test-maker"))  # a local key: makers sign quotes
+    owner.transfer(maker, "10 ether")
+    quote = quote_token or AuctionTestToken.deploy("Test USD", "tUSD", 6, {"from": owner})
+    weth = AuctionTestToken.deploy("Wrapped Ether", "WETH", 18, {"from": owner})
+    wbtc = AuctionTestToken.deploy("Wrapped Bitcoin", "WBTC", 8, {"from": owner})
+    cap = 2**127
+    admin = ClearinghouseAdmin.deploy(owner, quote, cap, 10**17, {"from": owner})
+    ch = Clearinghouse.deploy(owner, quote, cap, 10**17, admin, {"from": owner})
+    chx = Contract.from_abi("ClearinghouseX", ch.address, ClearinghouseAdmin.abi)
+    keepers = [Account.from_key(k).address for k in KEEPER_KEYS]
+    chx.setKeeperSet(keepers, THRESHOLD, {"from": owner})
+    chx.listCollateral(weth, 2 * 10**17, cap, {"from": owner})
+    chx.listCollateral(wbtc, 2 * 10**17, cap, {"from": owner})
+    auction = LiquidationAuction.deploy(ch, owner, config or config_tuple(), {"from": owner})
+    chx.setLiquidationModule(auction, {"from": owner})
+    core = Core(ch, chx, auction, quote, weth, wbtc, owner, maker)
+    core.post_prices({weth: 3000 * 10**18, wbtc: 60_000 * 10**18})
+    expiry = chain.time() + 30 * 86400
+    for k in range(5):
+        tx = chx.createSeries(weth, (2500 + 250 * k) * 10**18, expiry, k % 2 == 0, {"from": owner})
+        core.series.append(int(tx.events["SeriesCreated"]["seriesId"]))
+    core.fund(maker, usdc=10_000_000 * USDC)
+    return core
+
+
+@pytest.fixture(scope="module")
+def core(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, LiquidationAuction):
+    return deploy_core(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, LiquidationAuction)
+
+
+@pytest.fixture(autouse=True)
+def isolate(fn_isolation):
+    pass

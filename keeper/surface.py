@@ -432,13 +432,16 @@ def _outliers(params: SVIParams, sq: SliceQuotes, config: SurfaceConfig) -> np.n
 # ----------------------------------------------------------------------------------------------------------------
 
 def check_grid(params: Iterable[SVIParams], config: SurfaceConfig = SurfaceConfig(),
-               extra: np.ndarray | None = None) -> np.ndarray:
+               extra: np.ndarray | None = None, coarse: bool = False) -> np.ndarray:
     """The k-grid the arbitrage checks use: a uniform grid on [-H, H] plus a dense grid around each slice's m
-    (and the ``extra`` points), all clipped to [-H, H], H = ``config.k_grid_half_width``."""
+    (and the ``extra`` points), all clipped to [-H, H], H = ``config.k_grid_half_width``. ``coarse`` gives the
+    fifth as many points (the constraint grid of the SLSQP repair, whose result is then checked on the fine one)."""
     h = config.k_grid_half_width
-    parts = [np.linspace(-h, h, config.k_grid_points)]
+    n_uniform = config.k_grid_points // 5 + 1 if coarse else config.k_grid_points
+    n_dense = 25 if coarse else 97
+    parts = [np.linspace(-h, h, n_uniform)]
     for p in params:
-        parts.append(p.m + p.sigma * np.linspace(-6.0, 6.0, 97))
+        parts.append(p.m + p.sigma * np.linspace(-6.0, 6.0, n_dense))
     if extra is not None:
         parts.append(np.asarray(extra, dtype=np.float64))
     return np.unique(np.clip(np.concatenate(parts), -h, h))
@@ -458,7 +461,7 @@ def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config:
     """Refit a slice by SLSQP over raw SVI under g(k) >= 0 on the grid, Lee's bound and, when ``longer`` is
     given, ``w(k) <= w_longer(k)`` on the grid with wing slopes no steeper than the longer slice's."""
     prob = _slice_problem(sq, config)
-    grid = check_grid([start] + ([longer] if longer else []), config, extra=sq.k)
+    grid = check_grid([start] + ([longer] if longer else []), config, extra=sq.k, coarse=True)
     w_cap = longer.total_variance(grid) if longer else None
     lee = 2.0 * prob.lee
     scale = 1.0 / max(float(prob.omega2 @ (prob.w ** 2)), 1e-300)

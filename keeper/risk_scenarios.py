@@ -256,3 +256,23 @@ def historical_scenarios(log_returns: np.ndarray, filtered: bool = False, lam: f
     moves = moves * np.sqrt(horizon_days)
     return ScenarioSet("fhs" if filtered else "historical", moves, np.zeros_like(moves), np.ones(moves.shape[0]),
                        horizon_days / DAYS_PER_YEAR)
+
+
+def aligned_log_returns(dates: list[np.ndarray], closes: list[np.ndarray]) -> np.ndarray:
+    """Daily log returns of several underlyings on their common dates: (n_common - 1, n_underlyings).
+
+    ``dates[u]`` and ``closes[u]`` are one underlying's strictly increasing dates (any comparable type, e.g. ISO
+    strings) and closes. A date missing from one series is dropped from all, so a return may span a gap.
+    """
+    if len(dates) != len(closes) or not dates:
+        raise ValueError("aligned returns: need one dates array per closes array")
+    common = dates[0]
+    for d in dates[1:]:
+        common = np.intersect1d(common, d)
+    columns = []
+    for d, c in zip(dates, closes):
+        d, c = np.asarray(d), np.asarray(c, dtype=np.float64)
+        if d.shape != c.shape or np.any(d[1:] <= d[:-1]):
+            raise ValueError("aligned returns: dates must be strictly increasing and match closes")
+        columns.append(c[np.searchsorted(d, common)])
+    return log_returns_from_closes(np.column_stack(columns))

@@ -440,3 +440,33 @@ def test_attested_units_floor_equity_and_ceil_margins():
         mm = Fraction(float(risk.maintenance_margin[a])) * 10 ** 6
         assert units["equity"][a] <= eq < units["equity"][a] + 1
         assert units["maintenance_margin"][a] - 1 < mm <= units["maintenance_margin"][a]
+
+
+def test_two_underlying_fhs_on_real_closes_matches_direct_revaluation(shared_data):
+    """BTC and ETH collateral plus a short ETH put under FHS of the aligned real closes: the engine's VaR/ES equal
+    np.quantile / a sorted tail of P&Ls computed directly per scenario."""
+    from keeper.risk_scenarios import aligned_log_returns
+
+    cols = {}
+    for name in ("BTCUSD", "ETHUSD"):
+        with open(shared_data / "price_paths" / f"{name}_daily.csv", newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        cols[name] = (np.array([r["timestamp_utc"] for r in rows]), np.array([float(r["close"]) for r in rows]))
+    r = aligned_log_returns([cols["BTCUSD"][0], cols["ETHUSD"][0]], [cols["BTCUSD"][1], cols["ETHUSD"][1]])
+    assert r.shape == (2477, 2)
+    np.testing.assert_array_equal(r[:, 1], np.diff(np.log(cols["ETHUSD"][1])))
+    scen = historical_scenarios(r, filtered=True)
+    f_btc, f_eth = cols["BTCUSD"][1][-1], cols["ETHUSD"][1][-1]
+    series = SeriesTable(np.array([1]), [0.9 * f_eth], [30 / 365], np.array([PUT]), [1.0])
+    coll = CollateralTable([1.0, f_btc, f_eth], [0.0, 0.1, 0.2], np.array([NO_UNDERLYING, 0, 1]))
+    inputs = RiskInputs(series, sp.csr_matrix(np.array([[-5.0]])), np.array([[1000.0, 0.5, 3.0]]), coll,
+                        [f_btc, f_eth], [0.7], [0.0])
+    risk = compute_account_risk(inputs, scen, grid_scenarios([0.15, 0.2]))
+    v0 = vollib_black("p", f_eth, 0.9 * f_eth, 30 / 365, 0.0, 0.7)
+    pnl = np.array([0.5 * 0.9 * f_btc * math.expm1(a) + 3.0 * 0.8 * f_eth * math.expm1(b)
+                    - 5.0 * (vollib_black("p", f_eth * math.exp(b), 0.9 * f_eth, 29 / 365, 0.0, 0.7) - v0)
+                    for a, b in scen.log_spot])
+    losses = -pnl
+    assert risk.var[0] == pytest.approx(np.quantile(losses, 0.99, method="inverted_cdf"), rel=1e-9)
+    m = losses.size - math.floor(0.975 * losses.size)
+    assert risk.es[0] == pytest.approx(np.sort(losses)[-m:].mean(), rel=1e-9)

@@ -213,3 +213,364 @@ def gas_cost_quote(gas_units: int, gas_price_wei: int, native_spot: float, quote
     """Cost of a transaction in quote base units: ``gas * price`` wei at ``native_spot`` quote per ether,
     rounded up."""
     return math.ceil(gas_units * gas_price_wei / 1e18 * native_spot * 10**quote_decimals)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# The bot
+# ------------------------------------------------------------------------------------------------------------
+import json  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+#: bid reverts that mean another bidder (or the account's own owner) got there first: a lost race, not a fault
+LOST_RACE_ERRORS = frozenset({"NoAuction", "NothingToSell", "AccountChanged", "PriceAboveLimit", "AuctionNeedsReset",
+                              "AuctionRunning", "NoBreach", "StaleBreach", "MustBuyWhole"})
+
+
+def error_selectors(abi: list) -> dict[str, str]:
+    """4-byte selector (0x hex) -> custom error name, from an ABI."""
+    from eth_utils import function_signature_to_4byte_selector
+
+    out = {}
+    for item in abi:
+        if item.get("type") == "error":
+            sig = f"{item['name']}({','.join(_abi_type(i) for i in item.get('inputs', []))})"
+            out["0x" + function_signature_to_4byte_selector(sig).hex()] = item["name"]
+    return out
+
+
+def _abi_type(i: dict) -> str:
+    if i["type"].startswith("tuple"):
+        return "(" + ",".join(_abi_type(c) for c in i["components"]) + ")" + i["type"][5:]
+    return i["type"]
+
+
+def revert_name(exc: BaseException, selectors: Mapping[str, str]) -> str:
+    """Name of the custom error inside a web3 revert exception ("" when unknown)."""
+    text = " ".join(str(a) for a in getattr(exc, "args", ())) + " " + str(getattr(exc, "data", "") or "")
+    low = text.lower()
+    for sel, name in selectors.items():
+        if sel.lower() in low:
+            return name
+    for name in set(selectors.values()):
+        if name in text:
+            return name
+    return ""
+
+
+@dataclass
+class LiquidatorSettings:
+    """Run-time settings of one liquidator (see docs/liquidator.md)."""
+
+    rpc_url: str
+    deployment_file: str
+    key: str
+    strategy: str = "edge"
+    edge: float = 0.02
+    aversion: float = 0.25
+    own_haircut: float = 0.10
+    vol: float = 0.8
+    market_file: str | None = None
+    poll_s: float = 0.5
+    min_fraction: float = 0.01
+    margin_safety: float = 0.8
+    gas_per_bid: int = 700_000
+    gas_price_gwei: float = 1.0
+    start_auctions: bool = True
+    deadline_s: int = 120
+    name: str = "liquidator"
+    events_file: str | None = None
+    metrics_port: int = 0
+    strategy_timeout_s: float = 2.0
+
+
+class LiquidatorBot:
+    """Watches breaches and auctions, values lots with its own engine and bids through its strategy.
+
+    ``step()`` does one pass (new events, then every running auction); ``run()`` loops until stopped. Every
+    decision and outcome is appended as a JSON line to ``events_file`` (the scenario's live view reads it)."""
+
+    def __init__(self, settings: LiquidatorSettings, strategy=None):
+        from keeper.deploy import Sender, web3_for
+        from keeper.strategies import load_strategy
+
+        self.s = settings
+        self.w3 = web3_for(settings.rpc_url)
+        dep = json.loads(Path(settings.deployment_file).read_text())
+        full_path = Path(settings.deployment_file).with_name(Path(settings.deployment_file).stem + ".full.json")
+        self.full = json.loads(full_path.read_text()) if full_path.is_file() else {}
+        if int(self.w3.eth.chain_id) != int(dep["chain_id"]):
+            raise ValueError(f"chain id {self.w3.eth.chain_id} at {settings.rpc_url} != deployment's {dep['chain_id']}")
+        if not dep.get("auction"):
+            raise ValueError("deployment file names no auction contract")
+        self.ch = self.w3.eth.contract(address=dep["clearinghouse"], abi=dep["abi"]["clearinghouse"])
+        self.auction = self.w3.eth.contract(address=dep["auction"], abi=dep["abi"]["auction"])
+        self.quote_asset = dep["quote_asset"]
+        self.decimals = int(self.full.get("quote_decimals", 6))
+        self.sender = Sender(self.w3, settings.key)
+        self.address = self.sender.address
+        self.strategy = strategy or load_strategy(settings.strategy, settings.edge, settings.strategy_timeout_s)
+        self.selectors = {**error_selectors(dep["abi"]["auction"]), **error_selectors(dep["abi"]["clearinghouse"])}
+        self.from_block = int(dep["block"])
+        self.running: dict[str, int] = {}  # account -> auction id
+        self.series: dict[int, SeriesSpec] = {}
+        self.token_decimals: dict[str, int] = {t["address"].lower(): int(t["decimals"])
+                                               for t in self.full.get("tokens", {}).values()}
+        self.stats = {"auctions_seen": 0, "bids_sent": 0, "bids_filled": 0, "lost_races": 0, "no_bid": 0,
+                      "errors": 0, "starts": 0}
+        self._stop = False
+        self._metrics = None
+        if settings.metrics_port:
+            self._start_metrics(settings.metrics_port)
+
+    # -------------------------------------------------------------- plumbing
+    def _start_metrics(self, port: int) -> None:
+        from prometheus_client import Counter, start_http_server
+
+        self._metrics = {k: Counter(f"backstop_liquidator_{k}", f"liquidator {k}") for k in self.stats}
+        start_http_server(port, addr="127.0.0.1")
+
+    def _count(self, key: str) -> None:
+        self.stats[key] += 1
+        if self._metrics:
+            self._metrics[key].inc()
+
+    def emit(self, event: str, **fields) -> None:
+        """Log one event (and append it to the events file)."""
+        rec = {"t": time.time(), "bot": self.s.name, "event": event, **fields}
+        log.info("%s %s", event, json.dumps(fields, default=str))
+        if self.s.events_file:
+            with open(self.s.events_file, "a") as fh:
+                fh.write(json.dumps(rec, default=str) + "\n")
+
+    def stop(self) -> None:
+        self._stop = True
+
+    def close(self) -> None:
+        close = getattr(self.strategy, "close", None)
+        if close:
+            close()
+
+    # -------------------------------------------------------------- market view
+    def market(self) -> MarketView:
+        """Spots from the clearinghouse's attested prices (the market file's spot when given), vol from the
+        market file's ATM vol and smile (the liquidator's own smile parameters), else the configured flat vol."""
+        spots: dict[str, float] = {}
+        for t in self.full.get("tokens", {}).values():
+            addr = t["address"]
+            if addr.lower() == self.quote_asset.lower():
+                continue
+            try:
+                p, _ts = self.ch.functions.spotPrice(addr).call()
+                if int(p) > 0:
+                    spots[addr] = int(p) / WAD
+            except Exception:  # noqa: BLE001 - an unpriced asset is simply absent
+                pass
+        vol_fn = flat_vol(self.s.vol)
+        if self.s.market_file and Path(self.s.market_file).is_file():
+            try:
+                m = json.loads(Path(self.s.market_file).read_text())
+                atm = float(m["atm_vol"])
+                skew, curv = float(m.get("skew", -0.15)), float(m.get("curvature", 0.4))
+
+                def vol_fn(strike, expiry, forward, atm=atm, skew=skew, curv=curv):
+                    k = np.log(np.asarray(strike, float) / np.asarray(forward, float))
+                    return np.maximum(atm * (1 + skew * k + curv * k * k), 0.05) + 0 * np.asarray(expiry, float)
+            except (OSError, ValueError, KeyError) as e:
+                self.emit("market_file_unreadable", error=str(e))
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        return MarketView(spots, vol_fn, now, self.quote_asset)
+
+    def _series(self, sid: int) -> SeriesSpec:
+        if sid not in self.series:
+            s = self.ch.functions.series(sid).call()
+            # Series(address underlying, uint64 expiry, bool isCall, uint128 strike)
+            self.series[sid] = SeriesSpec.from_chain(sid, s[0], int(s[3]), int(s[1]), bool(s[2]))
+        return self.series[sid]
+
+    def holdings(self, account: str) -> Portfolio:
+        """The account's current portfolio as held in the clearinghouse."""
+        positions = {}
+        for sid in self.ch.functions.seriesOf(account).call():
+            size = int(self.ch.functions.positionOf(account, int(sid)).call())
+            if size:
+                self._series(int(sid))
+                positions[int(sid)] = size / WAD
+        collateral = {}
+        for asset in self.ch.functions.collateralAssetsOf(account).call():
+            if asset.lower() == self.quote_asset.lower():
+                continue
+            amt = int(self.ch.functions.collateralOf(account, asset).call())
+            if amt:
+                collateral[asset] = amt / 10 ** self.token_decimals.get(asset.lower(), 18)
+        return Portfolio(positions, collateral, int(self.ch.functions.cashOf(account).call()))
+
+    def free_margin(self) -> int:
+        """Own headroom as the auction computes it: fresh margin record (equity - maintenance), or, without
+        option positions, the haircut collateral value; scaled by ``margin_safety``."""
+        eq, mm, _n, at = self.ch.functions.marginRecord(self.address).call()
+        cfg = self.auction.functions.config().call()
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        max_age = int(cfg[10])
+        if int(at) != 0 and now <= int(at) + max_age:
+            head = int(eq) - int(mm)
+        elif not self.ch.functions.seriesOf(self.address).call():
+            head = int(self.ch.functions.collateralValue(self.address).call())
+        else:
+            return 0
+        return int(max(head, 0) * self.s.margin_safety)
+
+    # -------------------------------------------------------------- events
+    def poll_events(self) -> None:
+        head = int(self.w3.eth.block_number)
+        if head < self.from_block:
+            return
+        for e in self.auction.events.AuctionStarted().get_logs(from_block=self.from_block, to_block=head):
+            a = e["args"]["account"]
+            self.running[a] = int(e["args"]["id"])
+            self._count("auctions_seen")
+            self.emit("auction_seen", auction=int(e["args"]["id"]), account=a, start_price=int(e["args"]["startPrice"]))
+        for e in self.auction.events.AuctionEnded().get_logs(from_block=self.from_block, to_block=head):
+            self.running.pop(e["args"]["account"], None)
+        breached = [e["args"]["account"] for e in
+                    self.ch.events.AccountBreached().get_logs(from_block=self.from_block, to_block=head)]
+        self.from_block = head + 1
+        if self.s.start_auctions:
+            for acct in dict.fromkeys(breached):
+                self.try_start(acct)
+
+    def try_start(self, account: str) -> None:
+        """Start an auction for a breached account (the starter earns tip + chip out of the penalty)."""
+        if account in self.running or account == self.address:
+            return
+        fn = self.auction.functions.start(account)
+        try:
+            fn.estimate_gas({"from": self.address})
+        except Exception as e:  # noqa: BLE001
+            name = revert_name(e, self.selectors)
+            self.emit("start_skipped", account=account, reason=name or str(e)[:120])
+            return
+        try:
+            self.sender.call(fn, "start")
+            self._count("starts")
+            self.emit("auction_started", account=account)
+        except Exception as e:  # noqa: BLE001 - another bot started it in the same block
+            self.emit("start_lost_race", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
+
+    # -------------------------------------------------------------- auctions
+    def evaluate(self, account: str):
+        """(quote, decision, context) for one running auction, or None when it needs a reset or is gone."""
+        from keeper.strategies import BidDecision
+
+        try:
+            price, allowed, _factor, needs_reset = self.auction.functions.quote(account).call()
+        except Exception as e:  # noqa: BLE001 - ended meanwhile
+            self.running.pop(account, None)
+            self.emit("auction_gone", account=account, reason=revert_name(e, self.selectors) or str(e)[:80])
+            return None
+        if needs_reset:
+            return None
+        a = self.auction.functions.auctionOf(account).call()
+        # Auction(starter, startedAt, expectedNonce, equity, maintenance, soldWad, initial, rewardPromised, id, ...)
+        equity, sold, initial, auction_id = int(a[3]), int(a[5]), int(a[6]), int(a[8])
+        remaining = (WAD - sold) / WAD
+        if remaining <= 0:
+            return None
+        held = self.holdings(account)
+        original = held.scaled(1.0 / remaining)  # price and fractions refer to the original portfolio
+        mkt = self.market()
+        app = RiskAppetite(aversion=self.s.aversion, default_haircut=self.s.own_haircut)
+        val = value_portfolio(original, self.series, mkt, app, self.decimals)
+        native = mkt.spots.get(self.full.get("underlying", ""), 2000.0)
+        gas = gas_cost_quote(self.s.gas_per_bid, int(self.s.gas_price_gwei * 1e9), native, self.decimals)
+        quote = make_quote(auction_id=auction_id, account=account, now=mkt.now, auction_price=int(price),
+                           valuation=val, gas_cost=gas, free_margin=self.free_margin(),
+                           max_fraction=int(allowed) / WAD, min_fraction=self.s.min_fraction)
+        # the contract's own margin rule for the bidder: amount + fraction * (IM - E) of headroom
+        quote = LotQuote(**{**quote.to_json(), "margin_per_lot": max(int(price), 0) + max(initial - equity, 0)})
+        if equity < 0 and quote.max_fraction < remaining - 1e-12:
+            return quote, BidDecision(False, reason="insolvent auction must be bought whole"), val
+        decision = self.strategy.decide(quote)
+        if equity < 0 and decision.bid:
+            decision = BidDecision(True, remaining, decision.max_price, decision.reason + " (whole: insolvent)")
+        return quote, decision, val
+
+    def bid(self, account: str, quote: LotQuote, decision) -> str:
+        """Send the bid with its price limit; returns ``filled``, ``lost_race`` or ``error``."""
+        frac_wad = min(int(decision.fraction * WAD), WAD)
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        fn = self.auction.functions.bid(account, frac_wad, int(decision.max_price), now + self.s.deadline_s, 0)
+        self._count("bids_sent")
+        try:
+            gas = int(fn.estimate_gas({"from": self.address}) * 1.3) + 50_000
+        except Exception as e:  # noqa: BLE001
+            name = revert_name(e, self.selectors)
+            if name in LOST_RACE_ERRORS:
+                self._count("lost_races")
+                self.emit("lost_race", auction=quote.auction_id, account=account, stage="preflight", reason=name,
+                          price=quote.auction_price, limit=int(decision.max_price))
+                return "lost_race"
+            self._count("errors")
+            self.emit("bid_error", auction=quote.auction_id, account=account, reason=name or str(e)[:160])
+            return "error"
+        try:
+            tx = fn.build_transaction({"from": self.address, "gas": gas,
+                                       "gasPrice": max(int(self.w3.eth.gas_price), 1)})
+            h = self.sender.send(tx, wait=False, what="bid")
+            rcpt = self.w3.eth.wait_for_transaction_receipt(h, timeout=60, poll_latency=0.05)
+        except Exception as e:  # noqa: BLE001
+            self.sender.reset_nonce()
+            self._count("errors")
+            self.emit("bid_error", auction=quote.auction_id, account=account, reason=str(e)[:160])
+            return "error"
+        if int(rcpt["status"]) != 1:
+            # mined but reverted: somebody filled first between our check and our inclusion
+            self._count("lost_races")
+            self.emit("lost_race", auction=quote.auction_id, account=account, stage="mined", tx=h.hex(),
+                      price=quote.auction_price, limit=int(decision.max_price))
+            return "lost_race"
+        filled = self.auction.events.Bid().process_receipt(rcpt)
+        got = filled[0]["args"] if filled else {}
+        self._count("bids_filled")
+        self.emit("bid_filled", auction=quote.auction_id, account=account, tx=h.hex(),
+                  price=int(got.get("price", quote.auction_price)), fraction=int(got.get("fractionWad", frac_wad)) / WAD,
+                  amount=int(got.get("amount", 0)), valuation=quote.valuation, limit=int(decision.max_price))
+        return "filled"
+
+    def step(self) -> None:
+        """One pass: new events, then a decision on every running auction."""
+        self.poll_events()
+        for account in list(self.running):
+            try:
+                got = self.evaluate(account)
+            except Exception as e:  # noqa: BLE001 - bad data for one auction must not stop the bot
+                self._count("errors")
+                self.emit("valuation_error", account=account, error=f"{type(e).__name__}: {e}"[:200])
+                continue
+            if got is None:
+                continue
+            quote, decision, _val = got
+            if not decision.bid:
+                self._count("no_bid")
+                continue
+            self.emit("bidding", auction=quote.auction_id, account=account, price=quote.auction_price,
+                      valuation=quote.valuation, risk_charge=quote.risk_charge, fraction=decision.fraction,
+                      limit=decision.max_price)
+            self.bid(account, quote, decision)
+
+    def run(self, max_seconds: float | None = None) -> None:
+        """Loop until :meth:`stop` (or ``max_seconds``)."""
+        t0 = time.monotonic()
+        self.emit("started", address=self.address, strategy=getattr(self.strategy, "name", "?"))
+        try:
+            while not self._stop and (max_seconds is None or time.monotonic() - t0 < max_seconds):
+                try:
+                    self.step()
+                except Exception as e:  # noqa: BLE001 - RPC hiccups: log, back off, go on
+                    self._count("errors")
+                    self.emit("step_error", error=f"{type(e).__name__}: {e}"[:200])
+                    time.sleep(min(5.0, self.s.poll_s * 4))
+                time.sleep(self.s.poll_s)
+        finally:
+            self.emit("stopped", **self.stats)
+            self.close()

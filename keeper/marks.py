@@ -22,6 +22,7 @@ from enum import IntEnum
 import numpy as np
 
 from keeper.chains import OptionChain
+from keeper.pricing import black76_greeks
 
 
 class MarkReason(IntEnum):
@@ -121,8 +122,6 @@ def hybrid_marks(bid, ask, bid_size, ask_size, model_price, prev_market=None, *,
 def model_prices(chain: OptionChain, surface) -> tuple[np.ndarray, np.ndarray]:
     """Model price and vega of every series of ``chain`` from a fitted :class:`keeper.surface.VolSurface`
     (Black-76 on the row's forward, maturity from the chain's valuation time)."""
-    from keeper.pricing import black76_greeks
-
     t = chain.expiry_years
     vol = surface.implied_vol(chain.strike, t, chain.forward)
     ok = np.isfinite(vol) & (t > 0.0)

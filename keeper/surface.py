@@ -34,7 +34,9 @@ import numpy as np
 from scipy.optimize import minimize
 
 from keeper.canonical import inputs_hash
-from keeper.chains import SECONDS_PER_YEAR, OptionChain
+from keeper.chains import OptionChain
+from keeper.implied_vol import IVReason, implied_vol
+from keeper.pricing import black76_greeks
 
 log = logging.getLogger(__name__)
 
@@ -143,14 +145,12 @@ class FilterResult:
     clean: np.ndarray  # bool mask
     reason: tuple[str, ...]
     report: dict[str, int]  # reason -> count (every reason present, zeros included), plus 'clean' and 'total'
+    no_arb_detail: dict[str, int] = field(default_factory=dict)  # why 'outside_no_arb_bounds' rows failed
 
 
 def quote_ivs(chain: OptionChain) -> QuoteIVs:
     """Solve implied vols of bid, ask and mid at each row's own forward and quote-time maturity (Black-76, r = 0:
     Deribit's coin prices times the forward are undiscounted USD prices)."""
-    from keeper.implied_vol import implied_vol
-    from keeper.pricing import black76_greeks
-
     t = chain.quote_expiry_years
     F, K, c = chain.forward, chain.strike, chain.is_call
 
@@ -201,7 +201,13 @@ def filter_quotes(chain: OptionChain, config: SurfaceConfig = SurfaceConfig(),
     report = {name: int(np.sum(reason == name)) for name in FILTER_REASONS}
     report["clean"] = int(np.sum(clean))
     report["total"] = n
-    return FilterResult(clean=clean, reason=tuple(str(r) for r in reason), report=report)
+    no_arb = reason == "outside_no_arb_bounds"
+    detail = {"ask_below_intrinsic": int(np.sum(no_arb & (ask < intrinsic))),
+              "bid_above_upper_bound": int(np.sum(no_arb & (bid > upper)))}
+    for code in IVReason:
+        if code != IVReason.OK:
+            detail[f"mid_iv_{code.name.lower()}"] = int(np.sum(no_arb & (ivs.mid_reason == int(code))))
+    return FilterResult(clean=clean, reason=tuple(str(r) for r in reason), report=report, no_arb_detail=detail)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -458,8 +464,9 @@ def calendar_min_gap(shorter: SVIParams, longer: SVIParams, k_grid: np.ndarray) 
 
 
 def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config: SurfaceConfig) -> SVIParams:
-    """Refit a slice by SLSQP over raw SVI under g(k) >= 0 on the grid, Lee's bound and, when ``longer`` is
-    given, ``w(k) <= w_longer(k)`` on the grid with wing slopes no steeper than the longer slice's."""
+    """Refit a slice by SLSQP over raw SVI (same weighted objective) under ``g(k) >= margin`` on a coarse k-grid,
+    Lee's wing bound, non-negative minimum variance and, when ``longer`` is given, ``w(k) <= w_longer(k) - margin``
+    on the grid; any calendar excess left on the fine grid is removed by lowering ``a``."""
     prob = _slice_problem(sq, config)
     grid = check_grid([start] + ([longer] if longer else []), config, extra=sq.k, coarse=True)
     w_cap = longer.total_variance(grid) if longer else None
@@ -723,7 +730,3 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
         log.warning("vol surface %s: arbitrage checks failed after repair: %s", underlying, report["arbitrage"])
     return replace(surface, fit_report=report)
 
-
-def years_between(t0: float, t1: float) -> float:
-    """ACT/365 years between two unix timestamps."""
-    return (t1 - t0) / SECONDS_PER_YEAR

@@ -253,6 +253,7 @@ def recount_filters(path: Path, stale_after_s: float, cap: float) -> Counter:
             out["iv_cap"] += 1
         elif mid_iv is None or ask < intrinsic or bid > upper:
             out["outside_no_arb_bounds"] += 1
+            out["detail_mid_below_intrinsic"] += int(mid < intrinsic)
         else:
             out["clean"] += 1
     return out
@@ -273,8 +274,10 @@ def test_filter_counts_match_an_independent_recount(shared_data, name, stale_aft
     path = shared_data / "option_chains" / name
     chain = load_deribit_csv(path).chain
     config = SurfaceConfig(stale_after_s=stale_after_s)
-    report = filter_quotes(chain, config).report
+    result = filter_quotes(chain, config)
+    report = result.report
     expected = recount_filters(path, stale_after_s, config.iv_cap)
+    assert result.no_arb_detail["mid_iv_below_intrinsic"] == expected["detail_mid_below_intrinsic"]
     for reason in ("no_quote", "crossed", "zero_or_missing_bid", "one_sided", "stale", "iv_cap",
                    "outside_no_arb_bounds", "clean"):
         assert report[reason] == expected.get(reason, 0), reason

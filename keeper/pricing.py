@@ -53,7 +53,7 @@ def _as_f64(*args):
 def _sign(is_call) -> np.ndarray:
     """+1.0 for calls, -1.0 for puts."""
     c = np.asarray(is_call, dtype=bool)
-    return np.where(c, 1.0, -1.0)
+    return c * 2.0 - 1.0  # arithmetic: several times faster than np.where with scalars
 
 
 def _log_moneyness(forward: np.ndarray, strike: np.ndarray) -> np.ndarray:
@@ -91,8 +91,9 @@ class _Core:
         self.x, self.sqrt_t, self.dev, self.d1, self.d2, self.w = x, sqrt_t, dev, d1, d2, w
         # Evaluate the out-of-the-money side (w_otm = -sign(x)) and add the intrinsic value for in-the-money rows:
         # the time value then keeps its relative accuracy instead of drowning in F N(d1) - K N(d2) ~ F - K.
-        w_otm = np.where(x == 0.0, w, -np.sign(x))
-        itm = (w != w_otm).astype(np.float64)
+        # (at the money either side is exact: |F - K| = 0 and N(-d) = 1 - N(d))
+        w_otm = 1.0 - 2.0 * (x > 0.0)
+        itm = (w != w_otm) * 1.0
         nd1o = ndtr(w_otm * d1)
         nd2o = ndtr(w_otm * d2)
         self.w_otm, self.itm, self.nd1_otm, self.nd2_otm = w_otm, itm, nd1o, nd2o

@@ -6,8 +6,10 @@ the core helper commits them (they were not in the repository when these tests w
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import brownie
 import pytest
 from brownie import Contract, chain
 from eth_abi import encode
@@ -198,3 +200,15 @@ def core(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, Liquidat
 @pytest.fixture(autouse=True)
 def isolate(fn_isolation):
     pass
+
+
+@contextmanager
+def reverts_with(name: str):
+    """Expect a revert whose decoded custom error (brownie: ``"Name: args"``) is ``name``."""
+    try:
+        yield
+    except brownie.exceptions.VirtualMachineError as e:
+        msg = str(e.revert_msg)
+        assert msg.split(":")[0].strip() == name, f"expected {name}, got {msg!r}"
+    else:
+        raise AssertionError(f"did not revert (expected {name})")

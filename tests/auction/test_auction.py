@@ -1,0 +1,343 @@
+"""LiquidationAuction on the real Clearinghouse with keeper-signed attestations (M = 2 of N = 3)."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+from brownie import chain
+
+from keeper import auction_math as am
+from keeper.auction_math import WAD, Curve, CurveKind
+from tests.auction.conftest import DEFAULT_CONFIG, USDC, reverts_with
+
+CURVE = Curve(CurveKind.LINEAR, tau=DEFAULT_CONFIG["tau"])
+LAM, BUF = DEFAULT_CONFIG["penalty"], DEFAULT_CONFIG["buffer"]
+FAR = 2**63  # deadline far away
+ANY = 2**255 - 1  # no price limit
+
+
+def _positions(core, account):
+    return [int(core.chx.positionOf(account, s)) for s in core.series]
+
+
+def _assert_conserved(core, running=()):
+    """Module's quote cash equals what it owes: fund (free + repaid claims) and every running auction's escrow."""
+    assert int(core.chx.cashOf(core.auction)) == core.module_cash_liabilities(running)
+
+
+# ----------------------------------------------------------------------------------------------- cannot auction
+
+
+@pytest.mark.ganache
+def test_no_breach_cannot_start(core, accounts):
+    v = accounts[1]
+    core.fund(v, usdc=1_000 * USDC)
+    core.attest([(v, 2_000 * USDC, 1_000 * USDC, 1_500 * USDC)])  # healthy leaf recorded
+    with reverts_with("NoBreach"):
+        core.auction.start(v, {"from": accounts[3]})
+    assert core.auction.auctionCount() == 0
+
+
+@pytest.mark.ganache
+def test_fewer_than_m_keepers_record_no_breach(core, accounts):
+    v = accounts[1]
+    core.fund(v, usdc=1_000 * USDC)
+    with reverts_with("TooFewSignatures"):
+        core.breach(v, 10 * USDC, 1_000 * USDC, signers=1)  # 1 of 3 signatures, threshold 2
+    assert not core.chx.isBreached(v)
+    with reverts_with("NoBreach"):
+        core.auction.start(v, {"from": accounts[3]})
+
+
+@pytest.mark.ganache
+def test_breach_of_older_portfolio_or_stale_cannot_start(core, accounts):
+    v = accounts[1]
+    core.fund(v, usdc=1_000 * USDC)
+    core.breach(v, 10 * USDC, 1_000 * USDC)
+    core.fund(v, usdc=1 * USDC)  # the portfolio changed after the attestation (state nonce bumped)
+    with reverts_with("StaleBreach"):
+        core.auction.start(v, {"from": accounts[3]})
+    core.breach(v, 10 * USDC, 1_000 * USDC)  # current portfolio, but let it age past maxRecordAge
+    chain.sleep(DEFAULT_CONFIG["max_age"] + 5)
+    chain.mine()
+    with reverts_with("RecordExpired"):
+        core.auction.start(v, {"from": accounts[3]})
+    assert core.auction.auctionCount() == 0
+
+
+def test_breach_superseded_by_healthy_record_cannot_start(core, accounts):
+    v = accounts[1]
+    core.fund(v, usdc=1_000 * USDC)
+    core.breach(v, 10 * USDC, 1_000 * USDC)
+    chain.sleep(2)
+    core.attest([(v, 2_000 * USDC, 1_000 * USDC, 1_500 * USDC)])  # same portfolio, later, healthy
+    with reverts_with("NotBreached"):
+        core.auction.start(v, {"from": accounts[3]})
+
+
+# ----------------------------------------------------------------------------------------------- partial liquidation
+
+
+def _setup_breached_book(core, accounts, equity=60_000 * USDC, mm=100_000 * USDC, im=150_000 * USDC):
+    v, bidder, starter = accounts[1], accounts[2], accounts[3]
+    core.build_book(v)
+    core.fund(bidder, usdc=500_000 * USDC)
+    core.breach(v, equity, mm, im)
+    tx = core.auction.start(v, {"from": starter})
+    return v, bidder, starter, tx
+
+
+@pytest.mark.ganache
+def test_partial_liquidation_restores_target_and_no_further(core, accounts):
+    E, MM, IM = 60_000 * USDC, 100_000 * USDC, 150_000 * USDC
+    v, bidder, starter, start_tx = _setup_breached_book(core, accounts, E, MM, IM)
+    ev = start_tx.events["AuctionStarted"]
+    assert int(ev["startPrice"]) == E and int(ev["span"]) == E
+    T = am.target_margin(MM, BUF)
+    assert int(ev["target"]) == T
+    before_v, cash_v0 = _positions(core, v), int(core.chx.cashOf(v))
+    weth_v0 = int(core.chx.collateralOf(v, core.weth))
+    starter_cash0, fund0 = int(core.chx.cashOf(starter)), int(core.auction.fundBalance())
+    chain.sleep(600)
+    tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})  # asks for everything, gets only what is needed
+    bid = tx.events["Bid"]
+    elapsed = tx.timestamp - int(start_tx.timestamp)
+    price = int(bid["price"])
+    assert abs(price - am.price(CURVE, E, E, elapsed)) <= 1
+    g = int(bid["fractionWad"])
+    assert g == am.allowed_fraction(E, T, 0, 0, price, LAM)
+    assert 0 < g < WAD
+    # the account after the sale (model: pro-rata book + escrowed net proceeds) is at the target ...
+    escrow = int(tx.events["AuctionEnded"]["escrowReleased"])
+    equity_after = Fraction(WAD - g, WAD) * E + escrow
+    mm_after = Fraction(WAD - g, WAD) * MM
+    assert equity_after >= Fraction(WAD + BUF, WAD) * mm_after
+    # ... and no further: 0.0001% less of the book would have left it below
+    less = g - g // 10**6
+    split = am.split_bid(am.bid_amount(less, price), LAM, 0, 0)
+    assert Fraction(WAD - less, WAD) * E + split.to_account < Fraction(WAD + BUF, WAD) * Fraction(WAD - less, WAD) * MM
+    assert tx.events["AuctionEnded"]["reason"] == 0  # Restored
+    # money: bidder paid floor(g p); 5% penalty; starter reward capped by the penalty; escrow to the account
+    amount = am.bid_amount(g, price)
+    assert int(bid["amount"]) == amount
+    penalty = -(-amount * LAM // WAD)
+    assert int(bid["penalty"]) == penalty
+    reward = min(DEFAULT_CONFIG["tip"] + DEFAULT_CONFIG["chip"] * MM // WAD, penalty)
+    assert int(core.chx.cashOf(starter)) - starter_cash0 == reward
+    assert int(core.auction.fundBalance()) - fund0 == penalty - reward
+    assert escrow == amount - penalty
+    # positions: the bidder got g of each, rounded against the account; nothing created or lost
+    after_v, got = _positions(core, v), _positions(core, bidder)
+    for b, a, x in zip(before_v, after_v, got):
+        assert a + x == b
+        assert abs(x - b * g // WAD) <= 1
+    moved_weth = int(core.chx.collateralOf(bidder, core.weth))
+    assert moved_weth + int(core.chx.collateralOf(v, core.weth)) == weth_v0
+    assert moved_weth == -(-weth_v0 * g // WAD)
+    # account cash: kept (1-g) of its cash (core rounds the moved part up) plus the escrow
+    assert int(core.chx.cashOf(v)) == cash_v0 - (-(-cash_v0 * g // WAD)) + escrow
+    assert not core.chx.isBreached(v)
+    _assert_conserved(core)
+    with reverts_with("NoAuction"):
+        core.auction.bid(v, WAD, ANY, FAR, 0, {"from": accounts[4]})
+
+
+def test_second_bid_takes_only_the_rest_then_reverts(core, accounts):
+    E, MM = 60_000 * USDC, 100_000 * USDC
+    v, bidder, _, _ = _setup_breached_book(core, accounts, E, MM)
+    core.fund(accounts[4], usdc=500_000 * USDC)
+    q = core.auction.quote(v)
+    half = int(q["allowedWad"]) // 2
+    tx1 = core.auction.bid(v, half, ANY, FAR, 0, {"from": bidder})
+    assert int(tx1.events["Bid"]["fractionWad"]) == half and "AuctionEnded" not in tx1.events
+    _assert_conserved(core, [v])
+    tx2 = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": accounts[4]})
+    g2 = int(tx2.events["Bid"]["fractionWad"])
+    price2 = int(tx2.events["Bid"]["price"])
+    escrow1 = int(tx1.events["Bid"]["escrow"])
+    T = am.target_margin(MM, BUF)
+    assert g2 == am.allowed_fraction(E, T, half, escrow1, price2, LAM)
+    assert g2 < WAD - half
+    assert am.remaining_deficit(E, T, half + g2, int(tx2.events["AuctionEnded"]["escrowReleased"])) <= 0
+    with reverts_with("NoAuction"):
+        core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
+    _assert_conserved(core)
+
+
+@pytest.mark.ganache
+def test_price_limit_deadline_and_bidder_margin(core, accounts):
+    v, bidder, _, _ = _setup_breached_book(core, accounts)
+    chain.sleep(100)
+    chain.mine()
+    price_now = int(core.auction.quote(v)["price_"])
+    with reverts_with("PriceAboveLimit"):
+        core.auction.bid(v, WAD, price_now - 10 * USDC, FAR, 0, {"from": bidder})
+    with reverts_with("BidExpired"):
+        core.auction.bid(v, WAD, ANY, chain.time() - 1, 0, {"from": bidder})
+    poor = accounts[5]
+    with reverts_with("BidderUndermargined"):
+        core.auction.bid(v, WAD, ANY, FAR, 0, {"from": poor})
+    with reverts_with("SelfBid"):
+        core.auction.bid(v, WAD, ANY, FAR, 0, {"from": v})
+    # the same poor bidder may fund its margin in the same call
+    core.quote.mint(poor, 200_000 * USDC, {"from": poor})
+    core.quote.approve(core.auction, 200_000 * USDC, {"from": poor})
+    tx = core.auction.bid(v, WAD, ANY, FAR, 200_000 * USDC, {"from": poor})
+    assert int(tx.events["Bid"]["fractionWad"]) > 0
+    _assert_conserved(core)
+
+
+# ----------------------------------------------------------------------------------------------- insolvency
+
+
+@pytest.mark.ganache
+def test_insolvent_fund_pays_then_bad_debt_by_the_rule(core, accounts):
+    donor, bidder = accounts[6], accounts[2]
+    core.quote.mint(donor, 10_000 * USDC, {"from": donor})
+    core.quote.approve(core.auction, 10_000 * USDC, {"from": donor})
+    core.auction.fundDeposit(1_000 * USDC, {"from": donor})
+    assert core.auction.fundBalance() == 1_000 * USDC
+    core.fund(bidder, usdc=500_000 * USDC)
+    # victim 1: equity -500, MM 2000 -> the bidder is paid 500 + 2000 * t / 3600
+    v1 = accounts[1]
+    core.build_book(v1, n_series=2)
+    core.breach(v1, -500 * USDC, 2_000 * USDC, 3_000 * USDC)
+    st = core.auction.start(v1, {"from": accounts[3]})
+    with reverts_with("MustBuyWhole"):
+        core.auction.bid(v1, WAD // 2, ANY, FAR, 0, {"from": bidder})
+    chain.sleep(60)
+    book1 = _positions(core, v1)
+    cash_b0 = int(core.chx.cashOf(bidder))
+    tx = core.auction.bid(v1, WAD, ANY, FAR, 0, {"from": bidder})
+    price = int(tx.events["Bid"]["price"])
+    elapsed = tx.timestamp - int(st.timestamp)
+    assert abs(price - am.price(CURVE, -500 * USDC, 2_000 * USDC, elapsed)) <= 1
+    owed = -am.bid_amount(WAD, price)
+    assert 500 * USDC < owed < 1_000 * USDC
+    assert int(tx.events["ShortfallPaid"]["paid"]) == owed
+    assert "BadDebtRecorded" not in tx.events
+    assert core.auction.fundBalance() == 1_000 * USDC - owed
+    # made whole: the whole book, plus the payment (the victim's own cash came along pro rata)
+    assert _positions(core, bidder)[:2] == book1[:2]
+    assert all(x == 0 for x in _positions(core, v1))
+    assert tx.events["AuctionEnded"]["reason"] == 1  # SoldOut
+    left = int(core.auction.fundBalance())
+    # victim 2: the fund cannot cover it -> bad debt recorded as a claim of the bidder
+    v2 = accounts[7]
+    core.build_book(v2, n_series=1)
+    core.breach(v2, -3_000 * USDC, 1_000 * USDC, 1_500 * USDC)
+    core.auction.start(v2, {"from": accounts[3]})
+    # the bidder now holds options: it needs a fresh margin record of its own to bid again
+    with reverts_with("BidderMarginUnknown"):
+        core.auction.bid(v2, WAD, ANY, FAR, 0, {"from": bidder})
+    core.attest([(bidder, 400_000 * USDC, 5_000 * USDC, 8_000 * USDC)])
+    tx2 = core.auction.bid(v2, WAD, ANY, FAR, 0, {"from": bidder})
+    owed2 = -int(tx2.events["Bid"]["amount"])
+    bad = int(tx2.events["BadDebtRecorded"]["amount"])
+    assert int(tx2.events["ShortfallPaid"]["paid"]) == left and bad == owed2 - left
+    assert core.auction.fundBalance() == 0 and core.auction.deficit() == bad
+    claim_id = int(tx2.events["BadDebtRecorded"]["claimId"])
+    with reverts_with("NothingToCollect"):
+        core.auction.collectBadDebt(claim_id, {"from": bidder})
+    _assert_conserved(core)
+    # the rule: new money repays the deficit first; the fund's free balance stays 0 until it is gone
+    core.auction.fundDeposit(bad // 2, {"from": donor})
+    assert core.auction.fundBalance() == 0 and core.auction.deficit() == bad - bad // 2
+    c0 = int(core.chx.cashOf(bidder))
+    core.auction.collectBadDebt(claim_id, {"from": donor})  # anyone may trigger; paid to the creditor
+    assert int(core.chx.cashOf(bidder)) - c0 == bad // 2
+    core.auction.fundDeposit(bad, {"from": donor})
+    assert core.auction.deficit() == 0 and core.auction.fundBalance() == bad - (bad - bad // 2)
+    core.auction.collectBadDebt(claim_id, {"from": bidder})
+    assert int(core.chx.cashOf(bidder)) - c0 == bad
+    _assert_conserved(core)
+
+
+# ----------------------------------------------------------------------------------------------- cures
+
+
+@pytest.mark.ganache
+def test_deposit_cures_and_stops_the_auction(core, accounts):
+    E, MM = 60_000 * USDC, 100_000 * USDC
+    v, bidder, _, _ = _setup_breached_book(core, accounts, E, MM)
+    d = int(core.auction.deficitOf(v))
+    assert d == am.remaining_deficit(E, am.target_margin(MM, BUF), 0, 0)
+    owner_of_v = v
+    core.quote.mint(owner_of_v, d, {"from": owner_of_v})
+    core.quote.approve(core.auction, d, {"from": owner_of_v})
+    with reverts_with("DepositBelowDeficit"):
+        core.auction.depositAndCure(v, d - 1, {"from": owner_of_v})
+    cash0 = int(core.chx.cashOf(v))
+    tx = core.auction.depositAndCure(v, d, {"from": owner_of_v})
+    assert tx.events["AuctionEnded"]["reason"] == 3  # CuredByDeposit
+    assert int(core.chx.cashOf(v)) - cash0 == d
+    assert not core.chx.isBreached(v)
+    with reverts_with("NoAuction"):
+        core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
+    _assert_conserved(core)
+
+
+def test_direct_deposit_blocks_bids_until_fresh_attestation_cures(core, accounts):
+    E, MM = 60_000 * USDC, 100_000 * USDC
+    v, bidder, _, _ = _setup_breached_book(core, accounts, E, MM)
+    core.fund(v, usdc=100_000 * USDC)  # straight into the clearinghouse
+    with reverts_with("AccountChanged"):
+        core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
+    core.attest([(v, E + 10_000 * USDC, MM, 150_000 * USDC)])  # fresh, but still short of MM x 1.1
+    with reverts_with("NotCured"):
+        core.auction.cure(v, {"from": accounts[4]})
+    core.attest([(v, E + 100_000 * USDC, MM, 150_000 * USDC)])
+    tx = core.auction.cure(v, {"from": accounts[4]})
+    assert tx.events["AuctionEnded"]["reason"] == 2  # Cured
+    assert not core.chx.isBreached(v)
+
+
+# ----------------------------------------------------------------------------------------------- resets, pause, re-entry
+
+
+def test_reset_needs_tail_or_floor_and_a_fresh_breach(core, accounts):
+    E, MM = 60_000 * USDC, 100_000 * USDC
+    v, bidder, _, _ = _setup_breached_book(core, accounts, E, MM)
+    with reverts_with("ResetNotNeeded"):
+        core.auction.redo(v, {"from": accounts[4]})
+    chain.sleep(int(0.81 * DEFAULT_CONFIG["tau"]))  # factor below the 20% cusp
+    chain.mine()
+    with reverts_with("AuctionNeedsReset"):
+        core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
+    with reverts_with("RecordExpired"):
+        core.auction.redo(v, {"from": accounts[4]})
+    core.breach(v, 50_000 * USDC, MM)  # keepers attest the same portfolio again, now worse
+    tx = core.auction.redo(v, {"from": accounts[4]})
+    assert int(tx.events["AuctionReset"]["startPrice"]) == 50_000 * USDC
+    assert int(core.auction.quote(v)["price_"]) == 50_000 * USDC
+    tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
+    assert tx.events["AuctionEnded"]["reason"] == 0
+
+
+def test_pause_blocks_starts_only(core, accounts):
+    v, bidder, _, _ = _setup_breached_book(core, accounts)
+    core.auction.pause({"from": core.owner})
+    v2 = accounts[7]
+    core.fund(v2, usdc=1_000 * USDC)
+    core.breach(v2, 10 * USDC, 1_000 * USDC)
+    with reverts_with("EnforcedPause"):
+        core.auction.start(v2, {"from": accounts[3]})
+    tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})  # running auction still clears
+    assert "AuctionEnded" in tx.events
+
+
+@pytest.mark.ganache
+def test_reentrant_token_cannot_bid_twice(core, accounts):
+    v, bidder, _, _ = _setup_breached_book(core, accounts)
+    allowed = int(core.auction.quote(v)["allowedWad"])
+    core.quote.mint(bidder, 1_000 * USDC, {"from": bidder})
+    core.quote.approve(core.auction, 1_000 * USDC, {"from": bidder})
+    inner = core.auction.bid.encode_input(v, WAD, ANY, FAR, 0)
+    core.quote.armHook(core.auction, inner, {"from": bidder})
+    tx = core.auction.bid(v, WAD // 10**6, ANY, FAR, 1_000 * USDC, {"from": bidder})
+    assert core.quote.hookCalled()
+    assert not core.quote.hookSucceeded()
+    assert core.quote.hookReturn()[:4].hex() == "3ee5aeb5"  # ReentrancyGuardReentrantCall()
+    assert int(tx.events["Bid"]["fractionWad"]) == WAD // 10**6 < allowed
+    assert int(core.auction.auctionOf(v)["soldWad"]) == WAD // 10**6
+    _assert_conserved(core, [v])

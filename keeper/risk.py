@@ -37,7 +37,7 @@ import scipy.sparse as sp
 
 from eth_utils import keccak
 
-from keeper.canonical import canonical_json, inputs_hash
+from keeper.canonical import inputs_hash
 from keeper.pricing import black76_greeks, black76_price
 from keeper.risk_canonical import fast_canonical_json
 from keeper.risk_scenarios import ScenarioSet

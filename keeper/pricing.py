@@ -145,7 +145,7 @@ def black76_price(forward, strike, expiry, vol, is_call, discount=1.0) -> np.nda
     forward, strike, expiry, vol, discount = _as_f64(forward, strike, expiry, vol, discount)
     w = _sign(is_call)
     c = _Core(forward, strike, expiry, vol, w)
-    return _black_from_core(c, forward, strike, expiry, vol, discount, greeks=False)
+    return np.asarray(_black_from_core(c, forward, strike, expiry, vol, discount, greeks=False))
 
 
 def black76_greeks(forward, strike, expiry, vol, is_call, discount=1.0) -> Greeks:
@@ -158,7 +158,7 @@ def black76_greeks(forward, strike, expiry, vol, is_call, discount=1.0) -> Greek
     forward, strike, expiry, vol, discount = _as_f64(forward, strike, expiry, vol, discount)
     w = _sign(is_call)
     c = _Core(forward, strike, expiry, vol, w)
-    return Greeks(*_black_from_core(c, forward, strike, expiry, vol, discount, greeks=True))
+    return Greeks(*(np.asarray(a) for a in _black_from_core(c, forward, strike, expiry, vol, discount, greeks=True)))
 
 
 def bsm_price(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> np.ndarray:
@@ -174,7 +174,7 @@ def bsm_price(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> np.nd
     discount = np.exp(-rate * expiry)
     w = _sign(is_call)
     c = _Core(forward, strike, expiry, vol, w)
-    return _black_from_core(c, forward, strike, expiry, vol, discount, greeks=False)
+    return np.asarray(_black_from_core(c, forward, strike, expiry, vol, discount, greeks=False))
 
 
 def bsm_greeks(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> Greeks:

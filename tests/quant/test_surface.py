@@ -296,6 +296,7 @@ def test_real_chain_fit_quality_and_no_arbitrage(real_fits, name):
     report = surface.fit_report
     assert len(surface.slices) >= 6
     assert report["arbitrage"]["butterfly_ok"] and report["arbitrage"]["calendar_ok"]
+    assert min(report["arbitrage"]["interpolated_min_g"]) > 0.0  # reported, not enforced: holds on these chains
     assert report["filters"]["outlier"] <= 0.02 * len(chain)
     n_quotes = sum(s["n_quotes"] for s in report["slices"])
     assert n_quotes >= 0.35 * len(chain)
@@ -312,6 +313,8 @@ def test_real_chain_fit_quality_and_no_arbitrage(real_fits, name):
     assert np.all(np.diff(prices, axis=0) >= -1e-12)
     for sl in surface.slices:
         assert np.min(butterfly_density(grid, sl.params.total_variance(grid))) > -1e-9
+    for t in 0.5 * (surface.times[1:] + surface.times[:-1]):  # between slices too (second computation of
+        assert np.min(butterfly_density(grid, surface.total_variance(grid, t))) > -1e-9  # interpolated_min_g)
         assert butterfly_min_g(sl.params, check_grid([sl.params])) >= -1e-9
 
 

@@ -246,6 +246,51 @@ class RiskInputs:
         return int(self.forward.size)
 
 
+@dataclass(frozen=True)
+class ScreenedMarketData:
+    """Per-series market data after screening (see :func:`screen_market_data`).
+
+    ``vols``/``marks``/``positions`` are safe to build :class:`RiskInputs` from; ``bad_series`` lists the series
+    whose vol or mark was unusable (their positions are removed and must not be valued), ``unattestable_accounts``
+    the accounts that held any of them: their results are incomplete and must not be signed.
+    """
+
+    vols: np.ndarray
+    marks: np.ndarray
+    positions: sp.csr_matrix
+    bad_series: np.ndarray
+    unattestable_accounts: np.ndarray
+
+
+def screen_market_data(vols: np.ndarray, marks: np.ndarray, positions: sp.spmatrix) -> ScreenedMarketData:
+    """Skip series with a non-finite or non-positive vol or a non-finite mark, and log each one.
+
+    The bad series get a placeholder vol of 1.0 and mark 0.0 and their column in the positions is emptied, so one
+    failed surface slice does not stop the risk run for every other account; the accounts that held them are
+    returned as unattestable (the keeper must not sign their numbers).
+    """
+    import structlog
+
+    vols = np.asarray(vols, dtype=np.float64).copy()
+    marks = np.asarray(marks, dtype=np.float64).copy()
+    bad = ~np.isfinite(vols) | ~(vols > 0) | ~np.isfinite(marks)
+    bad_idx = np.flatnonzero(bad)
+    csc = sp.csc_matrix(positions, dtype=np.float64, copy=True)
+    affected = np.unique(np.concatenate([csc.indices[csc.indptr[j]:csc.indptr[j + 1]] for j in bad_idx]
+                                        or [np.zeros(0, dtype=np.int64)])).astype(np.int64)
+    if bad_idx.size:
+        log = structlog.get_logger("keeper.risk")
+        for j in bad_idx.tolist():
+            log.warning("risk_series_skipped", series=j, vol=float(vols[j]), mark=float(marks[j]),
+                        reason="non-finite or non-positive vol, or non-finite mark")
+        log.warning("risk_accounts_unattestable", count=int(affected.size), series=bad_idx.tolist())
+        keep = np.ones(vols.size)
+        keep[bad_idx] = 0.0
+        csc = csc @ sp.diags(keep)
+        vols[bad_idx], marks[bad_idx] = 1.0, 0.0
+    return ScreenedMarketData(vols, marks, _canonical_csr(csc, None), bad_idx, affected)
+
+
 def _to_plain(inputs: RiskInputs) -> dict:
     p = inputs.positions
     return {

@@ -470,3 +470,22 @@ def test_two_underlying_fhs_on_real_closes_matches_direct_revaluation(shared_dat
     assert risk.var[0] == pytest.approx(np.quantile(losses, 0.99, method="inverted_cdf"), rel=1e-9)
     m = losses.size - math.floor(0.975 * losses.size)
     assert risk.es[0] == pytest.approx(np.sort(losses)[-m:].mean(), rel=1e-9)
+
+
+def test_bad_series_are_skipped_and_their_accounts_flagged():
+    from keeper.risk import screen_market_data
+
+    book = synthetic_book(21, 40, 12, positions_per_account=3)
+    vols, marks = np.array(book.vols), np.array(book.marks)
+    vols[2], marks[5] = np.nan, np.inf
+    screened = screen_market_data(vols, marks, book.positions)
+    assert screened.bad_series.tolist() == [2, 5]
+    holders = sorted(set(book.positions[:, 2].nonzero()[0]) | set(book.positions[:, 5].nonzero()[0]))
+    assert screened.unattestable_accounts.tolist() == holders and holders
+    inputs = RiskInputs(book.series, screened.positions, book.collateral, book.collateral_assets, book.forward,
+                        screened.vols, screened.marks)
+    clean = compute_account_risk(inputs, monte_carlo_scenarios(1, 300, 2), grid_scenarios([0.1, 0.1]))
+    full = compute_account_risk(book, monte_carlo_scenarios(1, 300, 2), grid_scenarios([0.1, 0.1]))
+    others = np.setdiff1d(np.arange(book.n_accounts), holders)
+    assert np.array_equal(clean.maintenance_margin[others], full.maintenance_margin[others])
+    assert np.array_equal(clean.equity[others], full.equity[others])

@@ -104,33 +104,28 @@ class _Core:
         self.zero = zero if has_zero else None
 
 
-def _black_from_core(c: _Core, forward, strike, expiry, vol, discount, greeks: bool):
-    w = c.w
+def _price_from_core(c: _Core, forward, strike, discount):
     otm = c.w_otm * (forward * c.nd1_otm - strike * c.nd2_otm)
-    price = discount * (otm + c.itm * np.abs(forward - strike)) + 0.0  # + 0.0 turns -0.0 into 0.0
-    if not greeks:
-        return price
-    delta = discount * w * c.nd1
+    return discount * (otm + c.itm * np.abs(forward - strike)) + 0.0  # + 0.0 turns -0.0 into 0.0
+
+
+def _shared_greeks(c: _Core, forward, expiry, vol, discount):
+    """Delta, gamma (w.r.t. the forward), vega, vanna, volga and the decay part of theta, -D F phi(d1) vol/(2 sqrt T)."""
+    delta = discount * c.w * c.nd1
     df_pdf = discount * c.pdf
+    vega = df_pdf * forward * c.sqrt_t
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         gamma = df_pdf / (forward * c.dev)
         vanna = -df_pdf * c.d2 / vol
-    vega = df_pdf * forward * c.sqrt_t
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         volga = vega * c.d1 * c.d2 / vol
-        decay = -0.5 * vega * vol / expiry  # -D F phi(d1) vol / (2 sqrt T)
-        rate = -np.log(discount) / expiry
-    theta = rate * price + decay
-    rho = -expiry * price
+        decay = -0.5 * vega * vol / expiry
     if c.zero is not None:
         z = c.zero
         gamma = np.where(z, 0.0, gamma)
         vanna = np.where(z, 0.0, vanna)
         volga = np.where(z, 0.0, volga)
-        decay_limit = np.where(z, 0.0, decay)
-        rate_limit = np.where(expiry == 0.0, 0.0, rate)
-        theta = rate_limit * price + decay_limit
-    return price, delta, gamma, vega, theta, rho, vanna, volga
+        decay = np.where(z, 0.0, decay)
+    return delta, gamma, vega, vanna, volga, decay
 
 
 def black76_price(forward, strike, expiry, vol, is_call, discount=1.0) -> np.ndarray:
@@ -145,7 +140,7 @@ def black76_price(forward, strike, expiry, vol, is_call, discount=1.0) -> np.nda
     forward, strike, expiry, vol, discount = _as_f64(forward, strike, expiry, vol, discount)
     w = _sign(is_call)
     c = _Core(forward, strike, expiry, vol, w)
-    return np.asarray(_black_from_core(c, forward, strike, expiry, vol, discount, greeks=False))
+    return np.asarray(_price_from_core(c, forward, strike, discount))
 
 
 def black76_greeks(forward, strike, expiry, vol, is_call, discount=1.0) -> Greeks:
@@ -158,7 +153,15 @@ def black76_greeks(forward, strike, expiry, vol, is_call, discount=1.0) -> Greek
     forward, strike, expiry, vol, discount = _as_f64(forward, strike, expiry, vol, discount)
     w = _sign(is_call)
     c = _Core(forward, strike, expiry, vol, w)
-    return Greeks(*(np.asarray(a) for a in _black_from_core(c, forward, strike, expiry, vol, discount, greeks=True)))
+    price = _price_from_core(c, forward, strike, discount)
+    delta, gamma, vega, vanna, volga, decay = _shared_greeks(c, forward, expiry, vol, discount)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rate = -np.log(discount) / expiry  # the discount factor read as exp(-r T)
+    if c.zero is not None:
+        rate = np.where(expiry == 0.0, 0.0, rate)  # at expiry no rate can be read off D (= 1)
+    theta = rate * price + decay
+    rho = -expiry * price
+    return Greeks(*(np.asarray(a) for a in (price, delta, gamma, vega, theta, rho, vanna, volga)))
 
 
 def bsm_price(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> np.ndarray:
@@ -174,7 +177,7 @@ def bsm_price(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> np.nd
     discount = np.exp(-rate * expiry)
     w = _sign(is_call)
     c = _Core(forward, strike, expiry, vol, w)
-    return np.asarray(_black_from_core(c, forward, strike, expiry, vol, discount, greeks=False))
+    return np.asarray(_price_from_core(c, forward, strike, discount))
 
 
 def bsm_greeks(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> Greeks:
@@ -191,27 +194,16 @@ def bsm_greeks(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> Gree
     discount = np.exp(-rate * expiry)
     w = _sign(is_call)
     c = _Core(forward, strike, expiry, vol, w)
-    price, delta_f, gamma_f, vega, _theta_f, _rho_f, vanna_f, volga = _black_from_core(
-        c, forward, strike, expiry, vol, discount, greeks=True
-    )
+    price = _price_from_core(c, forward, strike, discount)
+    delta_f, gamma_f, vega, vanna_f, volga, decay = _shared_greeks(c, forward, expiry, vol, discount)
     # chain rule dF/dS = exp(bT)
     delta = delta_f * growth
-    gamma = gamma_f * growth * growth
+    gamma = gamma_f * (growth * growth)
     vanna = vanna_f * growth
-    carry_disc = discount * growth  # exp((b - r) T)
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        decay = -0.5 * vega * vol / expiry
-    if c.zero is not None:
-        decay = np.where(c.zero, 0.0, decay)
-    rate_b = np.broadcast_to(rate, np.shape(price))
-    carry_b = np.broadcast_to(carry, np.shape(price))
-    w = c.w
-    theta = (
-        decay
-        - w * (carry_b - rate_b) * spot * carry_disc * c.nd1
-        - w * rate_b * strike * discount * c.nd2
-    )
-    rho = w * expiry * strike * discount * c.nd2
+    cash_leg = (strike * discount) * (c.w * c.nd2)  # w K exp(-rT) N(w d2)
+    # theta = -S e^{(b-r)T} phi vol/(2 sqrt T) - w (b - r) S e^{(b-r)T} N(w d1) - w r K e^{-rT} N(w d2)
+    theta = decay - (carry - rate) * (spot * delta) - rate * cash_leg
+    rho = expiry * cash_leg
     return Greeks(
         price=np.asarray(price),
         delta=np.asarray(delta),

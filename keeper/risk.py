@@ -429,6 +429,34 @@ def revalue(inputs: RiskInputs, scenarios: ScenarioSet, vol_fn: VolFunction | No
     return out
 
 
+def sticky_moneyness_vol_fn(implied_vol_by_underlying: Sequence[Callable[[np.ndarray, np.ndarray, np.ndarray],
+                                                                          np.ndarray]],
+                            series_underlying: np.ndarray) -> VolFunction:
+    """A :data:`VolFunction` reading each underlying's smile after the move (sticky moneyness), times the scenario's
+    vol shock: ``vol_after = implied_vol_u(K, T_after, F_after) * exp(vol_shock)``.
+
+    ``implied_vol_by_underlying[u]`` is any vectorized ``(strike, expiry, forward) -> vol`` callable, e.g. the bound
+    method ``VolSurface.implied_vol`` of keeper.surface (the engine does not import the surface). Where the callable
+    gives no finite positive vol (expired after the horizon, outside the surface) the series' base vol is used.
+    """
+    series_underlying = np.asarray(series_underlying)
+
+    def vol_fn(strike, expiry_after, forward_after, base_vol, vol_shock):
+        out = np.broadcast_to(base_vol, forward_after.shape).copy()
+        strike_full = np.broadcast_to(strike, forward_after.shape)
+        for u, implied_vol in enumerate(implied_vol_by_underlying):
+            rows = np.flatnonzero(series_underlying == u)
+            if rows.size:
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    v = np.asarray(implied_vol(strike_full[rows], expiry_after[rows], forward_after[rows]),
+                                   dtype=np.float64)
+                ok = np.isfinite(v) & (v > 0) & (expiry_after[rows] > 0)
+                out[rows] = np.where(ok, v, out[rows])
+        return out * np.exp(vol_shock)
+
+    return vol_fn
+
+
 def exposure_matrix(inputs: RiskInputs) -> sp.csr_matrix:
     """(n_accounts x (n_series + n_assets)) CSR: position sizes, then collateral amounts x (1 - haircut)."""
     coll = sp.csr_matrix(inputs.collateral * (1.0 - inputs.collateral_assets.haircut)[None, :])

@@ -489,3 +489,29 @@ def test_bad_series_are_skipped_and_their_accounts_flagged():
     others = np.setdiff1d(np.arange(book.n_accounts), holders)
     assert np.array_equal(clean.maintenance_margin[others], full.maintenance_margin[others])
     assert np.array_equal(clean.equity[others], full.equity[others])
+
+
+def test_sticky_moneyness_vol_fn_reads_each_underlyings_smile():
+    from keeper.risk import sticky_moneyness_vol_fn
+
+    def smile_btc(k, t, f):
+        return 0.6 + 0.5 * np.log(k / f) ** 2
+
+    def smile_eth(k, t, f):
+        return 0.8 - 0.2 * np.log(k / f)
+
+    series = SeriesTable(np.array([0, 1]), [50000.0, 2800.0], [0.1, 0.2], np.array([CALL, PUT]), [1.0, 1.0])
+    coll = CollateralTable([1.0], [0.0], np.array([NO_UNDERLYING]))
+    fwd = [60000.0, 3000.0]
+    inputs = RiskInputs(series, sp.csr_matrix(np.array([[1.0, -2.0]])), np.array([[0.0]]), coll, fwd, [0.6, 0.8],
+                        [0.0, 0.0])
+    scen = monte_carlo_scenarios(8, 64, 2)
+    dv = revalue(inputs, scen, vol_fn=sticky_moneyness_vol_fn([smile_btc, smile_eth], series.underlying))
+    h = scen.horizon
+    for row, (flag, k, t, smile, u, v0vol) in enumerate([("c", 50000.0, 0.1, smile_btc, 0, 0.6),
+                                                         ("p", 2800.0, 0.2, smile_eth, 1, 0.8)]):
+        v0 = vollib_black(flag, fwd[u], k, t, 0.0, v0vol)
+        for j in range(scen.n_scenarios):
+            fa = fwd[u] * math.exp(scen.log_spot[j, u])
+            va = smile(k, t - h, fa) * math.exp(scen.vol_shock[j, u])
+            assert dv[row, j] == pytest.approx(vollib_black(flag, fa, k, t - h, 0.0, va) - v0, rel=1e-9, abs=1e-7)

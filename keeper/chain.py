@@ -7,7 +7,9 @@ Deployment file (JSON, written by the deploy step, schema ``backstop-deployment/
     {
       "schema": "backstop-deployment/1",
       "chain_id": 31337,                 # must match eth_chainId of the RPC
-      "block": 12,                       # block of the deployment: event scans start here
+      "block": 12,                       # a block at which the deployment exists (the deploy step's last);
+                                         # event scans start at the clearinghouse's creation block, found by
+                                         # binary search on eth_getCode below this one
       "clearinghouse": "0x...",          # the Clearinghouse (EIP-712 verifying contract)
       "auction": "0x..." | null,         # liquidation auction module, when deployed
       "quote_asset": "0x...",            # the one quote asset (values are in its base units)
@@ -114,12 +116,20 @@ def load_abi(name: str, deployment: Optional[Deployment] = None, build_dir: Opti
     if deployment is not None and name in deployment.abi:
         return deployment.abi[name]
     build = build_dir or PROJECT_ROOT / "build"
-    candidates = {"clearinghouse": ["contracts/Clearinghouse.json", "interfaces/IClearinghouse.json"],
-                  "auction": ["contracts/LiquidationAuction.json", "interfaces/ILiquidationAuction.json"]}
-    for rel in candidates.get(name, [f"contracts/{name}.json"]):
-        f = build / rel
-        if f.is_file():
-            return json.loads(f.read_text())["abi"]
+    parts = {"clearinghouse": ["Clearinghouse", "ClearinghouseAdmin"],  # the admin part is reached via fallback
+             "auction": ["LiquidationAuction"]}.get(name, [name])
+    merged, seen = [], set()
+    for part in parts:
+        f = build / "contracts" / f"{part}.json"
+        if not f.is_file():
+            continue
+        for item in json.loads(f.read_text())["abi"]:
+            sig = (item.get("type"), item.get("name"), tuple(i.get("type") for i in item.get("inputs", [])))
+            if sig not in seen:
+                seen.add(sig)
+                merged.append(item)
+    if merged:
+        return merged
     raise ConfigError(f"no ABI for {name!r}: not in the deployment file and not under {build}")
 
 
@@ -352,7 +362,7 @@ class ChainClient:
         self.tracker = BlockTracker(settings.reorg_depth)
         self.state = ChainState()
         self._logs: list[tuple[int, int, str, dict]] = []  # (block, logIndex, name, args) applied so far
-        self.scanned_to = deployment.block - 1
+        self.scanned_to: Optional[int] = None  # set on the first sync: creation block of the clearinghouse - 1
         self.dirty: set[str] = set()
         self._lock = threading.RLock()
 
@@ -396,6 +406,8 @@ class ChainClient:
                 if self.log is not None:
                     self.log.warning("reorg", fork_block=fork, head=head.number)
                 self._rewind(fork)
+            if self.scanned_to is None:
+                self.scanned_to = self.creation_block(min(self.deployment.block, head.number)) - 1
             start = self.scanned_to + 1
             while start <= head.number:
                 end = min(head.number, start + self.s.log_chunk_blocks - 1)
@@ -424,7 +436,26 @@ class ChainClient:
         self.dirty = set(self.state.accounts)  # balances may differ after the fork: re-read them all
         for gone in old_accounts - set(self.state.accounts):
             self.dirty.discard(gone)
-        self.scanned_to = min(self.scanned_to, fork - 1)
+        self.scanned_to = min(self.scanned_to if self.scanned_to is not None else fork - 1, fork - 1)
+
+    def creation_block(self, upper: int) -> int:
+        """First block at which the clearinghouse has code: binary search on ``eth_getCode`` below ``upper`` (the
+        deployment file's block), so the event scan starts exactly at the deployment, in O(log n) calls."""
+        addr = self.deployment.clearinghouse
+
+        def has_code(n: int) -> bool:
+            return len(self.rpc(lambda: self.w3.eth.get_code(addr, block_identifier=n))) > 0
+
+        if not has_code(upper):
+            raise ConfigError(f"no contract at {addr} in block {upper}: wrong deployment file for this chain?")
+        lo, hi = 0, upper
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if has_code(mid):
+                hi = mid
+            else:
+                lo = mid + 1
+        return lo
 
     def batch_call(self, calls: Sequence[Any]) -> list:
         """Execute contract function calls in one JSON-RPC batch (retried as a whole)."""
@@ -473,12 +504,12 @@ class ChainClient:
     def refresh_globals(self) -> None:
         """Per-block views: keeper set, threshold, latest margin and price sequences."""
         f = self.ch.functions
-        keepers, threshold, mseq, pseq = self.batch_call(
-            [f.keepers(), f.threshold(), f.lastMarginSequence(), f.lastPriceSequence()])
+        keepers, threshold, mlast, plast = self.batch_call(
+            [f.keepers(), f.threshold(), f.lastMarginAttestation(), f.lastPriceAttestation()])
         self.state.keepers = {to_checksum_address(k) for k in keepers}
         self.state.threshold = int(threshold)
-        self.state.last_margin_sequence = int(mseq)
-        self.state.last_price_sequence = int(pseq)
+        self.state.last_margin_sequence = int(mlast[0])
+        self.state.last_price_sequence = int(plast[0])
 
     def spot_price(self, asset: str) -> Optional[tuple[int, int]]:
         """The latest attested ``(price_wad, timestamp)`` of ``asset``, or ``None`` when none is set."""

@@ -47,6 +47,9 @@ def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None
         handler.setFormatter(_stdlib_logging.Formatter('{"level":"%(levelname)s","logger":"%(name)s","event":%(message)r}'))
         root.addHandler(handler)
     root.setLevel(lvl)
+    # apscheduler reports every coalesced/skipped tick ("maximum number of running instances reached"): that is the
+    # intended no-overlap behaviour, not a warning worth a line per tick
+    _stdlib_logging.getLogger("apscheduler").setLevel(_stdlib_logging.ERROR)
 
 
 def get_logger(name: str = "keeper", **bound: Any):

@@ -1,0 +1,166 @@
+"""Three keepers (M = 2) as threads with real HTTP between them, on a private Anvil with the real contracts.
+
+Each test deploys afresh (keeper.deploy on a free port), opens a small book (A healthy, B thin short puts,
+C counterparty), starts the keepers and mines blocks explicitly."""
+import time
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+import harness as h
+
+pytestmark = pytest.mark.chain
+
+
+@pytest.fixture
+def net(tmp_path):
+    n = h.start_net(tmp_path)
+    h.setup_book(n)
+    yield n
+    n.chain.stop()
+
+
+def _start(net, tmp_path, n=3, fabricate=None, rpc_urls=None):
+    spot = tmp_path / "spot.json"
+    h.write_spot(spot, 2000.0)
+    ports = h.free_ports(3)
+    ks = []
+    for i in range(n):
+        cfg = h.keeper_config(net, i, ports, spot, rpc_url=(rpc_urls or {}).get(i),
+                              fabricate=(fabricate or {}).get(i))
+        ks.append(h.KeeperThread(net, i, cfg))
+    return spot, ks
+
+
+def _stop(ks):
+    for k in ks:
+        k.stop()
+
+
+def _root(k, block):
+    att = k.bot.view.attestation(block)
+    return att["root"] if att else None
+
+
+def _breached(net, name):
+    return bool(net.ch.functions.isBreached(net.users[name]).call())
+
+
+def test_price_shock_breach_registered_within_two_blocks(net, tmp_path):
+    spot, ks = _start(net, tmp_path)
+    try:
+        quiet = []
+        for _ in range(3):
+            b = net.mine()
+            assert h.wait_for(lambda: all(_root(k, b) for k in ks), 20), "keepers did not attest the block"
+            quiet.append(b)
+        # same inputs, same root: all three keepers agree on every block
+        for b in quiet:
+            assert len({_root(k, b) for k in ks}) == 1
+        assert not any(_breached(net, x) for x in "ABC")  # healthy accounts are never registered
+        seq_before = int(net.ch.functions.lastMarginAttestation().call()[0])
+        h.write_spot(spot, 1300.0)
+        shock = net.mine()
+        assert h.wait_for(lambda: _breached(net, "B"), 20), "breach not registered"
+        rec = net.ch.functions.breachOf(net.users["B"]).call()
+        ev = net.ch.events.AccountBreached().get_logs(from_block=shock)
+        assert len(ev) == 1 and ev[0]["args"]["account"] == net.users["B"]
+        assert ev[0]["blockNumber"] - shock <= 2
+        assert int(net.ch.functions.lastMarginAttestation().call()[0]) == shock > seq_before
+        # the registered numbers are the keepers' leaf for B, and B's equity is below its maintenance margin
+        leaf = next(l for l in ks[0].bot.attestations[shock].leaves if l.account == net.users["B"])
+        assert int(rec[0]) == leaf.equity < int(rec[1]) == leaf.maintenance
+        assert not _breached(net, "A") and not _breached(net, "C")
+        # the same root is not submitted twice: one MarginRootPosted for the shock block
+        posted = net.ch.events.MarginRootPosted().get_logs(from_block=shock)
+        assert [int(e["args"]["sequence"]) for e in posted] == [shock]
+        # anyone can recompute the attested root from the archive served over HTTP
+        from keeper.exchange import PeerClient
+        from keeper.keeper_bot import recompute_from_archive
+
+        blob = PeerClient("k1", ks[1].server.url).archive(ev[0]["args"]["inputsHash"].hex())
+        root, leaves = recompute_from_archive(blob)
+        assert "0x" + root.hex() == _root(ks[0], shock) == "0x" + bytes(ev[0]["args"]["root"]).hex()
+    finally:
+        _stop(ks)
+
+
+def test_one_keeper_killed_the_other_two_still_register(net, tmp_path):
+    spot, ks = _start(net, tmp_path)
+    try:
+        b = net.mine()
+        assert h.wait_for(lambda: all(_root(k, b) for k in ks), 20)
+        # kill the keeper that the rotation designates for the shock block
+        from keeper.exchange import rotation_order
+
+        shock_block = int(net.w3.eth.block_number) + 1
+        addrs = [Account.from_key(k).address for k in net.keeper_keys]
+        victim = addrs.index(rotation_order(shock_block, addrs)[0])
+        ks[victim].stop()
+        alive = [k for i, k in enumerate(ks) if i != victim]
+        b = net.mine()
+        assert h.wait_for(lambda: all(_root(k, b) for k in alive), 20)
+        h.write_spot(spot, 1300.0)
+        shock = net.mine()
+        assert shock == shock_block + 1 or shock == shock_block
+        assert h.wait_for(lambda: _breached(net, "B"), 20)
+        ev = net.ch.events.AccountBreached().get_logs(from_block=shock)
+        assert ev and ev[0]["blockNumber"] - shock <= 2
+        assert not _breached(net, "A")
+    finally:
+        _stop(k for i, k in enumerate(ks) if k.thread.is_alive())
+
+
+def test_fabricated_breach_from_one_keeper_changes_nothing(net, tmp_path):
+    a = net.users["A"]
+    spot, ks = _start(net, tmp_path, fabricate={0: [a]})
+    try:
+        seq0 = int(net.ch.functions.lastMarginAttestation().call()[0])
+        blocks = []
+        for _ in range(3):
+            b = net.mine()
+            assert h.wait_for(lambda: all(_root(k, b) for k in ks), 20)
+            blocks.append(b)
+        time.sleep(1.0)  # a few exchange rounds
+        for b in blocks:
+            assert _root(ks[0], b) != _root(ks[1], b) == _root(ks[2], b)
+        assert not _breached(net, "A")
+        assert int(net.ch.functions.lastMarginAttestation().call()[0]) == seq0  # nothing submitted
+        assert net.ch.events.AccountBreached().get_logs(from_block=blocks[0]) == []
+        # the honest keepers saw the disagreement and know which leaf differs
+        assert ks[1].bot.metrics.disagreements._value.get() >= 1
+        # the liar cannot reach the quorum with its own signature only
+        att = ks[0].bot.attestations[blocks[-1]]
+        d = ks[0].bot.codec.digest("margin", att.message())
+        assert ks[0].bot.book.count("margin", blocks[-1], d) == 1
+    finally:
+        _stop(ks)
+
+
+def test_rpc_down_and_back(net, tmp_path):
+    port = int(net.chain.url.rsplit(":", 1)[1])
+    proxy = h.TcpProxy(port).start()
+    url = f"http://127.0.0.1:{proxy.port}"
+    spot, ks = _start(net, tmp_path, rpc_urls={0: url, 1: url, 2: url})
+    try:
+        b = net.mine()
+        assert h.wait_for(lambda: all(_root(k, b) for k in ks), 20)
+        proxy.stop()
+        time.sleep(0.5)
+        for _ in range(3):
+            net.mine()
+        time.sleep(1.0)
+        assert all(k.thread.is_alive() for k in ks)  # no crash
+        assert all(k.bot.view.snapshot().get("rpc") == "down" for k in ks)
+        h.write_spot(spot, 1300.0)
+        proxy.start()
+        shock = net.mine()
+        # resumes at the latest block (skipping the ones it missed) and registers the breach
+        assert h.wait_for(lambda: _breached(net, "B"), 30)
+        assert all(k.bot.last_block is not None and k.bot.last_block >= shock for k in ks)
+        assert all(shock - 1 not in k.bot.attestations for k in ks)
+        assert ks[0].bot.metrics.rpc_errors._value.get() > 0
+    finally:
+        _stop(ks)
+        proxy.stop()

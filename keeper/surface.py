@@ -694,6 +694,7 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
         slices, unused = build_slices(chain, filt.clean, ivs, config)
         underlying, asof = chain.underlying, chain.asof
         filters = dict(filt.report)
+        log.info("vol surface %s: quote filters %s, not used %s", underlying, filters, unused)
     else:
         slices, unused, filters = list(chain_or_slices), {}, None
     usable = [u for u in (_usable(s, config) for s in slices) if u is not None]

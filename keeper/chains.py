@@ -274,10 +274,13 @@ def chain_from_rows(rows: Iterable[Mapping[str, Any]], *, asof: float | None = N
     )
     if rejected:
         log.warning("option chain: skipped %d of %d rows: %s", sum(rejected.values()), read, rejected)
-    return LoadedChain(chain=chain, report=LoadReport(rows_read=read, rows_kept=n, rejected=dict(sorted(rejected.items()))))
+    report = LoadReport(rows_read=read, rows_kept=n, rejected=dict(sorted(rejected.items())))
+    return LoadedChain(chain=chain, report=report)
 
 
 def load_deribit_csv(path: str | Path, *, asof: float | None = None) -> LoadedChain:
-    """Load a Deribit-like option-chain CSV (the format of ``shared/data/option_chains``); see :func:`chain_from_rows`."""
+    """Load a Deribit-like option-chain CSV (the format of ``shared/data/option_chains``).
+
+    See :func:`chain_from_rows` for what is kept, what becomes NaN and what is counted as rejected."""
     with open(path, newline="") as fh:
         return chain_from_rows(csv.DictReader(fh), asof=asof)

@@ -136,7 +136,8 @@ def interpolated_min_g(shorter: SVIParams, longer: SVIParams, k_grid: np.ndarray
 
 def svi_g(params: Sequence[float], k: np.ndarray | float) -> np.ndarray:
     """Gatheral-Jacquier (2013) density function of a raw SVI slice:
-    ``g = (1 - k w'/(2w))^2 - w'^2/4 (1/w + 1/4) + w''/2``; the risk-neutral density is ``g / sqrt(2 pi w) * exp(-d2^2/2)``.
+    ``g = (1 - k w'/(2w))^2 - w'^2/4 (1/w + 1/4) + w''/2``; the risk-neutral density is
+    ``g / sqrt(2 pi w) * exp(-d2^2/2)``.
     Non-positive total variance gives ``-inf`` (that is arbitrage too)."""
     k = np.asarray(k, dtype=np.float64)
     return _g_from_w(k, *_svi_w_derivatives(params, k))
@@ -504,9 +505,11 @@ def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config:
         a, b, rho, m, sigma = p
         g = svi_g(p, grid) - config.repair_g_margin
         g = np.where(np.isfinite(g), g, -1.0)
-        parts = [g, np.array([lee - b * (1.0 + rho), lee - b * (1.0 - rho), a + b * sigma * math.sqrt(max(1.0 - rho * rho, 0.0))])]
+        min_w = a + b * sigma * math.sqrt(max(1.0 - rho * rho, 0.0))
+        parts = [g, np.array([lee - b * (1.0 + rho), lee - b * (1.0 - rho), min_w])]
         if w_cap is not None:
-            parts.append((w_cap - config.repair_w_margin - svi_total_variance(p, grid)) / max(float(np.max(w_cap)), 1e-12))
+            gap = w_cap - config.repair_w_margin - svi_total_variance(p, grid)
+            parts.append(gap / max(float(np.max(w_cap)), 1e-12))
         return np.concatenate(parts)
 
     x0 = np.array(start.as_tuple())

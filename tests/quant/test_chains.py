@@ -74,7 +74,8 @@ def test_deribit_marks_are_black76_on_row_forward_and_quote_time(shared_data, na
 def test_json_rows_missing_cells_are_nan_and_bad_rows_are_counted():
     good = {"snapshot_utc": "2024-01-08T11:19:41.423Z", "underlying": "ETH", "index_price": 2222.19,
             "expiry_utc": "2024-01-26T08:00:00Z", "strike": 2300, "kind": "C", "bid": 0.05, "ask": None,
-            "mark_price": "0.051", "underlying_price": 2240.0, "bid_amount": 12, "instrument_name": "ETH-26JAN24-2300-C"}
+            "mark_price": "0.051", "underlying_price": 2240.0, "bid_amount": 12,
+            "instrument_name": "ETH-26JAN24-2300-C"}
     ms = {**good, "snapshot_utc": 1704712781423, "kind": "put", "bid": "", "ask": "0.06", "strike": "2100"}
     rows = [
         good,

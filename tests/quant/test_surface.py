@@ -22,8 +22,8 @@ from keeper.canonical import canonical_json
 from keeper.chains import load_deribit_csv
 from keeper.implied_vol import implied_vol
 from keeper.surface import (
-    SliceQuotes, SurfaceConfig, SurfaceFitError, SVIParams, VolSurface, build_slices, butterfly_min_g, calendar_min_gap, check_grid,
-    filter_quotes, fit_surface, fit_svi_slice, quote_ivs,
+    SliceQuotes, SurfaceConfig, SurfaceFitError, SVIParams, VolSurface, build_slices, butterfly_min_g,
+    calendar_min_gap, check_grid, filter_quotes, fit_surface, fit_svi_slice, quote_ivs,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]

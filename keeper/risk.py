@@ -628,7 +628,6 @@ def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: Sc
     grid_worst = weighted_worst_loss(exposure, grid_dv, grid_set.weight, chunk)
 
     g = series_greeks(inputs)
-    f_series = inputs.forward[s.underlying]
     delta = _per_underlying(pos, s.underlying, g.delta, n_und)
     if ca.n and np.any(ca.underlying >= 0):
         moving = np.flatnonzero(ca.underlying >= 0)
@@ -641,7 +640,8 @@ def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: Sc
 
     short = pos.copy()
     short.data = np.maximum(-short.data, 0.0)
-    premium = prm.short_premium_charge * np.asarray(short @ v0).ravel()
+    option_value = np.where(s.kind == FORWARD, 0.0, v0)        # forwards are linear: no premium to charge
+    premium = prm.short_premium_charge * np.asarray(short @ option_value).ravel()
     cash_gamma_unit = 0.5 * (inputs.forward * prm.gamma_move) ** 2                # per unit of gamma, per underlying
     gamma_addon = prm.gamma_addon * _row_sum(np.maximum(-gamma, 0.0) * cash_gamma_unit[None, :])
     vega_addon = prm.vega_shift * _row_sum(np.maximum(-vega, 0.0))

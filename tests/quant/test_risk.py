@@ -529,3 +529,14 @@ def test_monte_carlo_var_es_of_collateral_match_lognormal_closed_form_within_sam
     es = value * (1.0 - math.exp(mu + 0.5 * sd ** 2) * norm.cdf(norm.ppf(0.025) - sd) / 0.025)
     assert risk.var[0] == pytest.approx(var, rel=0.01)    # ~3 standard errors of the sample quantile
     assert risk.es[0] == pytest.approx(es, rel=0.01)
+
+
+def test_short_premium_charge_counts_options_only():
+    f = 3000.0
+    series = SeriesTable(np.array([0, 0]), [3500.0, 2000.0], [0.2, 0.2], np.array([FORWARD, CALL]), [1.0, 1.0])
+    coll = CollateralTable([1.0], [0.0], np.array([NO_UNDERLYING]))
+    inputs = RiskInputs(series, sp.csr_matrix(np.array([[-4.0, -2.0]])), np.array([[1e5]]), coll, [f], [0.7, 0.7],
+                        [0.0, 0.0])
+    risk = compute_account_risk(inputs, monte_carlo_scenarios(1, 200, 1), grid_scenarios(0.1, n_underlyings=1))
+    assert risk.short_premium_charge[0] == pytest.approx(2.0 * vollib_black("c", f, 2000.0, 0.2, 0.0, 0.7),
+                                                         rel=1e-12)

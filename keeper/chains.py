@@ -67,14 +67,15 @@ class OptionChain:
     instrument: tuple[str, ...] = field(default=())
 
     def __post_init__(self) -> None:
-        n = self.strike.shape[0]
-        for name in ("quote_ts", "expiry_ts", "is_call", "bid", "ask", "bid_size", "ask_size", "mark", "forward",
-                     "index_price", "open_interest", "bid_iv", "ask_iv", "mark_iv"):
+        n = np.shape(self.strike)[0]
+        for name in ("strike", "quote_ts", "expiry_ts", "is_call", "bid", "ask", "bid_size", "ask_size", "mark",
+                     "forward", "index_price", "open_interest", "bid_iv", "ask_iv", "mark_iv"):
             arr = getattr(self, name)
             if not isinstance(arr, np.ndarray) or arr.shape != (n,):
                 raise ValueError(f"OptionChain.{name} must be a 1-D array of length {n}")
-            arr.setflags(write=False)
-        self.strike.setflags(write=False)
+            view = arr.view()  # read-only view: the caller's array keeps its own flags
+            view.setflags(write=False)
+            object.__setattr__(self, name, view)
         if self.instrument and len(self.instrument) != n:
             raise ValueError(f"OptionChain.instrument must have {n} names")
 

@@ -36,7 +36,7 @@ from scipy.optimize import minimize
 from keeper.canonical import inputs_hash
 from keeper.chains import OptionChain
 from keeper.implied_vol import IVReason, implied_vol
-from keeper.pricing import black76_greeks
+from keeper.pricing import black76_greeks, black76_price
 
 log = logging.getLogger(__name__)
 
@@ -598,6 +598,14 @@ class VolSurface:
         w = self.total_variance(k, expiry)
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where((expiry > 0.0) & (w > 0.0), np.sqrt(w / expiry), np.nan)
+
+    def price(self, strike: np.ndarray | float, expiry: np.ndarray | float, forward: np.ndarray | float,
+              is_call: np.ndarray | bool) -> np.ndarray:
+        """Undiscounted Black-76 price on the surface vol (NaN where the surface gives no vol, e.g. expiry <= 0)."""
+        vol = self.implied_vol(strike, expiry, forward)
+        ok = np.isfinite(vol)
+        price = black76_price(forward, strike, np.where(ok, expiry, 1.0), np.where(ok, vol, 0.5), is_call)
+        return np.where(ok, price, np.nan)
 
     def forward(self, expiry: np.ndarray | float) -> np.ndarray:
         """Forward at a maturity: the slices' forwards interpolated linearly in ``t`` (flat outside)."""

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from keeper.chains import SECONDS_PER_YEAR, chain_from_rows, load_deribit_csv
+from keeper.chains import SECONDS_PER_YEAR, OptionChain, chain_from_rows, load_deribit_csv
 from keeper.pricing import black76_price
 
 # Figures stated in shared/data/option_chains/PROVENANCE.md (rows, expiries, rows without bid / without ask).
@@ -105,7 +105,14 @@ def test_json_rows_missing_cells_are_nan_and_bad_rows_are_counted():
     assert len(sub) == 1 and sub.instrument == (ms["instrument_name"],) and sub.asof == chain.asof
 
 
-def test_chain_arrays_are_read_only(shared_data):
+def test_chain_arrays_are_read_only_without_freezing_the_callers_arrays(shared_data):
     chain = load_deribit_csv(shared_data / "option_chains" / "deribit_BTC_20200514T0541Z.csv").chain
     with pytest.raises(ValueError):
         chain.bid[0] = 1.0
+    bid = np.array(chain.bid)
+    copy = OptionChain(**{**{f: getattr(chain, f) for f in chain.__dataclass_fields__}, "bid": bid})
+    bid[0] = 1.0  # still writable for its owner (and the chain sees its own read-only view of it)
+    with pytest.raises(ValueError):
+        copy.bid[0] = 2.0
+    with pytest.raises(ValueError, match="length"):
+        OptionChain(**{**{f: getattr(chain, f) for f in chain.__dataclass_fields__}, "ask": chain.ask[:3]})

@@ -116,3 +116,22 @@ def test_chain_arrays_are_read_only_without_freezing_the_callers_arrays(shared_d
         copy.bid[0] = 2.0
     with pytest.raises(ValueError, match="length"):
         OptionChain(**{**{f: getattr(chain, f) for f in chain.__dataclass_fields__}, "ask": chain.ask[:3]})
+
+
+def test_json_rows_of_a_real_chain_load_like_the_csv(shared_data):
+    """The replay adapter feeds JSON objects (numbers as numbers, empty cells as null): same chain as the CSV."""
+    import json
+
+    path = shared_data / "option_chains" / "deribit_BTC_20200521T2319Z.csv"
+    with open(path, newline="") as fh:
+        raw = list(csv.DictReader(fh))
+    numeric = {"index_price", "strike", "bid", "ask", "bid_iv", "ask_iv", "mark_price", "mark_iv", "open_interest",
+               "underlying_price", "bid_amount", "ask_amount"}
+    as_json = json.dumps([{k: (None if v == "" else float(v) if k in numeric else v) for k, v in r.items()}
+                          for r in raw])
+    from_json = chain_from_rows(json.loads(as_json)).chain
+    from_csv = load_deribit_csv(path).chain
+    for name in ("quote_ts", "expiry_ts", "strike", "is_call", "bid", "ask", "bid_size", "ask_size", "mark",
+                 "forward", "index_price", "open_interest", "bid_iv", "ask_iv", "mark_iv"):
+        assert np.array_equal(getattr(from_json, name), getattr(from_csv, name), equal_nan=True), name
+    assert from_json.asof == from_csv.asof and from_json.instrument == from_csv.instrument

@@ -43,6 +43,16 @@ N_ACCOUNTS, N_SERIES, N_SCENARIOS = 10_000, 200, 10_000
 BLOCK_HASH = "0x" + "9e" * 32
 
 
+SOURCES = ("keeper/pricing.py", "keeper/risk.py", "keeper/risk_scenarios.py", "keeper/risk_canonical.py")
+
+
+def _sources_digest() -> str:
+    """Digest of the engine's source files, to detect a working tree edited while the benchmark runs."""
+    import hashlib
+
+    return hashlib.sha256(b"".join((ROOT / name).read_bytes() for name in SOURCES)).hexdigest()[:16]
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0   # Linux: KiB
 
@@ -67,6 +77,7 @@ def fast_mc(inputs, scen):
 
 
 def run_mode(mode: str, repeats: int, positions: float) -> dict:
+    digest = _sources_digest()
     inputs = synthetic_book(1, N_ACCOUNTS, N_SERIES, positions_per_account=positions)
     rss_before = _peak_rss_mb()
     seed = seed_from_block_hash(BLOCK_HASH)
@@ -84,7 +95,8 @@ def run_mode(mode: str, repeats: int, positions: float) -> dict:
         times.append(time.perf_counter() - t0)
     np.save(f"/tmp/bench_risk_{mode}.npy", np.vstack(out))
     return {"mode": mode, "best_s": min(times), "median_s": float(np.median(times)), "repeats": repeats,
-            "peak_rss_mb": _peak_rss_mb(), "rss_after_book_mb": rss_before, "nnz": int(inputs.positions.nnz)}
+            "peak_rss_mb": _peak_rss_mb(), "rss_after_book_mb": rss_before, "nnz": int(inputs.positions.nnz),
+            "sources": digest if digest == _sources_digest() else "changed-during-run"}
 
 
 def main() -> None:
@@ -116,6 +128,9 @@ def main() -> None:
     print(f"  speed-up MC part naive/engine: {rows['naive-mc']['best_s'] / rows['fast-mc']['best_s']:.2f}x")
     print(f"  VaR/ES engine vs naive: max relative difference {rel:.2e}; full run equals MC part: "
           f"{bool(np.array_equal(full_out, fast_out))}")
+    sources = {r["sources"] for r in rows.values()}
+    if len(sources) != 1 or "changed-during-run" in sources:
+        print(f"  WARNING: engine sources changed between runs ({sorted(sources)}): figures are not comparable")
     ok = rows["fast"]["best_s"] <= 1.0 and rows["fast"]["peak_rss_mb"] <= 2048
     print(f"  target (<= 1.0 s, <= 2 GB): {'met' if ok else 'NOT met'}")
 

@@ -269,10 +269,40 @@ class Sender:
         return self.w3.eth.contract(address=rcpt["contractAddress"], abi=art.abi)
 
     def call(self, fn, what: str = "", **tx):
-        """Send a contract function call (``contract.functions.f(...)``)."""
-        built = fn.build_transaction({"from": self.address, "gasPrice": max(int(self.w3.eth.gas_price), 1), **tx})
+        """Send a contract function call (``contract.functions.f(...)``); a revert raises :class:`DeployError`
+        naming the custom error and its arguments."""
+        what = what or fn.fn_name
+        try:
+            built = fn.build_transaction({"from": self.address, "gasPrice": max(int(self.w3.eth.gas_price), 1),
+                                          **tx})
+        except Exception as e:  # noqa: BLE001 - estimate_gas reverted: say which error
+            raise DeployError(f"{what} would revert: {describe_revert(e, fn.contract_abi)}") from None
         built.pop("gas", None)
-        return self.send(built, what=what or fn.fn_name)
+        return self.send(built, what=what)
+
+
+def describe_revert(exc: BaseException, abi: list) -> str:
+    """``Name(arg, ...)`` of the custom error inside a web3 revert, decoded with ``abi``; else the message."""
+    from eth_abi import decode
+    from eth_utils import function_signature_to_4byte_selector
+
+    data = getattr(exc, "data", None)
+    if not isinstance(data, str):
+        data = next((a for a in getattr(exc, "args", ()) if isinstance(a, str) and a.startswith("0x")), None)
+    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
+        for item in abi:
+            if item.get("type") != "error":
+                continue
+            types = [i["type"] for i in item.get("inputs", [])]
+            sel = "0x" + function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})").hex()
+            if data[:10].lower() == sel:
+                try:
+                    args = decode(types, bytes.fromhex(data[10:]))
+                except Exception:  # noqa: BLE001
+                    args = ()
+                shown = ", ".join(("0x" + a.hex()) if isinstance(a, bytes) else str(a) for a in args)
+                return f"{item['name']}({shown})"
+    return str(exc)[:200]
 
 
 def web3_for(url: str):

@@ -529,7 +529,9 @@ class LiquidatorBot:
             self.emit("lost_race", auction=quote.auction_id, account=account, stage="mined", tx=h.hex(),
                       price=quote.auction_price, limit=int(decision.max_price))
             return "lost_race"
-        filled = self.auction.events.Bid().process_receipt(rcpt)
+        from web3.logs import DISCARD
+
+        filled = self.auction.events.Bid().process_receipt(rcpt, errors=DISCARD)
         got = filled[0]["args"] if filled else {}
         self._count("bids_filled")
         self.emit("bid_filled", auction=quote.auction_id, account=account, tx=h.hex(),

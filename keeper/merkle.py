@@ -37,7 +37,10 @@ class MarginLeaf:
                 int(self.initial), int(self.model_value))
 
     @staticmethod
-    def from_tuple(t: Sequence) -> "MarginLeaf":
+    def from_tuple(t) -> "MarginLeaf":
+        """From the struct as a tuple or as web3's decoded dict."""
+        if isinstance(t, dict):
+            t = (t["account"], t["stateNonce"], t["equity"], t["maintenance"], t["initial"], t["modelValue"])
         return MarginLeaf(to_checksum_address(t[0]), int(t[1]), int(t[2]), int(t[3]), int(t[4]), int(t[5]))
 
     def hash(self) -> bytes:

@@ -1,0 +1,178 @@
+"""Invariant checks of a scenario run, computed independently from chain state, events, transaction calldata and
+the archived inputs (no number is taken from the scenario's own bookkeeping).
+
+* ``m_of_n_before_liquidation``: every ``AuctionStarted`` is preceded by the ``AccountBreached`` record it used
+  (same account and state nonce), posted in a transaction whose signatures over the EIP-712 ``MarginRoot`` recover
+  to at least M distinct registered keepers; the breached leaf's Merkle branch leads to the posted root.
+* ``no_healthy_account_sold``: for every auction, the leaf is recomputed from the archived inputs its
+  ``inputsHash`` names (quant engine, same seeds) and must equal the attested leaf and be below maintenance.
+* ``token_conservation``: per token, the ERC20 balance held by the clearinghouse equals what it owes (sum of
+  collateral balances; for the quote asset the sum of cash plus the settlement reserve), and the auction module's
+  cash equals the fund's liabilities plus the escrow and penalties of running auctions.
+* ``insurance_fund_arithmetic``: fund after = before + penalties to the fund (penalty - starter reward of every
+  ended auction, less what repaid bad debt) - shortfalls paid, from the auction events.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from eth_utils import keccak
+
+from keeper.merkle import MarginLeaf, build_tree
+from keeper.scenario_keepers import margin_root_struct_hash, recompute_leaves
+
+SIG_LEN = 65
+
+
+def recover_signers(digest: bytes, signatures: bytes) -> list[str]:
+    """Signers of concatenated 65-byte signatures over ``digest``."""
+    from eth_account import Account
+
+    if len(signatures) % SIG_LEN:
+        raise ValueError(f"signature bytes length {len(signatures)} is not a multiple of 65")
+    return [Account._recover_hash(digest, signature=signatures[i:i + SIG_LEN])
+            for i in range(0, len(signatures), SIG_LEN)]
+
+
+def decode_batch(ch, tx_input: bytes) -> dict | None:
+    """Decode a ``postMarginBatch``/``postMarginRoot`` call: header, leaves (batch only), signatures."""
+    try:
+        fn, args = ch.decode_function_input(tx_input)
+    except ValueError:
+        return None
+    name = fn.fn_name
+    if name == "postMarginBatch":
+        h = args["header"]
+        return {"kind": "batch", "header": h, "leaves": [MarginLeaf.from_tuple(x) for x in args["leaves"]],
+                "signatures": bytes(args["signatures"])}
+    if name == "postMarginRoot":
+        return {"kind": "root", "header": args["header"], "root": bytes(args["root"]), "leaves": [],
+                "signatures": bytes(args["signatures"])}
+    return None
+
+
+def _h(x) -> tuple:
+    """Header struct (dict or tuple) -> (inputsHash bytes, sequence, timestamp, leafCount)."""
+    if isinstance(x, dict):
+        return bytes(x["inputsHash"]), int(x["sequence"]), int(x["timestamp"]), int(x["leafCount"])
+    return bytes(x[0]), int(x[1]), int(x[2]), int(x[3])
+
+
+def check_attestation_for_breach(w3, ch, breach_event, keepers: set[str], threshold: int) -> dict:
+    """Everything about the attestation behind one ``AccountBreached`` event."""
+    tx = w3.eth.get_transaction(breach_event["transactionHash"])
+    dec = decode_batch(ch, bytes(tx["input"]))
+    a = breach_event["args"]
+    out: dict[str, Any] = {"account": a["account"], "block": int(breach_event["blockNumber"]), "ok": False}
+    if dec is None:
+        out["problem"] = "breach not registered by a margin batch transaction"
+        return out
+    ih, seq, ts, count = _h(dec["header"])
+    leaf = MarginLeaf(a["account"], int(a["stateNonce"]), int(a["equity"]), int(a["maintenance"]), int(a["initial"]),
+                      int(a["modelValue"]))
+    if dec["kind"] == "batch":
+        tree = build_tree([x.hash() for x in dec["leaves"]])
+        root = tree.root
+        in_tree = leaf.hash() in tree.leaves
+    else:
+        root, in_tree = dec["root"], True
+    digest = bytes(ch.functions.hashTypedData(margin_root_struct_hash(root, ih, seq, ts, count)).call())
+    signers = recover_signers(digest, dec["signatures"])
+    valid = {s for s in signers if s in keepers}
+    out.update(root="0x" + root.hex(), root_matches_event=root == bytes(a["root"]), leaf_in_tree=in_tree,
+               inputs_hash="0x" + ih.hex(), signers=sorted(valid), leaf=leaf)
+    out["ok"] = bool(out["root_matches_event"] and in_tree and len(valid) >= threshold
+                     and ih == bytes(a["inputsHash"]))
+    return out
+
+
+def run_checks(scn) -> dict:
+    """All invariants for a finished :class:`keeper.scenario.Scenario` (see module doc)."""
+    w3, ch, auc, dep = scn.w3, scn.ch, scn.auction, scn.dep
+    fb = dep.block
+    keepers = set(ch.functions.keepers().call())
+    threshold = int(ch.functions.threshold().call())
+    starts = auc.events.AuctionStarted().get_logs(from_block=fb)
+    breaches = ch.events.AccountBreached().get_logs(from_block=fb)
+    bids = auc.events.Bid().get_logs(from_block=fb)
+    results: dict[str, Any] = {}
+
+    # 1 + 2: attestation behind every auction, recomputed from the archive
+    problems, healthy, recomputed = [], {}, 0
+    for s in starts:
+        acct, nonce, aid = s["args"]["account"], int(s["args"]["stateNonce"]), int(s["args"]["id"])
+        prior = [b for b in breaches if b["args"]["account"] == acct and int(b["args"]["stateNonce"]) == nonce
+                 and (b["blockNumber"], b["logIndex"]) < (s["blockNumber"], s["logIndex"])]
+        if not prior:
+            problems.append(f"auction {aid}: no AccountBreached for {acct[:10]} at nonce {nonce} before it")
+            healthy[aid] = True
+            continue
+        b = prior[-1]
+        info = check_attestation_for_breach(w3, ch, b, keepers, threshold)
+        if not info["ok"]:
+            problems.append(f"auction {aid}: attestation check failed ({info.get('problem') or info})")
+        if int(b["args"]["equity"]) != int(s["args"]["equity"]) or \
+                int(b["args"]["maintenance"]) != int(s["args"]["maintenance"]):
+            problems.append(f"auction {aid}: start numbers differ from the breach record")
+        blob = scn.archive.get(info.get("inputs_hash", ""))
+        if blob is None or keccak(blob) != bytes(b["args"]["inputsHash"]):
+            problems.append(f"auction {aid}: archived inputs missing or not matching their hash")
+            healthy[aid] = True
+            continue
+        mine = {x.account: x for x in recompute_leaves(blob)}.get(acct)
+        recomputed += 1
+        if mine is None or mine != info["leaf"]:
+            problems.append(f"auction {aid}: recomputed leaf {mine} != attested {info['leaf']}")
+        healthy[aid] = mine is None or mine.equity >= mine.maintenance
+    sold_from_healthy = sorted({int(b["args"]["id"]) for b in bids if healthy.get(int(b["args"]["id"]))})
+    results["m_of_n_before_liquidation"] = {
+        "ok": not [p for p in problems if "attestation" in p or "no AccountBreached" in p],
+        "detail": f"{len(starts)} auction(s), each from a breach posted with >= {threshold} of {len(keepers)} keeper "
+                  f"signatures" + (f"; problems: {problems}" if problems else "")}
+    results["no_healthy_account_sold"] = {
+        "ok": not sold_from_healthy and not [p for p in problems if "recomputed" in p or "archived" in p],
+        "detail": f"{recomputed} breach leaf(s) recomputed from archived inputs; auctions selling a healthy account: "
+                  f"{sold_from_healthy or 'none'}"}
+
+    # 3: token conservation
+    accounts = set(scn.accounts()) | {dep.auction, dep.owner}
+    lines, ok = [], True
+    reserve = int(ch.functions.settlementReserve().call()) if _has(ch, "settlementReserve") else 0
+    for sym, tok in scn.tokens.items():
+        held = int(tok.functions.balanceOf(ch.address).call())
+        if tok.address.lower() == dep.quote_asset.lower():
+            owed = sum(int(ch.functions.cashOf(a).call()) for a in accounts) + reserve
+        else:
+            owed = sum(int(ch.functions.collateralOf(a, tok.address).call()) for a in accounts)
+        ok &= held == owed
+        lines.append(f"{sym}: held {held} owed {owed}")
+    running = 0
+    for s in starts:
+        m = auc.functions.auctionOf(s["args"]["account"]).call()
+        if int(m[1]) != 0 and int(m[8]) == int(s["args"]["id"]):
+            running += int(m[9]) + int(m[10])
+    module_cash = int(ch.functions.cashOf(dep.auction).call())
+    liabilities = int(auc.functions.fundLiabilities().call())
+    ok &= module_cash == liabilities + running
+    lines.append(f"module cash {module_cash} = fund liabilities {liabilities} + escrow/penalties {running}")
+    results["token_conservation"] = {"ok": bool(ok), "detail": "; ".join(lines)}
+
+    # 4: insurance fund arithmetic from events
+    before = int(scn.fund_before)
+    ends = auc.events.AuctionEnded().get_logs(from_block=fb)
+    to_fund = sum(int(e["args"]["penalty"]) - int(e["args"]["reward"]) for e in ends)
+    repaid = sum(int(e["args"]["repaid"]) for e in auc.events.FundReceived().get_logs(from_block=fb)
+                 if int(e["args"]["auctionId"]) != 0)
+    paid = sum(int(e["args"]["paid"]) for e in auc.events.ShortfallPaid().get_logs(from_block=fb))
+    after = int(auc.functions.fundBalance().call())
+    expected = before + to_fund - repaid - paid
+    results["insurance_fund_arithmetic"] = {
+        "ok": expected == after,
+        "detail": f"before {before} + penalties to fund {to_fund} - debt repaid {repaid} - shortfalls paid {paid} = "
+                  f"{expected}; on chain {after}"}
+    results["_healthy_at_start"] = healthy
+    return results
+
+
+def _has(contract, name: str) -> bool:
+    return any(i.get("name") == name for i in contract.abi)

@@ -1,0 +1,135 @@
+"""``backstop deploy``, ``backstop scenario`` and ``backstop verify`` (click commands; ``keeper/cli.py`` adds
+them to the ``backstop`` group). Bad input exits non-zero with one readable line."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+
+import click
+
+from keeper.config import DEFAULT_RPC_URL
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    click.echo(f"backstop: {msg}", err=True)
+    sys.exit(code)
+
+
+@click.command("deploy")
+@click.option("--rpc", "rpc_url", default=DEFAULT_RPC_URL, show_default=True,
+              help="JSON-RPC URL; a local Anvil (or Ganache) is started there when nothing answers")
+@click.option("--backend", type=click.Choice(["anvil", "ganache"]), default="anvil", show_default=True)
+@click.option("--out", "deployment_file", default="deployment.json", show_default=True,
+              help="deployment file to write (a .full.json with keepers, tokens and series goes beside it)")
+@click.option("--mnemonic", default=None, help="mnemonic of the chain's accounts (default: the local test one)")
+@click.option("--threshold", type=int, default=2, show_default=True)
+@click.option("--keepers", "n_keepers", type=int, default=3, show_default=True)
+@click.option("--spot", type=float, default=2000.0, show_default=True, help="spot the series grid is built around")
+@click.option("--keep-running/--stop-chain", default=True, show_default=True,
+              help="leave a chain started here running (in the foreground until Ctrl-C)")
+def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers, spot, keep_running) -> None:
+    """Deploy Backstop (tokens, Clearinghouse, keeper set, collateral, series, auction, fund) and write the
+    deployment file the bots read."""
+    from eth_account import Account
+
+    from keeper.deploy import DEFAULT_MNEMONIC, DeployConfig, DeployError, deploy, derive_keys, ensure_chain, web3_for
+
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        chain = ensure_chain(rpc_url, backend, mnemonic=mnemonic or DEFAULT_MNEMONIC)
+    except DeployError as e:
+        _fail(str(e))
+    try:
+        keys = derive_keys(chain.mnemonic, 1 + n_keepers)
+        cfg = DeployConfig(n_keepers=n_keepers, threshold=threshold, spot0=spot)
+        res = deploy(web3_for(chain.url), keys[0], [Account.from_key(k).address for k in keys[1:]], cfg,
+                     rpc_url=chain.url, deployment_file=deployment_file, progress=lambda m: click.echo(f"  {m}"))
+    except DeployError as e:
+        chain.stop()
+        _fail(str(e))
+    click.echo(f"deployed on chain {res.chain_id} at block {res.block}: Clearinghouse {res.clearinghouse}, "
+               f"auction {res.auction}; wrote {res.deployment_file}")
+    if chain.started_here:
+        if keep_running:
+            click.echo(f"{backend} is running at {chain.url} (pid {chain.process.pid}); Ctrl-C stops it")
+            try:
+                chain.process.wait()
+            except KeyboardInterrupt:
+                pass
+        chain.stop()
+
+
+@click.command("scenario")
+@click.option("--out", "out_dir", default=None, help="output folder (default ./out/scenario-<timestamp>/)")
+@click.option("--rpc", "rpc_url", default=None, help="use this node instead of starting a fresh local chain")
+@click.option("--backend", type=click.Choice(["anvil", "ganache"]), default="anvil", show_default=True)
+@click.option("--jump", type=float, default=-0.30, show_default=True, help="crash jump (simple return)")
+@click.option("--vol-spike", type=float, default=2.0, show_default=True, help="ATM vol multiplier at the crash")
+@click.option("--base-vol", type=float, default=0.60, show_default=True)
+@click.option("--steps", type=int, default=24, show_default=True)
+@click.option("--crash-step", type=int, default=8, show_default=True)
+@click.option("--seed", type=int, default=7, show_default=True)
+@click.option("--replay", default=None,
+              help="replay a real path: a CSV file, or a name in ../shared/data/price_paths (e.g. ETHUSD_2022-06-13)")
+@click.option("--shared-data", default=None, help="folder holding price_paths/ (default ../shared/data)")
+@click.option("--short-vol", "n_short", type=int, default=18, show_default=True)
+@click.option("--long-vol", "n_long", type=int, default=12, show_default=True)
+@click.option("--no-manipulation", is_flag=True, help="skip the fat-finger experiment")
+@click.option("--no-live", is_flag=True, help="plain log lines instead of the live table")
+@click.option("--small", is_flag=True, help="small, fast configuration (tests, CI)")
+def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, crash_step, seed, replay, shared_data,
+                 n_short, n_long, no_manipulation, no_live, small) -> None:
+    """Run the end-to-end crash scenario on a fresh local chain and write the report and plots."""
+    from keeper.scenario import Scenario, ScenarioConfig, ScenarioError
+    from keeper.scenario_path import CrashConfig
+
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    if small:
+        steps, crash_step, n_short, n_long = min(steps, 8), min(crash_step, 3), min(n_short, 6), min(n_long, 4)
+    try:
+        crash = CrashConfig(n_steps=steps, crash_step=crash_step, jump=jump, vol_spike=vol_spike, base_vol=base_vol,
+                            seed=seed)
+        crash.validate()
+        cfg = ScenarioConfig(out_dir=out_dir, rpc_url=rpc_url, backend=backend, n_short_vol=n_short,
+                             n_long_vol=n_long, crash=crash, replay=replay, shared_dir=shared_data,
+                             manipulation=not no_manipulation, live=not no_live, seed=seed)
+        if small:
+            cfg.auction_ticks, cfg.mc_paths = 10, 500
+        summary = Scenario(cfg).run()
+    except (ValueError, ScenarioError) as e:
+        _fail(str(e))
+    bad = [k for k, v in (summary.get("invariants") or {}).items() if not v.get("ok")]
+    if summary.get("healthy_accounts_liquidated") or bad:
+        _fail(f"scenario finished but invariants failed: {', '.join(bad) or 'healthy account liquidated'}", 1)
+
+
+@click.command("verify")
+@click.option("--account", default=None, help="verify the latest liquidation of this account")
+@click.option("--auction", "auction_id", type=int, default=None, help="verify this auction id")
+@click.option("--deployment", "deployment_file", default="deployment.json", show_default=True)
+@click.option("--rpc", "rpc_url", default=DEFAULT_RPC_URL, show_default=True)
+@click.option("--archive", "archive_dirs", multiple=True,
+              help="folder of archived inputs (<inputsHash>.json); may repeat")
+@click.option("--keeper-url", "keeper_urls", multiple=True, help="keeper HTTP API serving /archive/<hash>")
+@click.option("--json", "as_json", is_flag=True, help="print the full result as JSON")
+def verify_cmd(account, auction_id, deployment_file, rpc_url, archive_dirs, keeper_urls, as_json) -> None:
+    """Check a liquidation against the protocol's rules: attestation signatures, Merkle proof, recomputed
+    equity and margins, the auction's start price and every bid."""
+    from keeper.verify import VerifyError, verify_liquidation
+
+    if (account is None) == (auction_id is None):
+        _fail("give exactly one of --account or --auction")
+    try:
+        result = verify_liquidation(rpc_url=rpc_url, deployment_file=deployment_file, account=account,
+                                    auction_id=auction_id, archive_dirs=[Path(d) for d in archive_dirs],
+                                    keeper_urls=list(keeper_urls))
+    except VerifyError as e:
+        _fail(str(e))
+    if as_json:
+        click.echo(json.dumps(result, indent=2, default=str))
+    else:
+        for line in result["lines"]:
+            click.echo(line)
+    sys.exit(0 if result["followed_rules"] else 1)

@@ -230,7 +230,11 @@ def implied_vol(price, forward, strike, expiry, is_call, discount=1.0) -> Implie
     idx = np.flatnonzero(live)
     if idx.size:
         fl, kl = f[idx], k[idx]
-        x = -np.abs(np.log(fl) - np.log(kl))
+        with np.errstate(all="ignore"):
+            x = np.log(fl) - np.log(kl)
+            near = np.abs(x) < 0.5
+            # log1p((F - K)/K) is exact to an ulp of x near the money, where ln F - ln K is only exact to eps
+            x = -np.abs(np.where(near, np.log1p((fl - kl) / kl), x))
         sqrt_fk = np.sqrt(fl) * np.sqrt(kl)
         with np.errstate(divide="ignore", under="ignore"):
             log_beta = np.log(time_value[idx] / sqrt_fk)  # normalised OTM price

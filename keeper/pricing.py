@@ -27,9 +27,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.special import ndtr
+from scipy.special import erfcx, ndtr
 
 _INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2 pi)
+_INV_SQRT2 = 0.7071067811865476
+_SERIES_MAX_ORDER = 13  # odd Taylor terms up to t^13: converged to eps for t = s/2 < 0.125
+_SERIES_MIN_LOSS = 32.0  # use the series where |x| > 32 s^2 (so s < 0.25 when |x| < 2)
+_SQRT_HALF_PI = 1.2533141373155003  # sqrt(pi/2)
+# coefficients of u^1 .. u^9 in (1 + h Y(h)) / u - 1, u = 1/h^2: (-1)^k (2k+1)!!
+_ASYMPTOTIC_1_PLUS_HY = (-3.0, 15.0, -105.0, 945.0, -10395.0, 135135.0, -2027025.0, 34459425.0, -654729075.0)
 
 
 @dataclass(frozen=True)
@@ -57,9 +63,20 @@ def _sign(is_call) -> np.ndarray:
 
 
 def _log_moneyness(forward: np.ndarray, strike: np.ndarray) -> np.ndarray:
-    """ln(F/K); falls back to ln F - ln K where the ratio over- or underflows."""
+    """ln(F/K), accurate to an ulp of x itself near the money; ln F - ln K where the ratio over- or underflows.
+
+    ``log(F/K)`` near ``F = K`` carries the rounding of the ratio (absolute ``eps``, i.e. relative ``eps/|x|``), which
+    far-out-of-the-money prices at tiny deviations amplify by ``(x/s)^2``; ``log1p((F - K)/K)`` does not (``F - K``
+    is exact there).
+    """
     with np.errstate(over="ignore", under="ignore", divide="ignore", invalid="ignore"):
-        x = np.log(forward / strike)
+        x = np.log1p((forward - strike) / strike)
+        # far below the strike (F < K/2) (F - K)/K rounds towards -1: take the plain ratio there
+        low = forward < 0.5 * strike
+        if np.any(low):
+            shape = np.shape(x)
+            x = np.array(x, dtype=np.float64)
+            x[low] = np.log(np.broadcast_to(forward, shape)[low] / np.broadcast_to(strike, shape)[low])
     if not np.isfinite(x).all():
         with np.errstate(divide="ignore", invalid="ignore"):
             alt = np.log(forward) - np.log(strike)
@@ -104,8 +121,54 @@ class _Core:
         self.zero = zero if has_zero else None
 
 
+def _normalised_otm_small_dev(ax: np.ndarray, dev: np.ndarray) -> np.ndarray:
+    """Out-of-the-money normalised price ``b = price / sqrt(F K)`` for ``|x| = ax`` and small deviation ``s = dev``.
+
+    With ``h = -ax/s``, ``t = s/2`` and ``Y(z) = N(z)/phi(z)``: ``b = phi(h) e^{-t^2/2} (Y(h+t) - Y(h-t))``, and the
+    difference is summed as the odd Taylor series ``2 sum t^k Y^(k)(h)/k!`` with ``Y' = 1 + hY`` (its asymptotic
+    series where ``h < -20``, where ``1 + hY`` would cancel) and ``Y^(n+1) = h Y^(n) + n Y^(n-1)``. This removes the
+    cancellation of ``F N(d1) - K N(d2)`` when ``s^2 << |x|`` (far out of the money at tiny ``vol sqrt(T)``).
+    """
+    h = -ax / dev
+    t = 0.5 * dev
+    y0 = _SQRT_HALF_PI * erfcx(-h * _INV_SQRT2)
+    with np.errstate(divide="ignore", over="ignore", invalid="ignore"):
+        # 1 + hY ~ u (1 - 3u + 15u^2 - 105u^3 + ... - 19!! u^9), u = 1/h^2: Horner
+        u = 1.0 / (h * h)
+        poly = np.zeros_like(u)
+        for coef in _ASYMPTOTIC_1_PLUS_HY[::-1]:
+            poly = (poly + coef) * u
+        asym = u * (1.0 + poly)
+    y1 = np.where(h < -20.0, asym, 1.0 + h * y0)
+    t2 = t * t
+    total = t * y1
+    y_prev, y_cur = y0, y1
+    term_t = t
+    fact = 1.0
+    for n in range(1, _SERIES_MAX_ORDER):  # Y^(2) .. Y^(max order)
+        y_next = h * y_cur + n * y_prev
+        y_prev, y_cur = y_cur, y_next
+        if (n + 1) % 2 == 1:
+            term_t = term_t * t2
+            fact = fact * n * (n + 1)
+            total = total + term_t * y_cur / fact
+    with np.errstate(under="ignore"):
+        return 2.0 * _INV_SQRT_2PI * np.exp(-0.5 * (h * h + t2)) * total
+
+
 def _price_from_core(c: _Core, forward, strike, discount):
     otm = c.w_otm * (forward * c.nd1_otm - strike * c.nd2_otm)
+    # Far out of the money at tiny deviation the two terms above nearly cancel (relative error ~ eps 2|x|/s^2):
+    # re-evaluate those rows with the series, where it is both needed and convergent.
+    ax = np.abs(c.x)
+    dev = c.dev
+    # only where the cancellation costs more than ~64 ulps (2|x|/s^2 > 64) and the series is accurate (|x| < 2)
+    series = (ax < 2.0) & (ax > _SERIES_MIN_LOSS * dev * dev) & (dev > 0.0)
+    if series.any():
+        shape = series.shape
+        otm = np.array(np.broadcast_to(otm, shape), dtype=np.float64)
+        fk = np.sqrt(np.broadcast_to(forward, shape)[series]) * np.sqrt(np.broadcast_to(strike, shape)[series])
+        otm[series] = fk * _normalised_otm_small_dev(ax[series], np.broadcast_to(dev, shape)[series])
     return discount * (otm + c.itm * np.abs(forward - strike)) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 

@@ -218,6 +218,8 @@ class RiskInputs:
         if np.any(collateral < 0):
             raise ValueError("collateral: amounts must be >= 0")
         positions = _canonical_csr(self.positions, (collateral.shape[0], n_series))
+        for arr in (positions.data, positions.indices, positions.indptr):
+            arr.setflags(write=False)                 # the dataclass is frozen; so are its arrays
         object.__setattr__(self, "collateral", collateral)
         object.__setattr__(self, "positions", positions)
         object.__setattr__(self, "forward", _f64(self.forward, "forward", 1))

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -697,7 +697,7 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
 
     ``fit_report`` holds the filter counts (chain input), per-slice RMSE and max error in vol points against the
     mid implied vols, the number of quotes per slice, which slices were repaired, and the arbitrage checks."""
-    report: dict[str, Any] = {}
+    report: dict[str, Any] = {"config": asdict(config)}
     if isinstance(chain_or_slices, OptionChain):
         chain = chain_or_slices
         ivs = quote_ivs(chain)

@@ -20,7 +20,6 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sp
-from eth_abi import encode as abi_encode
 from eth_utils import keccak, to_checksum_address
 
 from keeper.canonical import canonical_json
@@ -58,10 +57,14 @@ class Leaf:
 
     def hash(self) -> bytes:
         """``keccak256(bytes.concat(keccak256(abi.encode(account, stateNonce, equity, maintenance, initial,
-        modelValue))))`` (OZ StandardMerkleTree leaf)."""
-        inner = keccak(abi_encode(["address", "uint32", "int256", "uint256", "uint256", "int256"],
-                                  list(self.as_tuple())))
-        return keccak(inner)
+        modelValue))))`` (OZ StandardMerkleTree leaf). The ABI encoding of these six static words is written out
+        directly (checked against eth_abi in the tests); out-of-range values raise."""
+        if not (0 <= self.state_nonce < 2**32 and 0 <= self.maintenance < 2**256 and 0 <= self.initial < 2**256):
+            raise ValueError(f"leaf of {self.account}: value out of range for its ABI type")
+        enc = (b"\x00" * 12 + bytes.fromhex(self.account[2:]) + self.state_nonce.to_bytes(32, "big")
+               + self.equity.to_bytes(32, "big", signed=True) + self.maintenance.to_bytes(32, "big")
+               + self.initial.to_bytes(32, "big") + self.model_value.to_bytes(32, "big", signed=True))
+        return keccak(keccak(enc))
 
 
 def _hash_pair(a: bytes, b: bytes) -> bytes:
@@ -187,6 +190,21 @@ def leaves_from_inputs(inputs: dict, chunk: int = 256) -> tuple[list[Leaf], dict
     details = {"equity": total_equity, "maintenance": risk.maintenance_margin, "initial": risk.initial_margin,
                "es": risk.es, "var": risk.var}
     return leaves, details
+
+
+def canonical_inputs(doc: dict) -> bytes:
+    """``canonical_json(doc)`` computed faster for an inputs document: only the parts that hold floats (surface,
+    risk, vols, marks) go through :func:`keeper.canonical._normalise`; the large account and series lists hold only
+    str/int/bool and are serialized as they are. Byte-identical to ``canonical_json(doc)`` (tested)."""
+    import json
+
+    from keeper.canonical import _normalise
+
+    fast = dict(doc)
+    for k in ("surface", "risk", "vols", "marks", "block", "collateral_assets"):
+        if k in fast:
+            fast[k] = _normalise(fast[k])
+    return json.dumps(fast, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def recompute_from_archive(blob: bytes) -> tuple[bytes, list[Leaf]]:
@@ -493,7 +511,7 @@ class KeeperBot:
                 leaves, details = leaves_from_inputs(doc)
             leaves = self._fabricate(leaves)
             with m.stage("sign"):
-                inputs_hash = self.archive.put(doc)
+                inputs_hash = self.archive.put_bytes(canonical_inputs(doc))
                 tree = MerkleTree([l.hash() for l in leaves])
                 att = Attestation(head.number, head.timestamp, inputs_hash, leaves, tree, spot_wad, details)
                 self.attestations[head.number] = att
@@ -512,7 +530,7 @@ class KeeperBot:
                 near_margin=[l.to_json() for l in sorted(near, key=lambda l: l.equity - l.maintenance)[:20]],
                 root=att.root, inputs_hash=inputs_hash)
         else:
-            self.archive.put(doc)
+            self.archive.put_bytes(canonical_inputs(doc))
         self._maybe_sign_prices(head, spot_wad)
         self._maybe_sign_settlements(head, spot_wad, series)
         self.view.update_status(spot=spot, spot_sources=list(agg.used), spot_rejected=list(agg.rejected),
@@ -674,7 +692,7 @@ class KeeperBot:
             if att is None:
                 p.done = True
                 return False
-            on_chain = int(self.chain.rpc(lambda: f.lastMarginSequence().call()))
+            on_chain = int(self.chain.rpc(lambda: f.lastMarginAttestation().call())[0])
             if on_chain >= p.sequence:  # already posted (by a peer, or before a restart)
                 p.done = True
                 return False
@@ -682,7 +700,7 @@ class KeeperBot:
             if not breached and p.sequence % self.cfg.publish.root_every_blocks != 0:
                 return False  # nothing due
         elif p.kind == "prices":
-            on_chain = int(self.chain.rpc(lambda: f.lastPriceSequence().call()))
+            on_chain = int(self.chain.rpc(lambda: f.lastPriceAttestation().call())[0])
             if on_chain >= p.sequence:
                 p.done = True
                 return False

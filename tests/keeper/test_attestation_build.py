@@ -143,3 +143,19 @@ def test_recompute_from_archive_in_another_process(tmp_path):
                          check=True, env={"PYTHONHASHSEED": "123", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin"},
                          cwd=str(__import__("pathlib").Path(__file__).resolve().parents[2]))
     assert out.stdout.strip() == root.hex()
+
+
+def test_fast_canonical_inputs_is_byte_identical():
+    from keeper.keeper_bot import canonical_inputs
+
+    doc, _ = _doc()
+    assert canonical_inputs(doc) == canonical_json(doc)
+
+
+def test_fast_leaf_hash_matches_eth_abi_on_edge_values():
+    for vals in [(0, -(2**255), 0, 0, 2**255 - 1), (2**32 - 1, 2**255 - 1, 2**256 - 1, 2**256 - 1, -1)]:
+        l = Leaf("0x" + "ff" * 20, *vals)
+        enc = encode(["address", "uint32", "int256", "uint256", "uint256", "int256"], ["0x" + "ff" * 20, *vals])
+        assert l.hash() == keccak(keccak(enc))
+    with pytest.raises(ValueError):
+        Leaf("0x" + "ff" * 20, 2**32, 0, 0, 0, 0).hash()

@@ -29,6 +29,8 @@ from enum import IntEnum
 import numpy as np
 from scipy.special import erfcx, ndtri
 
+from keeper.pricing import series_applies, small_deviation_sum
+
 _SQRT2 = 1.4142135623730951
 _INV_SQRT2 = 0.7071067811865476
 _SQRT_HALF_PI = 1.2533141373155003
@@ -66,6 +68,11 @@ def _lower_eval(x, s):
     e1 = erfcx(-(h + t) * _INV_SQRT2)
     e2 = erfcx(-(h - t) * _INV_SQRT2)
     diff = e1 - e2
+    # far out of the money at tiny s the erfcx difference cancels: use the Taylor series there (same as pricing)
+    series = series_applies(-x, s)
+    if series.any():
+        diff = np.array(diff)
+        diff[series] = 2.0 * _TWO_INV_SQRT_2PI * small_deviation_sum(-x[series], s[series])
     with np.errstate(divide="ignore", invalid="ignore"):
         logv = -0.5 * (h * h + t * t) + np.log(0.5 * diff)
         r = _TWO_INV_SQRT_2PI / diff

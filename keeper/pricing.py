@@ -32,6 +32,7 @@ from scipy.special import erfcx, ndtr
 _INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2 pi)
 _INV_SQRT2 = 0.7071067811865476
 _SERIES_MAX_ORDER = 13  # odd Taylor terms up to t^13: converged to eps for t = s/2 < 0.125
+_SERIES_TINY_DEV = 1e-3  # ... and wherever s < 1e-3, where N(d1) - N(d2) ~ s phi cancels near the money
 _SERIES_MIN_LOSS = 32.0  # use the series where |x| > 32 s^2 (so s < 0.25 when |x| < 2)
 _SQRT_HALF_PI = 1.2533141373155003  # sqrt(pi/2)
 # coefficients of u^1 .. u^9 in (1 + h Y(h)) / u - 1, u = 1/h^2: (-1)^k (2k+1)!!
@@ -121,13 +122,19 @@ class _Core:
         self.zero = zero if has_zero else None
 
 
-def _normalised_otm_small_dev(ax: np.ndarray, dev: np.ndarray) -> np.ndarray:
-    """Out-of-the-money normalised price ``b = price / sqrt(F K)`` for ``|x| = ax`` and small deviation ``s = dev``.
+def series_applies(ax: np.ndarray, dev: np.ndarray) -> np.ndarray:
+    """Rows where :func:`small_deviation_sum` should replace ``N(d1)``/``N(d2)`` differences (internal helper).
 
-    With ``h = -ax/s``, ``t = s/2`` and ``Y(z) = N(z)/phi(z)``: ``b = phi(h) e^{-t^2/2} (Y(h+t) - Y(h-t))``, and the
-    difference is summed as the odd Taylor series ``2 sum t^k Y^(k)(h)/k!`` with ``Y' = 1 + hY`` (its asymptotic
-    series where ``h < -20``, where ``1 + hY`` would cancel) and ``Y^(n+1) = h Y^(n) + n Y^(n-1)``. This removes the
-    cancellation of ``F N(d1) - K N(d2)`` when ``s^2 << |x|`` (far out of the money at tiny ``vol sqrt(T)``).
+    Where ``|x| > 32 s^2`` (far out of the money) or ``s < 1e-3`` (near the money at minutes to expiry) the textbook
+    difference loses more than ~2-3 digits; ``|x| < 2`` keeps the series accurate.
+    """
+    return (ax < 2.0) & (dev > 0.0) & ((ax > _SERIES_MIN_LOSS * dev * dev) | (dev < _SERIES_TINY_DEV))
+
+
+def small_deviation_sum(ax: np.ndarray, dev: np.ndarray) -> np.ndarray:
+    """``S = (Y(h+t) - Y(h-t))/2`` for ``h = -ax/s``, ``t = s/2``, ``Y = N/phi`` (internal helper, also used by
+    :mod:`keeper.implied_vol`): the out-of-the-money normalised price is ``b = 2 phi(h) e^{-t^2/2} S``.
+    See :func:`_normalised_otm_small_dev`.
     """
     h = -ax / dev
     t = 0.5 * dev
@@ -152,8 +159,22 @@ def _normalised_otm_small_dev(ax: np.ndarray, dev: np.ndarray) -> np.ndarray:
             term_t = term_t * t2
             fact = fact * n * (n + 1)
             total = total + term_t * y_cur / fact
+    return total
+
+
+def _normalised_otm_small_dev(ax: np.ndarray, dev: np.ndarray) -> np.ndarray:
+    """Out-of-the-money normalised price ``b = price / sqrt(F K)`` for ``|x| = ax`` and small deviation ``s = dev``.
+
+    With ``h = -ax/s``, ``t = s/2`` and ``Y(z) = N(z)/phi(z)``: ``b = phi(h) e^{-t^2/2} (Y(h+t) - Y(h-t))``, and the
+    difference is summed as the odd Taylor series ``2 sum t^k Y^(k)(h)/k!`` with ``Y' = 1 + hY`` (its asymptotic
+    series where ``h < -20``, where ``1 + hY`` would cancel) and ``Y^(n+1) = h Y^(n) + n Y^(n-1)``. This removes the
+    cancellation of ``F N(d1) - K N(d2)`` when ``s^2 << |x|`` (far out of the money at tiny ``vol sqrt(T)``).
+    """
+    h = -ax / dev
+    t = 0.5 * dev
+    total = small_deviation_sum(ax, dev)
     with np.errstate(under="ignore"):
-        return 2.0 * _INV_SQRT_2PI * np.exp(-0.5 * (h * h + t2)) * total
+        return 2.0 * _INV_SQRT_2PI * np.exp(-0.5 * (h * h + t * t)) * total
 
 
 def _price_from_core(c: _Core, forward, strike, discount):
@@ -163,12 +184,12 @@ def _price_from_core(c: _Core, forward, strike, discount):
     ax = np.abs(c.x)
     dev = c.dev
     # only where the cancellation costs more than ~64 ulps (2|x|/s^2 > 64) and the series is accurate (|x| < 2)
-    series = (ax < 2.0) & (ax > _SERIES_MIN_LOSS * dev * dev) & (dev > 0.0)
+    series = series_applies(ax, dev)
     if series.any():
         shape = series.shape
         otm = np.array(np.broadcast_to(otm, shape), dtype=np.float64)
         fk = np.sqrt(np.broadcast_to(forward, shape)[series]) * np.sqrt(np.broadcast_to(strike, shape)[series])
-        otm[series] = fk * _normalised_otm_small_dev(ax[series], np.broadcast_to(dev, shape)[series])
+        otm[series] = fk * _normalised_otm_small_dev(np.broadcast_to(ax, shape)[series], np.broadcast_to(dev, shape)[series])
     return discount * (otm + c.itm * np.abs(forward - strike)) + 0.0  # + 0.0 turns -0.0 into 0.0
 
 

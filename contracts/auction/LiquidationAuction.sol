@@ -183,6 +183,8 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     error NothingToSell(address account);
     /// @notice An insolvent auction sells everything left in one bid.
     error MustBuyWhole(uint256 requestedWad, uint256 remainingWad);
+    /// @notice The latest attestation of the account's current portfolio shows it at or above maintenance margin.
+    error AccountHealthy(address account, int256 equity, uint256 maintenance);
     /// @notice A bidder cannot buy from itself.
     error SelfBid(address account);
     /// @notice The bidder has neither a fresh margin record nor an option-free account.
@@ -299,7 +301,8 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
      * `fraction * price` in quote cash (receives it when the price is negative). It must keep, above its
      * maintenance margin, the cash it pays plus `fraction * (IM - E)` of the sold book: from a fresh margin record,
      * or (no option positions) from its collateral value; `deposit` quote units pulled from it in the same call count.
-     * Not blocked by the pause.
+     * Reverts with {AccountHealthy} while the latest attestation of the account's current portfolio (plus escrow)
+     * shows it at or above maintenance margin. Not blocked by the pause.
      * @param maxPrice Worst price (per whole portfolio) the bidder accepts: the bid reverts if the price is higher.
      * @param deadline Last timestamp at which the bid may execute.
      * @return fractionWad The fraction of the original portfolio bought.
@@ -341,6 +344,13 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     {
         uint32 current = clearinghouse.stateNonce(account);
         if (current != m.expectedNonce) revert AccountChanged(account, m.expectedNonce, current);
+        {
+            // the latest record of this very portfolio (the core keeps only the newest) must not show it healthy
+            (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(account);
+            if (attestedAt != 0 && equity + int256(uint256(m.escrow)) >= int256(maintenance)) {
+                revert AccountHealthy(account, equity, maintenance);
+            }
+        }
         (price_, allowed) = _priceAndAllowed(account, m, cfg);
         if (price_ > maxPrice) revert PriceAboveLimit(price_, maxPrice);
         uint256 remaining = WAD - m.soldWad;
@@ -385,16 +395,21 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
 
     /**
      * @notice Ends the auction when a fresh margin record of the account's current portfolio, plus the proceeds
-     * held for it in escrow, reaches `MM * (1 + buffer)`. Not blocked by the pause.
+     * held for it in escrow, reaches `MM * (1 + buffer)` (just `MM` once the auction ran past `tail`). Not blocked
+     * by the pause.
      */
     function cure(address account) external nonReentrant {
         Auction storage a = _auctions[account];
         if (a.startedAt == 0) revert NoAuction(account);
         (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(account);
         if (attestedAt == 0) revert StaleBreach(account, 0, clearinghouse.stateNonce(account));
-        uint256 maxAge = _config.maxRecordAge;
-        if (block.timestamp > uint256(attestedAt) + maxAge) revert RecordExpired(account, attestedAt, maxAge);
-        uint256 target = _target(maintenance, _config.bufferWad);
+        Config memory cfg = _config;
+        if (block.timestamp > uint256(attestedAt) + cfg.maxRecordAge) {
+            revert RecordExpired(account, attestedAt, cfg.maxRecordAge);
+        }
+        // normally the record must reach MM x (1 + buffer); once the auction ran past `tail`, MM is enough (an
+        // account attested healthy cannot be bid on, so this ends auctions stuck between MM and the target)
+        uint256 target = block.timestamp - a.startedAt > cfg.tail ? maintenance : _target(maintenance, cfg.bufferWad);
         int256 withEscrow = equity + int256(uint256(a.escrow));
         if (withEscrow < int256(target)) revert NotCured(account, withEscrow, target);
         _finish(account, a, EndReason.Cured);

@@ -341,3 +341,19 @@ def test_reentrant_token_cannot_bid_twice(core, accounts):
     assert int(tx.events["Bid"]["fractionWad"]) == WAD // 10**6 < allowed
     assert int(core.auction.auctionOf(v)["soldWad"]) == WAD // 10**6
     _assert_conserved(core, [v])
+
+
+@pytest.mark.ganache
+def test_healthy_attestation_blocks_bids_on_a_running_auction(core, accounts):
+    E, MM = 60_000 * USDC, 100_000 * USDC
+    v, bidder, _, _ = _setup_breached_book(core, accounts, E, MM)
+    chain.sleep(5)
+    core.attest([(v, 105_000 * USDC, MM, 150_000 * USDC)])  # prices recovered: same portfolio above MM (below T)
+    with reverts_with("AccountHealthy"):
+        core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
+    with reverts_with("NotCured"):
+        core.auction.cure(v, {"from": accounts[4]})  # needs MM x 1.1 while the auction is young
+    chain.sleep(DEFAULT_CONFIG["tail"] + 1)
+    core.attest([(v, 105_000 * USDC, MM, 150_000 * USDC)])
+    tx = core.auction.cure(v, {"from": accounts[4]})  # past tail, MM is enough
+    assert tx.events["AuctionEnded"]["reason"] == 2

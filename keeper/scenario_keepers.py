@@ -151,7 +151,7 @@ def compute_attestation(book: BookState, series: Mapping[int, dict], market: Mar
 
     Every series is on ``underlying``; risky collateral moves with its own spot (its own underlying index)."""
     from keeper.risk import (CALL, PUT, CollateralTable, RiskInputs, RiskParams, SeriesTable, compute_account_risk,
-                             serialize_risk_inputs, to_quote_units)
+                             model_values, serialize_risk_inputs, to_quote_units)
     from keeper.risk_scenarios import grid_scenarios, monte_carlo_scenarios, seed_from_block_hash
 
     sids = book.series_ids
@@ -188,7 +188,7 @@ def compute_attestation(book: BookState, series: Mapping[int, dict], market: Mar
     equity = to_quote_units(risk.equity + cash, d, "floor")
     mm = to_quote_units(risk.maintenance_margin, d, "ceil")
     im = to_quote_units(risk.initial_margin, d, "ceil")
-    mv = to_quote_units(np.asarray(sp.csr_matrix(book.positions) @ model).ravel(), d, "floor")
+    mv = to_quote_units(np.asarray(inputs.positions @ model_values(inputs)).ravel(), d, "floor")
     leaves = [MarginLeaf(to_checksum_address(a), n, e, m, i_, v)
               for a, n, e, m, i_, v in zip(book.accounts, book.nonces, equity, mm, im, mv)]
     doc = {
@@ -219,6 +219,9 @@ def recompute_leaves(blob: bytes) -> list[MarginLeaf]:
     from keeper.risk_scenarios import grid_scenarios, monte_carlo_scenarios
     from keeper.canonical import canonical_json
 
+    def f(v) -> float:
+        return float.fromhex(v["f"]) if isinstance(v, dict) else float(v)
+
     doc = json.loads(blob)
     if doc.get("kind") != INPUTS_KIND:
         raise ValueError(f"unknown inputs document kind {doc.get('kind')!r}")
@@ -226,7 +229,7 @@ def recompute_leaves(blob: bytes) -> list[MarginLeaf]:
     eng = doc["engine"]
     n_und = inputs.n_underlyings
     tail = monte_carlo_scenarios(int(eng["mc_seed"]), int(eng["mc_paths"]), n_und)
-    grid = grid_scenarios(float(eng["grid_spot_range"]), float(eng["grid_vol_range"]), n_underlyings=n_und)
+    grid = grid_scenarios(f(eng["grid_spot_range"]), f(eng["grid_vol_range"]), n_underlyings=n_und)
     risk = compute_account_risk(inputs, tail, grid)
     d = int(eng["quote_decimals"])
     cash = np.array(doc["cash"], float) / 10**d

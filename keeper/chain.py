@@ -216,25 +216,29 @@ class BlockTracker:
         return max(self.hashes) if self.hashes else None
 
     def observe(self, head: Header, get_header: Callable[[int], Header]) -> Optional[int]:
-        """Record ``head``; returns the first block number that changed (the fork point) when a reorg happened,
-        else ``None``. ``get_header(n)`` fetches canonical block ``n`` to walk back to the common ancestor."""
+        """Record ``head``; returns the first block number that may have changed (the fork point) when a reorg
+        happened, else ``None``. ``get_header(n)`` fetches canonical block ``n``: used when blocks were skipped
+        (the previous head is re-checked) and to walk back over the remembered blocks to the common ancestor
+        (the highest remembered block still canonical; with gaps in what was seen this errs early, never late)."""
         fork: Optional[int] = None
-        known_parent = self.hashes.get(head.number - 1)
-        known_same = self.hashes.get(head.number)
-        if (known_parent is not None and known_parent != head.parent_hash) or \
-                (known_same is not None and known_same != head.hash):
-            n = head.number - 1
-            lowest = min(self.hashes)
-            fork = head.number if known_same is not None and known_parent == head.parent_hash else None
-            if fork is None:
-                while n >= lowest:
-                    mine = self.hashes.get(n)
-                    if mine is None or get_header(n).hash == mine:
+        last = self.head
+        if last is not None:
+            if head.number == last + 1:
+                conflict = head.parent_hash != self.hashes[last]
+            elif head.number <= last:
+                conflict = True if head.number < last else self.hashes[last] != head.hash
+            else:
+                conflict = get_header(last).hash != self.hashes[last]
+            if conflict and self.hashes.get(head.number) == head.hash:
+                fork = head.number + 1 if head.number < last else None  # the chain got shorter above our head
+            elif conflict:
+                n = min(last, head.number - 1)
+                fork = min(self.hashes)
+                for k in sorted((k for k in self.hashes if k <= n), reverse=True):
+                    canon = head.hash if k == head.number else get_header(k).hash
+                    if canon == self.hashes[k]:
+                        fork = k + 1
                         break
-                    n -= 1
-                fork = n + 1
-        elif self.head is not None and head.number < self.head:
-            fork = head.number + 1  # chain went backwards without a hash conflict at head
         if fork is not None:
             for k in [k for k in self.hashes if k >= fork]:
                 del self.hashes[k]
@@ -457,42 +461,79 @@ class ChainClient:
                 lo = mid + 1
         return lo
 
-    def batch_call(self, calls: Sequence[Any]) -> list:
-        """Execute contract function calls in one JSON-RPC batch (retried as a whole)."""
+    def raw_batch_call(self, calls: Sequence[tuple[str, tuple]], block: Any = "latest") -> list:
+        """Many ``eth_call``s of clearinghouse view functions (``(name, args)``) in one JSON-RPC batch request,
+        encoded and decoded with eth_abi directly (web3's per-call machinery costs ~1 ms a call). Retried as a
+        whole; a reverted call raises."""
+        import requests
+        from eth_abi import decode, encode
+
         if not calls:
             return []
+        specs = self._specs()
+        payload = []
+        for i, (name, args) in enumerate(calls):
+            sel, in_types, _out = specs[name]
+            data = "0x" + (sel + encode(in_types, list(args))).hex()
+            payload.append({"jsonrpc": "2.0", "id": i, "method": "eth_call",
+                            "params": [{"to": self.deployment.clearinghouse, "data": data},
+                                       block if isinstance(block, str) else hex(block)]})
+        url = self.w3.provider.endpoint_uri
 
-        def run() -> list:
-            with self.w3.batch_requests() as batch:
-                for c in calls:
-                    batch.add(c)
-                return list(batch.execute())
+        def post() -> list:
+            r = self._session.post(url, json=payload, timeout=self.s.request_timeout_s)
+            r.raise_for_status()
+            return r.json()
 
-        return self.rpc(run)
+        replies = sorted(self.rpc(post), key=lambda x: x["id"])
+        out = []
+        for (name, _args), rep in zip(calls, replies):
+            if "error" in rep:
+                raise RuntimeError(f"eth_call {name} failed: {rep['error']}")
+            vals = decode(specs[name][2], bytes.fromhex(rep["result"][2:]))
+            out.append(vals[0] if len(vals) == 1 else vals)
+        return out
 
-    def refresh_dirty(self, chunk: int = 500) -> int:
+    def _specs(self) -> dict:
+        if getattr(self, "_spec_cache", None) is None:
+            from eth_utils import function_abi_to_4byte_selector
+
+            def t(p: dict) -> str:
+                if p["type"].startswith("tuple"):
+                    return "(" + ",".join(t(c) for c in p["components"]) + ")" + p["type"][5:]
+                return p["type"]
+
+            self._spec_cache = {
+                item["name"]: (function_abi_to_4byte_selector(item), [t(p) for p in item["inputs"]],
+                               [t(p) for p in item["outputs"]])
+                for item in self.abi if item.get("type") == "function"}
+            import requests
+
+            self._session = requests.Session()
+        return self._spec_cache
+
+    def refresh_dirty(self, chunk: int = 1000) -> int:
         """Re-read every dirty account (stateNonce, cash, series, collateral assets, then positions and balances)
         in batched calls; returns how many were refreshed."""
         dirty = sorted(self.dirty)
-        f = self.ch.functions
         for i in range(0, len(dirty), chunk):
             part = dirty[i:i + chunk]
             calls = []
             for a in part:
-                calls += [f.stateNonce(a), f.cashOf(a), f.seriesOf(a), f.collateralAssetsOf(a)]
-            res = self.batch_call(calls)
+                calls += [("stateNonce", (a,)), ("cashOf", (a,)), ("seriesOf", (a,)), ("collateralAssetsOf", (a,))]
+            res = self.raw_batch_call(calls)
             second, plan = [], []
             for j, a in enumerate(part):
                 nonce, cash, series, assets = res[4 * j:4 * j + 4]
                 snap = AccountSnapshot(a, int(nonce), int(cash))
                 self.state.accounts[a] = snap
                 for sid in series:
-                    second.append(f.positionOf(a, int(sid)))
+                    second.append(("positionOf", (a, int(sid))))
                     plan.append((snap, "p", int(sid)))
                 for asset in assets:
-                    second.append(f.collateralOf(a, asset))
+                    second.append(("collateralOf", (a, to_checksum_address(asset))))
                     plan.append((snap, "c", to_checksum_address(asset)))
-            for (snap, kind, key), val in zip(plan, self.batch_call(second)):
+            for (snap, kind, key), val in zip(plan, self.raw_batch_call(second)):
                 if kind == "p":
                     if int(val) != 0:
                         snap.positions[key] = int(val)
@@ -503,9 +544,8 @@ class ChainClient:
 
     def refresh_globals(self) -> None:
         """Per-block views: keeper set, threshold, latest margin and price sequences."""
-        f = self.ch.functions
-        keepers, threshold, mlast, plast = self.batch_call(
-            [f.keepers(), f.threshold(), f.lastMarginAttestation(), f.lastPriceAttestation()])
+        keepers, threshold, mlast, plast = self.raw_batch_call(
+            [("keepers", ()), ("threshold", ()), ("lastMarginAttestation", ()), ("lastPriceAttestation", ())])
         self.state.keepers = {to_checksum_address(k) for k in keepers}
         self.state.threshold = int(threshold)
         self.state.last_margin_sequence = int(mlast[0])

@@ -605,8 +605,7 @@ class KeeperBot:
         expiries = sorted({s.expiry for s in series if s.expiry <= head.timestamp})
         if not expiries:
             return
-        f = self.chain.ch.functions
-        prices = self.chain.batch_call([f.settlementPrice(self.underlying_asset, e) for e in expiries])
+        prices = self.chain.raw_batch_call([("settlementPrice", (self.underlying_asset, int(e))) for e in expiries])
         for e, p in zip(expiries, prices):
             if int(p) == 0:
                 msg = {"underlyings": [self.underlying_asset], "prices": [spot_wad], "expiry": int(e),

@@ -164,3 +164,66 @@ def test_rpc_down_and_back(net, tmp_path):
     finally:
         _stop(ks)
         proxy.stop()
+
+
+def _client(net):
+    from keeper.chain import ChainClient, load_deployment
+    from keeper.config import parse_config
+
+    cfg = parse_config({"chain": {"rpc_url": net.chain.url}}).chain
+    return ChainClient(net.w3, load_deployment(net.deployment_file), cfg)
+
+
+def test_state_cache_is_incremental_and_matches_direct_reads(net):
+    c = _client(net)
+    c.sync(c.head())
+    st = c.state
+    assert set(net.users.values()) <= set(st.accounts)
+    for name, a in net.users.items():
+        snap = st.accounts[a]
+        assert snap.cash == int(net.ch.functions.cashOf(a).call())
+        assert snap.state_nonce == int(net.ch.functions.stateNonce(a).call())
+        for sid in net.ch.functions.seriesOf(a).call():
+            assert snap.positions.get(int(sid), 0) == int(net.ch.functions.positionOf(a, int(sid)).call())
+    assert {s.series_id for s in st.series.values()} == {s["id"] for s in net.res.series}
+    assert st.threshold == 2 and len(st.keepers) == 3
+    # one new deposit: only that account is re-read on the next block
+    from keeper.deploy import Sender
+
+    usdc = net.w3.eth.contract(address=net.res.quote_asset, abi=h._erc20_abi())
+    Sender(net.w3, net.keys[0]).call(usdc.functions.mint(net.users["A"], 7 * 10**6), "mint")
+    s = Sender(net.w3, net.keys[4])
+    s.call(usdc.functions.approve(net.ch.address, 7 * 10**6), "approve")
+    before = st.accounts[net.users["A"]].cash
+    s.call(net.ch.functions.deposit(usdc.address, 7 * 10**6), "deposit")
+    reread = []
+    orig = c.refresh_dirty
+    c.refresh_dirty = lambda *a, **k: reread.append(sorted(c.dirty)) or orig(*a, **k)
+    c.sync(c.head())
+    assert reread == [[net.users["A"]]]
+    assert st.accounts[net.users["A"]].cash == before + 7 * 10**6
+
+
+def test_reorg_drops_cache_beyond_the_fork(net):
+    from keeper.deploy import Sender
+
+    c = _client(net)
+    c.sync(c.head())
+    a = net.users["A"]
+    cash0 = c.state.accounts[a].cash
+    snap = net.w3.provider.make_request("evm_snapshot", [])["result"]
+    usdc = net.w3.eth.contract(address=net.res.quote_asset, abi=h._erc20_abi())
+    Sender(net.w3, net.keys[0]).call(usdc.functions.mint(a, 5 * 10**6), "mint")
+    s = Sender(net.w3, net.keys[4])
+    s.call(usdc.functions.approve(net.ch.address, 5 * 10**6), "approve")
+    s.call(net.ch.functions.deposit(usdc.address, 5 * 10**6), "deposit")
+    assert c.sync(c.head()) is None
+    assert c.state.accounts[a].cash == cash0 + 5 * 10**6
+    # the deposit is reorged away: a longer chain without it replaces those blocks
+    net.w3.provider.make_request("evm_revert", [snap])
+    ts = int(net.w3.eth.get_block("latest")["timestamp"]) + 100
+    net.w3.provider.make_request("anvil_setNextBlockTimestamp", [ts])
+    net.mine(5)
+    fork = c.sync(c.head())
+    assert fork is not None
+    assert c.state.accounts[a].cash == cash0 == int(net.ch.functions.cashOf(a).call())

@@ -377,7 +377,7 @@ def _slice_problem(sq: SliceQuotes, config: SurfaceConfig) -> _SliceProblem:
     omega2 = omega2 / omega2.sum()
     return _SliceProblem(k=np.asarray(sq.k, dtype=np.float64), w=w, omega2=omega2, w_max=float(w.max()),
                          k_lo=float(sq.k.min()), k_hi=float(sq.k.max()), lee=1.0 - config.lee_margin,
-                         ww=float(omega2 @ (w * w)),
+                         ww=float(np.sum(omega2 * w * w)),
                          xatol=config.outer_xatol, frtol=config.outer_frtol)
 
 
@@ -390,8 +390,9 @@ def _inner(prob: _SliceProblem, m: float, sigma: float) -> tuple[float, list[flo
     np.add(z, y, out=basis[1])
     np.subtract(z, y, out=basis[2])
     weighted = basis * prob.omega2
-    G = weighted @ basis.T
-    h = weighted @ prob.w
+    # elementwise products and numpy's pairwise sums, not BLAS: results must not depend on BLAS threads or kernels
+    G = np.sum(weighted[:, None, :] * basis[None, :, :], axis=2)
+    h = np.sum(weighted * prob.w, axis=1)
     x, f = _box_qp3(G, h, (-prob.w_max, 0.0, 0.0), (prob.w_max, prob.lee * sigma, prob.lee * sigma))
     return f + prob.ww, x
 
@@ -483,56 +484,159 @@ def calendar_min_gap(shorter: SVIParams, longer: SVIParams, k_grid: np.ndarray) 
     return float(np.min(longer.total_variance(k_grid) - shorter.total_variance(k_grid)))
 
 
+def _solve_dense(M: list[list[float]], r: list[float]) -> list[float] | None:
+    """Gaussian elimination with partial pivoting in pure Python (tiny systems; None when singular)."""
+    n = len(r)
+    A = [row[:] + [r[i]] for i, row in enumerate(M)]
+    for col in range(n):
+        piv = max(range(col, n), key=lambda i: abs(A[i][col]))
+        if abs(A[piv][col]) <= 1e-300:
+            return None
+        A[col], A[piv] = A[piv], A[col]
+        for i in range(col + 1, n):
+            f = A[i][col] / A[col][col]
+            if f != 0.0:
+                for j in range(col, n + 1):
+                    A[i][j] -= f * A[col][j]
+    x = [0.0] * n
+    for i in range(n - 1, -1, -1):
+        x[i] = (A[i][n] - sum(A[i][j] * x[j] for j in range(i + 1, n))) / A[i][i]
+    return x
+
+
+def _active_set_qp3(G: list[list[float]], h: list[float], C: np.ndarray, d: np.ndarray,
+                    x0: list[float], max_iter: int = 60) -> list[float]:
+    """Minimise ``x'Gx - 2h'x`` (3 variables, G positive definite) subject to ``C x <= d`` from the feasible point
+    ``x0``: the primal active-set method (Nocedal & Wright, Algorithm 16.3), pure Python and elementwise numpy."""
+    x = list(x0)
+    work: list[int] = []
+    H = [[2.0 * G[i][j] for j in range(3)] for i in range(3)]
+    for _ in range(max_iter):
+        grad = [sum(H[i][j] * x[j] for j in range(3)) - 2.0 * h[i] for i in range(3)]
+        k = len(work)
+        M = [H[i][:] + [-float(C[w][i]) for w in work] for i in range(3)]
+        M += [[float(C[w][j]) for j in range(3)] + [0.0] * k for w in work]
+        sol = _solve_dense(M, [-g for g in grad] + [0.0] * k)
+        if sol is None:  # degenerate working set: drop the newest constraint
+            work.pop()
+            continue
+        p, mu = sol[:3], sol[3:]
+        if max(abs(v) for v in p) <= 1e-14 * (1.0 + max(abs(v) for v in x)):
+            # stationary on the working set: constraints C x <= d have multipliers -mu >= 0 at the optimum
+            if not work or min(-m for m in mu) >= -1e-12:
+                return x
+            work.pop(int(np.argmin([-m for m in mu])))
+            continue
+        cp = C[:, 0] * p[0] + C[:, 1] * p[1] + C[:, 2] * p[2]
+        slack = d - (C[:, 0] * x[0] + C[:, 1] * x[1] + C[:, 2] * x[2])
+        blocking = cp > 0.0
+        if work:
+            blocking[work] = False
+        alpha, hit = 1.0, -1
+        if blocking.any():
+            ratios = np.where(blocking, np.maximum(slack, 0.0) / np.where(blocking, cp, 1.0), np.inf)
+            j = int(np.argmin(ratios))
+            if ratios[j] < 1.0:
+                alpha, hit = float(ratios[j]), j
+        x = [x[i] + alpha * p[i] for i in range(3)]
+        if hit >= 0:
+            work.append(hit)
+    return x
+
+
 def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config: SurfaceConfig) -> SVIParams:
-    """Refit a slice by SLSQP over raw SVI (same weighted objective) under ``g(k) >= margin`` on a coarse k-grid,
-    Lee's wing bound, non-negative minimum variance and, when ``longer`` is given, ``w(k) <= w_longer(k) - margin``
-    on the grid; any calendar excess left on the fine grid is removed by lowering ``a``."""
+    """Refit a slice under the no-arbitrage constraints, keeping the quasi-explicit structure: for each (m, sigma)
+    the inner problem in (a, p, q) is a convex QP whose constraints are the Lee box and, when ``longer`` is given,
+    ``w(k) <= w_longer(k) - margin`` on a coarse k-grid (linear in (a, p, q)), solved exactly by an active-set
+    method; the outer Nelder-Mead over (m, ln sigma) adds a penalty for ``g(k) < margin`` on the grid. Any
+    calendar excess left on the fine grid is removed by lowering ``a``. Pure Python and elementwise numpy: no BLAS,
+    so the result does not depend on BLAS threading (SLSQP's did)."""
     prob = _slice_problem(sq, config)
     grid = check_grid([start] + ([longer] if longer else []), config, extra=sq.k, coarse=True)
-    w_cap = longer.total_variance(grid) if longer else None
-    lee = 2.0 * prob.lee
-    scale = 1.0 / max(float(prob.omega2 @ (prob.w ** 2)), 1e-300)
+    w_cap = longer.total_variance(grid) - config.repair_w_margin if longer else None
+    span = max(prob.k_hi - prob.k_lo, 1e-4)
+    m_lo, m_hi = prob.k_lo - 1.0, prob.k_hi + 1.0
+    ls_lo, ls_hi = math.log(max(1e-4, 0.01 * span)), math.log(5.0)  # no V-shaped (kinked) slices
+    f_ref = max(prob.ww, 1e-300)  # the data term is the relative weighted squared error
+    penalty = 1e6
 
-    def unpack(x: np.ndarray) -> tuple[float, float, float, float, float]:
-        return (float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4]))
-
-    def objective(x: np.ndarray) -> float:
-        r = svi_total_variance(unpack(x), prob.k) - prob.w
-        return float(prob.omega2 @ (r * r)) * scale
-
-    def constraints(x: np.ndarray) -> np.ndarray:
-        p = unpack(x)
-        a, b, rho, m, sigma = p
-        g = svi_g(p, grid) - config.repair_g_margin
-        g = np.where(np.isfinite(g), g, -1.0)
-        min_w = a + b * sigma * math.sqrt(max(1.0 - rho * rho, 0.0))
-        parts = [g, np.array([lee - b * (1.0 + rho), lee - b * (1.0 - rho), min_w])]
+    def inner(m: float, sigma: float) -> SVIParams:
+        y = (prob.k - m) / sigma
+        z = np.sqrt(y * y + 1.0)
+        basis = np.empty((3, y.size))
+        basis[0] = 1.0
+        np.add(z, y, out=basis[1])
+        np.subtract(z, y, out=basis[2])
+        weighted = basis * prob.omega2
+        G = np.sum(weighted[:, None, :] * basis[None, :, :], axis=2).tolist()
+        h = np.sum(weighted * prob.w, axis=1).tolist()
+        hi_pq = prob.lee * sigma
+        rows = [[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0],
+                [0.0, 0.0, -1.0]]
+        rhs = [prob.w_max, prob.w_max, hi_pq, 0.0, hi_pq, 0.0]
+        a0 = 0.0
         if w_cap is not None:
-            gap = w_cap - config.repair_w_margin - svi_total_variance(p, grid)
-            parts.append(gap / max(float(np.max(w_cap)), 1e-12))
-        return np.concatenate(parts)
+            yg = (grid - m) / sigma
+            zg = np.sqrt(yg * yg + 1.0)
+            C = np.concatenate([np.array(rows), np.stack([np.ones_like(yg), zg + yg, zg - yg], axis=1)])
+            d = np.concatenate([np.array(rhs), w_cap])
+            a0 = max(min(float(np.min(w_cap)), 0.0), -prob.w_max)
+        else:
+            C, d = np.array(rows), np.array(rhs)
+        x = _active_set_qp3(G, h, C, d, [a0, 0.0, 0.0])
+        return _raw_from_inner(m, sigma, x)
 
-    x0 = np.array(start.as_tuple())
-    sigma_min = max(1e-4, 0.01 * (prob.k_hi - prob.k_lo))  # no V-shaped (kinked) slices
-    bounds = [(-1.0, max(prob.w_max, 1e-8) * 2.0), (0.0, 10.0), (-0.999, 0.999),
-              (prob.k_lo - 1.0, prob.k_hi + 1.0), (sigma_min, 5.0)]
-    x0 = np.clip(x0, [b[0] for b in bounds], [b[1] for b in bounds])
-    if w_cap is not None:
-        # start from a feasible shape: scale the start down under the longer slice if it pokes above it
-        over = svi_total_variance(unpack(x0), grid) - w_cap
-        if np.max(over) > 0.0:
-            x0 = np.array(longer.as_tuple()) * np.array([0.95, 0.95, 1.0, 1.0, 1.0])
-    res = minimize(objective, x0, method="SLSQP", bounds=bounds,
-                   constraints=[{"type": "ineq", "fun": constraints}],
-                   options={"maxiter": 200, "ftol": 1e-12})
-    p = SVIParams(*unpack(res.x))
-    log.debug("svi repair t=%.6f: %s (%s), min constraint %.3g", sq.t, res.success, res.message,
-              float(np.min(constraints(res.x))))
-    if w_cap is not None:
-        # SLSQP meets constraints to its tolerance only: lower the level by what is left over (a parallel shift)
-        h = config.k_grid_half_width
-        grid = check_grid([p, longer], config, extra=np.concatenate([sq.k, np.linspace(-h, h, 6001)]))
-        excess = float(np.max(p.total_variance(grid) - longer.total_variance(grid)))
+    def objective(params: SVIParams) -> float:
+        r = params.total_variance(prob.k) - prob.w
+        f = float(np.sum(prob.omega2 * r * r)) / f_ref
+        g = params.g(grid)
+        short = np.where(np.isfinite(g), np.maximum(config.repair_g_margin - g, 0.0), 1.0)
+        return f + penalty * float(np.sum(short * short))
+
+    def outer(xv: np.ndarray) -> float:
+        m = min(max(float(xv[0]), m_lo), m_hi)
+        ls = min(max(float(xv[1]), ls_lo), ls_hi)
+        return objective(inner(m, math.exp(ls)))
+
+    x0 = np.array([min(max(start.m, m_lo), m_hi), min(max(math.log(start.sigma), ls_lo), ls_hi)])
+    res = minimize(outer, x0, method="Nelder-Mead",
+                   options={"xatol": 1e-6, "fatol": 1e-9, "maxiter": 600,
+                            "initial_simplex": np.array([x0, x0 + [0.1 * span, 0.0], x0 + [0.0, 0.3]])})
+    m = min(max(float(res.x[0]), m_lo), m_hi)
+    p = inner(m, math.exp(min(max(float(res.x[1]), ls_lo), ls_hi)))
+    log.debug("svi repair t=%.6f: objective %.6g, min g on the grid %.3g", sq.t, float(res.fun),
+              float(np.min(p.g(grid))))
+    if float(np.min(p.g(grid))) < 0.5 * config.repair_g_margin:
+        # (m, sigma) alone could not remove the butterfly arbitrage (the inner least squares does not see g):
+        # Nelder-Mead over all five parameters (a, ln b, atanh rho, m, ln sigma), penalising g and calendar.
+        lee = 2.0 * prob.lee
+
+        def unpack(v: np.ndarray) -> SVIParams:
+            return SVIParams(a=float(v[0]), b=math.exp(min(float(v[1]), 5.0)), rho=math.tanh(float(v[2])),
+                             m=min(max(float(v[3]), m_lo), m_hi), sigma=math.exp(min(max(float(v[4]), ls_lo), ls_hi)))
+
+        def full(v: np.ndarray) -> float:
+            q = unpack(v)
+            extra = max(q.b * (1.0 + abs(q.rho)) - lee, 0.0) ** 2
+            if w_cap is not None:
+                over = np.maximum(q.total_variance(grid) - w_cap, 0.0) / max(float(np.max(w_cap)), 1e-12)
+                extra += float(np.sum(over * over))
+            return objective(q) + penalty * extra
+
+        v0 = np.array([p.a, math.log(max(p.b, 1e-8)), math.atanh(max(min(p.rho, 0.999), -0.999)), p.m,
+                       math.log(p.sigma)])
+        steps = np.diag([0.1 * max(prob.w_max, 1e-8), 0.2, 0.2, 0.1 * span, 0.2])
+        res5 = minimize(full, v0, method="Nelder-Mead",
+                        options={"xatol": 1e-7, "fatol": 1e-10, "maxiter": 4000, "maxfev": 8000,
+                                 "initial_simplex": np.vstack([v0, v0 + steps])})
+        p = unpack(res5.x)
+        log.debug("svi repair t=%.6f (5 parameters): objective %.6g, min g on the grid %.3g", sq.t,
+                  float(res5.fun), float(np.min(p.g(grid))))
+    if longer is not None:
+        # the QP meets the calendar constraints on the coarse grid: remove any excess between its points
+        hw = config.k_grid_half_width
+        fine = check_grid([p, longer], config, extra=np.concatenate([sq.k, np.linspace(-hw, hw, 6001)]))
+        excess = float(np.max(p.total_variance(fine) - longer.total_variance(fine)))
         if excess > 0.0:
             p = replace(p, a=p.a - excess - config.repair_w_margin)
     return p
@@ -752,7 +856,7 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
         per_slice.append({
             "expiry_ts": s.expiry_ts, "t": s.t, "n_quotes": int(s.k.size),
             "rmse_vol_pts": float(np.sqrt(np.mean(err ** 2))),
-            "weighted_rmse_vol_pts": float(np.sqrt(wn @ (err ** 2))),
+            "weighted_rmse_vol_pts": float(np.sqrt(np.sum(wn * err ** 2))),
             "max_abs_err_vol_pts": float(np.max(np.abs(err))),
             "within_spread_frac": float(np.mean(outside == 0.0)),
             "rms_outside_spread_vol_pts": float(np.sqrt(np.mean((outside * 100.0) ** 2))),

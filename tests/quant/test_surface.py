@@ -390,11 +390,14 @@ def test_hash_is_deterministic_and_round_trips(real_fits, shared_data):
 
 
 def test_hash_identical_in_a_fresh_process(real_fits, shared_data):
+    """The ETH chain needs arbitrage repairs; the fresh process runs single-threaded BLAS while this one runs with
+    the default (one thread per core): the fit must not depend on BLAS threading (an SLSQP repair did)."""
     name = CHAINS[2]
     _, surface = real_fits[name]
     code = ("import sys; from keeper.chains import load_deribit_csv; from keeper.surface import fit_surface; "
             "print(fit_surface(load_deribit_csv(sys.argv[1]).chain).hash().hex())")
-    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONHASHSEED": "12345"}
+    env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONHASHSEED": "12345", "OPENBLAS_NUM_THREADS": "1",
+           "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
     out = subprocess.run([sys.executable, "-c", code, str(shared_data / "option_chains" / name)],
                          capture_output=True, text=True, env=env, cwd=str(PROJECT_ROOT), timeout=120, check=True)
     assert out.stdout.strip() == surface.hash().hex()

@@ -283,7 +283,7 @@ class ChainState:
     threshold: int = 0
     last_margin_sequence: int = 0
     last_price_sequence: int = 0
-    open_auctions: dict[Any, dict] = field(default_factory=dict)
+    open_auctions: dict[str, dict] = field(default_factory=dict)  # account -> AuctionStarted args
 
 
 #: Events that change an account's positions or collateral (so its stateNonce): argument names of the accounts.
@@ -320,6 +320,10 @@ def apply_event(state: ChainState, name: str, args: dict, dirty: set[str]) -> No
         state.threshold = int(args["threshold"])
     elif name == "MarginRootPosted":
         state.last_margin_sequence = max(state.last_margin_sequence, int(args["sequence"]))
+    elif name == "AuctionStarted":
+        state.open_auctions[to_checksum_address(args["account"])] = dict(args)
+    elif name == "AuctionEnded":
+        state.open_auctions.pop(to_checksum_address(args["account"]), None)
     elif name == "PricesPosted":
         state.last_price_sequence = max(state.last_price_sequence, int(args["sequence"]))
 
@@ -363,6 +367,16 @@ class ChainClient:
         self.abi = abi if abi is not None else load_abi("clearinghouse", deployment)
         self.ch = w3.eth.contract(address=deployment.clearinghouse, abi=self.abi)
         self.decoder = EventDecoder(w3, self.abi)
+        self.auction = None
+        self.decoders = {deployment.clearinghouse: self.decoder}
+        if deployment.auction is not None:
+            try:
+                aabi = auction_abi if auction_abi is not None else load_abi("auction", deployment)
+            except ConfigError:
+                aabi = None  # no auction ABI available: auctions are left to the liquidators
+            if aabi is not None:
+                self.auction = w3.eth.contract(address=deployment.auction, abi=aabi)
+                self.decoders[deployment.auction] = EventDecoder(w3, aabi)
         self.tracker = BlockTracker(settings.reorg_depth)
         self.state = ChainState()
         self._logs: list[tuple[int, int, str, dict]] = []  # (block, logIndex, name, args) applied so far
@@ -416,9 +430,10 @@ class ChainClient:
             while start <= head.number:
                 end = min(head.number, start + self.s.log_chunk_blocks - 1)
                 logs = self.rpc(lambda: self.w3.eth.get_logs(
-                    {"address": self.deployment.clearinghouse, "fromBlock": start, "toBlock": end}))
-                for lg in logs:
-                    got = self.decoder.decode(lg)
+                    {"address": list(self.decoders), "fromBlock": start, "toBlock": end}))
+                for lg in sorted(logs, key=lambda x: (int(x["blockNumber"]), int(x["logIndex"]))):
+                    dec = self.decoders.get(to_checksum_address(lg["address"]))
+                    got = dec.decode(lg) if dec is not None else None
                     if got is None:
                         continue
                     name, args = got

@@ -185,6 +185,7 @@ class PublishSettings(_Model):
     prices_heartbeat_blocks: int = Field(1, ge=1, description="post prices at least every N blocks")
     price_deviation: float = Field(0.005, ge=0, lt=1, description="post prices early when spot moved this much")
     settlement: bool = True
+    start_auctions: bool = Field(True, description="start the auction of each breach this keeper registers")
 
 
 class TestingSettings(_Model):

@@ -736,7 +736,27 @@ class KeeperBot:
         self.log.info("submitted", kind=p.kind, sequence=p.sequence, tx="0x" + bytes(receipt["transactionHash"]).hex(),
                       block=int(receipt["blockNumber"]),
                       breached=[l.account for l in breached] if p.kind == "margin" else None)
+        if p.kind == "margin" and breached:
+            self._start_auctions(breached)
         return True
+
+    def _start_auctions(self, breached: list[Leaf]) -> None:
+        """Start the liquidation auction of each newly registered breach (the starter earns the reward); another
+        starter may have been faster, which is logged, not an error."""
+        from keeper.chain import TxFailed
+
+        auction = self.chain.auction
+        if auction is None or not self.cfg.publish.start_auctions:
+            return
+        for l in breached:
+            if l.account in self.chain.state.open_auctions:
+                continue
+            try:
+                r = self.sender.send(auction.functions.start(l.account), label="startAuction")
+                self.metrics.submissions.labels(outcome="auction_started").inc()
+                self.log.info("auction_started", account=l.account, block=int(r["blockNumber"]))
+            except TxFailed as exc:
+                self.log.warning("auction_start_failed", account=l.account, error=str(exc)[:300])
 
     def _already_breached(self, leaf: Leaf) -> bool:
         rec = self.chain.state.breached.get(leaf.account)

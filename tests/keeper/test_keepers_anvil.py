@@ -75,6 +75,13 @@ def test_price_shock_breach_registered_within_two_blocks(net, tmp_path):
         # the same root is not submitted twice: one MarginRootPosted for the shock block
         posted = net.ch.events.MarginRootPosted().get_logs(from_block=shock)
         assert [int(e["args"]["sequence"]) for e in posted] == [shock]
+        # the submitter started B's liquidation auction (and is its starter)
+        from keeper.chain import load_abi
+
+        auction = net.w3.eth.contract(address=net.res.auction, abi=load_abi("auction"))
+        started = auction.events.AuctionStarted().get_logs(from_block=shock)
+        assert [e["args"]["account"] for e in started] == [net.users["B"]]
+        assert started[0]["args"]["starter"] in {Account.from_key(k).address for k in net.keeper_keys}
         # anyone can recompute the attested root from the archive served over HTTP
         from keeper.exchange import PeerClient
         from keeper.keeper_bot import recompute_from_archive

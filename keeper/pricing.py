@@ -33,7 +33,9 @@ _INV_SQRT_2PI = 0.3989422804014327  # 1/sqrt(2 pi)
 _INV_SQRT2 = 0.7071067811865476
 _SERIES_MAX_ORDER = 13  # odd Taylor terms up to t^13: converged to eps for t = s/2 < 0.125
 _SERIES_TINY_DEV = 1e-3  # ... and wherever s < 1e-3, where N(d1) - N(d2) ~ s phi cancels near the money
-_SERIES_MIN_LOSS = 128.0  # use the series where |x| > 128 s^2 (so s < 0.125 when |x| < 2); 32 cuts the worst far-OTM error ~10x (5e-13 -> 5e-14 relative) but costs ~10 ms per 1M options on a daily-heavy book
+# use the series where |x| > 128 s^2 (so s < 0.125 when |x| < 2); 32 would cut the worst far-OTM error ~10x
+# (5e-13 -> 5e-14 relative) but costs ~10 ms per 1M options on a book heavy in daily expiries
+_SERIES_MIN_LOSS = 128.0
 _SQRT_HALF_PI = 1.2533141373155003  # sqrt(pi/2)
 # coefficients of u^1 .. u^9 in (1 + h Y(h)) / u - 1, u = 1/h^2: (-1)^k (2k+1)!!
 _ASYMPTOTIC_1_PLUS_HY = (-3.0, 15.0, -105.0, 945.0, -10395.0, 135135.0, -2027025.0, 34459425.0, -654729075.0)

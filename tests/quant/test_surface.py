@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import logging
 import math
 import os
 import subprocess
@@ -171,6 +172,26 @@ def test_fit_repairs_butterfly_arbitrage_in_quotes():
     assert np.min(butterfly_density(grid, params.total_variance(grid))) > -1e-9  # call prices convex in strike
     # the repair stays close to the quotes (a few vol points at most)
     assert report["slices"][0]["rmse_vol_pts"] < 3.0
+
+
+def test_strong_butterfly_arbitrage_is_repaired_too(caplog):
+    """A slice whose total variance dips to ~0 with steep wings (g ~ -0.14; the (m, sigma) repair cannot fix it
+    and the five-parameter fallback runs): the fit is arbitrage-free and still close to the quotes."""
+    bad = SVIParams(a=-0.02, b=0.5, rho=-0.5, m=0.1, sigma=0.1)
+    k = np.linspace(-1.0, 1.0, 30)
+    w = bad.total_variance(k)
+    assert butterfly_min_g(bad, np.linspace(-3.0, 3.0, 601)) < -0.1
+    iv = np.sqrt(w / 1.0)
+    with caplog.at_level(logging.DEBUG, logger="keeper.surface"):
+        surface = fit_surface([SliceQuotes(expiry_ts=1.0, t=1.0, forward=100.0, k=k, iv_mid=iv, iv_bid=iv - 0.01,
+                                           iv_ask=iv + 0.01, weight=np.ones_like(k))])
+    assert any("(5 parameters)" in r.getMessage() for r in caplog.records)
+    params = surface.slices[0].params
+    grid = np.linspace(-3.0, 3.0, 60001)
+    assert surface.fit_report["slices"][0]["repaired"] and surface.fit_report["arbitrage"]["butterfly_ok"]
+    assert butterfly_min_g(params, grid) >= 0.0
+    assert np.min(butterfly_density(grid[::10], params.total_variance(grid[::10]))) > -1e-9
+    assert surface.fit_report["slices"][0]["rmse_vol_pts"] < 3.0
 
 
 def test_calendar_crossing_pair_is_flagged_and_the_fit_removes_it():

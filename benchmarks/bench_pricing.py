@@ -3,11 +3,11 @@
 Run from the repository root (either form)::
 
     python -m benchmarks.bench_pricing
-    python benchmarks/bench_pricing.py [--repeats 7] [--sample 2000]
+    python benchmarks/bench_pricing.py [--repeats 15] [--sample 2000]
 
 Ours is timed on the full batch (1,000,000 options for Greeks, 100,000 quotes for implied vols), best of
 ``--repeats`` runs because the machine is shared. vollib (py_vollib / lets_be_rational) and QuantLib are scalar
-Python APIs: a random sample of ``--sample`` rows is timed (best of 2) and extrapolated linearly to the full batch;
+Python APIs: a random sample of ``--sample`` rows is timed (best of 3) and extrapolated linearly to the full batch;
 the table says so. py_vollib_vectorized is tried in-process and its failure, if any, is reported.
 """
 from __future__ import annotations
@@ -87,7 +87,7 @@ def _vollib_greeks_time(book, sample: int) -> float:
         for a in rows:
             black(*a), delta(*a), gamma(*a), vega(*a), theta(*a), rho(*a)
 
-    return _best_of(run, 2)
+    return _best_of(run, 3)
 
 
 def _quantlib_greeks_time(book, sample: int) -> float:
@@ -103,7 +103,7 @@ def _quantlib_greeks_time(book, sample: int) -> float:
             bc.value(), bc.deltaForward(), bc.gammaForward(), bc.vega(t), bc.theta(f, t)
             bc.rho(t), bc.vanna(f, t), bc.volga(t)
 
-    return _best_of(run, 2)
+    return _best_of(run, 3)
 
 
 def _vollib_iv_time(prices, book, sample: int) -> tuple[float, float]:
@@ -119,7 +119,7 @@ def _vollib_iv_time(prices, book, sample: int) -> tuple[float, float]:
         for i, a in enumerate(rows):
             out[i] = lbr(*a)
 
-    best = _best_of(run, 2)
+    best = _best_of(run, 3)
     return best, float(np.nanmax(np.abs(out - vol)))
 
 
@@ -138,7 +138,7 @@ def _quantlib_iv_time(prices, book, sample: int) -> tuple[float, float, int]:
             except RuntimeError:
                 out[i] = np.nan
 
-    best = _best_of(run, 2)
+    best = _best_of(run, 3)
     failures = int(np.isnan(out).sum())
     return best, float(np.nanmax(np.abs(out / np.sqrt(expiry) - vol))), failures
 
@@ -166,7 +166,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-greeks", type=int, default=1_000_000)
     parser.add_argument("--n-iv", type=int, default=100_000)
-    parser.add_argument("--repeats", type=int, default=7, help="best of this many runs for the vectorized code")
+    parser.add_argument("--repeats", type=int, default=15, help="best of this many runs for the vectorized code")
     parser.add_argument("--sample", type=int, default=2000, help="rows timed for the scalar peers")
     args = parser.parse_args(argv)
 
@@ -198,7 +198,7 @@ def main(argv=None) -> int:
     t_ql_iv = t_ql_iv_raw * scale_i
     pvv = _py_vollib_vectorized_status()
 
-    table = Table(title=f"Backstop pricing benchmark (ours: best of {args.repeats}; peers: {args.sample}-row sample, best of 2, extrapolated)")
+    table = Table(title=f"Backstop pricing benchmark (ours: best of {args.repeats}; peers: {args.sample}-row sample, best of 3, extrapolated)")
     for col in ("task", "ours [s]", "target [s]", "peer", "peer [s]", "ours / peer"):
         table.add_column(col, justify="right" if "[s]" in col or "/" in col else "left")
 

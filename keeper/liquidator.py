@@ -453,9 +453,24 @@ class LiquidatorBot:
         try:
             self.sender.call(fn, "start")
             self._count("starts")
-            self.emit("auction_started", account=account)
+            self.running[account] = int(self.auction.functions.auctionOf(account).call()[8])
+            self.emit("auction_started", account=account, auction=self.running[account])
         except Exception as e:  # noqa: BLE001 - another bot started it in the same block
             self.emit("start_lost_race", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
+
+    def try_redo(self, account: str) -> None:
+        """Restart an auction that ran past its tail or floor, or whose account changed (needs a fresh breach)."""
+        fn = self.auction.functions.redo(account)
+        try:
+            fn.estimate_gas({"from": self.address})
+        except Exception as e:  # noqa: BLE001 - no fresh breach yet, or another bot reset it first
+            self.emit("redo_skipped", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
+            return
+        try:
+            self.sender.call(fn, "redo")
+            self.emit("auction_reset", account=account)
+        except Exception as e:  # noqa: BLE001
+            self.emit("redo_lost_race", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
 
     # -------------------------------------------------------------- auctions
     def evaluate(self, account: str):
@@ -469,6 +484,7 @@ class LiquidatorBot:
             self.emit("auction_gone", account=account, reason=revert_name(e, self.selectors) or str(e)[:80])
             return None
         if needs_reset:
+            self.try_redo(account)
             return None
         a = self.auction.functions.auctionOf(account).call()
         # Auction(starter, startedAt, expectedNonce, equity, maintenance, soldWad, initial, rewardPromised, id, ...)
@@ -497,7 +513,9 @@ class LiquidatorBot:
 
     def bid(self, account: str, quote: LotQuote, decision) -> str:
         """Send the bid with its price limit; returns ``filled``, ``lost_race`` or ``error``."""
-        frac_wad = min(int(decision.fraction * WAD), WAD)
+        # asking for everything the auction allows: send WAD (the contract caps it at the allowed fraction exactly;
+        # a float round trip would fall a few wei short and leave dust for the next bidder)
+        frac_wad = WAD if decision.fraction >= quote.max_fraction - 1e-12 else min(int(decision.fraction * WAD), WAD)
         now = int(self.w3.eth.get_block("latest")["timestamp"])
         fn = self.auction.functions.bid(account, frac_wad, int(decision.max_price), now + self.s.deadline_s, 0)
         self._count("bids_sent")

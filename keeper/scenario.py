@@ -69,7 +69,7 @@ class ScenarioConfig:
     auction_tick_seconds: int = 30
     auction_ticks: int = 14
     tick_wait_s: float = 0.6
-    edges: tuple[float, ...] = (0.02, 0.05)
+    edges: tuple[float, ...] = (0.02, 0.025)
     manipulation: bool = True
     manipulation_step: int | None = None
     mc_paths: int = 1000
@@ -401,9 +401,14 @@ class Scenario:
     def fat_finger(self, spot: float, vol: float) -> None:
         """A fat-finger buy of a thin series far above fair value; compare the naive and hybrid marks."""
         att = self.attest(spot, vol, post_prices=False)
-        sid = self.find_series(0.8, 14, False)
+        book0 = read_book(self.ch, self.accounts(), [int(s["id"]) for s in self.dep.series], self.risky_assets(),
+                          {self.dep.tokens[c.symbol]["address"]: c.decimals for c in self.dcfg.collateral})
+        near = np.array([0 < x.maintenance and x.equity < 1.5 * x.maintenance for x in att.leaves])
+        short_near = np.where(near[:, None], np.maximum(-book0.positions, 0), 0).sum(axis=0)
+        j0 = int(np.argmax(short_near)) if short_near.max() > 0 else 0
+        sid = book0.series_ids[j0]
         fair = self.model_price(sid, spot, vol)
-        px = max(fair * 8, fair + 40.0)
+        px = fair + 0.05 * spot
         buyer = self.actor("long-01") if any(a.role == "long-01" for a in self.actors) else self.actor("maker")
         maker = self.actor("maker")
         self.trade(maker, buyer, sid, -0.1, px, 10_000, att)
@@ -530,7 +535,10 @@ class Scenario:
                     tr.bids.append(BidTrace(float(ev["t"] - time.time() + self.now() - t0), int(ev.get("price", 0)),
                                             ev.get("bot", "?"), 0.0, "lost_race", ev.get("tx", ""), ev.get("reason", "")))
             if aid in ends:
-                tr.sold_fraction = int(ends[aid]["args"]["soldWad"]) / WAD
+                ea = ends[aid]["args"]
+                tr.sold_fraction = int(ea["soldWad"]) / WAD
+                tr.to_fund = int(ea["penalty"]) - int(ea["reward"])
+                tr.ended = ["Restored", "SoldOut", "Cured", "CuredByDeposit"][int(ea["reason"])]
             else:
                 tr.sold_fraction = max((int(b["args"]["soldWad"]) for b in bids if int(b["args"]["id"]) == aid),
                                        default=0) / WAD

@@ -48,7 +48,9 @@ class AuctionTrace:
     sold_fraction: float = 0.0
     paid: int = 0
     penalty: int = 0
+    to_fund: int = 0
     bad_debt: int = 0
+    ended: str = ""
     attestation_id: str = ""
     healthy_at_start: bool = False
 
@@ -123,8 +125,9 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
     full_set = sorted(set(full))
     partial_set = sorted(set(partial) - set(full_set))
     penalties = sum(a.penalty for a in rec.auctions)
+    to_fund = sum(a.to_fund for a in rec.auctions)
     bad_debt = sum(a.bad_debt for a in rec.auctions)
-    expected_fund = rec.insurance_fund_before + penalties - rec.fund_payouts
+    expected_fund = rec.insurance_fund_before + to_fund - rec.fund_payouts
     healthy = sorted({a.account for a in rec.auctions if a.healthy_at_start and (a.sold_fraction > 0)})
     lost = sum(1 for a in rec.auctions for b in a.bids if b.outcome == "lost_race")
     return {
@@ -135,7 +138,8 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
         "spot_min": min(rec.spot) if rec.spot else None,
         "spot_end": rec.spot[-1] if rec.spot else None,
         "accounts": len(rec.margin_ratios),
-        "breaches": len(rec.breaches),
+        "breach_records": len(rec.breaches),
+        "accounts_breached": len({b["account"] for b in rec.breaches}),
         "attestations": len(rec.attestations),
         "auctions": len(rec.auctions),
         "accounts_liquidated_full": full_set,
@@ -143,6 +147,8 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
         "fills": fills,
         "lost_races": lost,
         "penalties": _money(penalties, d),
+        "penalties_to_fund": _money(to_fund, d),
+        "auctions_still_running": sum(1 for a in rec.auctions if not a.ended),
         "insurance_fund_before": _money(rec.insurance_fund_before, d),
         "insurance_fund_after": _money(rec.insurance_fund_after, d),
         "insurance_fund_payouts": _money(rec.fund_payouts, d),
@@ -285,11 +291,13 @@ def render_summary(summary: dict[str, Any], console=None) -> None:
         "spot_min",
         "spot_end",
         "accounts",
-        "breaches",
+        "accounts_breached",
         "attestations",
         "auctions",
+        "auctions_still_running",
         "lost_races",
         "penalties",
+        "penalties_to_fund",
         "insurance_fund_before",
         "insurance_fund_after",
         "insurance_fund_payouts",

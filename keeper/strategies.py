@@ -111,11 +111,12 @@ def affordable_fraction(quote: LotQuote) -> float:
 
 @dataclass(frozen=True)
 class EdgeStrategy:
-    """Bid when ``fraction * (valuation - risk_charge) * (1 - edge) - gas_cost >= fraction * auction_price``.
+    """Bid when the auction price is at or below the break-even price at this edge:
+    ``limit = A - edge * |A| - gas_cost / fraction`` with ``A = valuation - risk_charge`` (for a positive lot this
+    is ``A * (1 - edge)``; for a liability, ``A < 0``, the bidder asks to be paid ``edge`` more than it is worth).
 
-    The fraction is the largest the liquidator's margin and the auction allow. The price limit sent with the bid
-    is the break-even price at that edge, ``(valuation - risk_charge) * (1 - edge) - gas_cost / fraction``, so a
-    bid mined after the price moved can never pay more than the edge allows.
+    The fraction is the largest the liquidator's margin and the auction allow. The price limit goes with the bid,
+    so a bid mined after the price moved can never pay more than the edge allows.
     """
 
     edge: float = 0.02
@@ -127,8 +128,8 @@ class EdgeStrategy:
 
     def limit_price(self, quote: LotQuote, fraction: float) -> int:
         """Break-even price of the whole lot at this edge for a fill of ``fraction`` (may be <= 0)."""
-        adjusted = (quote.valuation - quote.risk_charge) * (1.0 - self.edge)
-        return int(math.floor(adjusted - quote.gas_cost / fraction))
+        a = float(quote.valuation - quote.risk_charge)
+        return int(math.floor(a - self.edge * abs(a) - quote.gas_cost / fraction))
 
     def decide(self, quote: LotQuote) -> BidDecision:
         """Bid the affordable fraction at a limit that keeps the edge, or explain why not."""
@@ -136,7 +137,7 @@ class EdgeStrategy:
         if f < quote.min_fraction or f <= 0:
             return BidDecision(False, reason=f"affordable fraction {f:.4f} below minimum {quote.min_fraction}")
         limit = self.limit_price(quote, f)
-        if limit <= 0:
+        if limit <= 0 and quote.valuation > 0:
             return BidDecision(False, reason=f"lot not worth gas at edge {self.edge}: limit {limit}")
         if quote.auction_price > limit:
             return BidDecision(False, reason=f"price {quote.auction_price} above limit {limit}")

@@ -105,3 +105,14 @@ def test_load_strategy_specs():
     assert isinstance(load_strategy("cmd:python -m keeper.strategies"), ExternalCommandStrategy)
     with pytest.raises(ValueError):
         load_strategy("nonsense")
+
+
+def test_liability_lot_needs_to_be_paid_more_than_it_costs():
+    # an insolvent book worth -10 (a liability): the bidder must be paid at least 10 + risk + edge + gas
+    q = quote(valuation=-10_000_000, risk_charge=1_000_000, gas_cost=100_000, auction_price=-11_000_000)
+    s = EdgeStrategy(edge=0.05)
+    # limit = -11 - 0.05 * 11 - 0.1 = -11.65: being paid 11 is not enough, being paid 11.65 is
+    assert s.limit_price(q, 1.0) == -11_650_000
+    assert not s.decide(q).bid
+    assert s.decide(quote(valuation=-10_000_000, risk_charge=1_000_000, gas_cost=100_000,
+                          auction_price=-11_650_000)).bid

@@ -83,14 +83,15 @@ def synthetic_record() -> ScenarioRecord:
                                                                    for i in range(10)])
     a1.bids = [BidTrace(104.0, 46_000_000, "0xliq1", 0.5, "filled"), BidTrace(104.0, 46_000_000, "0xliq2", 0.5,
                                                                                "lost_race")]
-    a1.sold_fraction, a1.paid, a1.penalty = 0.5, 23_000_000, 1_000_000
+    a1.sold_fraction, a1.paid, a1.penalty, a1.to_fund, a1.ended = 0.5, 23_000_000, 1_000_000, 900_000, "Restored"
     a2 = AuctionTrace(2, "0xccc", 110.0, 20_000_000, 20_000_000, [(110.0, 20_000_000)])
     a2.bids = [BidTrace(115.0, 18_000_000, "0xliq2", 1.0, "filled")]
-    a2.sold_fraction, a2.paid, a2.penalty, a2.bad_debt = 1.0, 18_000_000, 500_000, 0
+    a2.sold_fraction, a2.paid, a2.penalty, a2.to_fund, a2.bad_debt = 1.0, 18_000_000, 500_000, 500_000, 0
+    a2.ended = "SoldOut"
     rec.auctions = [a1, a2]
     rec.insurance_fund_before = 1_000_000_000
     rec.fund_payouts = 200_000
-    rec.insurance_fund_after = 1_000_000_000 + 1_500_000 - 200_000
+    rec.insurance_fund_after = 1_000_000_000 + 900_000 + 500_000 - 200_000
     return rec
 
 

@@ -429,3 +429,39 @@ def test_from_canonical_rejects_unknown_version(real_fits):
     d["version"] = 99
     with pytest.raises(ValueError, match="version"):
         VolSurface.from_canonical(d)
+
+
+def test_active_set_qp_matches_brute_force_enumeration():
+    """The repair's inner QP solver against exhaustive enumeration of active sets (convex QP: the optimum is the
+    best feasible stationary point of some set of at most 3 active constraints)."""
+    from itertools import combinations
+
+    from keeper.surface import _active_set_qp3
+
+    rng = np.random.default_rng(5)
+    for _ in range(40):
+        A = rng.normal(size=(3, 3))
+        G = A @ A.T + 0.1 * np.eye(3)
+        h = rng.normal(size=3) * 3.0
+        C = rng.normal(size=(10, 3))
+        d = rng.uniform(0.1, 1.0, size=10)  # x = 0 is feasible
+        x = np.array(_active_set_qp3(G.tolist(), h.tolist(), C, d, [0.0, 0.0, 0.0]))
+        assert np.all(C @ x <= d + 1e-9)
+
+        def f(v):
+            return v @ G @ v - 2.0 * h @ v
+
+        best = np.inf
+        for size in range(4):
+            for S in combinations(range(10), size):
+                S = list(S)
+                K = np.block([[2 * G, C[S].T], [C[S], np.zeros((size, size))]]) if size else 2 * G
+                rhs = np.concatenate([2 * h, d[S]])
+                try:
+                    sol = np.linalg.solve(K, rhs)
+                except np.linalg.LinAlgError:
+                    continue
+                v = sol[:3]
+                if np.all(C @ v <= d + 1e-9):
+                    best = min(best, f(v))
+        assert f(x) <= best + 1e-9 * (1 + abs(best))

@@ -14,10 +14,13 @@ Method (in the spirit of Jaeckel, "Let's Be Rational", Wilmott 2015, without his
    logarithms are evaluated through ``scipy.special.erfcx`` (``ln b = -(h^2+t^2)/2 + ln((erfcx(..) - erfcx(..))/2)``
    with ``h = x/s``, ``t = s/2``), so nothing underflows even for prices of ``1e-300``, and their first three
    derivatives follow in closed form from ``b' = exp(-(h^2+t^2)/2)/sqrt(2 pi)`` and ``b''/b' = x^2/s^3 - s/4``.
-4. Initial guesses from the asymptotics of each region (small ``s``: ``ln b ~ -x^2/(2s^2) + 3 ln s - 2 ln|x| -
-   ln sqrt(2 pi)``; large ``s``: ``b_max - b ~ 2 cosh(x/2) N(-s/2)``), then Householder(3) iterations on the whole
-   active batch, each step kept inside a per-row bracket (bisection fallback), until the step is below
-   ``1e-13 s``. Typically 2-4 iterations.
+   Where the erfcx difference cancels (far out of the money at tiny ``s``) the Taylor series shared with
+   :mod:`keeper.pricing` replaces it; ``x`` comes from ``log1p((F - K)/K)`` near the money (exact to an ulp of x).
+4. Initial guesses: below ``s_c`` the small-``t`` expansion ``b ~ s (phi(h) + h N(h))`` makes ``beta/|x|`` a
+   monotone function of ``h`` alone, inverted by three Newton steps; above it ``b_max - b ~ 2 cosh(x/2) N(-s/2)``.
+   Then Householder(3) iterations on the active rows, each step kept inside a per-row bracket (bisection
+   fallback); a row is done after an in-bracket step below ``1e-5 s`` (order-4 convergence leaves nothing to gain),
+   a step below ``1e-13 s``, or at the objective's noise floor. Typically 2 iterations.
 
 Rows that cannot be solved get ``nan`` and a reason code; nothing raises mid-batch.
 """

@@ -134,6 +134,24 @@ def test_against_lets_be_rational():
     assert worst <= 1e-10, worst
 
 
+def test_put_call_parity_and_scale_invariance():
+    # a call quote and the put quote implied by parity (P = C - D (F - K)) carry the same vol; quoting everything in
+    # cents instead of dollars (price, forward and strike x 100) changes nothing
+    fwd, strike, expiry, vol, _ = _quotes(5000, seed=14, z_max=2.5, t_min=1e-3, t_max=5.0)
+    disc = np.exp(-0.05 * expiry)
+    call = black76_price(fwd, strike, expiry, vol, True, disc)
+    put = call - disc * (fwd - strike)
+    vc = implied_vol(call, fwd, strike, expiry, True, disc)
+    vp = implied_vol(put, fwd, strike, expiry, False, disc)
+    g = black76_greeks(fwd, strike, expiry, vol, True, disc)
+    # parity moves the rounding of the larger of the two premiums into the smaller one
+    both = 8.0 * EPS * np.maximum(call, np.abs(put) + disc * np.abs(fwd - strike)) <= 1e-12 * g.vega
+    assert both.sum() > 3000
+    assert np.abs(vc.vol - vp.vol)[both].max() <= 1e-10
+    scaled = implied_vol(100.0 * call, 100.0 * fwd, 100.0 * strike, expiry, True, disc)
+    assert np.abs(scaled.vol - vc.vol)[both].max() <= 1e-12
+
+
 def test_discounted_premiums():
     disc = np.array([1.0, 0.95, 0.5, 1e-3])
     price = black76_price(100.0, 120.0, 2.0, 0.4, True, disc)

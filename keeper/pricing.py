@@ -21,6 +21,10 @@ the price is the discounted intrinsic value on the forward, delta is a step (``D
 it, ``D/2`` (times the sign) exactly at the money, the limit of ``N(d1)`` as the deviation goes to zero), and gamma,
 vanna, volga and the time-decay part of theta are ``0`` (their distributional limits at the strike are not
 representable). Tails use ``scipy.special.ndtr``, which keeps relative accuracy down to ``1e-300``.
+
+Accuracy: in-the-money options are priced as the out-of-the-money option plus intrinsic value, so their time value
+keeps its relative accuracy; far out of the money at tiny ``vol*sqrt(T)``, where ``F N(d1) - K N(d2)`` cancels, a
+Taylor series in ``t = vol*sqrt(T)/2`` (with ``scipy.special.erfcx``) takes over (``small_deviation_sum``).
 """
 from __future__ import annotations
 

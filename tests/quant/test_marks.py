@@ -81,6 +81,30 @@ def test_depth_oscillating_around_the_threshold_does_not_flap():
     assert flips(run_sequence([0.02] * len(depths), depths, single)) == len(depths) - 1
 
 
+def test_mid_oscillating_around_the_model_band_does_not_flap():
+    # mid alternating 4 % and 6 % above the model: around the 5 % enter band, inside the 10 % leave band
+    mids = [104.0, 106.0] * 20
+    single = MarkConfig(leave_band_rel=CFG.enter_band_rel)
+    for config, expected_flips in ((CFG, 0), (single, len(mids) - 1)):
+        prev, states = None, []
+        for mid in mids:
+            r = hybrid_marks(np.array([mid - 1.0]), np.array([mid + 1.0]), np.array([50.0]), np.array([50.0]),
+                             np.array([100.0]), prev, config=config)
+            prev = r.market
+            states.append(bool(r.market[0]))
+        assert flips(states) == expected_flips
+        assert states[0] is True
+    # a mid that runs away beyond the leave band is dropped, and comes back only inside the enter band
+    prev, seen = None, []
+    for mid in (104.0, 112.0, 107.0, 104.0):
+        r = hybrid_marks(np.array([mid - 1.0]), np.array([mid + 1.0]), np.array([50.0]), np.array([50.0]),
+                         np.array([100.0]), prev)
+        prev = r.market
+        seen.append((bool(r.market[0]), MarkReason(int(r.reason[0]))))
+    assert seen == [(True, MarkReason.MARKET_DEEP_TIGHT), (False, MarkReason.MODEL_MID_OUTSIDE_MODEL_BAND),
+                    (False, MarkReason.MODEL_MID_OUTSIDE_MODEL_BAND), (True, MarkReason.MARKET_DEEP_TIGHT)]
+
+
 def test_mark_is_pure():
     args = (np.array([99.0, 90.0]), np.array([101.0, 110.0]), np.array([50.0, 50.0]), np.array([50.0, 50.0]),
             np.array([100.0, 100.0]), np.array([True, False]))

@@ -387,6 +387,7 @@ class KeeperBot:
         self._lock = threading.Lock()
         self._quote_decimals: Optional[int] = None
         self._reported_disagreement: set[tuple[str, int]] = set()
+        self._unpriced_logged: set[str] = set()
         dep = chain.deployment
         sym = cfg.market.underlying
         if sym not in dep.underlyings:
@@ -496,7 +497,10 @@ class KeeperBot:
         accounts = []
         for a in state.accounts.values():
             if any(sid not in priced_ids for sid in a.positions):
-                self._skip("unpriced_series", account=a.account, block=head.number)
+                if a.account not in self._unpriced_logged:  # log once per account, count every block
+                    self._unpriced_logged.add(a.account)
+                    self.log.warning("input_skipped", reason="unpriced_series", account=a.account, block=head.number)
+                self.metrics.skipped_inputs.labels(reason="unpriced_series").inc()
                 continue
             accounts.append(a)
         coll_doc = self._collateral_doc(spot_wad)

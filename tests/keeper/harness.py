@@ -156,7 +156,7 @@ def _erc20_abi():
 
 # ------------------------------------------------------------------------------------------------------------
 def keeper_config(net: Net, i: int, ports: list[int], spot_file: Path, rpc_url: str | None = None,
-                  fabricate: list[str] | None = None, root_every: int = 1_000_000):
+                  fabricate: list[str] | None = None, root_every: int = 1_000_000, price_deviation: float = 0.5):
     from keeper.config import parse_config
 
     peers = [{"name": f"k{j}", "url": f"http://127.0.0.1:{ports[j]}",
@@ -171,7 +171,8 @@ def keeper_config(net: Net, i: int, ports: list[int], spot_file: Path, rpc_url: 
         "risk": {"mc_paths": 500},
         "exchange": {"port": ports[i], "peers": peers, "request_timeout_s": 0.5, "takeover_blocks": 1},
         "thresholds": {"quorum": 2},
-        "publish": {"root_every_blocks": root_every, "prices_heartbeat_blocks": 1_000_000, "price_deviation": 0.5,
+        "publish": {"root_every_blocks": root_every, "prices_heartbeat_blocks": 1_000_000,
+                    "price_deviation": price_deviation,
                     "settlement": False},
         "metrics": {"enabled": False},
         "testing": {"fabricate_breach": fabricate or []},

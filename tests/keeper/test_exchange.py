@@ -180,3 +180,21 @@ def test_diff_leaves_names_the_differing_field():
               {"account": "0xC", "equity": 0, "maintenance": 0}]
     d = diff_leaves(mine, theirs)
     assert d["differ"] == [("0xb", "equity", 5, -7)] and d["only_theirs"] == ["0xc"] and d["only_mine"] == []
+
+
+def test_codec_and_tree_agree_with_the_contracts_side_module():
+    """keeper/eip712.py (written from the contract side) builds the same digests and the same Merkle root."""
+    eip = pytest.importorskip("keeper.eip712")
+    from keeper.keeper_bot import Leaf, MerkleTree
+
+    dom = eip.Domain(31337, CONTRACT)
+    m = margin_msg()
+    hdr = eip.MarginRootHeader(inputs_hash=bytes.fromhex(m["inputsHash"][2:]), sequence=m["sequence"],
+                               timestamp=m["timestamp"], leaf_count=m["leafCount"])
+    assert eip.digest(eip.margin_root_typed_data(dom, bytes.fromhex(m["root"][2:]), hdr)) == CODEC.digest("margin", m)
+    assets = ["0x" + "01" * 20]
+    pm = {"assets": assets, "prices": [1234 * 10**18], "sequence": 9, "timestamp": 77}
+    assert eip.digest(eip.prices_typed_data(dom, assets, pm["prices"], 9, 77)) == CODEC.digest("prices", pm)
+    leaves = [Leaf("0x" + f"{i + 1:040x}", i, 100 - 30 * i, 20, 30, -i) for i in range(5)]
+    theirs = eip.MarginTree.build([eip.MarginLeaf(*l.as_tuple()) for l in leaves])
+    assert theirs.root == MerkleTree([l.hash() for l in leaves]).root

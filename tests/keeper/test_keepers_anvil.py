@@ -10,6 +10,8 @@ from eth_account import Account
 
 import harness as h
 
+WAD = 10**18
+
 pytestmark = pytest.mark.chain
 
 
@@ -21,14 +23,14 @@ def net(tmp_path):
     n.chain.stop()
 
 
-def _start(net, tmp_path, n=3, fabricate=None, rpc_urls=None):
+def _start(net, tmp_path, n=3, fabricate=None, rpc_urls=None, price_deviation=0.5, spot_price=2000.0):
     spot = tmp_path / "spot.json"
-    h.write_spot(spot, 2000.0)
+    h.write_spot(spot, spot_price)
     ports = h.free_ports(3)
     ks = []
     for i in range(n):
         cfg = h.keeper_config(net, i, ports, spot, rpc_url=(rpc_urls or {}).get(i),
-                              fabricate=(fabricate or {}).get(i))
+                              fabricate=(fabricate or {}).get(i), price_deviation=price_deviation)
         ks.append(h.KeeperThread(net, i, cfg))
     return spot, ks
 
@@ -48,7 +50,7 @@ def _breached(net, name):
 
 
 def test_price_shock_breach_registered_within_two_blocks(net, tmp_path):
-    spot, ks = _start(net, tmp_path)
+    spot, ks = _start(net, tmp_path, price_deviation=0.1)
     try:
         quiet = []
         for _ in range(3):
@@ -82,6 +84,10 @@ def test_price_shock_breach_registered_within_two_blocks(net, tmp_path):
         started = auction.events.AuctionStarted().get_logs(from_block=shock)
         assert [e["args"]["account"] for e in started] == [net.users["B"]]
         assert started[0]["args"]["starter"] in {Account.from_key(k).address for k in net.keeper_keys}
+        # the 35 % move exceeds price_deviation: the quantized spot was posted, signed by two keepers
+        assert h.wait_for(lambda: int(net.ch.functions.spotPrice(net.res.underlying).call()[0]) == 1300 * WAD, 20)
+        pp = net.ch.events.PricesPosted().get_logs(from_block=shock)
+        assert [int(e["args"]["sequence"]) for e in pp] == [shock]
         # anyone can recompute the attested root from the archive served over HTTP
         from keeper.exchange import PeerClient
         from keeper.keeper_bot import recompute_from_archive
@@ -89,6 +95,19 @@ def test_price_shock_breach_registered_within_two_blocks(net, tmp_path):
         blob = PeerClient("k1", ks[1].server.url).archive(ev[0]["args"]["inputsHash"].hex())
         root, leaves = recompute_from_archive(blob)
         assert "0x" + root.hex() == _root(ks[0], shock) == "0x" + bytes(ev[0]["args"]["root"]).hex()
+        # restart every keeper: fresh processes state, same chain; nothing already on chain is sent again
+        _stop(ks)
+        ks = []
+        n_roots = len(net.ch.events.MarginRootPosted().get_logs(from_block=0))
+        ports = h.free_ports(3)
+        ks = [h.KeeperThread(net, i, h.keeper_config(net, i, ports, spot, price_deviation=0.1)) for i in range(3)]
+        for _ in range(2):
+            b = net.mine()
+            assert h.wait_for(lambda: all(_root(k, b) for k in ks), 20)
+            assert any(l.breached for l in ks[0].bot.attestations[b].leaves)  # B is still under water
+        time.sleep(1.0)
+        assert len(net.ch.events.MarginRootPosted().get_logs(from_block=0)) == n_roots
+        assert len(net.ch.events.AccountBreached().get_logs(from_block=0)) == 1
     finally:
         _stop(ks)
 

@@ -1,0 +1,33 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
+
+/// @notice Test token with configurable decimals and open minting. Tests only.
+contract TestERC20 is ERC20 {
+    uint8 private immutable _decimals;
+
+    constructor(string memory name_, string memory symbol_, uint8 decimals_) ERC20(name_, symbol_) {
+        _decimals = decimals_;
+    }
+
+    /// @notice Token decimals as configured.
+    function decimals() public view override returns (uint8) {
+        return _decimals;
+    }
+
+    /// @notice Mint `amount` to `to` (anyone; tests only).
+    function mint(address to, uint256 amount) external {
+        _mint(to, amount);
+    }
+}
+
+/// @notice Token whose decimals() reverts. Tests only.
+contract RevertingDecimalsToken is ERC20 {
+    constructor() ERC20("Broken", "BRK") {}
+
+    /// @notice Always reverts.
+    function decimals() public pure override returns (uint8) {
+        revert("no decimals");
+    }
+}

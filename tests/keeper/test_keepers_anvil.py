@@ -253,3 +253,73 @@ def test_reorg_drops_cache_beyond_the_fork(net):
     fork = c.sync(c.head())
     assert fork is not None
     assert c.state.accounts[a].cash == cash0 == int(net.ch.functions.cashOf(a).call())
+
+
+def _one_keeper(net, tmp_path, **market):
+    """One keeper (quorum 1 of its own view; its peers are configured but not running)."""
+    spot = tmp_path / "spot1.json"
+    h.write_spot(spot, 2000.0)
+    ports = h.free_ports(3)
+    cfg = h.keeper_config(net, 0, ports, spot).model_dump(mode="json")
+    cfg["market"].update(market)
+    from keeper.config import parse_config
+
+    return spot, h.KeeperThread(net, 0, parse_config(cfg))
+
+
+def test_bad_spot_or_chain_is_skipped_and_nothing_signed(net, tmp_path):
+    spot, k = _one_keeper(net, tmp_path)
+    try:
+        b = net.mine()
+        assert h.wait_for(lambda: _root(k, b), 20)
+        skipped = k.bot.metrics.skipped_inputs
+        spot.write_text('{"price": "NaN"}')
+        b2 = net.mine()
+        assert h.wait_for(lambda: k.bot.last_block == b2 and k.bot.view.snapshot().get("note", "").startswith("no"),
+                          20)
+        time.sleep(0.3)
+        assert _root(k, b2) is None and ("margin", b2) not in k.bot.pending
+        assert skipped.labels(reason="bad_price")._value.get() >= 1
+        assert skipped.labels(reason="too_few_sources")._value.get() >= 1
+        # back to a good price: signing resumes
+        h.write_spot(spot, 2000.0)
+        b3 = net.mine()
+        assert h.wait_for(lambda: _root(k, b3), 20)
+    finally:
+        k.stop()
+
+
+def test_cycle_on_a_replayed_deribit_chain(net, tmp_path, shared_data):
+    path = shared_data / "option_chains" / "deribit_ETH_20240108T1119Z.csv"
+    spot, k = _one_keeper(net, tmp_path, chain={"kind": "deribit_csv", "path": str(path)})
+    try:
+        b = net.mine()
+        assert h.wait_for(lambda: _root(k, b), 30)
+        st = k.bot.view.snapshot()
+        assert st["surface"]["slices"] >= 3 and st["accounts"] == 3
+    finally:
+        k.stop()
+
+
+def test_settlement_price_posted_after_expiry(net, tmp_path):
+    expiry = max(int(s["expiry"]) for s in net.res.series)
+    net.w3.provider.make_request("anvil_setNextBlockTimestamp", [expiry + 60])
+    net.mine()
+    spot = tmp_path / "spot.json"
+    h.write_spot(spot, 1900.0)
+    ports = h.free_ports(3)
+    from keeper.config import parse_config
+
+    ks = []
+    for i in range(3):
+        cfg = h.keeper_config(net, i, ports, spot).model_dump(mode="json")
+        cfg["publish"]["settlement"] = True
+        ks.append(h.KeeperThread(net, i, parse_config(cfg)))
+    try:
+        net.mine()
+        ok = h.wait_for(lambda: int(net.ch.functions.settlementPrice(net.res.underlying, expiry).call()), 30)
+        assert ok == 1900 * WAD
+        ev = net.ch.events.SettlementPricePosted().get_logs(from_block=0)
+        assert len(ev) == 1 and int(ev[0]["args"]["expiry"]) == expiry
+    finally:
+        _stop(ks)

@@ -20,7 +20,8 @@ Edges give finite limits, never NaN or inf: at expiry or zero volatility (total 
 the price is the discounted intrinsic value on the forward, delta is a step (``D * w`` in the money, ``0`` out of
 it, ``D/2`` (times the sign) exactly at the money, the limit of ``N(d1)`` as the deviation goes to zero), and gamma,
 vanna, volga and the time-decay part of theta are ``0`` (their distributional limits at the strike are not
-representable). Tails use ``scipy.special.ndtr``, which keeps relative accuracy down to ``1e-300``.
+representable). Invalid rows (non-positive forward/spot or strike, negative expiry or vol, nan) are ``nan`` in
+every output, without warnings. Tails use ``scipy.special.ndtr``, which keeps relative accuracy down to ``1e-300``.
 
 Accuracy: in-the-money options are priced as the out-of-the-money option plus intrinsic value, so their time value
 keeps its relative accuracy; far out of the money at tiny ``vol*sqrt(T)``, where ``F N(d1) - K N(d2)`` cancels, a
@@ -93,11 +94,18 @@ def _log_moneyness_near(forward: np.ndarray, strike: np.ndarray) -> np.ndarray:
 class _Core:
     """d1/d2, cdfs and the pdf shared between price and Greeks (internal)."""
 
-    __slots__ = ("x", "sqrt_t", "dev", "d1", "d2", "nd1", "nd2", "pdf", "w", "zero", "w_otm", "itm", "nd1_otm", "nd2_otm")
+    __slots__ = (
+        "x", "sqrt_t", "dev", "d1", "d2", "nd1", "nd2", "pdf", "w", "zero", "w_otm", "itm", "nd1_otm", "nd2_otm",
+        "invalid",
+    )
 
     def __init__(self, forward, strike, expiry, vol, w):
+        with np.errstate(invalid="ignore"):
+            invalid = ~((forward > 0.0) & (strike > 0.0) & (expiry >= 0.0) & (vol >= 0.0))  # nan compares False
+        self.invalid = invalid if np.any(invalid) else None
         x = _log_moneyness(forward, strike)
-        sqrt_t = np.sqrt(expiry)
+        with np.errstate(invalid="ignore"):
+            sqrt_t = np.sqrt(expiry)
         dev = vol * sqrt_t
         with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             d1 = x / dev + 0.5 * dev
@@ -182,6 +190,13 @@ def _normalised_otm_small_dev(ax: np.ndarray, dev: np.ndarray) -> np.ndarray:
         return 2.0 * _INV_SQRT_2PI * np.exp(-0.5 * (h * h + t * t)) * total
 
 
+def _nan_where_invalid(c: _Core, *arrays):
+    """Invalid rows (non-positive forward or strike, negative expiry or vol, nan) become nan in every output."""
+    if c.invalid is None:
+        return tuple(np.asarray(a) for a in arrays)
+    return tuple(np.where(c.invalid, np.nan, a) for a in arrays)
+
+
 def _price_from_core(c: _Core, forward, strike, discount):
     otm = c.w_otm * (forward * c.nd1_otm - strike * c.nd2_otm)
     # Far out of the money at tiny deviation the two terms above nearly cancel (relative error ~ eps 2|x|/s^2):
@@ -232,7 +247,7 @@ def black76_price(forward, strike, expiry, vol, is_call, discount=1.0) -> np.nda
     forward, strike, expiry, vol, discount = _as_f64(forward, strike, expiry, vol, discount)
     w = _sign(is_call)
     c = _Core(forward, strike, expiry, vol, w)
-    return np.asarray(_price_from_core(c, forward, strike, discount))
+    return _nan_where_invalid(c, _price_from_core(c, forward, strike, discount))[0]
 
 
 def black76_greeks(forward, strike, expiry, vol, is_call, discount=1.0) -> Greeks:
@@ -253,7 +268,7 @@ def black76_greeks(forward, strike, expiry, vol, is_call, discount=1.0) -> Greek
         rate = np.where(expiry == 0.0, 0.0, rate)  # at expiry no rate can be read off D (= 1)
     theta = rate * price + decay
     rho = -expiry * price
-    return Greeks(*(np.asarray(a) for a in (price, delta, gamma, vega, theta, rho, vanna, volga)))
+    return Greeks(*_nan_where_invalid(c, price, delta, gamma, vega, theta, rho, vanna, volga))
 
 
 def bsm_price(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> np.ndarray:
@@ -269,7 +284,7 @@ def bsm_price(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> np.nd
     discount = np.exp(-rate * expiry)
     w = _sign(is_call)
     c = _Core(forward, strike, expiry, vol, w)
-    return np.asarray(_price_from_core(c, forward, strike, discount))
+    return _nan_where_invalid(c, _price_from_core(c, forward, strike, discount))[0]
 
 
 def bsm_greeks(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> Greeks:
@@ -296,13 +311,4 @@ def bsm_greeks(spot, strike, expiry, vol, is_call, rate=0.0, carry=None) -> Gree
     # theta = -S e^{(b-r)T} phi vol/(2 sqrt T) - w (b - r) S e^{(b-r)T} N(w d1) - w r K e^{-rT} N(w d2)
     theta = decay - (carry - rate) * (spot * delta) - rate * cash_leg
     rho = expiry * cash_leg
-    return Greeks(
-        price=np.asarray(price),
-        delta=np.asarray(delta),
-        gamma=np.asarray(gamma),
-        vega=np.asarray(vega),
-        theta=np.asarray(theta),
-        rho=np.asarray(rho),
-        vanna=np.asarray(vanna),
-        volga=np.asarray(volga),
-    )
+    return Greeks(*_nan_where_invalid(c, price, delta, gamma, vega, theta, rho, vanna, volga))

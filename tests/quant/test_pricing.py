@@ -389,6 +389,24 @@ def test_far_otm_tiny_deviation_prices_keep_relative_accuracy():
     assert rel.max() <= 1e-12, (float(rel.max()), int(rel.argmax()))
 
 
+def test_invalid_rows_are_nan_and_do_not_disturb_the_batch():
+    fwd = np.array([100.0, -1.0, 100.0, 100.0, np.nan, 100.0, 100.0])
+    strike = np.array([90.0, 90.0, 0.0, 90.0, 90.0, 90.0, 90.0])
+    expiry = np.array([0.5, 0.5, 0.5, -1.0, 0.5, 0.5, 0.5])
+    vol = np.array([0.3, 0.3, 0.3, 0.3, 0.3, -0.1, 0.3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        g76 = black76_greeks(fwd, strike, expiry, vol, True)
+        gm = bsm_greeks(fwd, strike, expiry, vol, True, rate=0.02)
+    for g in (g76, gm):
+        for name in GREEK_NAMES:
+            arr = getattr(g, name)
+            assert np.all(np.isnan(arr[1:6])), name
+            assert np.all(np.isfinite(arr[[0, 6]])), name
+    assert g76.price[0] == float(black76_price(100.0, 90.0, 0.5, 0.3, True))
+    assert gm.price[6] == float(bsm_price(100.0, 90.0, 0.5, 0.3, True, rate=0.02))
+
+
 def test_broadcasting_and_return_type():
     g = black76_greeks(np.array([[90.0], [110.0]]), np.array([100.0, 105.0, 95.0]), 0.25, 0.5, np.array([True, False, True]))
     assert isinstance(g, Greeks)

@@ -194,6 +194,44 @@ def test_bad_rows_get_reason_codes_and_never_raise():
     assert np.all(np.isnan(res.vol[1:]))
 
 
+def test_garbage_batch_never_raises_and_every_row_is_accounted_for():
+    rng = np.random.default_rng(15)
+    n = 20_000
+    pool = np.array([np.nan, np.inf, -np.inf, 0.0, -1.0, 1e-300, 1e-12, 1.0, 100.0, 1e12, 1e300])
+
+    def column(lo, hi):
+        vals = 10.0 ** rng.uniform(lo, hi, n)
+        wild = rng.random(n) < 0.2
+        vals[wild] = rng.choice(pool, wild.sum())
+        return vals
+
+    price, fwd, strike, expiry = column(-8, 4), column(-3, 5), column(-3, 5), column(-7, 1.5)
+    disc = np.where(rng.random(n) < 0.05, rng.choice(pool, n), 1.0)
+    is_call = rng.random(n) < 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        res = implied_vol(price, fwd, strike, expiry, is_call, disc)
+    assert set(np.unique(res.reason)) <= {int(r) for r in IVReason}
+    ok = res.reason == IVReason.OK
+    assert np.all(np.isfinite(res.vol[ok]) & (res.vol[ok] > 0)) and np.all(np.isnan(res.vol[~ok]))
+    # the codes agree with an independent classification of each row
+    with np.errstate(all="ignore"):
+        valid = (np.isfinite(price) & np.isfinite(fwd) & np.isfinite(strike) & np.isfinite(expiry) & np.isfinite(disc)
+                 & (fwd > 0) & (strike > 0) & (expiry > 0) & (disc > 0) & (price >= 0))
+        und = price / disc
+        intrinsic = np.where(is_call, np.maximum(fwd - strike, 0.0), np.maximum(strike - fwd, 0.0))
+        upper = np.where(is_call, fwd, strike)
+    assert np.all((res.reason == IVReason.INVALID_INPUT) == ~valid)
+    far_below = valid & (und < intrinsic * (1 - 1e-12))
+    far_above = valid & (und > upper * (1 + 1e-12))
+    assert np.all(res.reason[far_below] == IVReason.BELOW_INTRINSIC)
+    assert np.all(res.reason[far_above] == IVReason.ABOVE_UPPER_BOUND)
+    assert ok.sum() > 1000
+    # every solved row reprices its quote
+    repriced = black76_price(fwd[ok], strike[ok], expiry[ok], res.vol[ok], is_call[ok])
+    assert np.all(np.abs(repriced - und[ok]) <= 1e-9 * np.maximum(und[ok], 1e-300) + 1e-12 * upper[ok])
+
+
 def test_shapes_broadcast_and_scalars():
     strikes = np.array([[80.0, 100.0, 125.0]])
     expiries = np.array([[0.1], [1.0]])

@@ -41,14 +41,16 @@ def _grid(n: int, seed: int):
 
 
 def test_hull_black_scholes_example():
-    # Hull, Options, Futures, and Other Derivatives, 9th ed., Example 15.6: S0=42, K=40, r=10 %, sigma=20 %,
+    # Hull, Options, Futures, and Other Derivatives, 9th ed., ch. 15 (Black-Scholes-Merton), the worked example
+    # (Example 15.6; example numbers in this file are cited from memory) S0=42, K=40, r=10 %, sigma=20 %,
     # T=0.5 -> c = 4.76, p = 0.81.
     p = bsm_price(42.0, 40.0, 0.5, 0.2, np.array([True, False]), rate=0.1)
     np.testing.assert_allclose(p, [4.76, 0.81], atol=0.005)
 
 
 def test_hull_black76_futures_put_example():
-    # Hull, 9th ed., Ch. 18 (Black's model), Example 18.8: European put on crude-oil futures, F0=20, K=20,
+    # Hull, 9th ed., ch. 18 (Black's model), worked example (Example 18.8, from memory): European put on
+    # crude-oil futures, F0=20, K=20,
     # r=9 %, sigma=25 %, T=4/12 -> p = 1.12.
     p = black76_price(20.0, 20.0, 4.0 / 12.0, 0.25, False, discount=np.exp(-0.09 * 4.0 / 12.0))
     assert abs(float(p) - 1.12) < 0.005
@@ -67,19 +69,19 @@ def test_hull_greek_letters_example():
 
 
 def test_haug_black76_example():
-    # Haug, The Complete Guide to Option Pricing Formulas, 2nd ed. (2007), Sec. 1.1.3 (Black-76): futures
+    # Haug, The Complete Guide to Option Pricing Formulas, 2nd ed. (2007), ch. 1, Black-76 example: futures
     # option with F=19, K=19, T=0.75, r=10 %, sigma=28 % -> c = p = 1.7011.
     p = black76_price(19.0, 19.0, 0.75, 0.28, np.array([True, False]), discount=np.exp(-0.1 * 0.75))
     np.testing.assert_allclose(p, [1.7011, 1.7011], atol=5e-5)
 
 
 def test_haug_generalized_bsm_examples():
-    # Haug 2nd ed., Sec. 1.1.1 (Black-Scholes 1973): S=60, K=65, T=0.25, r=8 %, sigma=30 % -> call 2.1334.
+    # Haug 2nd ed., ch. 1, Black-Scholes (1973) example: S=60, K=65, T=0.25, r=8 %, sigma=30 % -> call 2.1334.
     assert abs(float(bsm_price(60.0, 65.0, 0.25, 0.3, True, rate=0.08)) - 2.1334) < 5e-5
-    # Haug 2nd ed., Sec. 1.1.2 (Merton 1973, stock index): S=100, K=95, T=0.5, r=10 %, q=5 % (b=5 %),
+    # Haug 2nd ed., ch. 1, Merton (1973) stock-index example: S=100, K=95, T=0.5, r=10 %, q=5 % (b=5 %),
     # sigma=20 % -> put 2.4648.
     assert abs(float(bsm_price(100.0, 95.0, 0.5, 0.2, False, rate=0.1, carry=0.05)) - 2.4648) < 5e-5
-    # Haug 2nd ed., Sec. 1.1.6 (Garman-Kohlhagen): S=1.56, K=1.60, T=0.5, r=6 %, r_f=8 % (b=-2 %),
+    # Haug 2nd ed., ch. 1, Garman-Kohlhagen currency example: S=1.56, K=1.60, T=0.5, r=6 %, r_f=8 % (b=-2 %),
     # sigma=12 % -> call 0.0291.
     assert abs(float(bsm_price(1.56, 1.60, 0.5, 0.12, True, rate=0.06, carry=-0.02)) - 0.0291) < 5e-5
 

@@ -153,7 +153,8 @@ class Scenario:
 
         addr = [Account.from_key(k).address for k in keys]
         self.keeper_keys = keys[1:4]
-        self.dcfg = DeployConfig(spot0=float(self.path.spot[0]))
+        # the minimum short-leg headroom (5 % of notional), so that set-up can place some traders close to margin
+        self.dcfg = DeployConfig(spot0=float(self.path.spot[0]), short_margin_fraction=0.05)
         self.dep = deploy(self.w3, keys[0], addr[1:4], self.dcfg, rpc_url=self.chain.url,
                           deployment_file=self.out / "deployment.json", progress=self.say)
         dep_json = json.loads((self.out / "deployment.json").read_text())
@@ -508,6 +509,7 @@ class Scenario:
         starts = {int(e["args"]["id"]): e for e in A.AuctionStarted().get_logs(from_block=fb)}
         ends = {int(e["args"]["id"]): e for e in A.AuctionEnded().get_logs(from_block=fb)}
         bids = A.Bid().get_logs(from_block=fb)
+        resets = A.AuctionReset().get_logs(from_block=fb)
         t0 = self.rec.times[0] if self.rec.times else 0.0
         curve = self.dep.params["auction_config"]
         tau = int(curve[1])
@@ -519,12 +521,20 @@ class Scenario:
             a = e["args"]
             st = int(self.w3.eth.get_block(e["blockNumber"])["timestamp"])
             tr = AuctionTrace(aid, a["account"], float(st - t0), int(a["startPrice"]), int(a["equity"]))
-            span = int(a["span"])
-            top = int(a["startPrice"])
-            end_t = int(self.w3.eth.get_block(ends[aid]["blockNumber"])["timestamp"]) if aid in ends else st + tau
-            for dt in range(0, max(end_t - st, 1) + 1, max(1, (end_t - st) // 40 or 1)):
-                c = max(tau - dt, 0) / tau
-                tr.prices.append((float(st - t0 + dt), int(top - math.ceil(span * (1 - c)))))
+            end_t = int(self.w3.eth.get_block(ends[aid]["blockNumber"])["timestamp"]) if aid in ends \
+                else max(self.now(), st + 1)
+            # the price curve, restarted by every reset (redo) from its fresh record
+            segs = [(st, int(a["startPrice"]), int(a["span"]))]
+            for r in resets:
+                if int(r["args"]["id"]) == aid:
+                    segs.append((int(self.w3.eth.get_block(r["blockNumber"])["timestamp"]), int(r["args"]["startPrice"]),
+                                 int(r["args"]["span"])))
+            for i, (s0, top, span) in enumerate(segs):
+                s1 = segs[i + 1][0] if i + 1 < len(segs) else end_t
+                s1 = min(s1, s0 + tau + 60)
+                for dt in range(0, max(s1 - s0, 1) + 1, max(1, (s1 - s0) // 40 or 1)):
+                    c = max(tau - dt, 0) / tau
+                    tr.prices.append((float(s0 - t0 + dt), int(top - math.ceil(span * (1 - c)))))
             for b in [b for b in bids if int(b["args"]["id"]) == aid]:
                 bt = int(self.w3.eth.get_block(b["blockNumber"])["timestamp"])
                 tr.bids.append(BidTrace(float(bt - t0), int(b["args"]["price"]), b["args"]["bidder"],

@@ -232,7 +232,8 @@ def plot_margin_ratios(rec: ScenarioRecord, path: Path) -> Path:
 
 
 def plot_auctions(rec: ScenarioRecord, path: Path, decimals: int | None = None) -> Path:
-    """Each auction's price against time since its start, bids marked (o filled, x lost race / reverted)."""
+    """Each auction's price against time since its start (restarted by resets), bids marked (o filled, x lost
+    race / reverted)."""
     d = rec.quote_decimals if decimals is None else decimals
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for i, a in enumerate(rec.auctions):
@@ -247,7 +248,7 @@ def plot_auctions(rec: ScenarioRecord, path: Path, decimals: int | None = None) 
             ax.axhline(_money(a.model_value, d), color=f"C{i % 10}", ls=":", lw=0.6)
     ax.set_xlabel("seconds since auction start")
     ax.set_ylabel("auction price of the whole lot (quote)")
-    ax.set_title("Dutch auctions: price decay and bids (o filled, x lost/reverted; dotted: model value)")
+    ax.set_title("Dutch auctions: price and bids (o filled, x lost race; dotted: attested value)", fontsize=10)
     if rec.auctions:
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -311,7 +312,7 @@ def render_summary(summary: dict[str, Any], console=None) -> None:
     con.print(t)
     if summary["fills"]:
         f = Table(title="Fills: price paid against model value")
-        for col in ("auction", "account", "bidder", "fraction", "paid", "model", "discount"):
+        for col in ("auction", "account", "bidder", "fraction", "paid", "attested value", "discount"):
             f.add_column(col)
         for x in summary["fills"]:
             disc = x["discount_to_model"]

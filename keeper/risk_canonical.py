@@ -22,7 +22,7 @@ def _write(value: object) -> str:
     if isinstance(value, dict):
         return "{" + ",".join(json.dumps(str(k), ensure_ascii=True) + ":" + _write(value[k])
                               for k in sorted(value, key=str)) + "}"
-    if isinstance(value, np.ndarray) and value.dtype.kind in "fiu" and value.ndim >= 1:
+    if isinstance(value, np.ndarray) and value.dtype.kind in "fiu" and value.ndim >= 1 and value.size:
         if value.dtype.kind == "f":
             if not np.all(np.isfinite(value)):
                 raise ValueError("non-finite float cannot be serialized canonically")
@@ -31,7 +31,7 @@ def _write(value: object) -> str:
             items = [str(v) for v in value.ravel().tolist()]
         for width in reversed(value.shape[1:]):       # regroup the flat items into nested lists
             items = ["[" + ",".join(items[i:i + width]) + "]" for i in range(0, len(items), width)]
-        return "[" + ",".join(items) + "]" if value.shape[0] else "[]"
+        return "[" + ",".join(items) + "]"
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(_write(v) for v in value) + "]"
     return canonical_json(value).decode("ascii")

@@ -404,7 +404,7 @@ def test_fast_canonical_json_matches_canonical_json_on_arrays_and_scenarios():
 
     rng = np.random.default_rng(4)
     value = {"b": rng.normal(size=(3, 4, 2)), "a": np.arange(6, dtype=np.int64).reshape(2, 3), "c": [1.5, -0.0],
-             "d": np.zeros((0,)), "e": "x", "f": np.array([1e-310, 2.0 ** 60, -np.pi])}
+             "d": np.zeros((0,)), "d2": np.zeros((3, 0)), "d3": np.zeros((0, 2), dtype=np.int64), "e": "x", "f": np.array([1e-310, 2.0 ** 60, -np.pi])}
     assert fast_canonical_json(value) == canonical_json(value)
     scen = monte_carlo_scenarios(1, 50, 2)
     plain = {"name": scen.name, "log_spot": scen.log_spot, "vol_shock": scen.vol_shock, "weight": scen.weight,
@@ -540,3 +540,20 @@ def test_short_premium_charge_counts_options_only():
     risk = compute_account_risk(inputs, monte_carlo_scenarios(1, 200, 1), grid_scenarios(0.1, n_underlyings=1))
     assert risk.short_premium_charge[0] == pytest.approx(2.0 * vollib_black("c", f, 2000.0, 0.2, 0.0, 0.7),
                                                          rel=1e-12)
+
+
+def test_empty_books_and_tables_are_handled():
+    mc, grid = monte_carlo_scenarios(1, 100, 1), grid_scenarios(0.1, n_underlyings=1)
+    series = SeriesTable(np.array([0]), [100.0], [0.1], np.array([CALL]), [1.0])
+    stable = CollateralTable([1.0], [0.0], np.array([NO_UNDERLYING]))
+    none = CollateralTable([], [], np.array([], dtype=np.int64))
+    no_accounts = compute_account_risk(RiskInputs(series, sp.csr_matrix((0, 1)), np.zeros((0, 1)), stable, [100.0],
+                                                  [0.5], [1.0]), mc, grid)
+    assert no_accounts.equity.shape == (0,) and no_accounts.maintenance_margin.shape == (0,)
+    no_assets = compute_account_risk(RiskInputs(series, sp.csr_matrix(np.array([[2.0]])), np.zeros((1, 0)), none,
+                                                [100.0], [0.5], [1.5]), mc, grid)
+    assert no_assets.equity[0] == 3.0 and no_assets.es[0] > 0
+    empty = SeriesTable(np.array([], dtype=np.int64), [], [], np.array([], dtype=np.int64), [])
+    cash_only = compute_account_risk(RiskInputs(empty, sp.csr_matrix((1, 0)), np.array([[7.0]]), stable, [100.0],
+                                                [], []), mc, grid)
+    assert cash_only.equity[0] == 7.0 and cash_only.maintenance_margin[0] == 0.0 and cash_only.es[0] == 0.0

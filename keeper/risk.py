@@ -40,7 +40,8 @@ from eth_utils import keccak
 from keeper.canonical import inputs_hash
 from keeper.pricing import black76_greeks, black76_price
 from keeper.risk_canonical import fast_canonical_json
-from keeper.risk_scenarios import ScenarioSet
+from keeper.risk_scenarios import (DAYS_PER_YEAR, MertonParams, ScenarioSet, grid_scenarios, monte_carlo_scenarios,
+                                   seed_from_block_hash)
 
 try:  # scipy's CSR x dense kernel, accumulating into a caller-owned buffer (no allocation per chunk)
     from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
@@ -660,6 +661,17 @@ def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: Sc
                        vega_addon=vega_addon, gamma_multiplier=multiplier, maintenance_margin=mm,
                        initial_margin=im, inputs_hash=risk_inputs_hash(inputs),
                        scenarios_hash=inputs_hash([tail_set.hash(), grid_set.hash()]))
+
+
+def block_risk(inputs: RiskInputs, block_hash: bytes | str | int, n_scenarios: int = 10_000,
+               merton: MertonParams = MertonParams(), grid_range: float | Sequence[float] = 0.15,
+               vol_range: float = 0.25, horizon: float = 1.0 / DAYS_PER_YEAR, vol_fn: VolFunction | None = None,
+               chunk: int = 256) -> AccountRisk:
+    """The keeper's per-block run: Monte Carlo scenarios seeded from the block hash (so every honest keeper draws
+    the same ones) for VaR/ES, plus the SPAN-like grid, both over ``horizon``."""
+    mc = monte_carlo_scenarios(seed_from_block_hash(block_hash), n_scenarios, inputs.n_underlyings, merton, horizon)
+    grid = grid_scenarios(grid_range, vol_range=vol_range, n_underlyings=inputs.n_underlyings, horizon=horizon)
+    return compute_account_risk(inputs, mc, grid, vol_fn, chunk)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -557,3 +557,17 @@ def test_empty_books_and_tables_are_handled():
     cash_only = compute_account_risk(RiskInputs(empty, sp.csr_matrix((1, 0)), np.array([[7.0]]), stable, [100.0],
                                                 [], []), mc, grid)
     assert cash_only.equity[0] == 7.0 and cash_only.maintenance_margin[0] == 0.0 and cash_only.es[0] == 0.0
+
+
+def test_block_risk_is_the_seeded_mc_plus_grid_run():
+    from keeper.risk import block_risk
+
+    inputs = synthetic_book(13, 50, 15)
+    block = "0x" + "3f" * 32
+    one = block_risk(inputs, block, n_scenarios=2000, grid_range=[0.12, 0.18])
+    manual = compute_account_risk(inputs, monte_carlo_scenarios(int(block, 16), 2000, 2),
+                                  grid_scenarios([0.12, 0.18]))
+    assert one.to_bytes() == manual.to_bytes()
+    other = block_risk(inputs, "0x" + "3f" * 31 + "40", n_scenarios=2000, grid_range=[0.12, 0.18])
+    assert other.scenarios_hash != one.scenarios_hash and not np.array_equal(other.es, one.es)
+    assert other.inputs_hash == one.inputs_hash and np.array_equal(other.equity, one.equity)

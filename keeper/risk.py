@@ -60,7 +60,7 @@ supply smile-aware vols after a move. The default is sticky strike: ``base_vol *
 
 
 def _f64(a: object, name: str, ndim: int) -> np.ndarray:
-    arr = np.ascontiguousarray(np.asarray(a, dtype=np.float64))
+    arr = np.array(a, dtype=np.float64, order="C")    # own copy: it is frozen below
     if arr.ndim != ndim:
         raise ValueError(f"{name}: expected {ndim}-d array, got shape {arr.shape}")
     if not np.all(np.isfinite(arr)):

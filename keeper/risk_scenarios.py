@@ -52,9 +52,9 @@ class ScenarioSet:
     horizon: float
 
     def __post_init__(self) -> None:
-        log_spot = np.ascontiguousarray(np.asarray(self.log_spot, dtype=np.float64))
-        vol_shock = np.ascontiguousarray(np.asarray(self.vol_shock, dtype=np.float64))
-        weight = np.ascontiguousarray(np.asarray(self.weight, dtype=np.float64))
+        log_spot = np.array(self.log_spot, dtype=np.float64, order="C")     # own copies: frozen below
+        vol_shock = np.array(self.vol_shock, dtype=np.float64, order="C")
+        weight = np.array(self.weight, dtype=np.float64, order="C")
         if log_spot.ndim != 2 or log_spot.shape != vol_shock.shape:
             raise ValueError(f"scenario set {self.name}: log_spot {log_spot.shape} and vol_shock "
                              f"{vol_shock.shape} must be equal 2-d shapes (n_scenarios, n_underlyings)")
@@ -69,6 +69,8 @@ class ScenarioSet:
             raise ValueError(f"scenario set {self.name}: weights must lie in [0, 1]")
         if not (np.isfinite(self.horizon) and self.horizon >= 0):
             raise ValueError(f"scenario set {self.name}: horizon must be finite and >= 0, got {self.horizon}")
+        for arr in (log_spot, vol_shock, weight):
+            arr.setflags(write=False)                 # frozen dataclass, frozen arrays (they are hashed)
         object.__setattr__(self, "log_spot", log_spot)
         object.__setattr__(self, "vol_shock", vol_shock)
         object.__setattr__(self, "weight", weight)

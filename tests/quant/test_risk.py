@@ -571,3 +571,19 @@ def test_block_risk_is_the_seeded_mc_plus_grid_run():
     other = block_risk(inputs, "0x" + "3f" * 31 + "40", n_scenarios=2000, grid_range=[0.12, 0.18])
     assert other.scenarios_hash != one.scenarios_hash and not np.array_equal(other.es, one.es)
     assert other.inputs_hash == one.inputs_hash and np.array_equal(other.equity, one.equity)
+
+
+def test_inputs_are_frozen_copies_and_callers_arrays_stay_writable():
+    vols = np.array([0.5])
+    log_spot = np.zeros((3, 1))
+    series = SeriesTable(np.array([0]), [100.0], [0.1], np.array([CALL]), [1.0])
+    inputs = RiskInputs(series, sp.csr_matrix(np.array([[1.0]])), np.zeros((1, 1)),
+                        CollateralTable([1.0], [0.0], np.array([NO_UNDERLYING])), [100.0], vols, [1.0])
+    scen = ScenarioSet("t", log_spot, log_spot, np.ones(3), 0.0)
+    vols[0] = 0.9
+    log_spot[0, 0] = 0.1
+    assert inputs.vols[0] == 0.5 and scen.log_spot[0, 0] == 0.0
+    with pytest.raises(ValueError):
+        inputs.vols[0] = 0.7
+    with pytest.raises(ValueError):
+        inputs.positions.data[0] = 2.0

@@ -133,3 +133,9 @@ def verify_cmd(account, auction_id, deployment_file, rpc_url, archive_dirs, keep
         for line in result["lines"]:
             click.echo(line)
     sys.exit(0 if result["followed_rules"] else 1)
+
+
+#: the names ``keeper/cli.py`` looks up (PLUGIN_COMMANDS)
+deploy = deploy_cmd
+scenario = scenario_cmd
+verify = verify_cmd

@@ -130,3 +130,34 @@ def process_full_multiproof(leaf_hashes_ascending: Sequence[bytes]) -> bytes:
         b = take()
         hashes.append(hash_pair(a, b))
     return hashes[-1]
+
+
+def process_multiproof(leaves: Sequence[bytes], proof: Sequence[bytes], flags: Sequence[bool]) -> bytes:
+    """``MerkleProof.processMultiProof``: the root that ``leaves`` (in the order given), ``proof`` and ``flags``
+    lead to. Raises ``ValueError`` on inconsistent lengths (the contract reverts there)."""
+    leaves, proof, flags = list(leaves), list(proof), list(flags)
+    if len(leaves) + len(proof) != len(flags) + 1:
+        raise ValueError("invalid multiproof: leaves + proof != flags + 1")
+    hashes: list[bytes] = []
+    li = hi = pi = 0
+    for flag in flags:
+        if li < len(leaves):
+            a = leaves[li]
+            li += 1
+        else:
+            a = hashes[hi]
+            hi += 1
+        if flag:
+            if li < len(leaves):
+                b = leaves[li]
+                li += 1
+            else:
+                b = hashes[hi]
+                hi += 1
+        else:
+            b = proof[pi]
+            pi += 1
+        hashes.append(hash_pair(a, b))
+    if flags:
+        return hashes[-1]
+    return leaves[0] if leaves else proof[0]

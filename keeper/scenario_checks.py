@@ -18,8 +18,8 @@ from typing import Any
 
 from eth_utils import keccak
 
-from keeper.merkle import MarginLeaf, build_tree
-from keeper.scenario_keepers import margin_root_struct_hash, recompute_leaves
+from keeper.merkle import MarginLeaf, process_multiproof
+from keeper.scenario_keepers import margin_root_struct_hash
 
 SIG_LEN = 65
 
@@ -44,6 +44,7 @@ def decode_batch(ch, tx_input: bytes) -> dict | None:
     if name == "postMarginBatch":
         h = args["header"]
         return {"kind": "batch", "header": h, "leaves": [MarginLeaf.from_tuple(x) for x in args["leaves"]],
+                "proof": [bytes(x) for x in args["proof"]], "flags": [bool(x) for x in args["proofFlags"]],
                 "signatures": bytes(args["signatures"])}
     if name == "postMarginRoot":
         return {"kind": "root", "header": args["header"], "root": bytes(args["root"]), "leaves": [],
@@ -71,9 +72,9 @@ def check_attestation_for_breach(w3, ch, breach_event, keepers: set[str], thresh
     leaf = MarginLeaf(a["account"], int(a["stateNonce"]), int(a["equity"]), int(a["maintenance"]), int(a["initial"]),
                       int(a["modelValue"]))
     if dec["kind"] == "batch":
-        tree = build_tree([x.hash() for x in dec["leaves"]])
-        root = tree.root
-        in_tree = leaf.hash() in tree.leaves
+        # the root the posted leaves and multiproof lead to (all leaves: empty proof; some leaves: a real proof)
+        root = process_multiproof([x.hash() for x in dec["leaves"]], dec["proof"], dec["flags"])
+        in_tree = leaf in dec["leaves"]
     else:
         root, in_tree = dec["root"], True
     digest = bytes(ch.functions.hashTypedData(margin_root_struct_hash(root, ih, seq, ts, count)).call())
@@ -119,7 +120,9 @@ def run_checks(scn) -> dict:
             problems.append(f"auction {aid}: archived inputs missing or not matching their hash")
             healthy[aid] = True
             continue
-        mine = {x.account: x for x in recompute_leaves(blob)}.get(acct)
+        from keeper.verify import recompute
+
+        mine = recompute(blob).get(acct.lower())
         recomputed += 1
         if mine is None or mine != info["leaf"]:
             problems.append(f"auction {aid}: recomputed leaf {mine} != attested {info['leaf']}")

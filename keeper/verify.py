@@ -25,7 +25,7 @@ from typing import Any, Sequence
 
 from eth_utils import keccak
 
-from keeper.merkle import MarginLeaf, process_proof
+from keeper.merkle import MarginLeaf
 
 WAD = 10**18
 
@@ -163,12 +163,11 @@ def verify_liquidation(*, rpc_url: str, deployment_file: str | Path, account: st
 
     dec = decode_batch(ch, bytes(tx["input"]))
     if dec and dec["kind"] == "batch":
-        from keeper.merkle import build_tree
+        from keeper.merkle import process_multiproof
 
-        tree = build_tree([x.hash() for x in dec["leaves"]])
-        ok = leaf.hash() in tree.leaves and process_proof(leaf.hash(), tree.proof(leaf.hash())) == bytes(
-            b["args"]["root"])
-        check("Merkle proof", ok, "the account's leaf has a branch to the signed root" if ok else
+        ok = leaf in dec["leaves"] and process_multiproof([x.hash() for x in dec["leaves"]], dec["proof"],
+                                                          dec["flags"]) == bytes(b["args"]["root"])
+        check("Merkle proof", ok, "the account's leaf and the posted multiproof lead to the signed root" if ok else
               "the account's leaf does not lead to the signed root")
     inputs_hash = "0x" + bytes(b["args"]["inputsHash"]).hex()
     blob = fetch_archive(inputs_hash, archive_dirs, keeper_urls)

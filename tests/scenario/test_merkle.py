@@ -43,3 +43,23 @@ def test_leaf_hash_matches_hand_encoding():
     word = lambda v: (v % 2**256).to_bytes(32, "big")  # noqa: E731 - two's complement ABI words
     enc = bytes(12) + bytes.fromhex("11" * 20) + word(7) + word(-5) + word(10) + word(15) + word(-3)
     assert leaf.hash() == keccak(keccak(enc))
+
+
+def test_partial_multiproof_from_the_keepers_tree_matches_the_root():
+    # the keepers post only breached leaves with a multiproof built by their own tree code (keeper_bot); the
+    # verifier's processMultiProof must reach the same root as the verifier's own full tree
+    from keeper.keeper_bot import MerkleTree
+    from keeper.merkle import process_multiproof
+
+    ls = leaves(11, seed=3)
+    hashes = [x.hash() for x in ls]
+    mine = build_tree(hashes)
+    theirs = MerkleTree(hashes)
+    assert theirs.root == mine.root
+    subset = [hashes[1], hashes[4], hashes[9]]
+    ordered, proof, flags = theirs.multiproof(subset)
+    assert process_multiproof(ordered, proof, flags) == mine.root
+    # a leaf that was not attested cannot be slipped in
+    forged = leaves(1, seed=99)[0].hash()
+    with pytest.raises((ValueError, IndexError)):
+        assert process_multiproof([forged] + list(ordered), proof, flags) != mine.root

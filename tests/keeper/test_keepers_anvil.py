@@ -139,6 +139,13 @@ def test_one_keeper_killed_the_other_two_still_register(net, tmp_path):
 
 
 def test_fabricated_breach_from_one_keeper_changes_nothing(net, tmp_path):
+    import io
+    import json
+
+    from keeper.logging import configure_logging
+
+    buf = io.StringIO()
+    configure_logging("INFO", stream=buf)
     a = net.users["A"]
     spot, ks = _start(net, tmp_path, fabricate={0: [a]})
     try:
@@ -156,6 +163,12 @@ def test_fabricated_breach_from_one_keeper_changes_nothing(net, tmp_path):
         assert net.ch.events.AccountBreached().get_logs(from_block=blocks[0]) == []
         # the honest keepers saw the disagreement and know which leaf differs
         assert ks[1].bot.metrics.disagreements._value.get() >= 1
+        seen = [json.loads(line) for line in buf.getvalue().splitlines()
+                if '"keepers_disagree"' in line and '"k1"' in line]
+        assert seen, "no keepers_disagree line from an honest keeper"
+        diff = next(r["leaf_diff"] for r in seen if r.get("leaf_diff"))
+        fields = {(acct, f) for acct, f, _mine, _theirs in diff["differ"]}
+        assert fields == {(a.lower(), "equity")}  # the liar wrote equity -1 for A: that field, and only it, differs
         # the liar cannot reach the quorum with its own signature only
         att = ks[0].bot.attestations[blocks[-1]]
         d = ks[0].bot.codec.digest("margin", att.message())
@@ -213,6 +226,13 @@ def test_state_cache_is_incremental_and_matches_direct_reads(net):
             assert snap.positions.get(int(sid), 0) == int(net.ch.functions.positionOf(a, int(sid)).call())
     assert {s.series_id for s in st.series.values()} == {s["id"] for s in net.res.series}
     assert st.threshold == 2 and len(st.keepers) == 3
+    # the on-chain price feed adapter reads the attested spot (posted at set-up: 2,000)
+    from keeper.market_data import BlockRef, OnChainSpotSource
+
+    head = c.head()
+    q = OnChainSpotSource("oc", lambda: c.spot_price(net.res.underlying), max_age_s=3600).spot(
+        BlockRef(head.number, head.hash, head.timestamp))
+    assert q.price == 2000.0
     # one new deposit: only that account is re-read on the next block
     from keeper.deploy import Sender
 

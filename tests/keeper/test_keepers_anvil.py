@@ -343,3 +343,32 @@ def test_settlement_price_posted_after_expiry(net, tmp_path):
         assert len(ev) == 1 and int(ev[0]["args"]["expiry"]) == expiry
     finally:
         _stop(ks)
+
+
+def test_keeper_recomputes_after_a_reorg(net, tmp_path):
+    spot, k = _one_keeper(net, tmp_path)
+    try:
+        b = net.mine()
+        assert h.wait_for(lambda: _root(k, b), 20)
+        snap = net.w3.provider.make_request("evm_snapshot", [])["result"]
+        b1 = net.mine()
+        assert h.wait_for(lambda: _root(k, b1), 20)
+        old_hash = k.bot.view.snapshot()["block_hash"]
+        net.w3.provider.make_request("evm_revert", [snap])
+        ts = int(net.w3.eth.get_block("latest")["timestamp"]) + 100
+        net.w3.provider.make_request("anvil_setNextBlockTimestamp", [ts])
+        b2 = net.mine(2)
+        assert b2 == b1 + 1
+        assert h.wait_for(lambda: k.bot.last_block == b2 and _root(k, b2), 20)
+        assert k.bot.metrics.reorgs._value.get() == 1
+        new_hash = net.w3.eth.get_block(b1)["hash"].hex()
+        assert new_hash.removeprefix("0x") != old_hash.removeprefix("0x")
+        # the attestation of the replaced block is gone (or rebuilt on the new block): never the old one
+        att = k.bot.attestations.get(b1)
+        if att is not None:
+            import json
+
+            doc = json.loads(k.bot.archive.get(att.inputs_hash))
+            assert doc["block"]["hash"].removeprefix("0x") == new_hash.removeprefix("0x")
+    finally:
+        k.stop()

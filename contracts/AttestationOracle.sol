@@ -45,9 +45,10 @@ abstract contract AttestationOracle is KeeperSet {
         if (ts < c.lastMarginTimestamp) revert AttestationOlder(ts, c.lastMarginTimestamp);
         bytes32 structHash = BackstopTypes.marginRootStructHash(root, h);
         _verifySignatures(_hashTypedDataV4(structHash), signatures, c.threshold);
-        c.lastMarginSequence = uint256(seq).toUint40();
-        c.lastMarginTimestamp = uint256(ts).toUint32();
-        _config = c;
+        if (seq > type(uint40).max) revert AttestationReplayed(seq, c.lastMarginSequence);
+        Config storage cs = _config;
+        // ts <= block.timestamp + 15 fits uint32 (until 2106)
+        (cs.lastMarginSequence, cs.lastMarginTimestamp) = (uint40(seq), uint32(ts));
         _rootRing[seq % ROOT_RING_SIZE] = structHash;
         emit MarginRootPosted(seq, root, h.inputsHash, ts, h.leafCount);
     }

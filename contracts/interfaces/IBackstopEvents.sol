@@ -75,7 +75,7 @@ interface IBackstopEvents {
 
     event PricesPosted(uint64 indexed sequence, uint64 timestamp, address[] assets, uint256[] prices);
     event SettlementPricePosted(address indexed underlying, uint64 indexed expiry, uint256 price, uint64 timestamp);
-    event MarginRootPosted(uint64 indexed sequence, bytes32 root, bytes32 inputsHash, uint64 timestamp, uint32 leafCount);
+    event MarginRootPosted(uint64 sequence, bytes32 root, bytes32 inputsHash, uint64 timestamp, uint32 leafCount);
     event MarginAttested(
         address indexed account,
         uint64 indexed sequence,

@@ -1,0 +1,156 @@
+"""Gas report for the protocol core: `brownie run scripts/gas_report.py`.
+
+Deploys the core on the local chain, registers a 3-of-5 keeper set (eth-account keys), and measures the total
+transaction gas of deposit, withdraw, trade, a price attestation, a root-only margin attestation and margin
+batches of 1, 8 and 64 accounts (signatures included). Margin batches are measured twice: on accounts whose
+record slot is still empty (first write, 22.1k per SSTORE) and again on the same accounts (steady state,
+overwrite). Prints a Markdown table (the one in docs/gas.md).
+"""
+from __future__ import annotations
+
+from brownie import Clearinghouse, ClearinghouseAdmin, Contract, TestERC20, accounts, chain
+from eth_account import Account
+from eth_utils import keccak
+
+from keeper import eip712
+from keeper.eip712 import Domain, MarginLeaf, MarginRootHeader, MarginTree, Quote
+
+WAD = 10**18
+USDC = 10**6
+
+
+def _merged_abi(*abis):
+    seen, out = set(), []
+    for abi in abis:
+        for item in abi:
+            key = (item.get("type"), item.get("name"), tuple(i["type"] for i in item.get("inputs", [])))
+            if key in seen or item.get("type") in ("constructor", "fallback", "receive"):
+                continue
+            seen.add(key)
+            out.append(item)
+    return out
+
+
+class Bench:
+    def __init__(self):
+        self.owner = accounts[0]
+        self.usdc = TestERC20.deploy("USD Coin", "USDC", 6, {"from": self.owner})
+        self.weth = TestERC20.deploy("Wrapped Ether", "WETH", 18, {"from": self.owner})
+        admin = ClearinghouseAdmin.deploy(self.owner, self.usdc, 10**30, 15 * 10**16, {"from": self.owner})
+        raw = Clearinghouse.deploy(self.owner, self.usdc, 10**30, 15 * 10**16, admin, {"from": self.owner})
+        self.ch = Contract.from_abi("Backstop", raw.address, _merged_abi(Clearinghouse.abi, ClearinghouseAdmin.abi))
+        self.keys = [Account.from_key(keccak(text=f"backstop-keeper-{i}")) for i in range(5)]
+        self.ch.setKeeperSet([k.address for k in self.keys], 3, {"from": self.owner})
+        self.ch.listCollateral(self.weth, 2 * 10**17, 10**30, {"from": self.owner})
+        self.domain = Domain(chain.id, raw.address)
+        self.price_seq = 0
+        self.margin_seq = 0
+
+    def now(self) -> int:
+        return int(chain[-1].timestamp)
+
+    def post_prices(self, prices: dict):
+        self.price_seq += 1
+        assets, vals = [str(a) for a in prices], list(prices.values())
+        typed = eip712.prices_typed_data(self.domain, assets, vals, self.price_seq, self.now())
+        sigs = eip712.sign_attestation(typed, self.keys[:3])
+        return self.ch.postPrices(assets, vals, self.price_seq, self.now(), sigs, {"from": self.owner})
+
+    def header(self, tree):
+        self.margin_seq += 1
+        return MarginRootHeader(keccak(text=f"inputs-{self.margin_seq}"), self.margin_seq, self.now(), len(tree.leaves))
+
+    def post_root(self, tree):
+        h = self.header(tree)
+        sigs = eip712.sign_attestation(eip712.margin_root_typed_data(self.domain, tree.root, h), self.keys[:3])
+        return self.ch.postMarginRoot(tree.root, h.as_tuple(), sigs, {"from": self.owner})
+
+    def post_batch(self, leaves):
+        tree = MarginTree.build(leaves)
+        h = self.header(tree)
+        mp = tree.multiproof()
+        sigs = eip712.sign_attestation(eip712.margin_root_typed_data(self.domain, tree.root, h), self.keys[:3])
+        tx = self.ch.postMarginBatch(
+            h.as_tuple(), [l.as_tuple() for l in mp.leaves], list(mp.proof), list(mp.flags), sigs, {"from": self.owner}
+        )
+        return tree, h, tx
+
+    def proof(self, account, equity, initial=0):
+        leaf = MarginLeaf(str(account), int(self.ch.stateNonce(account)), equity, 0, initial, 0)
+        tree, h, _ = self.post_batch([leaf])
+        return (h.as_tuple(), leaf.as_tuple(), tree.proof(str(account)))
+
+
+def main():
+    b = Bench()
+    rows: list[tuple[str, int, str]] = []
+
+    def row(name, tx, per=None, note=""):
+        gas = int(tx.gas_used)
+        rows.append((name, gas, f"{gas // per:,}" if per else "", note))
+
+    maker = accounts.add(keccak(text="backstop-trader-0"))
+    taker = accounts[1]
+    b.owner.transfer(maker, "1 ether")
+    for who in (maker, taker):
+        b.usdc.mint(who, 10**6 * USDC, {"from": who})
+        b.usdc.approve(b.ch, 2**255, {"from": who})
+        b.weth.mint(who, 100 * WAD, {"from": who})
+        b.weth.approve(b.ch, 2**255, {"from": who})
+
+    row("deposit (quote asset, first)", b.ch.deposit(b.usdc, 50_000 * USDC, {"from": taker}))
+    row("deposit (quote asset, again)", b.ch.deposit(b.usdc, 50_000 * USDC, {"from": taker}))
+    row("deposit (WETH, new asset)", b.ch.deposit(b.weth, 10 * WAD, {"from": taker}))
+    b.ch.deposit(b.usdc, 50_000 * USDC, {"from": maker})
+    empty = ((b"\x00" * 32, 0, 0, 0), ("0x" + "00" * 20, 0, 0, 0, 0, 0), [])
+    row("withdraw (no positions, no proof)", b.ch.withdraw(b.usdc, 1_000 * USDC, empty, {"from": taker}))
+
+    row("price attestation (1 asset, 3-of-5)", b.post_prices({b.weth: 3000 * WAD}))
+    row("price attestation (1 asset, steady)", b.post_prices({b.weth: 3001 * WAD}))
+
+    expiry = b.now() + 30 * 86400
+    sid = b.ch.createSeries(b.weth, 3000 * WAD, expiry, True, {"from": b.owner}).events["SeriesCreated"]["seriesId"]
+    q = Quote(str(maker), int(sid), -WAD, 100 * WAD, 1, b.now() + 3600)
+    sig = eip712.sign(eip712.quote_typed_data(b.domain, q), maker.private_key)
+    mp, tp = b.proof(maker, 50_000 * USDC), b.proof(taker, 99_000 * USDC)
+    row("trade (both legs add risk, 2 proofs)", b.ch.trade(q.as_tuple(), sig, mp, tp, {"from": taker}))
+    q = Quote(str(maker), int(sid), WAD // 2, 90 * WAD, 2, b.now() + 3600)
+    sig = eip712.sign(eip712.quote_typed_data(b.domain, q), maker.private_key)
+    row("trade (reduce-only both legs)", b.ch.trade(q.as_tuple(), sig, empty, empty, {"from": taker}))
+    b.post_prices({b.weth: 3002 * WAD})
+    row("withdraw (with margin proof)", b.ch.withdraw(b.weth, WAD, b.proof(taker, 99_000 * USDC), {"from": taker}))
+
+    single = MarginTree.build([MarginLeaf("0x" + "ab" * 20, 0, 1, 0, 0, 0)])
+    row("margin root only (3-of-5), first ring slot", b.post_root(single))
+    for _ in range(16):
+        b.post_root(single)
+    row("margin root only (3-of-5), steady", b.post_root(single))
+
+    for n in (1, 8, 64):
+        addrs = ["0x" + keccak(text=f"bench-{n}-{i}")[:20].hex() for i in range(n)]
+        leaves = [MarginLeaf(a, 0, 10_000 * USDC + i, 3_000 * USDC, 5_000 * USDC, 7_000 * USDC) for i, a in enumerate(addrs)]
+        _, _, tx = b.post_batch(leaves)
+        row(f"margin batch n={n}, first write", tx, n, "per account incl. signatures")
+        leaves = [MarginLeaf(a, 0, 11_000 * USDC + i, 3_000 * USDC, 5_000 * USDC, 7_000 * USDC) for i, a in enumerate(addrs)]
+        _, _, tx = b.post_batch(leaves)
+        row(f"margin batch n={n}, steady state", tx, n, "per account incl. signatures")
+
+    # realistic accounts have deposited, so their record slot already holds their stateNonce: the first
+    # attestation is an overwrite too
+    holders = []
+    for i in range(64):
+        a = accounts.add(keccak(text=f"bench-holder-{i}"))
+        b.owner.transfer(a, "0.1 ether")
+        b.usdc.mint(a, 100 * USDC, {"from": a})
+        b.usdc.approve(b.ch, 100 * USDC, {"from": a})
+        b.ch.deposit(b.usdc, 100 * USDC, {"from": a})
+        holders.append(a)
+    leaves = [MarginLeaf(str(a), 1, 100 * USDC, 0, 0, 0) for a in holders]
+    _, _, tx = b.post_batch(leaves)
+    row("margin batch n=64, depositors' first attestation", tx, 64, "record slot already holds stateNonce")
+
+    print()
+    print("| operation | total tx gas | gas per account | note |")
+    print("|---|---:|---:|---|")
+    for name, gas, per, note in rows:
+        print(f"| {name} | {gas:,} | {per} | {note} |")

@@ -379,7 +379,8 @@ class ChainClient:
                 self.decoders[deployment.auction] = EventDecoder(w3, aabi)
         self.tracker = BlockTracker(settings.reorg_depth)
         self.state = ChainState()
-        self._logs: list[tuple[int, int, str, dict]] = []  # (block, logIndex, name, args) applied so far
+        self._logs: list[tuple[int, int, str, dict]] = []  # (block, logIndex, name, args) within reorg_depth
+        self._base = ChainState()  # events older than reorg_depth folded in (they cannot be reorged away here)
         self.scanned_to: Optional[int] = None  # set on the first sync: creation block of the clearinghouse - 1
         self.dirty: set[str] = set()
         self._lock = threading.RLock()
@@ -441,14 +442,28 @@ class ChainClient:
                     apply_event(self.state, name, args, self.dirty)
                 self.scanned_to = end
                 start = end + 1
+            self._compact(head.number - self.s.reorg_depth)
             self.refresh_dirty()
             self.refresh_globals()
             return fork
 
+    def _compact(self, below: int) -> None:
+        """Fold the events of blocks < ``below`` into the base state so the kept log stays bounded."""
+        if not self._logs or self._logs[0][0] >= below:
+            return
+        keep = [x for x in self._logs if x[0] >= below]
+        sink: set[str] = set()
+        for b, _i, name, args in self._logs:
+            if b < below:
+                apply_event(self._base, name, args, sink)
+        self._logs = keep
+
     def _rewind(self, fork: int) -> None:
+        import copy
+
         self._logs = [x for x in self._logs if x[0] < fork]
         old_accounts = set(self.state.accounts)
-        self.state = ChainState()
+        self.state = copy.deepcopy(self._base)
         self.dirty = set()
         for _b, _i, name, args in self._logs:
             apply_event(self.state, name, args, self.dirty)

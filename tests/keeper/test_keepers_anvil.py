@@ -205,11 +205,11 @@ def test_rpc_down_and_back(net, tmp_path):
         proxy.stop()
 
 
-def _client(net):
+def _client(net, depth=64):
     from keeper.chain import ChainClient, load_deployment
     from keeper.config import parse_config
 
-    cfg = parse_config({"chain": {"rpc_url": net.chain.url}}).chain
+    cfg = parse_config({"chain": {"rpc_url": net.chain.url, "reorg_depth": depth}}).chain
     return ChainClient(net.w3, load_deployment(net.deployment_file), cfg)
 
 
@@ -253,8 +253,10 @@ def test_state_cache_is_incremental_and_matches_direct_reads(net):
 def test_reorg_drops_cache_beyond_the_fork(net):
     from keeper.deploy import Sender
 
-    c = _client(net)
+    c = _client(net, depth=8)  # events older than 8 blocks are folded into the base state
     c.sync(c.head())
+    assert all(b >= c.head().number - 8 for b, *_ in c._logs)
+    n_series = len(c.state.series)
     a = net.users["A"]
     cash0 = c.state.accounts[a].cash
     snap = net.w3.provider.make_request("evm_snapshot", [])["result"]
@@ -273,6 +275,7 @@ def test_reorg_drops_cache_beyond_the_fork(net):
     fork = c.sync(c.head())
     assert fork is not None
     assert c.state.accounts[a].cash == cash0 == int(net.ch.functions.cashOf(a).call())
+    assert len(c.state.series) == n_series and set(net.users.values()) <= set(c.state.accounts)
 
 
 def _one_keeper(net, tmp_path, **market):

@@ -10,7 +10,8 @@ HTTP API (JSON unless noted; see ``docs/keeper.md``):
 ``POST /signatures``                        ``{"kind", "message", "signature"}``: stored only if it recovers to a
                                             registered keeper over the typed-data digest of ``message``
 ``GET  /attestation/<sequence>``            header, root and the leaf list of the keeper's own attestation
-``GET  /margin/<account>``                  the account's latest leaf, header, values and Merkle proof
+``GET  /margin/<account>[?sequence=N]``     the account's leaf, header, values and Merkle proof in the latest
+                                            root that is on chain (else the latest root)
 ``GET  /archive/<inputsHash>``              the canonical inputs file (``application/json`` bytes)
 ==========================================  ===================================================================
 
@@ -282,16 +283,24 @@ class _Handler(BaseHTTPRequestHandler):
                 if not is_address(parts[1]):
                     return self._error(400, "bad_address", parts[1])
                 account = to_checksum_address(parts[1])
-                att = srv.view.attestation()
+                from urllib.parse import parse_qs, urlparse
+
+                q = parse_qs(urlparse(self.path).query)
+                if "sequence" in q:
+                    att = srv.view.attestation(int(q["sequence"][0]))
+                else:  # the latest root that is on chain (usable with recordMargin/withdraw), else the latest
+                    posted = srv.view.snapshot().get("last_margin_sequence")
+                    att = (srv.view.attestation(int(posted)) if posted else None) or srv.view.attestation()
                 if att is None:
                     return self._error(404, "no_attestation", "no attestation yet")
                 prover = att.get("proof")
                 got = prover(account) if callable(prover) else None
                 if got is None:
                     return self._error(404, "unknown_account", account)
-                leaf, proof = got
+                leaf, proof = got[0], got[1]
+                values = got[2] if len(got) > 2 else {}
                 return self._send(200, {"account": account, "header": att["header"], "root": att["root"],
-                                        "leaf": leaf, "proof": proof})
+                                        "leaf": leaf, "proof": proof, "values": values})
             if len(parts) == 2 and parts[0] == "archive":
                 h = normalize_hash(parts[1])
                 blob = srv.archive.get(h) if (h and srv.archive is not None) else None

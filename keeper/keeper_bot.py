@@ -332,10 +332,12 @@ class Attestation:
     def breached(self) -> list[Leaf]:
         return [l for l in self.leaves if l.breached]
 
-    def proof_for(self, account: str) -> Optional[tuple[dict, list[str]]]:
-        for l in self.leaves:
+    def proof_for(self, account: str) -> Optional[tuple[dict, list[str], dict]]:
+        """(leaf, Merkle branch, float values) of ``account`` in this attestation, or ``None``."""
+        for i, l in enumerate(self.leaves):
             if l.account.lower() == account.lower():
-                return l.to_json(), ["0x" + p.hex() for p in self.tree.proof(l.hash())]
+                values = {k: float(v[i]) for k, v in self.details.items() if hasattr(v, "__len__") and len(v) > i}
+                return l.to_json(), ["0x" + p.hex() for p in self.tree.proof(l.hash())], values
         return None
 
     def published(self) -> dict:
@@ -458,8 +460,9 @@ class KeeperBot:
                 del self.attestations[s]
         self.last_block = head.number
         m.last_block.set(head.number)
-        self.view.update_status(block=head.number, block_hash=head.hash)
         state = self.chain.state
+        self.view.update_status(block=head.number, block_hash=head.hash,
+                                last_margin_sequence=state.last_margin_sequence)
         with m.stage("market"):
             agg, skips = self.market.spot(block)
             for s in skips:

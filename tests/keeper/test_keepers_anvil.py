@@ -95,6 +95,19 @@ def test_price_shock_breach_registered_within_two_blocks(net, tmp_path):
         blob = PeerClient("k1", ks[1].server.url).archive(ev[0]["args"]["inputsHash"].hex())
         root, leaves = recompute_from_archive(blob)
         assert "0x" + root.hex() == _root(ks[0], shock) == "0x" + bytes(ev[0]["args"]["root"]).hex()
+        # an account owner fetches its leaf and branch over HTTP and records it on chain with them
+        assert h.wait_for(lambda: ks[2].bot.view.snapshot().get("last_margin_sequence") == shock, 10)
+        m = PeerClient("k2", ks[2].server.url).margin(net.users["A"])
+        assert m["header"]["sequence"] == shock and m["values"]["equity"] > m["values"]["maintenance"]
+        hd, lf = m["header"], m["leaf"]
+        proof = ((bytes.fromhex(hd["inputsHash"][2:]), hd["sequence"], hd["timestamp"], hd["leafCount"]),
+                 (lf["account"], lf["stateNonce"], lf["equity"], lf["maintenance"], lf["initial"], lf["modelValue"]),
+                 [bytes.fromhex(x[2:]) for x in m["proof"]])
+        from keeper.deploy import Sender
+
+        Sender(net.w3, net.keys[4]).call(net.ch.functions.recordMargin(proof), "recordMargin")
+        rec = net.ch.functions.marginRecord(net.users["A"]).call()
+        assert int(rec[0]) == lf["equity"] and int(rec[1]) == lf["maintenance"]
         # restart every keeper: fresh processes state, same chain; nothing already on chain is sent again
         _stop(ks)
         ks = []

@@ -76,6 +76,8 @@ class ScenarioConfig:
     seed: int = 11
     live: bool = True
     keep_chain: bool = False
+    keepers: str = "process"  # "process": three `keeper run` processes (2-of-3); "inline": in this process
+    keeper_timeout_s: float = 40.0
 
 
 @dataclass
@@ -121,6 +123,8 @@ class Scenario:
         self.last_att: Attestation | None = None
         self.atts: dict[str, Attestation] = {}  # inputs hash hex -> attestation (for the report's checks)
         self.archive_dir = self.out / "archive"
+        self.inline = cfg.keepers == "inline"
+        self.keeper_urls: list[str] = []
 
     # ------------------------------------------------------------------ utilities
     def say(self, msg: str) -> None:
@@ -248,6 +252,10 @@ class Scenario:
         tmp = p.with_suffix(".tmp")
         tmp.write_text(json.dumps({"spot": spot, "atm_vol": vol, "skew": -0.15, "curvature": 0.4}))
         os.replace(tmp, p)
+        q = self.out / "spot.json"
+        tmp = q.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"price": round(spot, 2), "volume": 1.0}))
+        os.replace(tmp, q)
 
     # ------------------------------------------------------------------ the book
     def model_price(self, sid: int, spot: float, vol: float) -> float:
@@ -362,6 +370,78 @@ class Scenario:
             self.say(f"warning: {len(breached)} account(s) below maintenance after set-up")
         self.status["accounts"] = len(att.leaves)
 
+    # ------------------------------------------------------------------ keeper processes
+    def start_keepers(self) -> None:
+        """Three ``keeper run`` processes (2-of-3) with their own HTTP signature exchange, reading the spot the
+        scenario writes to ``spot.json`` and an option chain simulated around it; archives go to ``archive/``."""
+        from eth_account import Account
+
+        kdir = self.out / "keepers"
+        kdir.mkdir(exist_ok=True)
+        ports = [free_port() for _ in self.keeper_keys]
+        addrs = [Account.from_key(k).address for k in self.keeper_keys]
+        self.keeper_urls = [f"http://127.0.0.1:{p}" for p in ports]
+        sim = {"seed": self.cfg.seed, "spot0": float(self.path.spot[0]), "vol": float(self.path.atm_vol[0]),
+               "atm_vol": float(self.path.atm_vol[0])}
+        for i, (key, port) in enumerate(zip(self.keeper_keys, ports)):
+            conf = {
+                "chain": {"rpc_url": self.chain.url, "deployment_file": str(self.out / "deployment.json"),
+                          "poll_interval_s": 0.3},
+                "keys": {"env_var": "BACKSTOP_KEEPER_KEY"},
+                "market": {"underlying": self.dcfg.underlying_symbol,
+                           "spot_sources": [{"name": "scenario", "kind": "file", "path": str(self.out / "spot.json")}],
+                           "chain": {"kind": "simulated"}, "simulated": sim},
+                "risk": {"mc_paths": max(self.cfg.mc_paths, 100)},
+                "exchange": {"host": "127.0.0.1", "port": port,
+                             "peers": [{"name": f"keeper-{j + 1}", "url": self.keeper_urls[j], "address": addrs[j]}
+                                       for j in range(len(ports)) if j != i]},
+                "thresholds": {"quorum": self.dep.threshold},
+                "metrics": {"enabled": False},
+                "archive_dir": str(self.archive_dir),
+            }
+            path = kdir / f"keeper-{i + 1}.json"
+            path.write_text(json.dumps(conf, indent=2))
+            env = dict(os.environ, BACKSTOP_KEEPER_KEY=key, PYTHONUNBUFFERED="1")
+            logf = (self.out / "logs" / f"keeper-{i + 1}.log").open("wb")
+            argv = [sys.executable, "-c", "from keeper.cli import keeper_main; keeper_main()", "run", "--config",
+                    str(path)]
+            self.procs.append(subprocess.Popen(argv, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                               cwd=Path(__file__).resolve().parents[1]))
+        self.say(f"started 3 keeper processes ({self.dep.threshold}-of-3) at {', '.join(self.keeper_urls)}")
+
+    def wait_for_root(self, min_sequence: int, timeout: float | None = None) -> int | None:
+        """Wait until the keepers posted a margin root of at least ``min_sequence``; returns it (None on timeout)."""
+        deadline = time.monotonic() + (timeout or self.cfg.keeper_timeout_s)
+        while time.monotonic() < deadline:
+            for p in self.procs:
+                if p.poll() is not None and p.args and "keeper_main" in " ".join(map(str, p.args)):
+                    raise ScenarioError(f"a keeper process exited with code {p.returncode} (see {self.out}/logs)")
+            seq = int(self.ch.functions.lastMarginAttestation().call()[0])
+            if seq >= min_sequence:
+                return seq
+            time.sleep(0.2)
+        return None
+
+    def keeper_leaves(self, seq: int) -> list[MarginLeaf]:
+        """The leaves a keeper published for ``seq`` (its HTTP API), for the margin-ratio record."""
+        from keeper.exchange import PeerClient
+
+        for u in self.keeper_urls:
+            att = PeerClient("k", u, timeout=3.0).attestation(seq)
+            if att and att.get("leaves"):
+                return [MarginLeaf(x["account"], int(x["stateNonce"]), int(x["equity"]), int(x["maintenance"]),
+                                   int(x["initial"]), int(x["modelValue"])) for x in att["leaves"]]
+        return []
+
+    def keeper_step(self) -> list[MarginLeaf]:
+        """Process mode: the block just mined must be attested by the keepers; returns its leaves."""
+        head = int(self.w3.eth.block_number)
+        seq = self.wait_for_root(head)
+        if seq is None:
+            self.say(f"keepers posted no root for block {head} within {self.cfg.keeper_timeout_s:.0f}s")
+            return []
+        return self.keeper_leaves(seq)
+
     # ------------------------------------------------------------------ liquidators
     def start_liquidators(self) -> None:
         liqs = [a for a in self.actors if a.kind == "liquidator"]
@@ -441,13 +521,13 @@ class Scenario:
         self.status["manipulation"] = f"naive {len(rep['naive_would_liquidate'])} / hybrid {len(rep['hybrid_liquidated'])}"
 
     # ------------------------------------------------------------------ the path
-    def record_step(self, att: Attestation, spot: float, vol: float) -> None:
+    def record_step(self, leaves: list[MarginLeaf], spot: float, vol: float) -> None:
         self.rec.times.append(float(self.now()))
         self.rec.blocks.append(int(self.w3.eth.block_number))
         self.rec.spot.append(spot)
         self.rec.atm_vol.append(vol)
         n = len(self.rec.spot)
-        for x in att.leaves:
+        for x in leaves:
             r = x.equity / x.maintenance if x.maintenance > 0 else float("inf")
             lst = self.rec.margin_ratios.setdefault(x.account, [])
             lst.extend([lst[-1] if lst else r] * (n - 1 - len(lst)))
@@ -468,8 +548,6 @@ class Scenario:
 
     def run_path(self, live_update: Callable[[], None]) -> None:
         n = len(self.path)
-        manip_step = self.cfg.manipulation_step if self.cfg.manipulation_step is not None else \
-            max(1, (self.path.crash_step if self.path.crash_step > 0 else n // 3) - 2)
         for k in range(n):
             self.step_index = k
             spot, vol = float(self.path.spot[k]), float(self.path.atm_vol[k])
@@ -477,19 +555,17 @@ class Scenario:
                 self.advance(self.cfg.chain_step_seconds)
             self.write_market_file(spot, vol)
             self.status.update(phase="path", step=k, spot=spot, vol=vol)
-            if self.cfg.manipulation and k == manip_step:
-                self.fat_finger(spot, vol)
-            att = self.attest(spot, vol)
-            self.record_step(att, spot, vol)
-            self.status["breached"] = sum(1 for x in att.leaves if x.equity < x.maintenance)
+            leaves = self.attest(spot, vol).leaves if self.inline else self.keeper_step()
+            self.record_step(leaves, spot, vol)
+            self.status["breached"] = sum(1 for x in leaves if x.equity < x.maintenance)
             live_update()
-            # let auctions run: small clock ticks, re-attesting so bidders' margin records stay fresh
+            # let auctions run: small clock ticks; the keepers re-attest so bidders' margin records stay fresh
             ticks = 0
             time.sleep(self.cfg.tick_wait_s)
             while ticks < self.cfg.auction_ticks and (self.auctions_running() > 0 or self.status["breached"]):
                 self.advance(self.cfg.auction_tick_seconds)
-                att = self.attest(spot, vol, post_prices=False)
-                self.status["breached"] = sum(1 for x in att.leaves if x.equity < x.maintenance)
+                leaves = self.attest(spot, vol, post_prices=False).leaves if self.inline else self.keeper_step()
+                self.status["breached"] = sum(1 for x in leaves if x.equity < x.maintenance)
                 live_update()
                 time.sleep(self.cfg.tick_wait_s)
                 ticks += 1
@@ -572,7 +648,9 @@ class Scenario:
         self.rec.crash_step = self.path.crash_step
         self.rec.config.update({
             "path": self.path.source, "steps": len(self.path), "jump": self.cfg.crash.jump if not self.cfg.replay
-            else None, "worst_step_return": self.path.worst_return, "keepers": "inline (3 keys, 2-of-3 signatures)",
+            else None, "worst_step_return": self.path.worst_return,
+            "keepers": ("inline (3 keys, 2-of-3 signatures)" if self.inline else
+                        f"3 keeper processes, {self.dep.threshold}-of-3, set-up attested inline"),
             "liquidators": len(self.cfg.edges), "edges": list(self.cfg.edges), "traders":
             self.cfg.n_short_vol + self.cfg.n_long_vol, "chain_step_seconds": self.cfg.chain_step_seconds,
             "out_dir": str(self.out)})
@@ -624,6 +702,14 @@ class Scenario:
             self.setup_book()
             self.fund_before = int(self.auction.functions.fundBalance().call())
             self.write_market_file(float(self.path.spot[0]), float(self.path.atm_vol[0]))
+            if self.cfg.manipulation:
+                self.fat_finger(float(self.path.spot[0]), float(self.path.atm_vol[0]))
+            if not self.inline:
+                self.start_keepers()
+                self.status["phase"] = "keepers warming up"
+                update()
+                if self.wait_for_root(int(self.w3.eth.block_number), timeout=max(60.0, self.cfg.keeper_timeout_s)) is None:
+                    raise ScenarioError(f"the keeper processes posted no margin root within 60s (see {self.out}/logs)")
             self.start_liquidators()
             update()
             self.run_path(update)
@@ -632,7 +718,10 @@ class Scenario:
                 if self.auctions_running() == 0:
                     break
                 self.advance(self.cfg.auction_tick_seconds)
-                self.attest(float(self.path.spot[-1]), float(self.path.atm_vol[-1]), post_prices=False)
+                if self.inline:
+                    self.attest(float(self.path.spot[-1]), float(self.path.atm_vol[-1]), post_prices=False)
+                else:
+                    self.keeper_step()
                 update()
                 time.sleep(self.cfg.tick_wait_s)
             self.stop_processes()

@@ -137,8 +137,14 @@ def run_checks(scn) -> dict:
         "detail": f"{recomputed} breach leaf(s) recomputed from archived inputs; auctions selling a healthy account: "
                   f"{sold_from_healthy or 'none'}"}
 
-    # 3: token conservation
-    accounts = set(scn.accounts()) | {dep.auction, dep.owner}
+    # 3: token conservation, over every address any balance-moving event names (starter rewards go to whoever
+    # started an auction: liquidators or keepers)
+    accounts = set(scn.accounts()) | {dep.auction, dep.owner} | set(keepers)
+    for ev, keys in (("Deposited", ("account",)), ("CashTransferred", ("from", "to")),
+                     ("PortfolioShareTransferred", ("from", "to")), ("Traded", ("maker", "taker"))):
+        for e in getattr(ch.events, ev)().get_logs(from_block=fb):
+            accounts.update(e["args"][k] for k in keys)
+    accounts.update(e["args"]["starter"] for e in starts)
     lines, ok = [], True
     reserve = int(ch.functions.settlementReserve().call()) if _has(ch, "settlementReserve") else 0
     for sym, tok in scn.tokens.items():

@@ -76,11 +76,13 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
 @click.option("--shared-data", default=None, help="folder holding price_paths/ (default ../shared/data)")
 @click.option("--short-vol", "n_short", type=int, default=18, show_default=True)
 @click.option("--long-vol", "n_long", type=int, default=12, show_default=True)
+@click.option("--keepers", "keeper_mode", type=click.Choice(["process", "inline"]), default="process",
+              show_default=True, help="three `keeper run` processes, or the keepers' work inside this process")
 @click.option("--no-manipulation", is_flag=True, help="skip the fat-finger experiment")
 @click.option("--no-live", is_flag=True, help="plain log lines instead of the live table")
 @click.option("--small", is_flag=True, help="small, fast configuration (tests, CI)")
 def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, crash_step, seed, replay, shared_data,
-                 n_short, n_long, no_manipulation, no_live, small) -> None:
+                 n_short, n_long, keeper_mode, no_manipulation, no_live, small) -> None:
     """Run the end-to-end crash scenario on a fresh local chain and write the report and plots."""
     from keeper.scenario import Scenario, ScenarioConfig, ScenarioError
     from keeper.scenario_path import CrashConfig
@@ -94,7 +96,7 @@ def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, cr
         crash.validate()
         cfg = ScenarioConfig(out_dir=out_dir, rpc_url=rpc_url, backend=backend, n_short_vol=n_short,
                              n_long_vol=n_long, crash=crash, replay=replay, shared_dir=shared_data,
-                             manipulation=not no_manipulation, live=not no_live, seed=seed)
+                             manipulation=not no_manipulation, live=not no_live, seed=seed, keepers=keeper_mode)
         if small:
             cfg.auction_ticks, cfg.mc_paths = 10, 500
         summary = Scenario(cfg).run()

@@ -45,7 +45,13 @@ def test_report_files_and_summary(run):
 
 def test_token_conservation_from_chain(run):
     scn, _ = run
-    accounts = set(scn.accounts()) | {scn.dep.auction, scn.dep.owner}
+    ev = scn.ch.events
+    accounts = {e["args"]["account"] for e in ev.Deposited().get_logs(from_block=scn.dep.block)}
+    for name, keys in (("CashTransferred", ("from", "to")), ("PortfolioShareTransferred", ("from", "to")),
+                       ("Traded", ("maker", "taker"))):
+        for e in getattr(ev, name)().get_logs(from_block=scn.dep.block):
+            accounts.update(e["args"][k] for k in keys)
+    accounts |= {e["args"]["starter"] for e in scn.auction.events.AuctionStarted().get_logs(from_block=scn.dep.block)}
     for sym, tok in scn.tokens.items():
         held = tok.functions.balanceOf(scn.ch.address).call()
         if tok.address == scn.dep.quote_asset:

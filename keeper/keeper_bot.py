@@ -703,8 +703,8 @@ class KeeperBot:
                 p.done = True
                 return False
             breached = [l for l in att.breached() if not self._already_breached(l)]
-            if not breached and p.sequence % self.cfg.publish.root_every_blocks != 0:
-                return False  # nothing due
+            if not breached and p.sequence - on_chain < self.cfg.publish.root_every_blocks:
+                return False  # nothing due: no new breach and the last root on chain is recent enough
         elif p.kind == "prices":
             on_chain = int(self.chain.rpc(lambda: f.lastPriceAttestation().call())[0])
             if on_chain >= p.sequence:

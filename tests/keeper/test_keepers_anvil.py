@@ -23,14 +23,16 @@ def net(tmp_path):
     n.chain.stop()
 
 
-def _start(net, tmp_path, n=3, fabricate=None, rpc_urls=None, price_deviation=0.5, spot_price=2000.0):
+def _start(net, tmp_path, n=3, fabricate=None, rpc_urls=None, price_deviation=0.5, spot_price=2000.0,
+           root_every=1_000_000):
     spot = tmp_path / "spot.json"
     h.write_spot(spot, spot_price)
     ports = h.free_ports(3)
     ks = []
     for i in range(n):
         cfg = h.keeper_config(net, i, ports, spot, rpc_url=(rpc_urls or {}).get(i),
-                              fabricate=(fabricate or {}).get(i), price_deviation=price_deviation)
+                              fabricate=(fabricate or {}).get(i), price_deviation=price_deviation,
+                              root_every=root_every)
         ks.append(h.KeeperThread(net, i, cfg))
     return spot, ks
 
@@ -388,3 +390,31 @@ def test_keeper_recomputes_after_a_reorg(net, tmp_path):
             assert doc["block"]["hash"].removeprefix("0x") == new_hash.removeprefix("0x")
     finally:
         k.stop()
+
+
+def test_periodic_root_when_the_last_one_is_old_enough(net, tmp_path):
+    spot, ks = _start(net, tmp_path, root_every=3)
+    try:
+        def seq():
+            return int(net.ch.functions.lastMarginAttestation().call()[0])
+
+        s0 = seq()  # the set-up root, many blocks old: the keepers post a root at once
+        b = h.wait_for(lambda: seq() if seq() > s0 else None, 20)
+        assert b is not None
+        assert h.wait_for(lambda: all(_root(k, b + 1) for k in ks), 20)  # the block their post mined
+        time.sleep(0.5)
+        assert seq() == b  # block b + 1 is one block after the last root: nothing due
+        while int(net.w3.eth.block_number) < b + 3:
+            n = net.mine()
+            assert h.wait_for(lambda: all(_root(k, n) for k in ks), 20)
+        b3 = b + 3
+        assert h.wait_for(lambda: seq() == b3, 20)
+        posted = [int(e["args"]["sequence"]) for e in net.ch.events.MarginRootPosted().get_logs(from_block=0)]
+        assert [x for x in posted if x > s0] == [b, b3]
+        # every posted root is the root all three keepers computed for that block
+        roots = {int(e["args"]["sequence"]): "0x" + bytes(e["args"]["root"]).hex()
+                 for e in net.ch.events.MarginRootPosted().get_logs(from_block=0) if int(e["args"]["sequence"]) > s0}
+        for s_, r in roots.items():
+            assert {_root(k, s_) for k in ks} == {r}
+    finally:
+        _stop(ks)

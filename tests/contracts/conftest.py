@@ -221,3 +221,23 @@ def traders(owner):
 @pytest.fixture(scope="module")
 def reentrant_token(owner):
     return ReentrantERC20.deploy({"from": owner})
+
+
+@pytest.fixture
+def state_machine_py():
+    """brownie's own ``state_machine`` runner, loaded from its pure-Python source.
+
+    The mypyc-compiled ``brownie.test.stateful`` in eth-brownie 1.22.2 rejects the machine class it generates
+    itself ("_BrownieStateMachine object expected; got BrownieStateMachine"), so the ``state_machine`` fixture
+    cannot run any machine. The uncompiled ``stateful.py`` shipped beside it is the same code and works.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    import brownie.test
+
+    path = Path(brownie.test.__file__).with_name("stateful.py")
+    spec = importlib.util.spec_from_file_location("_brownie_stateful_source", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.state_machine

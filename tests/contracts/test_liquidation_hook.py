@@ -1,0 +1,114 @@
+"""The liquidation-module hook: set-once module, portfolio share transfer rounding, cash transfer, breach clearing."""
+import brownie
+import pytest
+from brownie import accounts
+
+from conftest import USDC, WAD, err
+
+
+def _floor(a, b):
+    return a // b
+
+
+def _ceil(a, b):
+    return -(-a // b)
+
+
+def _portfolio(p, traders):
+    """maker short 3 calls + WETH and WBTC collateral, taker long 3: maker is then attested breached."""
+    maker, taker = traders
+    p.fund(maker, p.usdc, 1_000 * USDC + 1)
+    p.fund(maker, p.weth, 3 * WAD + 1)
+    p.fund(maker, p.wbtc, 10**8 + 1)
+    p.fund(taker, p.usdc, 20_000 * USDC)
+    p.post_prices({p.weth: 3000 * WAD, p.wbtc: 60_000 * WAD})
+    sid, _ = p.new_series()
+    q, sig = p.quote(maker, sid, -3 * WAD - 1, 100 * WAD)
+    p.ch.trade(q, sig, p.attest(maker, 70_000 * USDC), p.attest(taker, 20_000 * USDC), {"from": taker})
+    return sid
+
+
+@pytest.mark.ganache
+def test_module_is_set_once_and_gates_the_hook(protocol, owner, traders):
+    p = protocol
+    module = accounts[6]
+    with brownie.reverts(err("NotLiquidationModule(address)", str(module))):
+        p.ch.clearBreach(traders[0], {"from": module})
+    tx = p.ch.setLiquidationModule(module, {"from": owner})
+    assert tx.events["LiquidationModuleSet"]["module"] == module
+    with brownie.reverts(err("LiquidationModuleAlreadySet(address)", str(module))):
+        p.ch.setLiquidationModule(accounts[7], {"from": owner})
+    with brownie.reverts(err("NotLiquidationModule(address)", str(owner))):
+        p.ch.transferCash(traders[0], traders[1], 1, {"from": owner})
+
+
+@pytest.mark.ganache
+def test_transfer_portfolio_share_rounds_against_liquidated(protocol, owner, traders):
+    p = protocol
+    maker, taker = traders
+    sid = _portfolio(p, traders)
+    receiver, module = accounts[5], accounts[6]
+    p.ch.setLiquidationModule(module, {"from": owner})
+    # breach: equity below maintenance
+    p.attest(maker, 500 * USDC, 2_000 * USDC, 3_000 * USDC, -1_234 * USDC)
+    assert p.ch.isBreached(maker)
+    rec = p.ch.breachOf(maker)
+    assert int(rec[5]) == -1_234 * USDC
+    before = {
+        "pos": int(p.ch.positionOf(maker, sid)),
+        "weth": int(p.ch.collateralOf(maker, p.weth)),
+        "wbtc": int(p.ch.collateralOf(maker, p.wbtc)),
+        "cash": int(p.ch.cashOf(maker)),
+    }
+    nonces = int(p.ch.stateNonce(maker)), int(p.ch.stateNonce(receiver))
+    f = WAD // 3
+    tx = p.ch.transferPortfolioShare(maker, receiver, f, {"from": module})
+    moved_pos = -_floor(-before["pos"] * f, WAD)  # short: liability moves rounded down
+    moved_weth = _ceil(before["weth"] * f, WAD)  # collateral moves rounded up
+    moved_wbtc = _ceil(before["wbtc"] * f, WAD)
+    moved_cash = _ceil(before["cash"] * f, WAD)  # positive cash rounded up
+    assert moved_weth * WAD > before["weth"] * f and moved_pos * WAD > before["pos"] * f  # rounding really happened
+    assert int(p.ch.positionOf(receiver, sid)) == moved_pos
+    assert int(p.ch.positionOf(maker, sid)) == before["pos"] - moved_pos
+    assert int(p.ch.collateralOf(receiver, p.weth)) == moved_weth
+    assert int(p.ch.collateralOf(receiver, p.wbtc)) == moved_wbtc
+    assert int(p.ch.cashOf(receiver)) == moved_cash and int(p.ch.cashOf(maker)) == before["cash"] - moved_cash
+    assert (int(p.ch.stateNonce(maker)), int(p.ch.stateNonce(receiver))) == (nonces[0] + 1, nonces[1] + 1)
+    assert tx.events["PortfolioShareTransferred"]["fractionWad"] == f
+    # positions still net to zero and token balances are still owed exactly
+    holders = [maker, taker, receiver]
+    assert sum(int(p.ch.positionOf(h, sid)) for h in holders) == 0
+    assert p.balances_conserved(holders)
+    # the whole rest moves with f = 1
+    p.ch.transferPortfolioShare(maker, receiver, WAD, {"from": module})
+    assert list(p.ch.seriesOf(maker)) == [] and list(p.ch.collateralAssetsOf(maker)) == []
+    assert int(p.ch.cashOf(maker)) == 0 and int(p.ch.positionOf(receiver, sid)) == before["pos"]
+    with brownie.reverts(err("InvalidFraction(uint256)", WAD + 1)):
+        p.ch.transferPortfolioShare(receiver, maker, WAD + 1, {"from": module})
+    tx = p.ch.clearBreach(maker, {"from": module})
+    assert "BreachCleared" in tx.events and not p.ch.isBreached(maker)
+
+
+def test_negative_cash_moves_rounded_down_and_transfer_cash(protocol, owner, traders):
+    p = protocol
+    maker, taker = traders
+    module, receiver = accounts[6], accounts[5]
+    p.ch.setLiquidationModule(module, {"from": owner})
+    p.fund(maker, p.usdc, 10 * USDC)
+    p.ch.transferCash(maker, taker, 17 * USDC + 1, {"from": module})  # maker now owes 7.000001
+    assert int(p.ch.cashOf(maker)) == -7 * USDC - 1
+    p.ch.transferPortfolioShare(maker, receiver, WAD // 2, {"from": module})
+    moved = -_floor(7 * USDC + 1, 2)  # debt leaves the liquidated account rounded down
+    assert int(p.ch.cashOf(receiver)) == moved and int(p.ch.cashOf(maker)) == -7 * USDC - 1 - moved
+    assert p.balances_conserved([maker, taker, receiver])
+
+
+def test_breached_account_cannot_add_risk(protocol, traders):
+    p = protocol
+    maker, taker = traders
+    sid = _portfolio(p, traders)
+    p.attest(maker, 500 * USDC, 2_000 * USDC, 3_000 * USDC)
+    proof = p.attest(maker, 50_000 * USDC, 0, 0)  # a later healthy leaf does not lift the breach by itself
+    q, sig = p.quote(maker, sid, -WAD, 100 * WAD, nonce=9)
+    with brownie.reverts(err("AccountInBreach(address)", str(maker))):
+        p.ch.trade(q, sig, proof, p.attest(taker, 20_000 * USDC), {"from": taker})

@@ -709,7 +709,13 @@ class Scenario:
                 self.status["phase"] = "keepers warming up"
                 update()
                 if self.wait_for_root(int(self.w3.eth.block_number), timeout=max(60.0, self.cfg.keeper_timeout_s)) is None:
-                    raise ScenarioError(f"the keeper processes posted no margin root within 60s (see {self.out}/logs)")
+                    # do not leave the user with nothing: say so loudly, stop them and attest inline
+                    msg = (f"the keeper processes posted no margin root within 60s (see {self.out}/logs); "
+                           f"falling back to inline keepers")
+                    self.rec.notes.append(msg)
+                    self.say(msg)
+                    self.stop_processes()
+                    self.inline = True
             self.start_liquidators()
             update()
             self.run_path(update)

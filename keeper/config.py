@@ -181,9 +181,9 @@ class RiskSettings(_Model):
 class PublishSettings(_Model):
     """When the keeper submits what it signs."""
 
-    root_every_blocks: int = Field(10, ge=1, description="post a margin root when the last one on chain is N blocks "
+    root_every_blocks: int = Field(1, ge=1, description="post a margin root when the last one on chain is N blocks "
                                                           "old (breaches are posted at once)")
-    prices_heartbeat_blocks: int = Field(10, ge=1, description="post prices when the last ones on chain are N "
+    prices_heartbeat_blocks: int = Field(1, ge=1, description="post prices when the last ones on chain are N "
                                                                 "blocks old (or on a deviation)")
     price_deviation: float = Field(0.005, ge=0, lt=1, description="post prices early when spot moved this much")
     settlement: bool = True

@@ -1,4 +1,5 @@
-"""The crash scenario in a small configuration on Anvil, with its invariants recomputed here from chain state,
+"""The crash scenario in a small configuration on Anvil (three keeper processes 2-of-3, two liquidator
+processes), with its invariants recomputed here from chain state,
 events and transaction calldata (independently of the scenario's own checks), and every liquidation run through
 ``backstop verify``."""
 from __future__ import annotations
@@ -20,9 +21,9 @@ MARGIN_ROOT = keccak(b"MarginRoot(bytes32 root,bytes32 inputsHash,uint64 sequenc
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("scenario")
-    cfg = ScenarioConfig(out_dir=str(out), n_short_vol=6, n_long_vol=4, live=False, mc_paths=400, auction_ticks=10,
-                         tick_wait_s=0.5, keep_chain=True,
-                         crash=CrashConfig(n_steps=6, crash_step=3, jump=-0.30, vol_spike=2.0))
+    cfg = ScenarioConfig(out_dir=str(out), n_short_vol=6, n_long_vol=4, live=False, mc_paths=300, auction_ticks=6,
+                         auction_tick_seconds=60, tick_wait_s=0.3, keep_chain=True, keepers="process",
+                         crash=CrashConfig(n_steps=5, crash_step=2, jump=-0.30, vol_spike=2.0))
     scn = Scenario(cfg)
     try:
         summary = scn.run()

@@ -76,7 +76,7 @@ abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
         uint256 premium,
         address underlying,
         MarginProof calldata margin
-    ) internal view {
+    ) internal {
         int256 old = _positions[account][seriesId];
         if (old != 0 && (old > 0) != (delta > 0) && _abs(delta) <= _abs(old)) return;
         _requireNotPaused();
@@ -90,7 +90,9 @@ abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
         _requireHeadroom(account, margin, required);
     }
 
-    function _requireHeadroom(address account, MarginProof calldata p, uint256 required) internal view {
+    /// @dev Verifies the caller-supplied leaf and emits it (`recorded == false`: used, not stored) so that every
+    /// attested value the contract acts on is in the logs.
+    function _requireHeadroom(address account, MarginProof calldata p, uint256 required) internal {
         if (p.leaf.account != account) revert MarginProofRequired(account);
         if (_breaches[account].timestamp != 0) revert AccountInBreach(account);
         uint32 current = _accounts[account].stateNonce;
@@ -98,6 +100,9 @@ abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
         _verifyMarginProof(p);
         int256 headroom = p.leaf.equity - p.leaf.initial.toInt256();
         if (headroom < required.toInt256()) revert InsufficientHeadroom(account, headroom, required);
+        emit MarginAttested(
+            account, p.header.sequence, p.leaf.equity, p.leaf.maintenance, p.leaf.initial, p.leaf.modelValue, current, false
+        );
     }
 
     function _freshSpot(address asset) internal view returns (uint256) {

@@ -25,6 +25,8 @@ def test_trade_moves_premium_and_positions(protocol, traders):
     size, price = -(3 * WAD // 2), 123_456_789 * 10**9  # maker sells 1.5 at 123.456789 USDC
     q, sig = p.quote(maker, sid, size, price, nonce=7)
     tx = p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC), p.attest(taker, 20_000 * USDC), {"from": taker})
+    used = {e["account"]: e for e in tx.events["MarginAttested"]}  # the leaves the trade acted on are logged
+    assert set(used) == {maker, taker} and used[maker]["equity"] == 20_000 * USDC and not used[maker]["recorded"]
     premium = ceil(Fraction(3, 2) * Fraction(price, WAD) * USDC)
     assert tx.events["Traded"]["premium"] == premium
     assert int(p.ch.positionOf(maker, sid)) == size and int(p.ch.positionOf(taker, sid)) == -size

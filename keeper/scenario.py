@@ -541,6 +541,36 @@ class Scenario:
                 for T in expiries]
         return SurfaceSnapshot(label, expiries, ks, vols)
 
+    def keeper_surfaces(self) -> list[SurfaceSnapshot]:
+        """The keepers' own fitted surfaces (from their archived inputs): the first and the last of the path."""
+        from keeper.surface import VolSurface
+
+        docs = []
+        for f in self.archive_dir.glob("0x*.json"):
+            try:
+                d = json.loads(f.read_bytes())
+            except ValueError:
+                continue
+            if d.get("schema") == "backstop-inputs/1" and d.get("surface"):
+                docs.append((int(d["block"]["number"]), d))
+        if len(docs) < 2:
+            return []
+        docs.sort(key=lambda x: x[0])
+        out = []
+        ks = np.linspace(-0.4, 0.4, 17)
+        for label, (blk, d) in (("keepers' fit, first", docs[0]), ("keepers' fit, last", docs[-1])):
+            try:
+                surf = VolSurface.from_canonical(d["surface"])
+            except (ValueError, KeyError):
+                continue
+            vols = []
+            ts = [float(t) for t in surf.times]
+            for t in ts:
+                w = surf.total_variance(ks, np.full(ks.shape, t))
+                vols.append([float(v) for v in np.sqrt(np.maximum(w, 0.0) / t)])
+            out.append(SurfaceSnapshot(f"{label} (block {blk})", ts, [float(k) for k in ks], vols))
+        return out
+
     def auctions_running(self) -> int:
         started = len(self.auction.events.AuctionStarted().get_logs(from_block=self.dep.block))
         ended = len(self.auction.events.AuctionEnded().get_logs(from_block=self.dep.block))
@@ -570,9 +600,9 @@ class Scenario:
                 time.sleep(self.cfg.tick_wait_s)
                 ticks += 1
             if k == 0:
-                self.rec.surfaces.append(self.surface_snapshot("before", vol, spot))
+                self.rec.surfaces.append(self.surface_snapshot("market before", vol, spot))
         peak = int(np.argmax(self.path.atm_vol))
-        self.rec.surfaces.append(self.surface_snapshot("after (peak vol)", float(self.path.atm_vol[peak]),
+        self.rec.surfaces.append(self.surface_snapshot("market after (peak vol)", float(self.path.atm_vol[peak]),
                                                        float(self.path.spot[peak])))
 
     # ------------------------------------------------------------------ report
@@ -646,6 +676,11 @@ class Scenario:
         self.rec.notes.append(f"fund income from events (incl. seed): {fund_in}")
         self.rec.invariants = checks
         self.rec.crash_step = self.path.crash_step
+        if not self.inline:
+            try:
+                self.rec.surfaces.extend(self.keeper_surfaces())
+            except Exception as e:  # noqa: BLE001 - a plot input, not a result
+                self.rec.notes.append(f"keeper surfaces not plotted: {e}")
         self.rec.config.update({
             "path": self.path.source, "steps": len(self.path), "jump": self.cfg.crash.jump if not self.cfg.replay
             else None, "worst_step_return": self.path.worst_return,

@@ -190,14 +190,14 @@ def plot_spot(rec: ScenarioRecord, path: Path) -> Path:
 def plot_surface(rec: ScenarioRecord, path: Path) -> Path:
     """Smile per expiry for each surface snapshot (solid: first, dashed: later ones)."""
     fig, ax = plt.subplots(figsize=(8, 4))
-    styles = ["-", "--", ":", "-."]
+    styles = ["-", "--", "-.", ":"]
     for si, snap in enumerate(rec.surfaces):
         for ei, T in enumerate(snap.expiries):
             ax.plot(
                 snap.log_moneyness,
                 snap.vols[ei],
                 ls=styles[si % len(styles)],
-                color=f"C{ei}",
+                color=f"C{(si * 3 + ei) % 10}",
                 label=f"{snap.label} T={T:.3f}y",
             )
     ax.set_xlabel("log-moneyness ln(K/F)")
@@ -212,15 +212,17 @@ def plot_surface(rec: ScenarioRecord, path: Path) -> Path:
 
 
 def plot_margin_ratios(rec: ScenarioRecord, path: Path) -> Path:
-    """Equity / maintenance margin per account per step (log scale clipped), the liquidation line at 1."""
+    """Equity / maintenance margin per account per step (symmetric log scale, so negative equity shows; capped at
+    100, accounts without margin requirement drawn at the cap), the liquidation line at 1."""
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for acct, ratios in rec.margin_ratios.items():
-        ys = [min(max(r, 1e-2), 1e2) if math.isfinite(r) else 1e2 for r in ratios]
+        ys = [max(min(r, 1e2), -1e2) if math.isfinite(r) else 1e2 for r in ratios]
         kind = rec.account_kind.get(acct, "")
         color = {"long_vol": "tab:green", "short_vol": "tab:red", "maker": "tab:blue"}.get(kind, "grey")
         ax.plot(range(len(ys)), ys, color=color, alpha=0.5, lw=0.9)
     ax.axhline(1.0, color="black", ls="--", lw=1, label="maintenance margin")
-    ax.set_yscale("log")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.axhline(0.0, color="grey", lw=0.5)
     ax.set_xlabel("step")
     ax.set_ylabel("equity / maintenance margin")
     ax.set_title("Account margin ratios (green long vol, red short vol, blue maker)")

@@ -5,7 +5,7 @@ from brownie import chain
 from eth_account import Account
 from eth_utils import keccak
 
-from conftest import WAD, bytes32, err
+from core_helpers import WAD, bytes32, err
 from keeper import eip712
 from keeper.eip712 import Domain, MarginLeaf, MarginTree, Quote
 

@@ -7,7 +7,7 @@ import pytest
 from brownie import RevertingDecimalsToken, TestERC20, accounts
 from eth_utils import keccak
 
-from conftest import EMPTY_PROOF, USDC, WAD, bytes32, err
+from core_helpers import EMPTY_PROOF, USDC, WAD, bytes32, err
 
 BOUNDS = "ParameterOutOfBounds(bytes32,uint256,uint256,uint256)"
 

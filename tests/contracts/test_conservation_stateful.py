@@ -6,7 +6,7 @@ from brownie import accounts, chain
 from brownie.test import strategy
 from eth_utils import keccak
 
-from conftest import EMPTY_PROOF, USDC, WAD
+from core_helpers import EMPTY_PROOF, USDC, WAD
 from keeper import eip712
 
 

@@ -2,7 +2,7 @@
 import brownie
 from brownie import Clearinghouse, ClearinghouseAdmin, TestERC20, accounts
 
-from conftest import QUOTE_CAP, SHORT_FRACTION, WAD, bytes32, err
+from core_helpers import QUOTE_CAP, SHORT_FRACTION, WAD, bytes32, err
 
 BOUNDS = "ParameterOutOfBounds(bytes32,uint256,uint256,uint256)"
 

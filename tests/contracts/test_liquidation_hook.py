@@ -3,7 +3,7 @@ import brownie
 import pytest
 from brownie import accounts
 
-from conftest import USDC, WAD, err
+from core_helpers import USDC, WAD, err
 
 
 def _floor(a, b):

@@ -3,7 +3,7 @@ import brownie
 import pytest
 from brownie import accounts, chain
 
-from conftest import USDC, err
+from core_helpers import USDC, err
 from keeper import eip712
 from keeper.eip712 import MarginLeaf, MarginTree
 

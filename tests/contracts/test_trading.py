@@ -7,7 +7,7 @@ import pytest
 from brownie import accounts, chain
 from eth_utils import keccak
 
-from conftest import EMPTY_PROOF, USDC, WAD, err
+from core_helpers import EMPTY_PROOF, USDC, WAD, err
 
 
 def _setup(p, maker, taker, spot=3000 * WAD):

@@ -1,0 +1,178 @@
+"""Helpers for the protocol-core tests (and for anyone who needs a deployed Backstop); fixtures in conftest.py.
+
+* ``tokens``: USDC-like quote asset (6 decimals), WETH (18), WBTC (8), all test ERC20s with open mint.
+* ``keeper_keys``: five deterministic eth-account keys; ``protocol`` registers them 3-of-5.
+* ``protocol``: a deployed ``Clearinghouse`` (+ ``ClearinghouseAdmin``, reached by its fallback) wrapped in
+  :class:`Protocol`, with helpers that post prices and margin batches signed by ``keeper/eip712.py``.
+* ``err(signature, *args)``: the revert string brownie reports for a custom error, built from the error's
+  signature so that an assertion names the exact error.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pytest
+from brownie import (
+    Clearinghouse,
+    ClearinghouseAdmin,
+    Contract,
+    ReentrantERC20,
+    TestERC20,
+    accounts,
+    chain,
+)
+from brownie.exceptions import decode_typed_error
+from eth_abi import encode as abi_encode
+from eth_account import Account
+from eth_utils import keccak
+
+from keeper import eip712
+from keeper.eip712 import Domain, MarginLeaf, MarginRootHeader, MarginTree, Quote
+
+WAD = 10**18
+USDC = 10**6
+QUOTE_CAP = 10**15 * USDC
+SHORT_FRACTION = 15 * 10**16  # 0.15
+EMPTY_LEAF = ("0x" + "00" * 20, 0, 0, 0, 0, 0)
+EMPTY_PROOF = ((b"\x00" * 32, 0, 0, 0), EMPTY_LEAF, [])
+
+
+def _error_types(signature: str) -> list[str]:
+    inner = signature[signature.index("(") + 1 : -1]
+    return [t for t in inner.split(",") if t]
+
+
+def err(signature: str, *args) -> str:
+    """The revert message brownie 1.22 gives for custom error ``signature`` with ``args``."""
+    selector = keccak(text=signature)[:4]
+    data = selector + abi_encode(_error_types(signature), list(args))
+    return decode_typed_error("0x" + data.hex())
+
+
+def bytes32(name: str) -> bytes:
+    """A Solidity ``bytes32("name")`` literal."""
+    return name.encode().ljust(32, b"\x00")
+
+
+def merged_abi(*abis) -> list:
+    seen, out = set(), []
+    for abi in abis:
+        for item in abi:
+            key = (item.get("type"), item.get("name"), tuple(i["type"] for i in item.get("inputs", [])))
+            if key in seen or item.get("type") in ("constructor", "fallback", "receive"):
+                continue
+            seen.add(key)
+            out.append(item)
+    return out
+
+
+@dataclass
+class Protocol:
+    """A deployed Backstop core with keeper-signing helpers (signatures from keeper/eip712.py)."""
+
+    ch: object
+    admin_code: object
+    owner: object
+    usdc: object
+    weth: object
+    wbtc: object
+    keeper_keys: list
+    domain: Domain
+    price_seq: int = 0
+    margin_seq: int = 0
+    trees: dict = field(default_factory=dict)
+
+    # --- attestations
+    def now(self) -> int:
+        return int(chain[-1].timestamp)
+
+    def signers(self, n: int = 3) -> list:
+        return self.keeper_keys[:n]
+
+    def post_prices(self, prices: dict, timestamp: int | None = None, keys=None, sender=None):
+        self.price_seq += 1
+        ts = timestamp if timestamp is not None else self.now()
+        assets = [str(a) for a in prices]
+        vals = [int(v) for v in prices.values()]
+        typed = eip712.prices_typed_data(self.domain, assets, vals, self.price_seq, ts)
+        sigs = eip712.sign_attestation(typed, keys if keys is not None else self.signers())
+        return self.ch.postPrices(assets, vals, self.price_seq, ts, sigs, {"from": sender or self.owner})
+
+    def margin_header(self, tree: MarginTree, timestamp: int | None = None, sequence: int | None = None):
+        if sequence is None:
+            self.margin_seq += 1
+            sequence = self.margin_seq
+        ts = timestamp if timestamp is not None else self.now()
+        return MarginRootHeader(keccak(text=f"inputs-{sequence}"), sequence, ts, len(tree.leaves))
+
+    def sign_root(self, tree: MarginTree, header: MarginRootHeader, keys=None) -> bytes:
+        typed = eip712.margin_root_typed_data(self.domain, tree.root, header)
+        return eip712.sign_attestation(typed, keys if keys is not None else self.signers())
+
+    def post_margin(self, leaves, timestamp: int | None = None, keys=None, sender=None):
+        """Post a whole batch (multiproof with no proof nodes); returns (tree, header, tx)."""
+        tree = MarginTree.build(leaves)
+        header = self.margin_header(tree, timestamp)
+        mp = tree.multiproof()
+        tx = self.ch.postMarginBatch(
+            header.as_tuple(),
+            [l.as_tuple() for l in mp.leaves],
+            list(mp.proof),
+            list(mp.flags),
+            self.sign_root(tree, header, keys),
+            {"from": sender or self.owner},
+        )
+        return tree, header, tx
+
+    def leaf(self, account, equity, maintenance=0, initial=0, model_value=0, nonce=None) -> MarginLeaf:
+        n = int(self.ch.stateNonce(account)) if nonce is None else nonce
+        return MarginLeaf(str(account), n, int(equity), int(maintenance), int(initial), int(model_value))
+
+    def attest(self, account, equity, maintenance=0, initial=0, model_value=0):
+        """Post a one-account batch for the account's current state and return its MarginProof tuple."""
+        tree, header, _ = self.post_margin([self.leaf(account, equity, maintenance, initial, model_value)])
+        return self.proof(tree, header, account)
+
+    @staticmethod
+    def proof(tree: MarginTree, header: MarginRootHeader, account) -> tuple:
+        return (header.as_tuple(), tree.leaf_of(str(account)).as_tuple(), tree.proof(str(account)))
+
+    # --- funds and trading
+    def fund(self, account, token, amount, deposit=True):
+        token.mint(account, amount, {"from": account})
+        token.approve(self.ch, amount, {"from": account})
+        if deposit:
+            return self.ch.deposit(token, amount, {"from": account})
+
+    def new_series(self, strike=2000 * WAD, days=30, is_call=True, underlying=None):
+        expiry = self.now() + days * 86400
+        tx = self.ch.createSeries(underlying or self.weth, strike, expiry, is_call, {"from": self.owner})
+        return tx.events["SeriesCreated"]["seriesId"], expiry
+
+    def quote(self, maker, series_id, size, price, nonce=1, deadline=None) -> tuple[tuple, bytes]:
+        q = Quote(str(maker), int(series_id), int(size), int(price), int(nonce), deadline or self.now() + 3600)
+        sig = eip712.sign(eip712.quote_typed_data(self.domain, q), maker.private_key)
+        return q.as_tuple(), sig
+
+    def balances_conserved(self, holders) -> bool:
+        """Token balances held == what accounts (and the settlement reserve) are owed, per asset."""
+        ok = int(self.usdc.balanceOf(self.ch)) == sum(int(self.ch.cashOf(h)) for h in holders) + int(
+            self.ch.settlementReserve()
+        )
+        for token in (self.weth, self.wbtc):
+            ok &= int(token.balanceOf(self.ch)) == sum(int(self.ch.collateralOf(h, token)) for h in holders)
+            ok &= int(token.balanceOf(self.ch)) == int(self.ch.totalDeposits(token))
+        return ok
+
+
+def deploy_protocol(owner, usdc, weth, wbtc, keeper_keys, threshold=3) -> Protocol:
+    """Deploy Clearinghouse + ClearinghouseAdmin, register the keepers, list WETH (20%) and WBTC (10%)."""
+    admin = ClearinghouseAdmin.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, {"from": owner})
+    raw = Clearinghouse.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, admin, {"from": owner})
+    ch = Contract.from_abi("Backstop", raw.address, merged_abi(Clearinghouse.abi, ClearinghouseAdmin.abi))
+    ch.setKeeperSet([k.address for k in keeper_keys], threshold, {"from": owner})
+    ch.setRiskAdmin(owner, {"from": owner})
+    ch.listCollateral(weth, 2 * 10**17, 10**9 * WAD, {"from": owner})
+    ch.listCollateral(wbtc, 10**17, 10**9 * 10**8, {"from": owner})
+    domain = Domain(chain.id, raw.address)
+    return Protocol(ch, admin, owner, usdc, weth, wbtc, list(keeper_keys), domain)

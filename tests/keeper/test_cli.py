@@ -97,15 +97,18 @@ def test_keeper_run_process_serves_api_and_stops_on_sigterm(tmp_path):
                     return None
                 return st if st.get("block") is not None and st["block"] >= b and st.get("root") else None
 
-            st = h.wait_for(status, 30, 0.2)
-            assert st is not None, proc.stderr.read() if proc.poll() is not None else "no status"
+            st = h.wait_for(status, 60, 0.2)
+            if st is None:
+                proc.send_signal(signal.SIGTERM)
+                out, err = proc.communicate(timeout=20)
+                pytest.fail(f"no status from the keeper process (exit {proc.returncode}): {err[-2000:]}")
             assert st["accounts"] == 3 and st["spot"] == 2000.0
             metrics = requests.get(f"http://127.0.0.1:{mport}/metrics", timeout=2).text
             assert "backstop_keeper_last_block" in metrics and "backstop_keeper_cycle_seconds_bucket" in metrics
         finally:
             proc.send_signal(signal.SIGTERM)
             out, err = proc.communicate(timeout=20)
-        assert proc.returncode == 0
+        assert proc.returncode == 0, err[-2000:]
         assert net.keeper_keys[0].removeprefix("0x") not in err + out  # the key is never logged
         events = [json.loads(line)["event"] for line in err.splitlines() if line.startswith("{")]
         assert "keeper_started" in events and "keeper_stopped" in events

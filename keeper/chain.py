@@ -622,11 +622,16 @@ class TxSender:
         self._nonce: Optional[int] = None
         self._lock = threading.Lock()
 
-    def _fees(self) -> Fees:
+    def _fee_fields(self) -> dict:
+        """EIP-1559 fields from the latest base fee; a chain without base fee (pre-London, e.g. Ganache on the
+        istanbul hardfork) gets a legacy ``gasPrice`` (node's price, capped at ``max_fee_gwei``)."""
         latest = self.w3.eth.get_block("latest")
         gwei = 10**9
-        return eip1559_fees(int(latest.get("baseFeePerGas") or 0), int(self.s.priority_fee_gwei * gwei),
-                            int(self.s.max_fee_gwei * gwei))
+        cap = int(self.s.max_fee_gwei * gwei)
+        if latest.get("baseFeePerGas") is None:
+            return {"gasPrice": min(max(int(self.w3.eth.gas_price), 1), cap)}
+        fees = eip1559_fees(int(latest["baseFeePerGas"]), int(self.s.priority_fee_gwei * gwei), cap)
+        return {"maxFeePerGas": fees.max_fee, "maxPriorityFeePerGas": fees.priority_fee, "type": 2}
 
     def send(self, call: Any = None, *, to: Optional[str] = None, value: int = 0, gas: Optional[int] = None,
              label: str = "tx") -> Any:
@@ -636,10 +641,9 @@ class TxSender:
             for attempt in range(2):
                 if self._nonce is None:
                     self._nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
-                fees = self._fees()
                 tx: dict[str, Any] = {"from": self.account.address, "nonce": self._nonce, "chainId": self.chain_id,
-                                      "maxFeePerGas": fees.max_fee, "maxPriorityFeePerGas": fees.priority_fee,
-                                      "value": value, "type": 2}
+                                      "value": value}
+                tx.update(self._fee_fields())
                 try:
                     if call is not None:
                         est = gas or call.estimate_gas({"from": self.account.address, "value": value})

@@ -134,3 +134,20 @@ def test_rpc_down_raises_unavailable_quickly():
     with pytest.raises(RpcUnavailable):
         with_retries(lambda: w.eth.block_number, attempts=2, base=0.01, cap=0.01,
                      retry_on=(ConnectionError, __import__("requests").ConnectionError))
+
+
+@pytest.mark.ganache
+def test_tx_sender_legacy_fees_on_ganache(tmp_path):
+    """Ganache on the istanbul hardfork has no base fee: the sender falls back to a legacy gasPrice."""
+    from keeper.deploy import derive_keys, ensure_chain, free_port
+
+    lc = ensure_chain(f"http://127.0.0.1:{free_port()}", backend="ganache", accounts=2, log_dir=tmp_path)
+    try:
+        w = make_web3(lc.url)
+        funder = Account.from_key(derive_keys(lc.mnemonic, 1)[0])
+        to = Account.create().address
+        r = TxSender(w, funder, parse_config({}).chain, w.eth.chain_id).send(to=to, value=4321)
+        assert int(r["status"]) == 1 and w.eth.get_balance(to) == 4321
+        assert int(w.eth.get_transaction(r["transactionHash"]).get("type", 0)) == 0
+    finally:
+        lc.stop()

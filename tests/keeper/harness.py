@@ -35,11 +35,11 @@ class Net:
         return int(self.w3.eth.block_number)
 
 
-def start_net(tmp: Path) -> Net:
+def start_net(tmp: Path, backend: str = "anvil") -> Net:
     from keeper.deploy import CollateralSpec, DeployConfig, SeriesPlan, deploy, derive_keys, ensure_chain, free_port
 
     port = free_port()
-    lc = ensure_chain(f"http://127.0.0.1:{port}", accounts=10, log_dir=tmp)
+    lc = ensure_chain(f"http://127.0.0.1:{port}", backend=backend, accounts=10, log_dir=tmp)
     from keeper.chain import make_web3
 
     w3 = make_web3(lc.url, timeout=30)

@@ -418,3 +418,24 @@ def test_periodic_root_when_the_last_one_is_old_enough(net, tmp_path):
             assert {_root(k, s_) for k in ks} == {r}
     finally:
         _stop(ks)
+
+
+@pytest.mark.ganache
+def test_price_shock_on_ganache(tmp_path):
+    """The same keepers against Ganache (istanbul: legacy gas prices, no base fee)."""
+    net = h.start_net(tmp_path, backend="ganache")
+    ks = []
+    try:
+        h.setup_book(net)
+        spot, ks = _start(net, tmp_path)
+        b = net.mine()
+        assert h.wait_for(lambda: all(_root(k, b) for k in ks), 30)
+        assert len({_root(k, b) for k in ks}) == 1
+        h.write_spot(spot, 1300.0)
+        shock = net.mine()
+        assert h.wait_for(lambda: _breached(net, "B"), 30)
+        ev = net.ch.events.AccountBreached().get_logs(from_block=shock)
+        assert ev and ev[0]["blockNumber"] - shock <= 2 and not _breached(net, "A")
+    finally:
+        _stop(ks)
+        net.chain.stop()

@@ -60,7 +60,7 @@ class ScenarioConfig:
     backend: str = "anvil"
     n_short_vol: int = 18
     n_long_vol: int = 12
-    crash: CrashConfig = field(default_factory=lambda: CrashConfig(n_steps=24, crash_step=8, jump=-0.30,
+    crash: CrashConfig = field(default_factory=lambda: CrashConfig(n_steps=16, crash_step=5, jump=-0.30,
                                                                    vol_spike=2.0, step_seconds=3600.0))
     replay: str | None = None
     replay_window_bars: int | None = 600
@@ -68,6 +68,7 @@ class ScenarioConfig:
     chain_step_seconds: int = 900
     auction_tick_seconds: int = 30
     auction_ticks: int = 14
+    idle_ticks: int = 4  # stop ticking a step after this many ticks without any auction event
     tick_wait_s: float = 0.6
     edges: tuple[float, ...] = (0.02, 0.025)
     manipulation: bool = True
@@ -571,6 +572,12 @@ class Scenario:
             out.append(SurfaceSnapshot(f"{label} (block {blk})", ts, [float(k) for k in ks], vols))
         return out
 
+    def auction_activity(self) -> int:
+        """Number of auction events so far (starts, bids, resets, ends): unchanged means nothing is happening."""
+        A, fb = self.auction.events, self.dep.block
+        return sum(len(getattr(A, n)().get_logs(from_block=fb))
+                   for n in ("AuctionStarted", "Bid", "AuctionReset", "AuctionEnded"))
+
     def auctions_running(self) -> int:
         started = len(self.auction.events.AuctionStarted().get_logs(from_block=self.dep.block))
         ended = len(self.auction.events.AuctionEnded().get_logs(from_block=self.dep.block))
@@ -592,13 +599,18 @@ class Scenario:
             # let auctions run: small clock ticks; the keepers re-attest so bidders' margin records stay fresh
             ticks = 0
             time.sleep(self.cfg.tick_wait_s)
-            while ticks < self.cfg.auction_ticks and (self.auctions_running() > 0 or self.status["breached"]):
+            idle, last = 0, self.auction_activity()
+            while ticks < self.cfg.auction_ticks and idle < self.cfg.idle_ticks and \
+                    (self.auctions_running() > 0 or self.status["breached"]):
                 self.advance(self.cfg.auction_tick_seconds)
                 leaves = self.attest(spot, vol, post_prices=False).leaves if self.inline else self.keeper_step()
                 self.status["breached"] = sum(1 for x in leaves if x.equity < x.maintenance)
                 live_update()
                 time.sleep(self.cfg.tick_wait_s)
                 ticks += 1
+                now = self.auction_activity()
+                idle = idle + 1 if now == last else 0
+                last = now
             if k == 0:
                 self.rec.surfaces.append(self.surface_snapshot("market before", vol, spot))
         peak = int(np.argmax(self.path.atm_vol))

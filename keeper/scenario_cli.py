@@ -68,8 +68,8 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
 @click.option("--jump", type=float, default=-0.30, show_default=True, help="crash jump (simple return)")
 @click.option("--vol-spike", type=float, default=2.0, show_default=True, help="ATM vol multiplier at the crash")
 @click.option("--base-vol", type=float, default=0.60, show_default=True)
-@click.option("--steps", type=int, default=24, show_default=True)
-@click.option("--crash-step", type=int, default=8, show_default=True)
+@click.option("--steps", type=int, default=16, show_default=True)
+@click.option("--crash-step", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--replay", default=None,
               help="replay a real path: a CSV file, or a name in ../shared/data/price_paths (e.g. ETHUSD_2022-06-13)")
@@ -81,8 +81,10 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
 @click.option("--no-manipulation", is_flag=True, help="skip the fat-finger experiment")
 @click.option("--no-live", is_flag=True, help="plain log lines instead of the live table")
 @click.option("--small", is_flag=True, help="small, fast configuration (tests, CI)")
+@click.option("--keep-chain", is_flag=True,
+              help="after the report keep the chain running (Ctrl-C stops it), e.g. to run `backstop verify`")
 def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, crash_step, seed, replay, shared_data,
-                 n_short, n_long, keeper_mode, no_manipulation, no_live, small) -> None:
+                 n_short, n_long, keeper_mode, no_manipulation, no_live, small, keep_chain) -> None:
     """Run the end-to-end crash scenario on a fresh local chain and write the report and plots."""
     from keeper.scenario import Scenario, ScenarioConfig, ScenarioError
     from keeper.scenario_path import CrashConfig
@@ -96,12 +98,25 @@ def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, cr
         crash.validate()
         cfg = ScenarioConfig(out_dir=out_dir, rpc_url=rpc_url, backend=backend, n_short_vol=n_short,
                              n_long_vol=n_long, crash=crash, replay=replay, shared_dir=shared_data,
-                             manipulation=not no_manipulation, live=not no_live, seed=seed, keepers=keeper_mode)
+                             manipulation=not no_manipulation, live=not no_live, seed=seed, keepers=keeper_mode,
+                             keep_chain=keep_chain)
         if small:
-            cfg.auction_ticks, cfg.mc_paths = 10, 500
-        summary = Scenario(cfg).run()
+            cfg.auction_ticks, cfg.auction_tick_seconds, cfg.mc_paths = 6, 60, 400
+        scn = Scenario(cfg)
+        summary = scn.run()
     except (ValueError, ScenarioError) as e:
         _fail(str(e))
+    except Exception as e:  # noqa: BLE001 - DeployError, RPC failures: one line, not a traceback
+        _fail(f"{type(e).__name__}: {e}")
+    if keep_chain and scn.chain is not None:
+        click.echo(f"chain kept at {scn.chain.url}; try: backstop verify --auction 1 --rpc {scn.chain.url} "
+                   f"--deployment {scn.out / 'deployment.json'} --archive {scn.archive_dir}   (Ctrl-C stops)")
+        try:
+            if scn.chain.process is not None:
+                scn.chain.process.wait()
+        except KeyboardInterrupt:
+            pass
+        scn.chain.stop()
     bad = [k for k, v in (summary.get("invariants") or {}).items() if not v.get("ok")]
     if summary.get("healthy_accounts_liquidated") or bad:
         _fail(f"scenario finished but invariants failed: {', '.join(bad) or 'healthy account liquidated'}", 1)

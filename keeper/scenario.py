@@ -780,6 +780,11 @@ class Scenario:
             self.stop_processes()
             self.status["phase"] = "report"
             update()
+        except BaseException:
+            if self.chain is not None:
+                self.stop_processes()
+                self.chain.stop()
+            raise
         finally:
             if live:
                 live.stop()

@@ -112,13 +112,13 @@ class Scenario:
 
     def __init__(self, cfg: ScenarioConfig, console=None):
         self.cfg = cfg
+        self.path = build_path(cfg)  # bad path settings fail before anything is created
         self.out = Path(cfg.out_dir) if cfg.out_dir else default_out_dir()
         self.out.mkdir(parents=True, exist_ok=True)
         self.console = console
         self.chain: LocalChain | None = None
         self.procs: list[subprocess.Popen] = []
         self.rec = ScenarioRecord()
-        self.path = build_path(cfg)
         self.step_index = 0
         self.status: dict[str, Any] = {"phase": "start"}
         self.last_att: Attestation | None = None

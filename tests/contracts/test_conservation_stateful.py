@@ -36,14 +36,24 @@ class Conservation:
 
     def setup(self):
         self.nonce = 0
+        self.steps = 0
         self.p.post_prices({self.p.weth: 3000 * WAD, self.p.wbtc: 60_000 * WAD})
         self.sid, self.expiry = self.p.new_series(days=1)
 
+    def initialize_open_positions(self, size, price):
+        """Every run starts with an open position pair, so settlement and share transfers have work to do."""
+        self.nonce += 1
+        maker, taker = self.holders[0], self.holders[1]
+        q, sig = self.p.quote(maker, self.sid, size or WAD, price, nonce=self.nonce)
+        self.p.ch.trade(q, sig, self.p.attest(maker, 10**12 * USDC), self.p.attest(taker, 10**12 * USDC), {"from": taker})
+
     def rule_deposit(self, who, asset_ix, amount):
+        self.steps += 1
         h = self.holders[who]
         self.p.ch.deposit(self.assets[asset_ix], amount * self.units[asset_ix] // 100, {"from": h})
 
     def rule_withdraw(self, who, asset_ix, amount):
+        self.steps += 1
         h, a = self.holders[who], self.assets[asset_ix]
         bal = int(self.p.ch.cashOf(h)) if asset_ix == 0 else int(self.p.ch.collateralOf(h, a))
         amt = min(bal, amount * self.units[asset_ix] // 100)
@@ -55,19 +65,24 @@ class Conservation:
         self.p.ch.withdraw(a, amt, proof, {"from": h})
 
     def rule_trade(self, who, other, size, price):
-        maker, taker = self.holders[who], self.holders[other]
-        if maker == taker or size == 0 or chain[-1].timestamp >= self.expiry:
+        self.steps += 1
+        maker, taker = self.holders[who], self.holders[(who + 1 + other % 2) % 3]
+        if size == 0 or chain[-1].timestamp >= self.expiry:
             return
         self.nonce += 1
         q, sig = self.p.quote(maker, self.sid, size, price, nonce=self.nonce)
         self.p.ch.trade(q, sig, self.p.attest(maker, 10**12 * USDC), self.p.attest(taker, 10**12 * USDC), {"from": taker})
 
     def rule_liquidate_share(self, who, other, fraction):
+        self.steps += 1
         a, b = self.holders[who], self.holders[other]
         if a != b:
             self.p.ch.transferPortfolioShare(a, b, fraction, {"from": self.module})
 
     def rule_expire_and_settle(self, price):
+        self.steps += 1
+        if self.steps < 6:  # let some trading happen first
+            return
         if chain[-1].timestamp < self.expiry:
             chain.sleep(self.expiry - chain[-1].timestamp + 1)
             chain.mine()
@@ -88,5 +103,5 @@ class Conservation:
 
 def test_conservation_state_machine(state_machine_py, protocol, traders, owner):
     state_machine_py(
-        Conservation, protocol, traders, owner, settings={"max_examples": 8, "stateful_step_count": 8, "deadline": None}
+        Conservation, protocol, traders, owner, settings={"max_examples": 8, "stateful_step_count": 12, "deadline": None}
     )

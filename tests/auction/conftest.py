@@ -76,7 +76,10 @@ class Core:
 
     # ---- attestations
     def now(self) -> int:
-        return chain.time()
+        """Attestation timestamp: the latest mined block's time (mined now, so pending sleeps apply); never ahead
+        of the next block and never behind an earlier attestation, also after chain reverts."""
+        chain.mine()
+        return int(chain[-1].timestamp)
 
     def post_prices(self, prices: dict) -> None:
         self.price_seq += 1

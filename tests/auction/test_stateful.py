@@ -1,0 +1,192 @@
+"""Stateful property test: random deposits, trades, price moves, attestations (breaches and recoveries), auction
+starts, bids, cures and time, on the real core with keeper-signed attestations.
+
+Invariants after every step:
+* conservation: the clearinghouse's token balances equal the sum of every account's cash / collateral, the module's
+  cash equals what it owes (fund + claims repaid + escrow and penalties of running auctions), positions sum to zero;
+* no account that the keepers' latest attestation of its current portfolio shows as healthy is ever sold from, and
+  no auction starts without a breach of the current portfolio.
+"""
+from __future__ import annotations
+
+import brownie
+from brownie import chain
+import random
+
+from keeper.auction_math import WAD
+from collections import Counter
+
+from tests.auction.conftest import USDC
+
+FAR, ANY = 2**63, 2**255 - 1
+# Why not brownie's `state_machine`: in eth-brownie 1.22.2 its mypyc-compiled runner rejects the class it generates
+# ("_BrownieStateMachine object expected"), and hypothesis' RuleBasedStateMachine driven directly here ran only 1-4
+# steps per example (cause not found in the time available). So this is a seeded random walk over the same rules:
+# every sequence starts from the same snapshot, picks a rule and its arguments from the ranges below, and checks the
+# invariants after every step. Failures print the seed, sequence and step list so they replay exactly.
+RANGES = {
+    "st_victim": (0, 2), "st_bidder": (0, 1), "st_usdc": (1, 200_000), "st_series": (0, 4), "st_size": (-5, 5),
+    "st_pct": (-50, 200), "st_breach_pct": (-50, 99), "st_frac": (1, WAD), "st_price": (1_000, 6_000),
+    "st_secs": (1, 900),
+}
+SEED, SEQUENCES, STEPS = 20261122, 2, 20
+
+
+class AuctionMachine:
+    stats: Counter = Counter()  # successful actions over all sequences (the test checks it is not vacuous)
+
+    def __init__(self, core, victims, bidders, starter, everyone):
+        chain.revert()
+        self.core, self.victims, self.bidders, self.starter, self.everyone = core, victims, bidders, starter, everyone
+        self.attested = {}  # account -> (nonce, equity, mm, timestamp) of the latest attestation posted
+        self.sold_from_healthy = []
+
+    # ---------------------------------------------------------------- helpers
+    def _attest(self, account, equity, mm):
+        self.core.attest([(account, equity, mm, mm * 3 // 2)])
+        self.attested[str(account)] = (int(self.core.ch.stateNonce(account)), equity, mm, chain.time())
+
+    def _running(self):
+        return [v for v in self.victims if int(self.core.auction.auctionOf(v)["startedAt"]) != 0]
+
+    def _model_breached_now(self, account) -> bool:
+        rec = self.attested.get(str(account))
+        if rec is None:
+            return False
+        nonce, equity, mm, ts = rec
+        return nonce == int(self.core.ch.stateNonce(account)) and equity < mm
+
+    # ---------------------------------------------------------------- rules
+    def rule_deposit(self, st_victim, st_usdc):
+        self.core.fund(self.victims[st_victim], usdc=st_usdc * USDC)
+
+    def rule_trade(self, st_victim, st_series, st_size):
+        if st_size == 0:
+            return
+        v = self.victims[st_victim]
+        nonce = int(self.core.ch.stateNonce(v))
+        try:
+            self.core.trade(v, self.core.series[st_series], st_size * 10**17, 50 * 10**18)
+        except brownie.exceptions.VirtualMachineError:
+            pass  # e.g. a breached account may not add risk
+        # core.trade first attests both legs healthy for the pre-trade nonce (then the trade, if it went through,
+        # moved the nonce on)
+        self.attested[str(v)] = (nonce, 10**15, 0, chain.time())
+
+    def rule_price_move(self, st_price):
+        self.core.post_prices({self.core.weth: st_price * 10**18, self.core.wbtc: st_price * 20 * 10**18})
+
+    def rule_attest(self, st_victim, st_pct):  # noqa: D102 - also called by rule_breach_and_start
+        v = self.victims[st_victim]
+        mm = 100_000 * USDC
+        self._attest(v, mm * st_pct // 100, mm)
+
+    def rule_start(self, st_victim):
+        v = self.victims[st_victim]
+        breached = self._model_breached_now(v)
+        try:
+            self.core.auction.start(v, {"from": self.starter})
+        except brownie.exceptions.VirtualMachineError as e:
+            self.stats["start_refused:" + str(e.revert_msg).split(":")[0]] += 1
+            return
+        self.stats["start"] += 1
+        assert breached, "auction started without a breach of the current portfolio"
+
+    def rule_breach_and_start(self, st_victim, st_breach_pct):
+        """The common path: keepers attest a breach of the current portfolio, someone starts the auction."""
+        self.rule_attest(st_victim, st_breach_pct)
+        self.rule_start(st_victim)
+
+    def rule_bid(self, st_victim, st_bidder, st_frac):
+        v, b = self.victims[st_victim], self.bidders[st_bidder]
+        if len(self.core.chx.seriesOf(b)) > 0:
+            self._attest(b, 10**13, 10_000 * USDC)  # keepers keep the bidder's own record fresh
+        nonce = int(self.core.ch.stateNonce(v))
+        escrow = int(self.core.auction.auctionOf(v)["escrow"])
+        try:
+            tx = self.core.auction.bid(v, st_frac, ANY, FAR, 0, {"from": b})
+        except brownie.exceptions.VirtualMachineError as e:
+            self.stats["bid_refused:" + str(e.revert_msg).split(":")[0]] += 1
+            return
+        self.stats["bid"] += 1
+        if "AuctionEnded" in tx.events:
+            self.stats["ended_by_bid"] += 1
+        rec = self.attested.get(str(v))
+        if rec is not None and rec[0] == nonce and rec[1] + escrow >= rec[2]:
+            self.sold_from_healthy.append((str(v), rec))
+        assert not self.sold_from_healthy, f"sold from an account attested healthy: {self.sold_from_healthy}"
+
+    def rule_cure_by_deposit(self, st_victim):
+        v = self.victims[st_victim]
+        try:
+            d = int(self.core.auction.deficitOf(v))
+        except brownie.exceptions.VirtualMachineError:
+            return
+        d = max(d, 1)
+        self.core.quote.mint(v, d, {"from": v})
+        self.core.quote.approve(self.core.auction, d, {"from": v})
+        try:
+            self.core.auction.depositAndCure(v, d, {"from": v})
+        except brownie.exceptions.VirtualMachineError:
+            return
+        self.stats["cured_by_deposit"] += 1
+        assert not self.core.chx.isBreached(v)
+
+    def rule_cure(self, st_victim):
+        try:
+            self.core.auction.cure(self.victims[st_victim], {"from": self.starter})
+        except brownie.exceptions.VirtualMachineError:
+            pass
+
+    def rule_redo(self, st_victim):
+        try:
+            self.core.auction.redo(self.victims[st_victim], {"from": self.starter})
+        except brownie.exceptions.VirtualMachineError:
+            pass
+
+    def rule_sleep(self, st_secs):
+        chain.sleep(st_secs)
+        chain.mine()
+
+    # ---------------------------------------------------------------- invariants
+    def invariant_tokens_conserved(self):
+        c = self.core
+        cash = sum(int(c.chx.cashOf(a)) for a in self.everyone)
+        assert int(c.quote.balanceOf(c.ch)) == cash
+        for token in (c.weth, c.wbtc):
+            held = sum(int(c.chx.collateralOf(a, token)) for a in self.everyone)
+            assert int(token.balanceOf(c.ch)) == held
+        for s in c.series:
+            assert sum(int(c.chx.positionOf(a, s)) for a in self.everyone) == 0
+        assert int(c.chx.cashOf(c.auction)) == c.module_cash_liabilities(self._running())
+
+
+def test_stateful_auctions(core, accounts):
+    victims = [accounts[1], accounts[7], accounts[8]]
+    bidders = [accounts[2], accounts[4]]
+    starter = accounts[3]
+    everyone = [*victims, *bidders, starter, core.maker, core.auction, core.owner]
+    for v in victims:
+        core.build_book(v, n_series=3)
+    for b in bidders:
+        core.fund(b, usdc=5_000_000 * USDC)
+    chain.snapshot()
+    # bids and breaches are weighted up so that most sequences reach running auctions
+    rules = [n for n in dir(AuctionMachine) if n.startswith("rule_")] + ["rule_bid"] * 4 + ["rule_breach_and_start"] * 2
+    rng = random.Random(SEED)
+    for seq in range(SEQUENCES):
+        machine = AuctionMachine(core, victims, bidders, starter, everyone)
+        steps = []
+        machine.invariant_tokens_conserved()
+        for _ in range(STEPS):
+            name = rng.choice(rules)
+            fn = getattr(machine, name)
+            args = {a: rng.randint(*RANGES[a]) for a in fn.__code__.co_varnames[1:fn.__code__.co_argcount]}
+            steps.append((name, args))
+            try:
+                fn(**args)
+                machine.invariant_tokens_conserved()
+            except Exception as e:
+                raise AssertionError(f"seed {SEED} sequence {seq} steps {steps}: {e!r}") from e
+    print("stateful stats:", dict(AuctionMachine.stats))
+    assert AuctionMachine.stats["start"] > 0 and AuctionMachine.stats["bid"] > 0

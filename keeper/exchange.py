@@ -340,6 +340,37 @@ class _Handler(BaseHTTPRequestHandler):
         return self._send(201, {"stored": True, "signer": signer})
 
 
+class _TrackingServer(ThreadingHTTPServer):
+    """ThreadingHTTPServer that remembers its open connections so ``stop`` can close them."""
+
+    def __init__(self, *a: Any, **k: Any) -> None:
+        super().__init__(*a, **k)
+        self._conns: set = set()
+        self._conns_lock = threading.Lock()
+
+    def process_request(self, request, client_address):  # noqa: ANN001
+        with self._conns_lock:
+            self._conns.add(request)
+        super().process_request(request, client_address)
+
+    def shutdown_request(self, request):  # noqa: ANN001
+        with self._conns_lock:
+            self._conns.discard(request)
+        super().shutdown_request(request)
+
+    def close_connections(self) -> None:
+        import socket
+
+        with self._conns_lock:
+            conns = list(self._conns)
+            self._conns.clear()
+        for c in conns:
+            try:
+                c.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
 class ExchangeServer:
     """The keeper's HTTP API on ``host:port`` (port 0 picks a free one) in a background thread."""
 
@@ -350,7 +381,7 @@ class ExchangeServer:
         self.view = view
         self.archive = archive
         self.on_reject = on_reject
-        self.httpd = ThreadingHTTPServer((host, port), _Handler)
+        self.httpd = _TrackingServer((host, port), _Handler)
         self.httpd.daemon_threads = True
         self.httpd.exchange = self  # type: ignore[attr-defined]
         self.httpd.log = log  # type: ignore[attr-defined]
@@ -367,8 +398,10 @@ class ExchangeServer:
         return self
 
     def stop(self) -> None:
+        """Stop serving and drop every open (keep-alive) connection, as a dead process would."""
         self.httpd.shutdown()
         self.httpd.server_close()
+        self.httpd.close_connections()
         if self._thread is not None:
             self._thread.join(timeout=5)
 

@@ -718,7 +718,12 @@ class KeeperBot:
                                 self.quorum_size())
         if sigs is None:
             return False
-        if not should_submit(self.me, p.sequence, head_number, self.keepers(), self.up,
+        # live for this message: peers that answered the last poll AND signed this very digest (a dead, stuck or
+        # dissenting keeper is skipped in the rotation at once)
+        signed = {signer for d, _m, sigs in self.book.entries(p.kind, int(p.message.get("expiry",
+                                                                                        p.message.get("sequence"))))
+                  if d == p.digest for signer in sigs}
+        if not should_submit(self.me, p.sequence, head_number, self.keepers(), self.up & signed,
                              self.cfg.exchange.takeover_blocks):
             return True  # someone else's turn: do not fall back to older sequences either
         try:

@@ -198,3 +198,11 @@ def test_codec_and_tree_agree_with_the_contracts_side_module():
     leaves = [Leaf("0x" + f"{i + 1:040x}", i, 100 - 30 * i, 20, 30, -i) for i in range(5)]
     theirs = eip.MarginTree.build([eip.MarginLeaf(*l.as_tuple()) for l in leaves])
     assert theirs.root == MerkleTree([l.hash() for l in leaves]).root
+
+
+def test_stopped_server_drops_keep_alive_connections(two_servers):
+    _, b = two_servers
+    client = PeerClient("b", b.url, timeout=0.5)
+    assert client.health() is not None  # opens a keep-alive connection
+    b.stop()
+    assert client.health() is None and client.up is False  # as if the process had died

@@ -653,10 +653,14 @@ class Scenario:
                 for dt in range(0, max(s1 - s0, 1) + 1, max(1, (s1 - s0) // 40 or 1)):
                     c = max(tau - dt, 0) / tau
                     tr.prices.append((float(s0 - t0 + dt), int(top - math.ceil(span * (1 - c)))))
+            my_resets = [r for r in resets if int(r["args"]["id"]) == aid]
             for b in [b for b in bids if int(b["args"]["id"]) == aid]:
                 bt = int(self.w3.eth.get_block(b["blockNumber"])["timestamp"])
+                before = [r for r in my_resets if (r["blockNumber"], r["logIndex"]) < (b["blockNumber"], b["logIndex"])]
+                attested = int(before[-1]["args"]["equity"]) if before else int(a["equity"])
                 tr.bids.append(BidTrace(float(bt - t0), int(b["args"]["price"]), b["args"]["bidder"],
-                                        int(b["args"]["fractionWad"]) / WAD, "filled", b["transactionHash"].hex()))
+                                        int(b["args"]["fractionWad"]) / WAD, "filled", b["transactionHash"].hex(),
+                                        attested_value=attested))
                 tr.penalty += int(b["args"]["penalty"])
             for ev in lost:
                 if int(ev.get("auction", -1)) == aid:

@@ -32,6 +32,7 @@ class BidTrace:
     outcome: str
     tx: str = ""
     reason: str = ""
+    attested_value: int | None = None  # the attested equity the price curve ran from at this bid (after resets)
 
 
 @dataclass
@@ -109,6 +110,7 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
             partial.append(a.account)
         for b in a.bids:
             if b.outcome == "filled":
+                mv = a.model_value if b.attested_value is None else b.attested_value
                 fills.append(
                     {
                         "auction": a.auction_id,
@@ -116,8 +118,8 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
                         "bidder": b.bidder,
                         "fraction": b.fraction,
                         "price_paid": _money(b.price, d),
-                        "model_value": _money(a.model_value, d),
-                        "discount_to_model": (1 - b.price / a.model_value) if a.model_value > 0 else None,
+                        "model_value": _money(mv, d),
+                        "discount_to_model": (1 - b.price / mv) if mv > 0 else None,
                         "t": b.t,
                     }
                 )

@@ -114,7 +114,10 @@ abstract contract CollateralVault is AttestationOracle {
             if (!_assetConfig[asset].listed) revert AssetNotListed(asset);
             _subCollateral(account, asset, amount);
         }
-        totalDeposits[asset] -= amount;
+        uint256 held = totalDeposits[asset];
+        // quote cash can exceed what the contract holds while other accounts owe (negative cash)
+        if (held < amount) revert InsufficientLiquidity(asset, held, amount);
+        totalDeposits[asset] = held - amount;
         _bumpNonce(account);
         emit Withdrawn(account, asset, amount);
         IERC20(asset).safeTransfer(account, amount);

@@ -44,6 +44,7 @@ interface IBackstopErrors {
     error DepositCapExceeded(address asset, uint256 total, uint256 cap);
     error InsufficientCollateral(address account, address asset, uint256 balance, uint256 amount);
     error InsufficientCash(address account, int256 cash, uint256 amount);
+    error InsufficientLiquidity(address asset, uint256 held, uint256 amount);
     error ZeroAmount();
     error StalePrice(address asset, uint64 timestamp);
     error TooManyAssets(address account);

@@ -3,7 +3,7 @@ import brownie
 import pytest
 from brownie import accounts
 
-from core_helpers import USDC, WAD, err
+from core_helpers import EMPTY_PROOF, USDC, WAD, err
 
 
 def _floor(a, b):
@@ -101,6 +101,11 @@ def test_negative_cash_moves_rounded_down_and_transfer_cash(protocol, owner, tra
     moved = -_floor(7 * USDC + 1, 2)  # debt leaves the liquidated account rounded down
     assert int(p.ch.cashOf(receiver)) == moved and int(p.ch.cashOf(maker)) == -7 * USDC - 1 - moved
     assert p.balances_conserved([maker, taker, receiver])
+    # the taker's positive cash exceeds what the contract holds while the others owe: a named error, not a panic
+    held = int(p.usdc.balanceOf(p.ch))
+    assert int(p.ch.cashOf(taker)) == 17 * USDC + 1 > held
+    with brownie.reverts(err("InsufficientLiquidity(address,uint256,uint256)", str(p.usdc), held, 17 * USDC + 1)):
+        p.ch.withdraw(p.usdc, 17 * USDC + 1, EMPTY_PROOF, {"from": taker})
 
 
 def test_breached_account_cannot_add_risk(protocol, traders):

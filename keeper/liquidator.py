@@ -319,6 +319,7 @@ class LiquidatorBot:
         self.stats = {"auctions_seen": 0, "bids_sent": 0, "bids_filled": 0, "lost_races": 0, "no_bid": 0,
                       "errors": 0, "starts": 0}
         self._stop = False
+        self._redo_reason: dict[str, str] = {}
         self._metrics = None
         if settings.metrics_port:
             self._start_metrics(settings.metrics_port)
@@ -464,8 +465,12 @@ class LiquidatorBot:
         try:
             fn.estimate_gas({"from": self.address})
         except Exception as e:  # noqa: BLE001 - no fresh breach yet, or another bot reset it first
-            self.emit("redo_skipped", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
+            reason = revert_name(e, self.selectors) or str(e)[:120]
+            if self._redo_reason.get(account) != reason:  # log a reason once, not on every pass
+                self._redo_reason[account] = reason
+                self.emit("redo_skipped", account=account, reason=reason)
             return
+        self._redo_reason.pop(account, None)
         try:
             self.sender.call(fn, "redo")
             self.emit("auction_reset", account=account)

@@ -126,6 +126,8 @@ class Scenario:
         self.archive_dir = self.out / "archive"
         self.inline = cfg.keepers == "inline"
         self.keeper_urls: list[str] = []
+        self.keeper_procs: list[subprocess.Popen] = []
+        self.keeper_vol = float(self.path.atm_vol[0])
 
     # ------------------------------------------------------------------ utilities
     def say(self, msg: str) -> None:
@@ -379,11 +381,13 @@ class Scenario:
 
         kdir = self.out / "keepers"
         kdir.mkdir(exist_ok=True)
+        self.keeper_procs: list[subprocess.Popen] = []
         ports = [free_port() for _ in self.keeper_keys]
         addrs = [Account.from_key(k).address for k in self.keeper_keys]
         self.keeper_urls = [f"http://127.0.0.1:{p}" for p in ports]
-        sim = {"seed": self.cfg.seed, "spot0": float(self.path.spot[0]), "vol": float(self.path.atm_vol[0]),
-               "atm_vol": float(self.path.atm_vol[0])}
+        vol = float(self.path.atm_vol[self.step_index]) if len(self.path) else 0.6
+        self.keeper_vol = vol
+        sim = {"seed": self.cfg.seed, "spot0": float(self.path.spot[0]), "vol": vol, "atm_vol": vol}
         for i, (key, port) in enumerate(zip(self.keeper_keys, ports)):
             conf = {
                 "chain": {"rpc_url": self.chain.url, "deployment_file": str(self.out / "deployment.json"),
@@ -403,12 +407,31 @@ class Scenario:
             path = kdir / f"keeper-{i + 1}.json"
             path.write_text(json.dumps(conf, indent=2))
             env = dict(os.environ, BACKSTOP_KEEPER_KEY=key, PYTHONUNBUFFERED="1")
-            logf = (self.out / "logs" / f"keeper-{i + 1}.log").open("wb")
+            logf = (self.out / "logs" / f"keeper-{i + 1}.log").open("ab")
             argv = [sys.executable, "-c", "from keeper.cli import keeper_main; keeper_main()", "run", "--config",
                     str(path)]
-            self.procs.append(subprocess.Popen(argv, env=env, stdout=logf, stderr=subprocess.STDOUT,
-                                               cwd=Path(__file__).resolve().parents[1]))
+            p = subprocess.Popen(argv, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                 cwd=Path(__file__).resolve().parents[1])
+            self.procs.append(p)
+            self.keeper_procs.append(p)
         self.say(f"started 3 keeper processes ({self.dep.threshold}-of-3) at {', '.join(self.keeper_urls)}")
+
+    def restart_keepers_at_vol(self, vol: float) -> None:
+        """The keepers' simulated option chain has a fixed ATM vol (their config has no per-cycle chain source), so
+        when the path's vol moved by more than 20 % the keeper processes are restarted with the new vol: their
+        fitted surface then carries the spike. They resync from chain events; sequences continue by block."""
+        for p in self.keeper_procs:
+            if p.poll() is None:
+                p.terminate()
+        for p in self.keeper_procs:
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs = [p for p in self.procs if p not in self.keeper_procs]
+        self.say(f"keepers restarted with the market's ATM vol {vol:.0%}")
+        self.start_keepers()
+        self.wait_for_root(int(self.w3.eth.block_number), timeout=max(60.0, self.cfg.keeper_timeout_s))
 
     def wait_for_root(self, min_sequence: int, timeout: float | None = None) -> int | None:
         """Wait until the keepers posted a margin root of at least ``min_sequence``; returns it (None on timeout)."""
@@ -573,10 +596,10 @@ class Scenario:
         return out
 
     def auction_activity(self) -> int:
-        """Number of auction events so far (starts, bids, resets, ends): unchanged means nothing is happening."""
+        """Number of auction starts, bids and ends so far (resets do not count: an unsold auction being reset
+        again and again is no progress)."""
         A, fb = self.auction.events, self.dep.block
-        return sum(len(getattr(A, n)().get_logs(from_block=fb))
-                   for n in ("AuctionStarted", "Bid", "AuctionReset", "AuctionEnded"))
+        return sum(len(getattr(A, n)().get_logs(from_block=fb)) for n in ("AuctionStarted", "Bid", "AuctionEnded"))
 
     def auctions_running(self) -> int:
         started = len(self.auction.events.AuctionStarted().get_logs(from_block=self.dep.block))
@@ -592,6 +615,8 @@ class Scenario:
                 self.advance(self.cfg.chain_step_seconds)
             self.write_market_file(spot, vol)
             self.status.update(phase="path", step=k, spot=spot, vol=vol)
+            if not self.inline and abs(vol / self.keeper_vol - 1.0) > 0.2:
+                self.restart_keepers_at_vol(vol)
             leaves = self.attest(spot, vol).leaves if self.inline else self.keeper_step()
             self.record_step(leaves, spot, vol)
             self.status["breached"] = sum(1 for x in leaves if x.equity < x.maintenance)

@@ -89,6 +89,7 @@ def w3(anvil):
     return make_web3(anvil[0].url)
 
 
+@pytest.mark.chain
 def test_real_reorg_on_anvil(w3):
     t = BlockTracker(depth=64)
     get = lambda n: header_from_block(w3.eth.get_block(n))  # noqa: E731
@@ -108,6 +109,7 @@ def test_real_reorg_on_anvil(w3):
     assert t.observe(get("latest"), get) is None
 
 
+@pytest.mark.chain
 def test_tx_sender_nonce_and_eip1559(w3, anvil):
     funder = Account.from_key(anvil[1][0])
     acct = Account.create()
@@ -136,6 +138,7 @@ def test_rpc_down_raises_unavailable_quickly():
                      retry_on=(ConnectionError, __import__("requests").ConnectionError))
 
 
+@pytest.mark.chain
 @pytest.mark.ganache
 def test_tx_sender_legacy_fees_on_ganache(tmp_path):
     """Ganache on the istanbul hardfork has no base fee: the sender falls back to a legacy gasPrice."""

@@ -1,8 +1,8 @@
 """Fixtures for the auction tests: a real Clearinghouse (core) with keepers signing real EIP-712 attestations.
 
-Signatures are produced here with eth-account's ``encode_typed_data`` from the type strings of docs/contracts.md
-(independent of the contracts' own hashing). TODO: switch to keeper/eip712.py and tests/contracts/conftest.py once
-the core helper commits them (they were not in the repository when these tests were written).
+Typed data, leaf hashes and signatures come from the keepers' own ``keeper/eip712.py`` (the core's tests check it
+against the contracts). Deployment is done here rather than through tests/contracts/conftest.py because that
+directory-scoped fixture file is not visible from tests/auction/ and was written after these tests.
 """
 from __future__ import annotations
 
@@ -12,12 +12,11 @@ from dataclasses import dataclass, field
 import brownie
 import pytest
 from brownie import Contract, chain
-from eth_abi import encode
 from eth_account import Account
-from eth_account.messages import encode_typed_data
 from eth_utils import keccak
 
-from keeper.auction_math import RAY, WAD
+from keeper import eip712
+from keeper.auction_math import RAY
 
 USDC = 10**6
 KEEPER_KEYS = [keccak(f"backstop-auction-test-keeper-{i}".encode()) for i in range(3)]
@@ -33,30 +32,8 @@ def config_tuple(**overrides) -> tuple:
             c["tip"], c["max_age"])
 
 
-def _leaf_hash(leaf: tuple) -> bytes:
-    enc = encode(["address", "uint32", "int256", "uint256", "uint256", "int256"], list(leaf))
-    return keccak(keccak(enc))
-
-
-def _hash_pair(a: bytes, b: bytes) -> bytes:
-    return keccak(min(a, b) + max(a, b))
-
-
-def _domain(ch) -> dict:
-    return {"name": "Backstop", "version": "1", "chainId": chain.id, "verifyingContract": ch.address}
-
-
-_DOMAIN_TYPE = [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                {"name": "chainId", "type": "uint256"}, {"name": "verifyingContract", "type": "address"}]
-
-
-def _sign(ch, primary: str, fields: list, message: dict, keys: list[bytes]) -> bytes:
-    data = {"types": {"EIP712Domain": _DOMAIN_TYPE, primary: fields}, "primaryType": primary,
-            "domain": _domain(ch), "message": message}
-    signable = encode_typed_data(full_message=data)
-    signed = sorted(((Account.from_key(k).address.lower(), Account.sign_message(signable, k)) for k in keys),
-                    key=lambda t: int(t[0], 16))
-    return b"".join(s.signature for _, s in signed)
+def _domain(ch) -> eip712.Domain:
+    return eip712.Domain(chain_id=chain.id, verifying_contract=ch.address)
 
 
 @dataclass
@@ -86,10 +63,8 @@ class Core:
         assets = [a.address for a in prices]
         values = list(prices.values())
         ts = self.now()
-        msg = {"assets": assets, "prices": values, "sequence": self.price_seq, "timestamp": ts}
-        fields = [{"name": "assets", "type": "address[]"}, {"name": "prices", "type": "uint256[]"},
-                  {"name": "sequence", "type": "uint64"}, {"name": "timestamp", "type": "uint64"}]
-        sigs = _sign(self.ch, "Prices", fields, msg, KEEPER_KEYS[:THRESHOLD])
+        typed = eip712.prices_typed_data(_domain(self.ch), assets, values, self.price_seq, ts)
+        sigs = eip712.sign_attestation(typed, KEEPER_KEYS[:THRESHOLD])
         self.ch.postPrices(assets, values, self.price_seq, ts, sigs, {"from": self.owner})
 
     def attest(self, rows: list, signers: int = THRESHOLD, inputs: bytes = b"\x11" * 32) -> dict:
@@ -101,21 +76,17 @@ class Core:
             account, equity, mm, im = r[:4]
             mv = r[4] if len(r) > 4 else equity
             nonce = r[5] if len(r) > 5 else int(self.ch.stateNonce(account))
-            leaves.append((str(account), nonce, int(equity), int(mm), int(im), int(mv)))
-        hashed = sorted(((_leaf_hash(l), l) for l in leaves), key=lambda t: t[0])
+            leaves.append(eip712.MarginLeaf(str(account), nonce, int(equity), int(mm), int(im), int(mv)))
+        hashed = sorted(((eip712.leaf_hash(l), l.as_tuple()) for l in leaves), key=lambda t: t[0])
         leaves = [l for _, l in hashed]
         hashes = [h for h, _ in hashed]
         assert len(hashes) <= 2, "test tree supports one or two leaves"
-        root = hashes[0] if len(hashes) == 1 else _hash_pair(hashes[0], hashes[1])
+        root = hashes[0] if len(hashes) == 1 else eip712.hash_pair(hashes[0], hashes[1])
         self.seq += 1
         ts = self.now()
         header = (b"\x11" * 32 if inputs is None else inputs, self.seq, ts, len(leaves))
-        msg = {"root": root, "inputsHash": header[0], "sequence": self.seq, "timestamp": ts,
-               "leafCount": len(leaves)}
-        fields = [{"name": "root", "type": "bytes32"}, {"name": "inputsHash", "type": "bytes32"},
-                  {"name": "sequence", "type": "uint64"}, {"name": "timestamp", "type": "uint64"},
-                  {"name": "leafCount", "type": "uint32"}]
-        sigs = _sign(self.ch, "MarginRoot", fields, msg, KEEPER_KEYS[:signers])
+        typed = eip712.margin_root_typed_data(_domain(self.ch), root, eip712.MarginRootHeader(*header))
+        sigs = eip712.sign_attestation(typed, KEEPER_KEYS[:signers])
         flags = [True] * (len(leaves) - 1)
         self.ch.postMarginBatch(header, leaves, [], flags, sigs, {"from": self.owner})
         proofs = {}
@@ -129,12 +100,9 @@ class Core:
         """Taker trades `taker_size` contracts of a series with the market maker at `price_wad` per contract."""
         self.quote_nonce += 1
         deadline = self.now() + 3600
-        q = (self.maker.address, series_id, -taker_size, price_wad, self.quote_nonce, deadline)
-        msg = {"maker": q[0], "seriesId": q[1], "size": q[2], "price": q[3], "nonce": q[4], "deadline": q[5]}
-        fields = [{"name": "maker", "type": "address"}, {"name": "seriesId", "type": "uint256"},
-                  {"name": "size", "type": "int256"}, {"name": "price", "type": "uint256"},
-                  {"name": "nonce", "type": "uint256"}, {"name": "deadline", "type": "uint64"}]
-        sig = _sign(self.ch, "Quote", fields, msg, [self.maker.private_key])
+        quote = eip712.Quote(self.maker.address, series_id, -taker_size, price_wad, self.quote_nonce, deadline)
+        q = quote.as_tuple()
+        sig = eip712.sign(eip712.quote_typed_data(_domain(self.ch), quote), self.maker.private_key)
         big = 10**15
         proofs = self.attest([(taker, big, 0, 0), (self.maker, big, 0, 0)])
         self.ch.trade(q, sig, proofs[self.maker.address], proofs[str(taker)], {"from": taker})

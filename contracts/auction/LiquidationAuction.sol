@@ -259,19 +259,23 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
 
     /**
      * @notice Restarts a running auction from a fresh breach record once it ran past `tail`, its price passed the
-     * floor (`cusp`), or the account changed outside the auction. Escrowed proceeds carry over; if they already
+     * floor (`cusp`), the account changed outside the auction, or a solvent auction's account is now attested
+     * insolvent (it is then auctioned whole). Escrowed proceeds carry over; if they already
      * cover the fresh deficit, the auction ends as restored instead. Not blocked by the pause.
      */
     function redo(address account) external nonReentrant {
         Auction storage a = _auctions[account];
         if (a.startedAt == 0) revert NoAuction(account);
         Config memory cfg = _config;
-        uint32 current = clearinghouse.stateNonce(account);
-        (uint256 elapsed, uint256 f) = _elapsedAndFactor(a, cfg);
-        if (elapsed <= cfg.tail && f >= uint256(cfg.cuspWad) * RAY_PER_WAD && current == a.expectedNonce) {
-            revert ResetNotNeeded(account);
+        (IAuctionClearinghouse.BreachRecord memory b, uint32 current) = _freshBreach(account);
+        {
+            (uint256 elapsed, uint256 f) = _elapsedAndFactor(a, cfg);
+            bool turnedInsolvent = b.equity < 0 && a.equity >= 0;
+            if (
+                elapsed <= cfg.tail && f >= uint256(cfg.cuspWad) * RAY_PER_WAD && current == a.expectedNonce
+                    && !turnedInsolvent
+            ) revert ResetNotNeeded(account);
         }
-        (IAuctionClearinghouse.BreachRecord memory b,) = _freshBreach(account);
         uint256 target = _target(b.maintenance, cfg.bufferWad);
         if (b.equity >= 0 && int256(target) - int256(b.equity) <= int256(uint256(a.escrow))) {
             _finish(account, a, EndReason.Restored);

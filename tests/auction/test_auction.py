@@ -357,3 +357,28 @@ def test_healthy_attestation_blocks_bids_on_a_running_auction(core, accounts):
     core.attest([(v, 105_000 * USDC, MM, 150_000 * USDC)])
     tx = core.auction.cure(v, {"from": accounts[4]})  # past tail, MM is enough
     assert tx.events["AuctionEnded"]["reason"] == 2
+
+
+def test_turning_insolvent_resets_to_a_whole_book_sale_paid_from_escrow_first(core, accounts):
+    E, MM = 60_000 * USDC, 100_000 * USDC
+    v, bidder, _, _ = _setup_breached_book(core, accounts, E, MM)
+    assert core.auction.fundBalance() == 0  # escrow pays first, then bad debt
+    allowed = int(core.auction.quote(v)["allowedWad"])
+    tx1 = core.auction.bid(v, allowed // 3, ANY, FAR, 0, {"from": bidder})
+    escrow = int(tx1.events["Bid"]["escrow"])
+    assert escrow > 0
+    core.breach(v, -1_000 * USDC, 80_000 * USDC)  # the rest of the book, attested insolvent (current nonce)
+    tx = core.auction.redo(v, {"from": accounts[4]})
+    assert int(tx.events["AuctionReset"]["startPrice"]) == -1_000 * USDC
+    assert int(tx.events["AuctionReset"]["escrow"]) == escrow
+    core.attest([(bidder, 10**13, 10_000 * USDC, 15_000 * USDC)])
+    cash0 = int(core.chx.cashOf(bidder))
+    tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
+    owed = -int(tx.events["Bid"]["amount"])
+    assert owed >= 1_000 * USDC
+    # the account's own escrow pays first (it is the account's money), the empty fund records the rest as bad debt
+    bad = int(tx.events["BadDebtRecorded"]["amount"]) if "BadDebtRecorded" in tx.events else 0
+    assert bad == max(owed - escrow, 0)
+    assert int(tx.events["AuctionEnded"]["escrowReleased"]) == max(escrow - owed, 0)
+    assert all(x == 0 for x in _positions(core, v))
+    _assert_conserved(core)

@@ -279,6 +279,8 @@ class LiquidatorSettings:
     start_auctions: bool = True
     deadline_s: int = 120
     name: str = "liquidator"
+    keeper_urls: tuple[str, ...] = ()
+    keeper_urls_file: str | None = None
     events_file: str | None = None
     metrics_port: int = 0
     strategy_timeout_s: float = 2.0
@@ -320,6 +322,7 @@ class LiquidatorBot:
                       "errors": 0, "starts": 0}
         self._stop = False
         self._redo_reason: dict[str, str] = {}
+        self._last_refresh: dict[str, float] = {}
         self._metrics = None
         if settings.metrics_port:
             self._start_metrics(settings.metrics_port)
@@ -417,6 +420,9 @@ class LiquidatorBot:
             head = int(eq) - int(mm)
         elif not self.ch.functions.seriesOf(self.address).call():
             head = int(self.ch.functions.collateralValue(self.address).call())
+        elif self.refresh_margin(self.address):  # holding options: record a fresh leaf of our own first
+            eq, mm, _n, at = self.ch.functions.marginRecord(self.address).call()
+            head = int(eq) - int(mm) if int(at) != 0 else 0
         else:
             return 0
         return int(max(head, 0) * self.s.margin_safety)
@@ -459,13 +465,60 @@ class LiquidatorBot:
         except Exception as e:  # noqa: BLE001 - another bot started it in the same block
             self.emit("start_lost_race", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
 
+    def keeper_urls(self) -> list[str]:
+        """Keepers' HTTP APIs: the configured list, plus a JSON list re-read from ``keeper_urls_file``."""
+        urls = list(self.s.keeper_urls)
+        if self.s.keeper_urls_file:
+            try:
+                urls += [str(u) for u in json.loads(Path(self.s.keeper_urls_file).read_text())]
+            except (OSError, ValueError):
+                pass
+        return urls
+
+    def refresh_margin(self, account: str) -> bool:
+        """Record ``account``'s leaf of the keepers' latest posted root on chain (``recordMargin``), e.g. the
+        liquidator's own record after it bought options, or a breach record that expired. True when recorded."""
+        import requests
+
+        last = self._last_refresh.get(account, 0.0)
+        if time.monotonic() - last < 5.0:  # at most one attempt per account every 5 s
+            return False
+        self._last_refresh[account] = time.monotonic()
+        nonce = int(self.ch.functions.stateNonce(account).call())
+        for u in self.keeper_urls():
+            try:
+                r = requests.get(f"{u.rstrip('/')}/margin/{account}", timeout=3)
+                if r.status_code != 200:
+                    continue
+                m = r.json()
+                lf, h = m["leaf"], m["header"]
+                if int(lf["stateNonce"]) != nonce:
+                    continue
+                proof = ((bytes.fromhex(str(h["inputsHash"]).removeprefix("0x")), int(h["sequence"]),
+                          int(h["timestamp"]), int(h["leafCount"])),
+                         (lf["account"], int(lf["stateNonce"]), int(lf["equity"]), int(lf["maintenance"]),
+                          int(lf["initial"]), int(lf["modelValue"])),
+                         [bytes.fromhex(x.removeprefix("0x")) for x in m["proof"]])
+                fn = self.ch.functions.recordMargin(proof)
+                fn.estimate_gas({"from": self.address})
+                self.sender.call(fn, "recordMargin")
+                self.emit("margin_recorded", account=account, sequence=int(h["sequence"]))
+                return True
+            except Exception as e:  # noqa: BLE001 - try the next keeper
+                self.emit("margin_record_failed", account=account, keeper=u,
+                          reason=revert_name(e, self.selectors) or str(e)[:120])
+        return False
+
     def try_redo(self, account: str) -> None:
-        """Restart an auction that ran past its tail or floor, or whose account changed (needs a fresh breach)."""
+        """Restart an auction that ran past its tail or floor, or whose account changed (needs a fresh breach:
+        when the breach record expired, the account's current leaf is recorded from a keeper first)."""
         fn = self.auction.functions.redo(account)
         try:
             fn.estimate_gas({"from": self.address})
         except Exception as e:  # noqa: BLE001 - no fresh breach yet, or another bot reset it first
             reason = revert_name(e, self.selectors) or str(e)[:120]
+            if reason in ("RecordExpired", "StaleBreach", "NoBreach") and self.refresh_margin(account):
+                return self.try_redo_once(account)
             if self._redo_reason.get(account) != reason:  # log a reason once, not on every pass
                 self._redo_reason[account] = reason
                 self.emit("redo_skipped", account=account, reason=reason)
@@ -476,6 +529,13 @@ class LiquidatorBot:
             self.emit("auction_reset", account=account)
         except Exception as e:  # noqa: BLE001
             self.emit("redo_lost_race", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
+
+    def try_redo_once(self, account: str) -> None:
+        try:
+            self.sender.call(self.auction.functions.redo(account), "redo")
+            self.emit("auction_reset", account=account)
+        except Exception as e:  # noqa: BLE001
+            self.emit("redo_skipped", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
 
     # -------------------------------------------------------------- auctions
     def evaluate(self, account: str):

@@ -414,6 +414,7 @@ class Scenario:
                                  cwd=Path(__file__).resolve().parents[1])
             self.procs.append(p)
             self.keeper_procs.append(p)
+        (kdir / "urls.json").write_text(json.dumps(self.keeper_urls))
         self.say(f"started 3 keeper processes ({self.dep.threshold}-of-3) at {', '.join(self.keeper_urls)}")
 
     def restart_keepers_at_vol(self, vol: float) -> None:
@@ -475,7 +476,8 @@ class Scenario:
             argv = [sys.executable, "-m", "keeper.liquidator_cli", "run", "--deployment",
                     str(self.out / "deployment.json"), "--rpc", self.chain.url, "--edge", str(edge), "--name", a.role,
                     "--events-file", str(events), "--market-file", str(self.out / "market.json"), "--poll", "0.2",
-                    "--aversion", "0.15", "--own-haircut", "0.10"]
+                    "--aversion", "0.15", "--own-haircut", "0.10", "--keeper-urls-file",
+                    str(self.out / "keepers" / "urls.json")]
             logf = (self.out / "logs" / f"{a.role}.log").open("wb")
             self.procs.append(subprocess.Popen(argv, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                                cwd=Path(__file__).resolve().parents[1]))

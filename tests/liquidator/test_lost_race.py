@@ -70,9 +70,12 @@ def test_same_block_race_is_a_lost_race_not_a_crash(crashed, tmp_path):
     b1.poll_events()  # starts auctions for the breached accounts
     b2.poll_events()  # sees them started
     assert acct in b1.running and acct in b2.running
-    scn.advance(400)  # let the price decay below both valuations
-    q1, d1, _ = b1.evaluate(acct)
-    q2, d2, _ = b2.evaluate(acct)
+    for _ in range(19):  # let the Dutch price fall (30 s a tick) until it is below both valuations
+        scn.advance(30)
+        q1, d1, _ = b1.evaluate(acct)
+        q2, d2, _ = b2.evaluate(acct)
+        if d1.bid and d2.bid:
+            break
     assert d1.bid and d2.bid, (d1, d2)
     # both bids land in the same block: the second one finds nothing left to buy
     scn.rpc("evm_setAutomine", [False])

@@ -245,14 +245,17 @@ class Sender:
                 tx["gas"] = min(int(self.w3.eth.estimate_gas(tx) * 1.3) + 50_000, self.gas_limit)
             except Exception as e:  # noqa: BLE001 - the node's revert reason is the useful part
                 raise DeployError(f"{what} would revert: {e}") from None
-        tx["nonce"] = self._next_nonce()
-        signed = self.account.sign_transaction(tx)
-        raw = getattr(signed, "raw_transaction", None) or getattr(signed, "rawTransaction")
-        try:
-            h = self.w3.eth.send_raw_transaction(raw)
-        except Exception:
-            self.reset_nonce()
-            raise
+        for attempt in range(3):
+            tx["nonce"] = self._next_nonce()
+            signed = self.account.sign_transaction(tx)
+            raw = getattr(signed, "raw_transaction", None) or getattr(signed, "rawTransaction")
+            try:
+                h = self.w3.eth.send_raw_transaction(raw)
+                break
+            except Exception as e:  # noqa: BLE001
+                self.reset_nonce()  # another sender used this key's nonce (a shared node): re-read and retry
+                if "nonce" not in str(e).lower() or attempt == 2:
+                    raise
         if not wait:
             return h
         rcpt = self.w3.eth.wait_for_transaction_receipt(h, timeout=120)

@@ -6,27 +6,26 @@
 The work is done by :func:`keeper.deploy.deploy` (the same code as ``backstop deploy``): tokens, Clearinghouse,
 the 2-of-3 keeper set, collateral listings with haircuts and caps, the option series grid, the liquidation auction
 and a seeded insurance fund. Keys come from the network's mnemonic (brownie's local chains are started from a
-known one); the deployment file goes to ``$BACKSTOP_DEPLOYMENT`` or ``./deployment.json``.
+known one); keys are derived from the standard local test mnemonic (``$BACKSTOP_MNEMONIC`` to override) and the
+deployer is funded from brownie's first unlocked account when it has no ether there (Ganache's ``brownie`` seed is
+not a BIP-39 mnemonic). The deployment file goes to ``$BACKSTOP_DEPLOYMENT`` or ``./deployment.json``.
 """
 from __future__ import annotations
 
 import os
 
-from brownie import network, web3
-from brownie._config import CONFIG
+from brownie import accounts, network, web3
 from eth_account import Account
 
 from keeper.deploy import DEFAULT_MNEMONIC, DeployConfig, deploy, derive_keys, web3_for
 
 
-def _mnemonic() -> str:
-    settings = CONFIG.active_network.get("cmd_settings") or {}
-    return str(settings.get("mnemonic") or os.environ.get("BACKSTOP_MNEMONIC") or DEFAULT_MNEMONIC)
-
-
 def main() -> None:
     url = web3.provider.endpoint_uri
-    keys = derive_keys(_mnemonic(), 4)
+    keys = derive_keys(os.environ.get("BACKSTOP_MNEMONIC", DEFAULT_MNEMONIC), 4)
+    deployer = Account.from_key(keys[0]).address
+    if web3.eth.get_balance(deployer) < 10**18:
+        accounts[0].transfer(deployer, "100 ether")
     keepers = [Account.from_key(k).address for k in keys[1:4]]
     out = os.environ.get("BACKSTOP_DEPLOYMENT", "deployment.json")
     res = deploy(web3_for(url), keys[0], keepers, DeployConfig(), rpc_url=url, deployment_file=out,

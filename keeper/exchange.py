@@ -31,6 +31,7 @@ import requests
 from eth_account import Account
 from eth_utils import is_address, to_checksum_address
 
+from keeper import eip712 as _eip712
 from keeper.archive import InputsArchive, normalize_hash
 
 KINDS = ("margin", "prices", "settlement")
@@ -488,15 +489,10 @@ def diff_leaves(mine: list[dict], theirs: list[dict], key: str = "account") -> d
 # ------------------------------------------------------------------------------------------------------------
 # EIP-712 digests of the three attested messages (docs/contracts.md)
 # ------------------------------------------------------------------------------------------------------------
-TYPES = {
-    "margin": ("MarginRoot", [{"name": "root", "type": "bytes32"}, {"name": "inputsHash", "type": "bytes32"},
-                              {"name": "sequence", "type": "uint64"}, {"name": "timestamp", "type": "uint64"},
-                              {"name": "leafCount", "type": "uint32"}]),
-    "prices": ("Prices", [{"name": "assets", "type": "address[]"}, {"name": "prices", "type": "uint256[]"},
-                          {"name": "sequence", "type": "uint64"}, {"name": "timestamp", "type": "uint64"}]),
-    "settlement": ("SettlementPrices", [{"name": "underlyings", "type": "address[]"},
-                                        {"name": "prices", "type": "uint256[]"}, {"name": "expiry", "type": "uint64"},
-                                        {"name": "timestamp", "type": "uint64"}]),
+TYPES = {  # the type strings are keeper/eip712.py's (docs/contracts.md)
+    "margin": ("MarginRoot", _eip712.MARGIN_ROOT_TYPE),
+    "prices": ("Prices", _eip712.PRICES_TYPE),
+    "settlement": ("SettlementPrices", _eip712.SETTLEMENT_PRICES_TYPE),
 }
 
 
@@ -531,8 +527,7 @@ class TypedDataCodec:
     builds the same; the integration tests compare both with the contract's ``hashTypedData``."""
 
     def __init__(self, chain_id: int, verifying_contract: str, name: str = "Backstop", version: str = "1") -> None:
-        self.domain = {"name": name, "version": version, "chainId": int(chain_id),
-                       "verifyingContract": to_checksum_address(verifying_contract)}
+        self.domain = _eip712.Domain(int(chain_id), verifying_contract, name, version).as_dict()
 
     def typed_data(self, kind: str, message: Mapping[str, Any]) -> dict:
         """The full EIP-712 structure (``domain``, ``types``, ``primaryType``, ``message``) for a message."""
@@ -545,13 +540,13 @@ class TypedDataCodec:
         msg = {f["name"]: _typed_value(f["type"], message[f["name"]]) for f in fields}
         if kind != "margin" and len(msg[fields[0]["name"]]) != len(msg["prices"]):
             raise ValueError("assets and prices differ in length")
-        return {"types": {"EIP712Domain": [{"name": "name", "type": "string"}, {"name": "version", "type": "string"},
-                                           {"name": "chainId", "type": "uint256"},
-                                           {"name": "verifyingContract", "type": "address"}],
-                          primary: fields},
+        return {"types": {"EIP712Domain": _eip712.EIP712_DOMAIN_TYPE, primary: fields},
                 "domain": self.domain, "primaryType": primary, "message": msg}
 
     def digest(self, kind: str, message: Mapping[str, Any]) -> bytes:
-        from eth_account.messages import _hash_eip191_message, encode_typed_data
+        """The 32-byte EIP-712 digest of a message (:func:`keeper.eip712.digest`)."""
+        return _eip712.digest(self.typed_data(kind, message))
 
-        return bytes(_hash_eip191_message(encode_typed_data(full_message=self.typed_data(kind, message))))
+    def sign(self, kind: str, message: Mapping[str, Any], account) -> bytes:
+        """This keeper's 65-byte signature of a message (:func:`keeper.eip712.sign`)."""
+        return _eip712.sign(self.typed_data(kind, message), account.key)

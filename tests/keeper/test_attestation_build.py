@@ -152,10 +152,76 @@ def test_fast_canonical_inputs_is_byte_identical():
     assert canonical_inputs(doc) == canonical_json(doc)
 
 
-def test_fast_leaf_hash_matches_eth_abi_on_edge_values():
-    for vals in [(0, -(2**255), 0, 0, 2**255 - 1), (2**32 - 1, 2**255 - 1, 2**256 - 1, 2**256 - 1, -1)]:
-        l = Leaf("0x" + "ff" * 20, *vals)
-        enc = encode(["address", "uint32", "int256", "uint256", "uint256", "int256"], ["0x" + "ff" * 20, *vals])
-        assert l.hash() == keccak(keccak(enc))
+def test_leaf_outside_its_abi_types_raises():
     with pytest.raises(ValueError):
         Leaf("0x" + "ff" * 20, 2**32, 0, 0, 0, 0).hash()
+    with pytest.raises(ValueError):
+        Leaf("0x" + "ff" * 20, 0, 0, -1, 0, 0).hash()
+
+
+def _flat_except(bad_strike: float):
+    class Surface:  # flat 60 %, but no vol (NaN) at one strike: a failed slice for one series
+        def implied_vol(self, k, t, f):
+            k = np.asarray(k, dtype=float)
+            return np.where(np.isclose(k, bad_strike), np.nan, np.full(np.broadcast(k, np.asarray(t)).shape, 0.6))
+
+    return Surface()
+
+
+def test_nan_vol_for_one_series_leaves_only_its_holders_out_of_the_signed_root():
+    from keeper.keeper_bot import screen_series
+
+    doc, marks = _doc()  # account 1 holds series 1 only, account 2 both, account 3 series 2 only
+    now, spot = doc["block"]["timestamp"], 2000.0
+    series = [SeriesInfo(1, "0x" + "ee" * 20, 2000 * WAD, now + 30 * 86400, True),
+              SeriesInfo(2, "0x" + "ee" * 20, 1800 * WAD, now + 30 * 86400, False)]
+    bad = mark_series(series, _flat_except(1800.0), None, spot, now)
+    assert np.isnan(bad.vols[1]) and np.isnan(bad.marks[1]) and not np.isnan(bad.marks[0])
+    accounts = [AccountSnapshot("0x" + "01" * 20, 1, 5_000_000_000, {"0x" + "ee" * 20: 2 * WAD}, {1: -10 * WAD}),
+                AccountSnapshot("0x" + "02" * 20, 4, 10**9, {}, {1: 3 * WAD, 2: -1 * WAD}),
+                AccountSnapshot("0x" + "03" * 20, 2, 50_000_000, {}, {2: -40 * WAD})]
+    scr = screen_series(series, bad, accounts)
+    assert scr.bad_series == [2]
+    assert [a.account for a in scr.accounts] == ["0x" + "01" * 20]
+    assert sorted(a.account for a in scr.unattestable) == ["0x" + "02" * 20, "0x" + "03" * 20]
+    assert all(np.isfinite(scr.marks.vols)) and all(np.isfinite(scr.marks.marks))
+    cfg = parse_config({"market": {"simulated": {"seed": 5, "jump_intensity": 0.0}}})
+    screened_doc = build_inputs(block=BlockRef(100, doc["block"]["hash"], now), spot_wad=int(spot * WAD),
+                                surface_doc={"flat": 0.6}, series=series, marks=scr.marks, accounts=scr.accounts,
+                                collateral_assets=doc["collateral_assets"], quote_decimals=6,
+                                risk=risk_document(cfg.risk, cfg.risk.mc_diffusion_vol),
+                                underlying_asset="0x" + "ee" * 20)
+    leaves, _ = leaves_from_inputs(screened_doc)
+    tree = MerkleTree([l.hash() for l in leaves])
+    assert [l.account for l in leaves] == ["0x" + "01" * 20]
+    # account 1's leaf is the one a clean block computes for it (its numbers do not depend on series 2) ...
+    clean_doc = json.loads(json.dumps(doc))
+    clean_doc["marks"][0] = scr.marks.marks[0]  # the clean block marked series 1 from the chain's quotes too
+    clean_leaves, _ = leaves_from_inputs(clean_doc)
+    assert leaves[0].equity == to_quote_units([5_000.0 + 2 * 2000.0 * 0.8 - 10 * scr.marks.marks[0]], 6, "floor")[0]
+    assert leaves[0].maintenance == clean_leaves[0].maintenance
+    assert oz_process_proof(leaves[0].hash(), tree.proof(leaves[0].hash())) == tree.root
+    # ... and the holders of series 2 are not provable against the signed root
+    for l in clean_leaves[1:]:
+        with pytest.raises(KeyError):
+            tree.proof(l.hash())
+
+
+def test_out_of_range_account_is_left_out_and_the_archive_agrees(tmp_path):
+    from keeper.keeper_bot import storable_leaves
+
+    doc, _ = _doc(cash=(5_000_000_000, 2**96, 50_000_000))  # account 2's equity cannot be stored as int96
+    all_leaves, details = leaves_from_inputs(doc)
+    assert all_leaves[1].equity > 2**95 - 1 and all_leaves[0].storage_violation() is None
+    assert "int96" in all_leaves[1].storage_violation()
+    kept, kept_details, skipped = storable_leaves(all_leaves, details)
+    assert [l.account for l in kept] == [all_leaves[0].account, all_leaves[2].account]
+    assert [(l.account, "equity" in why) for l, why in skipped] == [(all_leaves[1].account, True)]
+    assert list(kept_details["equity"]) == [details["equity"][0], details["equity"][2]]
+    arch = InputsArchive(tmp_path)
+    root, leaves = recompute_from_archive(arch.get(arch.put(doc)))
+    assert leaves == kept and root == MerkleTree([l.hash() for l in kept]).root
+    # a maintenance margin above uint96 is caught the same way
+    huge = Leaf(all_leaves[0].account, 1, 0, 2**96, 2**96, 0)
+    assert "maintenance" in huge.storage_violation()
+    assert storable_leaves([huge], {})[0] == []

@@ -183,7 +183,8 @@ def test_diff_leaves_names_the_differing_field():
 
 
 def test_codec_and_tree_agree_with_the_contracts_side_module():
-    """keeper/eip712.py (written from the contract side) builds the same digests and the same Merkle root."""
+    """The codec's message conversion (hex strings -> typed values) gives eip712's digests, and the keeper's hash-built
+    tree adapter lays out the same root as eip712.MarginTree.build (a second construction)."""
     eip = pytest.importorskip("keeper.eip712")
     from keeper.keeper_bot import Leaf, MerkleTree
 

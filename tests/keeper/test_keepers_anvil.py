@@ -5,6 +5,7 @@ C counterparty), starts the keepers and mines blocks explicitly."""
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from eth_account import Account
 
@@ -438,3 +439,68 @@ def test_price_shock_on_ganache(tmp_path):
     finally:
         _stop(ks)
         net.chain.stop()
+
+
+def test_leaf_hash_and_digests_match_the_contract_views(net):
+    """The keeper's leaf hash and EIP-712 digests (both through keeper/eip712.py) against the contract's own
+    ``leafHash`` and ``hashTypedData`` views: the independent check now that the keeper has no copy of its own."""
+    from keeper import eip712
+    from keeper.exchange import TypedDataCodec
+    from keeper.keeper_bot import Leaf
+
+    ch = net.ch
+    acc = Account.from_key(b"\x07" * 32).address
+    for l in (Leaf(acc, 3, -5, 7, 11, -13), Leaf(acc, 2**32 - 1, 2**95 - 1, 2**96 - 1, 2**96 - 1, -(2**95))):
+        assert l.hash() == bytes(ch.functions.leafHash(l.as_tuple()).call())
+    codec = TypedDataCodec(net.w3.eth.chain_id, ch.address)
+    msgs = {"margin": {"root": "0x" + "aa" * 32, "inputsHash": "0x" + "bb" * 32, "sequence": 7,
+                       "timestamp": 1_700_000_000, "leafCount": 3},
+            "prices": {"assets": [net.res.underlying], "prices": [1999 * WAD], "sequence": 8,
+                       "timestamp": 1_700_000_001}}
+    for kind, m in msgs.items():
+        sh = eip712.struct_hash(codec.typed_data(kind, m))
+        assert codec.digest(kind, m) == bytes(ch.functions.hashTypedData(sh).call())
+    # a changed field changes both sides
+    other = dict(msgs["margin"], leafCount=4)
+    assert codec.digest("margin", other) != codec.digest("margin", msgs["margin"])
+
+
+class _NoVolAt:
+    """The fitted surface, except that it gives no vol (NaN) at one strike: a failed slice for one series."""
+
+    def __init__(self, surface, strike: float) -> None:
+        self._s, self._k = surface, strike
+
+    def __getattr__(self, name):
+        return getattr(self._s, name)
+
+    def implied_vol(self, k, t, f):
+        v = np.asarray(self._s.implied_vol(k, t, f), dtype=float)
+        return np.where(np.isclose(np.asarray(k, dtype=float), self._k), np.nan, v)
+
+
+def test_nan_vol_for_one_series_skips_only_its_holders(net, tmp_path):
+    from keeper.surface import fit_surface
+
+    spot, k = _one_keeper(net, tmp_path)
+    held = {2000.0}  # A, B and C all trade the ATM put (harness.setup_book)
+    free = next(s["strike"] for s in net.res.series if s["strike"] not in held)
+    skipped = k.bot.metrics.skipped_inputs
+    try:
+        k.bot._fit = lambda chain: _NoVolAt(fit_surface(chain), free)  # a series nobody holds: everyone attested
+        b = net.mine()
+        assert h.wait_for(lambda: _root(k, b), 20)
+        assert k.bot.attestations[b].message()["leafCount"] == 3
+        assert skipped.labels(reason="bad_market_data")._value.get() >= 1
+        assert skipped.labels(reason="unattestable_account")._value.get() == 0
+        k.bot._fit = lambda chain: _NoVolAt(fit_surface(chain), 2000.0)  # the series all three hold
+        b2 = net.mine()
+        assert h.wait_for(lambda: k.bot.last_block == b2, 20)
+        time.sleep(0.3)
+        assert _root(k, b2) is None and ("margin", b2) not in k.bot.pending  # nothing built on it is signed
+        assert skipped.labels(reason="unattestable_account")._value.get() >= 3
+        k.bot._fit = None  # the surface is whole again: signing resumes
+        b3 = net.mine()
+        assert h.wait_for(lambda: _root(k, b3), 20)
+    finally:
+        k.stop()

@@ -72,7 +72,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         uint32 maxRecordAge; // freshness of breach and margin records used here
     }
 
-    /// @notice A running auction (4 storage slots).
+    /// @notice A running auction, as returned by {auctionOf} (stored packed as {StoredAuction}).
     struct Auction {
         address starter;
         uint64 startedAt;
@@ -87,13 +87,52 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         uint128 penaltyTotal;
     }
 
+    /// @dev Storage layout of an auction, grouped by access: a partial bid reads slots 0-2 and writes slot 0 (and
+    /// slot 2 when it pays a penalty); slot 3 is read only when the auction ends. Every slot a bid writes is non-zero
+    /// from the start (`startedAt`, `initial`), so no bid pays for a zero-to-non-zero write.
+    struct StoredAuction {
+        // slot 0: written by every bid
+        uint32 startedAt;
+        uint32 expectedNonce;
+        uint64 soldWad;
+        uint128 escrow;
+        // slot 1: read by every bid
+        int96 equity;
+        uint96 maintenance;
+        uint64 id;
+        // slot 2: read by every bid, `penaltyTotal` written by a paying bid
+        uint96 initial;
+        uint128 penaltyTotal;
+        // slot 3: read when the auction ends
+        address starter;
+        uint96 rewardPromised;
+    }
+
+    /// @dev Storage layout of {Config}: a bid reads slots 0 and 1 only (`cut <= RAY < 2^96`).
+    struct StoredConfig {
+        // slot 0
+        AuctionCurves.Kind kind;
+        uint32 tau;
+        uint32 step;
+        uint96 cut;
+        uint32 tail;
+        uint32 maxRecordAge;
+        // slot 1
+        uint64 cuspWad;
+        uint64 bufferWad;
+        uint64 penaltyWad;
+        uint64 chipWad;
+        // slot 2: read only by {start}
+        uint128 tip;
+    }
+
     /// @notice The clearinghouse this module liquidates for.
     IAuctionClearinghouse public immutable clearinghouse;
     /// @notice The clearinghouse's quote asset.
     IERC20 public immutable quoteAsset;
 
-    Config internal _config;
-    mapping(address account => Auction) internal _auctions;
+    StoredConfig internal _config;
+    mapping(address account => StoredAuction) internal _auctions;
     /// @notice Number of auctions ever started (ids start at 1).
     uint64 public auctionCount;
 
@@ -236,20 +275,25 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
      * @return id The auction id.
      */
     function start(address account) external nonReentrant whenNotPaused returns (uint256 id) {
-        Auction storage a = _auctions[account];
+        StoredAuction storage a = _auctions[account];
         if (a.startedAt != 0) revert AuctionRunning(account, a.id);
         (IAuctionClearinghouse.BreachRecord memory b, uint32 nonce) = _freshBreach(account);
-        Config memory cfg = _config;
+        Config memory cfg = _loadConfig(true);
         id = ++auctionCount;
         uint256 reward = cfg.tip + Math.mulDiv(cfg.chipWad, b.maintenance, WAD, Math.Rounding.Floor);
-        a.starter = msg.sender;
-        a.startedAt = uint64(block.timestamp);
-        a.expectedNonce = nonce;
-        a.equity = b.equity;
-        a.maintenance = b.maintenance;
-        a.initial = b.initial;
-        a.rewardPromised = reward.toUint96();
-        a.id = uint64(id);
+        _auctions[account] = StoredAuction({
+            startedAt: block.timestamp.toUint32(),
+            expectedNonce: nonce,
+            soldWad: 0,
+            escrow: 0,
+            equity: b.equity,
+            maintenance: b.maintenance,
+            id: uint64(id),
+            initial: b.initial,
+            penaltyTotal: 0,
+            starter: msg.sender,
+            rewardPromised: reward.toUint96()
+        });
         (int256 top, uint256 span) = _topAndSpan(b.equity, b.maintenance);
         emit AuctionStarted(
             id, account, msg.sender, b.equity, b.maintenance, b.initial, top, span,
@@ -264,34 +308,40 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
      * cover the fresh deficit, the auction ends as restored instead. Not blocked by the pause.
      */
     function redo(address account) external nonReentrant {
-        Auction storage a = _auctions[account];
-        if (a.startedAt == 0) revert NoAuction(account);
-        Config memory cfg = _config;
+        Auction memory m = _load(account);
+        if (m.startedAt == 0) revert NoAuction(account);
+        Config memory cfg = _loadConfig(false);
         (IAuctionClearinghouse.BreachRecord memory b, uint32 current) = _freshBreach(account);
         {
-            (uint256 elapsed, uint256 f) = _elapsedAndFactor(a, cfg);
-            bool turnedInsolvent = b.equity < 0 && a.equity >= 0;
+            (uint256 elapsed, uint256 f) = _elapsedAndFactor(m, cfg);
+            bool turnedInsolvent = b.equity < 0 && m.equity >= 0;
             if (
-                elapsed <= cfg.tail && f >= uint256(cfg.cuspWad) * RAY_PER_WAD && current == a.expectedNonce
+                elapsed <= cfg.tail && f >= uint256(cfg.cuspWad) * RAY_PER_WAD && current == m.expectedNonce
                     && !turnedInsolvent
             ) revert ResetNotNeeded(account);
         }
         uint256 target = _target(b.maintenance, cfg.bufferWad);
-        if (b.equity >= 0 && int256(target) - int256(b.equity) <= int256(uint256(a.escrow))) {
-            _finish(account, a, EndReason.Restored);
+        if (b.equity >= 0 && int256(target) - int256(b.equity) <= int256(uint256(m.escrow))) {
+            _finish(account, m, EndReason.Restored);
             return;
         }
-        a.startedAt = uint64(block.timestamp);
+        m.startedAt = uint64(block.timestamp);
+        m.expectedNonce = current;
+        m.equity = b.equity;
+        m.maintenance = b.maintenance;
+        m.initial = b.initial;
+        m.soldWad = 0;
+        StoredAuction storage a = _auctions[account];
+        a.startedAt = block.timestamp.toUint32();
         a.expectedNonce = current;
+        a.soldWad = 0;
         a.equity = b.equity;
         a.maintenance = b.maintenance;
         a.initial = b.initial;
-        a.soldWad = 0;
-        _emitReset(a, account, target);
+        _emitReset(m, account, target);
     }
 
-    function _emitReset(Auction storage a, address account, uint256 target) private {
-        Auction memory m = a;
+    function _emitReset(Auction memory m, address account, uint256 target) private {
         (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
         emit AuctionReset(
             m.id, account, msg.sender, m.equity, m.maintenance, m.initial, top, span, target, m.escrow, m.expectedNonce
@@ -320,10 +370,9 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     {
         if (block.timestamp > deadline) revert BidExpired(deadline, block.timestamp);
         if (msg.sender == account) revert SelfBid(account);
-        Auction storage a = _auctions[account];
-        if (a.startedAt == 0) revert NoAuction(account);
-        Auction memory m = a;
-        Config memory cfg = _config;
+        Auction memory m = _load(account);
+        if (m.startedAt == 0) revert NoAuction(account);
+        Config memory cfg = _loadConfig(false);
         (int256 price_, uint256 allowed, uint256 fill) = _fill(account, m, cfg, maxFractionWad, maxPrice);
         fractionWad = fill;
         amount = _mulWadSignedFloor(fill, price_);
@@ -331,13 +380,17 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         _transferShare(account, fill, m.soldWad);
         uint256 penalty = _settleCash(m, amount, cfg.penaltyWad);
         m.soldWad += uint64(fill);
-        a.soldWad = m.soldWad;
-        a.escrow = m.escrow;
-        a.penaltyTotal = m.penaltyTotal;
-        a.expectedNonce = clearinghouse.stateNonce(account);
         _emitBid(m, account, price_, fill, amount, penalty);
-        if (m.soldWad == WAD) _finish(account, a, EndReason.SoldOut);
-        else if (fill == allowed) _finish(account, a, EndReason.Restored);
+        if (m.soldWad == WAD) {
+            _finish(account, m, EndReason.SoldOut);
+        } else if (fill == allowed) {
+            _finish(account, m, EndReason.Restored);
+        } else {
+            // one write of slot 0 (and of slot 2 if a penalty was paid)
+            StoredAuction storage a = _auctions[account];
+            (a.expectedNonce, a.soldWad, a.escrow) = (clearinghouse.stateNonce(account), m.soldWad, m.escrow);
+            if (penalty > 0) a.penaltyTotal = m.penaltyTotal;
+        }
     }
 
     /// @dev Checks nonce, reset need and price limit; returns the price, the allowed and the filled fraction.
@@ -403,11 +456,11 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
      * by the pause.
      */
     function cure(address account) external nonReentrant {
-        Auction storage a = _auctions[account];
+        Auction memory a = _load(account);
         if (a.startedAt == 0) revert NoAuction(account);
         (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(account);
         if (attestedAt == 0) revert StaleBreach(account, 0, clearinghouse.stateNonce(account));
-        Config memory cfg = _config;
+        Config memory cfg = _loadConfig(false);
         if (block.timestamp > uint256(attestedAt) + cfg.maxRecordAge) {
             revert RecordExpired(account, attestedAt, cfg.maxRecordAge);
         }
@@ -424,7 +477,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
      * must cover the remaining deficit `ceil((1 - S)(T - E)) - C`. Not blocked by the pause.
      */
     function depositAndCure(address account, uint256 amount) external nonReentrant {
-        Auction storage a = _auctions[account];
+        Auction memory a = _load(account);
         if (a.startedAt == 0) revert NoAuction(account);
         uint32 current = clearinghouse.stateNonce(account);
         if (current != a.expectedNonce) revert AccountChanged(account, a.expectedNonce, current);
@@ -453,12 +506,16 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
 
     /// @notice Current parameters.
     function config() external view returns (Config memory) {
-        return _config;
+        return _loadConfig(true);
     }
 
     /// @notice The running auction of `account` (all zero if none).
-    function auctionOf(address account) external view returns (Auction memory) {
-        return _auctions[account];
+    function auctionOf(address account) external view returns (Auction memory m) {
+        m = _load(account);
+        if (m.startedAt != 0) {
+            StoredAuction storage a = _auctions[account];
+            (m.starter, m.rewardPromised) = (a.starter, a.rewardPromised);
+        }
     }
 
     /**
@@ -470,9 +527,9 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         view
         returns (int256 price_, uint256 allowedWad, uint256 factorRay, bool needsReset)
     {
-        Auction memory m = _auctions[account];
+        Auction memory m = _load(account);
         if (m.startedAt == 0) revert NoAuction(account);
-        Config memory cfg = _config;
+        Config memory cfg = _loadConfig(false);
         uint256 elapsed;
         (elapsed, factorRay) = _elapsedAndFactor(m, cfg);
         needsReset = elapsed > cfg.tail || factorRay < uint256(cfg.cuspWad) * RAY_PER_WAD
@@ -484,7 +541,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
 
     /// @notice Remaining deficit `ceil((1 - S)(T - E)) - C` of the running auction (<= 0: restored).
     function deficitOf(address account) external view returns (int256) {
-        Auction memory m = _auctions[account];
+        Auction memory m = _load(account);
         if (m.startedAt == 0) revert NoAuction(account);
         return _deficit(m, _target(m.maintenance, _config.bufferWad));
     }
@@ -499,8 +556,37 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         _bound("penalty", c.penaltyWad, 0, MAX_PENALTY);
         _bound("chip", c.chipWad, 0, MAX_CHIP);
         _bound("maxRecordAge", c.maxRecordAge, MIN_RECORD_AGE, MAX_RECORD_AGE);
-        _config = c;
+        _bound("cut", c.cut, 0, RAY);
+        _config = StoredConfig({
+            kind: c.kind,
+            tau: c.tau,
+            step: c.step,
+            cut: uint96(c.cut), // validated above when the curve uses it; a Linear curve's unused cut is bounded below
+            tail: c.tail,
+            maxRecordAge: c.maxRecordAge,
+            cuspWad: c.cuspWad,
+            bufferWad: c.bufferWad,
+            penaltyWad: c.penaltyWad,
+            chipWad: c.chipWad,
+            tip: c.tip
+        });
         emit ConfigSet(c);
+    }
+
+    /// @dev The parameters as {Config}; `tip` (slot 2) only when `withTip`.
+    function _loadConfig(bool withTip) internal view returns (Config memory c) {
+        StoredConfig storage s = _config;
+        (c.kind, c.tau, c.step, c.cut, c.tail, c.maxRecordAge) = (s.kind, s.tau, s.step, s.cut, s.tail, s.maxRecordAge);
+        (c.cuspWad, c.bufferWad, c.penaltyWad, c.chipWad) = (s.cuspWad, s.bufferWad, s.penaltyWad, s.chipWad);
+        if (withTip) c.tip = s.tip;
+    }
+
+    /// @dev The auction of `account` (slots 0-2; `starter` and `rewardPromised` are left zero, see {_finish}).
+    function _load(address account) internal view returns (Auction memory m) {
+        StoredAuction storage a = _auctions[account];
+        (m.startedAt, m.expectedNonce, m.soldWad, m.escrow) = (a.startedAt, a.expectedNonce, a.soldWad, a.escrow);
+        (m.equity, m.maintenance, m.id) = (a.equity, a.maintenance, a.id);
+        (m.initial, m.penaltyTotal) = (a.initial, a.penaltyTotal);
     }
 
     function _bound(bytes32 name, uint256 value, uint256 min, uint256 max) internal pure {
@@ -619,8 +705,11 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
 
     /// @dev Pays out escrow (to the account), the starter's reward and the fund's share of the penalty; clears the
     /// breach and deletes the auction.
-    function _finish(address account, Auction storage a, EndReason reason) internal {
-        Auction memory m = a;
+    function _finish(address account, Auction memory m, EndReason reason) internal {
+        {
+            StoredAuction storage a = _auctions[account];
+            (m.starter, m.rewardPromised) = (a.starter, a.rewardPromised);
+        }
         uint256 reward = m.penaltyTotal < m.rewardPromised ? m.penaltyTotal : m.rewardPromised;
         delete _auctions[account];
         if (m.escrow > 0) clearinghouse.transferCash(address(this), account, m.escrow);

@@ -183,3 +183,24 @@ def reverts_with(name: str):
         assert msg.split(":")[0].strip() == name, f"expected {name}, got {msg!r}"
     else:
         raise AssertionError(f"did not revert (expected {name})")
+
+
+@pytest.fixture
+def state_machine_py():
+    """brownie's own ``state_machine`` runner, loaded from its pure-Python source.
+
+    Same fixture as tests/contracts/conftest.py (that directory-scoped conftest is not visible here): the
+    mypyc-compiled ``brownie.test.stateful`` in eth-brownie 1.22.2 rejects the machine class it generates itself
+    ("_BrownieStateMachine object expected; got BrownieStateMachine"); the uncompiled ``stateful.py`` shipped beside
+    it is the same code and works.
+    """
+    import importlib.util
+    from pathlib import Path
+
+    import brownie.test
+
+    path = Path(brownie.test.__file__).with_name("stateful.py")
+    spec = importlib.util.spec_from_file_location("_brownie_stateful_source_auction", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.state_machine

@@ -1,0 +1,269 @@
+"""Stateful property test as a hypothesis rule-based state machine (brownie's ``state_machine`` runner, loaded from
+its uncompiled source by the ``state_machine_py`` fixture), on the real core with keeper-signed attestations.
+
+Rules: deposit, trade, price move + attestation, breach + start, bid (random fraction and price limit), cure by
+deposit, cure by attestation, redo, time passes. Invariants after every step:
+
+* token conservation, per token: the clearinghouse's quote / WETH / WBTC balances equal what accounts (and the
+  settlement reserve) are owed, every series' positions net to zero;
+* fund arithmetic: the module's cash equals fund liabilities plus escrow and penalties of running auctions; the fund
+  balance equals a ledger kept here from the ``FundReceived`` / ``ShortfallPaid`` events; claims sum to the bad debt
+  recorded, and ``collected <= repaid <= recorded``;
+* no account that the keepers' latest attestation of its current portfolio shows as healthy is ever sold from, and
+  a bid never fills at a price worse than its limit.
+
+Why hypothesis ran only 1-4 steps per example here (found in hypothesis 6.27.3's engine, ``generate_new_examples``):
+while fewer than ``small_example_cap = clamp(10, max_examples // 10, 50)`` (so at least 10) valid examples have run,
+every new example is first run "zero-extended" (novel prefix + zero bytes: the should-continue draw is 0, so ONE
+step) and then with its buffer capped at ten times that minimal extension, which a machine whose steps draw more
+bytes than its first one overruns after a few steps. With a small ``max_examples`` (needed to stay under a minute)
+every example falls in that regime. (The run-loop itself stops early only with probability 2**-16 per step, and
+``stateful_step_count`` comes from these settings, not brownie's default 10.) The engine leaves that regime after
+five consecutive zero-extended examples are invalid, so ``teardown`` rejects an example that completed fewer than
+``STEPS`` steps without failing: the zero-extended probes are discarded (they do not count as examples) and every
+counted example runs the full ``STEPS``. The test records the steps of every example and asserts it.
+"""
+from __future__ import annotations
+
+import brownie
+from brownie import chain
+from brownie.test import strategy
+from hypothesis import HealthCheck, reject
+
+from keeper.auction_math import WAD
+from tests.auction.conftest import USDC
+
+FAR, ANY = 2**63, 2**255 - 1
+STEPS, EXAMPLES = 12, 3
+MM = 100_000 * USDC
+
+
+def _revert_name(e) -> str:
+    return str(e.revert_msg).split(":")[0].strip()
+
+
+class AuctionRules:
+    st_victim = strategy("uint8", max_value=1)
+    st_bidder = strategy("uint8", max_value=1)
+    st_usdc = strategy("uint32", min_value=1, max_value=200_000)
+    st_series = strategy("uint8", max_value=2)
+    st_size = strategy("int8", min_value=-5, max_value=5)
+    st_price = strategy("uint16", min_value=1_000, max_value=6_000)
+    st_pct = strategy("int16", min_value=-50, max_value=200)
+    st_breach_pct = strategy("int16", min_value=-50, max_value=99)
+    st_cure_pct = strategy("uint16", min_value=90, max_value=200)
+    st_frac = strategy("uint256", min_value=1, max_value=WAD)
+    st_limit_bps = strategy("int16", min_value=-2_000, max_value=500)  # limit = quoted price +/- bps of MM
+    st_secs = strategy("uint16", min_value=1, max_value=900)
+
+    steps_per_example: list = []  # class-level: one entry per counted example, steps run in it
+    rejected: list = []  # steps of examples rejected in teardown (hypothesis' zero-extended probes)
+    stats: dict = {}
+
+    def __init__(self, core, victims, bidders, starter, everyone):
+        # brownie calls __init__ on the generated class once; the chain is snapshotted right after it
+        self.core, self.victims, self.bidders, self.starter, self.everyone = core, victims, bidders, starter, everyone
+
+    def setup(self):
+        """Per example (after brownie reverted the chain to the snapshot): fresh model state."""
+        self.attested = {}  # account -> (nonce, equity, mm) of the latest attestation posted here
+        self.fund_ledger = int(self.core.auction.fundBalance())
+        self.steps_per_example.append(0)
+        self.in_step = False
+
+    def teardown(self):
+        """Rejects an example that ended normally after fewer than STEPS steps (see the module docstring)."""
+        if not self.in_step and self.steps_per_example[-1] < STEPS:
+            self.rejected.append(self.steps_per_example.pop())
+            reject()
+
+    # ------------------------------------------------------------------ helpers
+    def _step(self, name):
+        self.in_step = True  # cleared by the invariant check that follows a completed rule
+        self.steps_per_example[-1] += 1
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+    def _attest(self, account, equity, mm):
+        self.core.attest([(account, equity, mm, mm * 3 // 2)])
+        self.attested[str(account)] = (int(self.core.ch.stateNonce(account)), equity, mm)
+
+    def _book(self, tx):
+        """Fund ledger from the module's events (a second computation of fundBalance)."""
+        for ev in tx.events:
+            if ev.name == "FundReceived":
+                self.fund_ledger += int(ev["amount"]) - int(ev["repaid"])
+            elif ev.name == "ShortfallPaid":
+                self.fund_ledger -= int(ev["paid"])
+
+    def _running(self):
+        return [v for v in self.victims if int(self.core.auction.auctionOf(v)["startedAt"]) != 0]
+
+    def _attested_healthy(self, account, escrow) -> bool:
+        rec = self.attested.get(str(account))
+        return rec is not None and rec[0] == int(self.core.ch.stateNonce(account)) and rec[1] + escrow >= rec[2]
+
+    # ------------------------------------------------------------------ rules
+    def initialize_breach(self, st_victim, st_breach_pct):
+        """Every example opens with a keeper-attested breach and a started auction, so bids have work to do."""
+        self.rule_breach_and_start(st_victim, st_breach_pct)
+
+    def rule_deposit(self, st_victim, st_usdc):
+        self._step("deposit")
+        self.core.fund(self.victims[st_victim], usdc=st_usdc * USDC)
+
+    def rule_trade(self, st_victim, st_series, st_size):
+        self._step("trade")
+        if st_size == 0:
+            return
+        v = self.victims[st_victim]
+        nonce = int(self.core.ch.stateNonce(v))
+        try:
+            self.core.trade(v, self.core.series[st_series], st_size * 10**17, 50 * 10**18)
+        except brownie.exceptions.VirtualMachineError:
+            pass  # e.g. a breached account may not add risk
+        # core.trade attests both legs healthy for the pre-trade nonce (a trade that went through moved it on)
+        self.attested[str(v)] = (nonce, 10**15, 0)
+
+    def rule_price_move_and_attest(self, st_price, st_victim, st_pct):
+        """Prices move, keepers re-attest one account at `st_pct`% of its maintenance margin."""
+        self._step("price_move")
+        self.core.post_prices({self.core.weth: st_price * 10**18, self.core.wbtc: st_price * 20 * 10**18})
+        self._attest(self.victims[st_victim], MM * st_pct // 100, MM)
+
+    def rule_breach_and_start(self, st_victim, st_breach_pct):
+        self._step("breach_and_start")
+        v = self.victims[st_victim]
+        self._attest(v, MM * st_breach_pct // 100, MM)
+        try:
+            tx = self.core.auction.start(v, {"from": self.starter})
+        except brownie.exceptions.VirtualMachineError as e:
+            assert _revert_name(e) == "AuctionRunning", f"fresh breach refused: {e.revert_msg}"
+            return
+        self.stats["started"] = self.stats.get("started", 0) + 1
+        assert int(tx.events["AuctionStarted"]["equity"]) == MM * st_breach_pct // 100
+
+    def rule_bid(self, st_victim, st_bidder, st_frac, st_limit_bps):
+        self._step("bid")
+        v, b = self.victims[st_victim], self.bidders[st_bidder]
+        auction = self.core.auction
+        if int(auction.auctionOf(v)["startedAt"]) == 0:
+            return
+        if len(self.core.chx.seriesOf(b)) > 0:
+            self._attest(b, 10**13, 10_000 * USDC)  # keepers keep the bidder's own record fresh
+        quoted = int(auction.quote(v)[0])
+        limit = quoted + MM * st_limit_bps // 10_000
+        escrow = int(auction.auctionOf(v)["escrow"])
+        healthy = self._attested_healthy(v, escrow)
+        try:
+            tx = auction.bid(v, st_frac, limit, FAR, 0, {"from": b})
+        except brownie.exceptions.VirtualMachineError as e:
+            name = _revert_name(e)
+            self.stats["bid_refused:" + name] = self.stats.get("bid_refused:" + name, 0) + 1
+            assert name != "PriceAboveLimit" or limit < quoted, "price limit refused a bid at the quoted price"
+            return
+        self.stats["bid_filled"] = self.stats.get("bid_filled", 0) + 1
+        self._book(tx)
+        assert not healthy, f"sold from {v}, attested healthy: {self.attested[str(v)]}"
+        ev = tx.events["Bid"]
+        assert int(ev["price"]) <= limit and int(ev["price"]) <= quoted  # prices only move in the bidder's favour
+        assert int(ev["fractionWad"]) <= st_frac
+
+    def rule_cure_by_deposit(self, st_victim):
+        self._step("cure_by_deposit")
+        v = self.victims[st_victim]
+        auction = self.core.auction
+        if int(auction.auctionOf(v)["startedAt"]) == 0:
+            return
+        d = max(int(auction.deficitOf(v)), 1)
+        self.core.quote.mint(v, d, {"from": v})
+        self.core.quote.approve(auction, d, {"from": v})
+        try:
+            tx = auction.depositAndCure(v, d, {"from": v})
+        except brownie.exceptions.VirtualMachineError as e:
+            assert _revert_name(e) == "AccountChanged", f"deposit of the deficit refused: {e.revert_msg}"
+            return
+        self._book(tx)
+        self.stats["cured_by_deposit"] = self.stats.get("cured_by_deposit", 0) + 1
+        assert not self.core.chx.isBreached(v)
+        assert int(auction.auctionOf(v)["startedAt"]) == 0
+
+    def rule_cure_by_attestation(self, st_victim, st_cure_pct):
+        self._step("cure_by_attestation")
+        v = self.victims[st_victim]
+        auction = self.core.auction
+        a = auction.auctionOf(v)
+        if int(a["startedAt"]) == 0:
+            return
+        equity = MM * st_cure_pct // 100
+        self._attest(v, equity, MM)
+        reaches = equity + int(a["escrow"]) >= MM * 11 // 10  # target MM x 1.1 (tail fallback: MM)
+        try:
+            tx = auction.cure(v, {"from": self.starter})
+        except brownie.exceptions.VirtualMachineError as e:
+            assert _revert_name(e) == "NotCured" and not reaches, f"cure refused: {e.revert_msg}"
+            return
+        self._book(tx)
+        self.stats["cured_by_attestation"] = self.stats.get("cured_by_attestation", 0) + 1
+        assert equity + int(a["escrow"]) >= MM
+        assert int(auction.auctionOf(v)["startedAt"]) == 0
+
+    def rule_redo(self, st_victim):
+        self._step("redo")
+        try:
+            tx = self.core.auction.redo(self.victims[st_victim], {"from": self.starter})
+        except brownie.exceptions.VirtualMachineError:
+            return
+        self._book(tx)
+
+    def rule_time_passes(self, st_secs):
+        self._step("sleep")
+        chain.sleep(st_secs)
+        chain.mine()
+
+    # ------------------------------------------------------------------ invariants
+    def invariant_tokens_conserved(self):
+        self.in_step = True  # a failure is in flight until this check passes
+        c = self.core
+        cash = sum(int(c.chx.cashOf(a)) for a in self.everyone) + int(c.ch.settlementReserve())
+        assert int(c.quote.balanceOf(c.ch)) == cash
+        for token in (c.weth, c.wbtc):
+            assert int(token.balanceOf(c.ch)) == sum(int(c.chx.collateralOf(a, token)) for a in self.everyone)
+        for s in c.series[:3]:
+            assert sum(int(c.chx.positionOf(a, s)) for a in self.everyone) == 0
+        self.in_step = False
+
+    def invariant_fund_arithmetic(self):
+        self.in_step = True  # a failure is in flight until this check passes
+        c, auction = self.core, self.core.auction
+        assert int(c.chx.cashOf(auction)) == c.module_cash_liabilities(self._running())
+        assert int(auction.fundBalance()) == self.fund_ledger
+        recorded, repaid = int(auction.badDebtRecorded()), int(auction.badDebtRepaid())
+        collected = int(auction.badDebtCollected())
+        assert collected <= repaid <= recorded and int(auction.deficit()) == recorded - repaid
+        claims = [auction.claimOf(i)[0] for i in range(int(auction.claimCount()))]
+        assert sum(int(cl[1]) for cl in claims) == recorded
+        self.in_step = False
+
+
+def test_auction_state_machine(state_machine_py, core, accounts):
+    victims = [accounts[1], accounts[7]]
+    bidders = [accounts[2], accounts[4]]
+    starter = accounts[3]
+    everyone = [*victims, *bidders, starter, core.maker, core.auction, core.owner]
+    for v in victims:
+        core.build_book(v, n_series=3)
+    for b in bidders:
+        core.fund(b, usdc=5_000_000 * USDC)
+    AuctionRules.steps_per_example.clear()
+    AuctionRules.stats.clear()
+    AuctionRules.rejected.clear()
+    state_machine_py(
+        AuctionRules, core, victims, bidders, starter, everyone,
+        settings={"max_examples": EXAMPLES, "stateful_step_count": STEPS, "deadline": None,
+                  "suppress_health_check": [HealthCheck.filter_too_much, HealthCheck.too_slow]},
+    )
+    steps = AuctionRules.steps_per_example
+    print("state machine steps per example:", steps, "rejected probes:", AuctionRules.rejected,
+          "rules:", dict(sorted(AuctionRules.stats.items())))
+    assert len(steps) >= EXAMPLES and all(n == STEPS for n in steps), steps
+    assert AuctionRules.stats.get("started", 0) > 0 and AuctionRules.stats.get("bid_filled", 0) > 0

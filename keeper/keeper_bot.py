@@ -568,7 +568,8 @@ class KeeperBot:
         if screened.bad_series:
             marks, accounts = screened.marks, screened.accounts
             self._skip("bad_market_data", series=screened.bad_series, block=head.number,
-                       accounts=[a.account for a in screened.unattestable])
+                       unattestable=len(screened.unattestable),
+                       accounts=[a.account for a in screened.unattestable[:50]])
             if screened.unattestable:
                 m.skipped_inputs.labels(reason="unattestable_account").inc(len(screened.unattestable))
         coll_doc = self._collateral_doc(spot_wad)

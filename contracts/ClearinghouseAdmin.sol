@@ -63,6 +63,9 @@ contract ClearinghouseAdmin is ClearinghouseBase {
             emit KeeperAdded(k);
         }
         _config.threshold = newThreshold;
+        // Margin roots signed by the previous set stop backing proofs at once (a rotation after a key
+        // compromise must not leave forged roots usable for maxAttestationAge). Sequences keep increasing.
+        delete _rootRing;
         emit ThresholdSet(newThreshold);
     }
 
@@ -308,6 +311,9 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         uint256 n = underlyings.length;
         if (n != prices.length) revert LengthMismatch(n, prices.length);
         if (timestamp < expiry) revert SettlementBeforeExpiry(timestamp, expiry);
+        // The signed timestamp may run 15 s ahead of the chain: without this, a settlement price could be stored
+        // while the series still trades, and the last seconds of trading would be at a known payoff.
+        if (block.timestamp < expiry) revert SettlementBeforeExpiry(uint64(block.timestamp), expiry);
         Config memory c = _config;
         _checkFresh(timestamp, c.maxAttestationAge);
         bytes32 structHash = keccak256(

@@ -9,7 +9,7 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 import {KeeperSet} from "./KeeperSet.sol";
 import {CollateralVault} from "./CollateralVault.sol";
 import {OptionBook} from "./OptionBook.sol";
-import {BackstopTypes, MarginProof, Quote, Series} from "./libraries/BackstopTypes.sol";
+import {AccountState, BackstopTypes, MarginProof, Quote, Series} from "./libraries/BackstopTypes.sol";
 
 /// @title ClearinghouseBase
 /// @notice Storage layout and internal logic shared by `Clearinghouse` (hot paths) and `ClearinghouseAdmin`
@@ -78,7 +78,21 @@ abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
         MarginProof calldata margin
     ) internal {
         int256 old = _positions[account][seriesId];
-        if (old != 0 && (old > 0) != (delta > 0) && _abs(delta) <= _abs(old)) return;
+        if (old != 0 && (old > 0) != (delta > 0) && _abs(delta) <= _abs(old)) {
+            // Reduce-only. A seller only receives the premium. A buyer (closing a short) pays it at the quote's
+            // price, which nothing on chain bounds: without a check two colluding accounts could move any amount
+            // of cash out of the buyer (leaving bad debt) through an off-market buy-back. The buyer proves
+            // equity >= premium, so equity after the trade >= equity - premium + (short value released) >= 0.
+            // Not blocked by the pause or a breach: it only removes risk.
+            if (delta > 0 && premium != 0) {
+                _verifyAccountLeaf(account, margin);
+                if (margin.leaf.equity < premium.toInt256()) {
+                    revert InsufficientHeadroom(account, margin.leaf.equity, premium);
+                }
+                _emitUsedLeaf(margin);
+            }
+            return;
+        }
         _requireNotPaused();
         uint256 required = premium;
         if (delta < 0) {
@@ -93,15 +107,34 @@ abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
     /// @dev Verifies the caller-supplied leaf and emits it (`recorded == false`: used, not stored) so that every
     /// attested value the contract acts on is in the logs.
     function _requireHeadroom(address account, MarginProof calldata p, uint256 required) internal {
-        if (p.leaf.account != account) revert MarginProofRequired(account);
         if (_breaches[account].timestamp != 0) revert AccountInBreach(account);
-        uint32 current = _accounts[account].stateNonce;
-        if (p.leaf.stateNonce != current) revert StaleMarginState(account, p.leaf.stateNonce, current);
-        _verifyMarginProof(p);
+        _verifyAccountLeaf(account, p);
         int256 headroom = p.leaf.equity - p.leaf.initial.toInt256();
         if (headroom < required.toInt256()) revert InsufficientHeadroom(account, headroom, required);
+        _emitUsedLeaf(p);
+    }
+
+    /// @dev Checks that `p` is `account`'s leaf for its current stateNonce, in a fresh ring root, and not older
+    /// than the account's recorded attestation of the same portfolio (an account may not pick an earlier, more
+    /// favourable leaf once a later one is on record).
+    function _verifyAccountLeaf(address account, MarginProof calldata p) internal view {
+        if (p.leaf.account != account) revert MarginProofRequired(account);
+        AccountState memory a = _accounts[account];
+        if (p.leaf.stateNonce != a.stateNonce) revert StaleMarginState(account, p.leaf.stateNonce, a.stateNonce);
+        if (p.header.timestamp < a.attestedAt) revert AttestationOlder(p.header.timestamp, a.attestedAt);
+        _verifyMarginProof(p);
+    }
+
+    function _emitUsedLeaf(MarginProof calldata p) internal {
         emit MarginAttested(
-            account, p.header.sequence, p.leaf.equity, p.leaf.maintenance, p.leaf.initial, p.leaf.modelValue, current, false
+            p.leaf.account,
+            p.header.sequence,
+            p.leaf.equity,
+            p.leaf.maintenance,
+            p.leaf.initial,
+            p.leaf.modelValue,
+            p.leaf.stateNonce,
+            false
         );
     }
 

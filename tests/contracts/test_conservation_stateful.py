@@ -56,7 +56,9 @@ class Conservation:
         self.steps += 1
         h, a = self.holders[who], self.assets[asset_ix]
         bal = int(self.p.ch.cashOf(h)) if asset_ix == 0 else int(self.p.ch.collateralOf(h, a))
-        amt = min(bal, amount * self.units[asset_ix] // 100)
+        # a positive-cash account can only withdraw what the contract holds (documented limit: other accounts'
+        # debts are not tokens); InsufficientLiquidity is tested in test_collateral
+        amt = min(bal, amount * self.units[asset_ix] // 100, int(self.p.ch.totalDeposits(a)))
         if amt <= 0:
             return
         proof = EMPTY_PROOF

@@ -60,7 +60,7 @@ def test_risk_adding_leg_needs_fresh_headroom(protocol, traders):
     assert ok.status == 1
 
 
-def test_reduce_only_needs_no_attestation_even_paused(protocol, owner, traders):
+def test_reduce_only_allowed_paused_seller_needs_no_attestation(protocol, owner, traders):
     p = protocol
     maker, taker = traders
     _setup(p, maker, taker)
@@ -68,9 +68,12 @@ def test_reduce_only_needs_no_attestation_even_paused(protocol, owner, traders):
     q, sig = p.quote(maker, sid, -2 * WAD, 50 * WAD, nonce=1)
     p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC), p.attest(taker, 20_000 * USDC), {"from": taker})
     p.ch.pause({"from": owner})
-    # maker buys back 1 of its 2 short, taker sells 1 of its 2 long: both reduce-only
+    # maker buys back 1 of its 2 short, taker sells 1 of its 2 long: both reduce-only; the seller needs nothing,
+    # the buyer proves equity >= premium (review finding R-1; IM and the pause do not apply)
     q, sig = p.quote(maker, sid, WAD, 40 * WAD, nonce=2)
-    p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": taker})
+    with brownie.reverts(err("MarginProofRequired(address)", str(maker))):
+        p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": taker})
+    p.ch.trade(q, sig, p.attest(maker, 40 * USDC, 0, 10**6 * USDC), EMPTY_PROOF, {"from": taker})
     assert int(p.ch.positionOf(maker, sid)) == -WAD
     # crossing through zero adds risk: refused while paused
     q, sig = p.quote(maker, sid, 2 * WAD, 40 * WAD, nonce=3)

@@ -126,15 +126,17 @@ class SimulatedMarketSettings(_Model):
 
 
 class ChainSourceSettings(_Model):
-    """Where option-chain quotes come from: ``simulated``, ``deribit_csv`` (the shared/data format) or ``json``
-    (a list of rows with the same fields)."""
+    """Where option-chain quotes come from: ``simulated``, ``deribit_csv`` (the shared/data format), ``json``
+    (a list of rows with the same fields) or ``market_file`` (a JSON file ``{"atm_vol", "skew", "curvature"}``
+    re-read every cycle; the chain is drawn around that smile with the ``simulated`` section's grid, spread,
+    depth and seed)."""
 
-    kind: Literal["simulated", "deribit_csv", "json", "none"] = "simulated"
+    kind: Literal["simulated", "deribit_csv", "json", "market_file", "none"] = "simulated"
     path: Optional[Path] = None
 
     @model_validator(mode="after")
     def _path_needed(self) -> "ChainSourceSettings":
-        if self.kind in ("deribit_csv", "json") and self.path is None:
+        if self.kind in ("deribit_csv", "json", "market_file") and self.path is None:
             raise ValueError(f"option-chain source of kind {self.kind!r} needs a path")
         return self
 

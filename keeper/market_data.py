@@ -12,7 +12,9 @@ Sources (each a :class:`SpotSource`, asked for one block at a time):
   that :mod:`keeper.chain` provides.
 
 Option chains come from :class:`SimulatedMarket`, :class:`ReplayChainSource` (the Deribit-like CSV or JSON
-rows, loaded with :func:`keeper.chains.chain_from_rows`).
+rows, loaded with :func:`keeper.chains.chain_from_rows`) or :class:`MarketFileChainSource` (a JSON file
+``{"atm_vol", "skew", "curvature"[, "spot"]}`` re-read every cycle, the chain drawn around it as the simulated
+market draws its own).
 
 :func:`aggregate_spot` combines several spot quotes by median or volume-weighted price after rejecting
 outliers by the median absolute deviation (MAD), and :func:`quantize_price` rounds the result to the documented
@@ -147,37 +149,111 @@ class SimulatedMarket:
         return np.maximum(s.atm_vol + s.skew * k + s.smile * k * k, 0.05)
 
     def chain(self, block: BlockRef, spot: float) -> OptionChain | Skip:
-        s = self.s
         if not (math.isfinite(spot) and spot > 0):
             return Skip(self.name, "bad_price", f"no usable spot {spot!r} to draw a chain around")
-        rng = np.random.default_rng([s.seed, block.number, 1])
-        now = float(block.timestamp)
-        exp_years = np.repeat(np.asarray(s.expiries_days) / 365.0, 2 * len(s.strikes_pct))
-        strikes = np.tile(np.repeat(np.asarray(s.strikes_pct) * spot, 2), len(s.expiries_days))
-        is_call = np.tile(np.array([True, False]), len(s.expiries_days) * len(s.strikes_pct))
-        fwd = np.full_like(strikes, spot)
-        k = np.log(strikes / fwd)
-        vol = self.smile_vol(k, exp_years)
-        sd = vol * np.sqrt(exp_years)
-        d1 = (-k + 0.5 * sd * sd) / sd
-        d2 = d1 - sd
-        call = fwd * norm.cdf(d1) - strikes * norm.cdf(d2)
-        put = strikes * norm.cdf(-d2) - fwd * norm.cdf(-d1)
-        mid = np.where(is_call, call, put)
-        noise = 1.0 + 0.002 * rng.standard_normal(mid.shape[0])
-        mid = mid * noise
-        half = 0.5 * s.spread_pct * mid
-        bid = np.maximum(mid - half, 0.0)
-        ask = mid + half
-        n = mid.shape[0]
-        return OptionChain(
-            underlying="SIM", asof=now, spot=float(spot),
-            quote_ts=np.full(n, now), expiry_ts=now + exp_years * SECONDS_PER_YEAR, strike=strikes,
-            is_call=is_call, bid=bid, ask=ask,
-            bid_size=rng.exponential(s.depth_mean, n), ask_size=rng.exponential(s.depth_mean, n),
-            mark=mid, forward=fwd, index_price=np.full(n, float(spot)), open_interest=np.zeros(n),
-            bid_iv=np.full(n, np.nan), ask_iv=np.full(n, np.nan), mark_iv=vol,
-        )
+        return draw_chain(self.s, block, spot, self.smile_vol)
+
+
+def draw_chain(settings, block: BlockRef, spot: float,
+               smile: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> OptionChain:
+    """The simulated market's option chain at ``block`` around ``spot``: the configured expiries (days from the
+    block time) and strikes (fractions of spot), mid = Black-76 price at ``smile(k, years)`` (k = ln(K/F)) times a
+    0.2 % noise, a ``spread_pct`` wide bid/ask and exponential depth; all noise is drawn from ``(seed, block)``, so
+    the same settings, smile, spot and block give the same chain in every keeper."""
+    s = settings
+    rng = np.random.default_rng([s.seed, block.number, 1])
+    now = float(block.timestamp)
+    exp_years = np.repeat(np.asarray(s.expiries_days) / 365.0, 2 * len(s.strikes_pct))
+    strikes = np.tile(np.repeat(np.asarray(s.strikes_pct) * spot, 2), len(s.expiries_days))
+    is_call = np.tile(np.array([True, False]), len(s.expiries_days) * len(s.strikes_pct))
+    fwd = np.full_like(strikes, spot)
+    k = np.log(strikes / fwd)
+    vol = smile(k, exp_years)
+    sd = vol * np.sqrt(exp_years)
+    d1 = (-k + 0.5 * sd * sd) / sd
+    d2 = d1 - sd
+    call = fwd * norm.cdf(d1) - strikes * norm.cdf(d2)
+    put = strikes * norm.cdf(-d2) - fwd * norm.cdf(-d1)
+    mid = np.where(is_call, call, put)
+    noise = 1.0 + 0.002 * rng.standard_normal(mid.shape[0])
+    mid = mid * noise
+    half = 0.5 * s.spread_pct * mid
+    bid = np.maximum(mid - half, 0.0)
+    ask = mid + half
+    n = mid.shape[0]
+    return OptionChain(
+        underlying="SIM", asof=now, spot=float(spot),
+        quote_ts=np.full(n, now), expiry_ts=now + exp_years * SECONDS_PER_YEAR, strike=strikes,
+        is_call=is_call, bid=bid, ask=ask,
+        bid_size=rng.exponential(s.depth_mean, n), ask_size=rng.exponential(s.depth_mean, n),
+        mark=mid, forward=fwd, index_price=np.full(n, float(spot)), open_interest=np.zeros(n),
+        bid_iv=np.full(n, np.nan), ask_iv=np.full(n, np.nan), mark_iv=vol,
+    )
+
+
+@dataclass(frozen=True)
+class MarketSurface:
+    """A smile read from a market-data file: ATM vol, skew and curvature of
+    ``vol(k) = max(atm_vol * (1 + skew * k + curvature * k^2), 0.05)`` in log-moneyness ``k`` (the convention of
+    the scenario's ``market.json`` and of the liquidators that read it), and the file's spot when it has one."""
+
+    atm_vol: float
+    skew: float
+    curvature: float
+    spot: Optional[float] = None
+
+    def vol(self, log_moneyness: np.ndarray, years: np.ndarray) -> np.ndarray:
+        """The smile vol at ``log_moneyness`` (flat in maturity)."""
+        k = np.asarray(log_moneyness, dtype=np.float64)
+        return np.maximum(self.atm_vol * (1.0 + self.skew * k + self.curvature * k * k), 0.05) \
+            + 0.0 * np.asarray(years, dtype=np.float64)
+
+
+def read_market_surface(path: Path, source: str = "market_file") -> MarketSurface | Skip:
+    """Parse ``{"atm_vol", "skew", "curvature"[, "spot"]}`` from ``path``; a missing/unreadable file or a missing,
+    non-numeric, non-finite or out-of-range value is a :class:`Skip` (``source_unavailable`` or
+    ``bad_market_file``), never an exception."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as exc:
+        return Skip(source, "source_unavailable", f"{path}: {exc}")
+    if not isinstance(data, dict):
+        return Skip(source, "bad_market_file", f"{path}: top level must be an object")
+    vals: dict[str, float] = {}
+    for key in ("atm_vol", "skew", "curvature", "spot"):
+        raw = data.get(key)
+        if raw is None and key == "spot":
+            continue
+        if raw is None:
+            return Skip(source, "bad_market_file", f"{path}: no {key!r}")
+        if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not math.isfinite(float(raw)):
+            return Skip(source, "bad_market_file", f"{path}: {key}={raw!r} is not a finite number")
+        vals[key] = float(raw)
+    if not 0.0 < vals["atm_vol"] <= 5.0:
+        return Skip(source, "bad_market_file", f"{path}: atm_vol={vals['atm_vol']!r} outside (0, 5]")
+    if "spot" in vals and vals["spot"] <= 0:
+        return Skip(source, "bad_market_file", f"{path}: spot={vals['spot']!r} is not positive")
+    return MarketSurface(vals["atm_vol"], vals["skew"], vals["curvature"], vals.get("spot"))
+
+
+class MarketFileChainSource:
+    """An option chain drawn each cycle around the smile in a JSON market-data file (re-read every time it is
+    asked), with the simulated market's grid, noise, spread and depth (:func:`draw_chain`): the same file content
+    and block give every keeper the same chain. A missing or malformed file is a :class:`Skip`, so nothing built
+    on it is signed."""
+
+    def __init__(self, path: str | Path, settings, name: str = "market_file") -> None:
+        self.path = Path(path)
+        self.s = settings
+        self.name = name
+
+    def chain(self, block: BlockRef, spot: float) -> OptionChain | Skip:
+        if not (math.isfinite(spot) and spot > 0):
+            return Skip(self.name, "bad_price", f"no usable spot {spot!r} to draw a chain around")
+        surface = read_market_surface(self.path, self.name)
+        if isinstance(surface, Skip):
+            return surface
+        return draw_chain(self.s, block, spot, surface.vol)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -514,4 +590,6 @@ def build_market_data(market_settings, onchain_reader: Optional[Callable[[], Opt
         chain_source = sim or SimulatedMarket(ms.simulated)
     elif cs.kind in ("deribit_csv", "json"):
         chain_source = ReplayChainSource.from_file(cs.path, rescale=True)
+    elif cs.kind == "market_file":
+        chain_source = MarketFileChainSource(cs.path, ms.simulated)
     return MarketData(spots, chain_source, ms.aggregation, ms.mad_threshold, ms.min_sources, ms.spot_decimals, sim)

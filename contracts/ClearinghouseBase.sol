@@ -68,7 +68,15 @@ abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
         _nonceUsed[quote.maker][quote.nonce] = true;
     }
 
-    /// @dev Reduce-only legs (moving the position toward zero without crossing it) need nothing.
+    /// @dev A risk-adding leg needs headroom (equity - IM) for its premium and short margin. A reduce-only leg
+    /// (toward zero without crossing it) is never blocked by the pause or a breach, but the quote's price is not
+    /// bounded on chain, so an off-market price between colluding accounts could move value out of one of them
+    /// and leave bad debt (review finding R-1):
+    /// - a buy-back of a short pays the premium: the buyer proves equity >= premium, so equity after the trade
+    ///   >= equity - premium + (short value released) >= 0;
+    /// - a sale of a long gives up at most |delta| x (spot for a call, strike for a put): an account with
+    ///   liabilities (a short or negative cash) proves equity + premium >= that bound unless the premium covers it;
+    ///   an account without liabilities cannot go below zero and needs nothing.
     function _checkLeg(
         address account,
         uint256 seriesId,
@@ -79,17 +87,13 @@ abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
     ) internal {
         int256 old = _positions[account][seriesId];
         if (old != 0 && (old > 0) != (delta > 0) && _abs(delta) <= _abs(old)) {
-            // Reduce-only. A seller only receives the premium. A buyer (closing a short) pays it at the quote's
-            // price, which nothing on chain bounds: without a check two colluding accounts could move any amount
-            // of cash out of the buyer (leaving bad debt) through an off-market buy-back. The buyer proves
-            // equity >= premium, so equity after the trade >= equity - premium + (short value released) >= 0.
-            // Not blocked by the pause or a breach: it only removes risk.
-            if (delta > 0 && premium != 0) {
-                _verifyAccountLeaf(account, margin);
-                if (margin.leaf.equity < premium.toInt256()) {
-                    revert InsufficientHeadroom(account, margin.leaf.equity, premium);
-                }
-                _emitUsedLeaf(margin);
+            if (delta > 0) {
+                if (premium != 0) _requireEquity(account, margin, premium, 0);
+            } else if (_hasLiabilities(account)) {
+                Series memory s = _series[seriesId];
+                uint256 bound = s.isCall ? _freshSpot(underlying) : s.strike;
+                bound = _wadToQuote(Math.mulDiv(_abs(delta), bound, WAD, Math.Rounding.Ceil), Math.Rounding.Ceil);
+                if (premium < bound) _requireEquity(account, margin, bound, premium);
             }
             return;
         }
@@ -112,6 +116,25 @@ abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
         int256 headroom = p.leaf.equity - p.leaf.initial.toInt256();
         if (headroom < required.toInt256()) revert InsufficientHeadroom(account, headroom, required);
         _emitUsedLeaf(p);
+    }
+
+    /// @dev Reduce-only check: `equity + credit >= required` on a verified leaf (no IM, no breach or pause check).
+    function _requireEquity(address account, MarginProof calldata p, uint256 required, uint256 credit) internal {
+        _verifyAccountLeaf(account, p);
+        if (p.leaf.equity + credit.toInt256() < required.toInt256()) {
+            revert InsufficientHeadroom(account, p.leaf.equity, required - credit);
+        }
+        _emitUsedLeaf(p);
+    }
+
+    /// @dev Whether `account` owes anything: negative cash or a short position.
+    function _hasLiabilities(address account) internal view returns (bool) {
+        if (_cash[account] < 0) return true;
+        uint256[] storage ids = _seriesOf[account];
+        for (uint256 i; i < ids.length; ++i) {
+            if (_positions[account][ids[i]] < 0) return true;
+        }
+        return false;
     }
 
     /// @dev Checks that `p` is `account`'s leaf for its current stateNonce, in a fresh ring root, and not older

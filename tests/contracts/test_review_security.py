@@ -141,3 +141,35 @@ def test_review_r4_settlement_price_not_before_chain_expiry(protocol, owner, tra
     chain.mine()
     p.ch.postSettlementPrices([p.weth], [2500 * WAD], expiry, expiry, sigs, {"from": owner})
     assert int(p.ch.settlementPrice(p.weth, expiry)) == 2500 * WAD
+
+
+def test_review_r5_reduce_only_sale_of_hedge_needs_proof(protocol, owner, traders):
+    """R-1, other side: selling a long reduce-only at an off-market low price gives its value away; for an account
+    with liabilities (here the short leg of a call spread) that could leave bad debt. Such a sale now needs a leaf
+    with equity + premium >= |size| x spot (a call is worth at most spot); a long-only account needs nothing."""
+    p = protocol
+    a, b = traders
+    p.fund(a, p.usdc, 20_000 * USDC)
+    p.fund(b, p.usdc, 20_000 * USDC)
+    p.post_prices({p.weth: 3000 * WAD})
+    s1, _ = p.new_series(strike=2000 * WAD, days=30)
+    s2, _ = p.new_series(strike=2000 * WAD, days=31)
+    q, sig = p.quote(a, s1, WAD, 1000 * WAD, nonce=1)  # a buys 1 s1 from b
+    p.ch.trade(q, sig, p.attest(a, 20_000 * USDC), p.attest(b, 20_000 * USDC), {"from": b})
+    q, sig = p.quote(a, s2, -WAD, 1000 * WAD, nonce=2)  # a sells 1 s2 to b: a holds a call spread
+    p.ch.trade(q, sig, p.attest(a, 20_000 * USDC), p.attest(b, 20_000 * USDC), {"from": b})
+    # a gives its ITM long s1 to b for nothing: a's leg and b's leg are both reduce-only
+    q, sig = p.quote(a, s1, -WAD, 0, nonce=3)
+    with brownie.reverts(err("MarginProofRequired(address)", str(a))):
+        p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": b})
+    with brownie.reverts(
+        err("InsufficientHeadroom(address,int256,uint256)", str(a), 2_999 * USDC, 3_000 * USDC)
+    ):
+        p.ch.trade(q, sig, p.attest(a, 2_999 * USDC, 10**6 * USDC, 10**6 * USDC), EMPTY_PROOF, {"from": b})
+    # equity that survives losing the long at its maximum value: allowed (even below IM and MM, even paused)
+    p.ch.pause({"from": owner})
+    tx = p.ch.trade(q, sig, p.attest(a, 3_000 * USDC, 10**6 * USDC, 10**6 * USDC), EMPTY_PROOF, {"from": b})
+    assert [e["account"] for e in tx.events["MarginAttested"] if not e["recorded"]] == [a]
+    assert int(p.ch.positionOf(a, s1)) == 0 and int(p.ch.positionOf(b, s1)) == 0
+    assert int(p.ch.positionOf(a, s2)) == -WAD
+    assert p.balances_conserved([a, b])

@@ -127,7 +127,6 @@ class Scenario:
         self.inline = cfg.keepers == "inline"
         self.keeper_urls: list[str] = []
         self.keeper_procs: list[subprocess.Popen] = []
-        self.keeper_vol = float(self.path.atm_vol[0])
 
     # ------------------------------------------------------------------ utilities
     def say(self, msg: str) -> None:
@@ -376,7 +375,8 @@ class Scenario:
     # ------------------------------------------------------------------ keeper processes
     def start_keepers(self) -> None:
         """Three ``keeper run`` processes (2-of-3) with their own HTTP signature exchange, reading the spot the
-        scenario writes to ``spot.json`` and an option chain simulated around it; archives go to ``archive/``."""
+        scenario writes to ``spot.json`` and an option chain drawn each cycle around the smile in ``market.json``
+        (chain source ``market_file``), so their fitted surface follows the path's vol; archives go to ``archive/``."""
         from eth_account import Account
 
         kdir = self.out / "keepers"
@@ -385,9 +385,7 @@ class Scenario:
         ports = [free_port() for _ in self.keeper_keys]
         addrs = [Account.from_key(k).address for k in self.keeper_keys]
         self.keeper_urls = [f"http://127.0.0.1:{p}" for p in ports]
-        vol = float(self.path.atm_vol[self.step_index]) if len(self.path) else 0.6
-        self.keeper_vol = vol
-        sim = {"seed": self.cfg.seed, "spot0": float(self.path.spot[0]), "vol": vol, "atm_vol": vol}
+        sim = {"seed": self.cfg.seed, "spot0": float(self.path.spot[0])}  # grid, spread, depth and noise seed
         for i, (key, port) in enumerate(zip(self.keeper_keys, ports)):
             conf = {
                 "chain": {"rpc_url": self.chain.url, "deployment_file": str(self.out / "deployment.json"),
@@ -395,7 +393,8 @@ class Scenario:
                 "keys": {"env_var": "BACKSTOP_KEEPER_KEY"},
                 "market": {"underlying": self.dcfg.underlying_symbol,
                            "spot_sources": [{"name": "scenario", "kind": "file", "path": str(self.out / "spot.json")}],
-                           "chain": {"kind": "simulated"}, "simulated": sim},
+                           "chain": {"kind": "market_file", "path": str(self.out / "market.json")},
+                           "simulated": sim},
                 "risk": {"mc_paths": max(self.cfg.mc_paths, 100)},
                 "exchange": {"host": "127.0.0.1", "port": port,
                              "peers": [{"name": f"keeper-{j + 1}", "url": self.keeper_urls[j], "address": addrs[j]}
@@ -416,23 +415,6 @@ class Scenario:
             self.keeper_procs.append(p)
         (kdir / "urls.json").write_text(json.dumps(self.keeper_urls))
         self.say(f"started 3 keeper processes ({self.dep.threshold}-of-3) at {', '.join(self.keeper_urls)}")
-
-    def restart_keepers_at_vol(self, vol: float) -> None:
-        """The keepers' simulated option chain has a fixed ATM vol (their config has no per-cycle chain source), so
-        when the path's vol moved by more than 20 % the keeper processes are restarted with the new vol: their
-        fitted surface then carries the spike. They resync from chain events; sequences continue by block."""
-        for p in self.keeper_procs:
-            if p.poll() is None:
-                p.terminate()
-        for p in self.keeper_procs:
-            try:
-                p.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        self.procs = [p for p in self.procs if p not in self.keeper_procs]
-        self.say(f"keepers restarted with the market's ATM vol {vol:.0%}")
-        self.start_keepers()
-        self.wait_for_root(int(self.w3.eth.block_number), timeout=max(60.0, self.cfg.keeper_timeout_s))
 
     def wait_for_root(self, min_sequence: int, timeout: float | None = None) -> int | None:
         """Wait until the keepers posted a margin root of at least ``min_sequence``; returns it (None on timeout)."""
@@ -613,12 +595,12 @@ class Scenario:
         for k in range(n):
             self.step_index = k
             spot, vol = float(self.path.spot[k]), float(self.path.atm_vol[k])
+            # the step's market data is written before its block is mined, so the keepers' cycle on that block
+            # reads this step's spot and smile (they re-read both files every cycle)
+            self.write_market_file(spot, vol)
             if k > 0:
                 self.advance(self.cfg.chain_step_seconds)
-            self.write_market_file(spot, vol)
             self.status.update(phase="path", step=k, spot=spot, vol=vol)
-            if not self.inline and abs(vol / self.keeper_vol - 1.0) > 0.2:
-                self.restart_keepers_at_vol(vol)
             leaves = self.attest(spot, vol).leaves if self.inline else self.keeper_step()
             self.record_step(leaves, spot, vol)
             self.status["breached"] = sum(1 for x in leaves if x.equity < x.maintenance)

@@ -112,3 +112,57 @@ def test_config_requires_a_path_and_resolves_it(tmp_path):
     (tmp_path / "k.json").write_text(json.dumps({"market": {"chain": {"kind": "market_file", "path": "m.json"}}}))
     assert load_config(tmp_path / "k.json").market.chain.path == tmp_path / "m.json"
     assert isinstance(build_market_data(load_config(tmp_path / "k.json").market).chain_source, MarketFileChainSource)
+
+
+# ------------------------------------------------------------------------------------------------------------
+# A real keeper cycle on Anvil with the market_file chain source
+# ------------------------------------------------------------------------------------------------------------
+@pytest.mark.chain
+def test_keeper_signs_nothing_on_a_missing_or_nan_market_file_and_follows_the_file(tmp_path):
+    import time
+
+    import harness as h
+    from keeper.config import parse_config
+    from keeper.surface import VolSurface
+
+    net = h.start_net(tmp_path)
+    try:
+        h.setup_book(net)
+        spot, mfile = tmp_path / "spot1.json", tmp_path / "market.json"
+        h.write_spot(spot, 2000.0)
+        write(mfile, spot=2000.0, atm_vol=0.6, skew=-0.15, curvature=0.4)
+        cfg = h.keeper_config(net, 0, h.free_ports(3), spot).model_dump(mode="json")
+        cfg["market"]["chain"] = {"kind": "market_file", "path": str(mfile)}
+        k = h.KeeperThread(net, 0, parse_config(cfg))
+        root = lambda b: (k.bot.view.attestation(b) or {}).get("root")  # noqa: E731
+        skipped = k.bot.metrics.skipped_inputs
+        try:
+            b1 = net.mine()
+            assert h.wait_for(lambda: root(b1), 30)
+            for content, reason in ((None, "source_unavailable"),
+                                    ('{"atm_vol": NaN, "skew": -0.15, "curvature": 0.4}', "bad_market_file")):
+                mfile.unlink(missing_ok=True)
+                if content is not None:
+                    mfile.write_text(content)
+                before = skipped.labels(reason=reason)._value.get()
+                b = net.mine()
+                assert h.wait_for(lambda: k.bot.last_block == b and
+                                  skipped.labels(reason=reason)._value.get() > before, 30)
+                time.sleep(0.3)
+                assert root(b) is None and ("margin", b) not in k.bot.pending
+                assert k.bot.view.snapshot().get("note", "").startswith("no usable option chain")
+            # a good file again: signing resumes and the fitted surface carries the file's new vol
+            write(mfile, spot=2000.0, atm_vol=1.3, skew=-0.15, curvature=0.4)
+            b4 = net.mine()
+            assert h.wait_for(lambda: root(b4), 30)
+            archived = [json.loads(p.read_text()) for p in (tmp_path / "archive0").glob("*.json")]
+            doc = next(d for d in archived if "surface" in d and
+                       (d["block"]["number"] if isinstance(d["block"], dict) else d["block"]) == b4)
+            s = VolSurface.from_canonical(doc["surface"])
+            t = s.slices[1].t
+            fwd = float(s.forward(t))
+            assert float(s.implied_vol(fwd, t, fwd)) == pytest.approx(1.3, rel=0.01)
+        finally:
+            k.stop()
+    finally:
+        net.chain.stop()

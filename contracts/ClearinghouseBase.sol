@@ -100,10 +100,23 @@ abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
         _requireNotPaused();
         uint256 required = premium;
         if (delta < 0) {
-            uint256 notional = Math.mulDiv(_abs(delta), _freshSpot(underlying), WAD, Math.Rounding.Ceil);
+            uint256 spot = _freshSpot(underlying);
+            uint256 size = _abs(delta);
+            uint256 notional = Math.mulDiv(size, spot, WAD, Math.Rounding.Ceil);
             required += _wadToQuote(
                 Math.mulDiv(notional, _config.shortMarginFraction, WAD, Math.Rounding.Ceil), Math.Rounding.Ceil
             );
+            // A new short is worth at least its intrinsic value: selling it below that (an off-market price between
+            // colluding accounts) costs the seller the difference at once, which the fraction of spot alone does
+            // not cover for an in-the-money series (review finding R-5).
+            Series memory s = _series[seriesId];
+            uint256 k = s.strike;
+            uint256 intrinsic = s.isCall ? (spot > k ? spot - k : 0) : (k > spot ? k - spot : 0);
+            if (intrinsic != 0) {
+                uint256 floorValue =
+                    _wadToQuote(Math.mulDiv(size, intrinsic, WAD, Math.Rounding.Ceil), Math.Rounding.Ceil);
+                if (floorValue > premium) required += floorValue - premium;
+            }
         }
         _requireHeadroom(account, margin, required);
     }

@@ -143,7 +143,7 @@ def test_review_r4_settlement_price_not_before_chain_expiry(protocol, owner, tra
     assert int(p.ch.settlementPrice(p.weth, expiry)) == 2500 * WAD
 
 
-def test_review_r5_reduce_only_sale_of_hedge_needs_proof(protocol, owner, traders):
+def test_review_r1_reduce_only_sale_of_hedge_needs_proof(protocol, owner, traders):
     """R-1, other side: selling a long reduce-only at an off-market low price gives its value away; for an account
     with liabilities (here the short leg of a call spread) that could leave bad debt. Such a sale now needs a leaf
     with equity + premium >= |size| x spot (a call is worth at most spot); a long-only account needs nothing."""
@@ -173,3 +173,45 @@ def test_review_r5_reduce_only_sale_of_hedge_needs_proof(protocol, owner, trader
     assert int(p.ch.positionOf(a, s1)) == 0 and int(p.ch.positionOf(b, s1)) == 0
     assert int(p.ch.positionOf(a, s2)) == -WAD
     assert p.balances_conserved([a, b])
+
+
+@pytest.mark.parametrize("is_call,strike", [(True, 1000 * WAD), (False, 5000 * WAD)])
+def test_review_r5_itm_short_sold_below_intrinsic(protocol, traders, is_call, strike):
+    """R-5 (high): a new short needed only premium + 0.15 x spot x size of headroom, so an in-the-money option
+    sold at price 0 to a colluding account moved its intrinsic value (2,000 USDC here) out of an account with
+    450 USDC of headroom. The seller now also covers intrinsic value minus premium."""
+    p = protocol
+    a, b = traders
+    p.fund(a, p.usdc, 20_000 * USDC)
+    p.fund(b, p.usdc, 20_000 * USDC)
+    p.post_prices({p.weth: 3000 * WAD})
+    sid, _ = p.new_series(strike=strike, is_call=is_call)
+    q, sig = p.quote(a, sid, -WAD, 0, nonce=1)  # a sells 1 at price 0; intrinsic 2,000 USDC
+    thin = p.attest(a, 20_000 * USDC, 0, 20_000 * USDC - 450 * USDC)  # headroom = 0.15 x 3000 exactly
+    with brownie.reverts(
+        err("InsufficientHeadroom(address,int256,uint256)", str(a), 450 * USDC, 2_450 * USDC)
+    ):
+        p.ch.trade(q, sig, thin, p.attest(b, 20_000 * USDC), {"from": b})
+    # at a price equal to intrinsic value the shortfall term vanishes: premium + 450
+    q, sig = p.quote(a, sid, -WAD, 2000 * WAD, nonce=2)
+    with brownie.reverts(
+        err("InsufficientHeadroom(address,int256,uint256)", str(a), 2_449 * USDC, 2_450 * USDC)
+    ):
+        p.ch.trade(q, sig, p.attest(a, 20_000 * USDC, 0, 17_551 * USDC), p.attest(b, 20_000 * USDC), {"from": b})
+    p.ch.trade(q, sig, p.attest(a, 20_000 * USDC, 0, 17_550 * USDC), p.attest(b, 20_000 * USDC), {"from": b})
+    assert int(p.ch.positionOf(a, sid)) == -WAD and int(p.ch.cashOf(a)) == 22_000 * USDC
+
+
+def test_review_r5_otm_short_unchanged(protocol, traders):
+    """R-5 fix adds nothing for an out-of-the-money series: 0.15 x spot x size + premium as before."""
+    p = protocol
+    a, b = traders
+    p.fund(a, p.usdc, 20_000 * USDC)
+    p.fund(b, p.usdc, 20_000 * USDC)
+    p.post_prices({p.weth: 3000 * WAD})
+    sid, _ = p.new_series(strike=4000 * WAD, is_call=True)
+    q, sig = p.quote(a, sid, -WAD, 10 * WAD, nonce=1)
+    with brownie.reverts(err("InsufficientHeadroom(address,int256,uint256)", str(a), 459 * USDC, 460 * USDC)):
+        p.ch.trade(q, sig, p.attest(a, 20_000 * USDC, 0, 19_541 * USDC), p.attest(b, 20_000 * USDC), {"from": b})
+    p.ch.trade(q, sig, p.attest(a, 20_000 * USDC, 0, 19_540 * USDC), p.attest(b, 20_000 * USDC), {"from": b})
+    assert int(p.ch.positionOf(a, sid)) == -WAD

@@ -47,16 +47,17 @@ def test_risk_adding_leg_needs_fresh_headroom(protocol, traders):
     q, sig = p.quote(maker, sid, -2 * WAD, 50 * WAD)
     with brownie.reverts(err("MarginProofRequired(address)", str(maker))):
         p.ch.trade(q, sig, EMPTY_PROOF, p.attest(taker, 20_000 * USDC), {"from": taker})
-    # seller needs premium + 0.15 x 3000 x 2 = 100 + 900 USDC of equity - IM
-    required = 100 * USDC + 900 * USDC
-    thin = p.attest(maker, 20_000 * USDC, 5_000 * USDC, 19_000 * USDC + 1)
+    # seller needs premium + 0.15 x 3000 x 2 + (intrinsic 2 x 1000 - premium) = 100 + 900 + 1900 USDC of
+    # equity - IM (the strike-2000 call is in the money; review finding R-5)
+    required = 100 * USDC + 900 * USDC + 1900 * USDC
+    thin = p.attest(maker, 20_000 * USDC, 5_000 * USDC, 17_100 * USDC + 1)
     with brownie.reverts(err("InsufficientHeadroom(address,int256,uint256)", str(maker), required - 1, required)):
         p.ch.trade(q, sig, thin, p.attest(taker, 20_000 * USDC), {"from": taker})
     # buyer needs the premium
     broke = p.attest(taker, 1000 * USDC, 0, 1000 * USDC - 99 * USDC)
     with brownie.reverts(err("InsufficientHeadroom(address,int256,uint256)", str(taker), 99 * USDC, 100 * USDC)):
-        p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC, 0, 19_000 * USDC), broke, {"from": taker})
-    ok = p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC, 0, 19_000 * USDC), p.attest(taker, 100 * USDC), {"from": taker})
+        p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC, 0, 17_100 * USDC), broke, {"from": taker})
+    ok = p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC, 0, 17_100 * USDC), p.attest(taker, 100 * USDC), {"from": taker})
     assert ok.status == 1
 
 

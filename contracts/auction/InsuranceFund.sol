@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+
 /**
  * @title InsuranceFund
  * @notice Quote-asset insurance fund of the liquidation module: receives liquidation penalties, pays what an
@@ -26,14 +28,13 @@ abstract contract InsuranceFund {
         uint256 cumulativeBefore;
     }
 
-    /// @notice Quote units free to pay shortfalls.
-    uint256 public fundBalance;
-    /// @notice Cumulative bad debt ever recorded.
-    uint256 public badDebtRecorded;
-    /// @notice Cumulative bad debt repaid (reserved for claimants until they collect).
-    uint256 public badDebtRepaid;
-    /// @notice Cumulative amount collected by claimants.
-    uint256 public badDebtCollected;
+    /// @dev Books, in two slots grouped by access (the getters below keep the uint256 interface). Slot 0 is all
+    /// that paying a penalty in, paying a shortfall out and every `Bid`/`AuctionEnded` event need; slot 1 changes only
+    /// when bad debt is recorded or collected. `badDebtRepaid = _badDebtRecorded - _outstandingDebt`.
+    uint128 internal _fundBalance; // quote units free to pay shortfalls
+    uint128 internal _outstandingDebt; // bad debt recorded and not yet repaid
+    uint128 internal _badDebtRecorded; // cumulative bad debt ever recorded
+    uint128 internal _badDebtCollected; // cumulative amount collected by claimants
 
     Claim[] private _claims;
 
@@ -55,14 +56,34 @@ abstract contract InsuranceFund {
     /// @notice Nothing of claim `claimId` has been repaid that is not already collected.
     error NothingToCollect(uint256 claimId);
 
+    /// @notice Quote units free to pay shortfalls.
+    function fundBalance() public view returns (uint256) {
+        return _fundBalance;
+    }
+
+    /// @notice Cumulative bad debt ever recorded.
+    function badDebtRecorded() public view returns (uint256) {
+        return _badDebtRecorded;
+    }
+
+    /// @notice Cumulative bad debt repaid (reserved for claimants until they collect).
+    function badDebtRepaid() public view returns (uint256) {
+        return uint256(_badDebtRecorded) - _outstandingDebt;
+    }
+
+    /// @notice Cumulative amount collected by claimants.
+    function badDebtCollected() public view returns (uint256) {
+        return _badDebtCollected;
+    }
+
     /// @notice Bad debt recorded and not yet repaid.
     function deficit() public view returns (uint256) {
-        return badDebtRecorded - badDebtRepaid;
+        return _outstandingDebt;
     }
 
     /// @notice Quote units the module's clearinghouse account holds on the fund's behalf (free + owed to claimants).
     function fundLiabilities() public view returns (uint256) {
-        return fundBalance + (badDebtRepaid - badDebtCollected);
+        return uint256(_fundBalance) + (badDebtRepaid() - _badDebtCollected);
     }
 
     /// @notice Number of bad-debt claims ever recorded.
@@ -75,8 +96,9 @@ abstract contract InsuranceFund {
         if (claimId >= _claims.length) revert UnknownClaim(claimId);
         claim = _claims[claimId];
         uint256 repaid;
-        if (badDebtRepaid > claim.cumulativeBefore) {
-            repaid = badDebtRepaid - claim.cumulativeBefore;
+        uint256 repaidTotal = badDebtRepaid();
+        if (repaidTotal > claim.cumulativeBefore) {
+            repaid = repaidTotal - claim.cumulativeBefore;
             if (repaid > claim.amount) repaid = claim.amount;
         }
         collectable = repaid - claim.paid;
@@ -91,11 +113,10 @@ abstract contract InsuranceFund {
     /// @dev Books `amount` arriving at the fund: the deficit is repaid first, the rest becomes free balance.
     function _fundReceive(uint256 auctionId, address from, uint256 amount) internal {
         if (amount == 0) return;
-        uint256 owed = badDebtRecorded - badDebtRepaid;
+        uint256 owed = _outstandingDebt;
         uint256 repaid = amount < owed ? amount : owed;
-        if (repaid > 0) badDebtRepaid += repaid;
-        uint256 balance = fundBalance + (amount - repaid);
-        fundBalance = balance;
+        uint256 balance = _fundBalance + (amount - repaid);
+        (_fundBalance, _outstandingDebt) = (SafeCast.toUint128(balance), uint128(owed - repaid)); // one slot write
         emit FundReceived(auctionId, from, amount, repaid, balance, owed - repaid);
     }
 
@@ -104,19 +125,22 @@ abstract contract InsuranceFund {
      * The caller moves the `paid` cash.
      */
     function _fundCoverShortfall(uint256 auctionId, address to, uint256 owed) internal returns (uint256 paid) {
-        uint256 balance = fundBalance;
+        uint256 balance = _fundBalance;
         paid = owed < balance ? owed : balance;
         if (paid > 0) {
             balance -= paid;
-            fundBalance = balance;
+            _fundBalance = uint128(balance);
             emit ShortfallPaid(auctionId, to, owed, paid, balance);
         }
         uint256 bad = owed - paid;
         if (bad > 0) {
             uint256 claimId = _claims.length;
-            _claims.push(Claim(to, uint128(bad), 0, badDebtRecorded));
-            badDebtRecorded += bad;
-            emit BadDebtRecorded(auctionId, claimId, to, bad, badDebtRecorded - badDebtRepaid);
+            uint256 recorded = _badDebtRecorded;
+            _claims.push(Claim(to, SafeCast.toUint128(bad), 0, recorded));
+            _badDebtRecorded = SafeCast.toUint128(recorded + bad);
+            uint256 outstanding = _outstandingDebt + bad;
+            _outstandingDebt = uint128(outstanding); // <= _badDebtRecorded
+            emit BadDebtRecorded(auctionId, claimId, to, bad, outstanding);
         }
     }
 
@@ -126,7 +150,7 @@ abstract contract InsuranceFund {
         (claim, amount) = claimOf(claimId);
         if (amount == 0) revert NothingToCollect(claimId);
         _claims[claimId].paid = claim.paid + uint128(amount);
-        badDebtCollected += amount;
+        _badDebtCollected += uint128(amount); // amount <= repaid - collected
         creditor = claim.creditor;
         emit BadDebtCollected(claimId, creditor, amount, claim.amount - claim.paid - amount);
     }

@@ -445,8 +445,8 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         private
     {
         emit Bid(
-            m.id, account, msg.sender, price_, fill, amount, penalty, m.soldWad, m.escrow, fundBalance,
-            badDebtRecorded - badDebtRepaid
+            m.id, account, msg.sender, price_, fill, amount, penalty, m.soldWad, m.escrow, _fundBalance,
+            _outstandingDebt
         );
     }
 
@@ -717,8 +717,8 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         _fundReceive(m.id, account, m.penaltyTotal - reward);
         clearinghouse.clearBreach(account);
         emit AuctionEnded(
-            m.id, account, reason, m.soldWad, m.escrow, m.penaltyTotal, reward, fundBalance,
-            badDebtRecorded - badDebtRepaid
+            m.id, account, reason, m.soldWad, m.escrow, m.penaltyTotal, reward, _fundBalance,
+            _outstandingDebt
         );
     }
 }

@@ -25,16 +25,22 @@ counted example runs the full ``STEPS``. The test records the steps of every exa
 """
 from __future__ import annotations
 
+import os
+
 import brownie
 from brownie import chain
 from brownie.test import strategy
 from hypothesis import HealthCheck, reject
+from hypothesis.control import current_build_context
 
 from keeper.auction_math import WAD
 from tests.auction.conftest import USDC
 
 FAR, ANY = 2**63, 2**255 - 1
-STEPS, EXAMPLES = 12, 3
+STEPS, EXAMPLES = 12, 5
+# Derandomized by default: the same examples every run (reproducible, and the coverage check below cannot flake).
+# AUCTION_SM_EXPLORE=1 draws new random examples each run (invariants and properties still asserted, coverage not).
+EXPLORE = bool(os.environ.get("AUCTION_SM_EXPLORE"))
 MM = 100_000 * USDC
 
 
@@ -51,9 +57,11 @@ class AuctionRules:
     st_price = strategy("uint16", min_value=1_000, max_value=6_000)
     st_pct = strategy("int16", min_value=-50, max_value=200)
     st_breach_pct = strategy("int16", min_value=-50, max_value=99)
+    st_solvent_pct = strategy("uint8", min_value=0, max_value=99)
     st_cure_pct = strategy("uint16", min_value=90, max_value=200)
     st_frac = strategy("uint256", min_value=1, max_value=WAD)
-    st_limit_bps = strategy("int16", min_value=-2_000, max_value=500)  # limit = quoted price +/- bps of MM
+    st_small_frac = strategy("uint64", min_value=1, max_value=WAD // 10)
+    st_limit_bps = strategy("int16", min_value=-500, max_value=2_000)  # limit = quoted price +/- bps of MM
     st_secs = strategy("uint16", min_value=1, max_value=900)
 
     steps_per_example: list = []  # class-level: one entry per counted example, steps run in it
@@ -72,10 +80,17 @@ class AuctionRules:
         self.in_step = False
 
     def teardown(self):
-        """Rejects an example that ended normally after fewer than STEPS steps (see the module docstring)."""
-        if not self.in_step and self.steps_per_example[-1] < STEPS:
-            self.rejected.append(self.steps_per_example.pop())
-            reject()
+        """Rejects an example that ended normally after fewer than STEPS steps (see the module docstring); an example
+        hypothesis already ended by a buffer overrun is not counted either (it is not a valid example)."""
+        n = self.steps_per_example[-1]
+        if self.in_step or n >= STEPS:
+            return  # a full example, or a failure in flight: counted (and never hidden)
+        self.steps_per_example.pop()
+        if current_build_context().data.frozen:
+            self.rejected.append(("overrun", n))
+            return
+        self.rejected.append(n)
+        reject()
 
     # ------------------------------------------------------------------ helpers
     def _step(self, name):
@@ -103,9 +118,9 @@ class AuctionRules:
         return rec is not None and rec[0] == int(self.core.ch.stateNonce(account)) and rec[1] + escrow >= rec[2]
 
     # ------------------------------------------------------------------ rules
-    def initialize_breach(self, st_victim, st_breach_pct):
-        """Every example opens with a keeper-attested breach and a started auction, so bids have work to do."""
-        self.rule_breach_and_start(st_victim, st_breach_pct)
+    def initialize_breach(self, st_victim, st_solvent_pct):
+        """Every example opens with a keeper-attested (solvent) breach and a started auction, so bids have work."""
+        self.rule_breach_and_start(st_victim, st_solvent_pct)
 
     def rule_deposit(self, st_victim, st_usdc):
         self._step("deposit")
@@ -151,7 +166,7 @@ class AuctionRules:
         if len(self.core.chx.seriesOf(b)) > 0:
             self._attest(b, 10**13, 10_000 * USDC)  # keepers keep the bidder's own record fresh
         quoted = int(auction.quote(v)[0])
-        limit = quoted + MM * st_limit_bps // 10_000
+        limit = ANY if st_limit_bps is None else quoted + MM * st_limit_bps // 10_000
         escrow = int(auction.auctionOf(v)["escrow"])
         healthy = self._attested_healthy(v, escrow)
         try:
@@ -160,6 +175,9 @@ class AuctionRules:
             name = _revert_name(e)
             self.stats["bid_refused:" + name] = self.stats.get("bid_refused:" + name, 0) + 1
             assert name != "PriceAboveLimit" or limit < quoted, "price limit refused a bid at the quoted price"
+            if name == "MustBuyWhole":  # only an insolvent book, and only for less than what is left
+                a = auction.auctionOf(v)
+                assert int(a["equity"]) < 0 and st_frac < WAD - int(a["soldWad"])
             return
         self.stats["bid_filled"] = self.stats.get("bid_filled", 0) + 1
         self._book(tx)
@@ -167,6 +185,14 @@ class AuctionRules:
         ev = tx.events["Bid"]
         assert int(ev["price"]) <= limit and int(ev["price"]) <= quoted  # prices only move in the bidder's favour
         assert int(ev["fractionWad"]) <= st_frac
+
+    def rule_bid_small(self, st_victim, st_bidder, st_small_frac, st_limit_bps):
+        """A bid for at most 10% of the book: usually partial, so the auction keeps running for later steps."""
+        self.rule_bid(st_victim, st_bidder, st_small_frac, st_limit_bps)
+
+    def rule_bid_any_price(self, st_victim, st_bidder, st_frac):
+        """A bid without a price limit (also the way to take a whole insolvent book when `st_frac` is large)."""
+        self.rule_bid(st_victim, st_bidder, st_frac, None)
 
     def rule_cure_by_deposit(self, st_victim):
         self._step("cure_by_deposit")
@@ -259,11 +285,13 @@ def test_auction_state_machine(state_machine_py, core, accounts):
     AuctionRules.rejected.clear()
     state_machine_py(
         AuctionRules, core, victims, bidders, starter, everyone,
-        settings={"max_examples": EXAMPLES, "stateful_step_count": STEPS, "deadline": None,
+        settings={"max_examples": EXAMPLES, "stateful_step_count": STEPS, "deadline": None, "derandomize": not EXPLORE,
                   "suppress_health_check": [HealthCheck.filter_too_much, HealthCheck.too_slow]},
     )
     steps = AuctionRules.steps_per_example
     print("state machine steps per example:", steps, "rejected probes:", AuctionRules.rejected,
           "rules:", dict(sorted(AuctionRules.stats.items())))
     assert len(steps) >= EXAMPLES and all(n == STEPS for n in steps), steps
-    assert AuctionRules.stats.get("started", 0) > 0 and AuctionRules.stats.get("bid_filled", 0) > 0
+    if not EXPLORE:  # not vacuous: auctions start, bids fill, cures happen
+        for key in ("started", "bid_filled", "cured_by_deposit"):
+            assert AuctionRules.stats.get(key, 0) > 0, (key, AuctionRules.stats)

@@ -1,8 +1,9 @@
 """Stateful property test as a hypothesis rule-based state machine (brownie's ``state_machine`` runner, loaded from
 its uncompiled source by the ``state_machine_py`` fixture), on the real core with keeper-signed attestations.
 
-Rules: deposit, trade, price move + attestation, breach + start, bid (random fraction and price limit), cure by
-deposit, cure by attestation, redo, time passes. Invariants after every step:
+Initialize: a keeper-attested breach and a started auction. Rules: deposit, trade, price move + attestation, breach +
+start, bid (random fraction and price limit; a small partial bid; a bid without limit), cure by deposit, cure by
+attestation, redo, time passes. Invariants after every step:
 
 * token conservation, per token: the clearinghouse's quote / WETH / WBTC balances equal what accounts (and the
   settlement reserve) are owed, every series' positions net to zero;
@@ -10,7 +11,7 @@ deposit, cure by attestation, redo, time passes. Invariants after every step:
   balance equals a ledger kept here from the ``FundReceived`` / ``ShortfallPaid`` events; claims sum to the bad debt
   recorded, and ``collected <= repaid <= recorded``;
 * no account that the keepers' latest attestation of its current portfolio shows as healthy is ever sold from, and
-  a bid never fills at a price worse than its limit.
+  a bid never fills at a price worse than its limit, ``MustBuyWhole`` refuses only partial bids on insolvent books.
 
 Why hypothesis ran only 1-4 steps per example here (found in hypothesis 6.27.3's engine, ``generate_new_examples``):
 while fewer than ``small_example_cap = clamp(10, max_examples // 10, 50)`` (so at least 10) valid examples have run,
@@ -20,8 +21,9 @@ bytes than its first one overruns after a few steps. With a small ``max_examples
 every example falls in that regime. (The run-loop itself stops early only with probability 2**-16 per step, and
 ``stateful_step_count`` comes from these settings, not brownie's default 10.) The engine leaves that regime after
 five consecutive zero-extended examples are invalid, so ``teardown`` rejects an example that completed fewer than
-``STEPS`` steps without failing: the zero-extended probes are discarded (they do not count as examples) and every
-counted example runs the full ``STEPS``. The test records the steps of every example and asserts it.
+``STEPS`` steps without failing (a failure in flight is never rejected, so shrinking still reports it): the
+zero-extended probes are discarded (they do not count as examples) and every counted example runs the full
+``STEPS``. The test records the steps of every example, prints them (``-s``) and asserts it.
 """
 from __future__ import annotations
 

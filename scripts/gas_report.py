@@ -116,7 +116,9 @@ def main():
     row("trade (both legs add risk, 2 proofs)", b.ch.trade(q.as_tuple(), sig, mp, tp, {"from": taker}))
     q = Quote(str(maker), int(sid), WAD // 2, 90 * WAD, 2, b.now() + 3600)
     sig = eip712.sign(eip712.quote_typed_data(b.domain, q), maker.private_key)
-    row("trade (reduce-only both legs)", b.ch.trade(q.as_tuple(), sig, empty, empty, {"from": taker}))
+    # Buying back a short at a non-zero premium needs the buyer's proof that equity covers the premium (review R-1).
+    row("trade (reduce-only both legs, buyer's proof)",
+        b.ch.trade(q.as_tuple(), sig, b.proof(maker, 50_000 * USDC), empty, {"from": taker}))
     b.post_prices({b.weth: 3002 * WAD})
     row("withdraw (with margin proof)", b.ch.withdraw(b.weth, WAD, b.proof(taker, 99_000 * USDC), {"from": taker}))
 

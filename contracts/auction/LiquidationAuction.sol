@@ -13,6 +13,7 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 import {AuctionCurves} from "./AuctionCurves.sol";
 import {InsuranceFund} from "./InsuranceFund.sol";
 import {IAuctionClearinghouse} from "./interfaces/IAuctionClearinghouse.sol";
+import {BreachRecord} from "../libraries/BackstopTypes.sol";
 
 /**
  * @title LiquidationAuction
@@ -277,7 +278,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     function start(address account) external nonReentrant whenNotPaused returns (uint256 id) {
         StoredAuction storage a = _auctions[account];
         if (a.startedAt != 0) revert AuctionRunning(account, a.id);
-        (IAuctionClearinghouse.BreachRecord memory b, uint32 nonce) = _freshBreach(account);
+        (BreachRecord memory b, uint32 nonce) = _freshBreach(account);
         Config memory cfg = _loadConfig(true);
         id = ++auctionCount;
         uint256 reward = cfg.tip + Math.mulDiv(cfg.chipWad, b.maintenance, WAD, Math.Rounding.Floor);
@@ -311,7 +312,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         Auction memory m = _load(account);
         if (m.startedAt == 0) revert NoAuction(account);
         Config memory cfg = _loadConfig(false);
-        (IAuctionClearinghouse.BreachRecord memory b, uint32 current) = _freshBreach(account);
+        (BreachRecord memory b, uint32 current) = _freshBreach(account);
         {
             (uint256 elapsed, uint256 f) = _elapsedAndFactor(m, cfg);
             bool turnedInsolvent = b.equity < 0 && m.equity >= 0;
@@ -598,7 +599,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     function _freshBreach(address account)
         internal
         view
-        returns (IAuctionClearinghouse.BreachRecord memory b, uint32 nonce)
+        returns (BreachRecord memory b, uint32 nonce)
     {
         b = clearinghouse.breachOf(account);
         if (b.timestamp == 0) revert NoBreach(account);

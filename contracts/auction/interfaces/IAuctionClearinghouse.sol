@@ -1,24 +1,15 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {BreachRecord} from "../../libraries/BackstopTypes.sol";
+
 /**
  * @title IAuctionClearinghouse
  * @notice The part of the protocol core (`Clearinghouse`, docs/contracts.md) the liquidation auction uses: the
- * liquidation hook (callable only by the registered liquidation module) and the views it reads. Declared here,
- * ABI-identical to the core's own interface, so the auction compiles independently of the core's source layout.
+ * liquidation hook (callable only by the registered liquidation module) and the views it reads. The breach
+ * record is the core's own `BackstopTypes.BreachRecord`, so the two cannot drift apart.
  */
 interface IAuctionClearinghouse {
-    /// @notice Breach record as stored by the core (ABI-identical to `BackstopTypes.BreachRecord`).
-    struct BreachRecord {
-        int96 equity;
-        uint96 maintenance;
-        uint32 stateNonce;
-        uint32 timestamp;
-        uint96 initial;
-        int96 modelValue;
-        uint64 breachedAt;
-    }
-
     /// @notice Moves `fractionWad` of every position, collateral balance and cash of `from` to `to`.
     function transferPortfolioShare(address from, address to, uint256 fractionWad) external;
 

@@ -110,6 +110,22 @@ def write_deployment(path: str | Path, deployment: Deployment) -> None:
     tmp.replace(p)
 
 
+def merge_abis(*abis: list) -> list:
+    """One ABI from several: each function, event and error once (first wins); the constructor, fallback and
+    receive only from the first ABI. The Clearinghouse's full ABI is ``merge_abis(Clearinghouse, ClearinghouseAdmin)``
+    because its fallback delegates to the admin code."""
+    merged, seen = [], set()
+    for n, abi in enumerate(abis):
+        for item in abi:
+            if n and item.get("type") in ("constructor", "fallback", "receive"):
+                continue
+            sig = (item.get("type"), item.get("name"), tuple(i.get("type") for i in item.get("inputs", [])))
+            if sig not in seen:
+                seen.add(sig)
+                merged.append(item)
+    return merged
+
+
 def load_abi(name: str, deployment: Optional[Deployment] = None, build_dir: Optional[Path] = None) -> list:
     """ABI of ``name`` (``clearinghouse`` or ``auction``): from the deployment file, else brownie's build folder
     (``build/contracts/<Contract>.json`` or ``build/interfaces/<IContract>.json``)."""
@@ -118,16 +134,8 @@ def load_abi(name: str, deployment: Optional[Deployment] = None, build_dir: Opti
     build = build_dir or PROJECT_ROOT / "build"
     parts = {"clearinghouse": ["Clearinghouse", "ClearinghouseAdmin"],  # the admin part is reached via fallback
              "auction": ["LiquidationAuction"]}.get(name, [name])
-    merged, seen = [], set()
-    for part in parts:
-        f = build / "contracts" / f"{part}.json"
-        if not f.is_file():
-            continue
-        for item in json.loads(f.read_text())["abi"]:
-            sig = (item.get("type"), item.get("name"), tuple(i.get("type") for i in item.get("inputs", [])))
-            if sig not in seen:
-                seen.add(sig)
-                merged.append(item)
+    files = [build / "contracts" / f"{part}.json" for part in parts]
+    merged = merge_abis(*(json.loads(f.read_text())["abi"] for f in files if f.is_file()))
     if merged:
         return merged
     raise ConfigError(f"no ABI for {name!r}: not in the deployment file and not under {build}")

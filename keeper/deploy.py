@@ -404,16 +404,9 @@ def clearinghouse_abi(arts: dict[str, Artifact] | None = None) -> list:
     """The Clearinghouse's full ABI: its own hot-path functions plus the ``ClearinghouseAdmin`` functions its
     fallback delegates to (events and errors of both, each once)."""
     arts = arts or load_artifacts(["Clearinghouse", "ClearinghouseAdmin"])
-    seen, out = set(), []
-    for name in ("Clearinghouse", "ClearinghouseAdmin"):
-        for item in arts[name].abi:
-            if item.get("type") in ("constructor", "fallback", "receive") and name != "Clearinghouse":
-                continue
-            key = (item.get("type"), item.get("name"), tuple(i.get("type") for i in item.get("inputs", [])))
-            if key not in seen:
-                seen.add(key)
-                out.append(item)
-    return out
+    from keeper.chain import merge_abis
+
+    return merge_abis(arts["Clearinghouse"].abi, arts["ClearinghouseAdmin"].abi)
 
 
 def auction_config_tuple(cfg: DeployConfig) -> tuple:

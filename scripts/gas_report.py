@@ -13,22 +13,11 @@ from eth_account import Account
 from eth_utils import keccak
 
 from keeper import eip712
+from keeper.chain import merge_abis
 from keeper.eip712 import Domain, MarginLeaf, MarginRootHeader, MarginTree, Quote
 
 WAD = 10**18
 USDC = 10**6
-
-
-def _merged_abi(*abis):
-    seen, out = set(), []
-    for abi in abis:
-        for item in abi:
-            key = (item.get("type"), item.get("name"), tuple(i["type"] for i in item.get("inputs", [])))
-            if key in seen or item.get("type") in ("constructor", "fallback", "receive"):
-                continue
-            seen.add(key)
-            out.append(item)
-    return out
 
 
 class Bench:
@@ -38,7 +27,7 @@ class Bench:
         self.weth = TestERC20.deploy("Wrapped Ether", "WETH", 18, {"from": self.owner})
         admin = ClearinghouseAdmin.deploy(self.owner, self.usdc, 10**30, 15 * 10**16, {"from": self.owner})
         raw = Clearinghouse.deploy(self.owner, self.usdc, 10**30, 15 * 10**16, admin, {"from": self.owner})
-        self.ch = Contract.from_abi("Backstop", raw.address, _merged_abi(Clearinghouse.abi, ClearinghouseAdmin.abi))
+        self.ch = Contract.from_abi("Backstop", raw.address, merge_abis(Clearinghouse.abi, ClearinghouseAdmin.abi))
         self.keys = [Account.from_key(keccak(text=f"backstop-keeper-{i}")) for i in range(5)]
         self.ch.setKeeperSet([k.address for k in self.keys], 3, {"from": self.owner})
         self.ch.listCollateral(self.weth, 2 * 10**17, 10**30, {"from": self.owner})

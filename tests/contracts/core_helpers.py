@@ -27,6 +27,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from keeper import eip712
+from keeper.chain import merge_abis
 from keeper.eip712 import Domain, MarginLeaf, MarginRootHeader, MarginTree, Quote
 
 WAD = 10**18
@@ -52,18 +53,6 @@ def err(signature: str, *args) -> str:
 def bytes32(name: str) -> bytes:
     """A Solidity ``bytes32("name")`` literal."""
     return name.encode().ljust(32, b"\x00")
-
-
-def merged_abi(*abis) -> list:
-    seen, out = set(), []
-    for abi in abis:
-        for item in abi:
-            key = (item.get("type"), item.get("name"), tuple(i["type"] for i in item.get("inputs", [])))
-            if key in seen or item.get("type") in ("constructor", "fallback", "receive"):
-                continue
-            seen.add(key)
-            out.append(item)
-    return out
 
 
 @dataclass
@@ -169,7 +158,7 @@ def deploy_protocol(owner, usdc, weth, wbtc, keeper_keys, threshold=3) -> Protoc
     """Deploy Clearinghouse + ClearinghouseAdmin, register the keepers, list WETH (20%) and WBTC (10%)."""
     admin = ClearinghouseAdmin.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, {"from": owner})
     raw = Clearinghouse.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, admin, {"from": owner})
-    ch = Contract.from_abi("Backstop", raw.address, merged_abi(Clearinghouse.abi, ClearinghouseAdmin.abi))
+    ch = Contract.from_abi("Backstop", raw.address, merge_abis(Clearinghouse.abi, ClearinghouseAdmin.abi))
     ch.setKeeperSet([k.address for k in keeper_keys], threshold, {"from": owner})
     ch.setRiskAdmin(owner, {"from": owner})
     ch.listCollateral(weth, 2 * 10**17, 10**9 * WAD, {"from": owner})

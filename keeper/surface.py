@@ -381,8 +381,9 @@ def _slice_problem(sq: SliceQuotes, config: SurfaceConfig) -> _SliceProblem:
                          xatol=config.outer_xatol, frtol=config.outer_frtol)
 
 
-def _inner(prob: _SliceProblem, m: float, sigma: float) -> tuple[float, list[float]]:
-    """Best (a, p, q) for fixed (m, sigma) and its weighted sum of squared residuals."""
+def _normal_equations(prob: _SliceProblem, m: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
+    """Normal equations (G, h) of the weighted linear fit of total variance in (a, p, q) for fixed (m, sigma):
+    w(k) = a + p (z + y) + q (z - y), y = (k - m) / sigma, z = sqrt(y^2 + 1)."""
     y = (prob.k - m) / sigma
     z = np.sqrt(y * y + 1.0)
     basis = np.empty((3, y.size))
@@ -393,6 +394,12 @@ def _inner(prob: _SliceProblem, m: float, sigma: float) -> tuple[float, list[flo
     # elementwise products and numpy's pairwise sums, not BLAS: results must not depend on BLAS threads or kernels
     G = np.sum(weighted[:, None, :] * basis[None, :, :], axis=2)
     h = np.sum(weighted * prob.w, axis=1)
+    return G, h
+
+
+def _inner(prob: _SliceProblem, m: float, sigma: float) -> tuple[float, list[float]]:
+    """Best (a, p, q) for fixed (m, sigma) and its weighted sum of squared residuals."""
+    G, h = _normal_equations(prob, m, sigma)
     x, f = _box_qp3(G, h, (-prob.w_max, 0.0, 0.0), (prob.w_max, prob.lee * sigma, prob.lee * sigma))
     return f + prob.ww, x
 
@@ -561,15 +568,8 @@ def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config:
     penalty = 1e6
 
     def inner(m: float, sigma: float) -> SVIParams:
-        y = (prob.k - m) / sigma
-        z = np.sqrt(y * y + 1.0)
-        basis = np.empty((3, y.size))
-        basis[0] = 1.0
-        np.add(z, y, out=basis[1])
-        np.subtract(z, y, out=basis[2])
-        weighted = basis * prob.omega2
-        G = np.sum(weighted[:, None, :] * basis[None, :, :], axis=2).tolist()
-        h = np.sum(weighted * prob.w, axis=1).tolist()
+        G, h = _normal_equations(prob, m, sigma)
+        G, h = G.tolist(), h.tolist()
         hi_pq = prob.lee * sigma
         rows = [[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, -1.0, 0.0], [0.0, 0.0, 1.0],
                 [0.0, 0.0, -1.0]]

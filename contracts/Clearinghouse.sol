@@ -7,6 +7,7 @@ import {Proxy} from "@openzeppelin/contracts/proxy/Proxy.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ClearinghouseBase} from "./ClearinghouseBase.sol";
 import {
+    AccountState,
     BackstopTypes,
     MarginLeaf,
     MarginProof,
@@ -19,6 +20,7 @@ import {
 /// contract holds all state and the hot paths (attestation posting, deposit, withdraw, trade); every other
 /// function (governance, settlement, liquidation hook, views) lives in `ClearinghouseAdmin`, reached by
 /// delegatecall from the fallback (same storage layout, fixed at construction; not upgradeable).
+/// Liquidation bids record claims on a frozen book, delivered later by `settleClaim` (see `LiquidationClaims`).
 /// Risk-adding trades and withdrawals need a fresh keeper attestation bound to the account's current stateNonce
 /// showing enough headroom (equity - IM); deposits, reduce-only trades, nonce cancels and settlement never do,
 /// and the pause never blocks them.
@@ -153,6 +155,7 @@ contract Clearinghouse is ClearinghouseBase, Proxy {
     function withdraw(address asset, uint256 amount, MarginProof calldata margin) external nonReentrant {
         address account = msg.sender;
         if (amount == 0) revert ZeroAmount();
+        _requireNoClaims(account);
         if (!_assetConfig[asset].listed) revert AssetNotListed(asset);
         if (margin.leaf.account == address(0)) {
             if (_seriesOf[account].length != 0 || _cash[account] < 0) revert MarginProofRequired(account);
@@ -181,12 +184,33 @@ contract Clearinghouse is ClearinghouseBase, Proxy {
         MarginProof calldata makerMargin,
         MarginProof calldata takerMargin
     ) external nonReentrant {
+        _requireNoClaims(quote.maker);
+        _requireNoClaims(msg.sender);
         address underlying = _validateQuote(quote, makerSignature);
         uint256 premium =
             _wadToQuote(Math.mulDiv(_abs(quote.size), quote.price, WAD, Math.Rounding.Ceil), Math.Rounding.Ceil);
         _checkLeg(quote.maker, quote.seriesId, quote.size, premium, underlying, makerMargin);
         _checkLeg(msg.sender, quote.seriesId, -quote.size, premium, underlying, takerMargin);
         _applyTrade(quote, premium);
+    }
+
+    // ------------------------------------------------------------------ liquidation hook
+
+    /// @notice Liquidation bid: `holder` acquires a claim on `shareWad` of what is left of `source`'s effective
+    /// book (frozen until the claim is settled with `settleClaim`), and pays `payment` quote cash to the module.
+    /// Only the liquidation module. Bumps both stateNonces.
+    /// @param source The liquidated account.
+    /// @param holder The bidder (must hold no claim on another book and not be frozen itself).
+    /// @param shareWad WAD share of the source's remaining effective book, 0 < share <= 1e18.
+    /// @param payment Quote base units moved from `holder` to the module (its cash may go negative here; the
+    /// module checks the bidder's margin).
+    /// @return sourceNonce The source's new stateNonce.
+    function recordClaim(address source, address holder, uint256 shareWad, uint256 payment)
+        external
+        onlyLiquidationModule
+        returns (uint32 sourceNonce)
+    {
+        (sourceNonce,) = _recordClaim(source, holder, shareWad, payment);
     }
 
     // ------------------------------------------------------------------ views
@@ -199,6 +223,17 @@ contract Clearinghouse is ClearinghouseBase, Proxy {
     /// @notice The account's current stateNonce (increments on every change of its positions or collateral).
     function stateNonce(address account) external view returns (uint32) {
         return _accounts[account].stateNonce;
+    }
+
+    /// @notice The account's record: last recorded equity and maintenance margin, current stateNonce, and the
+    /// root timestamp of the record (0 if the portfolio changed since: the record is stale).
+    function marginRecord(address account)
+        external
+        view
+        returns (int256 equity, uint256 maintenance, uint32 stateNonce_, uint32 attestedAt)
+    {
+        AccountState memory a = _accounts[account];
+        return (a.equity, a.maintenance, a.stateNonce, a.attestedAt);
     }
 
     function _implementation() internal view override returns (address) {

@@ -9,6 +9,8 @@ import {
     AssetConfig,
     BackstopTypes,
     BreachRecord,
+    Claim,
+    Lot,
     MarginLeaf,
     Quote,
     Series
@@ -30,11 +32,6 @@ contract ClearinghouseAdmin is ClearinghouseBase {
     constructor(address owner_, address quoteAsset_, uint128 quoteDepositCap, uint64 shortMarginFraction_)
         ClearinghouseBase(owner_, quoteAsset_, quoteDepositCap, shortMarginFraction_)
     {}
-
-    modifier onlyLiquidationModule() {
-        if (msg.sender != liquidationModule || msg.sender == address(0)) revert NotLiquidationModule(msg.sender);
-        _;
-    }
 
     // ------------------------------------------------------------------ governance
 
@@ -190,30 +187,32 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         return _assetConfig[asset];
     }
 
-    /// @notice Balance of non-quote collateral `asset` held for `account` (token base units).
+    /// @notice Effective balance of non-quote collateral `asset` of `account` (token base units): its own, less what
+    /// unsettled claims on its book own (rounded down), plus its unsettled claim's share (as settlement moves it).
     function collateralOf(address account, address asset) external view returns (uint256) {
-        return _collateral[account][asset];
+        return _effectiveCollateral(account, asset);
     }
 
-    /// @notice Signed quote-asset cash of `account` (quote base units).
+    /// @notice Effective signed quote-asset cash of `account` (quote base units), claims counted as for
+    /// `collateralOf`, plus cash credited while its book is frozen.
     function cashOf(address account) external view returns (int256) {
-        return _cash[account];
+        return _effectiveCash(account);
     }
 
-    /// @notice Non-quote collateral assets `account` holds a balance of.
+    /// @notice Non-quote collateral assets `account` holds a balance of, its own or through an unsettled claim.
     function collateralAssetsOf(address account) external view returns (address[] memory) {
-        return _assetsOf[account];
+        return _effectiveAssets(account);
     }
 
     /// @notice Haircut collateral value of `account` in quote base units: cash + sum of balance x spot x
     /// (1 - haircut), each term rounded down. Uses stored spot prices regardless of age.
     function collateralValue(address account) external view returns (int256 value) {
-        value = _cash[account];
-        address[] storage assets = _assetsOf[account];
+        value = _effectiveCash(account);
+        address[] memory assets = _effectiveAssets(account);
         for (uint256 i; i < assets.length; ++i) {
             address a = assets[i];
             AssetConfig memory cfg = _assetConfig[a];
-            uint256 gross = _assetValue(_collateral[account][a], _spot[a].price, cfg.decimals, Math.Rounding.Floor);
+            uint256 gross = _assetValue(_effectiveCollateral(account, a), _spot[a].price, cfg.decimals, Math.Rounding.Floor);
             value += Math.mulDiv(gross, WAD - cfg.haircut, WAD, Math.Rounding.Floor).toInt256();
         }
     }
@@ -274,14 +273,43 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         if (s.expiry == 0) revert UnknownSeries(seriesId);
     }
 
-    /// @notice Signed size (WAD contracts) of `account` in `seriesId`.
+    /// @notice Effective signed size (WAD contracts) of `account` in `seriesId`, claims counted as for
+    /// `collateralOf` (shorts of a frozen book rounded up in size).
     function positionOf(address account, uint256 seriesId) external view returns (int256) {
-        return _positions[account][seriesId];
+        Claim memory c = _claims[account];
+        int256 src = c.fractionWad != 0 ? _positions[c.source][seriesId] : int256(0);
+        return _effective(account, _positions[account][seriesId], src, c);
     }
 
-    /// @notice Series in which `account` holds a non-zero position.
+    /// @notice Series in which `account` holds a position, its own or through an unsettled claim.
     function seriesOf(address account) external view returns (uint256[] memory) {
-        return _seriesOf[account];
+        Claim memory c = _claims[account];
+        if (c.fractionWad == 0) return _seriesOf[account];
+        return _union(_seriesOf[account], _seriesOf[c.source]);
+    }
+
+    /// @notice `holder`'s unsettled claim: its source, the fraction of the source's frozen book, and the share of
+    /// the source's stored book settlement would move now (all zero if none).
+    function claimOf(address holder) external view returns (address source, uint256 fractionWad, uint256 shareWad) {
+        Claim memory c = _claims[holder];
+        if (c.fractionWad == 0) return (address(0), 0, 0);
+        return (c.source, c.fractionWad, _storedShare(c.fractionWad, _lots[c.source].movedWad));
+    }
+
+    /// @notice The claim ledger of `account` as a liquidated book: unsettled and moved fractions of its frozen book,
+    /// quote cash credited outside it, and whether the slot is primed.
+    function lotOf(address account) external view returns (Lot memory) {
+        return _lots[account];
+    }
+
+    /// @notice Stored (not effective) position, collateral and cash of `account`: what its own storage holds, for
+    /// token-conservation audits (the effective views add or remove unsettled claims).
+    function storedBalances(address account, uint256 seriesId, address asset)
+        external
+        view
+        returns (int256 position, uint256 collateral, int256 cash)
+    {
+        return (_positions[account][seriesId], _collateral[account][asset], _cash[account]);
     }
 
     /// @notice Whether `maker`'s quote nonce is used or cancelled.
@@ -349,17 +377,6 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         return _settlementPrice[underlying][expiry];
     }
 
-    /// @notice The account's record: last recorded equity and maintenance margin, current stateNonce, and the
-    /// root timestamp of the record (0 if the portfolio changed since: the record is stale).
-    function marginRecord(address account)
-        external
-        view
-        returns (int256 equity, uint256 maintenance, uint32 stateNonce_, uint32 attestedAt)
-    {
-        AccountState memory a = _accounts[account];
-        return (a.equity, a.maintenance, a.stateNonce, a.attestedAt);
-    }
-
     /// @notice The breach record of `account` (`timestamp == 0`: not breached).
     function breachOf(address account) external view returns (BreachRecord memory) {
         return _breaches[account];
@@ -392,56 +409,41 @@ contract ClearinghouseAdmin is ClearinghouseBase {
 
     // ------------------------------------------------------------------ liquidation hook
 
-    /// @notice Move `fractionWad` of every position, collateral balance and cash of `from` to `to`, rounding
-    /// against `from` (longs, collateral, positive cash rounded up; shorts and debt rounded down).
-    /// @param from The liquidated account.
-    /// @param to The receiver (auction winner or module).
-    /// @param fractionWad Fraction in WAD, 0 < f <= 1e18.
-    function transferPortfolioShare(address from, address to, uint256 fractionWad)
-        external
-        onlyLiquidationModule
-        nonReentrant
-    {
-        if (fractionWad == 0 || fractionWad > WAD) revert InvalidFraction(fractionWad);
-        if (to == address(0)) revert ZeroAddress();
-        if (from == to) revert SelfTrade(from);
-        uint256[] memory ids = _seriesOf[from];
-        for (uint256 i; i < ids.length; ++i) {
-            _moveShareOfPosition(from, to, ids[i], fractionWad);
-        }
-        address[] memory assets = _assetsOf[from];
-        for (uint256 i; i < assets.length; ++i) {
-            uint256 moved = Math.mulDiv(_collateral[from][assets[i]], fractionWad, WAD, Math.Rounding.Ceil);
-            _subCollateral(from, assets[i], moved);
-            _addCollateral(to, assets[i], moved);
-            emit CollateralTransferred(from, to, assets[i], moved);
-        }
-        int256 cash = _cash[from];
-        if (cash != 0) {
-            Math.Rounding r = cash > 0 ? Math.Rounding.Ceil : Math.Rounding.Floor;
-            int256 m = Math.mulDiv(_abs(cash), fractionWad, WAD, r).toInt256();
-            if (cash < 0) m = -m;
-            _cash[from] = cash - m;
-            _cash[to] += m;
-            emit CashTransferred(from, to, m);
-        }
-        _bumpNonce(from);
-        _bumpNonce(to);
-        emit PortfolioShareTransferred(from, to, fractionWad);
+    /// @notice Deliver `holder`'s claim: move its share of the source's frozen book into its account (anyone may
+    /// call, never paused). When the last claim on the book is settled, the book is unfrozen and cash credited to
+    /// the source meanwhile joins its cash.
+    /// @param holder The claim holder.
+    function settleClaim(address holder) external {
+        _settleClaim(holder);
     }
 
-    /// @notice Move `amount` of quote cash from `from` to `to` (the module checks `from` can afford it).
+    /// @notice Write the claim-ledger slot of `account` (at auction start) so bids update a non-zero slot. Only
+    /// the liquidation module.
+    /// @param account The account an auction starts for.
+    function primeLot(address account) external onlyLiquidationModule {
+        Lot storage lot = _lots[account];
+        if (!lot.primed) {
+            lot.primed = true;
+            emit LotPrimed(account);
+        }
+    }
+
+    /// @notice Move `amount` of quote cash from `from` to `to` (the module checks `from` can afford it). A frozen
+    /// `from` cannot pay; cash paid to a frozen `to` is held outside its frozen book. The module's own account keeps
+    /// its stateNonce (it never trades or withdraws with a margin proof).
     /// @param from Payer account.
     /// @param to Receiver account.
     /// @param amount Quote base units, > 0.
     function transferCash(address from, address to, uint256 amount) external onlyLiquidationModule {
         if (amount == 0) revert ZeroAmount();
         if (to == address(0)) revert ZeroAddress();
+        uint256 pending = _lots[from].pendingWad;
+        if (pending != 0) revert ClaimsPending(from, pending);
         int256 m = amount.toInt256();
         _cash[from] -= m;
-        _cash[to] += m;
-        _bumpNonce(from);
-        _bumpNonce(to);
+        _creditCash(to, m);
+        if (from != msg.sender) _bumpNonce(from);
+        if (to != msg.sender) _bumpNonce(to);
         emit CashTransferred(from, to, m);
     }
 
@@ -454,15 +456,49 @@ contract ClearinghouseAdmin is ClearinghouseBase {
 
     // ------------------------------------------------------------------ internals
 
-    function _moveShareOfPosition(address from, address to, uint256 id, uint256 fractionWad) internal {
-        int256 size = _positions[from][id];
-        // longs are assets of `from` (move rounded up), shorts liabilities (move rounded down)
-        Math.Rounding r = size > 0 ? Math.Rounding.Ceil : Math.Rounding.Floor;
-        int256 m = Math.mulDiv(_abs(size), fractionWad, WAD, r).toInt256();
-        if (m == 0) return;
-        if (size < 0) m = -m;
-        _setPosition(from, id, size - m);
-        _setPosition(to, id, _positions[to][id] + m);
-        emit PositionTransferred(from, to, id, m);
+    /// @dev `a`'s own list with the entries of `b` it lacks appended.
+    function _union(uint256[] memory a, uint256[] memory b) internal pure returns (uint256[] memory out) {
+        out = new uint256[](a.length + b.length);
+        uint256 n = a.length;
+        for (uint256 i; i < n; ++i) out[i] = a[i];
+        for (uint256 j; j < b.length; ++j) {
+            bool seen;
+            for (uint256 i; i < a.length && !seen; ++i) seen = a[i] == b[j];
+            if (!seen) out[n++] = b[j];
+        }
+        assembly ("memory-safe") {
+            mstore(out, n)
+        }
+    }
+
+    function _effectiveCash(address account) internal view returns (int256) {
+        Claim memory c = _claims[account];
+        int256 cash = _effective(account, _cash[account], c.fractionWad != 0 ? _cash[c.source] : int256(0), c);
+        return cash + int256(uint256(_lots[account].creditedCash));
+    }
+
+    function _effectiveCollateral(address account, address asset) internal view returns (uint256) {
+        Claim memory c = _claims[account];
+        int256 src = c.fractionWad != 0 ? int256(_collateral[c.source][asset]) : int256(0);
+        return uint256(_effective(account, int256(_collateral[account][asset]), src, c));
+    }
+
+    function _effectiveAssets(address account) internal view returns (address[] memory) {
+        Claim memory c = _claims[account];
+        address[] memory own = _assetsOf[account];
+        if (c.fractionWad == 0) return own;
+        address[] memory src = _assetsOf[c.source];
+        uint256[] memory a;
+        uint256[] memory b;
+        assembly ("memory-safe") {
+            a := own
+            b := src
+        }
+        uint256[] memory u = _union(a, b);
+        address[] memory out;
+        assembly ("memory-safe") {
+            out := u
+        }
+        return out;
     }
 }

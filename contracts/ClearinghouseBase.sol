@@ -8,14 +8,14 @@ import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {KeeperSet} from "./KeeperSet.sol";
 import {CollateralVault} from "./CollateralVault.sol";
-import {OptionBook} from "./OptionBook.sol";
+import {LiquidationClaims} from "./LiquidationClaims.sol";
 import {AccountState, BackstopTypes, MarginProof, Quote, Series} from "./libraries/BackstopTypes.sol";
 
 /// @title ClearinghouseBase
 /// @notice Storage layout and internal logic shared by `Clearinghouse` (hot paths) and `ClearinghouseAdmin`
 /// (governance, settlement, liquidation hook, views; reached through `Clearinghouse`'s fallback by delegatecall).
 /// Both inherit exactly this contract and declare no state of their own, so their storage layouts are identical.
-abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
+abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Pausable {
     using SafeCast for uint256;
     using SafeCast for int256;
 
@@ -31,6 +31,11 @@ abstract contract ClearinghouseBase is OptionBook, ReentrancyGuard, Pausable {
     {
         _checkBounds("shortMarginFraction", shortMarginFraction_, MIN_SHORT_MARGIN_FRACTION, MAX_SHORT_MARGIN_FRACTION);
         _config.shortMarginFraction = shortMarginFraction_;
+    }
+
+    modifier onlyLiquidationModule() {
+        if (msg.sender != liquidationModule || msg.sender == address(0)) revert NotLiquidationModule(msg.sender);
+        _;
     }
 
     // ------------------------------------------------------------------ internals

@@ -86,7 +86,12 @@ abstract contract CollateralVault is AttestationOracle {
         return Math.mulDiv(wadAmount, _quoteUnit, WAD, r);
     }
 
-    function _deposit(address account, address asset, uint256 amount) internal {
+    /// @dev Credits quote cash (> 0) to `account`; overridden where credits to some accounts are held apart.
+    function _creditCash(address account, int256 amount) internal virtual {
+        _cash[account] += amount;
+    }
+
+    function _deposit(address account, address asset, uint256 amount) internal virtual {
         if (amount == 0) revert ZeroAmount();
         if (account == address(0)) revert ZeroAddress();
         AssetConfig memory cfg = _assetConfig[asset];
@@ -95,9 +100,9 @@ abstract contract CollateralVault is AttestationOracle {
         if (total > cfg.depositCap) revert DepositCapExceeded(asset, total, cfg.depositCap);
         totalDeposits[asset] = total;
         if (asset == quoteAsset) {
-            _cash[account] += amount.toInt256();
+            _creditCash(account, amount.toInt256());
         } else {
-            _addCollateral(account, asset, amount);
+            _addCollateral(account, asset, amount, true);
         }
         _bumpNonce(account);
         emit Deposited(account, asset, amount, msg.sender);
@@ -123,10 +128,11 @@ abstract contract CollateralVault is AttestationOracle {
         IERC20(asset).safeTransfer(account, amount);
     }
 
-    function _addCollateral(address account, address asset, uint256 amount) internal {
+    /// @dev `capped == false` lets a liquidation settlement go past the per-account asset cap.
+    function _addCollateral(address account, address asset, uint256 amount, bool capped) internal {
         uint256 balance = _collateral[account][asset];
         if (balance == 0 && _assetIndex[account][asset] == 0) {
-            if (_assetsOf[account].length >= MAX_ASSETS_PER_ACCOUNT) revert TooManyAssets(account);
+            if (capped && _assetsOf[account].length >= MAX_ASSETS_PER_ACCOUNT) revert TooManyAssets(account);
             _assetsOf[account].push(asset);
             _assetIndex[account][asset] = _assetsOf[account].length;
         }

@@ -56,13 +56,18 @@ abstract contract OptionBook is CollateralVault {
         emit Settled(account, seriesId, size, delta);
     }
 
-    /// @dev Writes a position and keeps the account's series list in sync.
+    /// @dev Writes a position and keeps the account's series list in sync (within the position cap).
     function _setPosition(address account, uint256 seriesId, int256 newSize) internal {
+        _setPosition(account, seriesId, newSize, true);
+    }
+
+    /// @dev As above; `capped == false` lets a liquidation settlement go past the cap.
+    function _setPosition(address account, uint256 seriesId, int256 newSize, bool capped) internal {
         int256 old = _positions[account][seriesId];
         _positions[account][seriesId] = newSize;
         if (old == 0 && newSize != 0) {
             uint256[] storage list = _seriesOf[account];
-            if (list.length >= MAX_POSITIONS_PER_ACCOUNT) revert TooManyPositions(account);
+            if (capped && list.length >= MAX_POSITIONS_PER_ACCOUNT) revert TooManyPositions(account);
             list.push(seriesId);
             _seriesIndex[account][seriesId] = list.length;
         } else if (old != 0 && newSize == 0) {

@@ -21,12 +21,12 @@ FAR, ANY = 2**63, 2**255 - 1
 
 
 HOOK = {web3.keccak(text=f).hex().removeprefix("0x")[:8]: f.split("(")[0] for f in (
-    "transferPortfolioShare(address,address,uint256)", "transferCash(address,address,uint256)",
+    "recordClaim(address,address,uint256,uint256)", "primeLot(address)", "transferCash(address,address,uint256)",
     "clearBreach(address)", "deposit(address,uint256)")}
 
 
 def _core_gas(tx) -> str:
-    """Gas spent inside the core's hook calls (Anvil callTracer), e.g. 'transferPortfolioShare 152,712'."""
+    """Gas spent inside the core's hook calls (Anvil callTracer), e.g. 'recordClaim 30,120'."""
     try:
         trace = web3.provider.make_request("debug_traceTransaction", [tx.txid, {"tracer": "callTracer"}])["result"]
     except Exception:  # noqa: BLE001 - tracer not offered by this node (Ganache): no breakdown
@@ -54,6 +54,7 @@ def main() -> None:
     core.breach(v0, -1 * USDC, MM, IM)
     core.auction.start(v0, {"from": starter})
     core.auction.bid(v0, WAD, ANY, FAR, 0, {"from": warm_bidder})
+    core.chx.settleClaim(warm_bidder, {"from": warm_bidder})
 
     v = accounts[1]
     core.build_book(v)
@@ -73,6 +74,12 @@ def main() -> None:
     tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": warm_bidder})
     rows.append(("bid, full: takes the rest of the allowed fraction and ends (warm)", tx,
                  "plus escrow to the account, reward to the starter, penalty to the fund, clearBreach"))
+    tx = core.chx.settleClaim(warm_bidder, {"from": warm_bidder})
+    rows.append(("claim delivery (`settleClaim`, anyone, after the auction; warm)", tx,
+                 "moves the bidder's claimed share of 5 positions + 2 assets + cash; not time-critical"))
+    tx = core.chx.settleClaim(fresh_bidder, {"from": fresh_bidder})
+    rows.append(("claim delivery (`settleClaim`; fresh holder slots, last claim: unfreezes the book)", tx,
+                 "5 positions + 2 assets created for the holder; credited escrow joins the account's cash"))
 
     v2 = accounts[7]
     core.build_book(v2)
@@ -81,6 +88,7 @@ def main() -> None:
     core.attest([(warm_bidder, 3_000_000 * USDC, 10_000 * USDC, 15_000 * USDC)])
     tx = core.auction.bid(v2, WAD, ANY, FAR, 0, {"from": warm_bidder})
     rows.append(("bid, insolvent whole book (warm)", tx, "fund pays the shortfall; auction ends"))
+    core.chx.settleClaim(warm_bidder, {"from": warm_bidder})
 
     v3 = accounts[8]
     core.build_book(v3)

@@ -295,6 +295,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
             starter: msg.sender,
             rewardPromised: reward.toUint96()
         });
+        clearinghouse.primeLot(account);
         (int256 top, uint256 span) = _topAndSpan(b.equity, b.maintenance);
         emit AuctionStarted(
             id, account, msg.sender, b.equity, b.maintenance, b.initial, top, span,
@@ -352,8 +353,10 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     /**
      * @notice Buys up to `maxFractionWad` of the account's original portfolio at the current price, never more than
      * the fraction that restores the account to `MM * (1 + buffer)` (insolvent auctions: everything left, at once).
-     * The bidder (`msg.sender`) receives the positions, collateral and cash into its clearinghouse account and pays
-     * `fraction * price` in quote cash (receives it when the price is negative). It must keep, above its
+     * The bidder (`msg.sender`) receives a claim on that share of the account's positions, collateral and cash in
+     * the clearinghouse (counted in its effective book at once, moved into its own storage by the core's
+     * `settleClaim(bidder)`, which anyone may call later) and pays `fraction * price` in quote cash (receives it
+     * when the price is negative). A bidder still holding an unsettled claim on another account settles it first. It must keep, above its
      * maintenance margin, the cash it pays plus `fraction * (IM - E)` of the sold book: from a fresh margin record,
      * or (no option positions) from its collateral value; `deposit` quote units pulled from it in the same call count.
      * Reverts with {AccountHealthy} while the latest attestation of the account's current portfolio (plus escrow)
@@ -375,22 +378,26 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         if (m.startedAt == 0) revert NoAuction(account);
         Config memory cfg = _loadConfig(false);
         (int256 price_, uint256 allowed, uint256 fill) = _fill(account, m, cfg, maxFractionWad, maxPrice);
-        fractionWad = fill;
         amount = _mulWadSignedFloor(fill, price_);
         _checkBidder(msg.sender, fill, amount, m, cfg, deposit);
-        _transferShare(account, fill, m.soldWad);
-        uint256 penalty = _settleCash(m, amount, cfg.penaltyWad);
+        uint256 penalty = _claimAndPay(m, account, fill, amount, cfg.penaltyWad);
         m.soldWad += uint64(fill);
         _emitBid(m, account, price_, fill, amount, penalty);
+        _afterBid(account, m, fill == allowed, penalty > 0);
+        fractionWad = fill;
+    }
+
+    /// @dev Ends the auction when everything or the allowed fraction is sold; otherwise one write of slot 0 (and of
+    /// slot 2 if a penalty was paid).
+    function _afterBid(address account, Auction memory m, bool restored, bool paidPenalty) private {
         if (m.soldWad == WAD) {
             _finish(account, m, EndReason.SoldOut);
-        } else if (fill == allowed) {
+        } else if (restored) {
             _finish(account, m, EndReason.Restored);
         } else {
-            // one write of slot 0 (and of slot 2 if a penalty was paid)
             StoredAuction storage a = _auctions[account];
-            (a.expectedNonce, a.soldWad, a.escrow) = (clearinghouse.stateNonce(account), m.soldWad, m.escrow);
-            if (penalty > 0) a.penaltyTotal = m.penaltyTotal;
+            (a.expectedNonce, a.soldWad, a.escrow) = (m.expectedNonce, m.soldWad, m.escrow);
+            if (paidPenalty) a.penaltyTotal = m.penaltyTotal;
         }
     }
 
@@ -417,28 +424,30 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         if (fill == 0) revert NothingToSell(account);
     }
 
-    /// @dev Moves `fractionWad` of the ORIGINAL portfolio: that share of what the account still holds.
-    function _transferShare(address account, uint256 fractionWad, uint256 soldWad) private {
-        uint256 remaining = WAD - soldWad;
-        uint256 shareOfRemaining =
-            fractionWad == remaining ? WAD : Math.mulDiv(fractionWad, WAD, remaining, Math.Rounding.Ceil);
-        clearinghouse.transferPortfolioShare(account, msg.sender, shareOfRemaining);
-    }
-
-    /// @dev Bidder pays `amount` into escrow (penalty kept apart), or is paid `-amount`: from the escrow first,
-    /// then from the fund, the rest as a bad-debt claim.
-    function _settleCash(Auction memory m, int256 amount, uint256 penaltyWad) private returns (uint256 penalty) {
+    /// @dev Records the bidder's claim on `fill` of the ORIGINAL portfolio (that share of what the account still
+    /// holds) and settles the cash: a positive `amount` is paid by the bidder into escrow in the same core call
+    /// (penalty kept apart); a negative one is paid to the bidder from the escrow first, then from the fund, the
+    /// rest as a bad-debt claim. Returns the penalty; `m.expectedNonce` becomes the account's new state nonce.
+    function _claimAndPay(Auction memory m, address account, uint256 fill, int256 amount, uint256 penaltyWad)
+        private
+        returns (uint256 penalty)
+    {
+        uint256 remaining = WAD - m.soldWad;
+        uint256 share = fill == remaining ? WAD : Math.mulDiv(fill, WAD, remaining, Math.Rounding.Ceil);
         if (amount > 0) {
-            clearinghouse.transferCash(msg.sender, address(this), uint256(amount));
+            m.expectedNonce = clearinghouse.recordClaim(account, msg.sender, share, uint256(amount));
             penalty = Math.mulDiv(uint256(amount), penaltyWad, WAD, Math.Rounding.Ceil);
             m.escrow += (uint256(amount) - penalty).toUint128();
             m.penaltyTotal += penalty.toUint128();
-        } else if (amount < 0) {
-            uint256 owed = uint256(-amount);
-            uint256 fromEscrow = owed < m.escrow ? owed : m.escrow;
-            m.escrow -= uint128(fromEscrow);
-            uint256 paid = fromEscrow + _fundCoverShortfall(m.id, msg.sender, owed - fromEscrow);
-            if (paid > 0) clearinghouse.transferCash(address(this), msg.sender, paid);
+        } else {
+            m.expectedNonce = clearinghouse.recordClaim(account, msg.sender, share, 0);
+            if (amount < 0) {
+                uint256 owed = uint256(-amount);
+                uint256 fromEscrow = owed < m.escrow ? owed : m.escrow;
+                m.escrow -= uint128(fromEscrow);
+                uint256 paid = fromEscrow + _fundCoverShortfall(m.id, msg.sender, owed - fromEscrow);
+                if (paid > 0) clearinghouse.transferCash(address(this), msg.sender, paid);
+            }
         }
     }
 

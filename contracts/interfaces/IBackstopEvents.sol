@@ -62,6 +62,14 @@ interface IBackstopErrors {
     error TooManyPositions(address account);
     error NoPosition(address account, uint256 seriesId);
     error InvalidFraction(uint256 fractionWad);
+    /// @notice `account`'s book is frozen by `pendingWad` of unsettled liquidation claims: settle them first.
+    error ClaimsPending(address account, uint256 pendingWad);
+    /// @notice `holder` still holds an unsettled claim of `fractionWad` on `source`'s book: settle it first.
+    error ClaimUnsettled(address holder, address source, uint256 fractionWad);
+    /// @notice `holder` has no unsettled claim.
+    error NoClaim(address holder);
+    /// @notice Nothing of `source`'s book is left to claim.
+    error NothingToClaim(address source);
 }
 
 /// @title IBackstopEvents
@@ -124,4 +132,26 @@ interface IBackstopEvents {
     event PositionTransferred(address indexed from, address indexed to, uint256 indexed seriesId, int256 size);
     event CollateralTransferred(address indexed from, address indexed to, address indexed asset, uint256 amount);
     event CashTransferred(address indexed from, address indexed to, int256 amount);
+    /// @notice A liquidation bid: `holder` now owns `claimWad` of `source`'s frozen book (`shareWad` of what was left
+    /// of its effective book) and paid `payment` quote cash to the liquidation module.
+    event ClaimRecorded(
+        address indexed source,
+        address indexed holder,
+        uint256 shareWad,
+        uint256 claimWad,
+        uint256 pendingWad,
+        uint256 movedWad,
+        uint256 payment
+    );
+    /// @notice A claim was delivered: `shareOfStoredWad` of `source`'s stored book moved to `holder` (see the
+    /// Position/Collateral/CashTransferred events before it); `creditedCashReleased` joined the source's cash.
+    event ClaimSettled(
+        address indexed source,
+        address indexed holder,
+        uint256 claimWad,
+        uint256 shareOfStoredWad,
+        uint256 creditedCashReleased
+    );
+    /// @notice The account's claim ledger slot was primed (an auction started for it).
+    event LotPrimed(address indexed account);
 }

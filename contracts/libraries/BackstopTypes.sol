@@ -68,6 +68,24 @@ struct BreachRecord {
     uint64 breachedAt;
 }
 
+/// @notice A liquidated account's claim ledger (ONE slot, kept non-zero once primed so later writes are cheap).
+/// @dev While `pendingWad != 0` the account's stored book B is frozen: holders own `pendingWad` of B not yet
+/// moved to them, `movedWad` of B was already moved, and quote cash credited to the account meanwhile is kept
+/// outside B in `creditedCash` until the last claim is settled. Fractions are WAD fractions of B.
+struct Lot {
+    uint64 pendingWad;
+    uint64 movedWad;
+    uint96 creditedCash;
+    bool primed;
+}
+
+/// @notice A bidder's unsettled claim on a liquidated account's frozen book (ONE slot per holder; `source` is kept
+/// after settlement so the slot stays non-zero). At most one source per holder at a time.
+struct Claim {
+    address source;
+    uint64 fractionWad;
+}
+
 /// @notice Per-asset collateral configuration (one slot).
 struct AssetConfig {
     bool listed;

@@ -10,8 +10,15 @@ import {BreachRecord} from "../../libraries/BackstopTypes.sol";
  * record is the core's own `BackstopTypes.BreachRecord`, so the two cannot drift apart.
  */
 interface IAuctionClearinghouse {
-    /// @notice Moves `fractionWad` of every position, collateral balance and cash of `from` to `to`.
-    function transferPortfolioShare(address from, address to, uint256 fractionWad) external;
+    /// @notice Records `holder`'s claim on `shareWad` of what is left of `source`'s effective book (delivered later
+    /// by the core's `settleClaim`) and moves `payment` quote cash from `holder` to the module; returns the source's
+    /// new state nonce.
+    function recordClaim(address source, address holder, uint256 shareWad, uint256 payment)
+        external
+        returns (uint32 sourceNonce);
+
+    /// @notice Writes `account`'s claim-ledger slot so that bids on it update a non-zero slot.
+    function primeLot(address account) external;
 
     /// @notice Moves `amount` of quote cash from `from` to `to`; `from` may go negative.
     function transferCash(address from, address to, uint256 amount) external;

@@ -1,0 +1,187 @@
+// SPDX-License-Identifier: MIT
+pragma solidity 0.8.28;
+
+import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
+import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {OptionBook} from "./OptionBook.sol";
+import {Claim, Lot} from "./libraries/BackstopTypes.sol";
+
+/// @title LiquidationClaims
+/// @notice Deferred delivery of liquidated books. A liquidation bid records a claim: a WAD fraction of the
+/// liquidated account's stored book B (positions, collateral, cash), which is frozen until every claim on it is
+/// settled. Settlement (`settleClaim`, anyone, any time) moves the claimed share of B into the holder's own
+/// account exactly as an immediate pro-rata transfer would have (rounding against the liquidated account).
+/// Until then the views report effective books: the liquidated account keeps `1 - pending` of B, each holder
+/// owns its claim on top of its own book, and the keepers attest those effective books.
+/// @dev Freeze rules: a frozen account (pending claims on its book) cannot trade, withdraw or receive non-quote
+/// collateral; quote cash credited to it (deposits, escrow releases) is kept outside B in `creditedCash` and
+/// joins its cash when the last claim is settled. A holder with an unsettled claim cannot trade or withdraw until
+/// it settles. Expiry settlement of a frozen book is allowed: it converts a position of B into cash of B at the
+/// settlement price, which changes no claimant's value.
+abstract contract LiquidationClaims is OptionBook {
+    using SafeCast for uint256;
+    using SafeCast for int256;
+
+    mapping(address account => Lot) internal _lots;
+    mapping(address holder => Claim) internal _claims;
+
+    // ------------------------------------------------------------------ internals
+
+    /// @dev Reverts if `account`'s book is frozen or it holds an unsettled claim.
+    function _requireNoClaims(address account) internal view {
+        uint256 pending = _lots[account].pendingWad;
+        if (pending != 0) revert ClaimsPending(account, pending);
+        Claim memory c = _claims[account];
+        if (c.fractionWad != 0) revert ClaimUnsettled(account, c.source, c.fractionWad);
+    }
+
+    /// @dev Records a claim of `holder` on `shareWad` of what is left of `source`'s effective book, and moves
+    /// `payment` quote cash from the holder to the caller (the liquidation module). Returns the source's new
+    /// stateNonce and the claim as a fraction of the frozen book.
+    function _recordClaim(address source, address holder, uint256 shareWad, uint256 payment)
+        internal
+        returns (uint32 sourceNonce, uint256 claimWad)
+    {
+        if (shareWad == 0 || shareWad > WAD) revert InvalidFraction(shareWad);
+        if (holder == address(0)) revert ZeroAddress();
+        if (holder == source) revert SelfTrade(source);
+        {
+            Claim memory own = _claims[source];
+            if (own.fractionWad != 0) revert ClaimUnsettled(source, own.source, own.fractionWad);
+            uint256 frozen = _lots[holder].pendingWad;
+            if (frozen != 0) revert ClaimsPending(holder, frozen);
+        }
+        Claim memory c = _claims[holder];
+        if (c.fractionWad != 0 && c.source != source) revert ClaimUnsettled(holder, c.source, c.fractionWad);
+        Lot memory lot = _lots[source];
+        uint256 remaining = WAD - lot.movedWad - lot.pendingWad;
+        // rounded up: against the liquidated account, like the transfer it stands for
+        claimWad = shareWad == WAD ? remaining : Math.mulDiv(shareWad, remaining, WAD, Math.Rounding.Ceil);
+        if (claimWad == 0) revert NothingToClaim(source);
+        lot.pendingWad += uint64(claimWad);
+        lot.primed = true;
+        _lots[source] = lot;
+        _claims[holder] = Claim(source, c.fractionWad + uint64(claimWad));
+        if (payment != 0) {
+            int256 m = payment.toInt256();
+            _cash[holder] -= m;
+            _cash[msg.sender] += m;
+        }
+        _bumpNonce(source);
+        _bumpNonce(holder);
+        sourceNonce = _accounts[source].stateNonce;
+        emit ClaimRecorded(source, holder, shareWad, claimWad, lot.pendingWad, lot.movedWad, payment);
+    }
+
+    /// @dev Moves `holder`'s claimed share of its source's stored book into the holder's account.
+    function _settleClaim(address holder) internal {
+        Claim memory c = _claims[holder];
+        if (c.fractionWad == 0) revert NoClaim(holder);
+        address source = c.source;
+        Lot memory lot = _lots[source];
+        uint256 share = _storedShare(c.fractionWad, lot.movedWad);
+        _claims[holder].fractionWad = 0; // `source` stays: the slot is kept non-zero
+        lot.pendingWad -= c.fractionWad;
+        lot.movedWad += c.fractionWad;
+        uint256 released;
+        if (lot.pendingWad == 0) {
+            released = lot.creditedCash;
+            (lot.movedWad, lot.creditedCash) = (0, 0);
+        }
+        _lots[source] = lot;
+        _moveShare(source, holder, share);
+        if (released != 0) _cash[source] += released.toInt256();
+        _bumpNonce(source);
+        _bumpNonce(holder);
+        emit ClaimSettled(source, holder, c.fractionWad, share, released);
+    }
+
+    /// @dev A claim of `fractionWad` of B as a share of the stored `(1 - moved) B` (rounded up; exactly 1 for the
+    /// whole rest).
+    function _storedShare(uint256 fractionWad, uint256 movedWad) internal pure returns (uint256) {
+        uint256 base = WAD - movedWad;
+        return fractionWad == base ? WAD : Math.mulDiv(fractionWad, WAD, base, Math.Rounding.Ceil);
+    }
+
+    /// @dev Moves `shareWad` of every position, collateral balance and cash of `from` to `to`, rounding against
+    /// `from` (longs, collateral, positive cash rounded up; shorts and debt rounded down). The receiver's position
+    /// and asset caps do not apply: a settlement must always go through.
+    function _moveShare(address from, address to, uint256 shareWad) internal {
+        uint256[] memory ids = _seriesOf[from];
+        for (uint256 i; i < ids.length; ++i) {
+            uint256 id = ids[i];
+            int256 size = _positions[from][id];
+            int256 m = _shareOf(size, shareWad);
+            if (m == 0) continue;
+            _setPosition(from, id, size - m, true);
+            _setPosition(to, id, _positions[to][id] + m, false);
+            emit PositionTransferred(from, to, id, m);
+        }
+        address[] memory assets = _assetsOf[from];
+        for (uint256 i; i < assets.length; ++i) {
+            address asset = assets[i];
+            uint256 moved = Math.mulDiv(_collateral[from][asset], shareWad, WAD, Math.Rounding.Ceil);
+            _subCollateral(from, asset, moved);
+            _addCollateral(to, asset, moved, false);
+            emit CollateralTransferred(from, to, asset, moved);
+        }
+        int256 cash = _cash[from];
+        if (cash != 0) {
+            int256 m = _shareOf(cash, shareWad);
+            _cash[from] = cash - m;
+            _cash[to] += m;
+            emit CashTransferred(from, to, m);
+        }
+        emit PortfolioShareTransferred(from, to, shareWad);
+    }
+
+    /// @dev `shareWad` of a signed amount, rounded against its owner: an asset (> 0) up, a liability down.
+    function _shareOf(int256 amount, uint256 shareWad) internal pure returns (int256) {
+        if (amount >= 0) return Math.mulDiv(uint256(amount), shareWad, WAD, Math.Rounding.Ceil).toInt256();
+        return -Math.mulDiv(uint256(-amount), shareWad, WAD, Math.Rounding.Floor).toInt256();
+    }
+
+    /// @dev Quote cash credited to a frozen account stays outside its frozen book.
+    function _creditCash(address account, int256 amount) internal override {
+        Lot storage lot = _lots[account];
+        if (lot.pendingWad != 0) {
+            lot.creditedCash += uint256(amount).toUint96();
+        } else {
+            _cash[account] += amount;
+        }
+    }
+
+    /// @dev A frozen account receives only quote cash.
+    function _deposit(address account, address asset, uint256 amount) internal override {
+        if (asset != quoteAsset) {
+            uint256 pending = _lots[account].pendingWad;
+            if (pending != 0) revert ClaimsPending(account, pending);
+        }
+        super._deposit(account, asset, amount);
+    }
+
+    // ------------------------------------------------------------------ effective book (views)
+
+    /// @dev The fraction of its stored book a frozen account keeps (WAD; rounded down).
+    function _keptShare(Lot memory lot) internal pure returns (uint256) {
+        if (lot.pendingWad == 0) return WAD;
+        uint256 base = WAD - lot.movedWad;
+        return Math.mulDiv(base - lot.pendingWad, WAD, base, Math.Rounding.Floor);
+    }
+
+    /// @dev Effective signed amount of `account` given its stored amount and, for a holder, its source's: a frozen
+    /// account keeps its share (assets rounded down, liabilities up); a holder adds what settlement would move.
+    function _effective(address account, int256 stored, int256 sourceStored, Claim memory c)
+        internal
+        view
+        returns (int256)
+    {
+        if (c.fractionWad != 0) {
+            return stored + _shareOf(sourceStored, _storedShare(c.fractionWad, _lots[c.source].movedWad));
+        }
+        uint256 kept = _keptShare(_lots[account]);
+        if (kept == WAD) return stored;
+        if (stored >= 0) return Math.mulDiv(uint256(stored), kept, WAD, Math.Rounding.Floor).toInt256();
+        return -Math.mulDiv(uint256(-stored), kept, WAD, Math.Rounding.Ceil).toInt256();
+    }
+}

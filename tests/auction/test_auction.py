@@ -138,6 +138,18 @@ def test_partial_liquidation_restores_target_and_no_further(core, accounts):
     assert int(core.chx.cashOf(v)) == cash_v0 - (-(-cash_v0 * g // WAD)) + escrow
     assert not core.chx.isBreached(v)
     _assert_conserved(core)
+    # delivery: the sale is a claim on the account's frozen book; the escrow released to it is held outside that book
+    claim = tx.events["ClaimRecorded"]
+    assert claim["holder"] == bidder and int(claim["claimWad"]) == g and int(claim["payment"]) == amount
+    lot = core.chx.lotOf(v)
+    assert (int(lot["pendingWad"]), int(lot["movedWad"]), int(lot["creditedCash"])) == (g, 0, escrow)
+    core.chx.settleClaim(bidder, {"from": accounts[5]})  # anyone, later: storage then holds what the views showed
+    stored = [core.chx.storedBalances(a, s, core.weth) for a in (v, bidder) for s in core.series]
+    n = len(core.series)
+    assert [int(x[0]) for x in stored[:n]] == after_v and [int(x[0]) for x in stored[n:]] == got
+    assert int(stored[n][1]) == moved_weth and int(stored[0][2]) == int(core.chx.cashOf(v))
+    lot = core.chx.lotOf(v)
+    assert (int(lot["pendingWad"]), int(lot["movedWad"]), int(lot["creditedCash"]), lot["primed"]) == (0, 0, 0, True)
     with reverts_with("NoAuction"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": accounts[4]})
 
@@ -229,6 +241,16 @@ def test_insolvent_fund_pays_then_bad_debt_by_the_rule(core, accounts):
     core.auction.start(v2, {"from": accounts[3]})
     # the bidder now holds options: it needs a fresh margin record of its own to bid again
     with reverts_with("BidderMarginUnknown"):
+        core.auction.bid(v2, WAD, ANY, FAR, 0, {"from": bidder})
+    # ... and its claim on v1's book must be delivered before it may buy another book
+    core.attest([(bidder, 400_000 * USDC, 5_000 * USDC, 8_000 * USDC)])
+    with reverts_with("ClaimUnsettled"):
+        core.auction.bid(v2, WAD, ANY, FAR, 0, {"from": bidder})
+    expected = _positions(core, bidder)
+    core.chx.settleClaim(bidder, {"from": accounts[5]})  # anyone may deliver it
+    assert [int(core.chx.storedBalances(bidder, s, core.weth)[0]) for s in core.series] == expected
+    assert all(int(core.chx.storedBalances(v1, s, core.weth)[0]) == 0 for s in core.series)
+    with reverts_with("BidderMarginUnknown"):  # the delivery moved its stateNonce on: the record is stale
         core.auction.bid(v2, WAD, ANY, FAR, 0, {"from": bidder})
     core.attest([(bidder, 400_000 * USDC, 5_000 * USDC, 8_000 * USDC)])
     tx2 = core.auction.bid(v2, WAD, ANY, FAR, 0, {"from": bidder})

@@ -36,6 +36,7 @@ from hypothesis import HealthCheck, reject
 from hypothesis.control import current_build_context
 
 from keeper.auction_math import WAD
+from tests.auction.claims_checks import assert_tokens_conserved, claim_elsewhere, settle_claim_checked
 from tests.auction.conftest import USDC
 
 FAR, ANY = 2**63, 2**255 - 1
@@ -171,6 +172,7 @@ class AuctionRules:
         limit = ANY if st_limit_bps is None else quoted + MM * st_limit_bps // 10_000
         escrow = int(auction.auctionOf(v)["escrow"])
         healthy = self._attested_healthy(v, escrow)
+        elsewhere = claim_elsewhere(self.core, b, v)
         try:
             tx = auction.bid(v, st_frac, limit, FAR, 0, {"from": b})
         except brownie.exceptions.VirtualMachineError as e:
@@ -182,6 +184,8 @@ class AuctionRules:
                 assert int(a["equity"]) < 0 and st_frac < WAD - int(a["soldWad"])
             return
         self.stats["bid_filled"] = self.stats.get("bid_filled", 0) + 1
+        assert not elsewhere, "a bidder with an unsettled claim on another book bought"
+        assert tx.events["ClaimRecorded"]["holder"] == b and tx.events["ClaimRecorded"]["source"] == v
         self._book(tx)
         assert not healthy, f"sold from {v}, attested healthy: {self.attested[str(v)]}"
         ev = tx.events["Bid"]
@@ -243,6 +247,12 @@ class AuctionRules:
             return
         self._book(tx)
 
+    def rule_settle_claim(self, st_bidder):
+        """Anyone delivers a bidder's claim: its storage then holds exactly what its effective book showed."""
+        self._step("settle_claim")
+        if settle_claim_checked(self.core, self.bidders[st_bidder], self.core.series[:3]):
+            self.stats["claim_settled"] = self.stats.get("claim_settled", 0) + 1
+
     def rule_time_passes(self, st_secs):
         self._step("sleep")
         chain.sleep(st_secs)
@@ -251,13 +261,7 @@ class AuctionRules:
     # ------------------------------------------------------------------ invariants
     def invariant_tokens_conserved(self):
         self.in_step = True  # a failure is in flight until this check passes
-        c = self.core
-        cash = sum(int(c.chx.cashOf(a)) for a in self.everyone) + int(c.ch.settlementReserve())
-        assert int(c.quote.balanceOf(c.ch)) == cash
-        for token in (c.weth, c.wbtc):
-            assert int(token.balanceOf(c.ch)) == sum(int(c.chx.collateralOf(a, token)) for a in self.everyone)
-        for s in c.series[:3]:
-            assert sum(int(c.chx.positionOf(a, s)) for a in self.everyone) == 0
+        assert_tokens_conserved(self.core, self.everyone, self.core.series[:3])
         self.in_step = False
 
     def invariant_fund_arithmetic(self):
@@ -295,5 +299,5 @@ def test_auction_state_machine(state_machine_py, core, accounts):
           "rules:", dict(sorted(AuctionRules.stats.items())))
     assert len(steps) >= EXAMPLES and all(n == STEPS for n in steps), steps
     if not EXPLORE:  # not vacuous: auctions start, bids fill, cures happen
-        for key in ("started", "bid_filled", "cured_by_deposit"):
+        for key in ("started", "bid_filled", "cured_by_deposit", "claim_settled"):
             assert AuctionRules.stats.get(key, 0) > 0, (key, AuctionRules.stats)

@@ -2,8 +2,10 @@
 starts, bids, cures and time, on the real core with keeper-signed attestations.
 
 Invariants after every step:
-* conservation: the clearinghouse's token balances equal the sum of every account's cash / collateral, the module's
-  cash equals what it owes (fund + claims repaid + escrow and penalties of running auctions), positions sum to zero;
+* conservation: the clearinghouse's token balances equal the sum of every account's stored cash / collateral, the
+  module's cash equals what it owes (fund + claims repaid + escrow and penalties of running auctions), stored positions
+  sum to zero, effective books differ from stored ones by rounding only, and settling a claim delivers exactly the
+  holder's effective book;
 * no account that the keepers' latest attestation of its current portfolio shows as healthy is ever sold from, and
   no auction starts without a breach of the current portfolio.
 """
@@ -16,6 +18,7 @@ import random
 from keeper.auction_math import WAD
 from collections import Counter
 
+from tests.auction.claims_checks import assert_tokens_conserved, claim_elsewhere, settle_claim_checked
 from tests.auction.conftest import USDC
 
 FAR, ANY = 2**63, 2**255 - 1
@@ -104,11 +107,14 @@ class AuctionMachine:
             self._attest(b, 10**13, 10_000 * USDC)  # keepers keep the bidder's own record fresh
         nonce = int(self.core.ch.stateNonce(v))
         escrow = int(self.core.auction.auctionOf(v)["escrow"])
+        elsewhere = claim_elsewhere(self.core, b, v)
         try:
             tx = self.core.auction.bid(v, st_frac, ANY, FAR, 0, {"from": b})
         except brownie.exceptions.VirtualMachineError as e:
-            self.stats["bid_refused:" + str(e.revert_msg).split(":")[0]] += 1
+            name = str(e.revert_msg).split(":")[0]
+            self.stats["bid_refused:" + name] += 1
             return
+        assert not elsewhere, "a bidder with an unsettled claim on another book bought"
         self.stats["bid"] += 1
         if "AuctionEnded" in tx.events:
             self.stats["ended_by_bid"] += 1
@@ -145,6 +151,10 @@ class AuctionMachine:
         except brownie.exceptions.VirtualMachineError:
             pass
 
+    def rule_settle_claim(self, st_bidder):
+        if settle_claim_checked(self.core, self.bidders[st_bidder], self.core.series):
+            self.stats["claim_settled"] += 1
+
     def rule_sleep(self, st_secs):
         chain.sleep(st_secs)
         chain.mine()
@@ -152,13 +162,7 @@ class AuctionMachine:
     # ---------------------------------------------------------------- invariants
     def invariant_tokens_conserved(self):
         c = self.core
-        cash = sum(int(c.chx.cashOf(a)) for a in self.everyone)
-        assert int(c.quote.balanceOf(c.ch)) == cash
-        for token in (c.weth, c.wbtc):
-            held = sum(int(c.chx.collateralOf(a, token)) for a in self.everyone)
-            assert int(token.balanceOf(c.ch)) == held
-        for s in c.series:
-            assert sum(int(c.chx.positionOf(a, s)) for a in self.everyone) == 0
+        assert_tokens_conserved(c, self.everyone, c.series)
         assert int(c.chx.cashOf(c.auction)) == c.module_cash_liabilities(self._running())
 
 
@@ -191,3 +195,4 @@ def test_stateful_auctions(core, accounts):
                 raise AssertionError(f"seed {SEED} sequence {seq} steps {steps}: {e!r}") from e
     print("stateful stats:", dict(AuctionMachine.stats))
     assert AuctionMachine.stats["start"] > 0 and AuctionMachine.stats["bid"] > 0
+    assert AuctionMachine.stats["claim_settled"] > 0

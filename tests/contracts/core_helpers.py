@@ -153,6 +153,21 @@ class Protocol:
             ok &= int(token.balanceOf(self.ch)) == int(self.ch.totalDeposits(token))
         return ok
 
+    def stored_conservation(self, accounts) -> list[tuple[str, int, int]]:
+        """Token conservation on raw storage, which holds whatever liquidation claims are pending (the effective
+        views then differ from storage by the claims' rounding): per asset ``(symbol, held, owed)`` where quote
+        ``owed`` = stored cash + cash credited outside frozen books (``lotOf``) + the settlement reserve, and a
+        collateral's ``owed`` = stored balances (also checked against ``totalDeposits``: a third row per token).
+        ``accounts`` must list every account with a balance (the liquidation module's too)."""
+        rows = []
+        cash = sum(int(self.ch.storedBalances(a, 0, self.usdc)[2]) + int(self.ch.lotOf(a)[2]) for a in accounts)
+        rows.append(("USDC", int(self.usdc.balanceOf(self.ch)), cash + int(self.ch.settlementReserve())))
+        for token in (self.weth, self.wbtc):
+            held = int(token.balanceOf(self.ch))
+            rows.append((token.symbol(), held, sum(int(self.ch.storedBalances(a, 0, token)[1]) for a in accounts)))
+            rows.append((token.symbol() + " totalDeposits", held, int(self.ch.totalDeposits(token))))
+        return rows
+
 
 def deploy_protocol(owner, usdc, weth, wbtc, keeper_keys, threshold=3) -> Protocol:
     """Deploy Clearinghouse + ClearinghouseAdmin, register the keepers, list WETH (20%) and WBTC (10%)."""

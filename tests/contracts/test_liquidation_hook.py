@@ -1,4 +1,5 @@
-"""The liquidation-module hook: set-once module, portfolio share transfer rounding, cash transfer, breach clearing."""
+"""The liquidation-module hook: set-once module, claim delivery rounding (recordClaim + settleClaim), cash transfer,
+breach clearing. The module here is a plain account registered as liquidation module."""
 import brownie
 import pytest
 from brownie import accounts
@@ -12,6 +13,18 @@ def _floor(a, b):
 
 def _ceil(a, b):
     return -(-a // b)
+
+
+def _conserved(p, accounts_):
+    """Token balances == stored cash / collateral (+ credited cash + settlement reserve), per asset."""
+    rows = p.stored_conservation(accounts_)
+    return all(held == owed for _, held, owed in rows)
+
+
+def _deliver(p, module, source, holder, share_wad):
+    """A bid of `share_wad` of what is left of `source`'s book, delivered at once; returns the settle tx."""
+    p.ch.recordClaim(source, holder, share_wad, 0, {"from": module})
+    return p.ch.settleClaim(holder, {"from": accounts[9]})
 
 
 def _portfolio(p, traders):
@@ -40,10 +53,14 @@ def test_module_is_set_once_and_gates_the_hook(protocol, owner, traders):
         p.ch.setLiquidationModule(accounts[7], {"from": owner})
     with brownie.reverts(err("NotLiquidationModule(address)", str(owner))):
         p.ch.transferCash(traders[0], traders[1], 1, {"from": owner})
+    with brownie.reverts(err("NotLiquidationModule(address)", str(owner))):
+        p.ch.recordClaim(traders[0], traders[1], WAD, 0, {"from": owner})
+    with brownie.reverts(err("NotLiquidationModule(address)", str(traders[0]))):
+        p.ch.primeLot(traders[0], {"from": traders[0]})
 
 
 @pytest.mark.ganache
-def test_transfer_portfolio_share_rounds_against_liquidated(protocol, owner, traders):
+def test_delivered_claim_rounds_against_liquidated(protocol, owner, traders):
     p = protocol
     maker, taker = traders
     sid = _portfolio(p, traders)
@@ -62,7 +79,9 @@ def test_transfer_portfolio_share_rounds_against_liquidated(protocol, owner, tra
     }
     nonces = int(p.ch.stateNonce(maker)), int(p.ch.stateNonce(receiver))
     f = WAD // 3
-    tx = p.ch.transferPortfolioShare(maker, receiver, f, {"from": module})
+    # the first claim on a book is `f` of it exactly, and settling it moves `f` of the stored book
+    tx = _deliver(p, module, maker, receiver, f)
+    assert tuple(tx.events["ClaimSettled"].values()) == (maker, receiver, f, f, 0)
     moved_pos = -_floor(-before["pos"] * f, WAD)  # short: liability moves rounded down
     moved_weth = _ceil(before["weth"] * f, WAD)  # collateral moves rounded up
     moved_wbtc = _ceil(before["wbtc"] * f, WAD)
@@ -73,18 +92,22 @@ def test_transfer_portfolio_share_rounds_against_liquidated(protocol, owner, tra
     assert int(p.ch.collateralOf(receiver, p.weth)) == moved_weth
     assert int(p.ch.collateralOf(receiver, p.wbtc)) == moved_wbtc
     assert int(p.ch.cashOf(receiver)) == moved_cash and int(p.ch.cashOf(maker)) == before["cash"] - moved_cash
-    assert (int(p.ch.stateNonce(maker)), int(p.ch.stateNonce(receiver))) == (nonces[0] + 1, nonces[1] + 1)
+    # one bump when the claim is recorded, one when it is settled
+    assert (int(p.ch.stateNonce(maker)), int(p.ch.stateNonce(receiver))) == (nonces[0] + 2, nonces[1] + 2)
     assert tx.events["PortfolioShareTransferred"]["fractionWad"] == f
+    assert tuple(p.ch.lotOf(maker)) == (0, 0, 0, True)  # the book is unfrozen again
     # positions still net to zero and token balances are still owed exactly
     holders = [maker, taker, receiver]
     assert sum(int(p.ch.positionOf(h, sid)) for h in holders) == 0
-    assert p.balances_conserved(holders)
+    assert p.balances_conserved(holders) and _conserved(p, holders + [module])
     # the whole rest moves with f = 1
-    p.ch.transferPortfolioShare(maker, receiver, WAD, {"from": module})
+    _deliver(p, module, maker, receiver, WAD)
     assert list(p.ch.seriesOf(maker)) == [] and list(p.ch.collateralAssetsOf(maker)) == []
     assert int(p.ch.cashOf(maker)) == 0 and int(p.ch.positionOf(receiver, sid)) == before["pos"]
-    with brownie.reverts(err("InvalidFraction(uint256)", WAD + 1)):
-        p.ch.transferPortfolioShare(receiver, maker, WAD + 1, {"from": module})
+    assert _conserved(p, holders + [module])
+    for bad in (0, WAD + 1):
+        with brownie.reverts(err("InvalidFraction(uint256)", bad)):
+            p.ch.recordClaim(receiver, maker, bad, 0, {"from": module})
     tx = p.ch.clearBreach(maker, {"from": module})
     assert "BreachCleared" in tx.events and not p.ch.isBreached(maker)
 
@@ -97,10 +120,15 @@ def test_negative_cash_moves_rounded_down_and_transfer_cash(protocol, owner, tra
     p.fund(maker, p.usdc, 10 * USDC)
     p.ch.transferCash(maker, taker, 17 * USDC + 1, {"from": module})  # maker now owes 7.000001
     assert int(p.ch.cashOf(maker)) == -7 * USDC - 1
-    p.ch.transferPortfolioShare(maker, receiver, WAD // 2, {"from": module})
+    p.ch.recordClaim(maker, receiver, WAD // 2, 0, {"from": module})
     moved = -_floor(7 * USDC + 1, 2)  # debt leaves the liquidated account rounded down
+    # before delivery the views already show it: the holder's claim rounded as delivery moves it, the frozen
+    # book's liability rounded up
+    assert int(p.ch.cashOf(receiver)) == moved and int(p.ch.cashOf(maker)) == -_ceil(7 * USDC + 1, 2)
+    assert int(p.ch.storedBalances(maker, 0, p.usdc)[2]) == -7 * USDC - 1
+    p.ch.settleClaim(receiver, {"from": receiver})
     assert int(p.ch.cashOf(receiver)) == moved and int(p.ch.cashOf(maker)) == -7 * USDC - 1 - moved
-    assert p.balances_conserved([maker, taker, receiver])
+    assert p.balances_conserved([maker, taker, receiver]) and _conserved(p, [maker, taker, receiver, module])
     # the taker's positive cash exceeds what the contract holds while the others owe: a named error, not a panic
     held = int(p.usdc.balanceOf(p.ch))
     assert int(p.ch.cashOf(taker)) == 17 * USDC + 1 > held

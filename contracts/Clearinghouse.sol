@@ -203,9 +203,9 @@ contract Clearinghouse is ClearinghouseBase, Proxy {
     /// @param holder The bidder (must hold no claim on another book and not be frozen itself).
     /// @param shareWad WAD share of the source's remaining effective book, 0 < share <= 1e18.
     /// @param payment Quote base units moved from `holder` to the module (its cash may go negative here; the
-    /// module checks the bidder's margin).
+    /// module checks the bidder's margin); negative: moved from the module to `holder`.
     /// @return sourceNonce The source's new stateNonce.
-    function recordClaim(address source, address holder, uint256 shareWad, uint256 payment)
+    function recordClaim(address source, address holder, uint256 shareWad, int256 payment)
         external
         onlyLiquidationModule
         returns (uint32 sourceNonce)

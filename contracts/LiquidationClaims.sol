@@ -36,9 +36,9 @@ abstract contract LiquidationClaims is OptionBook {
     }
 
     /// @dev Records a claim of `holder` on `shareWad` of what is left of `source`'s effective book, and moves
-    /// `payment` quote cash from the holder to the caller (the liquidation module). Returns the source's new
-    /// stateNonce and the claim as a fraction of the frozen book.
-    function _recordClaim(address source, address holder, uint256 shareWad, uint256 payment)
+    /// `payment` quote cash from the holder to the caller (the liquidation module; negative: from the module to the
+    /// holder). Returns the source's new stateNonce and the claim as a fraction of the frozen book.
+    function _recordClaim(address source, address holder, uint256 shareWad, int256 payment)
         internal
         returns (uint32 sourceNonce, uint256 claimWad)
     {
@@ -63,9 +63,8 @@ abstract contract LiquidationClaims is OptionBook {
         _lots[source] = lot;
         _claims[holder] = Claim(source, c.fractionWad + uint64(claimWad));
         if (payment != 0) {
-            int256 m = payment.toInt256();
-            _cash[holder] -= m;
-            _cash[msg.sender] += m;
+            _cash[holder] -= payment;
+            _cash[msg.sender] += payment;
         }
         _bumpNonce(source);
         _bumpNonce(holder);

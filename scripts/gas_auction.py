@@ -21,7 +21,7 @@ FAR, ANY = 2**63, 2**255 - 1
 
 
 HOOK = {web3.keccak(text=f).hex().removeprefix("0x")[:8]: f.split("(")[0] for f in (
-    "recordClaim(address,address,uint256,uint256)", "primeLot(address)", "transferCash(address,address,uint256)",
+    "recordClaim(address,address,uint256,int256)", "primeLot(address)", "transferCash(address,address,uint256)",
     "clearBreach(address)", "deposit(address,uint256)")}
 
 
@@ -54,6 +54,7 @@ def main() -> None:
     core.breach(v0, -1 * USDC, MM, IM)
     core.auction.start(v0, {"from": starter})
     core.auction.bid(v0, WAD, ANY, FAR, 0, {"from": warm_bidder})
+    core.auction.finish(v0, {"from": starter})
     core.chx.settleClaim(warm_bidder, {"from": warm_bidder})
 
     v = accounts[1]
@@ -72,8 +73,12 @@ def main() -> None:
                  "bidder already holds all 5 series and both assets; margin from its fresh record"))
     core.attest([(warm_bidder, 3_000_000 * USDC, 10_000 * USDC, 15_000 * USDC)])
     tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": warm_bidder})
-    rows.append(("bid, full: takes the rest of the allowed fraction and ends (warm)", tx,
-                 "plus escrow to the account, reward to the starter, penalty to the fund, clearBreach"))
+    rows.append(("bid, full: takes the rest of the allowed fraction, completes the sale (warm)", tx,
+                 "marks the auction done (`SaleCompleted`); payouts are `finish`'s"))
+    tx = core.auction.finish(v, {"from": starter})
+    rows.append(("finish (anyone; here the starter, first reward to its account)", tx,
+                 "escrow to the account (held apart while its book is frozen), reward to the starter, penalty to the "
+                 "fund, clearBreach"))
     tx = core.chx.settleClaim(warm_bidder, {"from": warm_bidder})
     rows.append(("claim delivery (`settleClaim`, anyone, after the auction; warm)", tx,
                  "moves the bidder's claimed share of 5 positions + 2 assets + cash; not time-critical"))
@@ -81,13 +86,29 @@ def main() -> None:
     rows.append(("claim delivery (`settleClaim`; fresh holder slots, last claim: unfreezes the book)", tx,
                  "5 positions + 2 assets created for the holder; credited escrow joins the account's cash"))
 
+    owner = accounts[0]
+    core.quote.mint(owner, 50_000 * USDC, {"from": owner})
+    core.quote.approve(core.auction, 50_000 * USDC, {"from": owner})
+    core.auction.fundDeposit(50_000 * USDC, {"from": owner})  # the fund can pay the next shortfall
     v2 = accounts[7]
     core.build_book(v2)
     core.breach(v2, -2_000 * USDC, MM, IM)
     core.auction.start(v2, {"from": starter})
     core.attest([(warm_bidder, 3_000_000 * USDC, 10_000 * USDC, 15_000 * USDC)])
     tx = core.auction.bid(v2, WAD, ANY, FAR, 0, {"from": warm_bidder})
-    rows.append(("bid, insolvent whole book (warm)", tx, "fund pays the shortfall; auction ends"))
+    rows.append(("bid, insolvent whole book (warm)", tx, "the fund pays the bidder the shortfall; completes the sale"))
+    tx = core.auction.finish(v2, {"from": accounts[9]})
+    rows.append(("finish, insolvent (anyone; no penalty, no reward)", tx, "clearBreach, AuctionEnded"))
+    core.chx.settleClaim(warm_bidder, {"from": warm_bidder})
+
+    v5 = accounts[9]
+    core.build_book(v5)
+    core.breach(v5, -400_000 * USDC, MM, IM)
+    core.auction.start(v5, {"from": starter})
+    core.attest([(warm_bidder, 3_000_000 * USDC, 10_000 * USDC, 15_000 * USDC)])
+    tx = core.auction.bid(v5, WAD, ANY, FAR, 0, {"from": warm_bidder})
+    rows.append(("bid, insolvent whole book, fund exhausted (warm)", tx,
+                 "the fund pays what it has, the rest is recorded as a bad-debt claim (new claim slots)"))
     core.chx.settleClaim(warm_bidder, {"from": warm_bidder})
 
     v3 = accounts[8]

@@ -86,6 +86,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         uint64 id;
         uint128 escrow;
         uint128 penaltyTotal;
+        bool done; // the bids sold what they may: only {finish} is left
     }
 
     /// @dev Storage layout of an auction, grouped by access: a partial bid reads slots 0-2 and writes slot 0 (and
@@ -101,9 +102,10 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         int96 equity;
         uint96 maintenance;
         uint64 id;
-        // slot 2: read by every bid, `penaltyTotal` written by a paying bid
+        // slot 2: read by every bid, written by a paying bid and by the bid that completes the sale
         uint96 initial;
         uint128 penaltyTotal;
+        bool done;
         // slot 3: read when the auction ends
         address starter;
         uint96 rewardPromised;
@@ -181,6 +183,9 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         uint256 fundBalance,
         uint256 deficit
     );
+    /// @notice The bid of auction `id` completed the sale (`reason`: SoldOut or Restored, what {finish} will record):
+    /// bids, resets and cures are over, {finish} ends the auction.
+    event SaleCompleted(uint256 indexed id, address indexed account, EndReason reason, uint256 soldWad, uint256 escrow);
     /// @notice An auction ended; `escrowReleased` went to the account, `reward` to the starter, the rest of the
     /// penalty to the fund.
     event AuctionEnded(
@@ -237,6 +242,10 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     error DepositBelowDeficit(uint256 amount, int256 deficit);
     /// @notice Zero amount.
     error ZeroAmount();
+    /// @notice The bids already sold what they may: only {finish} is left.
+    error AuctionDone(address account, uint256 id);
+    /// @notice The auction has not sold what it may yet (`soldWad` of the book, remaining deficit `deficit`).
+    error AuctionNotDone(address account, uint256 soldWad, int256 deficit);
 
     /**
      * @param clearinghouse_ The clearinghouse (this contract must then be set as its liquidation module).
@@ -292,6 +301,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
             id: uint64(id),
             initial: b.initial,
             penaltyTotal: 0,
+            done: false,
             starter: msg.sender,
             rewardPromised: reward.toUint96()
         });
@@ -312,6 +322,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     function redo(address account) external nonReentrant {
         Auction memory m = _load(account);
         if (m.startedAt == 0) revert NoAuction(account);
+        if (m.done) revert AuctionDone(account, m.id);
         Config memory cfg = _loadConfig(false);
         (BreachRecord memory b, uint32 current) = _freshBreach(account);
         {
@@ -360,7 +371,8 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
      * maintenance margin, the cash it pays plus `fraction * (IM - E)` of the sold book: from a fresh margin record,
      * or (no option positions) from its collateral value; `deposit` quote units pulled from it in the same call count.
      * Reverts with {AccountHealthy} while the latest attestation of the account's current portfolio (plus escrow)
-     * shows it at or above maintenance margin. Not blocked by the pause.
+     * shows it at or above maintenance margin. The bid that completes the sale (everything, or the allowed fraction)
+     * marks the auction done ({SaleCompleted}); {finish} then ends it. Not blocked by the pause.
      * @param maxPrice Worst price (per whole portfolio) the bidder accepts: the bid reverts if the price is higher.
      * @param deadline Last timestamp at which the bid may execute.
      * @return fractionWad The fraction of the original portfolio bought.
@@ -376,29 +388,42 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         if (msg.sender == account) revert SelfBid(account);
         Auction memory m = _load(account);
         if (m.startedAt == 0) revert NoAuction(account);
+        if (m.done) revert AuctionDone(account, m.id);
         Config memory cfg = _loadConfig(false);
         (int256 price_, uint256 allowed, uint256 fill) = _fill(account, m, cfg, maxFractionWad, maxPrice);
         amount = _mulWadSignedFloor(fill, price_);
         _checkBidder(msg.sender, fill, amount, m, cfg, deposit);
         uint256 penalty = _claimAndPay(m, account, fill, amount, cfg.penaltyWad);
         m.soldWad += uint64(fill);
+        m.done = m.soldWad == WAD || fill == allowed;
         _emitBid(m, account, price_, fill, amount, penalty);
-        _afterBid(account, m, fill == allowed, penalty > 0);
+        _afterBid(account, m, penalty > 0);
         fractionWad = fill;
     }
 
-    /// @dev Ends the auction when everything or the allowed fraction is sold; otherwise one write of slot 0 (and of
-    /// slot 2 if a penalty was paid).
-    function _afterBid(address account, Auction memory m, bool restored, bool paidPenalty) private {
-        if (m.soldWad == WAD) {
-            _finish(account, m, EndReason.SoldOut);
-        } else if (restored) {
-            _finish(account, m, EndReason.Restored);
-        } else {
-            StoredAuction storage a = _auctions[account];
-            (a.expectedNonce, a.soldWad, a.escrow) = (m.expectedNonce, m.soldWad, m.escrow);
-            if (paidPenalty) a.penaltyTotal = m.penaltyTotal;
+    /// @dev One write of slot 0, and of slot 2 if a penalty was paid or the sale is complete ({finish} then ends the
+    /// auction: the bid itself does not pay out escrow, reward and fund, so every bid costs the same).
+    function _afterBid(address account, Auction memory m, bool paidPenalty) private {
+        StoredAuction storage a = _auctions[account];
+        (a.expectedNonce, a.soldWad, a.escrow) = (m.expectedNonce, m.soldWad, m.escrow);
+        if (paidPenalty || m.done) (a.penaltyTotal, a.done) = (m.penaltyTotal, m.done);
+        if (m.done) {
+            EndReason reason = m.soldWad == WAD ? EndReason.SoldOut : EndReason.Restored;
+            emit SaleCompleted(m.id, account, reason, m.soldWad, m.escrow);
         }
+    }
+
+    /**
+     * @notice Ends an auction whose bids sold what they may (`auctionOf(account).done`): everything (`SoldOut`) or the
+     * fraction that restores the account (`Restored`). Pays the escrow to the account, the starter's reward and the
+     * fund's share of the penalty, and clears the breach. Anyone may call (the starter's reward and the owner's
+     * escrow are paid here); not blocked by the pause.
+     */
+    function finish(address account) external nonReentrant {
+        Auction memory m = _load(account);
+        if (m.startedAt == 0) revert NoAuction(account);
+        if (!m.done) revert AuctionNotDone(account, m.soldWad, _deficit(m, _target(m.maintenance, _config.bufferWad)));
+        _finish(account, m, m.soldWad == WAD ? EndReason.SoldOut : EndReason.Restored);
     }
 
     /// @dev Checks nonce, reset need and price limit; returns the price, the allowed and the filled fraction.
@@ -407,11 +432,12 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         view
         returns (int256 price_, uint256 allowed, uint256 fill)
     {
-        uint32 current = clearinghouse.stateNonce(account);
-        if (current != m.expectedNonce) revert AccountChanged(account, m.expectedNonce, current);
         {
-            // the latest record of this very portfolio (the core keeps only the newest) must not show it healthy
-            (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(account);
+            // one read of the account's record: its current nonce, and the latest record of this very portfolio
+            // (the core keeps only the newest), which must not show it healthy
+            (int256 equity, uint256 maintenance, uint32 current, uint32 attestedAt) =
+                clearinghouse.marginRecord(account);
+            if (current != m.expectedNonce) revert AccountChanged(account, m.expectedNonce, current);
             if (attestedAt != 0 && equity + int256(uint256(m.escrow)) >= int256(maintenance)) {
                 revert AccountHealthy(account, equity, maintenance);
             }
@@ -425,7 +451,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     }
 
     /// @dev Records the bidder's claim on `fill` of the ORIGINAL portfolio (that share of what the account still
-    /// holds) and settles the cash: a positive `amount` is paid by the bidder into escrow in the same core call
+    /// holds) and settles the cash in the same core call: a positive `amount` is paid by the bidder into escrow
     /// (penalty kept apart); a negative one is paid to the bidder from the escrow first, then from the fund, the
     /// rest as a bad-debt claim. Returns the penalty; `m.expectedNonce` becomes the account's new state nonce.
     function _claimAndPay(Auction memory m, address account, uint256 fill, int256 amount, uint256 penaltyWad)
@@ -434,21 +460,19 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     {
         uint256 remaining = WAD - m.soldWad;
         uint256 share = fill == remaining ? WAD : Math.mulDiv(fill, WAD, remaining, Math.Rounding.Ceil);
+        int256 payment = amount;
         if (amount > 0) {
-            m.expectedNonce = clearinghouse.recordClaim(account, msg.sender, share, uint256(amount));
             penalty = Math.mulDiv(uint256(amount), penaltyWad, WAD, Math.Rounding.Ceil);
             m.escrow += (uint256(amount) - penalty).toUint128();
             m.penaltyTotal += penalty.toUint128();
-        } else {
-            m.expectedNonce = clearinghouse.recordClaim(account, msg.sender, share, 0);
-            if (amount < 0) {
-                uint256 owed = uint256(-amount);
-                uint256 fromEscrow = owed < m.escrow ? owed : m.escrow;
-                m.escrow -= uint128(fromEscrow);
-                uint256 paid = fromEscrow + _fundCoverShortfall(m.id, msg.sender, owed - fromEscrow);
-                if (paid > 0) clearinghouse.transferCash(address(this), msg.sender, paid);
-            }
+        } else if (amount < 0) {
+            uint256 owed = uint256(-amount);
+            uint256 fromEscrow = owed < m.escrow ? owed : m.escrow;
+            m.escrow -= uint128(fromEscrow);
+            payment = -(fromEscrow + _fundCoverShortfall(m.id, msg.sender, owed - fromEscrow)).toInt256();
         }
+        // the claim and the cash in one core call (the module is trusted by the core with its own cash)
+        m.expectedNonce = clearinghouse.recordClaim(account, msg.sender, share, payment);
     }
 
     function _emitBid(Auction memory m, address account, int256 price_, uint256 fill, int256 amount, uint256 penalty)
@@ -468,6 +492,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     function cure(address account) external nonReentrant {
         Auction memory a = _load(account);
         if (a.startedAt == 0) revert NoAuction(account);
+        if (a.done) revert AuctionDone(account, a.id);
         (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(account);
         if (attestedAt == 0) revert StaleBreach(account, 0, clearinghouse.stateNonce(account));
         Config memory cfg = _loadConfig(false);
@@ -489,6 +514,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     function depositAndCure(address account, uint256 amount) external nonReentrant {
         Auction memory a = _load(account);
         if (a.startedAt == 0) revert NoAuction(account);
+        if (a.done) revert AuctionDone(account, a.id);
         uint32 current = clearinghouse.stateNonce(account);
         if (current != a.expectedNonce) revert AccountChanged(account, a.expectedNonce, current);
         int256 d = _deficit(a, _target(a.maintenance, _config.bufferWad));
@@ -542,10 +568,11 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         Config memory cfg = _loadConfig(false);
         uint256 elapsed;
         (elapsed, factorRay) = _elapsedAndFactor(m, cfg);
-        needsReset = elapsed > cfg.tail || factorRay < uint256(cfg.cuspWad) * RAY_PER_WAD
-            || clearinghouse.stateNonce(account) != m.expectedNonce;
         (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
         price_ = AuctionCurves.priceAt(top, span, factorRay);
+        if (m.done) return (price_, 0, factorRay, false); // sold what it may: only {finish} is left
+        needsReset = elapsed > cfg.tail || factorRay < uint256(cfg.cuspWad) * RAY_PER_WAD
+            || clearinghouse.stateNonce(account) != m.expectedNonce;
         allowedWad = _allowed(m, cfg, price_);
     }
 
@@ -596,7 +623,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         StoredAuction storage a = _auctions[account];
         (m.startedAt, m.expectedNonce, m.soldWad, m.escrow) = (a.startedAt, a.expectedNonce, a.soldWad, a.escrow);
         (m.equity, m.maintenance, m.id) = (a.equity, a.maintenance, a.id);
-        (m.initial, m.penaltyTotal) = (a.initial, a.penaltyTotal);
+        (m.initial, m.penaltyTotal, m.done) = (a.initial, a.penaltyTotal, a.done);
     }
 
     function _bound(bytes32 name, uint256 value, uint256 min, uint256 max) internal pure {

@@ -133,7 +133,7 @@ interface IBackstopEvents {
     event CollateralTransferred(address indexed from, address indexed to, address indexed asset, uint256 amount);
     event CashTransferred(address indexed from, address indexed to, int256 amount);
     /// @notice A liquidation bid: `holder` now owns `claimWad` of `source`'s frozen book (`shareWad` of what was left
-    /// of its effective book) and paid `payment` quote cash to the liquidation module.
+    /// of its effective book) and paid `payment` quote cash to the liquidation module (negative: was paid by it).
     event ClaimRecorded(
         address indexed source,
         address indexed holder,
@@ -141,7 +141,7 @@ interface IBackstopEvents {
         uint256 claimWad,
         uint256 pendingWad,
         uint256 movedWad,
-        uint256 payment
+        int256 payment
     );
     /// @notice A claim was delivered: `shareOfStoredWad` of `source`'s stored book moved to `holder` (see the
     /// Position/Collateral/CashTransferred events before it); `creditedCashReleased` joined the source's cash.

@@ -101,6 +101,14 @@ def test_partial_liquidation_restores_target_and_no_further(core, accounts):
     chain.sleep(600)
     tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})  # asks for everything, gets only what is needed
     bid = tx.events["Bid"]
+    # the bid completes the sale; payouts wait for `finish` (anyone), so the bid costs what a partial one does
+    assert tx.events["SaleCompleted"]["reason"] == 0 and "AuctionEnded" not in tx.events  # Restored
+    assert core.auction.auctionOf(v)["done"] and int(core.auction.quote(v)["allowedWad"]) == 0
+    with reverts_with("AuctionDone"):
+        core.auction.bid(v, WAD, ANY, FAR, 0, {"from": accounts[4]})
+    with reverts_with("AuctionDone"):
+        core.auction.cure(v, {"from": accounts[4]})
+    fin = core.auction.finish(v, {"from": accounts[5]})
     elapsed = tx.timestamp - int(start_tx.timestamp)
     price = int(bid["price"])
     assert abs(price - am.price(CURVE, E, E, elapsed)) <= 1
@@ -108,7 +116,7 @@ def test_partial_liquidation_restores_target_and_no_further(core, accounts):
     assert g == am.allowed_fraction(E, T, 0, 0, price, LAM)
     assert 0 < g < WAD
     # the account after the sale (model: pro-rata book + escrowed net proceeds) is at the target ...
-    escrow = int(tx.events["AuctionEnded"]["escrowReleased"])
+    escrow = int(fin.events["AuctionEnded"]["escrowReleased"])
     equity_after = Fraction(WAD - g, WAD) * E + escrow
     mm_after = Fraction(WAD - g, WAD) * MM
     assert equity_after >= Fraction(WAD + BUF, WAD) * mm_after
@@ -116,7 +124,7 @@ def test_partial_liquidation_restores_target_and_no_further(core, accounts):
     less = g - g // 10**6
     split = am.split_bid(am.bid_amount(less, price), LAM, 0, 0)
     assert Fraction(WAD - less, WAD) * E + split.to_account < Fraction(WAD + BUF, WAD) * Fraction(WAD - less, WAD) * MM
-    assert tx.events["AuctionEnded"]["reason"] == 0  # Restored
+    assert fin.events["AuctionEnded"]["reason"] == 0  # Restored
     # money: bidder paid floor(g p); 5% penalty; starter reward capped by the penalty; escrow to the account
     amount = am.bid_amount(g, price)
     assert int(bid["amount"]) == amount
@@ -161,8 +169,10 @@ def test_second_bid_takes_only_the_rest_then_reverts(core, accounts):
     q = core.auction.quote(v)
     half = int(q["allowedWad"]) // 2
     tx1 = core.auction.bid(v, half, ANY, FAR, 0, {"from": bidder})
-    assert int(tx1.events["Bid"]["fractionWad"]) == half and "AuctionEnded" not in tx1.events
+    assert int(tx1.events["Bid"]["fractionWad"]) == half and "SaleCompleted" not in tx1.events
     _assert_conserved(core, [v])
+    with reverts_with("AuctionNotDone"):  # only a completed sale can be finished
+        core.auction.finish(v, {"from": accounts[5]})
     tx2 = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": accounts[4]})
     g2 = int(tx2.events["Bid"]["fractionWad"])
     price2 = int(tx2.events["Bid"]["price"])
@@ -170,7 +180,11 @@ def test_second_bid_takes_only_the_rest_then_reverts(core, accounts):
     T = am.target_margin(MM, BUF)
     assert g2 == am.allowed_fraction(E, T, half, escrow1, price2, LAM)
     assert g2 < WAD - half
-    assert am.remaining_deficit(E, T, half + g2, int(tx2.events["AuctionEnded"]["escrowReleased"])) <= 0
+    with reverts_with("AuctionDone"):
+        core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
+    _assert_conserved(core, [v])  # a completed sale still holds escrow and penalties until `finish`
+    fin = core.auction.finish(v, {"from": accounts[5]})
+    assert am.remaining_deficit(E, T, half + g2, int(fin.events["AuctionEnded"]["escrowReleased"])) <= 0
     with reverts_with("NoAuction"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
     _assert_conserved(core)
@@ -196,6 +210,8 @@ def test_price_limit_deadline_and_bidder_margin(core, accounts):
     core.quote.approve(core.auction, 200_000 * USDC, {"from": poor})
     tx = core.auction.bid(v, WAD, ANY, FAR, 200_000 * USDC, {"from": poor})
     assert int(tx.events["Bid"]["fractionWad"]) > 0
+    _assert_conserved(core, [v])  # the completed sale's escrow and penalty stay with the module until `finish`
+    core.auction.finish(v, {"from": poor})
     _assert_conserved(core)
 
 
@@ -232,7 +248,8 @@ def test_insolvent_fund_pays_then_bad_debt_by_the_rule(core, accounts):
     # made whole: the whole book, plus the payment (the victim's own cash came along pro rata)
     assert _positions(core, bidder)[:2] == book1[:2]
     assert all(x == 0 for x in _positions(core, v1))
-    assert tx.events["AuctionEnded"]["reason"] == 1  # SoldOut
+    assert tx.events["SaleCompleted"]["reason"] == 1  # SoldOut
+    assert core.auction.finish(v1, {"from": accounts[5]}).events["AuctionEnded"]["reason"] == 1
     left = int(core.auction.fundBalance())
     # victim 2: the fund cannot cover it -> bad debt recorded as a claim of the bidder
     v2 = accounts[7]
@@ -333,7 +350,9 @@ def test_reset_needs_tail_or_floor_and_a_fresh_breach(core, accounts):
     assert int(tx.events["AuctionReset"]["startPrice"]) == 50_000 * USDC
     assert int(core.auction.quote(v)["price_"]) == 50_000 * USDC
     tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
-    assert tx.events["AuctionEnded"]["reason"] == 0
+    assert tx.events["SaleCompleted"]["reason"] == 0
+    with reverts_with("AuctionDone"):
+        core.auction.redo(v, {"from": accounts[4]})
 
 
 def test_pause_blocks_starts_only(core, accounts):
@@ -345,7 +364,8 @@ def test_pause_blocks_starts_only(core, accounts):
     with reverts_with("EnforcedPause"):
         core.auction.start(v2, {"from": accounts[3]})
     tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})  # running auction still clears
-    assert "AuctionEnded" in tx.events
+    assert "SaleCompleted" in tx.events
+    assert "AuctionEnded" in core.auction.finish(v, {"from": accounts[5]}).events  # and ends
 
 
 @pytest.mark.ganache
@@ -401,6 +421,7 @@ def test_turning_insolvent_resets_to_a_whole_book_sale_paid_from_escrow_first(co
     # the account's own escrow pays first (it is the account's money), the empty fund records the rest as bad debt
     bad = int(tx.events["BadDebtRecorded"]["amount"]) if "BadDebtRecorded" in tx.events else 0
     assert bad == max(owed - escrow, 0)
-    assert int(tx.events["AuctionEnded"]["escrowReleased"]) == max(escrow - owed, 0)
+    fin = core.auction.finish(v, {"from": accounts[5]})
+    assert int(fin.events["AuctionEnded"]["escrowReleased"]) == max(escrow - owed, 0)
     assert all(x == 0 for x in _positions(core, v))
     _assert_conserved(core)

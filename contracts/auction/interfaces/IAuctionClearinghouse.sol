@@ -11,9 +11,9 @@ import {BreachRecord} from "../../libraries/BackstopTypes.sol";
  */
 interface IAuctionClearinghouse {
     /// @notice Records `holder`'s claim on `shareWad` of what is left of `source`'s effective book (delivered later
-    /// by the core's `settleClaim`) and moves `payment` quote cash from `holder` to the module; returns the source's
-    /// new state nonce.
-    function recordClaim(address source, address holder, uint256 shareWad, uint256 payment)
+    /// by the core's `settleClaim`) and moves `payment` quote cash from `holder` to the module (negative: from the
+    /// module to `holder`); returns the source's new state nonce.
+    function recordClaim(address source, address holder, uint256 shareWad, int256 payment)
         external
         returns (uint32 sourceNonce);
 

@@ -2,8 +2,9 @@
 
 Scenario: the account being liquidated holds 5 option positions, 2 collateral assets (WETH, WBTC) and quote cash;
 keepers (2 of 3) sign real EIP-712 margin batches. Prints a Markdown table (operation, gas, notes) in the format of
-the other gas figures; docs/auctions.md records the output. Slots: "fresh" = the bidder had no balance in those
-series/assets before (zero -> non-zero storage writes), "warm" = it already held all of them (non-zero -> non-zero).
+the other gas figures; docs/auctions.md records the output. A bid records a claim on the book (the core's
+`recordClaim`); `settleClaim` delivers it later. "Warm" = a liquidator that has bid before (its claim slot is
+non-zero) and holds the book's series and assets (so the delivery writes non-zero -> non-zero).
 """
 from __future__ import annotations
 
@@ -65,25 +66,26 @@ def main() -> None:
     rows.append(("auction start", tx, "breach record of 5 positions + 2 collateral"))
     allowed = int(core.auction.quote(v)["allowedWad"])
     tx = core.auction.bid(v, allowed // 4, ANY, FAR, 0, {"from": fresh_bidder})
-    rows.append(("bid, partial (bidder slots fresh)", tx,
-                 "first bid of an option-free bidder: 5 positions + 2 assets created; margin from collateralValue"))
+    rows.append(("bid, partial (the bidder's first claim ever)", tx,
+                 "claim slot zero -> non-zero (+20,000, once per liquidator); option-free bidder: margin from "
+                 "`seriesOf` + `collateralValue`"))
     core.attest([(warm_bidder, 3_000_000 * USDC, 10_000 * USDC, 15_000 * USDC)])
     tx = core.auction.bid(v, allowed // 4, ANY, FAR, 0, {"from": warm_bidder})
-    rows.append(("bid, partial (bidder slots warm)", tx,
-                 "bidder already holds all 5 series and both assets; margin from its fresh record"))
+    rows.append(("**bid, partial (warm)**", tx,
+                 "repeat liquidator (claim slot non-zero from an earlier, settled claim); margin from its fresh record"))
     core.attest([(warm_bidder, 3_000_000 * USDC, 10_000 * USDC, 15_000 * USDC)])
     tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": warm_bidder})
-    rows.append(("bid, full: takes the rest of the allowed fraction, completes the sale (warm)", tx,
+    rows.append(("**bid, full: the rest of the allowed fraction, completes the sale (warm)**", tx,
                  "marks the auction done (`SaleCompleted`); payouts are `finish`'s"))
     tx = core.auction.finish(v, {"from": starter})
-    rows.append(("finish (anyone; here the starter, first reward to its account)", tx,
+    rows.append(("finish (anyone; here the starter, its first reward: new clearinghouse account slots)", tx,
                  "escrow to the account (held apart while its book is frozen), reward to the starter, penalty to the "
                  "fund, clearBreach"))
     tx = core.chx.settleClaim(warm_bidder, {"from": warm_bidder})
-    rows.append(("claim delivery (`settleClaim`, anyone, after the auction; warm)", tx,
+    rows.append(("claim delivery `settleClaim` (anyone, after the auction; holder already holds the series)", tx,
                  "moves the bidder's claimed share of 5 positions + 2 assets + cash; not time-critical"))
     tx = core.chx.settleClaim(fresh_bidder, {"from": fresh_bidder})
-    rows.append(("claim delivery (`settleClaim`; fresh holder slots, last claim: unfreezes the book)", tx,
+    rows.append(("claim delivery `settleClaim` (new holder slots; last claim: unfreezes the book)", tx,
                  "5 positions + 2 assets created for the holder; credited escrow joins the account's cash"))
 
     owner = accounts[0]
@@ -96,7 +98,8 @@ def main() -> None:
     core.auction.start(v2, {"from": starter})
     core.attest([(warm_bidder, 3_000_000 * USDC, 10_000 * USDC, 15_000 * USDC)])
     tx = core.auction.bid(v2, WAD, ANY, FAR, 0, {"from": warm_bidder})
-    rows.append(("bid, insolvent whole book (warm)", tx, "the fund pays the bidder the shortfall; completes the sale"))
+    rows.append(("**bid, insolvent whole book (warm)**", tx,
+                 "escrow, then the fund pays the bidder the shortfall, in the same core call; completes the sale"))
     tx = core.auction.finish(v2, {"from": accounts[9]})
     rows.append(("finish, insolvent (anyone; no penalty, no reward)", tx, "clearBreach, AuctionEnded"))
     core.chx.settleClaim(warm_bidder, {"from": warm_bidder})

@@ -130,7 +130,7 @@ contract ClearinghouseAdmin is ClearinghouseBase {
     }
 
     /// @notice Set the liquidation module; can be done once.
-    /// @param module The module allowed to call transferPortfolioShare, transferCash and clearBreach.
+    /// @param module The module allowed to call recordClaim, primeLot, transferCash and clearBreach.
     function setLiquidationModule(address module) external onlyOwner {
         if (module == address(0)) revert ZeroAddress();
         if (liquidationModule != address(0)) revert LiquidationModuleAlreadySet(liquidationModule);

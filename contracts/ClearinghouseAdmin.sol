@@ -205,14 +205,27 @@ contract ClearinghouseAdmin is ClearinghouseBase {
     }
 
     /// @notice Haircut collateral value of `account` in quote base units: cash + sum of balance x spot x
-    /// (1 - haircut), each term rounded down. Uses stored spot prices regardless of age.
-    function collateralValue(address account) external view returns (int256 value) {
+    /// (1 - haircut), each term rounded down, on its effective book. Uses stored spot prices regardless of age.
+    function collateralValue(address account) external view returns (int256) {
+        return _collateralValue(account, false);
+    }
+
+    /// @notice As `collateralValue`, but reverts with `StalePrice(asset, timestamp)` if a held asset's spot price is
+    /// older than `maxPriceAge` (what a margin decision, e.g. a liquidation bidder's, must use).
+    function freshCollateralValue(address account) external view returns (int256) {
+        return _collateralValue(account, true);
+    }
+
+    function _collateralValue(address account, bool fresh) internal view returns (int256 value) {
         value = _effectiveCash(account);
         address[] memory assets = _effectiveAssets(account);
         for (uint256 i; i < assets.length; ++i) {
             address a = assets[i];
+            uint256 amount = _effectiveCollateral(account, a);
+            if (amount == 0) continue;
             AssetConfig memory cfg = _assetConfig[a];
-            uint256 gross = _assetValue(_effectiveCollateral(account, a), _spot[a].price, cfg.decimals, Math.Rounding.Floor);
+            uint256 price = fresh ? _freshSpot(a) : _spot[a].price;
+            uint256 gross = _assetValue(amount, price, cfg.decimals, Math.Rounding.Floor);
             value += Math.mulDiv(gross, WAD - cfg.haircut, WAD, Math.Rounding.Floor).toInt256();
         }
     }

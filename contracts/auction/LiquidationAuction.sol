@@ -369,7 +369,8 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
      * `settleClaim(bidder)`, which anyone may call later) and pays `fraction * price` in quote cash (receives it
      * when the price is negative). A bidder still holding an unsettled claim on another account settles it first. It must keep, above its
      * maintenance margin, the cash it pays plus `fraction * (IM - E)` of the sold book: from a fresh margin record,
-     * or (no option positions) from its collateral value; `deposit` quote units pulled from it in the same call count.
+     * or (no option positions) from its collateral value at fresh prices; `deposit` quote units pulled from it in the
+     * same call count.
      * Reverts with {AccountHealthy} while the latest attestation of the account's current portfolio (plus escrow)
      * shows it at or above maintenance margin. The bid that completes the sale (everything, or the allowed fraction)
      * marks the auction done ({SaleCompleted}); {finish} then ends it. Not blocked by the pause.
@@ -572,8 +573,17 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         price_ = AuctionCurves.priceAt(top, span, factorRay);
         if (m.done) return (price_, 0, factorRay, false); // sold what it may: only {finish} is left
         needsReset = elapsed > cfg.tail || factorRay < uint256(cfg.cuspWad) * RAY_PER_WAD
-            || clearinghouse.stateNonce(account) != m.expectedNonce;
+            || clearinghouse.stateNonce(account) != m.expectedNonce || _turnedInsolvent(account, m);
         allowedWad = _allowed(m, cfg, price_);
+    }
+
+    /// @dev A solvent auction whose account now has a fresh breach record of its current portfolio showing E < 0:
+    /// {redo} may reset it to a whole-book sale.
+    function _turnedInsolvent(address account, Auction memory m) internal view returns (bool) {
+        if (m.equity < 0) return false;
+        BreachRecord memory b = clearinghouse.breachOf(account);
+        return b.equity < 0 && b.stateNonce == m.expectedNonce && b.timestamp != 0
+            && block.timestamp <= uint256(b.timestamp) + _config.maxRecordAge;
     }
 
     /// @notice Remaining deficit `ceil((1 - S)(T - E)) - C` of the running auction (<= 0: restored).
@@ -719,7 +729,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         if (attestedAt != 0 && block.timestamp <= uint256(attestedAt) + cfg.maxRecordAge) {
             headroom = equity - int256(maintenance);
         } else if (clearinghouse.seriesOf(bidder).length == 0) {
-            headroom = clearinghouse.collateralValue(bidder);
+            headroom = clearinghouse.freshCollateralValue(bidder); // reverts on a stale price of a held asset
         } else {
             revert BidderMarginUnknown(bidder);
         }

@@ -215,6 +215,36 @@ def test_price_limit_deadline_and_bidder_margin(core, accounts):
     _assert_conserved(core)
 
 
+def test_option_free_bidder_margin_needs_fresh_prices(core, accounts):
+    """An option-free bidder's headroom is its collateral value at FRESH prices: a stale price of an asset it holds
+    cannot vouch for it (the bid reverts naming the asset); a fresh one lets the same bid through."""
+    v, _, _, _ = _setup_breached_book(core, accounts)
+    weth_only = accounts[5]
+    core.fund(weth_only, weth=100 * 10**18)  # 100 WETH, no cash: margin from collateral value only
+    chain.sleep(301)  # past the core's maxPriceAge (300 s), well within the auction's tail
+    chain.mine()
+    ts = int(core.chx.spotPrice(core.weth)[1])
+    with reverts_with("StalePrice"):
+        core.auction.bid(v, WAD // 100, ANY, FAR, 0, {"from": weth_only})
+    assert int(core.chx.collateralValue(weth_only)) > 0 and ts + 300 < chain.time()  # the age-blind view still values it
+    core.post_prices({core.weth: 3000 * 10**18, core.wbtc: 60_000 * 10**18})
+    value = int(core.chx.freshCollateralValue(weth_only))
+    assert value == 100 * 3000 * USDC * 8 // 10  # 100 WETH x 3,000 x (1 - 20 % haircut)
+    tx = core.auction.bid(v, WAD // 100, ANY, FAR, 0, {"from": weth_only})
+    assert int(tx.events["Bid"]["fractionWad"]) == WAD // 100
+
+
+def test_quote_flags_a_turned_insolvent_account_for_reset(core, accounts):
+    E, MM = 60_000 * USDC, 100_000 * USDC
+    v, _, _, _ = _setup_breached_book(core, accounts, E, MM)
+    assert not core.auction.quote(v)["needsReset"]
+    core.breach(v, -1_000 * USDC, MM)  # same portfolio, now attested insolvent
+    assert core.auction.quote(v)["needsReset"]
+    tx = core.auction.redo(v, {"from": accounts[4]})
+    assert int(tx.events["AuctionReset"]["startPrice"]) == -1_000 * USDC
+    assert not core.auction.quote(v)["needsReset"]
+
+
 # ----------------------------------------------------------------------------------------------- insolvency
 
 

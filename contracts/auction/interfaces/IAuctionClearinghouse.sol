@@ -44,8 +44,9 @@ interface IAuctionClearinghouse {
         view
         returns (int256 equity, uint256 maintenance, uint32 nonce, uint32 attestedAt);
 
-    /// @notice Haircut value of the account's collateral plus its quote cash (rounded down).
-    function collateralValue(address account) external view returns (int256);
+    /// @notice Haircut value of the account's collateral plus its quote cash (rounded down); reverts `StalePrice`
+    /// if a held asset's spot price is older than the core's `maxPriceAge`.
+    function freshCollateralValue(address account) external view returns (int256);
 
     /// @notice Option series the account holds a position in.
     function seriesOf(address account) external view returns (uint256[] memory);

@@ -1,4 +1,5 @@
-"""Gas of the liquidation auction on the real core: `brownie run scripts/gas_auction.py` (Anvil by default).
+"""Gas of the liquidation auction on the real core: `brownie run scripts/gas_auction.py` (Anvil by default), with
+the gas spent in each core hook; `make gas` (scripts/gas_report.py) prints the same rows in the project's gas table.
 
 Scenario: the account being liquidated holds 5 option positions, 2 collateral assets (WETH, WBTC) and quote cash;
 keepers (2 of 3) sign real EIP-712 margin batches. Prints a Markdown table (operation, gas, notes) in the format of
@@ -42,7 +43,9 @@ def _core_gas(tx) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in parts.items()) + f" (module own: {tx.gas_used - sum(parts.values()):,})"
 
 
-def main() -> None:
+def auction_rows() -> list:
+    """Deploys a fresh core + auction and returns ``(operation, tx, note)`` rows; `scripts/gas_report.py` prints them
+    in the project's one gas table, ``main`` with the per-hook breakdown."""
     core = deploy_core(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, LiquidationAuction)
     rows = []
     starter, fresh_bidder, warm_bidder = accounts[3], accounts[2], accounts[4]
@@ -127,7 +130,11 @@ def main() -> None:
     core.attest([(v4, 2 * MM, MM, IM)])
     tx = core.auction.cure(v4, {"from": starter})
     rows.append(("cure by fresh attestation (cure)", tx, "healthy margin record already recorded"))
+    return rows
 
+
+def main() -> None:
+    rows = auction_rows()
     print(f"\n## Liquidation auction gas (network: {network.show_active()}, chain id {chain.id})\n")
     print("| operation | gas | of which in the core's hook | notes |\n|---|---:|---|---|")
     for name, tx, note in rows:

@@ -2,11 +2,15 @@
 
 Deploys the core on the local chain, registers a 3-of-5 keeper set (eth-account keys), and measures the total
 transaction gas of deposit, withdraw, trade, a price attestation, a root-only margin attestation and margin
-batches of 1, 8 and 64 accounts (signatures included). Margin batches are measured twice: on accounts whose
+batches of 1, 8 and 64 accounts (signatures included), then the liquidation auction (start, bids, finish, claim
+delivery, cures: `scripts/gas_auction.py`) on a deployment of its own. Margin batches are measured twice: on accounts whose
 record slot is still empty (first write, 22.1k per SSTORE) and again on the same accounts (steady state,
 overwrite). Prints a Markdown table (the one in docs/gas.md).
 """
 from __future__ import annotations
+
+import sys
+from pathlib import Path
 
 from brownie import Clearinghouse, ClearinghouseAdmin, Contract, TestERC20, accounts, chain
 from eth_account import Account
@@ -15,6 +19,8 @@ from eth_utils import keccak
 from keeper import eip712
 from keeper.chain import merge_abis
 from keeper.eip712 import Domain, MarginLeaf, MarginRootHeader, MarginTree, Quote
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: scripts.gas_auction, tests.auction
 
 WAD = 10**18
 USDC = 10**6
@@ -139,6 +145,13 @@ def main():
     leaves = [MarginLeaf(str(a), 1, 100 * USDC, 0, 0, 0) for a in holders]
     _, _, tx = b.post_batch(leaves)
     row("margin batch n=64, depositors' first attestation", tx, 64, "record slot already holds stateNonce")
+
+    # the liquidation auction on its own fresh deployment: same table, same command (scripts/gas_auction.py has the
+    # per-hook breakdown)
+    from scripts.gas_auction import auction_rows
+
+    for name, tx, note in auction_rows():
+        row(name, tx, note=note)
 
     print()
     print("| operation | total tx gas | gas per account | note |")

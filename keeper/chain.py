@@ -292,6 +292,13 @@ class ChainState:
     last_margin_sequence: int = 0
     last_price_sequence: int = 0
     open_auctions: dict[str, dict] = field(default_factory=dict)  # account -> AuctionStarted args
+    #: unsettled liquidation claims, holder -> source (the liquidated account whose frozen book the holder's
+    #: effective book reads through); from ClaimRecorded / ClaimSettled, so rebuilt with the rest on a reorg
+    claims: dict[str, str] = field(default_factory=dict)
+
+    def holders_of(self, source: str) -> list[str]:
+        """Accounts holding an unsettled claim on ``source``'s book (their effective books move with it)."""
+        return [h for h, s in self.claims.items() if s == source]
 
 
 #: Events that change an account's positions or collateral (so its stateNonce): argument names of the accounts.
@@ -299,16 +306,28 @@ _DIRTYING = {
     "Deposited": ("account",), "Withdrawn": ("account",), "Traded": ("maker", "taker"), "Settled": ("account",),
     "PortfolioShareTransferred": ("from", "to"), "CashTransferred": ("from", "to"),
     "PositionTransferred": ("from", "to"), "CollateralTransferred": ("from", "to"),
+    "ClaimRecorded": ("source", "holder"), "ClaimSettled": ("source", "holder"),
 }
 
 
 def apply_event(state: ChainState, name: str, args: dict, dirty: set[str]) -> None:
-    """Fold one decoded event into ``state``; accounts whose balances changed go into ``dirty``."""
+    """Fold one decoded event into ``state``; accounts whose balances changed go into ``dirty``.
+
+    The views the keepers read are effective books: a claim holder's book includes its share of the source's
+    frozen book, so every event that dirties a source also dirties its current claim holders (``Settled`` at
+    expiry turns a position of the frozen book into cash, a settlement moves part of it and changes the other
+    holders' rounding). A ``ClaimRecorded`` adds the holder to ``state.claims`` and a ``ClaimSettled`` removes it
+    (a holder's claim is always settled whole); both dirty source, holder and the source's other holders."""
     if name in _DIRTYING:
-        for a in _DIRTYING[name]:
-            acct = to_checksum_address(args[a])
+        touched = [to_checksum_address(args[a]) for a in _DIRTYING[name]]
+        if name == "ClaimRecorded":
+            state.claims[touched[1]] = touched[0]
+        for acct in touched:
             state.accounts.setdefault(acct, AccountSnapshot(acct))
             dirty.add(acct)
+            dirty.update(state.holders_of(acct))
+        if name == "ClaimSettled":
+            state.claims.pop(touched[1], None)
     elif name == "SeriesCreated":
         sid = int(args["seriesId"])
         state.series[sid] = SeriesInfo(sid, to_checksum_address(args["underlying"]), int(args["strike"]),

@@ -11,7 +11,10 @@ Two layers:
   decides on.
 * the **bot** (:class:`LiquidatorBot`): follows auction events, asks its strategy, sends bids with the price
   limit set, and treats a bid that reverts because another liquidator filled first as a lost race (logged and
-  counted, not raised).
+  counted, not raised). A winning bid records a *claim* on the auctioned book (deferred delivery, see
+  contracts/LiquidationClaims.sol); the bot settles its own claim (``settleClaim``) once the auction of that account
+  no longer runs (``settle_claims``, default on), and always before bidding on another account (the core accepts
+  one source per holder).
 
 Units follow docs/ARCHITECTURE.md: values in quote-asset base units (int), prices/strikes/sizes WAD on chain;
 the valuation works in floats (whole units) and rounds once at the edge, down for what the lot is worth.
@@ -224,7 +227,7 @@ from pathlib import Path  # noqa: E402
 
 #: bid reverts that mean another bidder (or the account's own owner) got there first: a lost race, not a fault
 LOST_RACE_ERRORS = frozenset({"NoAuction", "NothingToSell", "AccountChanged", "PriceAboveLimit", "AuctionNeedsReset",
-                              "AuctionRunning", "NoBreach", "StaleBreach", "MustBuyWhole"})
+                              "AuctionRunning", "NoBreach", "StaleBreach", "MustBuyWhole", "AuctionDone"})
 
 
 def error_selectors(abi: list) -> dict[str, str]:
@@ -284,6 +287,9 @@ class LiquidatorSettings:
     events_file: str | None = None
     metrics_port: int = 0
     strategy_timeout_s: float = 2.0
+    #: settle its own claim (``settleClaim(self)``) as soon as the auction it bought from no longer runs; off: only
+    #: when it must (before bidding on another account), e.g. to leave the gas of delivery to someone else
+    settle_claims: bool = True
 
 
 class LiquidatorBot:
@@ -319,7 +325,13 @@ class LiquidatorBot:
         self.token_decimals: dict[str, int] = {t["address"].lower(): int(t["decimals"])
                                                for t in self.full.get("tokens", {}).values()}
         self.stats = {"auctions_seen": 0, "bids_sent": 0, "bids_filled": 0, "lost_races": 0, "no_bid": 0,
-                      "errors": 0, "starts": 0}
+                      "errors": 0, "starts": 0, "claims_settled": 0}
+        self._may_hold_claim = True  # re-read claimOf(self) while this is set (start, and after every fill)
+        self._deferred_logged: str | None = None
+        # index of the `done` flag in auctionOf's struct (a module where the completing bid leaves `finish` to call)
+        fields = next((i["outputs"][0].get("components", []) for i in self.auction.abi
+                       if i.get("type") == "function" and i.get("name") == "auctionOf"), [])
+        self._done_field = next((k for k, c in enumerate(fields) if c.get("name") == "done"), None)
         self._stop = False
         self._redo_reason: dict[str, str] = {}
         self._last_refresh: dict[str, float] = {}
@@ -537,6 +549,113 @@ class LiquidatorBot:
         except Exception as e:  # noqa: BLE001
             self.emit("redo_skipped", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
 
+    # -------------------------------------------------------------- claims (deferred delivery of bought shares)
+    def own_claim(self) -> tuple[str, int] | None:
+        """``(source, fractionWad)`` of this bot's unsettled claim (a fraction of the source's frozen book), or
+        None. A bid records a claim instead of moving the bought share: it counts in the bot's effective book at
+        once (the views and the keepers' leaves include it) and reaches its own storage by ``settleClaim``."""
+        source, fraction, _share = self.ch.functions.claimOf(self.address).call()
+        if int(fraction) == 0:
+            self._may_hold_claim = False
+            return None
+        return str(source), int(fraction)
+
+    def auction_status(self, account: str) -> str:
+        """The auction of ``account`` on chain: ``none``, ``running`` (bids may still come), or ``done`` (the bids
+        sold what they may and only ``finish`` is left, on an auction module that separates the two)."""
+        # Auction(starter, startedAt, ..., done): startedAt == 0 means none
+        a = self.auction.functions.auctionOf(account).call()
+        if int(a[1]) == 0:
+            return "none"
+        return "done" if self._done_field is not None and bool(a[self._done_field]) else "running"
+
+    def auction_running(self, account: str) -> bool:
+        """Whether bids on ``account``'s auction may still come (it exists and its sale is not complete)."""
+        return self.auction_status(account) == "running"
+
+    def try_finish(self, account: str) -> str:
+        """End an auction whose sale is complete (``finish``, anyone may: it pays the escrow to the account, the
+        starter's reward and the fund's share); returns ``finished``, ``skipped`` (already ended, not done, or a
+        module without ``finish``) or ``error``."""
+        if not any(i.get("name") == "finish" for i in self.auction.abi):
+            return "skipped"
+        try:
+            rcpt = self.sender.call(self.auction.functions.finish(account), "finish")
+        except Exception as e:  # noqa: BLE001 - another caller finished it first, or it is not done
+            self.sender.reset_nonce()
+            name = revert_name(e, self.selectors)
+            if name in ("NoAuction", "AuctionNotDone"):
+                self.emit("finish_skipped", account=account, reason=name)
+                return "skipped"
+            self._count("errors")
+            self.emit("finish_error", account=account, reason=name or str(e)[:160])
+            return "error"
+        self.running.pop(account, None)
+        self.emit("auction_finished", account=account, tx=rcpt["transactionHash"].hex())
+        return "finished"
+
+    def settle_claim(self, why: str) -> str:
+        """Send ``settleClaim(self)``: move the claimed share of the source's frozen book into this account's own
+        storage. Returns ``settled``, ``none`` (no claim left: anyone may settle it, so another caller may have
+        been first, which is logged like a lost race) or ``error`` (logged and counted; the caller skips)."""
+        claim = self.own_claim()
+        if claim is None:
+            return "none"
+        source, fraction = claim
+        fn = self.ch.functions.settleClaim(self.address)
+        try:
+            rcpt = self.sender.call(fn, "settleClaim")
+        except Exception as e:  # noqa: BLE001 - would revert / reverted / RPC
+            self.sender.reset_nonce()
+            name = revert_name(e, self.selectors)
+            if name == "NoClaim" or self.own_claim() is None:
+                self.emit("claim_settle_skipped", source=source, reason=name or "settled by another caller")
+                return "none"
+            self._count("errors")
+            self.emit("claim_settle_error", source=source, fraction=fraction / WAD, why=why,
+                      reason=name or str(e)[:160])
+            return "error"
+        from web3.logs import DISCARD
+
+        got = self.ch.events.ClaimSettled().process_receipt(rcpt, errors=DISCARD)
+        share = int(got[0]["args"]["shareOfStoredWad"]) if got else 0
+        self._may_hold_claim = False
+        self._deferred_logged = None
+        self._count("claims_settled")
+        self.emit("claim_settled", source=source, fraction=fraction / WAD, share_of_stored=share / WAD, why=why,
+                  tx=rcpt["transactionHash"].hex(), block=int(rcpt["blockNumber"]))
+        return "settled"
+
+    def settle_if_done(self) -> str:
+        """With ``settle_claims``: settle the own claim once the auction of its source takes no more bids (ended; or
+        its sale complete, then it is finished first). While that auction takes bids the claim waits: settling
+        bumps the source's stateNonce, which would make the running auction need a reset (``AccountChanged``) and a
+        fresh breach record before anyone can buy the rest. Returns what :meth:`settle_claim` returned,
+        ``deferred``, or ``none``."""
+        if not (self.s.settle_claims and self._may_hold_claim):
+            return "none"
+        claim = self.own_claim()
+        if claim is None:
+            return "none"
+        status = self.auction_status(claim[0])
+        if status == "done":  # the sale is complete: end the auction (settling first would not hurt it either)
+            self.try_finish(claim[0])
+        elif status == "running":
+            if self._deferred_logged != claim[0]:
+                self._deferred_logged = claim[0]
+                self.emit("claim_deferred", source=claim[0], fraction=claim[1] / WAD,
+                          reason="its auction still runs")
+            return "deferred"
+        return self.settle_claim("auction ended")
+
+    def claim_elsewhere(self, account: str) -> str | None:
+        """The source of an unsettled own claim on an account other than ``account`` (a bid on ``account`` would
+        revert with ``ClaimUnsettled`` until it is settled), else None."""
+        if not self._may_hold_claim:
+            return None
+        claim = self.own_claim()
+        return claim[0] if claim is not None and claim[0].lower() != account.lower() else None
+
     # -------------------------------------------------------------- auctions
     def evaluate(self, account: str):
         """(quote, decision, context) for one running auction, or None when it needs a reset or is gone."""
@@ -616,32 +735,59 @@ class LiquidatorBot:
 
         filled = self.auction.events.Bid().process_receipt(rcpt, errors=DISCARD)
         got = filled[0]["args"] if filled else {}
+        claimed = self.ch.events.ClaimRecorded().process_receipt(rcpt, errors=DISCARD)
+        self._may_hold_claim = True
+        if self.auction.events.AuctionEnded().process_receipt(rcpt, errors=DISCARD):
+            self.running.pop(account, None)
         self._count("bids_filled")
         self.emit("bid_filled", auction=quote.auction_id, account=account, tx=h.hex(),
                   price=int(got.get("price", quote.auction_price)), fraction=int(got.get("fractionWad", frac_wad)) / WAD,
-                  amount=int(got.get("amount", 0)), valuation=quote.valuation, limit=int(decision.max_price))
+                  amount=int(got.get("amount", 0)), valuation=quote.valuation, limit=int(decision.max_price),
+                  claim=int(claimed[0]["args"]["claimWad"]) / WAD if claimed else None)
         return "filled"
 
-    def step(self) -> None:
-        """One pass: new events, then a decision on every running auction."""
-        self.poll_events()
-        for account in list(self.running):
-            try:
+    def consider(self, account: str) -> str:
+        """One auction: value it, ask the strategy, and bid when it says so. An unsettled own claim on another
+        account is settled first (then the lot is valued again: the own book and margin record changed). An
+        auction whose sale is complete (``done``, by this bot's bid or another's) is finished (``finish``) and the
+        own claim then settled at once (:meth:`settle_if_done`). Returns ``filled``, ``lost_race``, ``error``,
+        ``no_bid`` or ``skipped``."""
+        try:
+            if self.auction_status(account) == "done":  # another bid completed the sale: only finish is left
+                self.try_finish(account)
+                self.settle_if_done()
+                return "skipped"
+            got = self.evaluate(account)
+            if got is not None and got[1].bid and self.claim_elsewhere(account):
+                if self.settle_claim(f"before bidding on {account}") == "error":
+                    return "error"
                 got = self.evaluate(account)
-            except Exception as e:  # noqa: BLE001 - bad data for one auction must not stop the bot
-                self._count("errors")
-                self.emit("valuation_error", account=account, error=f"{type(e).__name__}: {e}"[:200])
-                continue
-            if got is None:
-                continue
-            quote, decision, _val = got
-            if not decision.bid:
-                self._count("no_bid")
-                continue
-            self.emit("bidding", auction=quote.auction_id, account=account, price=quote.auction_price,
-                      valuation=quote.valuation, risk_charge=quote.risk_charge, fraction=decision.fraction,
-                      limit=decision.max_price)
-            self.bid(account, quote, decision)
+        except Exception as e:  # noqa: BLE001 - bad data for one auction must not stop the bot
+            self._count("errors")
+            self.emit("valuation_error", account=account, error=f"{type(e).__name__}: {e}"[:200])
+            return "error"
+        if got is None:
+            return "skipped"
+        quote, decision, _val = got
+        if not decision.bid:
+            self._count("no_bid")
+            return "no_bid"
+        self.emit("bidding", auction=quote.auction_id, account=account, price=quote.auction_price,
+                  valuation=quote.valuation, risk_charge=quote.risk_charge, fraction=decision.fraction,
+                  limit=decision.max_price)
+        outcome = self.bid(account, quote, decision)
+        if outcome == "filled":
+            if self.auction_status(account) == "done":  # this bid completed the sale: end the auction now
+                self.try_finish(account)
+            self.settle_if_done()
+        return outcome
+
+    def step(self) -> None:
+        """One pass: new events, the own claim settled when its auction is over, then every running auction."""
+        self.poll_events()
+        self.settle_if_done()
+        for account in list(self.running):
+            self.consider(account)
 
     def run(self, max_seconds: float | None = None) -> None:
         """Loop until :meth:`stop` (or ``max_seconds``)."""

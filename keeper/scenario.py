@@ -6,7 +6,9 @@ jump with a vol spike, or a real crash replayed from ``../shared/data/price_path
 the keepers attest spot and every account's margin (breaches are registered on chain), the liquidator processes
 start auctions and bid; between steps the chain clock moves in small ticks so the Dutch auctions decay. Before the
 crash a fat-finger trade on a thin series shows what a naive last-trade mark would have liquidated and that the
-hybrid mark did not. At the end the report is computed from chain events and archived inputs, with independent
+hybrid mark did not. A bid records a claim on the auctioned book; the liquidators settle their own claims when the
+auction ends, and any claim still pending at the end is settled by the scenario (``settleClaim`` is open to anyone)
+before the checks. At the end the report is computed from chain events and archived inputs, with independent
 checks of the protocol's invariants (no healthy account sold from, token conservation, insurance-fund arithmetic,
 every auction preceded by an M-of-N attestation), and written as JSON and PNG plots.
 
@@ -626,6 +628,45 @@ class Scenario:
         self.rec.surfaces.append(self.surface_snapshot("market after (peak vol)", float(self.path.atm_vol[peak]),
                                                        float(self.path.spot[peak])))
 
+    def finish_completed_auctions(self) -> int:
+        """End every auction whose sale is complete but which nobody finished yet (``finish``, anyone may; on an
+        auction module where the completing bid leaves that to a separate call). Returns how many were ended."""
+        if not any(i.get("name") == "finish" for i in self.auction.abi):
+            return 0
+        comps = next(i["outputs"][0]["components"] for i in self.auction.abi if i.get("name") == "auctionOf")
+        k = next((j for j, c in enumerate(comps) if c["name"] == "done"), None)
+        n = 0
+        for acct in dict.fromkeys(e["args"]["account"] for e in
+                                  self.auction.events.AuctionStarted().get_logs(from_block=self.dep.block)):
+            a = self.auction.functions.auctionOf(acct).call()
+            if int(a[1]) != 0 and k is not None and a[k]:
+                try:
+                    self.owner.call(self.auction.functions.finish(acct), f"finish {acct[:10]}")
+                    n += 1
+                except DeployError as e:
+                    self.rec.notes.append(f"auction of {acct} not finished at the end: {e}")
+        return n
+
+    def settle_pending_claims(self) -> int:
+        """Deliver every liquidation claim still pending (holders from ``ClaimRecorded`` events, pending per
+        ``claimOf``) with ``settleClaim`` from the owner's key (anyone may call it), so that the report's books are
+        the accounts' own storage. Returns how many were settled; a failure is noted, not raised (the checks read
+        raw storage and the claim ledger, so they stay exact and show it)."""
+        holders = dict.fromkeys(e["args"]["holder"] for e in
+                                self.ch.events.ClaimRecorded().get_logs(from_block=self.dep.block))
+        n = 0
+        for h in holders:
+            if int(self.ch.functions.claimOf(h).call()[1]) == 0:
+                continue
+            try:
+                self.owner.call(self.ch.functions.settleClaim(h), f"settleClaim {h[:10]}")
+                n += 1
+            except DeployError as e:
+                self.rec.notes.append(f"claim of {h} not settled at the end: {e}")
+        if n:
+            self.say(f"settled {n} liquidation claim(s) still pending")
+        return n
+
     # ------------------------------------------------------------------ report
     def collect(self) -> None:
         """Fill the record from chain events and run the independent invariant checks."""
@@ -699,6 +740,17 @@ class Scenario:
         self.rec.insurance_fund_before = self.fund_before
         # the seed deposit happened before the path: penalties into the fund are the FundReceived of auctions
         self.rec.notes.append(f"fund income from events (incl. seed): {fund_in}")
+        recorded = self.ch.events.ClaimRecorded().get_logs(from_block=fb)
+        settled = self.ch.events.ClaimSettled().get_logs(from_block=fb)
+        at_end = int(self.rec.claims.get("settled_at_end", 0))
+        self.rec.claims.update({
+            "recorded": len(recorded), "settled": len(settled),
+            # by the bidders themselves (the liquidator bots settle their own claims)
+            "settled_by_liquidators": sum(1 for e in settled if self.w3.eth.get_transaction(
+                e["transactionHash"])["from"] == e["args"]["holder"]),
+            "settled_at_end": at_end,
+            "pending": sum(1 for h in {e["args"]["holder"] for e in recorded}
+                           if int(self.ch.functions.claimOf(h).call()[1]) != 0)})
         self.rec.invariants = checks
         self.rec.crash_step = self.path.crash_step
         if not self.inline:
@@ -750,6 +802,7 @@ class Scenario:
             t.add_row("auctions started / ended", f"{started} / {ended}")
             t.add_row("bids filled / lost races",
                       f"{filled} / {sum(1 for e in ev if e.get('event') == 'lost_race')}")
+            t.add_row("claims settled by liquidators", str(sum(1 for e in ev if e.get("event") == "claim_settled")))
             if "manipulation" in self.status:
                 t.add_row("fat finger: naive/hybrid liquidations", self.status["manipulation"])
             t.add_row("note", str(self.status.get("note", ""))[:70])
@@ -797,6 +850,12 @@ class Scenario:
                 update()
                 time.sleep(self.cfg.tick_wait_s)
             self.stop_processes()
+            self.status["phase"] = "settling claims"
+            update()
+            finished = self.finish_completed_auctions()
+            if finished:
+                self.rec.notes.append(f"{finished} auction(s) whose sale was complete finished by the scenario")
+            self.rec.claims["settled_at_end"] = self.settle_pending_claims()
             self.status["phase"] = "report"
             update()
         except BaseException:

@@ -88,6 +88,9 @@ class ScenarioRecord:
     fund_payouts: int = 0
     manipulation: dict = field(default_factory=dict)
     invariants: dict = field(default_factory=dict)
+    #: liquidation claims: recorded (one per bid), settled (by the liquidators themselves / by the scenario at the
+    #: end), still pending after the run
+    claims: dict = field(default_factory=dict)
     quote_decimals: int = 6
     notes: list[str] = field(default_factory=list)
 
@@ -159,6 +162,10 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
                                          if "insurance_fund_arithmetic" in rec.invariants
                                          else expected_fund == rec.insurance_fund_after),
         "bad_debt": _money(bad_debt, d),
+        "claims_recorded": rec.claims.get("recorded", 0),
+        "claims_settled_by_liquidators": rec.claims.get("settled_by_liquidators", 0),
+        "claims_settled_at_end": rec.claims.get("settled_at_end", 0),
+        "claims_pending": rec.claims.get("pending", 0),
         "healthy_accounts_liquidated": healthy,
         "manipulation": rec.manipulation,
         "invariants": rec.invariants,
@@ -311,6 +318,10 @@ def render_summary(summary: dict[str, Any], console=None) -> None:
         "insurance_fund_payouts",
         "insurance_fund_arithmetic_ok",
         "bad_debt",
+        "claims_recorded",
+        "claims_settled_by_liquidators",
+        "claims_settled_at_end",
+        "claims_pending",
     ):
         t.add_row(key.replace("_", " "), fmt(summary.get(key)))
     t.add_row("liquidated in full", ", ".join(a[:10] for a in summary["accounts_liquidated_full"]) or "-")

@@ -15,7 +15,12 @@ and checks, saying which number differs when one does:
    equal the attested leaf, and the account was below maintenance margin;
 4. the auction started at the attested equity with the right span and target;
 5. every bid paid the curve's price at its time (within one base unit: the contract rounds each step, the
-   reference once), bought no more than the allowed fraction, and was charged the penalty ``ceil(amount * penalty)``.
+   reference once), bought no more than the allowed fraction, and was charged the penalty ``ceil(amount * penalty)``;
+6. every bid recorded the bidder's claim on the account's book in the same transaction (``ClaimRecorded``: the
+   fraction of the original portfolio as a share of what was left, ``fraction / (1 - sold before)`` rounded up,
+   exactly 1 for the rest; the payment equal to the bid amount when positive, between it and 0 when the bidder is
+   paid), and the line says whether the claim
+   was delivered since (``ClaimSettled``: anyone may settle it, at any time, so a pending claim is not a fault).
 """
 from __future__ import annotations
 
@@ -195,6 +200,9 @@ def verify_liquidation(*, rpc_url: str, deployment_file: str | Path, account: st
     # bids (resets restart the price from a fresh record; bids after a reset are checked against it)
     resets = [r for r in auc.events.AuctionReset().get_logs(from_block=start["blockNumber"]) if int(r["args"]["id"]) == aid]
     bids = [x for x in auc.events.Bid().get_logs(from_block=start["blockNumber"]) if int(x["args"]["id"]) == aid]
+    claims = {bytes(c["transactionHash"]): c for c in
+              ch.events.ClaimRecorded().get_logs(from_block=start["blockNumber"], argument_filters={"source": acct})}
+    settled = ch.events.ClaimSettled().get_logs(from_block=start["blockNumber"], argument_filters={"source": acct})
     t_start = int(w3.eth.get_block(start["blockNumber"])["timestamp"])
     top, span, sold, escrow, eq_now, tgt_now = e, am.span_for(e, mm), 0, 0, e, target
     for x in bids:
@@ -221,8 +229,34 @@ def verify_liquidation(*, rpc_url: str, deployment_file: str | Path, account: st
             pen = -((-amount * penalty_wad) // WAD)
             check(f"bid {x['transactionHash'].hex()[:10]} penalty", int(xa["penalty"]) == pen,
                   f"penalty {int(xa['penalty'])}, ceil(amount x {penalty_wad / WAD:.2%}) = {pen}")
+        _check_claim(check, x, claims.get(bytes(x["transactionHash"])), settled)
         sold, escrow = int(xa["soldWad"]), int(xa["escrow"])
     return _result(acct, aid, checks, inputs_hash=inputs_hash, signers=info.get("signers", []), bids=len(bids))
+
+
+def _check_claim(check, bid, claim, settled: list) -> None:
+    """The claim a bid recorded: same transaction, source and bidder; share of what was left of the book
+    ``fraction / (1 - sold before)`` rounded up (exactly 1 for the rest); payment = amount when positive. The detail
+    says whether the claim was delivered since (the holder's first ``ClaimSettled`` on this source after the bid)."""
+    xa = bid["args"]
+    label = f"bid {bid['transactionHash'].hex()[:10]} claim"
+    if claim is None:
+        check(label, False, "no ClaimRecorded in the bid's transaction: the bidder got no claim on the book")
+        return
+    ca = claim["args"]
+    frac, sold_after = int(xa["fractionWad"]), int(xa["soldWad"])
+    left = WAD - (sold_after - frac)
+    share = WAD if frac == left else -((-frac * WAD) // left)
+    amount, payment = int(xa["amount"]), int(ca["payment"])
+    # paid by the bidder: the whole amount; paid to it (negative): from escrow and fund, never more than owed
+    paid_ok = payment == amount if amount > 0 else amount <= payment <= 0
+    ok = ca["holder"] == xa["bidder"] and int(ca["shareWad"]) == share and paid_ok
+    later = [s for s in settled if s["args"]["holder"] == xa["bidder"]
+             and (s["blockNumber"], s["logIndex"]) > (claim["blockNumber"], claim["logIndex"])]
+    delivered = (f"delivered in block {later[0]['blockNumber']}" if later else "not delivered yet (pending)")
+    check(label, ok, f"claim of {int(ca['shareWad']) / WAD:.6f} of what was left ({share / WAD:.6f} by the rule), "
+                     f"{int(ca['claimWad']) / WAD:.6f} of the frozen book, payment {int(ca['payment'])} "
+                     f"(amount {int(xa['amount'])}); {delivered}")
 
 
 def _result(account: str, auction_id: int, checks: list[dict], **extra) -> dict:

@@ -3,6 +3,7 @@ import json
 
 import pytest
 from eth_account import Account
+from eth_utils import to_checksum_address
 
 from keeper.chain import (BlockTracker, Deployment, Header, TxFailed, TxSender, backoff_delays, eip1559_fees,
                           header_from_block, load_deployment, make_web3, with_retries, write_deployment,
@@ -154,3 +155,122 @@ def test_tx_sender_legacy_fees_on_ganache(tmp_path):
         assert int(w.eth.get_transaction(r["transactionHash"]).get("type", 0)) == 0
     finally:
         lc.stop()
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Claims in the event fold (pure: no chain)
+# ------------------------------------------------------------------------------------------------------------
+ACCTS = [to_checksum_address("0x" + f"{i:02x}" * 20) for i in range(1, 9)]
+
+
+def _claim_event_sequence(rng, n: int) -> list[tuple[str, dict]]:
+    """A random but contract-legal event sequence over a few accounts: claims are recorded only by a holder with
+    no claim on another source and no claims on its own book, on a source holding no claim itself; a claim is
+    settled whole; between them deposits, expiry settlements, cash transfers and trades."""
+    holders: dict[str, str] = {}
+    out = []
+    for _ in range(n):
+        kind = rng.choice(["record", "record", "settle", "Deposited", "Settled", "CashTransferred", "Traded"])
+        if kind == "record":
+            src, h = rng.sample(ACCTS, 2)
+            if src in holders or h in holders.values() or holders.get(h, src) != src:
+                continue
+            holders[h] = src
+            out.append(("ClaimRecorded", {"source": src.lower(), "holder": h, "shareWad": 1, "claimWad": 1,
+                                          "pendingWad": 1, "movedWad": 0, "payment": 0}))
+        elif kind == "settle":
+            if not holders:
+                continue
+            h = rng.choice(sorted(holders))
+            src = holders.pop(h)
+            # settlement moves the share first (transfer events name source and holder), then ClaimSettled
+            out.append(("PositionTransferred", {"from": src, "to": h, "seriesId": 1, "size": 1}))
+            out.append(("ClaimSettled", {"source": src, "holder": h.lower(), "claimWad": 1, "shareOfStoredWad": 1,
+                                         "creditedCashReleased": 0}))
+        elif kind in ("Deposited", "Settled"):
+            out.append((kind, {"account": rng.choice(ACCTS)}))
+        elif kind == "CashTransferred":
+            a, b = rng.sample(ACCTS, 2)
+            out.append((kind, {"from": a, "to": b, "amount": 1}))
+        else:
+            a, b = rng.sample(ACCTS, 2)
+            out.append((kind, {"maker": a, "taker": b}))
+    return out
+
+
+def _reference_dirty(events: list[tuple[str, dict]], k: int) -> set[str]:
+    """Accounts event ``k`` must dirty, computed from scratch: the accounts it names, plus every holder whose
+    latest claim event before ``k`` (or at ``k``, for a ClaimRecorded) is a ClaimRecorded on a named account."""
+    from keeper.chain import _DIRTYING
+
+    name, args = events[k]
+    named = {to_checksum_address(args[a]) for a in _DIRTYING[name]}
+    last: dict[str, tuple[str, str]] = {}  # holder -> (event name, source) of its latest claim event
+    for nm, a in events[:k + 1] if name == "ClaimRecorded" else events[:k]:
+        if nm in ("ClaimRecorded", "ClaimSettled"):
+            last[to_checksum_address(a["holder"])] = (nm, to_checksum_address(a["source"]))
+    return named | {h for h, (nm, src) in last.items() if nm == "ClaimRecorded" and src in named}
+
+
+def test_claims_fold_dirties_holders_with_their_source_and_rebuilds():
+    """ClaimRecorded / ClaimSettled dirty source and holder; while a claim is pending, any event touching its
+    source also dirties the holder; the claim map after any split of the log into a folded base and replayed
+    events (what a reorg rebuild does) equals the one-pass fold and the set of claims recorded and not settled."""
+    import copy
+    import random
+
+    from keeper.chain import ChainState, apply_event
+
+    rng = random.Random(20261122)
+    holders_seen = 0
+    for _case in range(200):
+        events = _claim_event_sequence(rng, rng.randint(1, 40))
+        state = ChainState()
+        for k, (name, args) in enumerate(events):
+            dirty: set[str] = set()
+            apply_event(state, name, args, dirty)
+            assert dirty == _reference_dirty(events, k), (k, name)
+            holders_seen += len(dirty) - len({to_checksum_address(v) for v in args.values() if isinstance(v, str)})
+        pending: dict[str, str] = {}
+        for name, args in events:
+            if name == "ClaimRecorded":
+                pending[to_checksum_address(args["holder"])] = to_checksum_address(args["source"])
+            elif name == "ClaimSettled":
+                del pending[to_checksum_address(args["holder"])]
+        assert state.claims == pending
+        split = rng.randint(0, len(events))
+        base = ChainState()
+        for name, args in events[:split]:
+            apply_event(base, name, args, set())
+        rebuilt = copy.deepcopy(base)
+        for name, args in events[split:]:
+            apply_event(rebuilt, name, args, set())
+        assert rebuilt.claims == state.claims and set(rebuilt.accounts) == set(state.accounts)
+    assert holders_seen > 50, "the random sequences should exercise dirtying through a source"
+
+
+def test_claim_fold_example():
+    """One worked sequence: two holders on one source; an expiry settlement of the source dirties both; after the
+    first holder settles only the second follows the source; a holder's own deposit does not dirty the source."""
+    from keeper.chain import ChainState, apply_event
+
+    s, h1, h2, other = ACCTS[:4]
+    st = ChainState()
+
+    def fold(name, **args):
+        d: set[str] = set()
+        apply_event(st, name, args, d)
+        return d
+
+    assert fold("ClaimRecorded", source=s, holder=h1, shareWad=5, claimWad=5, pendingWad=5, movedWad=0,
+                payment=0) == {s, h1}
+    assert fold("ClaimRecorded", source=s, holder=h2, shareWad=5, claimWad=5, pendingWad=10, movedWad=0,
+                payment=0) == {s, h1, h2}
+    assert st.claims == {h1: s, h2: s}
+    assert fold("Settled", account=s, seriesId=1, size=-1, delta=3) == {s, h1, h2}
+    assert fold("CashTransferred", **{"from": other, "to": s, "amount": 7}) == {other, s, h1, h2}
+    assert fold("Deposited", account=h1, asset=other, amount=1, payer=h1) == {h1}
+    assert fold("ClaimSettled", source=s, holder=h1, claimWad=5, shareOfStoredWad=5, creditedCashReleased=0) \
+        == {s, h1, h2}
+    assert st.claims == {h2: s}
+    assert fold("Settled", account=s, seriesId=1, size=-1, delta=3) == {s, h2}

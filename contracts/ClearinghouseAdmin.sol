@@ -424,7 +424,8 @@ contract ClearinghouseAdmin is ClearinghouseBase {
 
     /// @notice Deliver `holder`'s claim: move its share of the source's frozen book into its account (anyone may
     /// call, never paused). When the last claim on the book is settled, the book is unfrozen and cash credited to
-    /// the source meanwhile joins its cash.
+    /// the source meanwhile joins its cash. Neither stateNonce moves: the effective books (what keepers attest and
+    /// the views show) are unchanged, so attestations stay valid and a running auction on the source goes on.
     /// @param holder The claim holder.
     function settleClaim(address holder) external {
         _settleClaim(holder);

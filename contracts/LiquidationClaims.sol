@@ -72,7 +72,7 @@ abstract contract LiquidationClaims is OptionBook {
         emit ClaimRecorded(source, holder, shareWad, claimWad, lot.pendingWad, lot.movedWad, payment);
     }
 
-    /// @dev Moves `holder`'s claimed share of its source's stored book into the holder's account.
+    /// @dev Moves `holder`'s claimed share of its source's stored book into the holder's account (stateNonces kept).
     function _settleClaim(address holder) internal {
         Claim memory c = _claims[holder];
         if (c.fractionWad == 0) revert NoClaim(holder);
@@ -90,8 +90,8 @@ abstract contract LiquidationClaims is OptionBook {
         _lots[source] = lot;
         _moveShare(source, holder, share);
         if (released != 0) _cash[source] += released.toInt256();
-        _bumpNonce(source);
-        _bumpNonce(holder);
+        // No stateNonce moves: both effective books are unchanged (the holder's exactly, the source's up to rounding
+        // in its favour), so attestations of them stay valid and an auction running on the source goes on.
         emit ClaimSettled(source, holder, c.fractionWad, share, released);
     }
 

@@ -12,9 +12,9 @@ Two layers:
 * the **bot** (:class:`LiquidatorBot`): follows auction events, asks its strategy, sends bids with the price
   limit set, and treats a bid that reverts because another liquidator filled first as a lost race (logged and
   counted, not raised). A winning bid records a *claim* on the auctioned book (deferred delivery, see
-  contracts/LiquidationClaims.sol); the bot settles its own claim (``settleClaim``) once the auction of that account
-  no longer runs (``settle_claims``, default on), and always before bidding on another account (the core accepts
-  one source per holder).
+  contracts/LiquidationClaims.sol); the bot settles its own claim (``settleClaim``) right after the bid
+  (``settle_claims``, default on), and always before bidding on another account (the core accepts one source per
+  holder).
 
 Units follow docs/ARCHITECTURE.md: values in quote-asset base units (int), prices/strikes/sizes WAD on chain;
 the valuation works in floats (whole units) and rounds once at the edge, down for what the lot is worth.
@@ -327,7 +327,6 @@ class LiquidatorBot:
         self.stats = {"auctions_seen": 0, "bids_sent": 0, "bids_filled": 0, "lost_races": 0, "no_bid": 0,
                       "errors": 0, "starts": 0, "claims_settled": 0}
         self._may_hold_claim = True  # re-read claimOf(self) while this is set (start, and after every fill)
-        self._deferred_logged: str | None = None
         # index of the `done` flag in auctionOf's struct (a module where the completing bid leaves `finish` to call)
         fields = next((i["outputs"][0].get("components", []) for i in self.auction.abi
                        if i.get("type") == "function" and i.get("name") == "auctionOf"), [])
@@ -620,33 +619,24 @@ class LiquidatorBot:
         got = self.ch.events.ClaimSettled().process_receipt(rcpt, errors=DISCARD)
         share = int(got[0]["args"]["shareOfStoredWad"]) if got else 0
         self._may_hold_claim = False
-        self._deferred_logged = None
         self._count("claims_settled")
         self.emit("claim_settled", source=source, fraction=fraction / WAD, share_of_stored=share / WAD, why=why,
                   tx=rcpt["transactionHash"].hex(), block=int(rcpt["blockNumber"]))
         return "settled"
 
     def settle_if_done(self) -> str:
-        """With ``settle_claims``: settle the own claim once the auction of its source takes no more bids (ended; or
-        its sale complete, then it is finished first). While that auction takes bids the claim waits: settling
-        bumps the source's stateNonce, which would make the running auction need a reset (``AccountChanged``) and a
-        fresh breach record before anyone can buy the rest. Returns what :meth:`settle_claim` returned,
-        ``deferred``, or ``none``."""
+        """With ``settle_claims``: settle the own claim at once (a delivery moves no stateNonce, so an auction still
+        running on its source goes on); if that auction's sale is complete, ``finish`` it first. Returns what
+        :meth:`settle_claim` returned, or ``none``."""
         if not (self.s.settle_claims and self._may_hold_claim):
             return "none"
         claim = self.own_claim()
         if claim is None:
             return "none"
         status = self.auction_status(claim[0])
-        if status == "done":  # the sale is complete: end the auction (settling first would not hurt it either)
+        if status == "done":  # the sale is complete: end the auction too
             self.try_finish(claim[0])
-        elif status == "running":
-            if self._deferred_logged != claim[0]:
-                self._deferred_logged = claim[0]
-                self.emit("claim_deferred", source=claim[0], fraction=claim[1] / WAD,
-                          reason="its auction still runs")
-            return "deferred"
-        return self.settle_claim("auction ended")
+        return self.settle_claim("after the bid" if status == "running" else "auction ended")
 
     def claim_elsewhere(self, account: str) -> str | None:
         """The source of an unsettled own claim on an account other than ``account`` (a bid on ``account`` would

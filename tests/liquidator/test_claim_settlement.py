@@ -1,6 +1,6 @@
 """Deferred delivery on a real local chain (Anvil started by the deploy code on a free port): a winning bid records
-a claim on the auctioned book; the liquidator settles its own claim once that auction has ended (not while it runs:
-settling would bump the account's state nonce under the auction), settles it before bidding on another account
+a claim on the auctioned book; the liquidator settles its own claim right after the bid (a delivery moves no state
+nonce, so the auction goes on), settles it before bidding on another account
 (also with ``settle_claims`` off), and the settlement really moves the claimed share into its own storage
 (``storedBalances``), by exactly the amounts recomputed here with integer arithmetic from the storage before it."""
 from __future__ import annotations
@@ -136,7 +136,7 @@ def until(scn, fn, want, tries=25, attest=False):
     raise AssertionError(f"{fn} never returned {want!r}")
 
 
-def test_claim_waits_while_its_auction_runs_then_is_settled(crashed, tmp_path):
+def test_claim_settled_at_once_and_the_auction_goes_on(crashed, tmp_path):
     scn, breached = crashed
     A = breached[0]
     ev = tmp_path / "events.jsonl"
@@ -145,32 +145,23 @@ def test_claim_waits_while_its_auction_runs_then_is_settled(crashed, tmp_path):
     l2.poll_events()  # starts the auctions of the breached accounts
     l1.poll_events()
     assert A in l2.running and A in l1.running
+    nonce = int(scn.ch.functions.stateNonce(A).call())
     until(scn, lambda: l2.consider(A), "filled")
-    # a partial fill: the auction runs on, the claim counts in l2's effective book but is not in its storage yet
-    src, fraction = l2.own_claim()
-    assert src == A and 0 < fraction < WAD
-    assert l2.auction_status(A) == "running" and not scn.auction.functions.quote(A).call()[3], \
-        "the claim must not force a reset"
-    assert l2.settle_if_done() == "deferred"
-    head = scn.w3.eth.block_number
-    pos, _c, _cash = stored(scn, l2.address, head)
-    effective = {sid: int(scn.ch.functions.positionOf(l2.address, sid).call()) for sid in pos}
-    assert all(v == 0 for v in pos.values()) and any(effective.values())
+    # a partial fill: the auction runs on, and l2 settled its claim right after the bid
+    assert l2.auction_status(A) == "running" and l2.own_claim() is None and l2.stats["claims_settled"] == 1
+    settled = claim_logs(scn, "ClaimSettled", holder=l2.address)
+    (recorded,) = claim_logs(scn, "ClaimRecorded", holder=l2.address)
+    assert [e["args"]["source"] for e in settled] == [A]
+    assert settled[0]["args"]["claimWad"] == recorded["args"]["claimWad"]
+    assert assert_settlement_exact(scn, settled[0]) > 0
+    # the delivery moved no stateNonce: the bid moved A's once, and the auction needs no reset
+    assert int(scn.ch.functions.stateNonce(A).call()) == nonce + 1
+    assert not scn.auction.functions.quote(A).call()[3], "the delivery must not force a reset"
     # l1 buys the rest; with settle_claims off it keeps its claim although the auction ended
     until(scn, lambda: (l1.consider(A), l1.auction_status(A))[1], "none")
     assert l1.own_claim()[0] == A and l1.settle_if_done() == "none"
-    # l2's next pass settles its claim: the auction is over
-    l2.strategy = NeverBid()
-    l2.step()
-    assert l2.own_claim() is None and l2.stats["claims_settled"] == 1
-    settled = claim_logs(scn, "ClaimSettled", holder=l2.address)
-    assert [e["args"]["source"] for e in settled] == [A]
-    assert sum(e["args"]["claimWad"] for e in claim_logs(scn, "ClaimRecorded", holder=l2.address)) == \
-        settled[0]["args"]["claimWad"] == fraction
-    assert assert_settlement_exact(scn, settled[0]) > 0
     recs = [json.loads(x) for x in ev.read_text().splitlines()]
-    assert [r["why"] for r in recs if r["event"] == "claim_settled"] == ["auction ended"]
-    assert any(r["event"] == "claim_deferred" and r["source"] == A for r in recs)
+    assert [r["why"] for r in recs if r["event"] == "claim_settled"] == ["after the bid"]
 
 
 def test_claim_settled_before_bidding_on_another_account(crashed, tmp_path):

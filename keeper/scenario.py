@@ -115,7 +115,8 @@ class Scenario:
     def __init__(self, cfg: ScenarioConfig, console=None):
         self.cfg = cfg
         self.path = build_path(cfg)  # bad path settings fail before anything is created
-        self.out = Path(cfg.out_dir) if cfg.out_dir else default_out_dir()
+        # absolute: the keeper processes' config files resolve relative paths against their own folder
+        self.out = (Path(cfg.out_dir) if cfg.out_dir else default_out_dir()).resolve()
         self.out.mkdir(parents=True, exist_ok=True)
         self.console = console
         self.chain: LocalChain | None = None

@@ -10,8 +10,6 @@ import json
 import pytest
 
 from keeper.liquidator import LiquidatorBot, LiquidatorSettings
-from keeper.scenario import Scenario, ScenarioConfig
-from keeper.scenario_path import CrashConfig
 from keeper.strategies import BidDecision, EdgeStrategy
 
 WAD = 10**18
@@ -36,22 +34,14 @@ class NeverBid:
 
 
 @pytest.fixture(scope="module")
-def crashed(tmp_path_factory):
-    out = tmp_path_factory.mktemp("claims")
-    cfg = ScenarioConfig(out_dir=str(out), n_short_vol=3, n_long_vol=2, live=False, mc_paths=300, manipulation=False,
-                         crash=CrashConfig(n_steps=3, crash_step=1))
-    scn = Scenario(cfg)
-    scn.start_chain_and_deploy()
-    try:
-        scn.setup_book()
-        scn.advance(900)
-        att = scn.attest(SPOT, VOL)
-        scn.write_market_file(SPOT, VOL)
-        breached = [x.account for x in att.leaves if 0 < x.equity < x.maintenance]
-        assert len(breached) >= 3, "the -10 % move should breach the three short-vol accounts (all still solvent)"
-        yield scn, breached
-    finally:
-        scn.chain.stop()
+def crashed(small_scenario):
+    """The small scenario after a crash that breaches solvent short-vol accounts."""
+    scn = small_scenario
+    att = scn.attest(SPOT, VOL)
+    scn.write_market_file(SPOT, VOL)
+    breached = [x.account for x in att.leaves if 0 < x.equity < x.maintenance]
+    assert len(breached) >= 3, "the -10 % move should breach the three short-vol accounts (all still solvent)"
+    yield scn, breached
 
 
 def bot(scn, role, strategy, events, settle_claims=True):

@@ -8,33 +8,22 @@ import json
 import pytest
 
 from keeper.liquidator import LiquidatorBot, LiquidatorSettings
-from keeper.scenario import Scenario, ScenarioConfig
-from keeper.scenario_path import CrashConfig
 from keeper.strategies import EdgeStrategy
 
 
 @pytest.fixture(scope="module")
-def crashed(tmp_path_factory):
-    out = tmp_path_factory.mktemp("race")
-    cfg = ScenarioConfig(out_dir=str(out), n_short_vol=3, n_long_vol=2, live=False, mc_paths=300, manipulation=False,
-                         crash=CrashConfig(n_steps=3, crash_step=1))
-    scn = Scenario(cfg)
-    scn.start_chain_and_deploy()
-    try:
-        scn.setup_book()
-        scn.fund_before = int(scn.auction.functions.fundBalance().call())
-        scn.advance(900)
-        breached = []
-        for spot, vol in ((1800.0, 0.8), (1700.0, 0.9), (1600.0, 1.0), (1500.0, 1.1), (1400.0, 1.2)):
-            att = scn.attest(spot, vol)  # a deepening crash until a solvent account falls below maintenance
-            breached = [x.account for x in att.leaves if x.equity < x.maintenance and x.equity > 0]
-            if breached:
-                scn.write_market_file(spot, vol)
-                break
-        assert breached, "the crash should breach at least one solvent short-vol account"
-        yield scn, breached
-    finally:
-        scn.chain.stop()
+def crashed(small_scenario):
+    """The small scenario after a crash that breaches solvent short-vol accounts."""
+    scn = small_scenario
+    breached = []
+    for spot, vol in ((1800.0, 0.8), (1700.0, 0.9), (1600.0, 1.0), (1500.0, 1.1), (1400.0, 1.2)):
+        att = scn.attest(spot, vol)  # a deepening crash until a solvent account falls below maintenance
+        breached = [x.account for x in att.leaves if x.equity < x.maintenance and x.equity > 0]
+        if breached:
+            scn.write_market_file(spot, vol)
+            break
+    assert breached, "the crash should breach at least one solvent short-vol account"
+    yield scn, breached
 
 
 def bot(scn, role, edge, events):

@@ -1,0 +1,24 @@
+"""A small crash-scenario chain for the liquidator tests: Anvil on a free port, the protocol deployed, a book of
+three short-vol and two long-vol traders, 15 minutes on the clock. Each test module gets its own."""
+from __future__ import annotations
+
+import pytest
+
+from keeper.scenario import Scenario, ScenarioConfig
+from keeper.scenario_path import CrashConfig
+
+
+@pytest.fixture(scope="module")
+def small_scenario(tmp_path_factory):
+    """The set-up :class:`Scenario`; its chain is stopped after the module's tests."""
+    cfg = ScenarioConfig(out_dir=str(tmp_path_factory.mktemp("liquidator")), n_short_vol=3, n_long_vol=2, live=False,
+                         mc_paths=300, manipulation=False, crash=CrashConfig(n_steps=3, crash_step=1))
+    scn = Scenario(cfg)
+    scn.start_chain_and_deploy()
+    try:
+        scn.setup_book()
+        scn.fund_before = int(scn.auction.functions.fundBalance().call())
+        scn.advance(900)
+        yield scn
+    finally:
+        scn.chain.stop()

@@ -442,6 +442,26 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         }
     }
 
+    /// @notice Write `holder`'s claim slot once, ahead of its first liquidation bid, so that the bid updates a
+    /// non-zero slot (5,000 gas instead of 22,100 inside the time-critical transaction). Anyone may call, for any
+    /// holder, at any time (never paused); a no-op when the slot is already non-zero. The slot keeps no claim:
+    /// views, margins and the holder's freedom to trade are unchanged.
+    /// @param holder The future bidder whose slot is written.
+    function primeClaimSlot(address holder) external {
+        if (holder == address(0)) revert ZeroAddress();
+        Claim storage c = _claims[holder];
+        if (c.source == address(0)) {
+            c.source = holder; // sentinel: a non-zero source with fractionWad 0 is "no claim"
+            emit ClaimSlotPrimed(holder, msg.sender);
+        }
+    }
+
+    /// @notice Whether `holder`'s claim slot is non-zero (primed, or used by an earlier claim): its next bid pays no
+    /// zero-slot write.
+    function claimSlotPrimed(address holder) external view returns (bool) {
+        return _claims[holder].source != address(0);
+    }
+
     /// @notice Move `amount` of quote cash from `from` to `to` (the module checks `from` can afford it). A frozen
     /// `from` cannot pay; cash paid to a frozen `to` is held outside its frozen book. The module's own account keeps
     /// its stateNonce (it never trades or withdraws with a margin proof).

@@ -360,6 +360,9 @@ class DeployConfig:
     penalty: float = 0.05
     target_buffer: float = 0.10
     auction_tau: int = 600
+    #: the auction's floor (``cuspWad``): once the linear curve's factor falls below it, bids stop and the auction
+    #: must be reset from a fresh attested value (MakerDAO's cusp; ETH-A used 0.4). 0 lets the price reach zero.
+    auction_floor: float = 0.4
     fund_seed: float = 50_000.0
 
 
@@ -410,8 +413,10 @@ def clearinghouse_abi(arts: dict[str, Artifact] | None = None) -> list:
 
 
 def auction_config_tuple(cfg: DeployConfig) -> tuple:
-    """The LiquidationAuction ``Config`` struct: linear curve over ``auction_tau`` seconds."""
-    return (0, int(cfg.auction_tau), 0, RAY, int(max(cfg.auction_tau * 2, 120)), 0, to_wad(cfg.target_buffer),
+    """The LiquidationAuction ``Config`` struct: linear curve over ``auction_tau`` seconds, reset below
+    ``auction_floor`` of the start price's span or after twice ``auction_tau``."""
+    return (0, int(cfg.auction_tau), 0, RAY, int(max(cfg.auction_tau * 2, 120)), to_wad(cfg.auction_floor),
+            to_wad(cfg.target_buffer),
             to_wad(cfg.penalty), to_wad(0.001), 0, int(cfg.max_attestation_age))
 
 
@@ -491,7 +496,7 @@ def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfi
         quote_decimals=cfg.quote_decimals, underlying=underlying, tokens=tokens, keepers=keepers,
         threshold=cfg.threshold, series=series,
         params={"short_margin_fraction": cfg.short_margin_fraction, "penalty": cfg.penalty,
-                "target_buffer": cfg.target_buffer, "auction_tau": cfg.auction_tau,
+                "target_buffer": cfg.target_buffer, "auction_tau": cfg.auction_tau, "auction_floor": cfg.auction_floor,
                 "max_attestation_age": cfg.max_attestation_age, "max_price_age": cfg.max_price_age,
                 "spot0": cfg.spot0, "auction_config": list(auction_config_tuple(cfg))},
     )

@@ -290,6 +290,9 @@ class LiquidatorSettings:
     #: settle its own claim (``settleClaim(self)``) as soon as the auction it bought from no longer runs; off: only
     #: when it must (before bidding on another account), e.g. to leave the gas of delivery to someone else
     settle_claims: bool = True
+    #: write the own claim slot once at start (``primeClaimSlot``) so that even the first bid in a race pays no
+    #: zero-slot write (about 17,000 gas less in the time-critical transaction)
+    prime_claim_slot: bool = True
 
 
 class LiquidatorBot:
@@ -624,6 +627,21 @@ class LiquidatorBot:
                   tx=rcpt["transactionHash"].hex(), block=int(rcpt["blockNumber"]))
         return "settled"
 
+    def prime_claim_slot(self) -> str:
+        """Send ``primeClaimSlot(self)`` unless the slot is already non-zero. Returns ``primed``, ``already``
+        (nothing sent) or ``error`` (logged and counted; bidding still works, the first bid just costs more)."""
+        try:
+            if self.ch.functions.claimSlotPrimed(self.address).call():
+                return "already"
+            rcpt = self.sender.call(self.ch.functions.primeClaimSlot(self.address), "primeClaimSlot")
+        except Exception as e:  # noqa: BLE001 - would revert / reverted / RPC: not fatal
+            self.sender.reset_nonce()
+            self._count("errors")
+            self.emit("claim_slot_prime_error", reason=revert_name(e, self.selectors) or str(e)[:160])
+            return "error"
+        self.emit("claim_slot_primed", tx=rcpt["transactionHash"].hex(), gas=int(rcpt["gasUsed"]))
+        return "primed"
+
     def settle_if_done(self) -> str:
         """With ``settle_claims``: settle the own claim at once (a delivery moves no stateNonce, so an auction still
         running on its source goes on); if that auction's sale is complete, ``finish`` it first. Returns what
@@ -783,6 +801,8 @@ class LiquidatorBot:
         """Loop until :meth:`stop` (or ``max_seconds``)."""
         t0 = time.monotonic()
         self.emit("started", address=self.address, strategy=getattr(self.strategy, "name", "?"))
+        if self.s.prime_claim_slot:
+            self.prime_claim_slot()
         try:
             while not self._stop and (max_seconds is None or time.monotonic() - t0 < max_seconds):
                 try:

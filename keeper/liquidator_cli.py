@@ -51,6 +51,8 @@ def liquidator_main() -> None:
 @click.option("--no-settle-claims", is_flag=True,
               help="do not settle own liquidation claims when their auction ends (still settled before bidding on "
                    "another account, which the core requires)")
+@click.option("--no-prime-claim-slot", is_flag=True,
+              help="do not write the own claim slot at start (primeClaimSlot); the first bid then costs ~17k gas more")
 @click.option("--keeper-url", "keeper_urls", multiple=True,
               help="keeper HTTP API (for recordMargin proofs of its own account and of expired breaches); repeatable")
 @click.option("--keeper-urls-file", default=None, help="JSON list of keeper URLs, re-read when needed")
@@ -60,7 +62,7 @@ def liquidator_main() -> None:
 @click.option("--max-seconds", type=float, default=None, help="stop after this long (default: until signalled)")
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def run_cmd(deployment_file, rpc_url, key_env, strategy, edge, aversion, own_haircut, vol, market_file, poll_s,
-            min_fraction, margin_safety, gas_price_gwei, no_start, no_settle_claims, keeper_urls, keeper_urls_file, name,
+            min_fraction, margin_safety, gas_price_gwei, no_start, no_settle_claims, no_prime_claim_slot, keeper_urls, keeper_urls_file, name,
             events_file, metrics_port, max_seconds, log_level) -> None:
     """Watch breaches and auctions; start auctions and bid when the price beats the valuation by the edge."""
     from keeper.liquidator import LiquidatorBot, LiquidatorSettings
@@ -77,7 +79,7 @@ def run_cmd(deployment_file, rpc_url, key_env, strategy, edge, aversion, own_hai
         rpc_url=rpc_url, deployment_file=deployment_file, key=key, strategy=strategy, edge=edge, aversion=aversion,
         own_haircut=own_haircut, vol=vol, market_file=market_file, poll_s=poll_s, min_fraction=min_fraction,
         margin_safety=margin_safety, gas_price_gwei=gas_price_gwei, start_auctions=not no_start,
-        settle_claims=not no_settle_claims, name=name,
+        settle_claims=not no_settle_claims, prime_claim_slot=not no_prime_claim_slot, name=name,
         keeper_urls=tuple(keeper_urls), keeper_urls_file=keeper_urls_file,
         events_file=events_file, metrics_port=metrics_port)
     try:

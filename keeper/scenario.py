@@ -73,6 +73,9 @@ class ScenarioConfig:
     idle_ticks: int = 4  # stop ticking a step after this many ticks without any auction event
     tick_wait_s: float = 0.6
     edges: tuple[float, ...] = (0.02, 0.025)
+    #: the auction's floor (cusp) and linear descent time, passed to the deployment (``DeployConfig``)
+    auction_floor: float = 0.4
+    auction_tau: int = 600
     manipulation: bool = True
     manipulation_step: int | None = None
     mc_paths: int = 1000
@@ -163,7 +166,8 @@ class Scenario:
         addr = [Account.from_key(k).address for k in keys]
         self.keeper_keys = keys[1:4]
         # the minimum short-leg headroom (5 % of notional), so that set-up can place some traders close to margin
-        self.dcfg = DeployConfig(spot0=float(self.path.spot[0]), short_margin_fraction=0.05)
+        self.dcfg = DeployConfig(spot0=float(self.path.spot[0]), short_margin_fraction=0.05,
+                                 auction_floor=self.cfg.auction_floor, auction_tau=self.cfg.auction_tau)
         self.dep = deploy(self.w3, keys[0], addr[1:4], self.dcfg, rpc_url=self.chain.url,
                           deployment_file=self.out / "deployment.json", progress=self.say)
         dep_json = json.loads((self.out / "deployment.json").read_text())

@@ -27,9 +27,14 @@ def _fail(msg: str, code: int = 2) -> None:
 @click.option("--threshold", type=int, default=2, show_default=True)
 @click.option("--keepers", "n_keepers", type=int, default=3, show_default=True)
 @click.option("--spot", type=float, default=2000.0, show_default=True, help="spot the series grid is built around")
+@click.option("--auction-tau", type=int, default=600, show_default=True,
+              help="seconds for the linear auction price to fall from the attested value to zero")
+@click.option("--auction-floor", type=float, default=0.4, show_default=True,
+              help="auction floor (cusp): below this share of the start price an auction must be reset; 0 = none")
 @click.option("--keep-running/--stop-chain", default=True, show_default=True,
               help="leave a chain started here running (in the foreground until Ctrl-C)")
-def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers, spot, keep_running) -> None:
+def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers, spot, auction_tau, auction_floor,
+               keep_running) -> None:
     """Deploy Backstop (tokens, Clearinghouse, keeper set, collateral, series, auction, fund) and write the
     deployment file the bots read."""
     from eth_account import Account
@@ -37,13 +42,18 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
     from keeper.deploy import DEFAULT_MNEMONIC, DeployConfig, DeployError, deploy, derive_keys, ensure_chain, web3_for
 
     logging.basicConfig(level=logging.WARNING)
+    if not 0 <= auction_floor < 1:
+        _fail(f"--auction-floor must be in [0, 1), got {auction_floor}")
+    if auction_tau <= 0:
+        _fail(f"--auction-tau must be > 0 seconds, got {auction_tau}")
     try:
         chain = ensure_chain(rpc_url, backend, mnemonic=mnemonic or DEFAULT_MNEMONIC)
     except DeployError as e:
         _fail(str(e))
     try:
         keys = derive_keys(chain.mnemonic, 1 + n_keepers)
-        cfg = DeployConfig(n_keepers=n_keepers, threshold=threshold, spot0=spot)
+        cfg = DeployConfig(n_keepers=n_keepers, threshold=threshold, spot0=spot, auction_tau=auction_tau,
+                           auction_floor=auction_floor)
         res = deploy(web3_for(chain.url), keys[0], [Account.from_key(k).address for k in keys[1:]], cfg,
                      rpc_url=chain.url, deployment_file=deployment_file, progress=lambda m: click.echo(f"  {m}"))
     except DeployError as e:
@@ -80,11 +90,13 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
               show_default=True, help="three `keeper run` processes, or the keepers' work inside this process")
 @click.option("--no-manipulation", is_flag=True, help="skip the fat-finger experiment")
 @click.option("--no-live", is_flag=True, help="plain log lines instead of the live table")
+@click.option("--auction-floor", type=float, default=0.4, show_default=True,
+              help="auction floor (cusp): below this share of the start price an auction must be reset; 0 = none")
 @click.option("--small", is_flag=True, help="small, fast configuration (tests, CI)")
 @click.option("--keep-chain", is_flag=True,
               help="after the report keep the chain running (Ctrl-C stops it), e.g. to run `backstop verify`")
 def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, crash_step, seed, replay, shared_data,
-                 n_short, n_long, keeper_mode, no_manipulation, no_live, small, keep_chain) -> None:
+                 n_short, n_long, keeper_mode, no_manipulation, no_live, auction_floor, small, keep_chain) -> None:
     """Run the end-to-end crash scenario on a fresh local chain and write the report and plots."""
     from keeper.scenario import Scenario, ScenarioConfig, ScenarioError
     from keeper.scenario_path import CrashConfig
@@ -96,10 +108,12 @@ def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, cr
         crash = CrashConfig(n_steps=steps, crash_step=crash_step, jump=jump, vol_spike=vol_spike, base_vol=base_vol,
                             seed=seed)
         crash.validate()
+        if not 0 <= auction_floor < 1:
+            raise ValueError(f"--auction-floor must be in [0, 1), got {auction_floor}")
         cfg = ScenarioConfig(out_dir=out_dir, rpc_url=rpc_url, backend=backend, n_short_vol=n_short,
                              n_long_vol=n_long, crash=crash, replay=replay, shared_dir=shared_data,
                              manipulation=not no_manipulation, live=not no_live, seed=seed, keepers=keeper_mode,
-                             keep_chain=keep_chain)
+                             keep_chain=keep_chain, auction_floor=auction_floor)
         if small:
             cfg.auction_ticks, cfg.auction_tick_seconds, cfg.mc_paths = 6, 60, 400
         scn = Scenario(cfg)

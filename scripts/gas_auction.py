@@ -68,12 +68,24 @@ def auction_rows() -> list:
     tx = core.auction.start(v, {"from": starter})
     rows.append(("auction start", tx, "breach record of 5 positions + 2 collateral"))
     allowed = int(core.auction.quote(v)["allowedWad"])
-    tx = core.auction.bid(v, allowed // 4, ANY, FAR, 0, {"from": fresh_bidder})
-    rows.append(("bid, partial (the bidder's first claim ever)", tx,
-                 "claim slot zero -> non-zero (+20,000, once per liquidator); option-free bidder: margin from "
-                 "`seriesOf` + `collateralValue`"))
+    tx = core.auction.bid(v, allowed // 5, ANY, FAR, 0, {"from": fresh_bidder})
+    rows.append(("bid, partial: a new liquidator's first claim, slot not primed, no margin record", tx,
+                 "claim slot zero -> non-zero (+17,100, once per liquidator; `primeClaimSlot` moves it out of the "
+                 "race); option-free bidder: margin from `seriesOf` + `freshCollateralValue`"))
+
+    # a new liquidator as the bot runs it: claim slot primed at start, its own margin record kept fresh
+    new_bidder = accounts.add()
+    accounts[0].transfer(new_bidder, 10**18)
+    core.fund(new_bidder, usdc=2_000_000 * USDC)
+    tx = core.chx.primeClaimSlot(new_bidder, {"from": new_bidder})
+    rows.append(("primeClaimSlot (once per liquidator, at its start; `liquidator run` does it)", tx,
+                 "writes the holder's claim slot so that no bid writes a zero slot"))
+    core.attest([(new_bidder, 2_000_000 * USDC, 10_000 * USDC, 15_000 * USDC)])
+    tx = core.auction.bid(v, allowed // 5, ANY, FAR, 0, {"from": new_bidder})
+    rows.append(("**bid, partial: a new liquidator's first claim (slot primed, fresh margin record)**", tx,
+                 "what `liquidator run` pays for its first bid"))
     core.attest([(warm_bidder, 3_000_000 * USDC, 10_000 * USDC, 15_000 * USDC)])
-    tx = core.auction.bid(v, allowed // 4, ANY, FAR, 0, {"from": warm_bidder})
+    tx = core.auction.bid(v, allowed // 5, ANY, FAR, 0, {"from": warm_bidder})
     rows.append(("**bid, partial (warm)**", tx,
                  "repeat liquidator (claim slot non-zero from an earlier, settled claim); margin from its fresh record"))
     core.attest([(warm_bidder, 3_000_000 * USDC, 10_000 * USDC, 15_000 * USDC)])
@@ -87,6 +99,7 @@ def auction_rows() -> list:
     tx = core.chx.settleClaim(warm_bidder, {"from": warm_bidder})
     rows.append(("claim delivery `settleClaim` (anyone, after the auction; holder already holds the series)", tx,
                  "moves the bidder's claimed share of 5 positions + 2 assets + cash; not time-critical"))
+    core.chx.settleClaim(new_bidder, {"from": new_bidder})
     tx = core.chx.settleClaim(fresh_bidder, {"from": fresh_bidder})
     rows.append(("claim delivery `settleClaim` (new holder slots; last claim: unfreezes the book)", tx,
                  "5 positions + 2 assets created for the holder; credited escrow joins the account's cash"))

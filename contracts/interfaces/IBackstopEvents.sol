@@ -154,4 +154,7 @@ interface IBackstopEvents {
     );
     /// @notice The account's claim ledger slot was primed (an auction started for it).
     event LotPrimed(address indexed account);
+    /// @notice `holder`'s claim slot was primed by `by` (paid once, before its first bid, so that no bid writes a
+    /// zero slot).
+    event ClaimSlotPrimed(address indexed holder, address indexed by);
 }

@@ -668,3 +668,56 @@ def test_settlement_goes_past_the_position_cap(protocol, traders, holders, modul
     p.ch.settleClaim(h1, {"from": h1})
     assert list(p.ch.seriesOf(h1)) == own + sids
     assert [int(p.ch.storedBalances(h1, sid, p.usdc)[0]) for sid in sids] == expected
+
+
+# ---------------------------------------------------------------------------------------------- primed claim slots
+
+
+@pytest.mark.ganache
+def test_primed_claim_slot_is_no_claim_and_makes_the_first_claim_cheaper(protocol, traders, holders, module, book):
+    """`primeClaimSlot` writes a holder's claim slot ahead of its first bid: it is no claim (views, claimOf and the
+    freedom to trade are unchanged, a second call changes nothing), the first claim recorded on it is exactly the
+    model's, and it costs at least the zero-slot surcharge (15,000 under Istanbul, 17,100 under EIP-2929) less than
+    the same claim recorded by an unprimed holder."""
+    p = protocol
+    maker, taker = traders
+    h1, h2, h3 = holders
+    sids, assets = book
+    everyone = _everyone(traders, holders, module)
+    with brownie.reverts(err("ZeroAddress()")):
+        p.ch.primeClaimSlot(brownie.ZERO_ADDRESS, {"from": h3})
+    assert not p.ch.claimSlotPrimed(h1) and not p.ch.claimSlotPrimed(h2)
+    before = {str(a): read_effective(p, a, sids, assets) for a in everyone}
+    tx = p.ch.primeClaimSlot(h1, {"from": h3})  # anyone may prime any holder
+    assert dict(tx.events["ClaimSlotPrimed"]) == {"holder": str(h1), "by": str(h3)}
+    assert p.ch.claimSlotPrimed(h1) and not p.ch.claimSlotPrimed(h2)
+    assert tuple(p.ch.claimOf(h1)) == (brownie.ZERO_ADDRESS, 0, 0)
+    assert {str(a): read_effective(p, a, sids, assets) for a in everyone} == before
+    assert list(p.ch.seriesOf(h1)) == list(p.ch.seriesOf(h2))
+    tx = p.ch.primeClaimSlot(h1, {"from": h1})
+    assert "ClaimSlotPrimed" not in tx.events
+
+    # a primed trader still trades (the slot holds no claim)
+    for t in traders:
+        p.ch.primeClaimSlot(t, {"from": t})
+    q, sig = p.quote(maker, sids[0], -WAD, 100 * WAD, nonce=21)
+    p.ch.trade(q, sig, p.attest(maker, 70_000 * USDC), p.attest(taker, 20_000 * USDC), {"from": taker})
+
+    # same share of the same (already frozen) book for the primed and the unprimed holder
+    ledger = Ledger(p, everyone, sids, assets)
+    ledger.record(maker, h3, WAD // 3)
+    p.ch.recordClaim(maker, h3, WAD // 3, 0, {"from": module})
+    gas = {}
+    for h in (h1, h2):
+        claim = ledger.record(maker, h, WAD // 10)
+        tx = p.ch.recordClaim(maker, h, WAD // 10, 0, {"from": module})
+        assert tx.events["ClaimRecorded"]["claimWad"] == claim
+        gas[str(h)] = tx.gas_used
+    assert_matches(p, ledger, everyone)
+    assert gas[str(h2)] - gas[str(h1)] >= 15_000, gas
+    for h in (h1, h2, h3):
+        p.ch.settleClaim(h, {"from": h})
+        ledger.settle(h)
+        assert p.ch.claimSlotPrimed(h)  # a settled claim leaves the slot non-zero
+    assert_matches(p, ledger, everyone)
+    assert_conserved(p, everyone)

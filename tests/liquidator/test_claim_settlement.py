@@ -126,6 +126,24 @@ def until(scn, fn, want, tries=25, attest=False):
     raise AssertionError(f"{fn} never returned {want!r}")
 
 
+def test_claim_slot_primed_once(crashed, tmp_path):
+    """The bot writes its claim slot once (``primeClaimSlot``), logs it with the gas, and sends nothing the second
+    time; the primed slot holds no claim."""
+    scn, _ = crashed
+    ev = tmp_path / "events.jsonl"
+    l2 = bot(scn, "liquidator-2", NeverBid(), ev)
+    primed = scn.ch.functions.claimSlotPrimed(l2.address)
+    assert not primed.call(), "the small scenario's liquidators have never bid"
+    assert l2.prime_claim_slot() == "primed"
+    assert primed.call() and l2.own_claim() is None
+    (log,) = claim_logs(scn, "ClaimSlotPrimed", holder=l2.address)
+    assert log["args"]["by"] == l2.address
+    assert l2.prime_claim_slot() == "already"
+    recs = [json.loads(x) for x in ev.read_text().splitlines()]
+    (rec,) = [r for r in recs if r["event"] == "claim_slot_primed"]
+    assert rec["gas"] == int(scn.w3.eth.get_transaction_receipt(log["transactionHash"])["gasUsed"])
+
+
 def test_claim_settled_at_once_and_the_auction_goes_on(crashed, tmp_path):
     scn, breached = crashed
     A = breached[0]

@@ -7,7 +7,7 @@ from click.testing import CliRunner
 
 from keeper.deploy import free_port
 from keeper.liquidator_cli import liquidator_main
-from keeper.scenario_cli import scenario_cmd, verify_cmd
+from keeper.scenario_cli import deploy_cmd, scenario_cmd, verify_cmd
 
 
 def one_line_failure(result, code=2, contains=""):
@@ -35,8 +35,18 @@ def test_scenario_bad_inputs():
     r = CliRunner()
     one_line_failure(r.invoke(scenario_cmd, ["--jump", "-1.5", "--no-live"]), contains="jump")
     one_line_failure(r.invoke(scenario_cmd, ["--crash-step", "99", "--no-live"]), contains="crash_step")
+    one_line_failure(r.invoke(scenario_cmd, ["--auction-floor", "1", "--no-live"]), contains="--auction-floor")
     one_line_failure(r.invoke(scenario_cmd, ["--replay", "NO_SUCH_CRASH", "--no-live", "--shared-data", "/nonexistent"]),
                      contains="not found")
+
+
+def test_deploy_bad_auction_parameters():
+    """Out-of-range auction parameters are refused before any chain is started or contract deployed."""
+    r = CliRunner()
+    rpc = ["--rpc", f"http://127.0.0.1:{free_port()}"]
+    one_line_failure(r.invoke(deploy_cmd, rpc + ["--auction-floor", "1.0"]), contains="--auction-floor")
+    one_line_failure(r.invoke(deploy_cmd, rpc + ["--auction-floor", "-0.1"]), contains="--auction-floor")
+    one_line_failure(r.invoke(deploy_cmd, rpc + ["--auction-tau", "0"]), contains="--auction-tau")
 
 
 def test_liquidator_bad_inputs(tmp_path, monkeypatch):

@@ -149,3 +149,26 @@ def test_hybrid_mark_did_not_liquidate_after_fat_finger(run):
     # on chain: none of the accounts the naive mark would have liquidated was registered as breached by the
     # attestation right after the trade
     assert not set(m["naive_would_liquidate"]) & set(m["attested_breaches_after_trade"])
+
+
+def test_no_lot_sold_below_the_auction_floor(run):
+    """Every fill's price is at or above the floor of the (re)start it was bid on: ``top − span·(1 − cusp)``
+    (``top·cusp`` for a solvent book), from the ``AuctionStarted``/``AuctionReset`` event before the ``Bid`` and the
+    deployed ``cuspWad`` (0.4 by default, so a solvent lot never goes for less than 40 % of its attested value)."""
+    scn, _ = run
+    wad = 10**18
+    cusp = scn.auction.functions.config().call()[5]
+    assert cusp == 4 * 10**17, "the scenario deploys with the default floor of 0.4"
+    A = scn.auction.events
+    key = lambda e: (e["blockNumber"], e["logIndex"])  # noqa: E731
+    starts = sorted(A.AuctionStarted().get_logs(from_block=scn.dep.block) +
+                    A.AuctionReset().get_logs(from_block=scn.dep.block), key=key)
+    bids = A.Bid().get_logs(from_block=scn.dep.block)
+    assert bids, "no bid filled: the liquidators did not act"
+    for b in bids:
+        (s,) = [x for x in starts if x["args"]["id"] == b["args"]["id"] and key(x) < key(b)][-1:]
+        top, span = s["args"]["startPrice"], s["args"]["span"]
+        floor = top - -(-span * (wad - cusp) // wad)
+        assert b["args"]["price"] >= floor, (b["args"]["id"], b["args"]["price"], top, span)
+        if top > 0:
+            assert b["args"]["price"] * wad >= top * cusp - wad  # within one unit of top·cusp

@@ -416,8 +416,7 @@ def auction_config_tuple(cfg: DeployConfig) -> tuple:
     """The LiquidationAuction ``Config`` struct: linear curve over ``auction_tau`` seconds, reset below
     ``auction_floor`` of the start price's span or after twice ``auction_tau``."""
     return (0, int(cfg.auction_tau), 0, RAY, int(max(cfg.auction_tau * 2, 120)), to_wad(cfg.auction_floor),
-            to_wad(cfg.target_buffer),
-            to_wad(cfg.penalty), to_wad(0.001), 0, int(cfg.max_attestation_age))
+            to_wad(cfg.target_buffer), to_wad(cfg.penalty), to_wad(0.001), 0, int(cfg.max_attestation_age))
 
 
 def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfig = DeployConfig(), *,

@@ -62,8 +62,8 @@ def liquidator_main() -> None:
 @click.option("--max-seconds", type=float, default=None, help="stop after this long (default: until signalled)")
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
 def run_cmd(deployment_file, rpc_url, key_env, strategy, edge, aversion, own_haircut, vol, market_file, poll_s,
-            min_fraction, margin_safety, gas_price_gwei, no_start, no_settle_claims, no_prime_claim_slot, keeper_urls, keeper_urls_file, name,
-            events_file, metrics_port, max_seconds, log_level) -> None:
+            min_fraction, margin_safety, gas_price_gwei, no_start, no_settle_claims, no_prime_claim_slot, keeper_urls,
+            keeper_urls_file, name, events_file, metrics_port, max_seconds, log_level) -> None:
     """Watch breaches and auctions; start auctions and bid when the price beats the valuation by the edge."""
     from keeper.liquidator import LiquidatorBot, LiquidatorSettings
 

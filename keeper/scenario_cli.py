@@ -17,6 +17,18 @@ def _fail(msg: str, code: int = 2) -> None:
     sys.exit(code)
 
 
+#: the auction floor (cusp) option of `deploy` and `scenario`, checked by :func:`_check_auction_floor`
+_auction_floor_option = click.option(
+    "--auction-floor", type=float, default=0.4, show_default=True,
+    help="auction floor (cusp): below this share of the start price an auction must be reset; 0 = none")
+
+
+def _check_auction_floor(value: float) -> None:
+    """Exit with one line unless the floor is a fraction in [0, 1) (the contract's `setConfig` bound)."""
+    if not 0 <= value < 1:
+        _fail(f"--auction-floor must be in [0, 1), got {value}")
+
+
 @click.command("deploy")
 @click.option("--rpc", "rpc_url", default=DEFAULT_RPC_URL, show_default=True,
               help="JSON-RPC URL; a local Anvil (or Ganache) is started there when nothing answers")
@@ -29,8 +41,7 @@ def _fail(msg: str, code: int = 2) -> None:
 @click.option("--spot", type=float, default=2000.0, show_default=True, help="spot the series grid is built around")
 @click.option("--auction-tau", type=int, default=600, show_default=True,
               help="seconds for the linear auction price to fall from the attested value to zero")
-@click.option("--auction-floor", type=float, default=0.4, show_default=True,
-              help="auction floor (cusp): below this share of the start price an auction must be reset; 0 = none")
+@_auction_floor_option
 @click.option("--keep-running/--stop-chain", default=True, show_default=True,
               help="leave a chain started here running (in the foreground until Ctrl-C)")
 def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers, spot, auction_tau, auction_floor,
@@ -42,8 +53,7 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
     from keeper.deploy import DEFAULT_MNEMONIC, DeployConfig, DeployError, deploy, derive_keys, ensure_chain, web3_for
 
     logging.basicConfig(level=logging.WARNING)
-    if not 0 <= auction_floor < 1:
-        _fail(f"--auction-floor must be in [0, 1), got {auction_floor}")
+    _check_auction_floor(auction_floor)
     if auction_tau <= 0:
         _fail(f"--auction-tau must be > 0 seconds, got {auction_tau}")
     try:
@@ -90,8 +100,7 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
               show_default=True, help="three `keeper run` processes, or the keepers' work inside this process")
 @click.option("--no-manipulation", is_flag=True, help="skip the fat-finger experiment")
 @click.option("--no-live", is_flag=True, help="plain log lines instead of the live table")
-@click.option("--auction-floor", type=float, default=0.4, show_default=True,
-              help="auction floor (cusp): below this share of the start price an auction must be reset; 0 = none")
+@_auction_floor_option
 @click.option("--small", is_flag=True, help="small, fast configuration (tests, CI)")
 @click.option("--keep-chain", is_flag=True,
               help="after the report keep the chain running (Ctrl-C stops it), e.g. to run `backstop verify`")
@@ -102,14 +111,13 @@ def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, cr
     from keeper.scenario_path import CrashConfig
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
+    _check_auction_floor(auction_floor)
     if small:
         steps, crash_step, n_short, n_long = min(steps, 8), min(crash_step, 3), min(n_short, 6), min(n_long, 4)
     try:
         crash = CrashConfig(n_steps=steps, crash_step=crash_step, jump=jump, vol_spike=vol_spike, base_vol=base_vol,
                             seed=seed)
         crash.validate()
-        if not 0 <= auction_floor < 1:
-            raise ValueError(f"--auction-floor must be in [0, 1), got {auction_floor}")
         cfg = ScenarioConfig(out_dir=out_dir, rpc_url=rpc_url, backend=backend, n_short_vol=n_short,
                              n_long_vol=n_long, crash=crash, replay=replay, shared_dir=shared_data,
                              manipulation=not no_manipulation, live=not no_live, seed=seed, keepers=keeper_mode,

@@ -2,8 +2,11 @@
 #   make scenario   - set up, then run the end-to-end crash scenario on an embedded local chain
 #   make test       - set up, then run the whole test suite on Anvil and the Ganache subset on Ganache
 # Both run scripts/toolchain/bootstrap.sh first, which is idempotent.
+# Every chain brownie launches here listens on a free port of its own (BACKSTOP_CHAIN_PORT=<port> pins one), and
+# brownie's data folder and the solc adapter are this checkout's (.venv/brownie-home, .venv/solcx): see README.md.
 SHELL := /bin/bash
 export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
+export BACKSTOP_CHAIN_PORT ?= free
 PYTEST_ARGS ?=
 
 .PHONY: setup test test-anvil test-ganache scenario gas bench

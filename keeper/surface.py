@@ -72,6 +72,14 @@ class SurfaceConfig:
     repair: bool = True  # refit violating slices under no-arbitrage constraints
     outer_xatol: float = 1e-6  # Nelder-Mead stops when the simplex spans < xatol in (m, ln sigma) ...
     outer_frtol: float = 1e-9  # ... and < frtol * (best grid objective) in the objective
+    sigma_min_sd: float = 0.3  # SVI sigma >= this times the slice's near-the-money sqrt(total variance)
+    robust: bool = True  # robust slice fit (soft-L1 screen, outliers against the robust fit); False: plain WLS
+    weight_cap: float = 3.0  # a quote's weight is capped at this times the median of its neighbours' ...
+    weight_cap_neighbours: int = 2  # ... (this many on each side in k)
+    robust_skip_z: float = 2.0  # no robust step when every |residual| / scale is within this
+    robust_iters: int = 3  # Cauchy reweighting iterations of the screen, from each of ...
+    screen_starts: int = 3  # ... the least-squares fit and the fits leaving out the most-jumping quotes
+    outlier_z: float = 3.0  # |residual| / scale beyond which a quote outside its band is an outlier
 
 
 @dataclass(frozen=True)
@@ -367,6 +375,7 @@ class _SliceProblem:
     ww: float  # sum omega2 w^2 (the objective's constant)
     xatol: float
     frtol: float
+    s_min: float = 0.0  # lower bound on sigma (no smile feature narrower than a fraction of a standard deviation)
 
 
 def _slice_problem(sq: SliceQuotes, config: SurfaceConfig) -> _SliceProblem:
@@ -375,10 +384,14 @@ def _slice_problem(sq: SliceQuotes, config: SurfaceConfig) -> _SliceProblem:
     omega = sq.weight / (2.0 * sq.iv_mid * sq.t)
     omega2 = omega ** 2
     omega2 = omega2 / omega2.sum()
+    # the total-variance scale of the slice: median market w of the (up to) 5 quotes nearest the money (a few
+    # bad quotes cannot move a median of five)
+    near = np.argsort(np.abs(sq.k), kind="stable")[:5]
+    s_min = config.sigma_min_sd * math.sqrt(max(float(np.median(w[near])), 0.0))
     return _SliceProblem(k=np.asarray(sq.k, dtype=np.float64), w=w, omega2=omega2, w_max=float(w.max()),
                          k_lo=float(sq.k.min()), k_hi=float(sq.k.max()), lee=1.0 - config.lee_margin,
                          ww=float(np.sum(omega2 * w * w)),
-                         xatol=config.outer_xatol, frtol=config.outer_frtol)
+                         xatol=config.outer_xatol, frtol=config.outer_frtol, s_min=s_min)
 
 
 def _normal_equations(prob: _SliceProblem, m: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -412,16 +425,22 @@ def _raw_from_inner(m: float, sigma: float, x: Sequence[float]) -> SVIParams:
     return SVIParams(a=float(a), b=float(b), rho=float(rho), m=float(m), sigma=float(sigma))
 
 
-def _quasi_explicit(prob: _SliceProblem) -> SVIParams:
+def _quasi_explicit(prob: _SliceProblem, start: SVIParams | None = None) -> SVIParams:
     span = max(prob.k_hi - prob.k_lo, 1e-4)
     m_lo, m_hi = prob.k_lo - 0.5 * span, prob.k_hi + 0.5 * span
-    s_lo, s_hi = max(1e-3 * span, 1e-5), 2.0 * span + 0.1
+    s_lo, s_hi = max(1e-3 * span, 1e-5, prob.s_min), 2.0 * span + 0.1
+    s_hi = max(s_hi, 2.0 * s_lo)
     best = (math.inf, 0.0, 0.0)
-    for m in np.linspace(prob.k_lo, prob.k_hi, 7):
-        for s in np.geomspace(0.02 * span, span, 5):
-            f, _ = _inner(prob, float(m), float(s))
-            if f < best[0]:
-                best = (f, float(m), float(s))
+    if start is not None:  # warm start (reweighting iterations): the previous (m, sigma), no grid
+        m0 = min(max(start.m, m_lo), m_hi)
+        s0 = min(max(start.sigma, s_lo), s_hi)
+        best = (_inner(prob, m0, s0)[0], m0, s0)
+    else:
+        for m in np.linspace(prob.k_lo, prob.k_hi, 7):
+            for s in np.geomspace(max(0.02 * span, s_lo), max(span, 2.0 * s_lo), 5):
+                f, _ = _inner(prob, float(m), float(s))
+                if f < best[0]:
+                    best = (f, float(m), float(s))
     ls_lo, ls_hi = math.log(s_lo), math.log(s_hi)
 
     def outer(xv: np.ndarray) -> float:
@@ -440,15 +459,136 @@ def _quasi_explicit(prob: _SliceProblem) -> SVIParams:
     return _raw_from_inner(m, sigma, x)
 
 
-def fit_svi_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()) -> SVIParams:
-    """Quasi-explicit (Zeliade) raw-SVI fit of one slice, weighted by ``sq.weight`` on vol residuals."""
-    return _quasi_explicit(_slice_problem(sq, config))
+def fit_svi_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig(),
+                  start: SVIParams | None = None) -> SVIParams:
+    """Quasi-explicit (Zeliade) raw-SVI fit of one slice, weighted by ``sq.weight`` on vol residuals (``start``:
+    warm start of the outer search from that slice's ``(m, sigma)`` instead of the fixed grid)."""
+    return _quasi_explicit(_slice_problem(sq, config), start)
 
 
 def slice_vol_errors(params: SVIParams, sq: SliceQuotes) -> np.ndarray:
     """Model minus market mid implied vol per quote (vol units)."""
     w = np.maximum(params.total_variance(sq.k), 0.0)
     return np.sqrt(w / sq.t) - sq.iv_mid
+
+
+def quote_half_widths(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()) -> np.ndarray:
+    """Half the bid-ask width of each quote in vol units: from the bid and ask IVs where both are known, else from
+    the weight (``1 / width``); floored at half of ``config.vol_width_floor``."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        from_band = 0.5 * (sq.iv_ask - sq.iv_bid)
+        from_weight = 0.5 / sq.weight
+    h = np.where(np.isfinite(from_band) & (from_band > 0.0), from_band, from_weight)
+    return np.maximum(np.where(np.isfinite(h), h, np.inf), 0.5 * config.vol_width_floor)
+
+
+def capped_weights(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()) -> np.ndarray:
+    """Quote weights capped at ``config.weight_cap`` times the median weight of its neighbours in k (up to
+    ``config.weight_cap_neighbours`` on each side): a quote that claims a much tighter market than the quotes around
+    it (a fake tight quote) cannot get more leverage than a few of its neighbours together."""
+    w = np.asarray(sq.weight, dtype=np.float64)
+    n = w.size
+    if n < 3 or config.weight_cap <= 0.0:
+        return w
+    order = np.argsort(sq.k, kind="stable")
+    ws = w[order]
+    j = config.weight_cap_neighbours
+    cap = np.empty(n)
+    for i in range(n):
+        nb = np.concatenate([ws[max(0, i - j):i], ws[i + 1:i + 1 + j]])
+        cap[i] = config.weight_cap * float(np.median(nb))
+    out = np.empty(n)
+    out[order] = np.minimum(ws, cap)
+    return out
+
+
+def local_jumps(sq: SliceQuotes) -> np.ndarray:
+    """How far each quote's mid vol lies from its neighbours' (no fit involved): the median, over the pairs of
+    quotes made of one of the two nearest on its left and one of the two nearest on its right, of the distance to
+    the line through the pair at the quote's k (ends: the line through the two nearest on the one side)."""
+    order = np.argsort(sq.k, kind="stable")
+    k, v = sq.k[order], sq.iv_mid[order]
+    n = k.size
+    out = np.zeros(n)
+    for i in range(n):
+        pairs = [(a, b) for a in (i - 1, i - 2) for b in (i + 1, i + 2) if 0 <= a and b < n]
+        if not pairs:
+            pairs = [(i - 1, i - 2)] if i >= 2 else [(i + 1, i + 2)] if i + 2 < n else []
+        preds = [v[a] + (v[b] - v[a]) * (k[i] - k[a]) / (k[b] - k[a]) for a, b in pairs if k[b] != k[a]]
+        out[i] = abs(v[i] - float(np.median(preds))) if preds else 0.0
+    res = np.empty(n)
+    res[order] = out
+    return res
+
+
+def robust_fit_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()
+                     ) -> tuple[SliceQuotes, SVIParams, np.ndarray]:
+    """Fit one slice so that a few bad quotes cannot move it: returns the quotes kept (with the weights used),
+    the SVI parameters and the outlier mask over ``sq``.
+
+    1. Weights capped against each quote's neighbours (:func:`capped_weights`); weighted least-squares fit.
+    2. Residuals are scaled by ``c = max(own half-width, median half-width of the slice)`` (a fake tight quote
+       cannot claim a tighter scale than a typical quote). If every ``|r| / c <= config.robust_skip_z`` the
+       least-squares fit is kept (nothing to screen: on clean quotes the robust steps cost nothing).
+    3. Otherwise a robust screen: the Cauchy loss ``sum u_i ln(1 + z_i^2)`` with weights ``u`` capped at the
+       neighbours' median (no quote counts more than a typical one), minimised by iteratively reweighted least
+       squares from several deterministic starts (the least-squares fit, and the fits leaving out each of the
+       ``config.screen_starts`` quotes that jump most from their neighbours, and the two most-jumping together);
+       the start with the lowest Cauchy loss wins. A fit bent through a bad quote pays for every good quote it
+       misses, so the screen follows the majority of the quotes, not the loudest one.
+    4. Quotes with ``|r| > config.outlier_z * c`` against the screen and outside their own bid-ask IV band are
+       suspects; the slice is refitted without them, and a suspect that this fit (its leave-out fit) prices within
+       ``outlier_z * c`` is re-admitted; the others are outliers (at least ``min_quotes_per_slice`` must remain)."""
+    w = capped_weights(sq, config)
+    sq_w = replace(sq, weight=w)
+    p = fit_svi_slice(sq_w, config)
+    none = np.zeros(sq.k.size, dtype=bool)
+    if not config.robust:
+        return sq_w, p, none
+    h = quote_half_widths(sq, config)
+    c = np.maximum(h, float(np.median(h)))
+    z = np.abs(slice_vol_errors(p, sq)) / c
+    if float(np.max(z)) <= config.robust_skip_z:
+        return sq_w, p, none
+    u = capped_weights(sq, replace(config, weight_cap=1.0))
+    n = sq.k.size
+
+    def cauchy(q: SVIParams) -> tuple[float, np.ndarray]:
+        zz = slice_vol_errors(q, sq) / c
+        return float(np.sum(u * u * np.log1p(zz * zz))), zz
+
+    jumps = local_jumps(sq) / c
+    top = [int(i) for i in np.argsort(-jumps, kind="stable")[:config.screen_starts] if jumps[i] > config.outlier_z]
+    starts = [p]
+    drops = [[i] for i in top] + ([top[:2]] if len(top) >= 2 else [])
+    for d in drops:
+        keep = np.ones(n, dtype=bool)
+        keep[d] = False
+        if int(keep.sum()) >= config.min_quotes_per_slice:
+            starts.append(fit_svi_slice(replace(sq, weight=u).select(keep), config, start=p))
+    best_f, best = math.inf, p
+    for q in starts:
+        for _ in range(config.robust_iters):
+            _, zz = cauchy(q)
+            q = fit_svi_slice(replace(sq, weight=u / np.sqrt(1.0 + zz * zz)), config, start=q)
+        f, _ = cauchy(q)
+        if f < best_f:
+            best_f, best = f, q
+    r = slice_vol_errors(best, sq)
+    model = r + sq.iv_mid
+    outside = ~((model >= np.nan_to_num(sq.iv_bid, nan=-np.inf)) & (model <= np.nan_to_num(sq.iv_ask, nan=np.inf)))
+    suspect = (np.abs(r) > config.outlier_z * c) & outside
+    if not suspect.any() or int((~suspect).sum()) < config.min_quotes_per_slice:
+        return sq_w, p, none
+    p_out = fit_svi_slice(sq_w.select(~suspect), config, start=best)
+    readmit = suspect & (np.abs(slice_vol_errors(p_out, sq)) <= config.outlier_z * c)
+    out = suspect & ~readmit
+    if not out.any():
+        return sq_w, p, none
+    if readmit.any():
+        kept = sq_w.select(~out)
+        return kept, fit_svi_slice(kept, config, start=p_out), out
+    return sq_w.select(~out), p_out, out
 
 
 def _outliers(params: SVIParams, sq: SliceQuotes, config: SurfaceConfig) -> np.ndarray:
@@ -563,7 +703,7 @@ def _repair(sq: SliceQuotes, start: SVIParams, longer: SVIParams | None, config:
     w_cap = longer.total_variance(grid) - config.repair_w_margin if longer else None
     span = max(prob.k_hi - prob.k_lo, 1e-4)
     m_lo, m_hi = prob.k_lo - 1.0, prob.k_hi + 1.0
-    ls_lo, ls_hi = math.log(max(1e-4, 0.01 * span)), math.log(5.0)  # no V-shaped (kinked) slices
+    ls_lo, ls_hi = math.log(max(1e-4, 0.01 * span, prob.s_min)), math.log(5.0)  # no V-shaped (kinked) slices
     f_ref = max(prob.ww, 1e-300)  # the data term is the relative weighted squared error
     penalty = 1e6
 
@@ -773,14 +913,14 @@ def _fit_slices(slices: Sequence[SliceQuotes], config: SurfaceConfig,
     params: list[SVIParams] = []
     outlier_rows: list[int] = []
     for sq in slices:
-        p = fit_svi_slice(sq, config)
         if remove_outliers:
-            out = _outliers(p, sq, config)
-            if out.any() and int((~out).sum()) >= config.min_quotes_per_slice:
+            sq_fit, p, out = robust_fit_slice(sq, config)
+            if out.any():
                 outlier_rows.extend(int(r) for r in sq.rows[out]) if sq.rows.size else outlier_rows.extend(
                     [-1] * int(out.sum()))
-                sq = sq.select(~out)
-                p = fit_svi_slice(sq, config)
+            sq = sq_fit
+        else:
+            p = fit_svi_slice(sq, config)
         fitted.append(sq)
         params.append(p)
     return fitted, params, outlier_rows

@@ -72,9 +72,9 @@ class SurfaceConfig:
     repair: bool = True  # refit violating slices under no-arbitrage constraints
     outer_xatol: float = 1e-6  # Nelder-Mead stops when the simplex spans < xatol in (m, ln sigma) ...
     outer_frtol: float = 1e-9  # ... and < frtol * (best grid objective) in the objective
-    sigma_min_sd: float = 0.3  # SVI sigma >= this times the slice's near-the-money sqrt(total variance)
+    sigma_min_sd: float = 0.5  # SVI sigma >= this times the slice's near-the-money sqrt(total variance)
     robust: bool = True  # robust slice fit (soft-L1 screen, outliers against the robust fit); False: plain WLS
-    weight_cap: float = 3.0  # a quote's weight is capped at this times the median of its neighbours' ...
+    weight_cap: float = 1.0  # a quote's weight is capped at this times the median of its neighbours' ...
     weight_cap_neighbours: int = 2  # ... (this many on each side in k)
     robust_skip_z: float = 2.0  # no robust step when every |residual| / scale is within this
     robust_iters: int = 3  # Cauchy reweighting iterations of the screen, from each of ...
@@ -548,24 +548,35 @@ def robust_fit_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()
     h = quote_half_widths(sq, config)
     c = np.maximum(h, float(np.median(h)))
     z = np.abs(slice_vol_errors(p, sq)) / c
-    if float(np.max(z)) <= config.robust_skip_z:
+    jumps = local_jumps(sq) / c
+    if float(np.max(z)) <= config.robust_skip_z and float(np.max(jumps)) <= config.outlier_z:
         return sq_w, p, none
     u = capped_weights(sq, replace(config, weight_cap=1.0))
     n = sq.k.size
+
+    def outside_band(q: SVIParams) -> np.ndarray:
+        model = slice_vol_errors(q, sq) + sq.iv_mid
+        return ~((model >= np.nan_to_num(sq.iv_bid, nan=-np.inf)) & (model <= np.nan_to_num(sq.iv_ask, nan=np.inf)))
 
     def cauchy(q: SVIParams) -> tuple[float, np.ndarray]:
         zz = slice_vol_errors(q, sq) / c
         return float(np.sum(u * u * np.log1p(zz * zz))), zz
 
-    jumps = local_jumps(sq) / c
     top = [int(i) for i in np.argsort(-jumps, kind="stable")[:config.screen_starts] if jumps[i] > config.outlier_z]
     starts = [p]
     drops = [[i] for i in top] + ([top[:2]] if len(top) >= 2 else [])
+    suspect = np.zeros(n, dtype=bool)
     for d in drops:
         keep = np.ones(n, dtype=bool)
         keep[d] = False
         if int(keep.sum()) >= config.min_quotes_per_slice:
-            starts.append(fit_svi_slice(replace(sq, weight=u).select(keep), config, start=p))
+            q = fit_svi_slice(replace(sq, weight=u).select(keep), config, start=p)
+            starts.append(q)
+            # leave-out screen: a quote that jumps from its neighbours and that the fit without it misses by
+            # more than outlier_z scales (outside its band) is a suspect, whatever the fit with it looks like
+            miss = (np.abs(slice_vol_errors(q, sq)) > config.outlier_z * c) & outside_band(q)
+            if miss[d].all():
+                suspect[d] = True
     best_f, best = math.inf, p
     for q in starts:
         for _ in range(config.robust_iters):
@@ -574,14 +585,11 @@ def robust_fit_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()
         f, _ = cauchy(q)
         if f < best_f:
             best_f, best = f, q
-    r = slice_vol_errors(best, sq)
-    model = r + sq.iv_mid
-    outside = ~((model >= np.nan_to_num(sq.iv_bid, nan=-np.inf)) & (model <= np.nan_to_num(sq.iv_ask, nan=np.inf)))
-    suspect = (np.abs(r) > config.outlier_z * c) & outside
+    suspect |= (np.abs(slice_vol_errors(best, sq)) > config.outlier_z * c) & outside_band(best)
     if not suspect.any() or int((~suspect).sum()) < config.min_quotes_per_slice:
         return sq_w, p, none
     p_out = fit_svi_slice(sq_w.select(~suspect), config, start=best)
-    readmit = suspect & (np.abs(slice_vol_errors(p_out, sq)) <= config.outlier_z * c)
+    readmit = suspect & ((np.abs(slice_vol_errors(p_out, sq)) <= config.outlier_z * c) | ~outside_band(p_out))
     out = suspect & ~readmit
     if not out.any():
         return sq_w, p, none

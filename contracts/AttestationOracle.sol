@@ -41,9 +41,13 @@ abstract contract AttestationOracle is KeeperSet {
         uint64 ts = h.timestamp;
         uint64 seq = h.sequence;
         _checkFresh(ts, c.maxAttestationAge);
+        bytes32 structHash = BackstopTypes.marginRootStructHash(root, h);
+        // A root already on record (same signed struct in its ring slot) accepts further leaves without a second
+        // signature check: whoever posted it first (e.g. a copy of the keepers' batch from the mempool, root-only
+        // or with a chosen subset of leaves) cannot make the keepers' own batch revert (review finding L-7).
+        if (_rootRing[seq % ROOT_RING_SIZE] == structHash) return;
         if (seq <= c.lastMarginSequence) revert AttestationReplayed(seq, c.lastMarginSequence);
         if (ts < c.lastMarginTimestamp) revert AttestationOlder(ts, c.lastMarginTimestamp);
-        bytes32 structHash = BackstopTypes.marginRootStructHash(root, h);
         _verifySignatures(_hashTypedDataV4(structHash), signatures, c.threshold);
         if (seq > type(uint40).max) revert AttestationReplayed(seq, c.lastMarginSequence);
         Config storage cs = _config;
@@ -77,8 +81,19 @@ abstract contract AttestationOracle is KeeperSet {
         a.maintenance = l.maintenance.toUint96();
         a.attestedAt = uint32(h.timestamp);
         _accounts[l.account] = a;
-        if (l.equity < int256(uint256(a.maintenance))) _recordBreach(l, h, root);
+        if (l.equity < int256(uint256(a.maintenance))) {
+            _recordBreach(l, h, root);
+            _bindToBreach(l.account);
+        } else {
+            _liftBreach(l.account);
+        }
     }
+
+    /// @dev Called when a breach of `account` is recorded.
+    function _bindToBreach(address account) internal virtual;
+
+    /// @dev Called when a healthy record of `account`'s current portfolio is recorded.
+    function _liftBreach(address account) internal virtual;
 
     function _recordBreach(MarginLeaf calldata l, MarginRootHeader calldata h, bytes32 root) internal {
         _breaches[l.account] = BreachRecord({

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
+import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {Proxy} from "@openzeppelin/contracts/proxy/Proxy.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ClearinghouseBase} from "./ClearinghouseBase.sol";
+import {ExpiringPause} from "./governance/ExpiringPause.sol";
 import {
     AccountState,
     BackstopTypes,
@@ -23,8 +26,10 @@ import {
 /// Liquidation bids record claims on a frozen book, delivered later by `settleClaim` (see `LiquidationClaims`).
 /// Risk-adding trades and withdrawals need a fresh keeper attestation bound to the account's current stateNonce
 /// showing enough headroom (equity - IM); deposits, reduce-only trades, nonce cancels and settlement never do,
-/// and the pause never blocks them.
-contract Clearinghouse is ClearinghouseBase, Proxy {
+/// and the pause never blocks them. From a recorded breach until it is cleared the account's book is bound to it
+/// (no trade or withdrawal; quote deposits held apart), so nothing its owner does can stop its liquidation.
+contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
+    using SafeERC20 for IERC20;
     using SafeCast for uint256;
     using SafeCast for int256;
 
@@ -148,7 +153,9 @@ contract Clearinghouse is ClearinghouseBase, Proxy {
 
     /// @notice Withdraw `amount` of `asset`. An account with no open positions and non-negative cash passes an
     /// empty proof; otherwise `margin` must be a fresh leaf for the caller's current stateNonce with
-    /// equity - initial >= amount x spot (quote units, rounded up, no haircut credit).
+    /// equity - initial >= amount x spot (quote units, rounded up, no haircut credit). Once keepers have been silent
+    /// for `FALLBACK_DELAY`, an empty proof is accepted when the fallback margin after the withdrawal is >= 0.
+    /// Refused while the account is bound to a breach (`AccountInBreach`).
     /// @param asset A listed collateral asset.
     /// @param amount Token base units.
     /// @param margin The caller's margin leaf and branch, or an empty proof (leaf.account == 0).
@@ -158,7 +165,14 @@ contract Clearinghouse is ClearinghouseBase, Proxy {
         _requireNoClaims(account);
         if (!_assetConfig[asset].listed) revert AssetNotListed(asset);
         if (margin.leaf.account == address(0)) {
-            if (_seriesOf[account].length != 0 || _cash[account] < 0) revert MarginProofRequired(account);
+            if (_seriesOf[account].length != 0 || _cash[account] < 0) {
+                if (!_fallbackActive()) revert MarginProofRequired(account);
+                _debit(account, asset, amount);
+                _requireFallbackMargin(account);
+                emit Withdrawn(account, asset, amount);
+                IERC20(asset).safeTransfer(account, amount);
+                return;
+            }
         } else {
             _requireNotPaused();
             uint256 value = asset == quoteAsset
@@ -189,9 +203,11 @@ contract Clearinghouse is ClearinghouseBase, Proxy {
         address underlying = _validateQuote(quote, makerSignature);
         uint256 premium =
             _wadToQuote(Math.mulDiv(_abs(quote.size), quote.price, WAD, Math.Rounding.Ceil), Math.Rounding.Ceil);
-        _checkLeg(quote.maker, quote.seriesId, quote.size, premium, underlying, makerMargin);
-        _checkLeg(msg.sender, quote.seriesId, -quote.size, premium, underlying, takerMargin);
+        bool makerFallback = _checkLeg(quote.maker, quote.seriesId, quote.size, premium, underlying, makerMargin);
+        bool takerFallback = _checkLeg(msg.sender, quote.seriesId, -quote.size, premium, underlying, takerMargin);
         _applyTrade(quote, premium);
+        if (makerFallback) _requireFallbackMargin(quote.maker);
+        if (takerFallback) _requireFallbackMargin(msg.sender);
     }
 
     // ------------------------------------------------------------------ liquidation hook

@@ -4,6 +4,7 @@ pragma solidity 0.8.28;
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ClearinghouseBase} from "./ClearinghouseBase.sol";
+import {FallbackMarginLogic} from "./libraries/FallbackMarginLogic.sol";
 import {
     AccountState,
     AssetConfig,
@@ -109,16 +110,13 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         return _config.maxPriceAge;
     }
 
-    /// @notice The EIP-712 digest of `structHash` under this contract's domain (what keepers and makers sign).
-    function hashTypedData(bytes32 structHash) external view returns (bytes32) {
-        return _hashTypedDataV4(structHash);
-    }
-
     // ------------------------------------------------------------------ governance
 
     /// @notice Set the WAD fraction of spot x size required as headroom for a new short leg. Bounds [0.05e18, 1e18].
+    /// The risk admin may only raise it (tighten, at once); the owner (timelocked) may also lower it.
     /// @param fractionWad The new fraction.
-    function setShortMarginFraction(uint256 fractionWad) external onlyOwner {
+    function setShortMarginFraction(uint256 fractionWad) external {
+        _checkOwnerOrTightening("shortMarginFraction", _config.shortMarginFraction, fractionWad, true);
         _checkBounds("shortMarginFraction", fractionWad, MIN_SHORT_MARGIN_FRACTION, MAX_SHORT_MARGIN_FRACTION);
         _config.shortMarginFraction = uint64(fractionWad);
         emit ParameterSet("shortMarginFraction", fractionWad);
@@ -136,16 +134,6 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         if (liquidationModule != address(0)) revert LiquidationModuleAlreadySet(liquidationModule);
         liquidationModule = module;
         emit LiquidationModuleSet(module);
-    }
-
-    /// @notice Stop new exposure (risk-adding trades, withdrawals that need a margin proof).
-    function pause() external onlyOwner {
-        _pause();
-    }
-
-    /// @notice Lift the pause.
-    function unpause() external onlyOwner {
-        _unpause();
     }
 
     // ------------------------------------------------------------------ governance
@@ -167,13 +155,17 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         _list(token, _readDecimals(token), haircutWad, depositCap);
     }
 
-    /// @notice Set a listed asset's haircut and deposit cap (risk admin). The quote asset's haircut stays 0.
+    /// @notice Set a listed asset's haircut and deposit cap. The risk admin may only tighten (raise the haircut, lower
+    /// the cap), which acts at once; loosening is the owner's power (a timelock in every deployment). The quote
+    /// asset's haircut stays 0.
     /// @param token The listed asset.
     /// @param haircutWad Haircut in WAD, at most 0.9e18 (0 for the quote asset).
     /// @param depositCap Cap on total deposits in token base units, >= 1.
-    function setCollateralParams(address token, uint64 haircutWad, uint128 depositCap) external onlyRiskAdmin {
+    function setCollateralParams(address token, uint64 haircutWad, uint128 depositCap) external {
         AssetConfig storage cfg = _assetConfig[token];
         if (!cfg.listed) revert AssetNotListed(token);
+        _checkOwnerOrTightening("haircut", cfg.haircut, haircutWad, true);
+        _checkOwnerOrTightening("depositCap", cfg.depositCap, depositCap, false);
         _checkAssetParams(token, haircutWad, depositCap);
         cfg.haircut = haircutWad;
         cfg.depositCap = depositCap;
@@ -232,7 +224,8 @@ contract ClearinghouseAdmin is ClearinghouseBase {
 
     // ------------------------------------------------------------------ series
 
-    /// @notice Register a cash-settled option series on `underlying`, settled in the quote asset.
+    /// @notice Register a cash-settled option series on `underlying`, settled in the quote asset (owner or risk
+    /// admin).
     /// @param underlying The underlying asset (priced by keeper attestations).
     /// @param strike Strike in WAD, 0 < strike <= 1e36.
     /// @param expiry Expiry (unix seconds), in the future and within 730 days.
@@ -240,9 +233,11 @@ contract ClearinghouseAdmin is ClearinghouseBase {
     /// @return seriesId The new series id.
     function createSeries(address underlying, uint128 strike, uint64 expiry, bool isCall)
         external
-        onlyOwner
         returns (uint256 seriesId)
     {
+        // a new series moves no value and adds no risk by itself (no trade without a fresh attested price of its
+        // underlying): the risk admin may list series without the owner's delay
+        if (msg.sender != owner() && msg.sender != riskAdmin) revert NotOwnerOrRiskAdmin(msg.sender);
         if (underlying == address(0)) revert ZeroAddress();
         _checkBounds("strike", strike, 1, MAX_STRIKE);
         _checkBounds("expiry", expiry, block.timestamp + 1, block.timestamp + MAX_EXPIRY_HORIZON);
@@ -431,15 +426,31 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         _settleClaim(holder);
     }
 
-    /// @notice Write the claim-ledger slot of `account` (at auction start) so bids update a non-zero slot. Only
-    /// the liquidation module.
+    /// @notice An auction starts for `account`: its breach is now held by the auction (a healthy attestation no
+    /// longer lifts it; the auction ends through cure or finish) and its ledger slot is written so that bids
+    /// update a non-zero slot. Only the liquidation module.
     /// @param account The account an auction starts for.
     function primeLot(address account) external onlyLiquidationModule {
         Lot storage lot = _lots[account];
-        if (!lot.primed) {
-            lot.primed = true;
-            emit LotPrimed(account);
-        }
+        if (!lot.inBreach) revert NotInBreach(account);
+        lot.inAuction = true;
+        emit LotPrimed(account);
+    }
+
+    /// @notice Whether keepers have been silent (no margin root) for `FALLBACK_DELAY`: the fallback margin then
+    /// governs withdrawals and reduce-only trades given an empty proof.
+    function fallbackActive() external view returns (bool) {
+        return _fallbackActive();
+    }
+
+    /// @notice The fallback margin of `account` [quote base units], see {FallbackMarginLogic-fallbackMargin}: quote
+    /// cash minus every short put's strike x size, or `type(int256).min` if a short call is not covered by its
+    /// underlying held as collateral. Used once keepers have been silent for `FALLBACK_DELAY`.
+    /// @param account The account.
+    function fallbackMargin(address account) external view returns (int256) {
+        return FallbackMarginLogic.fallbackMargin(
+            _cash, _seriesOf, _positions, _series, _assetConfig, _collateral, account, _quoteUnit
+        );
     }
 
     /// @notice Write `holder`'s claim slot once, ahead of its first liquidation bid, so that the bid updates a
@@ -475,20 +486,30 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         if (pending != 0) revert ClaimsPending(from, pending);
         int256 m = amount.toInt256();
         _cash[from] -= m;
-        _creditCash(to, m);
+        _creditCash(to, m); // a credit of quote cash moves no stateNonce (see `CollateralVault._deposit`)
         if (from != msg.sender) _bumpNonce(from);
-        if (to != msg.sender) _bumpNonce(to);
         emit CashTransferred(from, to, m);
     }
 
-    /// @notice Delete `account`'s breach record (cured, or liquidation finished).
+    /// @notice Delete `account`'s breach record and unbind its book (cured, or liquidation finished); cash credited
+    /// to it meanwhile joins its cash (at the last claim settlement if claims are pending).
     /// @param account The account.
     function clearBreach(address account) external onlyLiquidationModule {
-        delete _breaches[account];
-        emit BreachCleared(account);
+        _unbind(account, _lots[account]);
     }
 
     // ------------------------------------------------------------------ internals
+
+    /// @dev The owner may set anything within bounds; anyone else must be the risk admin and may only tighten:
+    /// raise (`upIsTighter`) or lower the value.
+    function _checkOwnerOrTightening(bytes32 name, uint256 current, uint256 requested, bool upIsTighter)
+        internal
+        view
+    {
+        if (msg.sender == owner()) return;
+        if (msg.sender != riskAdmin) revert NotOwnerOrRiskAdmin(msg.sender);
+        if (upIsTighter ? requested < current : requested > current) revert OnlyTightening(name, current, requested);
+    }
 
     /// @dev `a`'s own list with the entries of `b` it lacks appended.
     function _union(uint256[] memory a, uint256[] memory b) internal pure returns (uint256[] memory out) {
@@ -505,10 +526,13 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         }
     }
 
+    /// @dev Cash credited while bound to a breach is not counted (it is neither sold nor able to cure: cures go
+    /// through the liquidation module's escrow); once the breach is cleared it counts until it joins the cash.
     function _effectiveCash(address account) internal view returns (int256) {
         Claim memory c = _claims[account];
         int256 cash = _effective(account, _cash[account], c.fractionWad != 0 ? _cash[c.source] : int256(0), c);
-        return cash + int256(uint256(_lots[account].creditedCash));
+        Lot memory lot = _lots[account];
+        return lot.inBreach ? cash : cash + int256(uint256(lot.creditedCash));
     }
 
     function _effectiveCollateral(address account, address asset) internal view returns (uint256) {

@@ -4,9 +4,9 @@ pragma solidity 0.8.28;
 import {ECDSA} from "@openzeppelin/contracts/utils/cryptography/ECDSA.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
-import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {KeeperSet} from "./KeeperSet.sol";
+import {ExpiringPauseState} from "./governance/ExpiringPause.sol";
 import {CollateralVault} from "./CollateralVault.sol";
 import {LiquidationClaims} from "./LiquidationClaims.sol";
 import {AccountState, BackstopTypes, MarginProof, Quote, Series} from "./libraries/BackstopTypes.sol";
@@ -15,12 +15,21 @@ import {AccountState, BackstopTypes, MarginProof, Quote, Series} from "./librari
 /// @notice Storage layout and internal logic shared by `Clearinghouse` (hot paths) and `ClearinghouseAdmin`
 /// (governance, settlement, liquidation hook, views; reached through `Clearinghouse`'s fallback by delegatecall).
 /// Both inherit exactly this contract and declare no state of their own, so their storage layouts are identical.
-abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Pausable {
+/// @dev The fallback-margin view of `ClearinghouseAdmin`, called on the Clearinghouse's own address.
+interface IFallbackMargin {
+    function fallbackMargin(address account) external view returns (int256);
+}
+
+abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, ExpiringPauseState {
     using SafeCast for uint256;
     using SafeCast for int256;
 
     uint256 public constant MIN_SHORT_MARGIN_FRACTION = 0.05e18;
     uint256 public constant MAX_SHORT_MARGIN_FRACTION = 1e18;
+    /// @notice Time without a new margin root after which the fallback margin applies [seconds] (docs/contracts.md,
+    /// "exit when keepers stop"): accounts may then close positions and withdraw what the fallback margin shows
+    /// they do not need, without a keeper attestation.
+    uint256 public constant FALLBACK_DELAY = 3 days;
 
     /// @notice The liquidation module (set once by the owner).
     address public liquidationModule;
@@ -73,15 +82,19 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Pausa
         _nonceUsed[quote.maker][quote.nonce] = true;
     }
 
-    /// @dev A risk-adding leg needs headroom (equity - IM) for its premium and short margin. A reduce-only leg
-    /// (toward zero without crossing it) is never blocked by the pause or a breach, but the quote's price is not
-    /// bounded on chain, so an off-market price between colluding accounts could move value out of one of them
-    /// and leave bad debt (review finding R-1):
+    /// @dev A risk-adding leg needs headroom (equity - IM) for its premium and short margin, and a fresh attested
+    /// price of the series' underlying (no account may come to hold a series the keepers do not price, review
+    /// finding H-8). A reduce-only leg (toward zero without crossing it) is never blocked by the pause, but the
+    /// quote's price is not bounded on chain, so an off-market price between colluding accounts could move value out
+    /// of one of them and leave bad debt (review finding R-1):
     /// - a buy-back of a short pays the premium: the buyer proves equity >= premium, so equity after the trade
     ///   >= equity - premium + (short value released) >= 0;
     /// - a sale of a long gives up at most |delta| x (spot for a call, strike for a put): an account with
     ///   liabilities (a short or negative cash) proves equity + premium >= that bound unless the premium covers it;
     ///   an account without liabilities cannot go below zero and needs nothing.
+    /// Once keepers have been silent for `FALLBACK_DELAY`, a reduce-only leg given an empty proof is checked after
+    /// the trade against the fallback margin instead (returns true).
+    /// Breached accounts never get here: `trade` refuses them (`AccountInBreach`).
     function _checkLeg(
         address account,
         uint256 seriesId,
@@ -89,23 +102,30 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Pausa
         uint256 premium,
         address underlying,
         MarginProof calldata margin
-    ) internal {
+    ) internal returns (bool fallbackCheck) {
         int256 old = _positions[account][seriesId];
         if (old != 0 && (old > 0) != (delta > 0) && _abs(delta) <= _abs(old)) {
+            bool needsProof;
+            uint256 required;
+            uint256 credit;
             if (delta > 0) {
-                if (premium != 0) _requireEquity(account, margin, premium, 0);
+                (needsProof, required) = (premium != 0, premium);
             } else if (_hasLiabilities(account)) {
                 Series memory s = _series[seriesId];
+                if (margin.leaf.account == address(0) && _fallbackActive()) return true;
                 uint256 bound = s.isCall ? _freshSpot(underlying) : s.strike;
                 bound = _wadToQuote(Math.mulDiv(_abs(delta), bound, WAD, Math.Rounding.Ceil), Math.Rounding.Ceil);
-                if (premium < bound) _requireEquity(account, margin, bound, premium);
+                (needsProof, required, credit) = (premium < bound, bound, premium);
             }
-            return;
+            if (!needsProof) return false;
+            if (margin.leaf.account == address(0) && _fallbackActive()) return true;
+            _requireEquity(account, margin, required, credit);
+            return false;
         }
         _requireNotPaused();
+        uint256 spot = _freshSpot(underlying);
         uint256 required = premium;
         if (delta < 0) {
-            uint256 spot = _freshSpot(underlying);
             uint256 size = _abs(delta);
             uint256 notional = Math.mulDiv(size, spot, WAD, Math.Rounding.Ceil);
             required += _wadToQuote(
@@ -126,10 +146,22 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Pausa
         _requireHeadroom(account, margin, required);
     }
 
+    /// @dev Whether keepers have been silent (no margin root) for `FALLBACK_DELAY`.
+    function _fallbackActive() internal view returns (bool) {
+        uint256 last = _config.lastMarginTimestamp;
+        return last != 0 && block.timestamp > last + FALLBACK_DELAY;
+    }
+
+    /// @dev Reverts unless `account`'s fallback margin (computed by `ClearinghouseAdmin.fallbackMargin`, reached
+    /// through this contract's own fallback) is non-negative.
+    function _requireFallbackMargin(address account) internal view {
+        int256 f = IFallbackMargin(address(this)).fallbackMargin(account);
+        if (f < 0) revert FallbackMarginShort(account, f);
+    }
+
     /// @dev Verifies the caller-supplied leaf and emits it (`recorded == false`: used, not stored) so that every
     /// attested value the contract acts on is in the logs.
     function _requireHeadroom(address account, MarginProof calldata p, uint256 required) internal {
-        if (_breaches[account].timestamp != 0) revert AccountInBreach(account);
         _verifyAccountLeaf(account, p);
         int256 headroom = p.leaf.equity - p.leaf.initial.toInt256();
         if (headroom < required.toInt256()) revert InsufficientHeadroom(account, headroom, required);

@@ -42,11 +42,6 @@ abstract contract CollateralVault is AttestationOracle {
         _list(quoteAsset_, d, 0, quoteDepositCap);
     }
 
-    modifier onlyRiskAdmin() {
-        if (msg.sender != riskAdmin) revert NotRiskAdmin(msg.sender);
-        _;
-    }
-
     // ------------------------------------------------------------------ internals
 
     function _readDecimals(address token) internal view returns (uint8 d) {
@@ -100,17 +95,27 @@ abstract contract CollateralVault is AttestationOracle {
         if (total > cfg.depositCap) revert DepositCapExceeded(asset, total, cfg.depositCap);
         totalDeposits[asset] = total;
         if (asset == quoteAsset) {
+            // Quote cash only raises equity, by exactly `amount`: every attestation of the book without it stays a
+            // conservative one, so the stateNonce does not move. Dust deposits therefore cannot make the keepers'
+            // pending leaves stale (review finding H-1).
             _creditCash(account, amount.toInt256());
         } else {
             _addCollateral(account, asset, amount, true);
+            _bumpNonce(account);
         }
-        _bumpNonce(account);
         emit Deposited(account, asset, amount, msg.sender);
         IERC20(asset).safeTransferFrom(msg.sender, address(this), amount);
     }
 
     /// @dev Debits the account and pays out; margin checks are the caller's.
     function _debitAndTransfer(address account, address asset, uint256 amount) internal {
+        _debit(account, asset, amount);
+        emit Withdrawn(account, asset, amount);
+        IERC20(asset).safeTransfer(account, amount);
+    }
+
+    /// @dev Debits the account (balance, deposits total, stateNonce) without paying out.
+    function _debit(address account, address asset, uint256 amount) internal {
         if (asset == quoteAsset) {
             int256 cash = _cash[account];
             if (cash < amount.toInt256()) revert InsufficientCash(account, cash, amount);
@@ -124,8 +129,6 @@ abstract contract CollateralVault is AttestationOracle {
         if (held < amount) revert InsufficientLiquidity(asset, held, amount);
         totalDeposits[asset] = held - amount;
         _bumpNonce(account);
-        emit Withdrawn(account, asset, amount);
-        IERC20(asset).safeTransfer(account, amount);
     }
 
     /// @dev `capped == false` lets a liquidation settlement go past the per-account asset cap.

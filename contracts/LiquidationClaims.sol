@@ -27,9 +27,11 @@ abstract contract LiquidationClaims is OptionBook {
 
     // ------------------------------------------------------------------ internals
 
-    /// @dev Reverts if `account`'s book is frozen or it holds an unsettled claim.
+    /// @dev Reverts if `account` is bound to a breach, its book is frozen or it holds an unsettled claim.
     function _requireNoClaims(address account) internal view {
-        uint256 pending = _lots[account].pendingWad;
+        Lot memory lot = _lots[account];
+        if (lot.inBreach) revert AccountInBreach(account);
+        uint256 pending = lot.pendingWad;
         if (pending != 0) revert ClaimsPending(account, pending);
         Claim memory c = _claims[account];
         if (c.fractionWad != 0) revert ClaimUnsettled(account, c.source, c.fractionWad);
@@ -48,8 +50,9 @@ abstract contract LiquidationClaims is OptionBook {
         {
             Claim memory own = _claims[source];
             if (own.fractionWad != 0) revert ClaimUnsettled(source, own.source, own.fractionWad);
-            uint256 frozen = _lots[holder].pendingWad;
-            if (frozen != 0) revert ClaimsPending(holder, frozen);
+            Lot memory holderLot = _lots[holder];
+            if (holderLot.inBreach) revert AccountInBreach(holder);
+            if (holderLot.pendingWad != 0) revert ClaimsPending(holder, holderLot.pendingWad);
         }
         Claim memory c = _claims[holder];
         if (c.fractionWad != 0 && c.source != source) revert ClaimUnsettled(holder, c.source, c.fractionWad);
@@ -84,8 +87,8 @@ abstract contract LiquidationClaims is OptionBook {
         lot.movedWad += c.fractionWad;
         uint256 released;
         if (lot.pendingWad == 0) {
-            released = lot.creditedCash;
-            (lot.movedWad, lot.creditedCash) = (0, 0);
+            lot.movedWad = 0;
+            if (!lot.inBreach) (released, lot.creditedCash) = (lot.creditedCash, 0);
         }
         _lots[source] = lot;
         _moveShare(source, holder, share);
@@ -140,23 +143,54 @@ abstract contract LiquidationClaims is OptionBook {
         return -Math.mulDiv(uint256(-amount), shareWad, WAD, Math.Rounding.Floor).toInt256();
     }
 
-    /// @dev Quote cash credited to a frozen account stays outside its frozen book.
+    /// @dev Quote cash credited to a bound or frozen account stays outside its book.
     function _creditCash(address account, int256 amount) internal override {
         Lot storage lot = _lots[account];
-        if (lot.pendingWad != 0) {
+        if (lot.pendingWad != 0 || lot.inBreach) {
             lot.creditedCash += uint256(amount).toUint96();
         } else {
             _cash[account] += amount;
         }
     }
 
-    /// @dev A frozen account receives only quote cash.
+    /// @dev A frozen or bound account receives only quote cash.
     function _deposit(address account, address asset, uint256 amount) internal override {
         if (asset != quoteAsset) {
-            uint256 pending = _lots[account].pendingWad;
-            if (pending != 0) revert ClaimsPending(account, pending);
+            Lot memory lot = _lots[account];
+            if (lot.inBreach) revert AccountInBreach(account);
+            if (lot.pendingWad != 0) revert ClaimsPending(account, lot.pendingWad);
         }
         super._deposit(account, asset, amount);
+    }
+
+    /// @dev A breach was recorded: bind the book to it (no trade, withdrawal or non-quote deposit; quote credits held
+    /// apart; stateNonce moved only by the liquidation module).
+    function _bindToBreach(address account) internal override {
+        Lot storage lot = _lots[account];
+        if (!lot.inBreach) (lot.inBreach, lot.primed) = (true, true);
+    }
+
+    /// @dev A healthy record of the current portfolio lifts a breach that no running auction holds.
+    function _liftBreach(address account) internal override {
+        Lot memory lot = _lots[account];
+        if (lot.inBreach && !lot.inAuction) _unbind(account, lot);
+    }
+
+    /// @dev Clears the breach record and the binding; credited cash joins the account's cash unless claims are
+    /// still pending (then it joins at the last settlement).
+    function _unbind(address account, Lot memory lot) internal {
+        delete _breaches[account];
+        (lot.inBreach, lot.inAuction) = (false, false);
+        uint256 released;
+        if (lot.pendingWad == 0) (released, lot.creditedCash) = (lot.creditedCash, 0);
+        _lots[account] = lot;
+        if (released != 0) _cash[account] += released.toInt256();
+        emit BreachCleared(account);
+    }
+
+    /// @dev Whether `account`'s book is bound to a breach record.
+    function _inBreach(address account) internal view override returns (bool) {
+        return _lots[account].inBreach;
     }
 
     // ------------------------------------------------------------------ effective book (views)

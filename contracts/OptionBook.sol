@@ -52,7 +52,9 @@ abstract contract OptionBook is CollateralVault {
         _cash[account] += delta;
         settlementReserve -= delta;
         _setPosition(account, seriesId, 0);
-        _bumpNonce(account);
+        // A book bound to a breach keeps its nonce: settlement turns a position into cash of the same book at the
+        // settlement price, and must not invalidate the auction selling it (review finding H-1).
+        if (!_inBreach(account)) _bumpNonce(account);
         emit Settled(account, seriesId, size, delta);
     }
 
@@ -80,6 +82,9 @@ abstract contract OptionBook is CollateralVault {
             delete _seriesIndex[account][seriesId];
         }
     }
+
+    /// @dev Whether `account`'s book is bound to a breach record (see `LiquidationClaims`).
+    function _inBreach(address account) internal view virtual returns (bool);
 
     function _abs(int256 x) internal pure returns (uint256) {
         return x >= 0 ? uint256(x) : uint256(-x);

@@ -178,6 +178,16 @@ class Artifact:
     abi: list
     bytecode: str
 
+    def linked(self, libraries: dict[str, str]) -> "Artifact":
+        """This artefact with each external library's placeholder (brownie's ``__Name___…``, 40 characters)
+        replaced by its deployed address; raises :class:`DeployError` if a placeholder is left."""
+        code = self.bytecode
+        for name, address in libraries.items():
+            code = code.replace(("__" + name).ljust(40, "_"), address[2:].lower())
+        if "__" in code:
+            raise DeployError(f"{self.name} needs a library that was not linked: {code[code.index('__'):][:40]}")
+        return Artifact(self.name, self.abi, code)
+
 
 def load_artifacts(names: Sequence[str], build_dir: Path | None = None, compile_if_missing: bool = True
                    ) -> dict[str, Artifact]:
@@ -364,6 +374,9 @@ class DeployConfig:
     #: must be reset from a fresh attested value (MakerDAO's cusp; ETH-A used 0.4). 0 lets the price reach zero.
     auction_floor: float = 0.4
     fund_seed: float = 50_000.0
+    #: minimum delay [s] of the BackstopTimelock that owns the deployment once it is set up (every power that can
+    #: loosen risk or move value waits this long); ``None`` leaves the deployer's key as owner (unit tests only)
+    governance_delay: int | None = 2 * 86400
 
 
 def to_wad(x: float) -> int:
@@ -398,6 +411,7 @@ class DeployResult:
     series: list[dict]  # {"id", "underlying", "strike", "expiry", "is_call"}
     params: dict
     deployment_file: str = ""
+    timelock: str = ""  # the BackstopTimelock owning the contracts ("" when the deployer's key owns them)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -432,7 +446,8 @@ def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfi
         raise DeployError(f"threshold {cfg.threshold} of {cfg.n_keepers} keepers: need 2M > N and M <= N")
     if len(keeper_addresses) != cfg.n_keepers:
         raise DeployError(f"{len(keeper_addresses)} keeper addresses given, config says {cfg.n_keepers}")
-    arts = load_artifacts([token_contract, "Clearinghouse", "ClearinghouseAdmin", "LiquidationAuction"])
+    arts = load_artifacts([token_contract, "Clearinghouse", "ClearinghouseAdmin", "LiquidationAuction",
+                           "FallbackMarginLogic", "BackstopTimelock"])
     owner = Sender(w3, owner_key)
     tokens: dict[str, dict] = {}
 
@@ -450,7 +465,9 @@ def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfi
                             "spot": c.spot}
     quote_cap = 10**15 * 10**cfg.quote_decimals
     smf = to_wad(cfg.short_margin_fraction)
-    admin = owner.deploy(arts["ClearinghouseAdmin"], owner.address, quote.address, quote_cap, smf)
+    library = owner.deploy(arts["FallbackMarginLogic"])
+    admin_art = arts["ClearinghouseAdmin"].linked({"FallbackMarginLogic": library.address})
+    admin = owner.deploy(admin_art, owner.address, quote.address, quote_cap, smf)
     core = owner.deploy(arts["Clearinghouse"], owner.address, quote.address, quote_cap, smf, admin.address)
     ch = w3.eth.contract(address=core.address, abi=clearinghouse_abi(arts))
     say(f"Clearinghouse at {ch.address} (admin code at {admin.address})")
@@ -488,6 +505,14 @@ def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfi
         owner.call(quote.functions.approve(auction.address, seed), "approve fund seed")
         owner.call(auction.functions.fundDeposit(seed), "fundDeposit")
         say(f"insurance fund seeded with {cfg.fund_seed:,.0f} {cfg.quote_symbol}")
+    owner.call(ch.functions.setRiskAdmin(owner.address), "setRiskAdmin")
+    owner.call(ch.functions.setGuardian(owner.address), "setGuardian")
+    owner.call(auction.functions.setGuardian(owner.address), "auction setGuardian")
+    timelock = None
+    if cfg.governance_delay is not None:
+        timelock = hand_over_to_timelock(w3, owner, arts["BackstopTimelock"], [ch, auction], cfg.governance_delay)
+        say(f"owner of Clearinghouse and LiquidationAuction: BackstopTimelock at {timelock} "
+            f"(min delay {cfg.governance_delay:,} s); guardian and risk admin: {owner.address}")
     head = w3.eth.get_block("latest")
     res = DeployResult(
         chain_id=int(w3.eth.chain_id), rpc_url=rpc_url, block=int(head["number"]), timestamp=int(head["timestamp"]),
@@ -497,12 +522,43 @@ def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfi
         params={"short_margin_fraction": cfg.short_margin_fraction, "penalty": cfg.penalty,
                 "target_buffer": cfg.target_buffer, "auction_tau": cfg.auction_tau, "auction_floor": cfg.auction_floor,
                 "max_attestation_age": cfg.max_attestation_age, "max_price_age": cfg.max_price_age,
-                "spot0": cfg.spot0, "auction_config": list(auction_config_tuple(cfg))},
+                "spot0": cfg.spot0, "auction_config": list(auction_config_tuple(cfg)),
+                "governance_delay": cfg.governance_delay},
+        timelock=timelock or "",
     )
     if deployment_file is not None:
         res.deployment_file = str(write_bot_deployment(res, deployment_file))
         say(f"deployment file written: {res.deployment_file}")
     return res
+
+
+def hand_over_to_timelock(w3, owner: "Sender", timelock_art: Artifact, owned: Sequence, delay: int) -> str:
+    """Make a new :class:`BackstopTimelock` the owner of every contract in ``owned`` (Ownable2Step) and raise its
+    minimum delay to ``delay`` seconds; returns its address.
+
+    The timelock starts with delay 0 and ``owner`` as proposer and bootstrap admin, accepts the ownerships and raises
+    its own delay in operations that run at once, then ``owner`` renounces the admin role: from then on every
+    owner power waits ``delay`` seconds (anyone may execute a ready operation; ``owner`` proposes and cancels)."""
+    if delay < 0:
+        raise DeployError(f"governance delay must be >= 0 seconds, got {delay}")
+    zero = "0x" + "00" * 20
+    tl = owner.deploy(timelock_art, 0, [owner.address], [zero], owner.address)
+    for c in owned:
+        owner.call(c.functions.transferOwnership(tl.address), f"transferOwnership {c.address[:10]}")
+    targets = [c.address for c in owned] + [tl.address]
+    payloads = [c.encode_abi("acceptOwnership", []) for c in owned] + [tl.encode_abi("updateDelay", [int(delay)])]
+    salt = b"\x00" * 32
+    args = (targets, [0] * len(targets), payloads, b"\x00" * 32, salt)
+    owner.call(tl.functions.scheduleBatch(*args, 0), "timelock scheduleBatch (hand-over)")
+    owner.call(tl.functions.executeBatch(*args), "timelock executeBatch (hand-over)")
+    admin_role = tl.functions.DEFAULT_ADMIN_ROLE().call()
+    owner.call(tl.functions.renounceRole(admin_role, owner.address), "timelock renounce bootstrap admin")
+    for c in owned:
+        if c.functions.owner().call() != tl.address:
+            raise DeployError(f"{c.address} did not accept the timelock as owner")
+    if int(tl.functions.getMinDelay().call()) != int(delay):
+        raise DeployError("timelock delay was not raised")
+    return tl.address
 
 
 def write_bot_deployment(res: DeployResult, path: Path | str) -> Path:

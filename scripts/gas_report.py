@@ -12,7 +12,7 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from brownie import Clearinghouse, ClearinghouseAdmin, Contract, TestERC20, accounts, chain
+from brownie import Clearinghouse, ClearinghouseAdmin, Contract, FallbackMarginLogic, TestERC20, accounts, chain
 from eth_account import Account
 from eth_utils import keccak
 
@@ -31,6 +31,7 @@ class Bench:
         self.owner = accounts[0]
         self.usdc = TestERC20.deploy("USD Coin", "USDC", 6, {"from": self.owner})
         self.weth = TestERC20.deploy("Wrapped Ether", "WETH", 18, {"from": self.owner})
+        FallbackMarginLogic.deploy({"from": self.owner})  # external library linked into ClearinghouseAdmin
         admin = ClearinghouseAdmin.deploy(self.owner, self.usdc, 10**30, 15 * 10**16, {"from": self.owner})
         raw = Clearinghouse.deploy(self.owner, self.usdc, 10**30, 15 * 10**16, admin, {"from": self.owner})
         self.ch = Contract.from_abi("Backstop", raw.address, merge_abis(Clearinghouse.abi, ClearinghouseAdmin.abi))

@@ -2,18 +2,17 @@
 pragma solidity 0.8.28;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
-import {Ownable2Step} from "@openzeppelin/contracts/access/Ownable2Step.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
-import {Pausable} from "@openzeppelin/contracts/utils/Pausable.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 
 import {AuctionCurves} from "./AuctionCurves.sol";
 import {InsuranceFund} from "./InsuranceFund.sol";
 import {IAuctionClearinghouse} from "./interfaces/IAuctionClearinghouse.sol";
 import {BreachRecord} from "../libraries/BackstopTypes.sol";
+import {ExpiringPause} from "../governance/ExpiringPause.sol";
 
 /**
  * @title LiquidationAuction
@@ -31,7 +30,7 @@ import {BreachRecord} from "../libraries/BackstopTypes.sol";
  * Money: the module's own clearinghouse account holds the escrow `C` of every running auction, their penalties until
  * the auction ends, and the insurance fund; `cashOf(this) == fundLiabilities() + sum(escrow + penalties)`.
  */
-contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, ReentrancyGuard {
+contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
     using SafeCast for int256;
@@ -49,6 +48,11 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     uint256 internal constant MAX_TAIL = 7 days;
     uint256 internal constant MIN_RECORD_AGE = 5;
     uint256 internal constant MAX_RECORD_AGE = 3600;
+    /// @notice Lowest floor a configuration may set: a solvent book never sells below this fraction of its attested
+    /// value [wad].
+    uint256 public constant MIN_CUSP = 0.1e18;
+    /// @notice No curve may reach its floor sooner than this after a (re)start [seconds].
+    uint256 public constant MIN_DESCENT = 300;
 
     /// @notice Why an auction ended.
     enum EndReason {
@@ -87,6 +91,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         uint128 escrow;
         uint128 penaltyTotal;
         bool done; // the bids sold what they may: only {finish} is left
+        uint16 configVersion; // the immutable configuration the auction runs on (the one current at its start)
     }
 
     /// @dev Storage layout of an auction, grouped by access: a partial bid reads slots 0-2 and writes slot 0 (and
@@ -106,6 +111,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         uint96 initial;
         uint128 penaltyTotal;
         bool done;
+        uint16 configVersion;
         // slot 3: read when the auction ends
         address starter;
         uint96 rewardPromised;
@@ -134,13 +140,23 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     /// @notice The clearinghouse's quote asset.
     IERC20 public immutable quoteAsset;
 
-    StoredConfig internal _config;
+    /// @dev Every configuration ever set, by version (1, 2, ...); never modified once written, so a running auction
+    /// keeps the curve, floor and penalty it started with (review finding M-5).
+    mapping(uint256 version => StoredConfig) internal _configs;
+    /// @notice Version of the configuration new auctions start on.
+    uint16 public configVersion;
     mapping(address account => StoredAuction) internal _auctions;
     /// @notice Number of auctions ever started (ids start at 1).
     uint64 public auctionCount;
 
-    /// @notice Parameters changed.
+    /// @notice Parameters changed: auctions started from now on use `version`.
     event ConfigSet(Config config);
+    /// @notice The configuration new auctions use is now `version`.
+    event ConfigVersionSet(uint16 indexed version);
+    /// @notice `payer` added `amount` to the escrow of auction `id` (a partial top-up: it lowers the deficit and so
+    /// what may be sold, and goes back to the account when the auction ends).
+    event ToppedUp(uint256 indexed id, address indexed account, address indexed payer, uint256 amount, uint256 escrow,
+        int256 deficit);
     /// @notice An auction started for `account` from its breach record.
     event AuctionStarted(
         uint256 indexed id,
@@ -244,6 +260,10 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     error ZeroAmount();
     /// @notice The bids already sold what they may: only {finish} is left.
     error AuctionDone(address account, uint256 id);
+    /// @notice The curve would reach the floor within `minDescent` seconds (factor `factorRay` by then).
+    error CurveTooSteep(uint256 factorRay, uint256 minDescent);
+    /// @notice No configuration `version` exists.
+    error UnknownConfigVersion(uint16 version);
     /// @notice The auction has not sold what it may yet (`soldWad` of the book, remaining deficit `deficit`).
     error AuctionNotDone(address account, uint256 soldWad, int256 deficit);
 
@@ -262,19 +282,12 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
 
     // ------------------------------------------------------------------ admin
 
-    /// @notice Sets the auction parameters (bounded; running auctions use the new curve from their next price).
+    /// @notice Sets the auction parameters as a new configuration version (bounded; the owner is a timelock in every
+    /// deployment). Auctions already running keep the version they started with; new ones use this one. The pause
+    /// ({ExpiringPause}) stops new auctions only: bids, resets, cures and claims of running auctions go on.
+    /// @param config_ The new parameters.
     function setConfig(Config calldata config_) external onlyOwner {
         _setConfig(config_);
-    }
-
-    /// @notice Stops new auctions from starting. Bids, resets, cures and claims of running auctions go on.
-    function pause() external onlyOwner {
-        _pause();
-    }
-
-    /// @notice Lets new auctions start again.
-    function unpause() external onlyOwner {
-        _unpause();
     }
 
     // ------------------------------------------------------------------ auction lifecycle
@@ -287,8 +300,9 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     function start(address account) external nonReentrant whenNotPaused returns (uint256 id) {
         StoredAuction storage a = _auctions[account];
         if (a.startedAt != 0) revert AuctionRunning(account, a.id);
-        (BreachRecord memory b, uint32 nonce) = _freshBreach(account);
-        Config memory cfg = _loadConfig(true);
+        uint16 version = configVersion;
+        Config memory cfg = _loadConfig(version, true);
+        (BreachRecord memory b, uint32 nonce) = _freshBreach(account, cfg.maxRecordAge);
         id = ++auctionCount;
         uint256 reward = cfg.tip + Math.mulDiv(cfg.chipWad, b.maintenance, WAD, Math.Rounding.Floor);
         _auctions[account] = StoredAuction({
@@ -302,14 +316,25 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
             initial: b.initial,
             penaltyTotal: 0,
             done: false,
+            configVersion: version,
             starter: msg.sender,
             rewardPromised: reward.toUint96()
         });
         clearinghouse.primeLot(account);
+        _emitStarted(id, account, b, _target(b.maintenance, cfg.bufferWad), reward, nonce);
+    }
+
+    function _emitStarted(
+        uint256 id,
+        address account,
+        BreachRecord memory b,
+        uint256 target,
+        uint256 reward,
+        uint32 nonce
+    ) private {
         (int256 top, uint256 span) = _topAndSpan(b.equity, b.maintenance);
         emit AuctionStarted(
-            id, account, msg.sender, b.equity, b.maintenance, b.initial, top, span,
-            _target(b.maintenance, cfg.bufferWad), reward, nonce
+            id, account, msg.sender, b.equity, b.maintenance, b.initial, top, span, target, reward, nonce
         );
     }
 
@@ -323,8 +348,8 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         Auction memory m = _load(account);
         if (m.startedAt == 0) revert NoAuction(account);
         if (m.done) revert AuctionDone(account, m.id);
-        Config memory cfg = _loadConfig(false);
-        (BreachRecord memory b, uint32 current) = _freshBreach(account);
+        Config memory cfg = _loadConfig(m.configVersion, false);
+        (BreachRecord memory b, uint32 current) = _freshBreach(account, cfg.maxRecordAge);
         {
             (uint256 elapsed, uint256 f) = _elapsedAndFactor(m, cfg);
             bool turnedInsolvent = b.equity < 0 && m.equity >= 0;
@@ -390,10 +415,13 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         Auction memory m = _load(account);
         if (m.startedAt == 0) revert NoAuction(account);
         if (m.done) revert AuctionDone(account, m.id);
-        Config memory cfg = _loadConfig(false);
+        Config memory cfg = _loadConfig(m.configVersion, false);
         (int256 price_, uint256 allowed, uint256 fill) = _fill(account, m, cfg, maxFractionWad, maxPrice);
         amount = _mulWadSignedFloor(fill, price_);
-        _checkBidder(msg.sender, fill, amount, m, cfg, deposit);
+        // an insolvent book's payout is sized first: the bidder's margin counts only what escrow and fund can pay,
+        // never a bad-debt IOU (review finding M-3)
+        int256 paid = amount >= 0 ? amount : -_payable(m, uint256(-amount)).toInt256();
+        _checkBidder(msg.sender, fill, paid, m, cfg, deposit);
         uint256 penalty = _claimAndPay(m, account, fill, amount, cfg.penaltyWad);
         m.soldWad += uint64(fill);
         m.done = m.soldWad == WAD || fill == allowed;
@@ -423,7 +451,9 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     function finish(address account) external nonReentrant {
         Auction memory m = _load(account);
         if (m.startedAt == 0) revert NoAuction(account);
-        if (!m.done) revert AuctionNotDone(account, m.soldWad, _deficit(m, _target(m.maintenance, _config.bufferWad)));
+        if (!m.done) {
+            revert AuctionNotDone(account, m.soldWad, _deficit(m, _target(m.maintenance, _bufferOf(m.configVersion))));
+        }
         _finish(account, m, m.soldWad == WAD ? EndReason.SoldOut : EndReason.Restored);
     }
 
@@ -496,7 +526,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         if (a.done) revert AuctionDone(account, a.id);
         (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(account);
         if (attestedAt == 0) revert StaleBreach(account, 0, clearinghouse.stateNonce(account));
-        Config memory cfg = _loadConfig(false);
+        Config memory cfg = _loadConfig(a.configVersion, false);
         if (block.timestamp > uint256(attestedAt) + cfg.maxRecordAge) {
             revert RecordExpired(account, attestedAt, cfg.maxRecordAge);
         }
@@ -518,10 +548,32 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         if (a.done) revert AuctionDone(account, a.id);
         uint32 current = clearinghouse.stateNonce(account);
         if (current != a.expectedNonce) revert AccountChanged(account, a.expectedNonce, current);
-        int256 d = _deficit(a, _target(a.maintenance, _config.bufferWad));
+        int256 d = _deficit(a, _target(a.maintenance, _bufferOf(a.configVersion)));
         if (amount == 0 || int256(amount) < d) revert DepositBelowDeficit(amount, d);
         _depositInto(msg.sender, account, amount);
         _finish(account, a, EndReason.CuredByDeposit);
+    }
+
+    /**
+     * @notice Partial top-up: pulls `amount` quote units from the caller into the escrow of `account`'s running
+     * auction. The escrow lowers the remaining deficit `ceil((1 - S)(T - E)) - C`, so bids may buy less; it is the
+     * account's and is paid to it when the auction ends. If the escrow then covers the deficit the auction ends
+     * as `CuredByDeposit`. (Quote deposited directly into a breached account is held apart and does not count;
+     * this is how an account holder pays towards its deficit.) Not blocked by the pause.
+     * @param account The account whose auction is topped up.
+     * @param amount Quote base units, > 0.
+     */
+    function topUp(address account, uint256 amount) external nonReentrant {
+        Auction memory a = _load(account);
+        if (a.startedAt == 0) revert NoAuction(account);
+        if (a.done) revert AuctionDone(account, a.id);
+        if (amount == 0) revert ZeroAmount();
+        _depositInto(msg.sender, address(this), amount);
+        a.escrow += amount.toUint128();
+        _auctions[account].escrow = a.escrow;
+        int256 d = _deficit(a, _target(a.maintenance, _bufferOf(a.configVersion)));
+        emit ToppedUp(a.id, account, msg.sender, amount, a.escrow, d);
+        if (d <= 0) _finish(account, a, EndReason.CuredByDeposit);
     }
 
     // ------------------------------------------------------------------ insurance fund
@@ -541,9 +593,16 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
 
     // ------------------------------------------------------------------ views
 
-    /// @notice Current parameters.
+    /// @notice Current parameters (those new auctions start on).
     function config() external view returns (Config memory) {
-        return _loadConfig(true);
+        return _loadConfig(configVersion, true);
+    }
+
+    /// @notice The parameters of configuration `version` (immutable once set; running auctions name theirs in
+    /// {auctionOf}).
+    function configAt(uint16 version) external view returns (Config memory) {
+        if (version == 0 || version > configVersion) revert UnknownConfigVersion(version);
+        return _loadConfig(version, true);
     }
 
     /// @notice The running auction of `account` (all zero if none).
@@ -566,31 +625,31 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     {
         Auction memory m = _load(account);
         if (m.startedAt == 0) revert NoAuction(account);
-        Config memory cfg = _loadConfig(false);
+        Config memory cfg = _loadConfig(m.configVersion, false);
         uint256 elapsed;
         (elapsed, factorRay) = _elapsedAndFactor(m, cfg);
         (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
         price_ = AuctionCurves.priceAt(top, span, factorRay);
         if (m.done) return (price_, 0, factorRay, false); // sold what it may: only {finish} is left
         needsReset = elapsed > cfg.tail || factorRay < uint256(cfg.cuspWad) * RAY_PER_WAD
-            || clearinghouse.stateNonce(account) != m.expectedNonce || _turnedInsolvent(account, m);
+            || clearinghouse.stateNonce(account) != m.expectedNonce || _turnedInsolvent(account, m, cfg.maxRecordAge);
         allowedWad = _allowed(m, cfg, price_);
     }
 
     /// @dev A solvent auction whose account now has a fresh breach record of its current portfolio showing E < 0:
     /// {redo} may reset it to a whole-book sale.
-    function _turnedInsolvent(address account, Auction memory m) internal view returns (bool) {
+    function _turnedInsolvent(address account, Auction memory m, uint256 maxRecordAge) internal view returns (bool) {
         if (m.equity < 0) return false;
         BreachRecord memory b = clearinghouse.breachOf(account);
         return b.equity < 0 && b.stateNonce == m.expectedNonce && b.timestamp != 0
-            && block.timestamp <= uint256(b.timestamp) + _config.maxRecordAge;
+            && block.timestamp <= uint256(b.timestamp) + maxRecordAge;
     }
 
     /// @notice Remaining deficit `ceil((1 - S)(T - E)) - C` of the running auction (<= 0: restored).
     function deficitOf(address account) external view returns (int256) {
         Auction memory m = _load(account);
         if (m.startedAt == 0) revert NoAuction(account);
-        return _deficit(m, _target(m.maintenance, _config.bufferWad));
+        return _deficit(m, _target(m.maintenance, _bufferOf(m.configVersion)));
     }
 
     // ------------------------------------------------------------------ internals
@@ -598,13 +657,20 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
     function _setConfig(Config memory c) internal {
         AuctionCurves.validate(AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut));
         _bound("tail", c.tail, MIN_TAIL, MAX_TAIL);
-        _bound("cusp", c.cuspWad, 0, WAD - 1);
+        _bound("cusp", c.cuspWad, MIN_CUSP, WAD - 1);
+        {
+            // no curve may fall to its floor within MIN_DESCENT seconds of a (re)start
+            uint256 f = AuctionCurves.factor(AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut), MIN_DESCENT);
+            if (f < uint256(c.cuspWad) * RAY_PER_WAD) revert CurveTooSteep(f, MIN_DESCENT);
+        }
         _bound("buffer", c.bufferWad, 0, MAX_BUFFER);
         _bound("penalty", c.penaltyWad, 0, MAX_PENALTY);
         _bound("chip", c.chipWad, 0, MAX_CHIP);
         _bound("maxRecordAge", c.maxRecordAge, MIN_RECORD_AGE, MAX_RECORD_AGE);
         _bound("cut", c.cut, 0, RAY);
-        _config = StoredConfig({
+        uint16 version = configVersion + 1;
+        configVersion = version;
+        _configs[version] = StoredConfig({
             kind: c.kind,
             tau: c.tau,
             step: c.step,
@@ -618,11 +684,17 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
             tip: c.tip
         });
         emit ConfigSet(c);
+        emit ConfigVersionSet(version);
     }
 
-    /// @dev The parameters as {Config}; `tip` (slot 2) only when `withTip`.
-    function _loadConfig(bool withTip) internal view returns (Config memory c) {
-        StoredConfig storage s = _config;
+    /// @dev Target buffer of configuration `version`.
+    function _bufferOf(uint16 version) internal view returns (uint256) {
+        return _configs[version].bufferWad;
+    }
+
+    /// @dev The parameters of configuration `version` as {Config}; `tip` (slot 2) only when `withTip`.
+    function _loadConfig(uint16 version, bool withTip) internal view returns (Config memory c) {
+        StoredConfig storage s = _configs[version];
         (c.kind, c.tau, c.step, c.cut, c.tail, c.maxRecordAge) = (s.kind, s.tau, s.step, s.cut, s.tail, s.maxRecordAge);
         (c.cuspWad, c.bufferWad, c.penaltyWad, c.chipWad) = (s.cuspWad, s.bufferWad, s.penaltyWad, s.chipWad);
         if (withTip) c.tip = s.tip;
@@ -633,7 +705,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         StoredAuction storage a = _auctions[account];
         (m.startedAt, m.expectedNonce, m.soldWad, m.escrow) = (a.startedAt, a.expectedNonce, a.soldWad, a.escrow);
         (m.equity, m.maintenance, m.id) = (a.equity, a.maintenance, a.id);
-        (m.initial, m.penaltyTotal, m.done) = (a.initial, a.penaltyTotal, a.done);
+        (m.initial, m.penaltyTotal, m.done, m.configVersion) = (a.initial, a.penaltyTotal, a.done, a.configVersion);
     }
 
     function _bound(bytes32 name, uint256 value, uint256 min, uint256 max) internal pure {
@@ -642,7 +714,7 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
 
     /// @dev Reads and checks the breach record: present, below MM, bound to the current nonce, fresh, and not
     /// superseded by a later healthy record of the same portfolio.
-    function _freshBreach(address account)
+    function _freshBreach(address account, uint256 maxAge)
         internal
         view
         returns (BreachRecord memory b, uint32 nonce)
@@ -651,7 +723,6 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         if (b.timestamp == 0) revert NoBreach(account);
         nonce = clearinghouse.stateNonce(account);
         if (b.stateNonce != nonce) revert StaleBreach(account, b.stateNonce, nonce);
-        uint256 maxAge = _config.maxRecordAge;
         if (block.timestamp > uint256(b.timestamp) + maxAge) revert RecordExpired(account, b.timestamp, maxAge);
         if (int256(b.equity) >= int256(uint256(b.maintenance))) {
             revert NotBreached(account, b.equity, b.maintenance);
@@ -715,30 +786,39 @@ contract LiquidationAuction is InsuranceFund, Ownable2Step, Pausable, Reentrancy
         return -int256(Math.mulDiv(fractionWad, uint256(-price_), WAD, Math.Rounding.Ceil));
     }
 
-    /// @dev The bidder must keep `amount + ceil(fraction * (IM - E))` above its maintenance margin.
+    /// @dev What an insolvent book's bidder is actually paid for `owed`: the escrow first, then the fund's free
+    /// balance (the rest would be a bad-debt claim, which is not cash).
+    function _payable(Auction memory m, uint256 owed) internal view returns (uint256) {
+        uint256 fromEscrow = owed < m.escrow ? owed : m.escrow;
+        uint256 rest = owed - fromEscrow;
+        uint256 balance = _fundBalance;
+        return fromEscrow + (rest < balance ? rest : balance);
+    }
+
+    /// @dev The bidder must keep `paid + ceil(fraction * (IM - E))` above its maintenance margin, `paid` being the
+    /// cash it pays (negative: the cash it is actually paid). A same-call `deposit` is pulled FIRST, so that a token
+    /// calling back the bidder cannot change its book after it was measured (review finding L-6).
     function _checkBidder(
         address bidder,
         uint256 fractionWad,
-        int256 amount,
+        int256 paid,
         Auction memory m,
         Config memory cfg,
         uint256 deposit
     ) internal {
+        if (deposit > 0) _depositInto(bidder, bidder, deposit);
         int256 headroom;
         (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(bidder);
         if (attestedAt != 0 && block.timestamp <= uint256(attestedAt) + cfg.maxRecordAge) {
-            headroom = equity - int256(maintenance);
+            // the record predates this call: a quote deposit moves no stateNonce and is not in it
+            headroom = equity - int256(maintenance) + int256(deposit);
         } else if (clearinghouse.seriesOf(bidder).length == 0) {
-            headroom = clearinghouse.freshCollateralValue(bidder); // reverts on a stale price of a held asset
+            headroom = clearinghouse.freshCollateralValue(bidder); // includes the deposit; stale price reverts
         } else {
             revert BidderMarginUnknown(bidder);
         }
-        if (deposit > 0) {
-            _depositInto(bidder, bidder, deposit);
-            headroom += int256(deposit);
-        }
         uint256 risk = uint256(int256(uint256(m.initial)) - int256(m.equity)); // IM >= MM > E
-        int256 required = amount + int256(Math.mulDiv(fractionWad, risk, WAD, Math.Rounding.Ceil));
+        int256 required = paid + int256(Math.mulDiv(fractionWad, risk, WAD, Math.Rounding.Ceil));
         if (headroom < required) revert BidderUndermargined(bidder, headroom, required);
     }
 

@@ -33,7 +33,18 @@ interface IBackstopErrors {
     error StaleMarginState(address account, uint32 attested, uint32 current);
     error InsufficientHeadroom(address account, int256 headroom, uint256 required);
     error MarginProofRequired(address account);
+    /// @notice `account` is bound to a recorded breach: it cannot trade, withdraw or receive non-quote collateral
+    /// until the breach is cleared (auction end, cure, or a healthy attestation when no auction holds it).
     error AccountInBreach(address account);
+    /// @notice Keepers have been silent for `FALLBACK_DELAY` and `account`'s fallback margin would be `margin` < 0.
+    error FallbackMarginShort(address account, int256 margin);
+    /// @notice The risk admin may only tighten `name` (current `current`, requested `requested`); loosening is the
+    /// owner's (timelocked) power.
+    error OnlyTightening(bytes32 name, uint256 current, uint256 requested);
+    /// @notice `caller` is neither the owner nor the risk admin.
+    error NotOwnerOrRiskAdmin(address caller);
+    /// @notice `account` has no recorded breach (an auction cannot hold it).
+    error NotInBreach(address account);
 
     // --- collateral
     error NotAContract(address token);

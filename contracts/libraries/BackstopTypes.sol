@@ -68,15 +68,20 @@ struct BreachRecord {
     uint64 breachedAt;
 }
 
-/// @notice A liquidated account's claim ledger (ONE slot, kept non-zero once primed so later writes are cheap).
-/// @dev While `pendingWad != 0` the account's stored book B is frozen: holders own `pendingWad` of B not yet
-/// moved to them, `movedWad` of B was already moved, and quote cash credited to the account meanwhile is kept
-/// outside B in `creditedCash` until the last claim is settled. Fractions are WAD fractions of B.
+/// @notice A breached or liquidated account's ledger (ONE slot, kept non-zero once primed so later writes are cheap).
+/// @dev From the moment a breach is recorded (`inBreach`) until it is cleared, the account's stored book B is bound
+/// to the breach: it cannot trade, withdraw or receive non-quote collateral, its stateNonce moves only through the
+/// liquidation module, and quote cash credited to it (deposits, escrow releases) is kept outside B in
+/// `creditedCash` (not sold, not counted by the effective views) until the breach is cleared and no claim is
+/// pending. While `pendingWad != 0` B is also frozen for claims: holders own `pendingWad` of B not yet moved to
+/// them, `movedWad` of B was already moved. Fractions are WAD fractions of B.
 struct Lot {
-    uint64 pendingWad;
-    uint64 movedWad;
-    uint96 creditedCash;
-    bool primed;
+    uint64 pendingWad; // [wad] of B claimed by bidders, not yet delivered
+    uint64 movedWad; // [wad] of B already delivered
+    uint96 creditedCash; // [quote base units] credited while bound or frozen, kept outside B
+    bool primed; // the slot has been written once
+    bool inBreach; // a breach record binds the book
+    bool inAuction; // a running auction holds the breach (only the module clears it)
 }
 
 /// @notice A bidder's unsettled claim on a liquidated account's frozen book (ONE slot per holder; `source` is kept

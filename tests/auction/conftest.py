@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import brownie
 import pytest
-from brownie import Contract, chain
+from brownie import Contract, FallbackMarginLogic, chain
 from eth_account import Account
 from eth_utils import keccak
 
@@ -144,6 +144,7 @@ def deploy_core(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, L
     weth = AuctionTestToken.deploy("Wrapped Ether", "WETH", 18, {"from": owner})
     wbtc = AuctionTestToken.deploy("Wrapped Bitcoin", "WBTC", 8, {"from": owner})
     cap = 2**127
+    FallbackMarginLogic.deploy({"from": owner})  # external library linked into ClearinghouseAdmin
     admin = ClearinghouseAdmin.deploy(owner, quote, cap, 10**17, {"from": owner})
     ch = Clearinghouse.deploy(owner, quote, cap, 10**17, admin, {"from": owner})
     chx = Contract.from_abi("ClearinghouseX", ch.address, ClearinghouseAdmin.abi)

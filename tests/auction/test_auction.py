@@ -53,9 +53,10 @@ def test_fewer_than_m_keepers_record_no_breach(core, accounts):
 def test_breach_of_older_portfolio_or_stale_cannot_start(core, accounts):
     v = accounts[1]
     core.fund(v, usdc=1_000 * USDC)
-    core.breach(v, 10 * USDC, 1_000 * USDC)
-    core.fund(v, usdc=1 * USDC)  # the portfolio changed after the attestation (state nonce bumped)
-    with reverts_with("StaleBreach"):
+    old = int(core.ch.stateNonce(v))
+    core.fund(v, weth=10**18)  # the portfolio changed (a collateral deposit bumps the state nonce)
+    core.breach(v, 10 * USDC, 1_000 * USDC, nonce=old)  # a leaf of the older portfolio is not recorded
+    with reverts_with("NoBreach"):
         core.auction.start(v, {"from": accounts[3]})
     core.breach(v, 10 * USDC, 1_000 * USDC)  # current portfolio, but let it age past maxRecordAge
     chain.sleep(DEFAULT_CONFIG["max_age"] + 5)
@@ -70,8 +71,9 @@ def test_breach_superseded_by_healthy_record_cannot_start(core, accounts):
     core.fund(v, usdc=1_000 * USDC)
     core.breach(v, 10 * USDC, 1_000 * USDC)
     chain.sleep(2)
-    core.attest([(v, 2_000 * USDC, 1_000 * USDC, 1_500 * USDC)])  # same portfolio, later, healthy
-    with reverts_with("NotBreached"):
+    core.attest([(v, 2_000 * USDC, 1_000 * USDC, 1_500 * USDC)])  # same portfolio, later, healthy: lifts the breach
+    assert not core.chx.isBreached(v)
+    with reverts_with("NoBreach"):
         core.auction.start(v, {"from": accounts[3]})
 
 
@@ -344,19 +346,23 @@ def test_deposit_cures_and_stops_the_auction(core, accounts):
     _assert_conserved(core)
 
 
-def test_direct_deposit_blocks_bids_until_fresh_attestation_cures(core, accounts):
+def test_direct_deposit_is_held_apart_and_cures_only_through_a_fresh_attestation(core, accounts):
+    """A quote deposit straight into a breached account neither moves its stateNonce (so it cannot stop bids) nor
+    joins the book being sold: it is held apart, uncounted, and joins the account's cash when the breach ends."""
     E, MM = 60_000 * USDC, 100_000 * USDC
     v, bidder, _, _ = _setup_breached_book(core, accounts, E, MM)
+    nonce, cash0 = int(core.ch.stateNonce(v)), int(core.chx.cashOf(v))
     core.fund(v, usdc=100_000 * USDC)  # straight into the clearinghouse
-    with reverts_with("AccountChanged"):
-        core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
-    core.attest([(v, E + 10_000 * USDC, MM, 150_000 * USDC)])  # fresh, but still short of MM x 1.1
+    assert int(core.ch.stateNonce(v)) == nonce and int(core.chx.cashOf(v)) == cash0
+    assert int(core.chx.lotOf(v)["creditedCash"]) == 100_000 * USDC
+    core.attest([(v, E + 10_000 * USDC, MM, 150_000 * USDC)])  # the book recovered a little: still short of MM x 1.1
     with reverts_with("NotCured"):
         core.auction.cure(v, {"from": accounts[4]})
     core.attest([(v, E + 100_000 * USDC, MM, 150_000 * USDC)])
     tx = core.auction.cure(v, {"from": accounts[4]})
     assert tx.events["AuctionEnded"]["reason"] == 2  # Cured
     assert not core.chx.isBreached(v)
+    assert int(core.chx.cashOf(v)) == cash0 + 100_000 * USDC and int(core.chx.lotOf(v)["creditedCash"]) == 0
 
 
 # ----------------------------------------------------------------------------------------------- resets, pause, re-entry

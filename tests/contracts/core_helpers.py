@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 import pytest
 from brownie import (
     Clearinghouse,
+    FallbackMarginLogic,
     ClearinghouseAdmin,
     Contract,
     ReentrantERC20,
@@ -171,6 +172,7 @@ class Protocol:
 
 def deploy_protocol(owner, usdc, weth, wbtc, keeper_keys, threshold=3) -> Protocol:
     """Deploy Clearinghouse + ClearinghouseAdmin, register the keepers, list WETH (20%) and WBTC (10%)."""
+    FallbackMarginLogic.deploy({"from": owner})  # external library linked into ClearinghouseAdmin
     admin = ClearinghouseAdmin.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, {"from": owner})
     raw = Clearinghouse.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, admin, {"from": owner})
     ch = Contract.from_abi("Backstop", raw.address, merge_abis(Clearinghouse.abi, ClearinghouseAdmin.abi))

@@ -32,7 +32,9 @@ def test_deposits_of_6_8_18_decimals_and_haircut_value(protocol, traders):
     assert int(p.ch.cashOf(t)) == 1_234_567
     assert int(p.ch.collateralOf(t, p.wbtc)) == 12_345_679
     assert set(p.ch.collateralAssetsOf(t)) == {str(p.weth), str(p.wbtc)}
-    assert int(p.ch.stateNonce(t)) == 3
+    # the two collateral deposits move the stateNonce; the quote deposit does not (quote cash only raises equity, so
+    # an attestation without it stays conservative and dust deposits cannot make pending leaves stale)
+    assert int(p.ch.stateNonce(t)) == 2
     assert p.balances_conserved([t])
 
 
@@ -75,7 +77,7 @@ def test_risk_admin_bounds(protocol, owner, traders):
         p.ch.setCollateralParams(p.usdc, 1, 1, {"from": owner})
     with brownie.reverts(err(BOUNDS, bytes32("depositCap"), 0, 1, 2**128 - 1)):
         p.ch.setCollateralParams(p.weth, 0, 0, {"from": owner})
-    with brownie.reverts(err("NotRiskAdmin(address)", str(traders[0]))):
+    with brownie.reverts(err("NotOwnerOrRiskAdmin(address)", str(traders[0]))):
         p.ch.setCollateralParams(p.weth, 0, 1, {"from": traders[0]})
     tx = p.ch.setCollateralParams(p.weth, 3 * 10**17, 77, {"from": owner})
     assert tx.events["CollateralParamsSet"]["haircut"] == 3 * 10**17
@@ -157,5 +159,5 @@ def test_pause_blocks_exposure_not_deposits(protocol, owner, traders):
     proof = p.attest(t, 5 * USDC, 0, 0)
     with brownie.reverts(err("EnforcedPause()")):
         p.ch.withdraw(p.usdc, 1, proof, {"from": t})
-    with brownie.reverts(err("OwnableUnauthorizedAccount(address)", str(t))):
+    with brownie.reverts(err("PauseNotGuardian(address)", str(t))):
         p.ch.unpause({"from": t})

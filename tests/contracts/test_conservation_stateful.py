@@ -51,7 +51,7 @@ class Conservation:
 
     # --- the claim ledger as the chain reports it
     def _lot(self, account):
-        pending, moved, credited, _ = self.p.ch.lotOf(account)
+        pending, moved, credited = tuple(self.p.ch.lotOf(account))[:3]
         return int(pending), int(moved), int(credited)
 
     def _claim(self, holder):

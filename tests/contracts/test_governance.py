@@ -1,6 +1,6 @@
 """Ownership (two-step), bounded parameters, series registry bounds, the admin-code binding."""
 import brownie
-from brownie import Clearinghouse, ClearinghouseAdmin, TestERC20, accounts
+from brownie import Clearinghouse, ClearinghouseAdmin, FallbackMarginLogic, TestERC20, accounts
 
 from core_helpers import QUOTE_CAP, SHORT_FRACTION, WAD, bytes32, err
 
@@ -16,8 +16,10 @@ def test_two_step_ownership(protocol, owner):
         p.ch.acceptOwnership({"from": accounts[7]})
     p.ch.acceptOwnership({"from": new})
     assert p.ch.owner() == new
-    with brownie.reverts(err("OwnableUnauthorizedAccount(address)", str(owner))):
+    with brownie.reverts(err("PauseNotGuardian(address)", str(owner))):
         p.ch.pause({"from": owner})
+    with brownie.reverts(err("OwnableUnauthorizedAccount(address)", str(owner))):
+        p.ch.setKeeperSet([str(owner)], 1, {"from": owner})
     p.ch.pause({"from": new})
     assert p.ch.paused()
 
@@ -52,6 +54,7 @@ def test_series_registry_bounds(protocol, owner):
 
 def test_admin_must_match_quote_asset(owner, tokens):
     usdc, weth, _ = tokens
+    FallbackMarginLogic.deploy({"from": owner})  # external library linked into ClearinghouseAdmin
     admin = ClearinghouseAdmin.deploy(owner, weth, QUOTE_CAP, SHORT_FRACTION, {"from": owner})
     with brownie.reverts(err("AdminMismatch(address)", str(admin))):
         Clearinghouse.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, admin, {"from": owner})

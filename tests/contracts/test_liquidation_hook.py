@@ -95,7 +95,7 @@ def test_delivered_claim_rounds_against_liquidated(protocol, owner, traders):
     # one bump when the claim is recorded; none when it is delivered (the effective books do not change)
     assert (int(p.ch.stateNonce(maker)), int(p.ch.stateNonce(receiver))) == (nonces[0] + 1, nonces[1] + 1)
     assert tx.events["PortfolioShareTransferred"]["fractionWad"] == f
-    assert tuple(p.ch.lotOf(maker)) == (0, 0, 0, True)  # the book is unfrozen again
+    assert tuple(p.ch.lotOf(maker))[:4] == (0, 0, 0, True)  # the book is unfrozen again
     # positions still net to zero and token balances are still owed exactly
     holders = [maker, taker, receiver]
     assert sum(int(p.ch.positionOf(h, sid)) for h in holders) == 0
@@ -140,8 +140,12 @@ def test_breached_account_cannot_add_risk(protocol, traders):
     p = protocol
     maker, taker = traders
     sid = _portfolio(p, traders)
-    p.attest(maker, 500 * USDC, 2_000 * USDC, 3_000 * USDC)
-    proof = p.attest(maker, 50_000 * USDC, 0, 0)  # a later healthy leaf does not lift the breach by itself
+    breached = p.attest(maker, 500 * USDC, 2_000 * USDC, 3_000 * USDC)
     q, sig = p.quote(maker, sid, -WAD, 100 * WAD, nonce=9)
     with brownie.reverts(err("AccountInBreach(address)", str(maker))):
-        p.ch.trade(q, sig, proof, p.attest(taker, 20_000 * USDC), {"from": taker})
+        p.ch.trade(q, sig, breached, p.attest(taker, 20_000 * USDC), {"from": taker})
+    # a later healthy leaf of the same portfolio lifts a breach that no auction holds (review finding M-4)
+    proof = p.attest(maker, 50_000 * USDC, 0, 0)
+    assert not p.ch.isBreached(maker) and tuple(p.ch.lotOf(maker))[4:] == (False, False)
+    tx = p.ch.trade(q, sig, proof, p.attest(taker, 20_000 * USDC), {"from": taker})
+    assert tx.events["Traded"]["maker"] == maker

@@ -43,23 +43,28 @@ def test_review_r1_reduce_only_buyback_cannot_drain_pool(protocol, owner, trader
 
 
 def test_review_r1_fair_buyback_allowed_paused_and_breached(protocol, owner, traders):
-    """R-1 fix keeps de-risking open: a buy-back the attested equity covers passes while paused and while the
-    account is registered as breached (IM and MM are ignored); a reduce-only sale still needs no proof."""
+    """R-1 fix keeps de-risking open: a buy-back the attested equity covers passes while paused (IM and MM are
+    ignored); a reduce-only sale still needs no proof. A breached account's book is bound to its breach (H-1): it
+    cannot trade at all until the breach is cleared (here by a healthy attestation, no auction holding it)."""
     p = protocol
     maker, taker = traders
     sid = _open_pair(p, maker, taker, size=2 * WAD)
-    # maker attested below maintenance (breach registered), equity 300 USDC
+    # maker attested below maintenance (breach registered), equity 300 USDC: bound, even for a reduce-only trade
     proof = p.attest(maker, 300 * USDC, 5_000 * USDC, 8_000 * USDC)
     assert p.ch.isBreached(maker)
+    q, sig = p.quote(maker, sid, WAD, 300 * WAD, nonce=2)  # premium 300 USDC == equity
+    with brownie.reverts(err("AccountInBreach(address)", str(maker))):
+        p.ch.trade(q, sig, proof, EMPTY_PROOF, {"from": taker})
+    proof = p.attest(maker, 300 * USDC, 100 * USDC, 200 * USDC)  # healthy: lifts the breach
+    assert not p.ch.isBreached(maker)
     p.ch.pause({"from": owner})
-    q, sig = p.quote(maker, sid, WAD, 300 * WAD, nonce=2)  # premium 300 USDC == equity: allowed
     tx = p.ch.trade(q, sig, proof, EMPTY_PROOF, {"from": taker})
     used = tx.events["MarginAttested"]
     assert len(used) == 1 and used[0]["account"] == maker and not used[0]["recorded"]
     assert int(p.ch.positionOf(maker, sid)) == -WAD and int(p.ch.positionOf(taker, sid)) == WAD
     assert int(p.ch.cashOf(maker)) == 20_000 * USDC + 100 * USDC - 300 * USDC
     # one unit more than the attested equity is refused
-    proof = p.attest(maker, 300 * USDC, 5_000 * USDC, 8_000 * USDC)
+    proof = p.attest(maker, 300 * USDC, 100 * USDC, 8_000 * USDC)
     q, sig = p.quote(maker, sid, WAD // 2, 600 * WAD + 2 * 10**12, nonce=3)  # premium 300.000001 USDC
     with brownie.reverts(
         err("InsufficientHeadroom(address,int256,uint256)", str(maker), 300 * USDC, 300 * USDC + 1)
@@ -165,10 +170,10 @@ def test_review_r1_reduce_only_sale_of_hedge_needs_proof(protocol, owner, trader
     with brownie.reverts(
         err("InsufficientHeadroom(address,int256,uint256)", str(a), 2_999 * USDC, 3_000 * USDC)
     ):
-        p.ch.trade(q, sig, p.attest(a, 2_999 * USDC, 10**6 * USDC, 10**6 * USDC), EMPTY_PROOF, {"from": b})
-    # equity that survives losing the long at its maximum value: allowed (even below IM and MM, even paused)
+        p.ch.trade(q, sig, p.attest(a, 2_999 * USDC, 0, 0), EMPTY_PROOF, {"from": b})
+    # equity that survives losing the long at its maximum value: allowed (IM and MM play no part; even paused)
     p.ch.pause({"from": owner})
-    tx = p.ch.trade(q, sig, p.attest(a, 3_000 * USDC, 10**6 * USDC, 10**6 * USDC), EMPTY_PROOF, {"from": b})
+    tx = p.ch.trade(q, sig, p.attest(a, 3_000 * USDC, 0, 0), EMPTY_PROOF, {"from": b})
     assert [e["account"] for e in tx.events["MarginAttested"] if not e["recorded"]] == [a]
     assert int(p.ch.positionOf(a, s1)) == 0 and int(p.ch.positionOf(b, s1)) == 0
     assert int(p.ch.positionOf(a, s2)) == -WAD

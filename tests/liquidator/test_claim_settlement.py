@@ -83,7 +83,7 @@ def assert_settlement_exact(scn, ev) -> int:
     assert len(scn.w3.eth.get_block(n)["transactions"]) == 1
     c_src, fraction, _ = f.claimOf(holder).call(block_identifier=n - 1)
     assert c_src == src and fraction > 0
-    pending, moved, credited, _primed = f.lotOf(src).call(block_identifier=n - 1)
+    pending, moved, credited = f.lotOf(src).call(block_identifier=n - 1)[:3]
     share = WAD if fraction == WAD - moved else _ceil_div(fraction * WAD, WAD - moved)
     last = pending == fraction
     (sp0, sc0, scash0), (hp0, hc0, hcash0) = stored(scn, src, n - 1), stored(scn, holder, n - 1)

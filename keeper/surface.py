@@ -79,6 +79,7 @@ class SurfaceConfig:
     robust_skip_z: float = 2.0  # no robust step when every |residual| / scale is within this
     robust_iters: int = 3  # Cauchy reweighting iterations of the screen, from each of ...
     screen_starts: int = 3  # ... the least-squares fit and the fits leaving out the most-jumping quotes
+    huber_iters: int = 2  # Huber reweighting iterations of the final fit of a screened slice
     outlier_z: float = 3.0  # |residual| / scale beyond which a quote outside its band is an outlier
 
 
@@ -546,9 +547,13 @@ def robust_fit_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()
     if not config.robust:
         return sq_w, p, none
     h = quote_half_widths(sq, config)
-    c = np.maximum(h, float(np.median(h)))
+    jumps = local_jumps(sq)
+    # robust noise scale of the quotes, from no fit (a fit may already have bent towards a bad quote): the median
+    # jump of a quote from its neighbours
+    spread_r = 1.4826 * float(np.median(jumps))
+    c = np.maximum(h, max(spread_r, 0.5 * config.vol_width_floor))
     z = np.abs(slice_vol_errors(p, sq)) / c
-    jumps = local_jumps(sq) / c
+    jumps = jumps / c
     if float(np.max(z)) <= config.robust_skip_z and float(np.max(jumps)) <= config.outlier_z:
         return sq_w, p, none
     u = capped_weights(sq, replace(config, weight_cap=1.0))
@@ -586,17 +591,23 @@ def robust_fit_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()
         if f < best_f:
             best_f, best = f, q
     suspect |= (np.abs(slice_vol_errors(best, sq)) > config.outlier_z * c) & outside_band(best)
-    if not suspect.any() or int((~suspect).sum()) < config.min_quotes_per_slice:
-        return sq_w, p, none
-    p_out = fit_svi_slice(sq_w.select(~suspect), config, start=best)
-    readmit = suspect & ((np.abs(slice_vol_errors(p_out, sq)) <= config.outlier_z * c) | ~outside_band(p_out))
-    out = suspect & ~readmit
-    if not out.any():
-        return sq_w, p, none
-    if readmit.any():
-        kept = sq_w.select(~out)
-        return kept, fit_svi_slice(kept, config, start=p_out), out
-    return sq_w.select(~out), p_out, out
+    out = none
+    q = best
+    if suspect.any() and int((~suspect).sum()) >= config.min_quotes_per_slice:
+        p_out = fit_svi_slice(sq_w.select(~suspect), config, start=best)
+        readmit = suspect & ((np.abs(slice_vol_errors(p_out, sq)) <= config.outlier_z * c) | ~outside_band(p_out))
+        out = suspect & ~readmit
+        if out.any():
+            q = p_out
+    # final: Huber reweighting (weights unchanged within one scale of the fit, bounded pull beyond)
+    kept = sq_w.select(~out)
+    ck = c[~out]
+    wk = kept.weight
+    for _ in range(config.huber_iters):
+        zz = np.abs(slice_vol_errors(q, kept)) / ck
+        wk = kept.weight * np.sqrt(1.0 / np.maximum(zz, 1.0))
+        q = fit_svi_slice(replace(kept, weight=wk), config, start=q)
+    return replace(kept, weight=wk), q, out
 
 
 def _outliers(params: SVIParams, sq: SliceQuotes, config: SurfaceConfig) -> np.ndarray:

@@ -20,13 +20,14 @@ def _fail(msg: str, code: int = 2) -> None:
 #: the auction floor (cusp) option of `deploy` and `scenario`, checked by :func:`_check_auction_floor`
 _auction_floor_option = click.option(
     "--auction-floor", type=float, default=0.4, show_default=True,
-    help="auction floor (cusp): below this share of the start price an auction must be reset; 0 = none")
+    help="auction floor (cusp): below this share of the start price an auction must be reset; at least 0.1 "
+         "(the contract's MIN_CUSP)")
 
 
 def _check_auction_floor(value: float) -> None:
-    """Exit with one line unless the floor is a fraction in [0, 1) (the contract's `setConfig` bound)."""
-    if not 0 <= value < 1:
-        _fail(f"--auction-floor must be in [0, 1), got {value}")
+    """Exit with one line unless the floor is a fraction in [0.1, 1) (the contract's `setConfig` bound: MIN_CUSP)."""
+    if not 0.1 <= value < 1:
+        _fail(f"--auction-floor must be in [0.1, 1), got {value}")
 
 
 @click.command("deploy")
@@ -40,7 +41,8 @@ def _check_auction_floor(value: float) -> None:
 @click.option("--keepers", "n_keepers", type=int, default=3, show_default=True)
 @click.option("--spot", type=float, default=2000.0, show_default=True, help="spot the series grid is built around")
 @click.option("--auction-tau", type=int, default=600, show_default=True,
-              help="seconds for the linear auction price to fall from the attested value to zero")
+              help="seconds for the linear auction price to fall from the attested value to zero (the floor must "
+                   "not be reached within 300 s: tau x (1 - floor) >= 300)")
 @_auction_floor_option
 @click.option("--keep-running/--stop-chain", default=True, show_default=True,
               help="leave a chain started here running (in the foreground until Ctrl-C)")
@@ -56,6 +58,9 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
     _check_auction_floor(auction_floor)
     if auction_tau <= 0:
         _fail(f"--auction-tau must be > 0 seconds, got {auction_tau}")
+    if auction_tau * (1 - auction_floor) < 300:
+        _fail(f"--auction-tau {auction_tau} s with floor {auction_floor} reaches the floor in "
+              f"{auction_tau * (1 - auction_floor):.0f} s; the contract needs at least 300 s (MIN_DESCENT)")
     try:
         chain = ensure_chain(rpc_url, backend, mnemonic=mnemonic or DEFAULT_MNEMONIC)
     except DeployError as e:

@@ -1,7 +1,7 @@
 """A small crash-scenario chain for the liquidator tests: Anvil on a free port, the protocol deployed, a book of
-three short-vol and two long-vol traders, 15 minutes on the clock. Each test module gets its own. The auction has no
-floor here (``auction_floor=0``): these tests are about bidding and claims, with prices that fall until the bots'
-own valuations take them; the floor and resets are tested in tests/auction and by the scenario tests."""
+three short-vol and two long-vol traders, 15 minutes on the clock. Each test module gets its own. The auction has the
+lowest floor the contract allows (``auction_floor=0.1``, MIN_CUSP): these tests are about bidding and claims, with
+prices that fall until the bots' own valuations take them; the floor and resets are tested in tests/auction and by the scenario tests."""
 from __future__ import annotations
 
 import pytest
@@ -15,7 +15,7 @@ def small_scenario(tmp_path_factory):
     """The set-up :class:`Scenario`; its chain is stopped after the module's tests."""
     cfg = ScenarioConfig(out_dir=str(tmp_path_factory.mktemp("liquidator")), n_short_vol=3, n_long_vol=2, live=False,
                          mc_paths=300, manipulation=False, crash=CrashConfig(n_steps=3, crash_step=1),
-                         auction_floor=0.0)
+                         auction_floor=0.1)
     scn = Scenario(cfg)
     scn.start_chain_and_deploy()
     try:

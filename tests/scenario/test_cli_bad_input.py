@@ -46,6 +46,10 @@ def test_deploy_bad_auction_parameters():
     rpc = ["--rpc", f"http://127.0.0.1:{free_port()}"]
     one_line_failure(r.invoke(deploy_cmd, rpc + ["--auction-floor", "1.0"]), contains="--auction-floor")
     one_line_failure(r.invoke(deploy_cmd, rpc + ["--auction-floor", "-0.1"]), contains="--auction-floor")
+    # below the contract's MIN_CUSP, and a curve that would reach its floor within MIN_DESCENT
+    one_line_failure(r.invoke(deploy_cmd, rpc + ["--auction-floor", "0.05"]), contains="--auction-floor")
+    one_line_failure(r.invoke(deploy_cmd, rpc + ["--auction-tau", "400", "--auction-floor", "0.4"]),
+                     contains="MIN_DESCENT")
     one_line_failure(r.invoke(deploy_cmd, rpc + ["--auction-tau", "0"]), contains="--auction-tau")
 
 

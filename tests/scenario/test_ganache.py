@@ -16,7 +16,7 @@ from keeper.verify import verify_liquidation
 def test_deploy_and_one_auction_on_ganache(tmp_path):
     cfg = ScenarioConfig(out_dir=str(tmp_path), backend="ganache", n_short_vol=3, n_long_vol=2, live=False,
                          mc_paths=300, manipulation=False, crash=CrashConfig(n_steps=3, crash_step=1),
-                         auction_floor=0.0)  # the price falls until the bot's own valuation takes it (no reset)
+                         auction_floor=0.1)  # the lowest floor allowed: the price falls until the bot valuation takes it
     scn = Scenario(cfg)
     scn.start_chain_and_deploy()
     try:

@@ -188,7 +188,9 @@ def verify_liquidation(*, rpc_url: str, deployment_file: str | Path, account: st
     check("below maintenance", mine.equity < mine.maintenance,
           f"recomputed equity {mine.equity} {'<' if mine.equity < mine.maintenance else '>='} "
           f"maintenance {mine.maintenance}")
-    cfg = auc.functions.config().call()
+    # the configuration the auction runs on: the one current in its start block (configurations are versioned and
+    # immutable, so a later setConfig does not change it)
+    cfg = auc.functions.config().call(block_identifier=start["blockNumber"])
     curve = am.Curve(am.CurveKind(int(cfg[0])), int(cfg[1]), int(cfg[2]), int(cfg[3]))
     buffer_wad, penalty_wad = int(cfg[6]), int(cfg[7])
     e, mm = leaf.equity, leaf.maintenance

@@ -3,7 +3,10 @@ its uncompiled source by the ``state_machine_py`` fixture), on the real core wit
 
 Initialize: a keeper-attested breach and a started auction. Rules: deposit, trade, price move + attestation, breach +
 start, bid (random fraction and price limit; a small partial bid; a bid without limit), cure by deposit, cure by
-attestation, redo, time passes. Invariants after every step:
+attestation, redo, time passes; and the attacks of issue 12's review: dust deposits (no nonce move; held apart in a
+bound book), zero-premium trades by the victim (refused while bound), healthy re-attestation (lifts a breach no
+auction holds, not a running one), configuration changes mid-auction (running auctions keep theirs). Invariants after
+every step:
 
 * token conservation, per token: the clearinghouse's quote / WETH / WBTC balances equal what accounts (and the
   settlement reserve) are owed, every series' positions net to zero;
@@ -37,14 +40,19 @@ from hypothesis.control import current_build_context
 
 from keeper.auction_math import WAD
 from tests.auction.claims_checks import assert_tokens_conserved, claim_elsewhere, settle_claim_checked
-from tests.auction.conftest import USDC
+from keeper import eip712
+from tests.auction.conftest import USDC, config_tuple
 
 FAR, ANY = 2**63, 2**255 - 1
-STEPS, EXAMPLES = 12, 5
+STEPS, EXAMPLES = 16, 5
 # Derandomized by default: the same examples every run (reproducible, and the coverage check below cannot flake).
 # AUCTION_SM_EXPLORE=1 draws new random examples each run (invariants and properties still asserted, coverage not).
 EXPLORE = bool(os.environ.get("AUCTION_SM_EXPLORE"))
 MM = 100_000 * USDC
+# configurations the owner may switch to mid-run (curve, floor and tail only: buffer, penalty and record age stay, so
+# the model's target MM x 1.1 holds); each within MIN_CUSP and MIN_DESCENT
+CONFIG_CHANGES = [dict(tau=1800, cusp=3 * 10**17, tail=1800), dict(tau=7200, cusp=10**17, tail=7200),
+                  dict(tau=3600, cusp=2 * 10**17, tail=3600)]
 
 
 def _revert_name(e) -> str:
@@ -66,6 +74,8 @@ class AuctionRules:
     st_small_frac = strategy("uint64", min_value=1, max_value=WAD // 10)
     st_limit_bps = strategy("int16", min_value=-500, max_value=2_000)  # limit = quoted price +/- bps of MM
     st_secs = strategy("uint16", min_value=1, max_value=900)
+    st_dust = strategy("uint8", min_value=1, max_value=100)
+    st_cfg = strategy("uint8", max_value=len(CONFIG_CHANGES) - 1)
 
     steps_per_example: list = []  # class-level: one entry per counted example, steps run in it
     rejected: list = []  # steps of examples rejected in teardown (hypothesis' zero-extended probes)
@@ -202,6 +212,72 @@ class AuctionRules:
         """A bid without a price limit (also the way to take a whole insolvent book when `st_frac` is large)."""
         self.rule_bid(st_victim, st_bidder, st_frac, None)
 
+    # ------------------------------------------------------------------ the review's attacks (issue 12)
+    def rule_dust_deposit(self, st_victim, st_dust):
+        """H-1: a deposit of a few base units (the self-blocking attack) moves no stateNonce; into a book bound to its
+        breach it is held apart (not sold, not attested) until the breach ends."""
+        self._step("dust_deposit")
+        v = self.victims[st_victim]
+        nonce, lot = int(self.core.ch.stateNonce(v)), self.core.chx.lotOf(v)
+        self.core.fund(v, usdc=st_dust)
+        assert int(self.core.ch.stateNonce(v)) == nonce
+        if lot["inBreach"]:
+            assert int(self.core.chx.lotOf(v)["creditedCash"]) == int(lot["creditedCash"]) + st_dust
+            self.stats["dust_into_bound_book"] = self.stats.get("dust_into_bound_book", 0) + 1
+
+    def rule_zero_premium_trade(self, st_victim, st_series):
+        """H-1: the victim trades part of a position back to a colluding account at premium 0: refused while its book
+        is bound to a breach (AccountInBreach), whatever else the trade would need."""
+        self._step("zero_premium_trade")
+        v, sid = self.victims[st_victim], self.core.series[st_series]
+        pos = int(self.core.chx.positionOf(v, sid))
+        if pos == 0:
+            return
+        bound = bool(self.core.chx.lotOf(v)["inBreach"])
+        self.core.quote_nonce += 1
+        size = min(abs(pos), WAD // 10)
+        q = eip712.Quote(self.core.maker.address, sid, size if pos > 0 else -size, 0, self.core.quote_nonce,
+                         self.core.now() + 3600)
+        domain = eip712.Domain(chain_id=chain.id, verifying_contract=self.core.ch.address)
+        sig = eip712.sign(eip712.quote_typed_data(domain, q), self.core.maker.private_key)
+        maker_proof = self.core.attest([(self.core.maker, 10**15, 0, 0)])[self.core.maker.address]
+        empty = ((b"\x00" * 32, 0, 0, 0), ("0x" + "00" * 20, 0, 0, 0, 0, 0), [])
+        nonce = int(self.core.ch.stateNonce(v))
+        try:
+            self.core.ch.trade(q.as_tuple(), sig, maker_proof, empty, {"from": v})
+        except brownie.exceptions.VirtualMachineError as e:
+            if bound:
+                assert _revert_name(e) == "AccountInBreach", e.revert_msg
+                self.stats["zero_premium_refused"] = self.stats.get("zero_premium_refused", 0) + 1
+            return
+        assert not bound, "a book bound to its breach traded"
+        if int(self.core.ch.stateNonce(v)) != nonce:
+            self.attested.pop(str(v), None)  # the portfolio changed: no attestation of it is on record here
+
+    def rule_healthy_reattest(self, st_victim):
+        """M-4: keepers attest the victim healthy. A breach no auction holds is lifted; a running auction's is not."""
+        self._step("healthy_reattest")
+        v = self.victims[st_victim]
+        running = int(self.core.auction.auctionOf(v)["startedAt"]) != 0
+        self._attest(v, 2 * MM, MM)
+        assert bool(self.core.chx.isBreached(v)) == running
+        self.stats["breach_lifted" if not running else "breach_held"] = (
+            self.stats.get("breach_lifted" if not running else "breach_held", 0) + 1)
+
+    def rule_config_change(self, st_cfg):
+        """M-5: the owner changes the auction configuration mid-run; running auctions keep the one they started on."""
+        self._step("config_change")
+        auction = self.core.auction
+        before = {str(v): (int(auction.auctionOf(v)["configVersion"]), tuple(auction.configAt(
+            int(auction.auctionOf(v)["configVersion"])))) for v in self._running()}
+        tx = auction.setConfig(config_tuple(**CONFIG_CHANGES[st_cfg]), {"from": self.core.owner})
+        assert int(tx.events["ConfigVersionSet"]["version"]) == int(auction.configVersion())
+        for v in self._running():
+            version, cfg = before[str(v)]
+            assert int(auction.auctionOf(v)["configVersion"]) == version
+            assert tuple(auction.configAt(version)) == cfg
+        self.stats["config_changed"] = self.stats.get("config_changed", 0) + 1
+
     def rule_cure_by_deposit(self, st_victim):
         self._step("cure_by_deposit")
         v = self.victims[st_victim]
@@ -321,5 +397,6 @@ def test_auction_state_machine(state_machine_py, core, accounts):
     if not EXPLORE:  # not vacuous: auctions start, bids fill, cures happen
         # (claim delivery and `finish` run in `rule_time_passes`; the seeded walk in test_stateful.py asserts they
         # happen, these few derandomized examples need not reach them)
-        for key in ("started", "bid_filled", "cured_by_deposit"):
+        for key in ("started", "bid_filled", "cured_by_deposit", "dust_deposit", "zero_premium_trade",
+                    "healthy_reattest", "config_changed"):
             assert AuctionRules.stats.get(key, 0) > 0, (key, AuctionRules.stats)

@@ -9,14 +9,22 @@ Run from the project root:  python benchmarks/bench_surface.py [--repeats N]
    - baseline: ``scipy.optimize.least_squares`` on raw SVI (a, b, rho, m, sigma) per slice, same weights, one fixed
      start, no arbitrage handling (no public SVI package is pip-installable here: ``py-implied-vol`` 0.1.1 ships
      no code).
-2. The three real Deribit chains of ``../shared/data/option_chains`` (skipped when absent).
+2. The three real Deribit chains of ``../shared/data/option_chains`` (skipped when absent): fit time, share of
+   two-sided quotes with the fitted IV inside the bid-ask IV band against Deribit's own mark, before (the previous
+   fit, ``keeper.surface.LEGACY_CONFIG``) and after, per chain and per expiry.
+3. ``--attack``: the fake-quote table (``keeper.surface_eval.attack_table``), before and after, per chain, expiry
+   (thin = first expiry >= 12 h out, deep = most two-sided quotes) and target (liquid ~50 delta, wing ~15 delta,
+   collusion = the wing quote and its neighbour). Takes ~15 minutes.
 
-The machine is shared by several agents: each figure is the best of N repeats (default 7).
+The machine is shared by several agents: each figure is the best of N repeats (default 7); the load average
+(``os.getloadavg``) is printed with the results.
 """
 from __future__ import annotations
 
 import argparse
+import logging
 import math
+import os
 import sys
 import time
 from pathlib import Path
@@ -29,8 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 from keeper.chains import SECONDS_PER_YEAR, OptionChain, load_deribit_csv  # noqa: E402
 from keeper.pricing import black76_price  # noqa: E402
+from keeper import surface_eval as ev  # noqa: E402
 from keeper.surface import (  # noqa: E402
-    SliceFit, SliceQuotes, SurfaceConfig, SVIParams, VolSurface, build_slices, filter_quotes, fit_surface, quote_ivs,
+    LEGACY_CONFIG, SliceFit, SliceQuotes, SurfaceConfig, SVIParams, VolSurface, build_slices, filter_quotes,
+    fit_surface, quote_ivs,
 )
 
 N_EXPIRIES, N_STRIKES, NOISE_VOL, SEED = 20, 40, 0.003, 7
@@ -136,7 +146,10 @@ def rmse_vs_truth(params: list[SVIParams], slices: list[SliceQuotes], truth) -> 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--attack", action="store_true", help="also the fake-quote table (before/after, ~15 min)")
     args = ap.parse_args()
+    logging.disable(logging.WARNING)  # the legacy fit logs failed arbitrage checks under attack
+    print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     slices, chain, truth = synthetic_inputs()
 
     t_slices, surf = best_of(lambda: fit_surface(slices), args.repeats)
@@ -180,7 +193,61 @@ def main() -> int:
         print(f"{path.name:<32}{len(c):>5}{len(s.slices):>7}{t_real:>10.4f}{t_b:>9.4f}{wr:>18.2f}"
               f"{weighted_rmse(base_real, sl):>16.2f}{str(ok):>17}{str(arb_free(base_real, sl)):>15}")
         print(f"    keeper surface hash {s.hash().hex()}")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    inside_band_tables(folder)
+    if args.attack:
+        attack_tables(folder)
     return 0
+
+
+def inside_band_tables(folder: Path) -> None:
+    """Share of two-sided quotes whose fitted IV is inside the bid-ask IV band: after, before, Deribit's mark."""
+    print("\nfitted IV inside the bid-ask IV band (all two-sided quotes), after / before / Deribit mark")
+    print(f"{'chain':<32}{'expiry':>10}{'hours':>8}{'quotes':>8}{'after %':>9}{'before %':>10}{'Deribit %':>11}")
+    for path in sorted(folder.glob("*.csv")):
+        c = load_deribit_csv(path).chain
+        after, before = fit_surface(c), fit_surface(c, LEGACY_CONFIG)
+        two = ev.two_sided(c)
+        ins_a = ev.inside_band(c, ev.model_price_at_quote(c, after))
+        ins_b = ev.inside_band(c, ev.model_price_at_quote(c, before))
+        ins_d = ev.inside_band(c, c.mark)
+        for e in np.unique(c.expiry_ts):
+            m = two & (c.expiry_ts == e)
+            if m.any():
+                name = time.strftime("%d%b%y", time.gmtime(e)).upper()
+                print(f"{'':<32}{name:>10}{c.expiry_years[m][0] * 8760:>8.1f}{int(m.sum()):>8}"
+                      f"{100 * ins_a[m].mean():>9.1f}{100 * ins_b[m].mean():>10.1f}{100 * ins_d[m].mean():>11.1f}")
+        print(f"{path.name:<32}{'all':>10}{'':>8}{int(two.sum()):>8}{100 * ins_a[two].mean():>9.1f}"
+              f"{100 * ins_b[two].mean():>10.1f}{100 * ins_d[two].mean():>11.1f}")
+
+
+def attack_tables(folder: Path) -> None:
+    """Worst move of the other quotes (fitted IV, 10-90 delta) and of the other series' hybrid marks when one quote
+    (or two colluding ones) is replaced by a fake at 0.1x .. 10x the fitted price, before and after."""
+    print("\nfake quotes: worst over factors 0.1-10x, tight/wide, deep/thin size; IV move of other quotes (vol pts),"
+          " ratio to min(1 vol pt, half IV width); mark move / (1 vol pt x vega), all series and series that did"
+          " not switch market<->model; cases passing the IV limit / all limits")
+    print(f"{'chain':<32}{'expiry':>7}{'target':>11}{'fit':>8}{'cases':>6}{'worst IV':>10}{'median':>8}"
+          f"{'IV ratio':>10}{'mark':>10}{'steady':>9}{'IV ok':>7}{'all ok':>7}")
+    for path in sorted(folder.glob("*.csv")):
+        c = load_deribit_csv(path).chain
+        tables = {"before": ev.attack_table(c, lambda ch: fit_surface(ch, LEGACY_CONFIG)),
+                  "after": ev.attack_table(c, fit_surface)}
+        for expiry in ("thin", "deep"):
+            for target in ("liquid", "wing", "collusion"):
+                for label, tab in tables.items():
+                    sub = ev.summarize([r for r in tab if r["expiry"] == expiry and r["target"] == target])
+                    print(f"{path.name:<32}{expiry:>7}{target:>11}{label:>8}{sub['n']:>6}"
+                          f"{sub['worst_iv_move_pts']:>10.2f}{sub['median_worst_iv_move_pts']:>8.2f}"
+                          f"{sub['worst_iv_ratio']:>10.2f}{sub['worst_mark_ratio']:>10.2f}"
+                          f"{sub['worst_mark_ratio_steady']:>9.2f}{sub['iv_passes']:>7}{sub['passes']:>7}")
+        for label, tab in tables.items():
+            single = [r for r in tab if r["target"] != "collusion" and r["factor"] == 3.0 and r["spread"] == "tight"
+                      and r["expiry"] == "thin"]
+            print(f"    {label}: tight 3x fair in the thin expiry, median of the other quotes' worst move "
+                  f"{np.median([r['effect'].median_iv_move_pts for r in single]):.2f}, worst "
+                  f"{max(r['effect'].worst_iv_move_pts for r in single):.2f} vol pts")
+        print(f"    load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
 
 if __name__ == "__main__":

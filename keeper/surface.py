@@ -77,7 +77,7 @@ class SurfaceConfig:
     weight_cap: float = 1.0  # a quote's weight is capped at this times the median of its neighbours' ...
     weight_cap_neighbours: int = 2  # ... (this many on each side in k)
     robust_skip_z: float = 2.0  # no robust step when every |residual| / scale is within this
-    robust_iters: int = 3  # Cauchy reweighting iterations of the screen, from each of ...
+    robust_iters: int = 2  # Cauchy reweighting iterations of the screen, from each of ...
     screen_starts: int = 3  # ... the least-squares fit and the fits leaving out the most-jumping quotes
     huber_iters: int = 2  # Huber reweighting iterations of the final fit of a screened slice
     outlier_z: float = 3.0  # |residual| / scale beyond which a quote outside its band is an outlier
@@ -503,20 +503,25 @@ def capped_weights(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()) -> 
     return out
 
 
-def local_jumps(sq: SliceQuotes) -> np.ndarray:
-    """How far each quote's mid vol lies from its neighbours' (no fit involved): the median, over the pairs of
-    quotes made of one of the two nearest on its left and one of the two nearest on its right, of the distance to
-    the line through the pair at the quote's k (ends: the line through the two nearest on the one side)."""
+def local_jumps(sq: SliceQuotes, two_sided: bool = False) -> np.ndarray:
+    """How far each quote's mid vol lies from what its neighbours predict (no fit involved).
+
+    Default: the smallest of the distances to the line through its two nearest neighbours (one each side), to the
+    line through the two nearest on its left and to the line through the two nearest on its right (a genuine quote
+    next to one or two bad ones agrees with at least one side). ``two_sided``: the median distance to the lines
+    through one of the two nearest on the left and one of the two nearest on the right (a pair of bad quotes that
+    agree with each other still stands out)."""
     order = np.argsort(sq.k, kind="stable")
     k, v = sq.k[order], sq.iv_mid[order]
     n = k.size
     out = np.zeros(n)
     for i in range(n):
-        pairs = [(a, b) for a in (i - 1, i - 2) for b in (i + 1, i + 2) if 0 <= a and b < n]
-        if not pairs:
-            pairs = [(i - 1, i - 2)] if i >= 2 else [(i + 1, i + 2)] if i + 2 < n else []
-        preds = [v[a] + (v[b] - v[a]) * (k[i] - k[a]) / (k[b] - k[a]) for a, b in pairs if k[b] != k[a]]
-        out[i] = abs(v[i] - float(np.median(preds))) if preds else 0.0
+        if two_sided:
+            pairs = [(a, b) for a in (i - 1, i - 2) for b in (i + 1, i + 2) if 0 <= a and b < n]
+        else:
+            pairs = [(a, b) for a, b in ((i - 1, i + 1), (i - 2, i - 1), (i + 1, i + 2)) if 0 <= a and b < n]
+        d = [abs(v[i] - (v[a] + (v[b] - v[a]) * (k[i] - k[a]) / (k[b] - k[a]))) for a, b in pairs if k[b] != k[a]]
+        out[i] = (float(np.median(d)) if two_sided else min(d)) if d else 0.0
     res = np.empty(n)
     res[order] = out
     return res
@@ -567,9 +572,23 @@ def robust_fit_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()
         zz = slice_vol_errors(q, sq) / c
         return float(np.sum(u * u * np.log1p(zz * zz))), zz
 
-    top = [int(i) for i in np.argsort(-jumps, kind="stable")[:config.screen_starts] if jumps[i] > config.outlier_z]
+    jumps2 = local_jumps(sq, two_sided=True) / c
+    top: list[int] = []
+    for jj in (jumps, jumps2):
+        top += [int(i) for i in np.argsort(-jj, kind="stable")[:config.screen_starts]
+                if jj[i] > config.outlier_z and int(i) not in top]
+    # starts: leave out each candidate alone, and each candidate with its neighbour on either side in k
+    rank = np.empty(n, dtype=np.int64)
+    rank[np.argsort(sq.k, kind="stable")] = np.arange(n)
+    by_rank = np.argsort(sq.k, kind="stable")
+    drops = [[i] for i in top]
+    for i in top:
+        for nb in (rank[i] - 1, rank[i] + 1):
+            if 0 <= nb < n:
+                pair = sorted([i, int(by_rank[nb])])
+                if pair not in drops:
+                    drops.append(pair)
     starts = [p]
-    drops = [[i] for i in top] + ([top[:2]] if len(top) >= 2 else [])
     suspect = np.zeros(n, dtype=bool)
     for d in drops:
         keep = np.ones(n, dtype=bool)
@@ -577,11 +596,6 @@ def robust_fit_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()
         if int(keep.sum()) >= config.min_quotes_per_slice:
             q = fit_svi_slice(replace(sq, weight=u).select(keep), config, start=p)
             starts.append(q)
-            # leave-out screen: a quote that jumps from its neighbours and that the fit without it misses by
-            # more than outlier_z scales (outside its band) is a suspect, whatever the fit with it looks like
-            miss = (np.abs(slice_vol_errors(q, sq)) > config.outlier_z * c) & outside_band(q)
-            if miss[d].all():
-                suspect[d] = True
     best_f, best = math.inf, p
     for q in starts:
         for _ in range(config.robust_iters):
@@ -932,7 +946,15 @@ def _fit_slices(slices: Sequence[SliceQuotes], config: SurfaceConfig,
     params: list[SVIParams] = []
     outlier_rows: list[int] = []
     for sq in slices:
-        if remove_outliers:
+        if remove_outliers and not config.robust:  # the previous rule: MAD of the residuals of a first fit
+            p = fit_svi_slice(sq, config)
+            out = _outliers(p, sq, config)
+            if out.any() and int((~out).sum()) >= config.min_quotes_per_slice:
+                outlier_rows.extend(int(r) for r in sq.rows[out]) if sq.rows.size else outlier_rows.extend(
+                    [-1] * int(out.sum()))
+                sq = sq.select(~out)
+                p = fit_svi_slice(sq, config)
+        elif remove_outliers:
             sq_fit, p, out = robust_fit_slice(sq, config)
             if out.any():
                 outlier_rows.extend(int(r) for r in sq.rows[out]) if sq.rows.size else outlier_rows.extend(
@@ -1027,3 +1049,8 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
         log.warning("vol surface %s: arbitrage checks failed after repair: %s", underlying, report["arbitrage"])
     return replace(surface, fit_report=report)
 
+
+
+#: The fit before the robust slice fit (MAD outliers on a least-squares first pass, uncapped weights, no sigma
+#: floor): for before/after comparisons (benchmarks/bench_surface.py).
+LEGACY_CONFIG = SurfaceConfig(robust=False, weight_cap=0.0, sigma_min_sd=0.0)

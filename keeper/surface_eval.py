@@ -16,7 +16,6 @@ Used by ``benchmarks/bench_surface.py`` (the tables of docs/surface.md) and by `
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
@@ -91,6 +90,8 @@ class AttackEffect:
     median_iv_move_pts: float
     worst_iv_ratio: float  # largest move / min(1 vol pt, half the quote's IV width): <= 1 passes
     worst_mark_ratio: float  # largest |mark move| / (1 vol pt * vega) over other series: <= 1 passes
+    worst_mark_ratio_steady: float  # the same over the series whose market/model choice did not switch
+    switches: int  # other series whose hybrid mark switched between market and model
     n_quotes: int  # other quotes measured
     n_series: int  # other series with a mark before and after
 
@@ -149,11 +150,14 @@ def attack_effect(base: Baseline, rows: Sequence[int], factor: float, half_sprea
     dm = np.abs(marks.mark - base.mark)[s]
     dm = np.where(np.isfinite(dm), dm, np.inf)
     mark_ratio = dm / (0.01 * base.vega[s])
+    steady = (marks.market == base.market)[s]
     return AttackEffect(
         worst_iv_move_pts=float(move.max() * 100.0) if move.size else 0.0,
         median_iv_move_pts=float(np.median(move) * 100.0) if move.size else 0.0,
         worst_iv_ratio=float((move / base.limit[q]).max()) if move.size else 0.0,
         worst_mark_ratio=float(mark_ratio.max()) if mark_ratio.size else 0.0,
+        worst_mark_ratio_steady=float(mark_ratio[steady].max()) if steady.any() else 0.0,
+        switches=int((~steady).sum()),
         n_quotes=int(q.sum()), n_series=int(s.sum()))
 
 
@@ -215,8 +219,7 @@ def summarize(table: list[dict]) -> dict[str, float]:
         "median_worst_iv_move_pts": float(np.median([e.worst_iv_move_pts for e in eff])),
         "worst_iv_ratio": max(e.worst_iv_ratio for e in eff),
         "worst_mark_ratio": max(e.worst_mark_ratio for e in eff),
+        "worst_mark_ratio_steady": max(e.worst_mark_ratio_steady for e in eff),
+        "iv_passes": sum(e.worst_iv_ratio <= 1.0 for e in eff),
     }
 
-
-def _finite(x: float) -> float:
-    return x if math.isfinite(x) else float("inf")

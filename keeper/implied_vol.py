@@ -52,7 +52,7 @@ class IVReason(IntEnum):
     OK = 0
     BELOW_INTRINSIC = 1  # undiscounted price < max(w (F - K), 0) by more than 4 ulps
     ABOVE_UPPER_BOUND = 2  # undiscounted price > F (call) or > K (put) by more than 4 ulps
-    NO_TIME_VALUE = 3  # price at a bound (to 4 ulps), or no vega left in double precision to resolve a vol
+    NO_TIME_VALUE = 3  # price within 4 ulps of a bound (e.g. deep ITM at intrinsic): the vol is not identifiable
     INVALID_INPUT = 4  # nan/inf anywhere, non-positive forward/strike/expiry/discount, negative price
 
 
@@ -233,7 +233,9 @@ def implied_vol(price, forward, strike, expiry, is_call, discount=1.0) -> Implie
         live = valid & ~below & ~above
         time_value = und - intrinsic
         headroom = upper - und
-        at_bound = live & ((time_value <= 0) | (headroom <= 0))
+        # a time value (or headroom) within the rounding of the premium itself (4 ulps) is no information: any vol
+        # reprices such a quote to the same double (deep in the money: price == intrinsic in double precision)
+        at_bound = live & ((time_value <= _BOUND_ULPS * und) | (headroom <= _BOUND_ULPS * und))
         reason[at_bound] = IVReason.NO_TIME_VALUE
         live &= ~at_bound
 

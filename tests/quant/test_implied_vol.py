@@ -333,3 +333,36 @@ def test_deribit_eth_marks_solve_or_get_reasons(shared_data):
     intrinsic = np.where(c, np.maximum(f - k, 0.0), np.maximum(k - f, 0.0))
     assert np.all(res.reason[usd < intrinsic] == IVReason.BELOW_INTRINSIC)
     assert np.all(res.reason[usd == intrinsic] == IVReason.NO_TIME_VALUE)
+
+
+def test_deep_in_the_money_quotes_at_intrinsic_have_no_identifiable_vol():
+    """QuantLib prices of deep in-the-money options whose time value is lost in double precision (the premium equals
+    intrinsic value, or exceeds it by a few ulps of rounding): the solver must say NO_TIME_VALUE, not return a vol.
+    Independent law: at those rows the price does not determine the vol (QuantLib's own formula gives the same
+    double, to 4 ulps, at a quarter of the true vol: every vol below the true one fits the quote), while every row
+    the solver does solve has a price that moves with the vol."""
+    rng = np.random.default_rng(3)
+    n = 400
+    fwd = 10.0 ** rng.uniform(0, 4, n)
+    expiry = 10.0 ** rng.uniform(-2, 0.5, n)
+    vol = 10.0 ** rng.uniform(-2, 0.3, n)
+    strike = fwd * np.exp(rng.uniform(-8, 8, n) * vol * np.sqrt(expiry))
+    is_call = rng.random(n) < 0.5
+
+    def ql_price(v):
+        return np.array([ql.blackFormula(ql.Option.Call if c else ql.Option.Put, float(k), float(f),
+                                         float(s * np.sqrt(t)))
+                         for f, k, t, s, c in zip(fwd, strike, expiry, v, is_call)])
+
+    price = ql_price(vol)
+    res = implied_vol(price, fwd, strike, expiry, is_call)
+    intrinsic = np.where(is_call, np.maximum(fwd - strike, 0.0), np.maximum(strike - fwd, 0.0))
+    lost = (price >= intrinsic) & (price - intrinsic <= 4.0 * EPS * price)
+    # the case exists in this sample, including time values of a few ulps that are not exactly zero
+    assert lost.sum() >= 8 and (lost & (price > intrinsic)).sum() >= 3
+    assert np.all(res.reason[lost] == IVReason.NO_TIME_VALUE) and np.all(np.isnan(res.vol[lost]))
+    unresolved = np.abs(ql_price(vol / 4.0) - price) <= 4.0 * EPS * price
+    assert np.all(unresolved[lost & (intrinsic > 0)])  # non-identifiable: the same price at a quarter of the vol
+    solved = res.reason == IVReason.OK
+    assert solved.sum() > 350
+    assert not np.any(unresolved[solved])  # every solved row's price does depend on the vol

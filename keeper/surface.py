@@ -59,7 +59,7 @@ class SurfaceConfig:
     stale_after_s: float = 300.0  # quote older than this (vs the chain's latest quote) is stale
     iv_cap: float = 4.99  # Deribit writes 500 % for "no IV"; an IV at or above this cap is a placeholder
     min_quotes_per_slice: int = 5  # fewer usable quotes than this: the expiry gets no slice
-    min_expiry_years: float = 0.5 / 365.0  # expiries closer than this get no slice (the surface scales w with t)
+    min_expiry_years: float = 1.0 / 8760.0  # expiries closer than 1 hour get no slice (constant vol from the nearest)
     vol_width_floor: float = 0.005  # bid-ask width in vol units is floored at 0.5 vol point for the weights
     outlier_mad: float = 5.0  # robust z-score beyond which a residual is an outlier ...
     outlier_floor: float = 0.03  # ... when it also exceeds 3 vol points and lies outside the quote's bid-ask band

@@ -1053,4 +1053,4 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
 
 #: The fit before the robust slice fit (MAD outliers on a least-squares first pass, uncapped weights, no sigma
 #: floor): for before/after comparisons (benchmarks/bench_surface.py).
-LEGACY_CONFIG = SurfaceConfig(robust=False, weight_cap=0.0, sigma_min_sd=0.0)
+LEGACY_CONFIG = SurfaceConfig(robust=False, weight_cap=0.0, sigma_min_sd=0.0, min_expiry_years=0.5 / 365.0)

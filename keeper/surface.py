@@ -61,6 +61,7 @@ class SurfaceConfig:
     min_quotes_per_slice: int = 5  # fewer usable quotes than this: the expiry gets no slice
     min_expiry_years: float = 1.0 / 8760.0  # expiries closer than 1 hour get no slice (constant vol from the nearest)
     vol_width_floor: float = 0.005  # bid-ask width in vol units is floored at 0.5 vol point for the weights
+    weight_power: float = 1.0  # a quote weighs width ** -weight_power (width: bid-ask width in vol units)
     outlier_mad: float = 5.0  # robust z-score beyond which a residual is an outlier ...
     outlier_floor: float = 0.03  # ... when it also exceeds 3 vol points and lies outside the quote's bid-ask band
     k_grid_half_width: float = 3.0  # arbitrage checks on k in [-3, 3] plus a dense grid around each slice's m
@@ -293,7 +294,9 @@ def build_slices(chain: OptionChain, clean: np.ndarray, ivs: QuoteIVs,
         width = np.maximum(spread[rows] / ivs.vega[rows], config.vol_width_floor)
         slices.append(SliceQuotes(
             expiry_ts=float(expiry), t=t, forward=float(np.median(chain.forward[rows])), k=k,
-            iv_mid=ivs.mid[rows], iv_bid=ivs.bid[rows], iv_ask=ivs.ask[rows], weight=1.0 / width, rows=rows))
+            iv_mid=ivs.mid[rows], iv_bid=ivs.bid[rows], iv_ask=ivs.ask[rows], weight=(1.0 / width if config.weight_power == 1.0
+                                                                else width ** -config.weight_power),
+            rows=rows))
     return slices, counts
 
 

@@ -292,11 +292,10 @@ def build_slices(chain: OptionChain, clean: np.ndarray, ivs: QuoteIVs,
         rows = rows[order]
         k = np.log(chain.strike[rows] / chain.forward[rows])
         width = np.maximum(spread[rows] / ivs.vega[rows], config.vol_width_floor)
+        weight = 1.0 / width if config.weight_power == 1.0 else width ** -config.weight_power
         slices.append(SliceQuotes(
             expiry_ts=float(expiry), t=t, forward=float(np.median(chain.forward[rows])), k=k,
-            iv_mid=ivs.mid[rows], iv_bid=ivs.bid[rows], iv_ask=ivs.ask[rows], weight=(1.0 / width if config.weight_power == 1.0
-                                                                else width ** -config.weight_power),
-            rows=rows))
+            iv_mid=ivs.mid[rows], iv_bid=ivs.bid[rows], iv_ask=ivs.ask[rows], weight=weight, rows=rows))
     return slices, counts
 
 

@@ -27,6 +27,9 @@ except ImportError:  # a venv that bootstrap.sh did not set up: same module, fro
 
 # runs when pytest loads this file, before brownie connects (at the end of collection)
 CHAIN_PORT, CHAIN_PORT_PINNED = backstop_toolchain.isolate_chain()
+# a send returns once its receipt is stored (Anvil shows the new nonce before the receipt, which brownie reads
+# as a dropped transaction): registered by the venv hook, again here for a venv without it (idempotent)
+backstop_toolchain.register_send_returns_mined()
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -332,9 +332,22 @@ def test_cycle_on_a_replayed_deribit_chain(net, tmp_path, shared_data):
     spot, k = _one_keeper(net, tmp_path, chain={"kind": "deribit_csv", "path": str(path)})
     try:
         b = net.mine()
-        assert h.wait_for(lambda: _root(k, b), 30)
-        st = k.bot.view.snapshot()
-        assert st["surface"]["slices"] >= 3 and st["accounts"] == 3
+        att = h.wait_for(lambda: k.bot.view.attestation(b), 30)
+        assert att and len(att["leaves"]) == 3
+        # the surface block b's leaves were computed from: its archived inputs (archived before the attestation
+        # is published)
+        import json
+
+        from keeper.surface import VolSurface
+
+        surface = VolSurface.from_canonical(json.loads(k.bot.archive.get(att["header"]["inputsHash"]))["surface"])
+        assert len(surface.slices) >= 3
+        # the status view gets the cycle's surface and account count at the very end of the cycle, after the
+        # attestation is published (and after price/settlement signing): wait for it to show this surface
+        want = "0x" + surface.hash().hex()
+        st = h.wait_for(lambda: (s := k.bot.view.snapshot()).get("surface", {}).get("hash") == want and s, 30)
+        assert st, k.bot.view.snapshot()
+        assert st["surface"]["slices"] == len(surface.slices) and st["accounts"] == 3
     finally:
         k.stop()
 

@@ -607,8 +607,11 @@ def _per_underlying(positions: sp.csr_matrix, underlying: np.ndarray, values: np
 
 
 def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: ScenarioSet,
-                         vol_fn: VolFunction | None = None, chunk: int = 256) -> AccountRisk:
+                         vol_fn: VolFunction | None = None, chunk: int = 256, hashes: bool = True) -> AccountRisk:
     """Full risk run: equity, VaR/ES (tail set), grid worst loss, Greeks and margins for every account.
+
+    ``hashes=False`` (offline replays such as ``backstop backtest``, which sign nothing) skips the inputs and
+    scenario hashes (``b""``); every number is the same.
 
     No Python loop runs over accounts: series and collateral are revalued once per scenario and accounts are
     aggregated by sparse products in chunks of ``chunk`` accounts (memory ~ chunk x n_scenarios x 8 bytes).
@@ -659,8 +662,8 @@ def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: Sc
                        tail_worst_loss=tail.worst_loss, grid_worst_loss=grid_worst, delta=delta, gamma=gamma,
                        vega=vega, theta=theta, short_premium_charge=premium, gamma_addon=gamma_addon,
                        vega_addon=vega_addon, gamma_multiplier=multiplier, maintenance_margin=mm,
-                       initial_margin=im, inputs_hash=risk_inputs_hash(inputs),
-                       scenarios_hash=inputs_hash([tail_set.hash(), grid_set.hash()]))
+                       initial_margin=im, inputs_hash=risk_inputs_hash(inputs) if hashes else b"",
+                       scenarios_hash=inputs_hash([tail_set.hash(), grid_set.hash()]) if hashes else b"")
 
 
 def block_risk(inputs: RiskInputs, block_hash: bytes | str | int, n_scenarios: int = 10_000,

@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
 export BACKSTOP_CHAIN_PORT ?= free
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-anvil test-ganache scenario gas bench
+.PHONY: setup test test-anvil test-ganache slither scenario gas bench
 
 setup:
 	@bash scripts/toolchain/bootstrap.sh
@@ -17,12 +17,17 @@ setup:
 test: setup
 	@$(MAKE) --no-print-directory test-anvil
 	@$(MAKE) --no-print-directory test-ganache
+	@$(MAKE) --no-print-directory slither
 
 test-anvil:
 	brownie test $(PYTEST_ARGS)
 
 test-ganache:
 	brownie test -m ganache --network ganache-cli $(PYTEST_ARGS)
+
+# static analysis: fails on a High/Medium slither finding not in slither-triage.toml (scripts/slither_check.py)
+slither: setup
+	python scripts/slither_check.py
 
 scenario: setup
 	backstop scenario $(SCENARIO_ARGS)

@@ -303,6 +303,7 @@ def main() -> None:
 
 
 main.add_command(keeper_main)
+main.add_command(importlib.import_module("keeper.backtest.cli").backtest)
 
 
 if __name__ == "__main__":  # pragma: no cover

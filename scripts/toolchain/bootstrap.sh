@@ -40,8 +40,9 @@ fi
 # folder, so that two clones on one machine never share a compiler adapter, a network config or a chain.
 SITE_PACKAGES="$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 pth="$SITE_PACKAGES/backstop_toolchain.pth"
+# (guarded: in a working tree checked out at a commit without the module the venv still starts, unhooked)
 wanted_pth="$ROOT/scripts/toolchain
-import backstop_toolchain; backstop_toolchain.activate()"
+import importlib.util as _u; _u.find_spec('backstop_toolchain') and __import__('backstop_toolchain').activate()"
 if [ ! -f "$pth" ] || [ "$(cat "$pth")" != "$wanted_pth" ]; then
   log "installing the per-checkout toolchain hook at $pth"
   printf '%s\n' "$wanted_pth" > "$pth"

@@ -239,14 +239,16 @@ def attack_tables(folder: Path) -> None:
                     sub = ev.summarize([r for r in tab if r["expiry"] == expiry and r["target"] == target])
                     print(f"{path.name:<32}{expiry:>7}{target:>11}{label:>8}{sub['n']:>6}"
                           f"{sub['worst_iv_move_pts']:>10.2f}{sub['median_worst_iv_move_pts']:>8.2f}"
-                          f"{sub['worst_iv_ratio']:>10.2f}{sub['worst_mark_ratio']:>10.2f}"
-                          f"{sub['worst_mark_ratio_steady']:>9.2f}{sub['iv_passes']:>7}{sub['passes']:>7}")
+                          f"{sub['worst_iv_ratio']:>10.2f}{sub['worst_mark_ratio']:>10.3g}"
+                          f"{sub['worst_mark_ratio_steady']:>9.3g}{sub['iv_passes']:>7}{sub['passes']:>7}")
         for label, tab in tables.items():
             single = [r for r in tab if r["target"] != "collusion" and r["factor"] == 3.0 and r["spread"] == "tight"
                       and r["expiry"] == "thin"]
-            print(f"    {label}: tight 3x fair in the thin expiry, median of the other quotes' worst move "
-                  f"{np.median([r['effect'].median_iv_move_pts for r in single]):.2f}, worst "
-                  f"{max(r['effect'].worst_iv_move_pts for r in single):.2f} vol pts")
+            print(f"    {label}: tight 3x fair on the liquid / wing quote of the thin expiry: the other quotes of that "
+                  f"expiry move by a median "
+                  + " / ".join(f"{r['effect'].median_iv_move_same_expiry_pts:.2f}" for r in single[::2])
+                  + ", worst " + " / ".join(f"{r['effect'].worst_iv_move_pts:.2f}" for r in single[::2])
+                  + " vol pts")
         print(f"    load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}", flush=True)
 
 

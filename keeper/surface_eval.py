@@ -88,6 +88,7 @@ class AttackEffect:
 
     worst_iv_move_pts: float  # largest |fitted IV move| of another quote (vol points)
     median_iv_move_pts: float
+    median_iv_move_same_expiry_pts: float  # median move of the other quotes of the attacked expiry
     worst_iv_ratio: float  # largest move / min(1 vol pt, half the quote's IV width): <= 1 passes
     worst_mark_ratio: float  # largest |mark move| / (1 vol pt * vega) over other series: <= 1 passes
     worst_mark_ratio_steady: float  # the same over the series whose market/model choice did not switch
@@ -144,6 +145,7 @@ def attack_effect(base: Baseline, rows: Sequence[int], factor: float, half_sprea
         same_point |= (chain.expiry_ts == chain.expiry_ts[r]) & (chain.strike == chain.strike[r])
     q = base.measured & ~same_point
     move = np.abs(iv - base.iv)[q]
+    same = (chain.expiry_ts == chain.expiry_ts[rows[0]])[q]
     move = np.where(np.isfinite(move), move, np.inf)
     marks = mark_chain(attacked, surface, prev_market=base.market)
     s = ~same_point & np.isfinite(base.mark) & (base.vega > 0.0)
@@ -154,6 +156,7 @@ def attack_effect(base: Baseline, rows: Sequence[int], factor: float, half_sprea
     return AttackEffect(
         worst_iv_move_pts=float(move.max() * 100.0) if move.size else 0.0,
         median_iv_move_pts=float(np.median(move) * 100.0) if move.size else 0.0,
+        median_iv_move_same_expiry_pts=float(np.median(move[same]) * 100.0) if same.any() else 0.0,
         worst_iv_ratio=float((move / base.limit[q]).max()) if move.size else 0.0,
         worst_mark_ratio=float(mark_ratio.max()) if mark_ratio.size else 0.0,
         worst_mark_ratio_steady=float(mark_ratio[steady].max()) if steady.any() else 0.0,

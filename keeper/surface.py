@@ -12,7 +12,9 @@ Pipeline (all pure, vectorized numpy/scipy, deterministic: fixed optimizer start
    ``(a, p, q)`` with ``p = b sigma (1 + rho) / 2``, ``q = b sigma (1 - rho) / 2``; the inner weighted least squares
    is solved exactly on the box ``0 <= a <= max w``, ``0 <= p, q <= sigma`` (the box encodes Roger Lee's wing
    bound ``b (1 +- rho) <= 2``), the outer 2-D problem over ``(m, sigma)`` by a fixed grid then Nelder-Mead.
-   A first pass flags outliers by robust residuals (MAD) outside their bid-ask band; the slice is refitted.
+   :func:`robust_fit_slice` makes the slice robust to a few bad quotes: weights capped at the neighbours' median,
+   a Cauchy-loss screen from deterministic leave-out starts, outliers against the screen (re-admitted when the fit
+   without them agrees with them), a Huber final fit; clean slices skip the screen.
 4. :func:`fit_surface` orders the slices by maturity and enforces, from the longest slice to the shortest, no
    butterfly arbitrage (Gatheral-Jacquier ``g(k) >= 0`` on a k-grid) and no calendar arbitrage
    (``w(k, t_i) <= w(k, t_{i+1})`` on the grid and ordered wing slopes): a slice that violates either is refitted

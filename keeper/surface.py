@@ -81,6 +81,7 @@ class SurfaceConfig:
     weight_cap_neighbours: int = 2  # ... (this many on each side in k)
     robust_skip_z: float = 2.0  # no robust step when every |residual| / scale is within this
     robust_iters: int = 2  # Cauchy reweighting iterations of the screen, from each of ...
+    screen_equal_votes: bool = True  # the screen's Cauchy loss counts every quote alike (one quote, one vote)
     screen_starts: int = 3  # ... the least-squares fit and the fits leaving out the most-jumping quotes
     huber_iters: int = 2  # Huber reweighting iterations of the final fit of a screened slice
     outlier_z: float = 3.0  # |residual| / scale beyond which a quote outside its band is an outlier
@@ -540,8 +541,8 @@ def robust_fit_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()
     2. Residuals are scaled by ``c = max(own half-width, median half-width of the slice)`` (a fake tight quote
        cannot claim a tighter scale than a typical quote). If every ``|r| / c <= config.robust_skip_z`` the
        least-squares fit is kept (nothing to screen: on clean quotes the robust steps cost nothing).
-    3. Otherwise a robust screen: the Cauchy loss ``sum u_i ln(1 + z_i^2)`` with weights ``u`` capped at the
-       neighbours' median (no quote counts more than a typical one), minimised by iteratively reweighted least
+    3. Otherwise a robust screen: the Cauchy loss ``sum u_i ln(1 + z_i^2)`` with ``u = 1`` (one quote, one vote;
+       ``screen_equal_votes=False``: weights capped at the neighbours' median), minimised by iteratively reweighted least
        squares from several deterministic starts (the least-squares fit, and the fits leaving out each of the
        ``config.screen_starts`` quotes that jump most from their neighbours, and the two most-jumping together);
        the start with the lowest Cauchy loss wins. A fit bent through a bad quote pays for every good quote it
@@ -565,7 +566,7 @@ def robust_fit_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig()
     jumps = jumps / c
     if float(np.max(z)) <= config.robust_skip_z and float(np.max(jumps)) <= config.outlier_z:
         return sq_w, p, none
-    u = capped_weights(sq, replace(config, weight_cap=1.0))
+    u = np.ones(sq.k.size) if config.screen_equal_votes else capped_weights(sq, replace(config, weight_cap=1.0))
     n = sq.k.size
 
     def outside_band(q: SVIParams) -> np.ndarray:

@@ -155,6 +155,12 @@ def backtest(paths, accounts, out_dir, shared_data, cadence_minutes, scenarios, 
         "paths": results, "var_backtest": [vb.to_json() for vb in vbs],
     }
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
+    from keeper.backtest.report import outcome_markdown, paths_markdown, var_markdown
+
+    md = [f"# {report['command']}", "", paths_markdown(results), "", outcome_markdown(results)]
+    if vbs:
+        md += ["", var_markdown(report["var_backtest"])]
+    (out / "report.md").write_text("\n".join(md) + "\n")
     if plots and results:
         from keeper.backtest import plots as pl
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import keeper.backtest
 
 PKG = Path(keeper.backtest.__file__).parent
-PURE = ("market.py", "population.py", "engine.py", "runner.py", "var_backtest.py")
+PURE = ("market.py", "population.py", "engine.py", "runner.py", "var_backtest.py", "report.py")
 FORBIDDEN = {"web3", "eth_account", "requests", "subprocess", "socket", "urllib", "http"}
 
 

@@ -56,6 +56,7 @@ def main() -> int:
     ap.add_argument("--cadence-check", default=None)
     ap.add_argument("--fine-minutes", type=float, default=5.0)
     ap.add_argument("--out", default=None, help="write the JSON result here")
+    ap.add_argument("--baseline-only", action="store_true", help="only the every-bar vs documented cadence ratio")
     a = ap.parse_args()
     cfg = BacktestConfig()
     print(f"load average at start: {_load()}")
@@ -94,6 +95,8 @@ def main() -> int:
           f"{t_every:.1f}s ({r_every['margin_runs']} margin runs, {r_every['risk_runs']} risk runs), documented "
           f"cadence {t_doc:.1f}s ({r_doc['margin_runs']} margin runs, {r_doc['risk_runs']} risk runs), "
           f"ratio {t_every / t_doc:.2f}x")
+    if a.baseline_only:
+        return 0
     t0 = time.perf_counter()
     results = []
     with ProcessPoolExecutor(max_workers=a.workers) as ex:

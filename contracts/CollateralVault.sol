@@ -97,8 +97,11 @@ abstract contract CollateralVault is AttestationOracle {
         if (asset == quoteAsset) {
             // Quote cash only raises equity, by exactly `amount`: every attestation of the book without it stays a
             // conservative one, so the stateNonce does not move. Dust deposits therefore cannot make the keepers'
-            // pending leaves stale (review finding H-1).
+            // pending leaves stale (review finding H-1). Only an account's very first deposit moves it (0 -> 1),
+            // which creates the record slot so that the keepers' first attestation overwrites it (an account at
+            // nonce 0 has never traded: no leaf of it can be worth defeating).
             _creditCash(account, amount.toInt256());
+            if (_accounts[account].stateNonce == 0) _bumpNonce(account);
         } else {
             _addCollateral(account, asset, amount, true);
             _bumpNonce(account);

@@ -143,7 +143,8 @@ def main():
         b.usdc.approve(b.ch, 100 * USDC, {"from": a})
         b.ch.deposit(b.usdc, 100 * USDC, {"from": a})
         holders.append(a)
-    leaves = [MarginLeaf(str(a), 1, 100 * USDC, 0, 0, 0) for a in holders]
+    leaves = [MarginLeaf(str(a), int(b.ch.stateNonce(a)), 100 * USDC, 0, 0, 0) for a in holders]
+    assert all(l.state_nonce == 1 for l in leaves), "a first deposit creates the record slot (stateNonce 1)"
     _, _, tx = b.post_batch(leaves)
     row("margin batch n=64, depositors' first attestation", tx, 64, "record slot already holds stateNonce")
 

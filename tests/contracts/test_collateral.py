@@ -32,9 +32,12 @@ def test_deposits_of_6_8_18_decimals_and_haircut_value(protocol, traders):
     assert int(p.ch.cashOf(t)) == 1_234_567
     assert int(p.ch.collateralOf(t, p.wbtc)) == 12_345_679
     assert set(p.ch.collateralAssetsOf(t)) == {str(p.weth), str(p.wbtc)}
-    # the two collateral deposits move the stateNonce; the quote deposit does not (quote cash only raises equity, so
-    # an attestation without it stays conservative and dust deposits cannot make pending leaves stale)
-    assert int(p.ch.stateNonce(t)) == 2
+    # the first deposit creates the record (nonce 1), the two collateral deposits move it; a later quote deposit does
+    # not (quote cash only raises equity, so an attestation without it stays conservative and dust deposits cannot
+    # make pending leaves stale)
+    assert int(p.ch.stateNonce(t)) == 3
+    p.fund(t, p.usdc, 1)
+    assert int(p.ch.stateNonce(t)) == 3
     assert p.balances_conserved([t])
 
 

@@ -1,15 +1,28 @@
 """Stateful property: whatever sequence of deposits, withdrawals, trades, liquidation claims (recorded, then
-settled), and expiry settlements runs, the tokens the contract holds equal what accounts (and the settlement reserve)
-are owed in storage, every series' stored positions net to zero, each frozen book's pending fraction is the sum of
-the claims on it, and actions the claims forbid revert with the exact error."""
+settled), breaches (recorded, held by an auction, lifted by a healthy leaf, cleared by the module), dust deposits and
+expiry settlements runs, the tokens the contract holds equal what accounts (and the settlement reserve) are owed in
+storage, every series' stored positions net to zero, each frozen book's pending fraction is the sum of the claims on
+it, and actions the claims or a breach forbid revert with the exact error.
+
+Two drivers of the same rules and invariants: hypothesis (brownie's state machine: shrinking, random exploration;
+hypothesis 6.27 runs most examples of a small ``max_examples`` for only one step, see
+tests/auction/test_state_machine.py) and a seeded walk that runs every walk to its full ``WALK_STEPS`` and asserts how
+many steps ran, that every rule ran, that a breach held dust apart and that expiry settlement ran while claims were
+pending.
+"""
 import brownie
 import pytest
 from brownie import accounts, chain
 from brownie.test import strategy
 from eth_utils import keccak
+import inspect
+import random
 
 from core_helpers import EMPTY_PROOF, USDC, WAD, err
 from keeper import eip712
+
+
+WALKS, WALK_STEPS = 3, 30
 
 
 class Conservation:
@@ -20,12 +33,18 @@ class Conservation:
     size = strategy("int256", min_value=-3 * WAD, max_value=3 * WAD)
     price = strategy("uint256", min_value=1, max_value=500 * WAD)
     fraction = strategy("uint256", min_value=1, max_value=WAD)
+    dust = strategy("uint8", min_value=1, max_value=100)
+
+    steps_per_example: list = []  # class-level: one entry per counted example
+    rejected: list = []
+    stats: dict = {}
 
     def __init__(self, p, traders, owner):
         self.p = p
         self.owner = owner
         self.module = accounts[6]
-        p.ch.setLiquidationModule(self.module, {"from": owner})
+        if p.ch.liquidationModule() != self.module:  # set once per deployment (the other driver may have set it)
+            p.ch.setLiquidationModule(self.module, {"from": owner})
         third = accounts.add(keccak(text="backstop-trader-2"))  # makers sign quotes: local keys
         owner.transfer(third, "10 ether")
         self.holders = list(traders) + [third]
@@ -39,8 +58,17 @@ class Conservation:
     def setup(self):
         self.nonce = 0
         self.steps = 0
+        self.steps_per_example.append(0)
         self.p.post_prices({self.p.weth: 3000 * WAD, self.p.wbtc: 60_000 * WAD})
         self.sid, self.expiry = self.p.new_series(days=1)
+
+    def _step(self, name):
+        self.steps += 1
+        self.steps_per_example[-1] += 1
+        self.stats[name] = self.stats.get(name, 0) + 1
+
+    def _bound(self, account) -> bool:
+        return bool(self.p.ch.lotOf(account)[4])
 
     def initialize_open_positions(self, size, price):
         """Every run starts with an open position pair, so settlement and share transfers have work to do."""
@@ -60,6 +88,8 @@ class Conservation:
 
     def _blocked(self, account):
         """The exact error that stops `account` trading or withdrawing (None if it may)."""
+        if self._bound(account):
+            return err("AccountInBreach(address)", str(account))
         pending = self._lot(account)[0]
         if pending:
             return err("ClaimsPending(address,uint256)", str(account), pending)
@@ -69,22 +99,77 @@ class Conservation:
         return None
 
     def rule_deposit(self, who, asset_ix, amount):
-        self.steps += 1
+        self._step("deposit")
         h = self.holders[who]
         asset, amt = self.assets[asset_ix], amount * self.units[asset_ix] // 100
         pending, _, credited = self._lot(h)
+        bound = self._bound(h)
+        if bound and asset_ix != 0:
+            with brownie.reverts(err("AccountInBreach(address)", str(h))):
+                self.p.ch.deposit(asset, amt, {"from": h})
+            return
         if pending and asset_ix != 0:
             with brownie.reverts(err("ClaimsPending(address,uint256)", str(h), pending)):
                 self.p.ch.deposit(asset, amt, {"from": h})
             return
         stored = int(self.p.ch.storedBalances(h, 0, asset)[2 if asset_ix == 0 else 1])
+        nonce = int(self.p.ch.stateNonce(h))
         self.p.ch.deposit(asset, amt, {"from": h})
-        if pending:  # quote cash credited to a frozen book stays outside it
+        if asset_ix == 0 and nonce:  # quote cash moves no stateNonce (except an account's very first deposit)
+            assert int(self.p.ch.stateNonce(h)) == nonce
+        if pending or (bound and asset_ix == 0):  # quote cash credited to a frozen or bound book stays outside it
             assert self._lot(h)[2] == credited + amt
             assert int(self.p.ch.storedBalances(h, 0, asset)[2]) == stored
 
+    def rule_dust_deposit(self, who, dust):
+        """H-1's attack: a few base units of quote cash. No stateNonce move; held apart from a bound book."""
+        self._step("dust_deposit")
+        h = self.holders[who]
+        nonce, credited, bound = int(self.p.ch.stateNonce(h)), self._lot(h)[2], self._bound(h)
+        self.p.ch.deposit(self.p.usdc, dust, {"from": h})
+        assert int(self.p.ch.stateNonce(h)) == (nonce or 1)
+        if bound:
+            assert self._lot(h)[2] == credited + dust
+            self.stats["dust_held_apart"] = self.stats.get("dust_held_apart", 0) + 1
+
+    def rule_breach(self, who):
+        """Keepers record `who` below maintenance: its book is bound (no trade, withdrawal or collateral deposit)."""
+        self._step("breach")
+        h = self.holders[who]
+        self.p.post_margin([self.p.leaf(h, 10 * USDC, 1_000 * USDC, 1_500 * USDC)])
+        assert self.p.ch.isBreached(h) and self._bound(h)
+
+    def rule_heal(self, who):
+        """Keepers record `who` healthy: a breach no auction holds is lifted, one an auction holds stays."""
+        self._step("heal")
+        h = self.holders[who]
+        held = bool(self.p.ch.lotOf(h)[5])
+        was = bool(self.p.ch.isBreached(h))
+        credited, pending = self._lot(h)[2], self._lot(h)[0]
+        cash = int(self.p.ch.storedBalances(h, 0, self.p.usdc)[2])
+        self.p.post_margin([self.p.leaf(h, 10**12 * USDC, 0, 0)])
+        assert bool(self.p.ch.isBreached(h)) == (was and held)
+        if was and not held and not pending:  # unbound, nothing pending: the held-apart cash joins its cash
+            assert self._lot(h)[2] == 0 and int(self.p.ch.storedBalances(h, 0, self.p.usdc)[2]) == cash + credited
+            self.stats["lifted"] = self.stats.get("lifted", 0) + 1
+
+    def rule_module_holds_or_clears(self, who, other):
+        """The liquidation module starts an auction on a breach (holds it) or ends one (clears it)."""
+        self._step("module")
+        h = self.holders[who]
+        if not self.p.ch.isBreached(h):
+            with brownie.reverts(err("NotInBreach(address)", str(h))):
+                self.p.ch.primeLot(h, {"from": self.module})
+            return
+        if other % 2 == 0:
+            self.p.ch.primeLot(h, {"from": self.module})
+            assert self.p.ch.lotOf(h)[5]
+        else:
+            self.p.ch.clearBreach(h, {"from": self.module})
+            assert not self.p.ch.isBreached(h) and not self._bound(h)
+
     def rule_withdraw(self, who, asset_ix, amount):
-        self.steps += 1
+        self._step("withdraw")
         h, a = self.holders[who], self.assets[asset_ix]
         blocked = self._blocked(h)
         if blocked:
@@ -103,7 +188,7 @@ class Conservation:
         self.p.ch.withdraw(a, amt, proof, {"from": h})
 
     def rule_trade(self, who, other, size, price):
-        self.steps += 1
+        self._step("trade")
         maker, taker = self.holders[who], self.holders[(who + 1 + other % 2) % 3]
         if size == 0 or chain[-1].timestamp >= self.expiry:
             return
@@ -118,7 +203,7 @@ class Conservation:
 
     def rule_record_claim(self, who, other, fraction, amount):
         """A liquidation bid: `other` claims `fraction` of what is left of `who`'s book and pays the module."""
-        self.steps += 1
+        self._step("record_claim")
         source, holder = self.holders[who], self.holders[other]
         if source == holder:
             return
@@ -129,6 +214,8 @@ class Conservation:
         expected = None
         if own:
             expected = err("ClaimUnsettled(address,address,uint256)", str(source), own_source, own)
+        elif self._bound(holder):
+            expected = err("AccountInBreach(address)", str(holder))
         elif self._lot(holder)[0]:
             expected = err("ClaimsPending(address,uint256)", str(holder), self._lot(holder)[0])
         elif held and held_source != str(source):
@@ -150,8 +237,9 @@ class Conservation:
         assert self._claim(holder) == (str(source), held + claim)
 
     def rule_settle_claim(self, who):
-        """Anyone delivers a holder's claim; the last one on a book unfreezes it and releases its credited cash."""
-        self.steps += 1
+        """Anyone delivers a holder's claim; the last one on a book unfreezes it and releases its credited cash (unless
+        the book is still bound to a breach: then the cash waits for the breach to end)."""
+        self._step("settle_claim")
         holder = self.holders[who]
         source, fraction = self._claim(holder)
         if not fraction:
@@ -161,14 +249,16 @@ class Conservation:
         pending, moved, credited = self._lot(source)
         base = WAD - moved
         share = WAD if fraction == base else -(-fraction * WAD // base)
+        bound = self._bound(source)
         tx = self.p.ch.settleClaim(holder, {"from": self.owner})
-        released = credited if pending == fraction else 0  # the last claim releases the credited cash
-        assert tuple(tx.events["ClaimSettled"].values()) == (source, holder, fraction, share, released)
         last = pending == fraction
-        assert self._lot(source) == ((0, 0, 0) if last else (pending - fraction, moved + fraction, credited))
+        released = credited if last and not bound else 0  # the last claim releases the credited cash
+        assert tuple(tx.events["ClaimSettled"].values()) == (source, holder, fraction, share, released)
+        assert self._lot(source) == ((0, 0, credited - released) if last else (pending - fraction, moved + fraction,
+                                                                                credited))
 
     def rule_expire_and_settle(self, price):
-        self.steps += 1
+        self._step("expire_and_settle")
         if self.steps < 6:  # let some trading happen first
             return
         if chain[-1].timestamp < self.expiry:
@@ -180,7 +270,15 @@ class Conservation:
             sigs = eip712.sign_attestation(typed, self.p.signers())
             self.p.ch.postSettlementPrices([self.p.weth], [px], self.expiry, now, sigs, {"from": self.owner})
             self.p.post_prices({self.p.weth: 3000 * WAD, self.p.wbtc: 60_000 * WAD})
+        nonces = {str(h): int(self.p.ch.stateNonce(h)) for h in self.holders}
+        bound = {str(h): self._bound(h) for h in self.holders}
+        held = {str(h): int(self.p.ch.storedBalances(h, self.sid, self.p.usdc)[0]) != 0 for h in self.holders}
+        if any(self._lot(h)[0] for h in self.holders):
+            self.stats["settled_with_claims_pending"] = self.stats.get("settled_with_claims_pending", 0) + 1
         self.p.ch.settleMany(self.holders, self.sid, {"from": self.owner})
+        for h in self.holders:  # a bound book keeps its nonce through settlement (its auction goes on)
+            moved = int(self.p.ch.stateNonce(h)) != nonces[str(h)]
+            assert moved == (held[str(h)] and not bound[str(h)]), (h, moved, held[str(h)], bound[str(h)])
 
     def invariant_tokens_owed(self):
         rows = self.p.stored_conservation(self.holders + [self.module])
@@ -199,3 +297,41 @@ def test_conservation_state_machine(state_machine_py, protocol, traders, owner):
     state_machine_py(
         Conservation, protocol, traders, owner, settings={"max_examples": 8, "stateful_step_count": 12, "deadline": None}
     )
+
+
+#: how the seeded walk draws each rule argument (the same ranges as the strategies above)
+_DRAW = {
+    "who": lambda r: r.randrange(3), "other": lambda r: r.randrange(3), "asset_ix": lambda r: r.randrange(3),
+    "amount": lambda r: r.randint(1, 5_000), "size": lambda r: r.randint(-3 * WAD, 3 * WAD),
+    "price": lambda r: r.randint(1, 500 * WAD), "fraction": lambda r: r.choice([WAD, r.randint(1, WAD)]),
+    "dust": lambda r: r.randint(1, 100),
+}
+
+
+def test_conservation_seeded_walk(protocol, traders, owner):
+    """The same machine driven by a seeded random walk: every walk runs all WALK_STEPS rules (each followed by every
+    invariant), and the walks together run every rule, hold dust apart from a breached book and settle an expired
+    series while liquidation claims are pending."""
+    Conservation.steps_per_example.clear()
+    Conservation.stats.clear()
+    machine = Conservation(protocol, traders, owner)
+    rules = [(n, f) for n, f in inspect.getmembers(Conservation, inspect.isfunction) if n.startswith("rule_")]
+    invariants = [f for n, f in inspect.getmembers(Conservation, inspect.isfunction) if n.startswith("invariant_")]
+    for walk in range(WALKS):
+        rng = random.Random(20261207 + walk)
+        chain.snapshot()
+        machine.setup()
+        machine.initialize_open_positions(WAD * rng.randint(1, 3), 100 * WAD)
+        for _ in range(WALK_STEPS):
+            name, fn = rng.choice(rules)
+            args = [_DRAW[p](rng) for p in list(inspect.signature(fn).parameters)[1:]]
+            fn(machine, *args)
+            for inv in invariants:
+                inv(machine)
+        chain.revert()
+    steps, stats = Conservation.steps_per_example, Conservation.stats
+    print("conservation walk steps:", steps, "rules:", stats)
+    assert steps == [WALK_STEPS] * WALKS, steps
+    for rule in ("deposit", "dust_deposit", "withdraw", "trade", "record_claim", "settle_claim", "breach", "heal",
+                 "module", "expire_and_settle", "dust_held_apart", "settled_with_claims_pending"):
+        assert stats.get(rule, 0) > 0, (rule, stats)

@@ -85,8 +85,8 @@ def test_wrong_signers_on_margin_root(protocol, owner):
 def test_stale_portfolio_leaf_is_useless(protocol, traders):
     p = protocol
     t = traders[0]
-    p.fund(t, p.weth, WAD)  # a collateral deposit: stateNonce 0 -> 1
-    p.fund(t, p.usdc, 100 * USDC)  # a quote deposit moves no stateNonce (it only raises equity)
+    p.fund(t, p.weth, WAD)  # a collateral deposit (the first deposit): stateNonce 0 -> 1
+    p.fund(t, p.usdc, 100 * USDC)  # a later quote deposit moves no stateNonce (it only raises equity)
     assert int(p.ch.stateNonce(t)) == 1
     old_leaf = p.leaf(t, 50 * USDC, 10 * USDC, 20 * USDC, nonce=0)
     tree, header, tx = p.post_margin([old_leaf])

@@ -95,7 +95,10 @@ def test_keeper_run_process_serves_api_and_stops_on_sigterm(tmp_path):
                     st = requests.get(f"http://127.0.0.1:{port}/status", timeout=1).json()
                 except requests.RequestException:
                     return None
-                return st if st.get("block") is not None and st["block"] >= b and st.get("root") else None
+                # the cycle publishes root and accounts before spot and surface (its last status update): wait for
+                # the whole view, not just the root
+                return (st if st.get("block") is not None and st["block"] >= b and st.get("root") and st.get("surface")
+                        else None)
 
             st = h.wait_for(status, 60, 0.2)
             if st is None:

@@ -110,7 +110,7 @@ class VarBacktest:
         return {"name": self.name, "days": self.days, "books": list(BOOKS), "tests": self.tests}
 
 
-def var_backtest(name: str, closes: np.ndarray, n_scenarios: int = 5000, warmup: int = 30,
+def var_backtest(name: str, closes: np.ndarray, n_scenarios: int = 2000, warmup: int = 30,
                  progress=None) -> VarBacktest:
     """Run the backtest over every day with a next day (module docstring)."""
     closes = np.asarray(closes, dtype=np.float64)

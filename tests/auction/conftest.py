@@ -164,6 +164,18 @@ def deploy_core(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, L
     return core
 
 
+def breached_auction(core, accounts, equity=60_000 * USDC, mm=100_000 * USDC, im=150_000 * USDC):
+    """A running auction on `accounts[1]` (a book of 5 positions + 2 collateral assets, attested breached at `equity`,
+    `mm`, `im`), started by `accounts[3]`, with `accounts[2]` funded to bid. Returns (account, bidder, starter, start
+    transaction)."""
+    v, bidder, starter = accounts[1], accounts[2], accounts[3]
+    core.build_book(v)
+    core.fund(bidder, usdc=500_000 * USDC)
+    core.breach(v, equity, mm, im)
+    tx = core.auction.start(v, {"from": starter})
+    return v, bidder, starter, tx
+
+
 @pytest.fixture(scope="module")
 def core(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, LiquidationAuction):
     return deploy_core(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, LiquidationAuction)

@@ -8,7 +8,7 @@ from brownie import chain
 
 from keeper import auction_math as am
 from keeper.auction_math import WAD, Curve, CurveKind
-from tests.auction.conftest import DEFAULT_CONFIG, USDC, reverts_with
+from tests.auction.conftest import DEFAULT_CONFIG, USDC, breached_auction, reverts_with
 
 CURVE = Curve(CurveKind.LINEAR, tau=DEFAULT_CONFIG["tau"])
 LAM, BUF = DEFAULT_CONFIG["penalty"], DEFAULT_CONFIG["buffer"]
@@ -80,13 +80,7 @@ def test_breach_superseded_by_healthy_record_cannot_start(core, accounts):
 # ----------------------------------------------------------------------------------------------- partial liquidation
 
 
-def _setup_breached_book(core, accounts, equity=60_000 * USDC, mm=100_000 * USDC, im=150_000 * USDC):
-    v, bidder, starter = accounts[1], accounts[2], accounts[3]
-    core.build_book(v)
-    core.fund(bidder, usdc=500_000 * USDC)
-    core.breach(v, equity, mm, im)
-    tx = core.auction.start(v, {"from": starter})
-    return v, bidder, starter, tx
+_setup_breached_book = breached_auction
 
 
 @pytest.mark.ganache
@@ -198,8 +192,11 @@ def test_price_limit_deadline_and_bidder_margin(core, accounts):
     chain.sleep(100)
     chain.mine()
     price_now = int(core.auction.quote(v)["price_"])
+    # the price falls ~16.7 USDC per second of chain time (E = 60,000 over 3,600 s), and chain time is wall-clock
+    # time between blocks: a limit 5,000 USDC below the quote stays below the price for 5 minutes, so the bid is
+    # refused however slowly a loaded machine sends it (a 10 USDC margin was 0.6 s: a flake under load)
     with reverts_with("PriceAboveLimit"):
-        core.auction.bid(v, WAD, price_now - 10 * USDC, FAR, 0, {"from": bidder})
+        core.auction.bid(v, WAD, price_now - 5_000 * USDC, FAR, 0, {"from": bidder})
     with reverts_with("BidExpired"):
         core.auction.bid(v, WAD, ANY, chain.time() - 1, 0, {"from": bidder})
     poor = accounts[5]

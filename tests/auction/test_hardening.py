@@ -15,7 +15,15 @@ from brownie import AuctionTestToken, BackstopTimelock, HookBidder, chain
 from keeper import auction_math as am
 from keeper import eip712
 from keeper.auction_math import WAD, Curve, CurveKind
-from tests.auction.conftest import DEFAULT_CONFIG, KEEPER_KEYS, THRESHOLD, USDC, config_tuple, reverts_with
+from tests.auction.conftest import (
+    DEFAULT_CONFIG,
+    KEEPER_KEYS,
+    THRESHOLD,
+    USDC,
+    breached_auction,
+    config_tuple,
+    reverts_with,
+)
 
 FAR = 2**63
 ANY = 2**255 - 1
@@ -35,12 +43,8 @@ def _signed_quote(core, series_id: int, maker_size: int, price_wad: int, nonce: 
     return q.as_tuple(), eip712.sign(eip712.quote_typed_data(_domain(core), q), core.maker.private_key)
 
 
-def _breached_auction(core, accounts, equity=60_000 * USDC, mm=100_000 * USDC, im=150_000 * USDC):
-    v, bidder, starter = accounts[1], accounts[2], accounts[3]
-    core.build_book(v)
-    core.fund(bidder, usdc=500_000 * USDC)
-    core.breach(v, equity, mm, im)
-    start = core.auction.start(v, {"from": starter})
+def _breached_auction(core, accounts, equity=60_000 * USDC):
+    v, bidder, _starter, start = breached_auction(core, accounts, equity=equity)
     return v, bidder, start
 
 

@@ -45,7 +45,7 @@ def kupiec_pof(exceed: np.ndarray, p: float = 0.01) -> dict:
         return {"n": 0, "exceedances": 0, "rate": 0.0, "lr": 0.0, "p_value": 1.0}
     phat = x / n
     lr = -2.0 * (_xlogy(n - x, 1 - p) + _xlogy(x, p) - _xlogy(n - x, 1 - phat) - _xlogy(x, phat))
-    lr = max(lr, 0.0)
+    lr = max(lr, 0.0) + 0.0  # no negative zero
     return {"n": n, "exceedances": x, "rate": phat, "lr": lr, "p_value": float(chi2.sf(lr, 1))}
 
 
@@ -65,7 +65,7 @@ def christoffersen_independence(exceed: np.ndarray) -> dict:
     pi1 = n11 / (n10 + n11) if n10 + n11 else 0.0
     l_ind = _xlogy(n00 + n10, 1 - pi) + _xlogy(n01 + n11, pi)
     l_dep = _xlogy(n00, 1 - pi0) + _xlogy(n01, pi0) + _xlogy(n10, 1 - pi1) + _xlogy(n11, pi1)
-    lr = max(-2.0 * (l_ind - l_dep), 0.0)
+    lr = max(-2.0 * (l_ind - l_dep), 0.0) + 0.0  # no negative zero
     return {"n00": n00, "n01": n01, "n10": n10, "n11": n11, "lr": lr, "p_value": float(chi2.sf(lr, 1))}
 
 

@@ -76,14 +76,14 @@ def assert_settlement_exact(scn, ev) -> int:
     """Check one ``ClaimSettled`` against storage just before and after its transaction (alone in its block under
     automine): the holder's claim as a share of the source's stored book (``claim / (1 - moved)``, rounded up;
     exactly 1 for the rest), every position, collateral balance and the cash moved by that share with the rounding
-    against the source, credited cash released with the last claim, and the holder's effective view before the
+    against the source, credited cash released with the last claim (once the breach is cleared), and the holder's effective view before the
     settlement already showing what it received. Returns how many balances moved."""
     f = scn.ch.functions
     src, holder, n = ev["args"]["source"], ev["args"]["holder"], int(ev["blockNumber"])
     assert len(scn.w3.eth.get_block(n)["transactions"]) == 1
     c_src, fraction, _ = f.claimOf(holder).call(block_identifier=n - 1)
     assert c_src == src and fraction > 0
-    pending, moved, credited = f.lotOf(src).call(block_identifier=n - 1)[:3]
+    pending, moved, credited, _primed, in_breach = f.lotOf(src).call(block_identifier=n - 1)[:5]
     share = WAD if fraction == WAD - moved else _ceil_div(fraction * WAD, WAD - moved)
     last = pending == fraction
     (sp0, sc0, scash0), (hp0, hc0, hcash0) = stored(scn, src, n - 1), stored(scn, holder, n - 1)
@@ -100,7 +100,9 @@ def assert_settlement_exact(scn, ev) -> int:
         assert int(f.collateralOf(holder, a).call(block_identifier=n - 1)) == hc0[a] + m
         changed += m != 0
     m = _share_of(scash0, share)
-    released = credited if last else 0
+    # the last claim releases the credited cash, unless the book is still bound to its breach (a completed sale
+    # before `finish`): then `finish` (clearBreach) releases it
+    released = credited if last and not in_breach else 0
     assert (scash1, hcash1) == (scash0 - m + released, hcash0 + m)
     assert int(f.cashOf(holder).call(block_identifier=n - 1)) == hcash0 + m
     changed += m != 0

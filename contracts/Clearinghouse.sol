@@ -164,14 +164,11 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
         if (amount == 0) revert ZeroAmount();
         _requireNoClaims(account);
         if (!_assetConfig[asset].listed) revert AssetNotListed(asset);
+        bool fallbackExit;
         if (margin.leaf.account == address(0)) {
             if (_seriesOf[account].length != 0 || _cash[account] < 0) {
                 if (!_fallbackActive()) revert MarginProofRequired(account);
-                _debit(account, asset, amount);
-                _requireFallbackMargin(account);
-                emit Withdrawn(account, asset, amount);
-                IERC20(asset).safeTransfer(account, amount);
-                return;
+                fallbackExit = true;
             }
         } else {
             _requireNotPaused();
@@ -180,7 +177,10 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
                 : _assetValue(amount, _freshSpot(asset), _assetConfig[asset].decimals, Math.Rounding.Ceil);
             _requireHeadroom(account, margin, value);
         }
-        _debitAndTransfer(account, asset, amount);
+        _debit(account, asset, amount);
+        if (fallbackExit) _requireFallbackMargin(account); // measured on the book after the debit
+        emit Withdrawn(account, asset, amount);
+        IERC20(asset).safeTransfer(account, amount);
     }
 
     // ------------------------------------------------------------------ trading

@@ -237,7 +237,7 @@ contract ClearinghouseAdmin is ClearinghouseBase {
     {
         // a new series moves no value and adds no risk by itself (no trade without a fresh attested price of its
         // underlying): the risk admin may list series without the owner's delay
-        if (msg.sender != owner() && msg.sender != riskAdmin) revert NotOwnerOrRiskAdmin(msg.sender);
+        _isOwnerElseRiskAdmin();
         if (underlying == address(0)) revert ZeroAddress();
         _checkBounds("strike", strike, 1, MAX_STRIKE);
         _checkBounds("expiry", expiry, block.timestamp + 1, block.timestamp + MAX_EXPIRY_HORIZON);
@@ -500,14 +500,20 @@ contract ClearinghouseAdmin is ClearinghouseBase {
 
     // ------------------------------------------------------------------ internals
 
+    /// @dev True for the owner, false for the risk admin; reverts `NotOwnerOrRiskAdmin` for anyone else.
+    function _isOwnerElseRiskAdmin() internal view returns (bool) {
+        if (msg.sender == owner()) return true;
+        if (msg.sender != riskAdmin) revert NotOwnerOrRiskAdmin(msg.sender);
+        return false;
+    }
+
     /// @dev The owner may set anything within bounds; anyone else must be the risk admin and may only tighten:
     /// raise (`upIsTighter`) or lower the value.
     function _checkOwnerOrTightening(bytes32 name, uint256 current, uint256 requested, bool upIsTighter)
         internal
         view
     {
-        if (msg.sender == owner()) return;
-        if (msg.sender != riskAdmin) revert NotOwnerOrRiskAdmin(msg.sender);
+        if (_isOwnerElseRiskAdmin()) return;
         if (upIsTighter ? requested < current : requested > current) revert OnlyTightening(name, current, requested);
     }
 

@@ -105,21 +105,18 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
     ) internal returns (bool fallbackCheck) {
         int256 old = _positions[account][seriesId];
         if (old != 0 && (old > 0) != (delta > 0) && _abs(delta) <= _abs(old)) {
-            bool needsProof;
-            uint256 required;
-            uint256 credit;
+            // a buy-back at price 0 and a sale by an account without liabilities need nothing
+            if (delta > 0 ? premium == 0 : !_hasLiabilities(account)) return false;
+            // keepers silent and no proof given: the fallback margin after the trade decides (no price needed)
+            if (margin.leaf.account == address(0) && _fallbackActive()) return true;
             if (delta > 0) {
-                (needsProof, required) = (premium != 0, premium);
-            } else if (_hasLiabilities(account)) {
+                _requireEquity(account, margin, premium, 0);
+            } else {
                 Series memory s = _series[seriesId];
-                if (margin.leaf.account == address(0) && _fallbackActive()) return true;
                 uint256 bound = s.isCall ? _freshSpot(underlying) : s.strike;
                 bound = _wadToQuote(Math.mulDiv(_abs(delta), bound, WAD, Math.Rounding.Ceil), Math.Rounding.Ceil);
-                (needsProof, required, credit) = (premium < bound, bound, premium);
+                if (premium < bound) _requireEquity(account, margin, bound, premium);
             }
-            if (!needsProof) return false;
-            if (margin.leaf.account == address(0) && _fallbackActive()) return true;
-            _requireEquity(account, margin, required, credit);
             return false;
         }
         _requireNotPaused();

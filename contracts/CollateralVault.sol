@@ -110,14 +110,7 @@ abstract contract CollateralVault is AttestationOracle {
         IERC20(asset).safeTransferFrom(msg.sender, address(this), amount);
     }
 
-    /// @dev Debits the account and pays out; margin checks are the caller's.
-    function _debitAndTransfer(address account, address asset, uint256 amount) internal {
-        _debit(account, asset, amount);
-        emit Withdrawn(account, asset, amount);
-        IERC20(asset).safeTransfer(account, amount);
-    }
-
-    /// @dev Debits the account (balance, deposits total, stateNonce) without paying out.
+    /// @dev Debits the account (balance, deposits total, stateNonce); paying out and margin checks are the caller's.
     function _debit(address account, address asset, uint256 amount) internal {
         if (asset == quoteAsset) {
             int256 cash = _cash[account];

@@ -29,10 +29,7 @@ abstract contract LiquidationClaims is OptionBook {
 
     /// @dev Reverts if `account` is bound to a breach, its book is frozen or it holds an unsettled claim.
     function _requireNoClaims(address account) internal view {
-        Lot memory lot = _lots[account];
-        if (lot.inBreach) revert AccountInBreach(account);
-        uint256 pending = lot.pendingWad;
-        if (pending != 0) revert ClaimsPending(account, pending);
+        _requireUnbound(account, _lots[account]);
         Claim memory c = _claims[account];
         if (c.fractionWad != 0) revert ClaimUnsettled(account, c.source, c.fractionWad);
     }
@@ -50,9 +47,7 @@ abstract contract LiquidationClaims is OptionBook {
         {
             Claim memory own = _claims[source];
             if (own.fractionWad != 0) revert ClaimUnsettled(source, own.source, own.fractionWad);
-            Lot memory holderLot = _lots[holder];
-            if (holderLot.inBreach) revert AccountInBreach(holder);
-            if (holderLot.pendingWad != 0) revert ClaimsPending(holder, holderLot.pendingWad);
+            _requireUnbound(holder, _lots[holder]);
         }
         Claim memory c = _claims[holder];
         if (c.fractionWad != 0 && c.source != source) revert ClaimUnsettled(holder, c.source, c.fractionWad);
@@ -85,11 +80,8 @@ abstract contract LiquidationClaims is OptionBook {
         _claims[holder].fractionWad = 0; // `source` stays: the slot is kept non-zero
         lot.pendingWad -= c.fractionWad;
         lot.movedWad += c.fractionWad;
-        uint256 released;
-        if (lot.pendingWad == 0) {
-            lot.movedWad = 0;
-            if (!lot.inBreach) (released, lot.creditedCash) = (lot.creditedCash, 0);
-        }
+        if (lot.pendingWad == 0) lot.movedWad = 0;
+        uint256 released = _takeReleasable(lot);
         _lots[source] = lot;
         _moveShare(source, holder, share);
         if (released != 0) _cash[source] += released.toInt256();
@@ -155,11 +147,7 @@ abstract contract LiquidationClaims is OptionBook {
 
     /// @dev A frozen or bound account receives only quote cash.
     function _deposit(address account, address asset, uint256 amount) internal override {
-        if (asset != quoteAsset) {
-            Lot memory lot = _lots[account];
-            if (lot.inBreach) revert AccountInBreach(account);
-            if (lot.pendingWad != 0) revert ClaimsPending(account, lot.pendingWad);
-        }
+        if (asset != quoteAsset) _requireUnbound(account, _lots[account]);
         super._deposit(account, asset, amount);
     }
 
@@ -181,11 +169,22 @@ abstract contract LiquidationClaims is OptionBook {
     function _unbind(address account, Lot memory lot) internal {
         delete _breaches[account];
         (lot.inBreach, lot.inAuction) = (false, false);
-        uint256 released;
-        if (lot.pendingWad == 0) (released, lot.creditedCash) = (lot.creditedCash, 0);
+        uint256 released = _takeReleasable(lot);
         _lots[account] = lot;
         if (released != 0) _cash[account] += released.toInt256();
         emit BreachCleared(account);
+    }
+
+    /// @dev Reverts if the book of `account` (ledger `lot`) is bound to a breach or frozen by pending claims.
+    function _requireUnbound(address account, Lot memory lot) internal pure {
+        if (lot.inBreach) revert AccountInBreach(account);
+        if (lot.pendingWad != 0) revert ClaimsPending(account, lot.pendingWad);
+    }
+
+    /// @dev Cash credited apart joins the account's cash once nothing holds it apart (no pending claim, no breach):
+    /// returns that amount and clears it in `lot` (the caller stores `lot`, then credits the cash).
+    function _takeReleasable(Lot memory lot) internal pure returns (uint256 released) {
+        if (lot.pendingWad == 0 && !lot.inBreach) (released, lot.creditedCash) = (lot.creditedCash, 0);
     }
 
     /// @dev Whether `account`'s book is bound to a breach record.

@@ -58,10 +58,15 @@ abstract contract ExpiringPauseState is Ownable2Step {
 /// @title ExpiringPause
 /// @notice The entry points of {ExpiringPauseState}: `pause`, `unpause` (guardian or owner) and `setGuardian` (owner).
 abstract contract ExpiringPause is ExpiringPauseState {
+    /// @dev The guardian or the owner.
+    modifier onlyGuardianOrOwner() {
+        if (msg.sender != guardian && msg.sender != owner()) revert PauseNotGuardian(msg.sender);
+        _;
+    }
+
     /// @notice Pauses for `PAUSE_DURATION` (guardian or owner), unless paused already or within the cooldown after
     /// the previous pause.
-    function pause() external {
-        if (msg.sender != guardian && msg.sender != owner()) revert PauseNotGuardian(msg.sender);
+    function pause() external onlyGuardianOrOwner {
         uint256 last = pausedUntil;
         if (block.timestamp < last) revert EnforcedPause();
         if (last != 0 && block.timestamp < last + PAUSE_COOLDOWN) revert PauseCooldown(last + PAUSE_COOLDOWN);
@@ -72,8 +77,7 @@ abstract contract ExpiringPause is ExpiringPauseState {
     }
 
     /// @notice Lifts the pause early (guardian or owner). The cooldown then runs from now.
-    function unpause() external {
-        if (msg.sender != guardian && msg.sender != owner()) revert PauseNotGuardian(msg.sender);
+    function unpause() external onlyGuardianOrOwner {
         if (!paused()) revert ExpectedPause();
         pausedUntil = uint64(block.timestamp);
         emit Unpaused(msg.sender);

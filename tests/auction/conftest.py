@@ -21,6 +21,8 @@ from keeper.auction_math import RAY
 USDC = 10**6
 KEEPER_KEYS = [keccak(f"backstop-auction-test-keeper-{i}".encode()) for i in range(3)]
 THRESHOLD = 2
+#: an empty margin proof (`leaf.account == address(0)`): "no attestation given"
+EMPTY_PROOF = ((b"\x00" * 32, 0, 0, 0), ("0x" + "00" * 20, 0, 0, 0, 0, 0), [])
 # linear 1 h curve, reset below 20% or after 1 h; target MM x 1.1; penalty 5%; reward 1 USDC + 1% of MM
 DEFAULT_CONFIG = dict(kind=0, tau=3600, step=0, cut=RAY, tail=3600, cusp=2 * 10**17, buffer=10**17,
                       penalty=5 * 10**16, chip=10**16, tip=1 * USDC, max_age=300)
@@ -96,13 +98,21 @@ class Core:
         return proofs
 
     # ---- trading
+    def domain(self) -> eip712.Domain:
+        return _domain(self.ch)
+
+    def signed_quote(self, series_id: int, maker_size: int, price_wad: int, nonce: int | None = None):
+        """The market maker's quote tuple and signature (`maker_size` > 0: the maker buys), valid for an hour; the
+        nonce is the next of `quote_nonce` unless given."""
+        if nonce is None:
+            self.quote_nonce += 1
+            nonce = self.quote_nonce
+        quote = eip712.Quote(self.maker.address, series_id, maker_size, price_wad, nonce, self.now() + 3600)
+        return quote.as_tuple(), eip712.sign(eip712.quote_typed_data(self.domain(), quote), self.maker.private_key)
+
     def trade(self, taker, series_id: int, taker_size: int, price_wad: int) -> None:
         """Taker trades `taker_size` contracts of a series with the market maker at `price_wad` per contract."""
-        self.quote_nonce += 1
-        deadline = self.now() + 3600
-        quote = eip712.Quote(self.maker.address, series_id, -taker_size, price_wad, self.quote_nonce, deadline)
-        q = quote.as_tuple()
-        sig = eip712.sign(eip712.quote_typed_data(_domain(self.ch), quote), self.maker.private_key)
+        q, sig = self.signed_quote(series_id, -taker_size, price_wad)
         big = 10**15
         proofs = self.attest([(taker, big, 0, 0), (self.maker, big, 0, 0)])
         self.ch.trade(q, sig, proofs[self.maker.address], proofs[str(taker)], {"from": taker})

@@ -17,6 +17,7 @@ from keeper import eip712
 from keeper.auction_math import WAD, Curve, CurveKind
 from tests.auction.conftest import (
     DEFAULT_CONFIG,
+    EMPTY_PROOF,
     KEEPER_KEYS,
     THRESHOLD,
     USDC,
@@ -29,18 +30,8 @@ FAR = 2**63
 ANY = 2**255 - 1
 ZERO = "0x" + "00" * 20
 ZERO32 = b"\x00" * 32
-EMPTY = ((ZERO32, 0, 0, 0), (ZERO, 0, 0, 0, 0, 0), [])
 CURVE = Curve(CurveKind.LINEAR, tau=DEFAULT_CONFIG["tau"])
 DAY = 86400
-
-
-def _domain(core) -> eip712.Domain:
-    return eip712.Domain(chain_id=chain.id, verifying_contract=core.ch.address)
-
-
-def _signed_quote(core, series_id: int, maker_size: int, price_wad: int, nonce: int):
-    q = eip712.Quote(core.maker.address, series_id, maker_size, price_wad, nonce, core.now() + 3600)
-    return q.as_tuple(), eip712.sign(eip712.quote_typed_data(_domain(core), q), core.maker.private_key)
 
 
 def _breached_auction(core, accounts, equity=60_000 * USDC):
@@ -84,10 +75,10 @@ def test_h1_zero_premium_reduce_only_trade_of_a_breached_account_is_refused(core
     assert int(core.chx.positionOf(v, core.series[1])) == -2 * WAD
     core.breach(v, 60_000 * USDC, 100_000 * USDC, 150_000 * USDC)
     nonce = int(core.ch.stateNonce(v))
-    q, sig = _signed_quote(core, core.series[1], -WAD, 0, nonce=777)  # the maker sells 1 back to v for nothing
+    q, sig = core.signed_quote(core.series[1], -WAD, 0, nonce=777)  # the maker sells 1 back to v for nothing
     maker_proof = core.attest([(core.maker, 10**15, 0, 0)])[core.maker.address]
     with reverts_with("AccountInBreach"):
-        core.ch.trade(q, sig, maker_proof, EMPTY, {"from": v})
+        core.ch.trade(q, sig, maker_proof, EMPTY_PROOF, {"from": v})
     assert int(core.ch.stateNonce(v)) == nonce
     core.auction.start(v, {"from": accounts[3]})  # and the breach stays usable
 
@@ -107,7 +98,7 @@ def test_h1_expiry_settlement_keeps_the_auction_running(core, accounts):
     nonce, cash0 = int(core.ch.stateNonce(v)), int(core.chx.cashOf(v))
     chain.sleep(1_000)
     ts = core.now()
-    typed = eip712.settlement_typed_data(_domain(core), [core.weth.address], [3_000 * WAD], expiry, ts)
+    typed = eip712.settlement_typed_data(core.domain(), [core.weth.address], [3_000 * WAD], expiry, ts)
     core.chx.postSettlementPrices([core.weth], [3_000 * WAD], expiry, ts,
                                   eip712.sign_attestation(typed, KEEPER_KEYS[:THRESHOLD]), {"from": core.owner})
     tx = core.chx.settle(v, sid, {"from": accounts[5]})
@@ -126,11 +117,11 @@ def test_m4_healthy_leaf_lifts_a_breach_no_auction_holds_but_not_a_running_one(c
     core.fund(v, usdc=1_000 * USDC)
     core.breach(v, 10 * USDC, 1_000 * USDC)
     with reverts_with("AccountInBreach"):  # bound: even an option-free withdrawal waits
-        core.ch.withdraw(core.quote, 1, EMPTY, {"from": v})
+        core.ch.withdraw(core.quote, 1, EMPTY_PROOF, {"from": v})
     chain.sleep(2)
     core.attest([(v, 2_000 * USDC, 1_000 * USDC, 1_500 * USDC)])  # a healthy leaf of the same portfolio
     assert not core.chx.isBreached(v) and not core.chx.lotOf(v)["inBreach"]
-    tx = core.ch.withdraw(core.quote, 1, EMPTY, {"from": v})
+    tx = core.ch.withdraw(core.quote, 1, EMPTY_PROOF, {"from": v})
     assert tx.events["Withdrawn"]["amount"] == 1
     # held by a running auction, a breach is only ended by the auction (cure or finish)
     w = accounts[4]
@@ -236,7 +227,7 @@ def test_l7_root_posted_first_by_a_copier_does_not_block_the_keepers_batch(core,
     tree = eip712.MarginTree.build(leaves)
     core.seq += 1
     header = eip712.MarginRootHeader(b"\x22" * 32, core.seq, core.now(), len(leaves))
-    sigs = eip712.sign_attestation(eip712.margin_root_typed_data(_domain(core), tree.root, header),
+    sigs = eip712.sign_attestation(eip712.margin_root_typed_data(core.domain(), tree.root, header),
                                    KEEPER_KEYS[:THRESHOLD])
     # the copier (from the mempool) posts the root alone, ahead of the keepers' batch
     core.ch.postMarginRoot(tree.root, header.as_tuple(), sigs, {"from": accounts[7]})
@@ -252,7 +243,7 @@ def test_l7_root_posted_first_by_a_copier_does_not_block_the_keepers_batch(core,
     tree2 = eip712.MarginTree.build(leaves2)
     core.seq += 1
     h2 = eip712.MarginRootHeader(b"\x33" * 32, core.seq, core.now(), 2)
-    sigs2 = eip712.sign_attestation(eip712.margin_root_typed_data(_domain(core), tree2.root, h2),
+    sigs2 = eip712.sign_attestation(eip712.margin_root_typed_data(core.domain(), tree2.root, h2),
                                     KEEPER_KEYS[:THRESHOLD])
     subset = tree2.multiproof([str(accounts[5])])
     core.ch.postMarginBatch(h2.as_tuple(), [l.as_tuple() for l in subset.leaves], list(subset.proof),
@@ -385,32 +376,32 @@ def test_h2_fallback_exit_when_keepers_stop_attesting(core, accounts):
     core.trade(c, call, -WAD, 600 * WAD)  # c sells one call: cash 10,600, no cover
     core.trade(t, put, -WAD, 100 * WAD)  # t sells one put to the market maker: cash 10,100
     with reverts_with("MarginProofRequired"):
-        core.ch.withdraw(core.quote, 1, EMPTY, {"from": t})
+        core.ch.withdraw(core.quote, 1, EMPTY_PROOF, {"from": t})
     chain.sleep(3 * DAY + 1)
     chain.mine()
     assert core.chx.fallbackActive()
     free = 10_100 * USDC - 2_750 * USDC  # cash minus the put's largest payoff
     assert int(core.chx.fallbackMargin(t)) == free
     with reverts_with("FallbackMarginShort"):
-        core.ch.withdraw(core.quote, free + 1, EMPTY, {"from": t})
-    core.ch.withdraw(core.quote, free, EMPTY, {"from": t})
+        core.ch.withdraw(core.quote, free + 1, EMPTY_PROOF, {"from": t})
+    core.ch.withdraw(core.quote, free, EMPTY_PROOF, {"from": t})
     # closing the short by a buy-back with no keeper proof: allowed when the fallback margin stays >= 0
-    q, sig = _signed_quote(core, put, -WAD, 2_751 * WAD, nonce=901)  # more than the cash that is left
+    q, sig = core.signed_quote(put, -WAD, 2_751 * WAD, nonce=901)  # more than the cash that is left
     with reverts_with("FallbackMarginShort"):
-        core.ch.trade(q, sig, EMPTY, EMPTY, {"from": t})
-    q, sig = _signed_quote(core, put, -WAD, 100 * WAD, nonce=902)
-    core.ch.trade(q, sig, EMPTY, EMPTY, {"from": t})
+        core.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": t})
+    q, sig = core.signed_quote(put, -WAD, 100 * WAD, nonce=902)
+    core.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": t})
     assert int(core.chx.positionOf(t, put)) == 0 and int(core.chx.fallbackMargin(t)) == 2_650 * USDC
-    core.ch.withdraw(core.quote, 2_650 * USDC, EMPTY, {"from": t})  # everything, no position left
+    core.ch.withdraw(core.quote, 2_650 * USDC, EMPTY_PROOF, {"from": t})  # everything, no position left
     # an uncovered short call blocks the exit until its underlying is held as cover
     assert int(core.chx.fallbackMargin(c)) == -(2**255)
     with reverts_with("FallbackMarginShort"):
-        core.ch.withdraw(core.quote, 1, EMPTY, {"from": c})
+        core.ch.withdraw(core.quote, 1, EMPTY_PROOF, {"from": c})
     core.fund(c, weth=WAD)  # one WETH covers one call of any strike (deposits never need keepers)
     assert int(core.chx.fallbackMargin(c)) == 10_600 * USDC
-    core.ch.withdraw(core.quote, 10_600 * USDC, EMPTY, {"from": c})
+    core.ch.withdraw(core.quote, 10_600 * USDC, EMPTY_PROOF, {"from": c})
     with reverts_with("FallbackMarginShort"):  # the cover stays while the call is open
-        core.ch.withdraw(core.weth, 1, EMPTY, {"from": c})
+        core.ch.withdraw(core.weth, 1, EMPTY_PROOF, {"from": c})
 
 
 # ----------------------------------------------------------------------------------------------------------- top-up

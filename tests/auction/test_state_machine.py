@@ -40,8 +40,7 @@ from hypothesis.control import current_build_context
 
 from keeper.auction_math import WAD
 from tests.auction.claims_checks import assert_tokens_conserved, claim_elsewhere, settle_claim_checked
-from keeper import eip712
-from tests.auction.conftest import USDC, config_tuple
+from tests.auction.conftest import EMPTY_PROOF, USDC, config_tuple
 
 FAR, ANY = 2**63, 2**255 - 1
 STEPS, EXAMPLES = 16, 5
@@ -234,17 +233,12 @@ class AuctionRules:
         if pos == 0:
             return
         bound = bool(self.core.chx.lotOf(v)["inBreach"])
-        self.core.quote_nonce += 1
         size = min(abs(pos), WAD // 10)
-        q = eip712.Quote(self.core.maker.address, sid, size if pos > 0 else -size, 0, self.core.quote_nonce,
-                         self.core.now() + 3600)
-        domain = eip712.Domain(chain_id=chain.id, verifying_contract=self.core.ch.address)
-        sig = eip712.sign(eip712.quote_typed_data(domain, q), self.core.maker.private_key)
+        q, sig = self.core.signed_quote(sid, size if pos > 0 else -size, 0)
         maker_proof = self.core.attest([(self.core.maker, 10**15, 0, 0)])[self.core.maker.address]
-        empty = ((b"\x00" * 32, 0, 0, 0), ("0x" + "00" * 20, 0, 0, 0, 0, 0), [])
         nonce = int(self.core.ch.stateNonce(v))
         try:
-            self.core.ch.trade(q.as_tuple(), sig, maker_proof, empty, {"from": v})
+            self.core.ch.trade(q, sig, maker_proof, EMPTY_PROOF, {"from": v})
         except brownie.exceptions.VirtualMachineError as e:
             if bound:
                 assert _revert_name(e) == "AccountInBreach", e.revert_msg

@@ -27,7 +27,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from keeper import auction_math as am
-from keeper.backtest.market import Market
+from keeper.backtest.market import SECONDS_PER_YEAR, Market
 from keeper.backtest.population import Population
 from keeper.chains import OptionChain
 from keeper.liquidator import (MarketView, Portfolio, RiskAppetite, SeriesSpec, gas_cost_quote, make_quote,
@@ -39,7 +39,6 @@ from keeper.risk_scenarios import grid_scenarios, monte_carlo_scenarios
 from keeper.strategies import EdgeStrategy, LotQuote
 from keeper.surface import SurfaceFitError, fit_surface
 
-SECONDS_PER_YEAR = 365.0 * 24 * 3600
 DEC = 6
 UNIT = 10**DEC
 WAD = am.WAD

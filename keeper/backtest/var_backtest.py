@@ -20,7 +20,13 @@ from scipy.stats import chi2
 
 from keeper.pricing import black76_price
 from keeper.risk import CALL, PUT, CollateralTable, RiskInputs, RiskParams, SeriesTable, compute_account_risk
-from keeper.risk_scenarios import grid_scenarios, monte_carlo_scenarios
+from keeper.risk_scenarios import (
+    DAYS_PER_YEAR,
+    ewma_volatility,
+    grid_scenarios,
+    log_returns_from_closes,
+    monte_carlo_scenarios,
+)
 
 DAY = 1.0 / 365.0
 #: sample books: name -> list of (kind, strike as a fraction of spot, days to expiry, size); kind "spot" = collateral
@@ -70,15 +76,10 @@ def christoffersen_independence(exceed: np.ndarray) -> dict:
 
 
 def ewma_vol_daily(closes: np.ndarray, lam: float = 0.94, floor: float = 0.30, cap: float = 2.0) -> np.ndarray:
-    """Annualised EWMA vol known at each day's close (seeded by the first 30 returns), floored and capped."""
-    r = np.diff(np.log(closes))
-    var = np.empty(closes.size)
-    v = float(np.mean(r[:30] ** 2)) if r.size >= 30 else float(np.mean(r ** 2))
-    var[0] = v
-    for i in range(1, closes.size):
-        v = lam * v + (1 - lam) * r[i - 1] ** 2
-        var[i] = v
-    return np.clip(np.sqrt(var * 365.0), floor, cap)
+    """Annualised EWMA vol known at each day's close (the risk engine's RiskMetrics EWMA, seeded by the first 30
+    returns), floored and capped."""
+    daily = ewma_volatility(log_returns_from_closes(closes), lam)
+    return np.clip(daily * math.sqrt(DAYS_PER_YEAR), floor, cap)
 
 
 def _book_arrays(spot: float):

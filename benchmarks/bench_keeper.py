@@ -37,7 +37,7 @@ WAD = 10**18
 
 def synthetic_state(n_accounts: int, seed: int = 1):
     """(series, accounts, collateral doc) of a synthetic book."""
-    from keeper.chain import AccountSnapshot, SeriesInfo
+    from keeper.chain.client import AccountSnapshot, SeriesInfo
 
     rng = np.random.default_rng(seed)
     now = 1_700_000_000
@@ -65,13 +65,15 @@ def synthetic_state(n_accounts: int, seed: int = 1):
 def bench_compute(n_accounts: int, repeats: int) -> dict:
     from eth_account import Account
 
-    from keeper.archive import InputsArchive
-    from keeper.config import parse_config
-    from keeper.exchange import TypedDataCodec, sign_digest
-    from keeper.keeper_bot import (Attestation, MerkleTree, build_inputs, canonical_inputs, leaves_from_inputs,
-                                   mark_series, risk_document)
-    from keeper.market_data import BlockRef, SimulatedMarket, price_to_wad
-    from keeper.surface import fit_surface
+    from keeper.data.archive import InputsArchive
+    from keeper.ops.config import parse_config
+    from keeper.exchange.codec import TypedDataCodec
+    from keeper.exchange.book import sign_digest
+    from keeper.attest.inputs import Attestation, build_inputs, mark_series, risk_document
+    from keeper.attest.leaves import MerkleTree, canonical_inputs, leaves_from_inputs
+    from keeper.units import price_to_wad
+    from keeper.data.sources import BlockRef, SimulatedMarket
+    from keeper.quant.surface import fit_surface
 
     cfg = parse_config({"market": {"simulated": {"seed": 3, "jump_intensity": 0.0}}})
     now, series, accounts, coll, weth = synthetic_state(n_accounts)
@@ -114,16 +116,17 @@ def bench_chain(n_accounts: int, tmp: Path) -> dict:
     import harness as h
     from eth_account import Account
 
-    from keeper.chain import ChainClient, load_deployment
-    from keeper.config import parse_config
-    from keeper.deploy import Sender
+    from keeper.chain.client import ChainClient
+    from keeper.chain.deployment import load_deployment
+    from keeper.ops.config import parse_config
+    from keeper.chain.deploy import Sender
 
     net = h.start_net(tmp)
     try:
         h.setup_book(net)
         usdc = net.w3.eth.contract(address=net.res.quote_asset, abi=h._erc20_abi())
         owner = Sender(net.w3, net.keys[0])
-        from keeper.deploy import Sender  # noqa: F811
+        from keeper.chain.deploy import Sender  # noqa: F811
         # more accounts: each is funded with gas (anvil_setBalance) and quote tokens, approves and deposits
         t0 = time.perf_counter()
         for i in range(n_accounts):
@@ -195,7 +198,7 @@ def main() -> None:
     ap.add_argument("--chain-accounts", type=int, default=300)
     ap.add_argument("--no-chain", action="store_true")
     args = ap.parse_args()
-    from keeper.logging import configure_logging
+    from keeper.ops.logging import configure_logging
 
     configure_logging("ERROR")
     out: dict = {"compute": {}}

@@ -23,12 +23,12 @@ from pathlib import Path
 import numpy as np
 
 try:
-    from keeper.implied_vol import IVReason, implied_vol
-    from keeper.pricing import black76_greeks, bsm_greeks
+    from keeper.quant.implied_vol import IVReason, implied_vol
+    from keeper.quant.pricing import black76_greeks, bsm_greeks
 except ImportError:  # run as a script from a checkout
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from keeper.implied_vol import IVReason, implied_vol
-    from keeper.pricing import black76_greeks, bsm_greeks
+    from keeper.quant.implied_vol import IVReason, implied_vol
+    from keeper.quant.pricing import black76_greeks, bsm_greeks
 
 GREEKS_TARGET_S = 0.15
 IV_TARGET_S = 0.10

@@ -1,8 +1,8 @@
-"""Benchmark: full portfolio risk run (keeper.risk) against a naive numpy version.
+"""Benchmark: full portfolio risk run (keeper.quant.risk.engine) against a naive numpy version.
 
 Run from the project root:  python benchmarks/bench_risk.py [--repeats N] [--positions P]
 
-Book: ``keeper.risk_synthetic.synthetic_book(seed=1, 10,000 accounts, 200 series, P positions per account on
+Book: ``keeper.quant.risk.synthetic.synthetic_book(seed=1, 10,000 accounts, 200 series, P positions per account on
 average (Poisson, default 8), 2 underlyings)`` plus stablecoin/BTC/ETH collateral. Scenarios: 10,000 Merton
 jump-diffusion Monte Carlo draws (seeded from a block hash) plus the SPAN-like grid (48 scenarios).
 
@@ -34,16 +34,21 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from keeper.risk import (compute_account_risk, exposure_matrix, model_values, revalue,  # noqa: E402
-                         tail_stats)
-from keeper.risk_scenarios import grid_scenarios, monte_carlo_scenarios, seed_from_block_hash  # noqa: E402
-from keeper.risk_synthetic import synthetic_book  # noqa: E402
+from keeper.quant.risk.engine import (  # noqa: E402
+    compute_account_risk,
+    exposure_matrix,
+    model_values,
+    revalue,
+    tail_stats,
+)
+from keeper.quant.risk.scenarios import grid_scenarios, monte_carlo_scenarios, seed_from_block_hash  # noqa: E402
+from keeper.quant.risk.synthetic import synthetic_book  # noqa: E402
 
 N_ACCOUNTS, N_SERIES, N_SCENARIOS = 10_000, 200, 10_000
 BLOCK_HASH = "0x" + "9e" * 32
 
 
-SOURCES = ("keeper/pricing.py", "keeper/risk.py", "keeper/risk_scenarios.py", "keeper/risk_canonical.py")
+SOURCES = ("keeper/quant/pricing.py", "keeper/quant/risk/engine.py", "keeper/quant/risk/scenarios.py", "keeper/codec/fast_json.py")
 
 
 def _sources_digest() -> str:

@@ -1,4 +1,4 @@
-"""Benchmark: SVI surface fit (keeper.surface) against a plain scipy least_squares 5-parameter SVI fit per slice.
+"""Benchmark: SVI surface fit (keeper.quant.surface) against a plain scipy least_squares 5-parameter SVI fit per slice.
 
 Run from the project root:  python benchmarks/bench_surface.py [--repeats N]
 
@@ -11,8 +11,8 @@ Run from the project root:  python benchmarks/bench_surface.py [--repeats N]
      no code).
 2. The three real Deribit chains of ``../shared/data/option_chains`` (skipped when absent): fit time, share of
    two-sided quotes with the fitted IV inside the bid-ask IV band against Deribit's own mark, before (the previous
-   fit, ``keeper.surface.LEGACY_CONFIG``) and after, per chain and per expiry.
-3. ``--attack``: the fake-quote table (``keeper.surface_eval.attack_table``), before and after, per chain, expiry
+   fit, ``keeper.quant.surface.LEGACY_CONFIG``) and after, per chain and per expiry.
+3. ``--attack``: the fake-quote table (``keeper.quant.surface_eval.attack_table``), before and after, per chain, expiry
    (thin = first expiry >= 12 h out, deep = most two-sided quotes) and target (liquid ~50 delta, wing ~15 delta,
    collusion = the wing quote and its neighbour). Takes ~15 minutes.
 
@@ -35,12 +35,22 @@ from scipy.optimize import least_squares
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from keeper.chains import SECONDS_PER_YEAR, OptionChain, load_deribit_csv  # noqa: E402
-from keeper.pricing import black76_price  # noqa: E402
-from keeper import surface_eval as ev  # noqa: E402
-from keeper.surface import (  # noqa: E402
-    LEGACY_CONFIG, SliceFit, SliceQuotes, SurfaceConfig, SVIParams, VolSurface, build_slices, filter_quotes,
-    fit_surface, quote_ivs,
+from keeper.units import SECONDS_PER_YEAR
+from keeper.quant.chains import OptionChain  # noqa: E402
+from keeper.data.deribit import load_deribit_csv  # noqa: E402
+from keeper.quant.pricing import black76_price  # noqa: E402
+from keeper.quant import surface_eval as ev  # noqa: E402
+from keeper.quant.surface import (  # noqa: E402
+    LEGACY_CONFIG,
+    SliceFit,
+    SliceQuotes,
+    SurfaceConfig,
+    SVIParams,
+    VolSurface,
+    build_slices,
+    filter_quotes,
+    fit_surface,
+    quote_ivs,
 )
 
 N_EXPIRIES, N_STRIKES, NOISE_VOL, SEED = 20, 40, 0.003, 7
@@ -95,7 +105,7 @@ def synthetic_inputs() -> tuple[list[SliceQuotes], OptionChain, list[tuple[float
 
 
 def baseline_fit(slices: list[SliceQuotes]) -> list[SVIParams]:
-    """scipy least_squares (TRF, bounds) on raw SVI per slice, vol residuals weighted like keeper.surface."""
+    """scipy least_squares (TRF, bounds) on raw SVI per slice, vol residuals weighted like keeper.quant.surface."""
     out = []
     for s in slices:
         w_atm = float(np.interp(0.0, s.k, s.iv_mid ** 2 * s.t))
@@ -160,10 +170,10 @@ def main() -> int:
           f"best of {args.repeats} (shared 2-core machine)")
     print(f"{'method':<44}{'time s':>9}{'RMSE vs truth (vol pt)':>24}{'arb-free':>10}")
     arb = surf.fit_report["arbitrage"]
-    print(f"{'keeper.surface fit_surface(slices)':<44}{t_slices:>9.4f}{rmse_vs_truth(ours, slices, truth):>24.3f}"
+    print(f"{'keeper.quant.surface fit_surface(slices)':<44}{t_slices:>9.4f}{rmse_vs_truth(ours, slices, truth):>24.3f}"
           f"{str(arb['butterfly_ok'] and arb['calendar_ok']):>10}")
     arb_c = surf_chain.fit_report["arbitrage"]
-    print(f"{'keeper.surface fit_surface(chain) (IV+filters)':<44}{t_chain:>9.4f}"
+    print(f"{'keeper.quant.surface fit_surface(chain) (IV+filters)':<44}{t_chain:>9.4f}"
           f"{rmse_vs_truth([s.params for s in surf_chain.slices], slices, truth):>24.3f}"
           f"{str(arb_c['butterfly_ok'] and arb_c['calendar_ok']):>10}")
     base_surf = VolSurface("SYN", 0.0, tuple(SliceFit(s.expiry_ts, s.t, s.forward, p) for s, p in zip(slices, base)))

@@ -3,7 +3,7 @@
     brownie run scripts/deploy.py                          # Anvil (brownie's default `development` network)
     brownie run scripts/deploy.py --network ganache-cli    # Ganache
 
-The work is done by :func:`keeper.deploy.deploy` (the same code as ``backstop deploy``): tokens, Clearinghouse,
+The work is done by :func:`keeper.chain.deploy.deploy` (the same code as ``backstop deploy``): tokens, Clearinghouse,
 the 2-of-3 keeper set, collateral listings with haircuts and caps, the option series grid, the liquidation auction
 and a seeded insurance fund. Keys come from the network's mnemonic (brownie's local chains are started from a
 known one); keys are derived from the standard local test mnemonic (``$BACKSTOP_MNEMONIC`` to override) and the
@@ -17,7 +17,8 @@ import os
 from brownie import accounts, network, web3
 from eth_account import Account
 
-from keeper.deploy import DEFAULT_MNEMONIC, DeployConfig, deploy, derive_keys, web3_for
+from keeper.chain.local import DEFAULT_MNEMONIC
+from keeper.chain.deploy import DeployConfig, deploy, derive_keys, web3_for
 
 
 def main() -> None:

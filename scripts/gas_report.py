@@ -16,9 +16,9 @@ from brownie import Clearinghouse, ClearinghouseAdmin, Contract, FallbackMarginL
 from eth_account import Account
 from eth_utils import keccak
 
-from keeper import eip712
-from keeper.chain import merge_abis
-from keeper.eip712 import Domain, MarginLeaf, MarginRootHeader, MarginTree, Quote
+from keeper.codec import eip712
+from keeper.chain.deployment import merge_abis
+from keeper.codec.eip712 import Domain, MarginLeaf, MarginRootHeader, MarginTree, Quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: scripts.gas_auction, tests.auction
 

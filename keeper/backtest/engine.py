@@ -2,13 +2,13 @@
 
 Pure (numpy + the project's quant engine; no file or network I/O). Policies, on the same path, quotes and books:
 
-* ``backstop``: keepers fit the SVI surface (:func:`keeper.surface.fit_surface`) to the quotes, mark with the hybrid
-  mark (:func:`keeper.marks.hybrid_marks`), margin with the risk engine (:func:`keeper.risk.compute_account_risk`,
-  ES/grid); a breached account is sold in partial Dutch auctions priced by :mod:`keeper.auction_math` (linear curve,
+* ``backstop``: keepers fit the SVI surface (:func:`keeper.quant.surface.fit_surface`) to the quotes, mark with the hybrid
+  mark (:func:`keeper.quant.marks.hybrid_marks`), margin with the risk engine (:func:`keeper.quant.risk.engine.compute_account_risk`,
+  ES/grid); a breached account is sold in partial Dutch auctions priced by :mod:`keeper.quant.auction_math` (linear curve,
   floor, tail, resets from a fresh record), and two liquidators value each lot with
-  :func:`keeper.liquidator.value_portfolio` and decide with :class:`keeper.strategies.EdgeStrategy`;
+  :func:`keeper.bots.liquidator.valuation.value_portfolio` and decide with :class:`keeper.bots.liquidator.strategies.EdgeStrategy`;
 * ``mark_to_market``: last-trade marks, the same margin engine (same vols, so the same MM for the same book), and a
-  breached account sells the share :func:`keeper.auction_math.allowed_fraction` allows at market (bid for longs,
+  breached account sells the share :func:`keeper.quant.auction_math.allowed_fraction` allows at market (bid for longs,
   ask for shorts, with impact beyond top-of-book depth);
 * ``static``: MM = ``static_rate`` x option notional + the last-trade mark of short options, last-trade equity,
   and a breached account is liquidated in full at market.
@@ -26,23 +26,40 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import scipy.sparse as sp
 
-from keeper import auction_math as am
-from keeper.backtest.market import SECONDS_PER_YEAR, Market
+from keeper.backtest.market import Market
 from keeper.backtest.population import Population
-from keeper.chains import OptionChain
-from keeper.liquidator import (MarketView, Portfolio, RiskAppetite, SeriesSpec, gas_cost_quote, make_quote,
-                               surface_vol, value_portfolio)
-from keeper.marks import hybrid_marks
-from keeper.pricing import black76_greeks
-from keeper.risk import CALL, PUT, CollateralTable, RiskInputs, RiskParams, SeriesTable, compute_account_risk
-from keeper.risk_scenarios import grid_scenarios, monte_carlo_scenarios
-from keeper.strategies import EdgeStrategy, LotQuote
-from keeper.surface import SurfaceFitError, fit_surface
+from keeper.bots.liquidator.strategies import EdgeStrategy, LotQuote
+from keeper.bots.liquidator.valuation import (
+    MarketView,
+    Portfolio,
+    RiskAppetite,
+    SeriesSpec,
+    gas_cost_quote,
+    make_quote,
+    value_portfolio,
+)
+from keeper.errors import SurfaceFitError
+from keeper.quant import auction_math as am
+from keeper.quant.chains import OptionChain
+from keeper.quant.marks import hybrid_marks
+from keeper.quant.pricing import black76_greeks
+from keeper.quant.risk.engine import (
+    CALL,
+    PUT,
+    CollateralTable,
+    RiskInputs,
+    RiskParams,
+    SeriesTable,
+    compute_account_risk,
+)
+from keeper.quant.risk.scenarios import grid_scenarios, monte_carlo_scenarios
+from keeper.quant.surface import fit_surface
+from keeper.units import WAD
 
 DEC = 6
 UNIT = 10**DEC
-WAD = am.WAD
-RAY = am.RAY
+
+
 POLICIES = ("backstop", "mark_to_market", "static")
 
 

@@ -6,22 +6,20 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from keeper.backtest.market import PricePath, validate_bars
+from keeper.data.paths import CrashConfig, crash_path
+from keeper.errors import BadInput
 
 SYNTHETIC = "synthetic"
 
 
-class BadInput(ValueError):
-    """A path or file the backtest cannot use (message: one line)."""
-
-
 def shared_dir_default() -> Path:
-    import os
 
     env = os.environ.get("BACKSTOP_SHARED_DATA")
     return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
@@ -89,10 +87,9 @@ def load_path(name: str, shared: Path) -> PricePath:
 
 
 def synthetic_path() -> PricePath:
-    """The default synthetic crash of ``backstop scenario`` (keeper.scenario_path.CrashConfig defaults of the
+    """The default synthetic crash of ``backstop scenario`` (keeper.data.paths.CrashConfig defaults of the
     scenario: 16 steps of 900 s, -30 % jump at step 5 ... here at 5-minute resolution over 48 hours: GBM at 60 %,
     one -30 % jump at hour 12)."""
-    from keeper.scenario_path import CrashConfig, crash_path
 
     cfg = CrashConfig(spot0=2000.0, n_steps=576, step_seconds=300.0, base_vol=0.60, crash_step=144, jump=-0.30,
                       vol_spike=2.0, vol_half_life_steps=96, seed=7)

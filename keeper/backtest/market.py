@@ -28,9 +28,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from keeper.pricing import black76_greeks, black76_price
+from keeper.quant.pricing import black76_greeks, black76_price
+from keeper.units import SECONDS_PER_YEAR
 
-SECONDS_PER_YEAR = 365.0 * 24 * 3600
 #: pre-crash ATM vol levels (fractions) by underlying: the typical Deribit DVOL range before these crashes
 BASE_VOL = {"BTC": 0.60, "ETH": 0.75}
 

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from keeper.backtest.var_backtest import BOOKS
+
 
 def _plt():
     import matplotlib
@@ -70,7 +72,6 @@ def var_exceedances(vbs: list, out: Path) -> Path:
     plt = _plt()
     nb = vbs[0].var.shape[1]
     fig, axes = plt.subplots(len(vbs), nb, figsize=(3.2 * nb, 2.6 * len(vbs)), squeeze=False)
-    from keeper.backtest.var_backtest import BOOKS
 
     for r, vb in enumerate(vbs):
         for b, book in enumerate(BOOKS):

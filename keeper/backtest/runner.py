@@ -8,7 +8,7 @@ import time
 import numpy as np
 
 from keeper.backtest.engine import POLICIES, BacktestConfig, Replay
-from keeper.backtest.market import Market, PricePath, build_market, list_series
+from keeper.backtest.market import PricePath, build_market, list_series
 from keeper.backtest.population import make_population, size_collateral
 
 #: figures of the outcome table, in order: key -> column title

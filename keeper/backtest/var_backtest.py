@@ -3,7 +3,7 @@ realised P&L, with Kupiec's proportion-of-failures and Christoffersen's independ
 
 Pure (numpy/scipy; closes come in as arrays). Each day ``d`` (after a 30-day warm-up) the sample books are struck
 afresh relative to that day's close (so every day's book has the same shape), the engine computes their VaR99 over a
-one-day horizon (:func:`keeper.risk.compute_account_risk`, Merton Monte Carlo scenarios seeded by the day, default
+one-day horizon (:func:`keeper.quant.risk.engine.compute_account_risk`, Merton Monte Carlo scenarios seeded by the day, default
 ``MertonParams``), and the realised P&L is the books' model value on day ``d + 1`` (next close, next day's vol, one
 day less to expiry) minus their model value on day ``d``. Windows are one day long and consecutive, so they do not
 overlap. Vol on day ``d``: the EWMA (lambda 0.94) realised vol of the closes up to ``d``, floored at 30 % and capped
@@ -18,9 +18,17 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.stats import chi2
 
-from keeper.pricing import black76_price
-from keeper.risk import CALL, PUT, CollateralTable, RiskInputs, RiskParams, SeriesTable, compute_account_risk
-from keeper.risk_scenarios import (
+from keeper.quant.pricing import black76_price
+from keeper.quant.risk.engine import (
+    CALL,
+    PUT,
+    CollateralTable,
+    RiskInputs,
+    RiskParams,
+    SeriesTable,
+    compute_account_risk,
+)
+from keeper.quant.risk.scenarios import (
     DAYS_PER_YEAR,
     ewma_volatility,
     grid_scenarios,

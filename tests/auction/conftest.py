@@ -1,6 +1,6 @@
 """Fixtures for the auction tests: a real Clearinghouse (core) with keepers signing real EIP-712 attestations.
 
-Typed data, leaf hashes and signatures come from the keepers' own ``keeper/eip712.py`` (the core's tests check it
+Typed data, leaf hashes and signatures come from the keepers' own ``keeper/codec/eip712.py`` (the core's tests check it
 against the contracts). Deployment is done here rather than through tests/contracts/conftest.py because that
 directory-scoped fixture file is not visible from tests/auction/ and was written after these tests.
 """
@@ -15,8 +15,8 @@ from brownie import Contract, FallbackMarginLogic, chain
 from eth_account import Account
 from eth_utils import keccak
 
-from keeper import eip712
-from keeper.auction_math import RAY
+from keeper.codec import eip712
+from keeper.units import RAY
 
 USDC = 10**6
 KEEPER_KEYS = [keccak(f"backstop-auction-test-keeper-{i}".encode()) for i in range(3)]

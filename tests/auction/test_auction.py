@@ -6,8 +6,9 @@ from fractions import Fraction
 import pytest
 from brownie import chain
 
-from keeper import auction_math as am
-from keeper.auction_math import WAD, Curve, CurveKind
+from keeper.quant import auction_math as am
+from keeper.units import WAD
+from keeper.quant.auction_math import Curve, CurveKind
 from tests.auction.conftest import DEFAULT_CONFIG, USDC, breached_auction, reverts_with
 
 CURVE = Curve(CurveKind.LINEAR, tau=DEFAULT_CONFIG["tau"])

@@ -6,8 +6,8 @@ from fractions import Fraction
 
 import pytest
 
-from keeper import auction_math as am
-from keeper.auction_math import WAD
+from keeper.quant import auction_math as am
+from keeper.units import WAD
 
 
 def _equity_after(e: int, mm: int, sold: int, escrow: int, g: int, p: int, lam: int) -> tuple[Fraction, Fraction]:

@@ -1,11 +1,12 @@
-"""AuctionCurves (Solidity) against the exact closed-form reference in keeper/auction_math.py."""
+"""AuctionCurves (Solidity) against the exact closed-form reference in keeper/quant/auction_math.py."""
 from __future__ import annotations
 
 import brownie
 import pytest
 
-from keeper import auction_math as am
-from keeper.auction_math import RAY, Curve, CurveKind
+from keeper.quant import auction_math as am
+from keeper.units import RAY
+from keeper.quant.auction_math import Curve, CurveKind
 
 # cut of 0.9999 per second (about 10% per 17.5 min) and 0.99 per 90-second step, as Maker deployments use.
 CURVES = [

@@ -12,9 +12,10 @@ import brownie
 import pytest
 from brownie import AuctionTestToken, BackstopTimelock, HookBidder, chain
 
-from keeper import auction_math as am
-from keeper import eip712
-from keeper.auction_math import WAD, Curve, CurveKind
+from keeper.quant import auction_math as am
+from keeper.codec import eip712
+from keeper.units import WAD
+from keeper.quant.auction_math import Curve, CurveKind
 from tests.auction.conftest import (
     DEFAULT_CONFIG,
     EMPTY_PROOF,

@@ -38,7 +38,7 @@ from brownie.test import strategy
 from hypothesis import HealthCheck, reject
 from hypothesis.control import current_build_context
 
-from keeper.auction_math import WAD
+from keeper.units import WAD
 from tests.auction.claims_checks import assert_tokens_conserved, claim_elsewhere, settle_claim_checked
 from tests.auction.conftest import EMPTY_PROOF, USDC, config_tuple
 

@@ -15,7 +15,7 @@ import brownie
 from brownie import chain
 import random
 
-from keeper.auction_math import WAD
+from keeper.units import WAD
 from collections import Counter
 
 from tests.auction.claims_checks import assert_tokens_conserved, claim_elsewhere, settle_claim_checked

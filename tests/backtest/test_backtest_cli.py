@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from keeper.cli import main
+from keeper.cli.main import main
 
 
 def _run(args):

@@ -9,7 +9,7 @@ from keeper.backtest.engine import BacktestConfig, Replay
 from keeper.backtest.market import build_market, list_series, validate_bars
 from keeper.backtest.population import Population, size_collateral
 from keeper.backtest.runner import prepare
-from keeper.scenario_path import CrashConfig, crash_path
+from keeper.data.paths import CrashConfig, crash_path
 
 CFG = BacktestConfig(n_scenarios=500)
 

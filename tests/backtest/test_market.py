@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keeper.backtest.io import BadInput, crash_path_names, load_path
+from keeper.errors import BadInput
+from keeper.backtest.io import crash_path_names, load_path
 from keeper.backtest.market import build_market, list_series
 
 

@@ -11,7 +11,7 @@ from scipy.stats import bernoulli, binom, chi2
 
 from keeper.backtest.var_backtest import (BOOKS, christoffersen_independence, ewma_vol_daily, kupiec_pof,
                                           var_backtest)
-from keeper.pricing import black76_price
+from keeper.quant.pricing import black76_price
 
 
 def _seq():

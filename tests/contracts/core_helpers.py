@@ -3,7 +3,7 @@
 * ``tokens``: USDC-like quote asset (6 decimals), WETH (18), WBTC (8), all test ERC20s with open mint.
 * ``keeper_keys``: five deterministic eth-account keys; ``protocol`` registers them 3-of-5.
 * ``protocol``: a deployed ``Clearinghouse`` (+ ``ClearinghouseAdmin``, reached by its fallback) wrapped in
-  :class:`Protocol`, with helpers that post prices and margin batches signed by ``keeper/eip712.py``.
+  :class:`Protocol`, with helpers that post prices and margin batches signed by ``keeper/codec/eip712.py``.
 * ``err(signature, *args)``: the revert string brownie reports for a custom error, built from the error's
   signature so that an assertion names the exact error.
 """
@@ -27,9 +27,9 @@ from eth_abi import encode as abi_encode
 from eth_account import Account
 from eth_utils import keccak
 
-from keeper import eip712
-from keeper.chain import merge_abis
-from keeper.eip712 import Domain, MarginLeaf, MarginRootHeader, MarginTree, Quote
+from keeper.codec import eip712
+from keeper.chain.deployment import merge_abis
+from keeper.codec.eip712 import Domain, MarginLeaf, MarginRootHeader, MarginTree, Quote
 
 WAD = 10**18
 USDC = 10**6
@@ -58,7 +58,7 @@ def bytes32(name: str) -> bytes:
 
 @dataclass
 class Protocol:
-    """A deployed Backstop core with keeper-signing helpers (signatures from keeper/eip712.py)."""
+    """A deployed Backstop core with keeper-signing helpers (signatures from keeper/codec/eip712.py)."""
 
     ch: object
     admin_code: object

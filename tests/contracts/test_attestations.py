@@ -6,8 +6,8 @@ from eth_account import Account
 from eth_utils import keccak
 
 from core_helpers import WAD, bytes32, err
-from keeper import eip712
-from keeper.eip712 import Domain, MarginLeaf, MarginTree, Quote
+from keeper.codec import eip712
+from keeper.codec.eip712 import Domain, MarginLeaf, MarginTree, Quote
 
 SIG_ERRORS = {
     "few": "TooFewSignatures(uint256,uint256)",

@@ -19,7 +19,7 @@ import inspect
 import random
 
 from core_helpers import EMPTY_PROOF, USDC, WAD, err
-from keeper import eip712
+from keeper.codec import eip712
 
 
 WALKS, WALK_STEPS = 3, 30

@@ -1,4 +1,4 @@
-"""keeper/eip712.py on its own: tree/proof/multiproof laws, leaf validation, signature ordering, malleability."""
+"""keeper/codec/eip712.py on its own: tree/proof/multiproof laws, leaf validation, signature ordering, malleability."""
 import logging
 
 import pytest
@@ -7,8 +7,8 @@ from eth_utils import keccak
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keeper import eip712
-from keeper.eip712 import Domain, MarginLeaf, MarginTree
+from keeper.codec import eip712
+from keeper.codec.eip712 import Domain, MarginLeaf, MarginTree
 
 ADDRS = [Account.from_key(keccak(text=f"acct-{i}")).address for i in range(40)]
 

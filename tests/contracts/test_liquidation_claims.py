@@ -24,7 +24,7 @@ from brownie import accounts, chain
 from eth_utils import keccak
 
 from core_helpers import EMPTY_PROOF, USDC, WAD, err
-from keeper import eip712
+from keeper.codec import eip712
 
 CLAIMS_PENDING = "ClaimsPending(address,uint256)"
 CLAIM_UNSETTLED = "ClaimUnsettled(address,address,uint256)"

@@ -4,8 +4,8 @@ import pytest
 from brownie import accounts, chain
 
 from core_helpers import USDC, WAD, err
-from keeper import eip712
-from keeper.eip712 import MarginLeaf, MarginTree
+from keeper.codec import eip712
+from keeper.codec.eip712 import MarginLeaf, MarginTree
 
 
 def _accounts(n):

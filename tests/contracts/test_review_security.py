@@ -5,7 +5,7 @@ import pytest
 from brownie import accounts, chain
 
 from core_helpers import EMPTY_PROOF, USDC, WAD, err
-from keeper import eip712
+from keeper.codec import eip712
 
 
 def _open_pair(p, maker, taker, size=WAD, price=50 * WAD):

@@ -129,7 +129,7 @@ def _settle_scenario(p, traders, is_call, strike, settle_px):
     chain.mine()
     with brownie.reverts(err("SettlementPriceMissing(address,uint64)", str(p.weth), expiry)):
         p.ch.settle(taker, sid, {"from": third})
-    from keeper import eip712
+    from keeper.codec import eip712
     typed = eip712.settlement_typed_data(p.domain, [str(p.weth)], [settle_px], expiry, p.now())
     p.ch.postSettlementPrices([p.weth], [settle_px], expiry, p.now(), eip712.sign_attestation(typed, p.signers()), {"from": third})
     cash_before = {h: int(p.ch.cashOf(h)) for h in holders}

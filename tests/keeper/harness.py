@@ -1,4 +1,4 @@
-"""Integration harness: a private Anvil on a free port with the real contracts deployed (keeper.deploy), a small
+"""Integration harness: a private Anvil on a free port with the real contracts deployed (keeper.chain.local), a small
 book of accounts with option positions, keeper bots in threads with real HTTP between them, and a TCP proxy that
 can be stopped and restarted between a keeper and Anvil."""
 from __future__ import annotations
@@ -36,11 +36,12 @@ class Net:
 
 
 def start_net(tmp: Path, backend: str = "anvil") -> Net:
-    from keeper.deploy import CollateralSpec, DeployConfig, SeriesPlan, deploy, derive_keys, ensure_chain, free_port
+    from keeper.chain.deploy import CollateralSpec, DeployConfig, SeriesPlan, deploy, derive_keys
+    from keeper.chain.local import ensure_chain, free_port
 
     port = free_port()
     lc = ensure_chain(f"http://127.0.0.1:{port}", backend=backend, accounts=10, log_dir=tmp)
-    from keeper.chain import make_web3
+    from keeper.chain.client import make_web3
 
     w3 = make_web3(lc.url, timeout=30)
     keys = derive_keys(lc.mnemonic, 8)
@@ -51,7 +52,7 @@ def start_net(tmp: Path, backend: str = "anvil") -> Net:
     dep_file = tmp / "deployment.json"
     res = deploy(w3, keys[0], [Account.from_key(k).address for k in keeper_keys], cfg, rpc_url=lc.url,
                  deployment_file=dep_file)
-    from keeper.deploy import clearinghouse_abi
+    from keeper.chain.deploy import clearinghouse_abi
 
     ch = w3.eth.contract(address=res.clearinghouse, abi=clearinghouse_abi())
     net = Net(lc, w3, res, ch, keys, keeper_keys, dep_file, tmp=tmp)
@@ -59,7 +60,7 @@ def start_net(tmp: Path, backend: str = "anvil") -> Net:
 
 
 def _sender(net: Net, key: str):
-    from keeper.deploy import Sender
+    from keeper.chain.deploy import Sender
 
     return Sender(net.w3, key)
 
@@ -73,7 +74,7 @@ def _sign_sorted(digest: bytes, keys) -> bytes:
 def genesis_margin(net: Net, accounts: list[str], seq: int):
     """Post a set-up margin batch (signed by two keeper keys) crediting each account's cash as equity and no
     margin, so that the first trades have proofs; returns {account: MarginProof tuple}."""
-    from keeper.keeper_bot import Leaf, MerkleTree
+    from keeper.attest.leaves import Leaf, MerkleTree
 
     ch = net.ch
     ts = int(net.w3.eth.get_block("latest")["timestamp"])
@@ -85,7 +86,7 @@ def genesis_margin(net: Net, accounts: list[str], seq: int):
         leaves.append(Leaf(a, int(ch.functions.stateNonce(a).call()), equity, 0, 0, 0))
     tree = MerkleTree([l.hash() for l in leaves])
     inputs_hash = b"\x01" * 32
-    from keeper.scenario_keepers import margin_root_struct_hash
+    from keeper.codec.eip712 import margin_root_struct_hash
 
     sh = margin_root_struct_hash(tree.root, inputs_hash, seq, ts, len(leaves))
     digest = bytes(ch.functions.hashTypedData(sh).call())
@@ -99,7 +100,7 @@ def genesis_margin(net: Net, accounts: list[str], seq: int):
 
 
 def post_prices(net: Net, price: float, seq: int) -> None:
-    from keeper.scenario_keepers import prices_struct_hash
+    from keeper.codec.eip712 import prices_struct_hash
 
     ch = net.ch
     ts = int(net.w3.eth.get_block("latest")["timestamp"])
@@ -113,8 +114,8 @@ def post_prices(net: Net, price: float, seq: int) -> None:
 def setup_book(net: Net) -> dict:
     """Accounts: A (healthy, well funded, short 1 put), B (thin, short 10 ATM puts: breaches on a crash),
     C (counterparty, long the puts). Returns {name: address}."""
-    from keeper.deploy import clearinghouse_abi
-    from keeper.eip712 import Domain, Quote, quote_typed_data, sign
+    from keeper.chain.deploy import clearinghouse_abi
+    from keeper.codec.eip712 import Domain, Quote, quote_typed_data, sign
 
     ch = net.ch
     usdc = net.w3.eth.contract(address=net.res.quote_asset, abi=_erc20_abi())
@@ -157,7 +158,7 @@ def _erc20_abi():
 # ------------------------------------------------------------------------------------------------------------
 def keeper_config(net: Net, i: int, ports: list[int], spot_file: Path, rpc_url: str | None = None,
                   fabricate: list[str] | None = None, root_every: int = 1_000_000, price_deviation: float = 0.5):
-    from keeper.config import parse_config
+    from keeper.ops.config import parse_config
 
     peers = [{"name": f"k{j}", "url": f"http://127.0.0.1:{ports[j]}",
               "address": Account.from_key(net.keeper_keys[j]).address} for j in range(len(ports)) if j != i]
@@ -185,9 +186,9 @@ class KeeperThread:
     """One keeper (its scheduler and HTTP server) in this process; ``stop()`` kills it."""
 
     def __init__(self, net: Net, i: int, cfg, log_stream=None) -> None:
-        from keeper.keeper_bot import build_keeper, run_scheduler
-        from keeper.keys import KeeperKey
-        from keeper.logging import get_logger
+        from keeper.bots.keeper import build_keeper, run_scheduler
+        from keeper.ops.keys import KeeperKey
+        from keeper.ops.logging import get_logger
 
         self.i = i
         key = KeeperKey(Account.from_key(net.keeper_keys[i]))

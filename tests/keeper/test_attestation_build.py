@@ -9,14 +9,14 @@ import pytest
 from eth_abi import encode
 from eth_utils import keccak
 
-from keeper.archive import InputsArchive
-from keeper.canonical import canonical_json
-from keeper.chain import AccountSnapshot, SeriesInfo
-from keeper.config import parse_config
-from keeper.keeper_bot import (Leaf, MerkleTree, SeriesMarks, build_inputs, leaves_from_inputs, mark_series,
-                               recompute_from_archive, risk_document)
-from keeper.market_data import BlockRef, SimulatedMarket
-from keeper.risk import to_quote_units
+from keeper.data.archive import InputsArchive
+from keeper.codec.canonical import canonical_json
+from keeper.chain.client import AccountSnapshot, SeriesInfo
+from keeper.ops.config import parse_config
+from keeper.attest.leaves import Leaf, MerkleTree, leaves_from_inputs, recompute_from_archive
+from keeper.attest.inputs import SeriesMarks, build_inputs, mark_series, risk_document
+from keeper.data.sources import BlockRef, SimulatedMarket
+from keeper.quant.risk.engine import to_quote_units
 
 WAD = 10**18
 
@@ -137,7 +137,7 @@ def test_recompute_from_archive_in_another_process(tmp_path):
     root = MerkleTree([l.hash() for l in leaves]).root
     blob = arch.get(h)
     assert recompute_from_archive(blob)[0] == root
-    code = ("import sys; from pathlib import Path; from keeper.keeper_bot import recompute_from_archive;"
+    code = ("import sys; from pathlib import Path; from keeper.attest.leaves import recompute_from_archive;"
             f"print(recompute_from_archive(Path(sys.argv[1]).read_bytes())[0].hex())")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / f"{h}.json")], capture_output=True, text=True,
                          check=True, env={"PYTHONHASHSEED": "123", "OMP_NUM_THREADS": "1", "PATH": "/usr/bin"},
@@ -146,7 +146,7 @@ def test_recompute_from_archive_in_another_process(tmp_path):
 
 
 def test_fast_canonical_inputs_is_byte_identical():
-    from keeper.keeper_bot import canonical_inputs
+    from keeper.attest.leaves import canonical_inputs
 
     doc, _ = _doc()
     assert canonical_inputs(doc) == canonical_json(doc)
@@ -169,7 +169,7 @@ def _flat_except(bad_strike: float):
 
 
 def test_nan_vol_for_one_series_leaves_only_its_holders_out_of_the_signed_root():
-    from keeper.keeper_bot import screen_series
+    from keeper.attest.inputs import screen_series
 
     doc, marks = _doc()  # account 1 holds series 1 only, account 2 both, account 3 series 2 only
     now, spot = doc["block"]["timestamp"], 2000.0
@@ -208,7 +208,7 @@ def test_nan_vol_for_one_series_leaves_only_its_holders_out_of_the_signed_root()
 
 
 def test_out_of_range_account_is_left_out_and_the_archive_agrees(tmp_path):
-    from keeper.keeper_bot import storable_leaves
+    from keeper.attest.leaves import storable_leaves
 
     doc, _ = _doc(cash=(5_000_000_000, 2**96, 50_000_000))  # account 2's equity cannot be stored as int96
     all_leaves, details = leaves_from_inputs(doc)

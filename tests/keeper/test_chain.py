@@ -5,10 +5,20 @@ import pytest
 from eth_account import Account
 from eth_utils import to_checksum_address
 
-from keeper.chain import (BlockTracker, Deployment, Header, TxFailed, TxSender, backoff_delays, eip1559_fees,
-                          header_from_block, load_deployment, make_web3, with_retries, write_deployment,
-                          RpcUnavailable)
-from keeper.config import ConfigError, parse_config
+from keeper.errors import TxFailed, RpcUnavailable
+from keeper.chain.client import (
+    BlockTracker,
+    Header,
+    TxSender,
+    backoff_delays,
+    eip1559_fees,
+    header_from_block,
+    make_web3,
+    with_retries,
+)
+from keeper.chain.deployment import Deployment, load_deployment, write_deployment
+from keeper.errors import ConfigError
+from keeper.ops.config import parse_config
 
 ADDR = "0x" + "ab" * 20
 
@@ -78,7 +88,8 @@ def test_fees():
 @pytest.fixture(scope="module")
 def anvil(tmp_path_factory):
     """A private Anvil on a free port (not the shared 8545), with the standard test mnemonic."""
-    from keeper.deploy import derive_keys, ensure_chain, free_port
+    from keeper.chain.deploy import derive_keys
+    from keeper.chain.local import ensure_chain, free_port
 
     lc = ensure_chain(f"http://127.0.0.1:{free_port()}", accounts=4, log_dir=tmp_path_factory.mktemp("anvil"))
     yield lc, derive_keys(lc.mnemonic, 4)
@@ -143,7 +154,8 @@ def test_rpc_down_raises_unavailable_quickly():
 @pytest.mark.ganache
 def test_tx_sender_legacy_fees_on_ganache(tmp_path):
     """Ganache on the istanbul hardfork has no base fee: the sender falls back to a legacy gasPrice."""
-    from keeper.deploy import derive_keys, ensure_chain, free_port
+    from keeper.chain.deploy import derive_keys
+    from keeper.chain.local import ensure_chain, free_port
 
     lc = ensure_chain(f"http://127.0.0.1:{free_port()}", backend="ganache", accounts=2, log_dir=tmp_path)
     try:
@@ -201,7 +213,7 @@ def _claim_event_sequence(rng, n: int) -> list[tuple[str, dict]]:
 def _reference_dirty(events: list[tuple[str, dict]], k: int) -> set[str]:
     """Accounts event ``k`` must dirty, computed from scratch: the accounts it names, plus every holder whose
     latest claim event before ``k`` (or at ``k``, for a ClaimRecorded) is a ClaimRecorded on a named account."""
-    from keeper.chain import _DIRTYING
+    from keeper.chain.client import _DIRTYING
 
     name, args = events[k]
     named = {to_checksum_address(args[a]) for a in _DIRTYING[name]}
@@ -219,7 +231,7 @@ def test_claims_fold_dirties_holders_with_their_source_and_rebuilds():
     import copy
     import random
 
-    from keeper.chain import ChainState, apply_event
+    from keeper.chain.client import ChainState, apply_event
 
     rng = random.Random(20261122)
     holders_seen = 0
@@ -252,7 +264,7 @@ def test_claims_fold_dirties_holders_with_their_source_and_rebuilds():
 def test_claim_fold_example():
     """One worked sequence: two holders on one source; an expiry settlement of the source dirties both; after the
     first holder settles only the second follows the source; a holder's own deposit does not dirty the source."""
-    from keeper.chain import ChainState, apply_event
+    from keeper.chain.client import ChainState, apply_event
 
     s, h1, h2, other = ACCTS[:4]
     st = ChainState()

@@ -12,8 +12,11 @@ import requests
 from click.testing import CliRunner
 from eth_account import Account
 
-from keeper.cli import keeper_main, main
-from keeper.exchange import ExchangeServer, KeeperView, SignatureBook, TypedDataCodec
+from keeper.cli.keeper import keeper_main
+from keeper.cli.main import main
+from keeper.exchange.server import ExchangeServer, KeeperView
+from keeper.exchange.book import SignatureBook
+from keeper.exchange.codec import TypedDataCodec
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -84,7 +87,7 @@ def test_keeper_run_process_serves_api_and_stops_on_sigterm(tmp_path):
         cfile = tmp_path / "keeper.json"
         cfile.write_text(json.dumps(cfg))
         env = dict(os.environ, BACKSTOP_KEEPER_KEY=net.keeper_keys[0])
-        proc = subprocess.Popen([sys.executable, "-c", "from keeper.cli import keeper_main; keeper_main()", "run",
+        proc = subprocess.Popen([sys.executable, "-c", "from keeper.cli.keeper import keeper_main; keeper_main()", "run",
                                  "--config", str(cfile)], cwd=ROOT, env=env, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
         try:
@@ -126,7 +129,7 @@ def test_liquidator_and_docs_config_example():
     import re
     import tomllib
 
-    from keeper.config import parse_config
+    from keeper.ops.config import parse_config
 
     text = (ROOT / "docs" / "keeper.md").read_text()
     block = re.search(r"```toml\n(.*?)```", text, re.S).group(1)

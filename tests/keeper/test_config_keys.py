@@ -5,9 +5,11 @@ import json
 import pytest
 from eth_account import Account
 
-from keeper.config import ConfigError, load_config, parse_config
-from keeper.keys import KeyError_, KeeperKey, key_from_env, key_from_keystore, load_key, write_keystore
-from keeper.logging import configure_logging, get_logger
+from keeper.errors import ConfigError
+from keeper.ops.config import load_config, parse_config
+from keeper.errors import KeyLoadError
+from keeper.ops.keys import KeeperKey, key_from_env, key_from_keystore, load_key, write_keystore
+from keeper.ops.logging import configure_logging, get_logger
 
 ADDR_A = "0x" + "11" * 20
 ADDR_B = "0x" + "22" * 20
@@ -84,9 +86,9 @@ def test_key_from_env_and_keystore_never_shows_key(tmp_path):
     k = key_from_env("K", {"K": pk})
     assert k.address == acct.address
     assert pk.removeprefix("0x") not in repr(k) and pk.removeprefix("0x") not in str(k)
-    with pytest.raises(KeyError_, match="K is not set"):
+    with pytest.raises(KeyLoadError, match="K is not set"):
         key_from_env("K", {})
-    with pytest.raises(KeyError_) as ei:
+    with pytest.raises(KeyLoadError) as ei:
         key_from_env("K", {"K": "0xnothex"})
     assert "nothex" not in str(ei.value)
 
@@ -94,11 +96,11 @@ def test_key_from_env_and_keystore_never_shows_key(tmp_path):
     assert write_keystore(ks, pk, "pw") == acct.address
     assert (ks.stat().st_mode & 0o777) == 0o600
     assert key_from_keystore(ks, "pw").address == acct.address
-    with pytest.raises(KeyError_, match="wrong password"):
+    with pytest.raises(KeyLoadError, match="wrong password"):
         key_from_keystore(ks, "bad")
     cfg = parse_config({"keys": {"keystore_file": str(ks), "password_env": "PW"}})
     assert load_key(cfg.keys, {"PW": "pw"}).address == acct.address
-    with pytest.raises(KeyError_, match="PW"):
+    with pytest.raises(KeyLoadError, match="PW"):
         load_key(cfg.keys, {})
     with pytest.raises(TypeError):
         import pickle

@@ -1,4 +1,4 @@
-"""`keeper.deploy.deploy` ends with the protocol owned by a BackstopTimelock (issue 12, finding H-2): on a real Anvil,
+"""`keeper.chain.deploy.deploy` ends with the protocol owned by a BackstopTimelock (issue 12, finding H-2): on a real Anvil,
 the deployer's key can no longer use any owner power directly, the timelock's delay is the deployment parameter, the
 deployer keeps only the proposer role, and the guardian and the risk admin are set."""
 from __future__ import annotations
@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 import harness as h
-from keeper.deploy import DeployError, Sender, load_artifacts
+from keeper.errors import DeployError
+from keeper.chain.deploy import Sender, load_artifacts
 
 
 @pytest.mark.chain

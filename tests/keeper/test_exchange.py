@@ -7,11 +7,20 @@ from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
 
-from keeper.archive import InputsArchive
-from keeper.canonical import canonical_json
-from keeper.exchange import (ExchangeServer, KeeperView, PeerClient, SignatureBook, SignatureRejected,
-                             TypedDataCodec, diff_leaves, recover_signer, rotation_order, should_submit,
-                             sign_digest, submit_delay_blocks)
+from keeper.data.archive import InputsArchive
+from keeper.codec.canonical import canonical_json
+from keeper.exchange.server import ExchangeServer, KeeperView
+from keeper.exchange.client import PeerClient, diff_leaves
+from keeper.errors import SignatureRejected
+from keeper.exchange.book import (
+    SignatureBook,
+    recover_signer,
+    rotation_order,
+    should_submit,
+    sign_digest,
+    submit_delay_blocks,
+)
+from keeper.exchange.codec import TypedDataCodec
 
 CONTRACT = "0x" + "ab" * 20
 CODEC = TypedDataCodec(31337, CONTRACT)
@@ -185,8 +194,8 @@ def test_diff_leaves_names_the_differing_field():
 def test_codec_and_tree_agree_with_the_contracts_side_module():
     """The codec's message conversion (hex strings -> typed values) gives eip712's digests, and the keeper's hash-built
     tree adapter lays out the same root as eip712.MarginTree.build (a second construction)."""
-    eip = pytest.importorskip("keeper.eip712")
-    from keeper.keeper_bot import Leaf, MerkleTree
+    eip = pytest.importorskip("keeper.codec.eip712")
+    from keeper.attest.leaves import Leaf, MerkleTree
 
     dom = eip.Domain(31337, CONTRACT)
     m = margin_msg()

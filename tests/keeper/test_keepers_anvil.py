@@ -1,6 +1,6 @@
 """Three keepers (M = 2) as threads with real HTTP between them, on a private Anvil with the real contracts.
 
-Each test deploys afresh (keeper.deploy on a free port), opens a small book (A healthy, B thin short puts,
+Each test deploys afresh (keeper.chain.local on a free port), opens a small book (A healthy, B thin short puts,
 C counterparty), starts the keepers and mines blocks explicitly."""
 import time
 from pathlib import Path
@@ -81,7 +81,7 @@ def test_price_shock_breach_registered_within_two_blocks(net, tmp_path):
         posted = net.ch.events.MarginRootPosted().get_logs(from_block=shock)
         assert [int(e["args"]["sequence"]) for e in posted] == [shock]
         # the submitter started B's liquidation auction (and is its starter)
-        from keeper.chain import load_abi
+        from keeper.chain.deployment import load_abi
 
         auction = net.w3.eth.contract(address=net.res.auction, abi=load_abi("auction"))
         started = auction.events.AuctionStarted().get_logs(from_block=shock)
@@ -92,8 +92,8 @@ def test_price_shock_breach_registered_within_two_blocks(net, tmp_path):
         pp = net.ch.events.PricesPosted().get_logs(from_block=shock)
         assert [int(e["args"]["sequence"]) for e in pp] == [shock]
         # anyone can recompute the attested root from the archive served over HTTP
-        from keeper.exchange import PeerClient
-        from keeper.keeper_bot import recompute_from_archive
+        from keeper.exchange.client import PeerClient
+        from keeper.attest.leaves import recompute_from_archive
 
         blob = PeerClient("k1", ks[1].server.url).archive(ev[0]["args"]["inputsHash"].hex())
         root, leaves = recompute_from_archive(blob)
@@ -106,7 +106,7 @@ def test_price_shock_breach_registered_within_two_blocks(net, tmp_path):
         proof = ((bytes.fromhex(hd["inputsHash"][2:]), hd["sequence"], hd["timestamp"], hd["leafCount"]),
                  (lf["account"], lf["stateNonce"], lf["equity"], lf["maintenance"], lf["initial"], lf["modelValue"]),
                  [bytes.fromhex(x[2:]) for x in m["proof"]])
-        from keeper.deploy import Sender
+        from keeper.chain.deploy import Sender
 
         Sender(net.w3, net.keys[4]).call(net.ch.functions.recordMargin(proof), "recordMargin")
         rec = net.ch.functions.marginRecord(net.users["A"]).call()
@@ -134,7 +134,7 @@ def test_one_keeper_killed_the_other_two_still_register(net, tmp_path):
         b = net.mine()
         assert h.wait_for(lambda: all(_root(k, b) for k in ks), 20)
         # kill the keeper that the rotation designates for the shock block
-        from keeper.exchange import rotation_order
+        from keeper.exchange.book import rotation_order
 
         shock_block = int(net.w3.eth.block_number) + 2  # one quiet block, then the shock
         addrs = [Account.from_key(k).address for k in net.keeper_keys]
@@ -158,7 +158,7 @@ def test_fabricated_breach_from_one_keeper_changes_nothing(net, tmp_path):
     import io
     import json
 
-    from keeper.logging import configure_logging
+    from keeper.ops.logging import configure_logging
 
     buf = io.StringIO()
     configure_logging("INFO", stream=buf)
@@ -221,8 +221,9 @@ def test_rpc_down_and_back(net, tmp_path):
 
 
 def _client(net, depth=64):
-    from keeper.chain import ChainClient, load_deployment
-    from keeper.config import parse_config
+    from keeper.chain.client import ChainClient
+    from keeper.chain.deployment import load_deployment
+    from keeper.ops.config import parse_config
 
     cfg = parse_config({"chain": {"rpc_url": net.chain.url, "reorg_depth": depth}}).chain
     return ChainClient(net.w3, load_deployment(net.deployment_file), cfg)
@@ -242,14 +243,14 @@ def test_state_cache_is_incremental_and_matches_direct_reads(net):
     assert {s.series_id for s in st.series.values()} == {s["id"] for s in net.res.series}
     assert st.threshold == 2 and len(st.keepers) == 3
     # the on-chain price feed adapter reads the attested spot (posted at set-up: 2,000)
-    from keeper.market_data import BlockRef, OnChainSpotSource
+    from keeper.data.sources import BlockRef, OnChainSpotSource
 
     head = c.head()
     q = OnChainSpotSource("oc", lambda: c.spot_price(net.res.underlying), max_age_s=3600).spot(
         BlockRef(head.number, head.hash, head.timestamp))
     assert q.price == 2000.0
     # one new deposit: only that account is re-read on the next block
-    from keeper.deploy import Sender
+    from keeper.chain.deploy import Sender
 
     usdc = net.w3.eth.contract(address=net.res.quote_asset, abi=h._erc20_abi())
     Sender(net.w3, net.keys[0]).call(usdc.functions.mint(net.users["A"], 7 * 10**6), "mint")
@@ -266,7 +267,7 @@ def test_state_cache_is_incremental_and_matches_direct_reads(net):
 
 
 def test_reorg_drops_cache_beyond_the_fork(net):
-    from keeper.deploy import Sender
+    from keeper.chain.deploy import Sender
 
     c = _client(net, depth=8)  # events older than 8 blocks are folded into the base state
     c.sync(c.head())
@@ -300,7 +301,7 @@ def _one_keeper(net, tmp_path, **market):
     ports = h.free_ports(3)
     cfg = h.keeper_config(net, 0, ports, spot).model_dump(mode="json")
     cfg["market"].update(market)
-    from keeper.config import parse_config
+    from keeper.ops.config import parse_config
 
     return spot, h.KeeperThread(net, 0, parse_config(cfg))
 
@@ -338,7 +339,7 @@ def test_cycle_on_a_replayed_deribit_chain(net, tmp_path, shared_data):
         # is published)
         import json
 
-        from keeper.surface import VolSurface
+        from keeper.quant.surface import VolSurface
 
         surface = VolSurface.from_canonical(json.loads(k.bot.archive.get(att["header"]["inputsHash"]))["surface"])
         assert len(surface.slices) >= 3
@@ -359,7 +360,7 @@ def test_settlement_price_posted_after_expiry(net, tmp_path):
     spot = tmp_path / "spot.json"
     h.write_spot(spot, 1900.0)
     ports = h.free_ports(3)
-    from keeper.config import parse_config
+    from keeper.ops.config import parse_config
 
     ks = []
     for i in range(3):
@@ -455,11 +456,11 @@ def test_price_shock_on_ganache(tmp_path):
 
 
 def test_leaf_hash_and_digests_match_the_contract_views(net):
-    """The keeper's leaf hash and EIP-712 digests (both through keeper/eip712.py) against the contract's own
+    """The keeper's leaf hash and EIP-712 digests (both through keeper/codec/eip712.py) against the contract's own
     ``leafHash`` and ``hashTypedData`` views: the independent check now that the keeper has no copy of its own."""
-    from keeper import eip712
-    from keeper.exchange import TypedDataCodec
-    from keeper.keeper_bot import Leaf
+    from keeper.codec import eip712
+    from keeper.exchange.codec import TypedDataCodec
+    from keeper.attest.leaves import Leaf
 
     ch = net.ch
     acc = Account.from_key(b"\x07" * 32).address
@@ -493,7 +494,7 @@ class _NoVolAt:
 
 
 def test_nan_vol_for_one_series_skips_only_its_holders(net, tmp_path):
-    from keeper.surface import fit_surface
+    from keeper.quant.surface import fit_surface
 
     spot, k = _one_keeper(net, tmp_path)
     held = {2000.0}  # A, B and C all trade the ATM put (harness.setup_book)

@@ -7,11 +7,24 @@ import statistics
 import numpy as np
 import pytest
 
-from keeper.config import parse_config
-from keeper.market_data import (AggregatedSpot, BlockRef, FileSpotSource, OnChainSpotSource, ReplayChainSource,
-                                ReplaySpotSource, SimulatedMarket, Skip, SpotQuote, aggregate_spot,
-                                build_market_data, clean_chain, load_price_rows, price_to_wad, quantize_price)
-from keeper.pricing import black76_price
+from keeper.ops.config import parse_config
+from keeper.units import price_to_wad, quantize_price
+from keeper.data.sources import (
+    AggregatedSpot,
+    BlockRef,
+    FileSpotSource,
+    OnChainSpotSource,
+    ReplayChainSource,
+    ReplaySpotSource,
+    SimulatedMarket,
+    Skip,
+    SpotQuote,
+    aggregate_spot,
+    build_market_data,
+    clean_chain,
+    load_price_rows,
+)
+from keeper.quant.pricing import black76_price
 
 B = BlockRef(10, "0x" + "00" * 32, 1_700_000_000)
 

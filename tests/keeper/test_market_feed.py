@@ -6,9 +6,10 @@ import math
 import numpy as np
 import pytest
 
-from keeper.config import ConfigError, parse_config
-from keeper.market_data import BlockRef, MarketFileChainSource, SimulatedMarket, Skip, build_market_data
-from keeper.surface import fit_surface
+from keeper.errors import ConfigError
+from keeper.ops.config import parse_config
+from keeper.data.sources import BlockRef, MarketFileChainSource, SimulatedMarket, Skip, build_market_data
+from keeper.quant.surface import fit_surface
 from vollib.black.implied_volatility import implied_volatility as vollib_iv
 
 SPOT = 2000.0
@@ -108,7 +109,7 @@ def test_missing_or_malformed_file_is_skipped(tmp_path, content, reason):
 def test_config_requires_a_path_and_resolves_it(tmp_path):
     with pytest.raises(ConfigError, match="market_file"):
         parse_config({"market": {"chain": {"kind": "market_file"}}})
-    from keeper.config import load_config
+    from keeper.ops.config import load_config
     (tmp_path / "k.json").write_text(json.dumps({"market": {"chain": {"kind": "market_file", "path": "m.json"}}}))
     assert load_config(tmp_path / "k.json").market.chain.path == tmp_path / "m.json"
     assert isinstance(build_market_data(load_config(tmp_path / "k.json").market).chain_source, MarketFileChainSource)
@@ -122,8 +123,8 @@ def test_keeper_signs_nothing_on_a_missing_or_nan_market_file_and_follows_the_fi
     import time
 
     import harness as h
-    from keeper.config import parse_config
-    from keeper.surface import VolSurface
+    from keeper.ops.config import parse_config
+    from keeper.quant.surface import VolSurface
 
     net = h.start_net(tmp_path)
     try:

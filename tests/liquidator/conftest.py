@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from keeper.scenario import Scenario, ScenarioConfig
-from keeper.scenario_path import CrashConfig
+from keeper.scenario.runner import Scenario, ScenarioConfig
+from keeper.data.paths import CrashConfig
 
 
 @pytest.fixture(scope="module")

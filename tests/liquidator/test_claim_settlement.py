@@ -9,8 +9,8 @@ import json
 
 import pytest
 
-from keeper.liquidator import LiquidatorBot, LiquidatorSettings
-from keeper.strategies import BidDecision, EdgeStrategy
+from keeper.bots.liquidator.bot import LiquidatorBot, LiquidatorSettings
+from keeper.bots.liquidator.strategies import BidDecision, EdgeStrategy
 
 WAD = 10**18
 SPOT, VOL = 1800.0, 0.8

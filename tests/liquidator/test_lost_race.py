@@ -7,8 +7,8 @@ import json
 
 import pytest
 
-from keeper.liquidator import LiquidatorBot, LiquidatorSettings
-from keeper.strategies import EdgeStrategy
+from keeper.bots.liquidator.bot import LiquidatorBot, LiquidatorSettings
+from keeper.bots.liquidator.strategies import EdgeStrategy
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,7 @@ def test_stale_quote_is_caught_before_sending(crashed, tmp_path):
     assert acct in b1.running
     q, d, _ = b1.evaluate(acct)
     # a price limit below the current price (a stale decision): the pre-flight call reverts PriceAboveLimit
-    from keeper.strategies import BidDecision
+    from keeper.bots.liquidator.strategies import BidDecision
 
     stale = BidDecision(True, d.fraction, max(1, q.auction_price // 2))
     assert b1.bid(acct, q, stale) == "lost_race"

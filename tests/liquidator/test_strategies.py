@@ -6,8 +6,14 @@ import sys
 
 import pytest
 
-from keeper.strategies import (BidDecision, EdgeStrategy, ExternalCommandStrategy, LotQuote, affordable_fraction,
-                               load_strategy)
+from keeper.bots.liquidator.strategies import (
+    BidDecision,
+    EdgeStrategy,
+    ExternalCommandStrategy,
+    LotQuote,
+    affordable_fraction,
+    load_strategy,
+)
 
 
 def quote(**kw) -> LotQuote:
@@ -54,7 +60,7 @@ def test_bad_edge_rejected():
 
 @pytest.fixture
 def external():
-    s = ExternalCommandStrategy([sys.executable, "-m", "keeper.strategies", "--edge", "0.05"], timeout_s=10)
+    s = ExternalCommandStrategy([sys.executable, "-m", "keeper.bots.liquidator.strategies", "--edge", "0.05"], timeout_s=10)
     yield s
     s.close()
 
@@ -102,7 +108,7 @@ def test_external_command_garbage_timeout_and_death_mean_no_bid(tmp_path):
 def test_load_strategy_specs():
     assert isinstance(load_strategy("edge", edge=0.1), EdgeStrategy)
     assert load_strategy("edge:0.07").edge == 0.07
-    assert isinstance(load_strategy("cmd:python -m keeper.strategies"), ExternalCommandStrategy)
+    assert isinstance(load_strategy("cmd:python -m keeper.bots.liquidator.strategies"), ExternalCommandStrategy)
     with pytest.raises(ValueError):
         load_strategy("nonsense")
 

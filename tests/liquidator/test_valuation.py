@@ -7,9 +7,17 @@ import math
 import pytest
 from vollib.black import black as vollib_black
 
-from keeper.liquidator import (MarketView, Portfolio, RiskAppetite, SeriesSpec, flat_vol, gas_cost_quote, make_quote,
-                               value_portfolio)
-from keeper.strategies import EdgeStrategy
+from keeper.bots.liquidator.valuation import (
+    MarketView,
+    Portfolio,
+    RiskAppetite,
+    SeriesSpec,
+    flat_vol,
+    gas_cost_quote,
+    make_quote,
+    value_portfolio,
+)
+from keeper.bots.liquidator.strategies import EdgeStrategy
 
 QUOTE = "0x" + "aa" * 20
 WETH = "0x" + "bb" * 20

@@ -8,8 +8,10 @@ import math
 import numpy as np
 import pytest
 
-from keeper.chains import SECONDS_PER_YEAR, OptionChain, chain_from_rows, load_deribit_csv
-from keeper.pricing import black76_price
+from keeper.units import SECONDS_PER_YEAR
+from keeper.quant.chains import OptionChain, chain_from_rows
+from keeper.data.deribit import load_deribit_csv
+from keeper.quant.pricing import black76_price
 
 # Figures stated in shared/data/option_chains/PROVENANCE.md (rows, expiries, rows without bid / without ask).
 PROVENANCE = {

@@ -9,17 +9,17 @@ from pathlib import Path
 
 import numpy as np
 
-from keeper.risk import compute_account_risk, deserialize_risk_inputs, serialize_risk_inputs
-from keeper.risk_scenarios import grid_scenarios, monte_carlo_scenarios, seed_from_block_hash
-from keeper.risk_synthetic import synthetic_book
+from keeper.quant.risk.engine import compute_account_risk, deserialize_risk_inputs, serialize_risk_inputs
+from keeper.quant.risk.scenarios import grid_scenarios, monte_carlo_scenarios, seed_from_block_hash
+from keeper.quant.risk.synthetic import synthetic_book
 
 ROOT = Path(__file__).resolve().parents[2]
 BLOCK_HASH = "0x" + "5c" * 16 + "a7" * 16
 
 CHILD = r"""
 import hashlib, sys
-from keeper.risk import compute_account_risk, deserialize_risk_inputs
-from keeper.risk_scenarios import grid_scenarios, monte_carlo_scenarios, seed_from_block_hash
+from keeper.quant.risk.engine import compute_account_risk, deserialize_risk_inputs
+from keeper.quant.risk.scenarios import grid_scenarios, monte_carlo_scenarios, seed_from_block_hash
 inputs = deserialize_risk_inputs(open(sys.argv[1], "rb").read())
 mc = monte_carlo_scenarios(seed_from_block_hash(sys.argv[2]), 3000, inputs.n_underlyings)
 risk = compute_account_risk(inputs, mc, grid_scenarios([0.15, 0.2]), chunk=int(sys.argv[3]))

@@ -1,4 +1,4 @@
-"""Collateral haircuts (keeper/haircuts.py): monotonicity, bounds, closed form, EWMA on real closes."""
+"""Collateral haircuts (keeper/quant/haircuts.py): monotonicity, bounds, closed form, EWMA on real closes."""
 from __future__ import annotations
 
 import csv
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy.signal import lfilter
 
-from keeper.haircuts import HaircutParams, haircut_from_closes, recommended_haircut
+from keeper.quant.haircuts import HaircutParams, haircut_from_closes, recommended_haircut
 
 vols = st.floats(0.0, 0.5)
 sizes = st.floats(0.0, 1e7)

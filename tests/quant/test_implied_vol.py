@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 from scipy.special import ndtr
 
-from keeper.implied_vol import ImpliedVols, IVReason, implied_vol
-from keeper.pricing import black76_greeks, black76_price
+from keeper.quant.implied_vol import ImpliedVols, IVReason, implied_vol
+from keeper.quant.pricing import black76_greeks, black76_price
 
 ql = pytest.importorskip("QuantLib")
 with warnings.catch_warnings():

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keeper.chains import load_deribit_csv
-from keeper.marks import MarkConfig, MarkReason, hybrid_marks, mark_chain, model_prices
-from keeper.pricing import black76_price
-from keeper.surface import fit_surface
+from keeper.data.deribit import load_deribit_csv
+from keeper.quant.marks import MarkConfig, MarkReason, hybrid_marks, mark_chain, model_prices
+from keeper.quant.pricing import black76_price
+from keeper.quant.surface import fit_surface
 
 CFG = MarkConfig()
 

@@ -12,7 +12,7 @@ import warnings
 import numpy as np
 import pytest
 
-from keeper.pricing import Greeks, black76_greeks, black76_price, bsm_greeks, bsm_price
+from keeper.quant.pricing import Greeks, black76_greeks, black76_price, bsm_greeks, bsm_price
 
 ql = pytest.importorskip("QuantLib")
 with warnings.catch_warnings():

@@ -1,4 +1,4 @@
-"""Portfolio risk engine (keeper/risk.py): closed forms, laws and second computations."""
+"""Portfolio risk engine (keeper/quant/risk/engine.py): closed forms, laws and second computations."""
 from __future__ import annotations
 
 import csv
@@ -18,12 +18,34 @@ from py_vollib.black.greeks.analytical import vega as vollib_vega
 from scipy.signal import lfilter
 from scipy.stats import norm
 
-from keeper.risk import (CALL, FORWARD, NO_UNDERLYING, PUT, CollateralTable, RiskInputs, RiskParams, SeriesTable,
-                         compute_account_risk, deserialize_risk_inputs, model_values, revalue, risk_inputs_hash,
-                         serialize_risk_inputs, tail_stats, to_quote_units)
-from keeper.risk_scenarios import (MertonParams, ScenarioSet, grid_scenarios, historical_scenarios,
-                                   log_returns_from_closes, monte_carlo_scenarios, seed_from_block_hash)
-from keeper.risk_synthetic import synthetic_book
+from keeper.quant.risk.engine import (
+    CALL,
+    FORWARD,
+    NO_UNDERLYING,
+    PUT,
+    CollateralTable,
+    RiskInputs,
+    RiskParams,
+    SeriesTable,
+    compute_account_risk,
+    deserialize_risk_inputs,
+    model_values,
+    revalue,
+    risk_inputs_hash,
+    serialize_risk_inputs,
+    tail_stats,
+    to_quote_units,
+)
+from keeper.quant.risk.scenarios import (
+    MertonParams,
+    ScenarioSet,
+    grid_scenarios,
+    historical_scenarios,
+    log_returns_from_closes,
+    monte_carlo_scenarios,
+    seed_from_block_hash,
+)
+from keeper.quant.risk.synthetic import synthetic_book
 
 
 def _quantile_scenarios(sigma: float, n: int, n_und: int = 1) -> ScenarioSet:
@@ -389,8 +411,8 @@ def test_bad_inputs_are_refused_with_a_reason():
 
 
 def test_fast_serialization_is_byte_identical_to_canonical_json():
-    from keeper.canonical import canonical_json, inputs_hash
-    from keeper.risk import _to_plain
+    from keeper.codec.canonical import canonical_json, inputs_hash
+    from keeper.quant.risk.engine import _to_plain
 
     inputs = synthetic_book(8, 50, 20)
     plain = _to_plain(inputs)
@@ -399,8 +421,8 @@ def test_fast_serialization_is_byte_identical_to_canonical_json():
 
 
 def test_fast_canonical_json_matches_canonical_json_on_arrays_and_scenarios():
-    from keeper.canonical import canonical_json, inputs_hash
-    from keeper.risk_canonical import fast_canonical_json
+    from keeper.codec.canonical import canonical_json, inputs_hash
+    from keeper.codec.fast_json import fast_canonical_json
 
     rng = np.random.default_rng(4)
     value = {"b": rng.normal(size=(3, 4, 2)), "a": np.arange(6, dtype=np.int64).reshape(2, 3), "c": [1.5, -0.0],
@@ -445,7 +467,7 @@ def test_attested_units_floor_equity_and_ceil_margins():
 def test_two_underlying_fhs_on_real_closes_matches_direct_revaluation(shared_data):
     """BTC and ETH collateral plus a short ETH put under FHS of the aligned real closes: the engine's VaR/ES equal
     np.quantile / a sorted tail of P&Ls computed directly per scenario."""
-    from keeper.risk_scenarios import aligned_log_returns
+    from keeper.quant.risk.scenarios import aligned_log_returns
 
     cols = {}
     for name in ("BTCUSD", "ETHUSD"):
@@ -473,7 +495,7 @@ def test_two_underlying_fhs_on_real_closes_matches_direct_revaluation(shared_dat
 
 
 def test_bad_series_are_skipped_and_their_accounts_flagged():
-    from keeper.risk import screen_market_data
+    from keeper.quant.risk.engine import screen_market_data
 
     book = synthetic_book(21, 40, 12, positions_per_account=3)
     vols, marks = np.array(book.vols), np.array(book.marks)
@@ -492,7 +514,7 @@ def test_bad_series_are_skipped_and_their_accounts_flagged():
 
 
 def test_sticky_moneyness_vol_fn_reads_each_underlyings_smile():
-    from keeper.risk import sticky_moneyness_vol_fn
+    from keeper.quant.risk.engine import sticky_moneyness_vol_fn
 
     def smile_btc(k, t, f):
         return 0.6 + 0.5 * np.log(k / f) ** 2
@@ -560,7 +582,7 @@ def test_empty_books_and_tables_are_handled():
 
 
 def test_block_risk_is_the_seeded_mc_plus_grid_run():
-    from keeper.risk import block_risk
+    from keeper.quant.risk.engine import block_risk
 
     inputs = synthetic_book(13, 50, 15)
     block = "0x" + "3f" * 32

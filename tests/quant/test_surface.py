@@ -19,12 +19,23 @@ import pytest
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from keeper.canonical import canonical_json
-from keeper.chains import load_deribit_csv
-from keeper.implied_vol import implied_vol
-from keeper.surface import (
-    SliceQuotes, SurfaceConfig, SurfaceFitError, SVIParams, VolSurface, build_slices, butterfly_min_g,
-    calendar_min_gap, check_grid, filter_quotes, fit_surface, fit_svi_slice, quote_ivs,
+from keeper.codec.canonical import canonical_json
+from keeper.data.deribit import load_deribit_csv
+from keeper.quant.implied_vol import implied_vol
+from keeper.errors import SurfaceFitError
+from keeper.quant.surface import (
+    SliceQuotes,
+    SurfaceConfig,
+    SVIParams,
+    VolSurface,
+    build_slices,
+    butterfly_min_g,
+    calendar_min_gap,
+    check_grid,
+    filter_quotes,
+    fit_surface,
+    fit_svi_slice,
+    quote_ivs,
 )
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -42,7 +53,7 @@ def synthetic_slice(params: SVIParams, t: float, k: np.ndarray, noise_vol: float
 
 
 def black_call_undiscounted(k: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Call price / forward at log-moneyness k and total variance w (scipy's norm: independent of keeper.pricing)."""
+    """Call price / forward at log-moneyness k and total variance w (scipy's norm: independent of keeper.quant.pricing)."""
     s = np.sqrt(w)
     d1 = -k / s + 0.5 * s
     return norm.cdf(d1) - np.exp(k) * norm.cdf(d1 - s)
@@ -182,7 +193,7 @@ def test_strong_butterfly_arbitrage_is_repaired_too(caplog):
     w = bad.total_variance(k)
     assert butterfly_min_g(bad, np.linspace(-3.0, 3.0, 601)) < -0.1
     iv = np.sqrt(w / 1.0)
-    with caplog.at_level(logging.DEBUG, logger="keeper.surface"):
+    with caplog.at_level(logging.DEBUG, logger="keeper.quant.surface"):
         surface = fit_surface([SliceQuotes(expiry_ts=1.0, t=1.0, forward=100.0, k=k, iv_mid=iv, iv_bid=iv - 0.01,
                                            iv_ask=iv + 0.01, weight=np.ones_like(k))])
     assert any("(5 parameters)" in r.getMessage() for r in caplog.records)
@@ -415,7 +426,7 @@ def test_hash_identical_in_a_fresh_process(real_fits, shared_data):
     the default (one thread per core): the fit must not depend on BLAS threading (an SLSQP repair did)."""
     name = CHAINS[2]
     _, surface = real_fits[name]
-    code = ("import sys; from keeper.chains import load_deribit_csv; from keeper.surface import fit_surface; "
+    code = ("import sys; from keeper.data.deribit import load_deribit_csv; from keeper.quant.surface import fit_surface; "
             "print(fit_surface(load_deribit_csv(sys.argv[1]).chain).hash().hex())")
     env = {**os.environ, "PYTHONPATH": str(PROJECT_ROOT), "PYTHONHASHSEED": "12345", "OPENBLAS_NUM_THREADS": "1",
            "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
@@ -436,7 +447,7 @@ def test_active_set_qp_matches_brute_force_enumeration():
     best feasible stationary point of some set of at most 3 active constraints)."""
     from itertools import combinations
 
-    from keeper.surface import _active_set_qp3
+    from keeper.quant.surface import _active_set_qp3
 
     rng = np.random.default_rng(5)
     for _ in range(40):

@@ -9,10 +9,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from keeper import surface_eval as ev
-from keeper.chains import load_deribit_csv
-from keeper.surface import (
-    LEGACY_CONFIG, SliceQuotes, SurfaceConfig, SVIParams, capped_weights, fit_surface, local_jumps,
+from keeper.quant import surface_eval as ev
+from keeper.data.deribit import load_deribit_csv
+from keeper.quant.surface import (
+    LEGACY_CONFIG,
+    SliceQuotes,
+    SurfaceConfig,
+    SVIParams,
+    capped_weights,
+    fit_surface,
+    local_jumps,
 )
 
 BTC_0514 = "deribit_BTC_20200514T0541Z.csv"

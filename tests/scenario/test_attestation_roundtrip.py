@@ -5,8 +5,14 @@ from __future__ import annotations
 import numpy as np
 from eth_utils import keccak
 
-from keeper.scenario_keepers import (BookState, EngineSettings, MarketState, compute_attestation, recompute_leaves,
-                                     smile_from)
+from keeper.attest.engine import (
+    BookState,
+    EngineSettings,
+    MarketState,
+    compute_attestation,
+    recompute_leaves,
+    smile_from,
+)
 
 WETH = "0x" + "22" * 20
 WBTC = "0x" + "33" * 20
@@ -34,7 +40,7 @@ def test_recomputation_from_archive_is_exact():
     again = recompute_leaves(att.inputs_blob)
     assert again == att.leaves
     # and every branch leads to the root
-    from keeper.merkle import process_proof
+    from keeper.codec.merkle import process_proof
 
     for leaf in att.leaves:
         assert process_proof(leaf.hash(), att.tree.proof(leaf.hash())) == att.tree.root

@@ -5,9 +5,9 @@ import json
 
 from click.testing import CliRunner
 
-from keeper.deploy import free_port
-from keeper.liquidator_cli import liquidator_main
-from keeper.scenario_cli import deploy_cmd, scenario_cmd, verify_cmd
+from keeper.chain.local import free_port
+from keeper.cli.liquidator import liquidator_main
+from keeper.cli.scenario import deploy_cmd, scenario_cmd, verify_cmd
 
 
 def one_line_failure(result, code=2, contains=""):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from keeper.liquidator import LiquidatorBot, LiquidatorSettings
-from keeper.scenario import Scenario, ScenarioConfig
-from keeper.scenario_path import CrashConfig
-from keeper.strategies import EdgeStrategy
-from keeper.verify import verify_liquidation
+from keeper.bots.liquidator.bot import LiquidatorBot, LiquidatorSettings
+from keeper.scenario.runner import Scenario, ScenarioConfig
+from keeper.data.paths import CrashConfig
+from keeper.bots.liquidator.strategies import EdgeStrategy
+from keeper.verify.liquidation import verify_liquidation
 
 
 @pytest.mark.ganache

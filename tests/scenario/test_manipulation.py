@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from keeper.pricing import black76_greeks
-from keeper.scenario_manipulation import ThinBook, manipulation_report
+from keeper.quant.pricing import black76_greeks
+from keeper.scenario.manipulation import ThinBook, manipulation_report
 
 
 def test_fat_finger_on_thin_series():

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from keeper.merkle import MarginLeaf, build_tree, process_full_multiproof, process_proof
+from keeper.codec.merkle import MarginLeaf, build_tree, process_full_multiproof, process_proof
 
 
 def leaves(n, seed=1):
@@ -48,8 +48,8 @@ def test_leaf_hash_matches_hand_encoding():
 def test_partial_multiproof_from_the_keepers_tree_matches_the_root():
     # the keepers post only breached leaves with a multiproof built by their own tree code (keeper_bot); the
     # verifier's processMultiProof must reach the same root as the verifier's own full tree
-    from keeper.keeper_bot import MerkleTree
-    from keeper.merkle import process_multiproof
+    from keeper.attest.leaves import MerkleTree
+    from keeper.codec.merkle import process_multiproof
 
     ls = leaves(11, seed=3)
     hashes = [x.hash() for x in ls]

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from keeper.scenario_path import CrashConfig, MarketPath, crash_path, ewma_vol, read_price_bars, replay_path
-from keeper.scenario_report import AuctionTrace, BidTrace, ScenarioRecord, SurfaceSnapshot, summarize, write_report
+from keeper.data.paths import CrashConfig, MarketPath, crash_path, ewma_vol, read_price_bars, replay_path
+from keeper.scenario.report import AuctionTrace, BidTrace, ScenarioRecord, SurfaceSnapshot, summarize, write_report
 
 
 def test_crash_path_has_the_configured_jump_and_vol_spike():

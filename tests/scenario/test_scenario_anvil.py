@@ -11,9 +11,9 @@ from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
 
-from keeper.scenario import Scenario, ScenarioConfig
-from keeper.scenario_path import CrashConfig
-from keeper.verify import verify_liquidation
+from keeper.scenario.runner import Scenario, ScenarioConfig
+from keeper.data.paths import CrashConfig
+from keeper.verify.liquidation import verify_liquidation
 
 MARGIN_ROOT = keccak(b"MarginRoot(bytes32 root,bytes32 inputsHash,uint64 sequence,uint64 timestamp,uint32 leafCount)")
 

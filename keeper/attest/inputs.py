@@ -1,0 +1,183 @@
+"""The inputs document of one block (block, spot, surface, marks, risk parameters, book) and the
+:class:`Attestation` built from it: everything a leaf depends on, collected so that anyone can recompute it."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional, Sequence
+
+import numpy as np
+import scipy.sparse as sp
+
+from keeper.attest.leaves import SCHEMA, Leaf, MerkleTree
+from keeper.data.sources import BlockRef
+from keeper.quant.chains import OptionChain
+from keeper.quant.marks import hybrid_marks
+from keeper.quant.pricing import black76_greeks
+from keeper.quant.risk.engine import screen_market_data
+from keeper.units import SECONDS_PER_YEAR, WAD
+
+
+# ------------------------------------------------------------------------------------------------------------
+# Inputs from chain state and market data
+# ------------------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SeriesMarks:
+    """Per on-chain series: the vol used (from the surface) and the mark (hybrid where a matching quote exists)."""
+
+    vols: list[float]
+    marks: list[float]
+    market: list[bool]
+
+
+def mark_series(series: Sequence[Any], surface, chain: Optional[OptionChain], spot: float, now: int) -> SeriesMarks:
+    """Vol from the fitted surface and hybrid mark (market mid when a listed quote with the same strike, expiry and
+    kind passes the mark filters, else the model price) for each on-chain series. Stateless (no hysteresis across
+    blocks), so that a restarted keeper marks exactly as the others do. Expired series get the intrinsic value.
+    A live series for which the surface gives no finite positive vol gets NaN vol and mark (the keeper's cycle
+    screens it out with :func:`screen_series`)."""
+
+    n = len(series)
+    if n == 0:
+        return SeriesMarks([], [], [])
+    strike = np.array([s.strike / WAD for s in series])
+    t = np.array([max(s.expiry - now, 0) / SECONDS_PER_YEAR for s in series])
+    is_call = np.array([bool(s.is_call) for s in series])
+    live = t > 0
+    vol = np.where(live, surface.implied_vol(strike, np.where(live, t, 1.0), spot), np.nan)
+    no_vol = live & ~(np.isfinite(vol) & (vol > 0))  # the surface gives no usable vol: vol and mark NaN
+    vol = np.where(live & ~no_vol, vol, 1.0)  # expired: any positive vol, the value is intrinsic
+    g = black76_greeks(np.full(n, spot), strike, np.where(live, t, 0.0), vol, is_call)
+    model = np.where(live, np.asarray(g.price, dtype=np.float64),
+                     np.where(is_call, np.maximum(spot - strike, 0.0), np.maximum(strike - spot, 0.0)))
+    vega = np.asarray(g.vega, dtype=np.float64)
+    bid = np.full(n, np.nan)
+    ask = np.full(n, np.nan)
+    bsz = np.full(n, np.nan)
+    asz = np.full(n, np.nan)
+    age = np.zeros(n)
+    if chain is not None and len(chain):
+        key = {(round(float(k), 6), int(round(float(e))), bool(c)): j
+               for j, (k, e, c) in enumerate(zip(chain.strike, chain.expiry_ts, chain.is_call))}
+        for i, s in enumerate(series):
+            j = key.get((round(s.strike / WAD, 6), int(s.expiry), bool(s.is_call)))
+            if j is not None and live[i]:
+                bid[i], ask[i] = chain.bid[j], chain.ask[j]
+                bsz[i], asz[i] = chain.bid_size[j], chain.ask_size[j]
+                age[i] = chain.asof - chain.quote_ts[j]
+    res = hybrid_marks(bid, ask, bsz, asz, model, None, model_vega=vega, quote_age=age)
+    mark = np.where(np.isfinite(res.mark), res.mark, model)
+    vol = np.where(no_vol, np.nan, vol)
+    mark = np.where(no_vol, np.nan, mark)
+    market = res.market & ~no_vol
+    return SeriesMarks([float(v) for v in vol], [float(m) for m in mark], [bool(x) for x in market])
+
+
+@dataclass(frozen=True)
+class Screened:
+    """Result of :func:`screen_series`: marks safe to archive and price, the accounts that may be attested, and
+    what was left out (series ids with a bad vol or mark, accounts that held them)."""
+
+    marks: SeriesMarks
+    accounts: list
+    bad_series: list[int]
+    unattestable: list
+
+
+def screen_series(series: Sequence[Any], marks: SeriesMarks, accounts: Sequence[Any]) -> Screened:
+    """Screen the per-series vols and marks with :func:`keeper.quant.risk.engine.screen_market_data`: a series with a
+    non-finite or non-positive vol or a non-finite mark gets a placeholder (vol 1, mark 0, not a market mark), and
+    every account holding it is left out of the batch (its numbers would be built on bad data). Pure."""
+
+    col = {s.series_id: j for j, s in enumerate(series)}
+    rows, cols = [], []
+    for i, a in enumerate(accounts):
+        for sid, size in a.positions.items():
+            if int(size) and int(sid) in col:
+                rows.append(i)
+                cols.append(col[int(sid)])
+    pos = sp.csr_matrix((np.ones(len(rows)), (rows, cols)), shape=(len(accounts), len(series)))
+    scr = screen_market_data(np.asarray(marks.vols, dtype=np.float64), np.asarray(marks.marks, dtype=np.float64),
+                             pos)
+    bad = set(scr.bad_series.tolist())
+    if not bad:
+        return Screened(marks, list(accounts), [], [])
+    drop = set(scr.unattestable_accounts.tolist())
+    clean = SeriesMarks([float(v) for v in scr.vols], [float(m) for m in scr.marks],
+                        [bool(m) and j not in bad for j, m in enumerate(marks.market)])
+    return Screened(clean, [a for i, a in enumerate(accounts) if i not in drop],
+                    [series[j].series_id for j in sorted(bad)], [a for i, a in enumerate(accounts) if i in drop])
+
+
+def risk_document(settings, mc_diffusion_vol: float) -> dict:
+    """The risk parameters as they enter the inputs document."""
+    return {"var_confidence": float(settings.var_confidence), "es_confidence": float(settings.es_confidence),
+            "im_multiplier": float(settings.im_multiplier), "horizon_days": float(settings.horizon_days),
+            "mc_paths": int(settings.mc_paths), "mc_diffusion_vol": float(mc_diffusion_vol),
+            "grid_spot_range": float(settings.grid_spot_range), "grid_vol_range": float(settings.grid_vol_range)}
+
+
+def build_inputs(*, block: BlockRef, spot_wad: int, surface_doc: dict, series: Sequence[Any], marks: SeriesMarks,
+                 accounts: Sequence[Any], collateral_assets: Sequence[dict], quote_decimals: int, risk: dict,
+                 underlying_asset: str) -> dict:
+    """The canonical inputs document of one block (what is archived and hashed)."""
+    return {
+        "schema": SCHEMA,
+        "block": {"number": block.number, "hash": block.hash, "timestamp": block.timestamp},
+        "underlying_asset": underlying_asset,
+        "spot_wad": str(spot_wad),
+        "surface": surface_doc,
+        "mc_seed": str(int(block.hash, 16)),
+        "quote_decimals": int(quote_decimals),
+        "risk": risk,
+        "series": [{"id": s.series_id, "strike": str(s.strike), "expiry": s.expiry, "is_call": bool(s.is_call)}
+                   for s in series],
+        "vols": marks.vols,
+        "marks": marks.marks,
+        "collateral_assets": list(collateral_assets),
+        "accounts": [{"account": a.account, "state_nonce": a.state_nonce, "cash": str(a.cash),
+                      "collateral": [[k, str(v)] for k, v in sorted(a.collateral.items()) if v],
+                      "positions": [[int(k), str(v)] for k, v in sorted(a.positions.items()) if v]}
+                     for a in sorted(accounts, key=lambda x: x.account.lower())],
+    }
+
+
+@dataclass
+class Attestation:
+    """A block's attestation as this keeper computed it."""
+
+    sequence: int
+    timestamp: int
+    inputs_hash: str
+    leaves: list[Leaf]
+    tree: MerkleTree
+    spot_wad: int
+    details: dict = field(default_factory=dict)
+
+    @property
+    def root(self) -> str:
+        return "0x" + self.tree.root.hex()
+
+    def message(self) -> dict:
+        return {"root": self.root, "inputsHash": self.inputs_hash, "sequence": self.sequence,
+                "timestamp": self.timestamp, "leafCount": len(self.leaves)}
+
+    def header(self) -> dict:
+        return {"inputsHash": self.inputs_hash, "sequence": self.sequence, "timestamp": self.timestamp,
+                "leafCount": len(self.leaves)}
+
+    def breached(self) -> list[Leaf]:
+        return [l for l in self.leaves if l.breached]
+
+    def proof_for(self, account: str) -> Optional[tuple[dict, list[str], dict]]:
+        """(leaf, Merkle branch, float values) of ``account`` in this attestation, or ``None``."""
+        for i, l in enumerate(self.leaves):
+            if l.account.lower() == account.lower():
+                values = {k: float(v[i]) for k, v in self.details.items() if hasattr(v, "__len__") and len(v) > i}
+                return l.to_json(), ["0x" + p.hex() for p in self.tree.proof(l.hash())], values
+        return None
+
+    def published(self) -> dict:
+        return {"header": self.header(), "root": self.root, "leaves": [l.to_json() for l in self.leaves],
+                "proof": self.proof_for}
+
+

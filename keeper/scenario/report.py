@@ -1,0 +1,356 @@
+"""Scenario report: the run's record, its summary (JSON), the printed tables and the PNG plots.
+
+The scenario fills a :class:`ScenarioRecord` while it runs (from chain events and the keepers' archived inputs);
+this module turns it into ``report.json``, a rich console summary and four plots (matplotlib, Agg backend):
+``spot.png`` (spot path with the crash marked), ``surface.png`` (vol smile per expiry before and after),
+``margin_ratios.png`` (equity / maintenance margin per account over time) and ``auctions.png`` (each auction's
+price against time with the bids marked). No chain I/O here.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+from rich.console import Console
+from rich.table import Table
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+@dataclass
+class BidTrace:
+    """One bid on an auction: time (s since scenario start), price paid per unit of lot (quote units for the
+    full lot), the fraction of the lot asked, who bid and what happened (``filled``, ``lost_race``, ``reverted``)."""
+
+    t: float
+    price: int
+    bidder: str
+    fraction: float
+    outcome: str
+    tx: str = ""
+    reason: str = ""
+    attested_value: int | None = None  # the attested equity the price curve ran from at this bid (after resets)
+
+
+@dataclass
+class AuctionTrace:
+    """An auction as seen from its events: start price (the attested model value of the lot) and its decay."""
+
+    auction_id: int
+    account: str
+    start_t: float
+    start_price: int
+    model_value: int
+    prices: list[tuple[float, int]] = field(default_factory=list)
+    bids: list[BidTrace] = field(default_factory=list)
+    sold_fraction: float = 0.0
+    paid: int = 0
+    penalty: int = 0
+    to_fund: int = 0
+    bad_debt: int = 0
+    ended: str = ""
+    attestation_id: str = ""
+    healthy_at_start: bool = False
+
+
+@dataclass
+class SurfaceSnapshot:
+    """Vol smile per expiry on a log-moneyness grid, for the before/after plot."""
+
+    label: str
+    expiries: list[float]
+    log_moneyness: list[float]
+    vols: list[list[float]]  # vols[i][j]: expiry i, moneyness j
+
+
+@dataclass
+class ScenarioRecord:
+    """Everything the scenario observed, filled as it runs; :func:`summarize` derives the report from it."""
+
+    config: dict = field(default_factory=dict)
+    chain: dict = field(default_factory=dict)
+    times: list[float] = field(default_factory=list)
+    blocks: list[int] = field(default_factory=list)
+    spot: list[float] = field(default_factory=list)
+    atm_vol: list[float] = field(default_factory=list)
+    crash_step: int = -1
+    margin_ratios: dict[str, list[float]] = field(default_factory=dict)
+    account_kind: dict[str, str] = field(default_factory=dict)
+    surfaces: list[SurfaceSnapshot] = field(default_factory=list)
+    auctions: list[AuctionTrace] = field(default_factory=list)
+    breaches: list[dict] = field(default_factory=list)
+    attestations: list[dict] = field(default_factory=list)
+    insurance_fund_before: int = 0
+    insurance_fund_after: int = 0
+    fund_payouts: int = 0
+    manipulation: dict = field(default_factory=dict)
+    invariants: dict = field(default_factory=dict)
+    #: liquidation claims: recorded (one per bid), settled (by the liquidators themselves / by the scenario at the
+    #: end), still pending after the run
+    claims: dict = field(default_factory=dict)
+    quote_decimals: int = 6
+    notes: list[str] = field(default_factory=list)
+
+
+def _money(x: int, decimals: int) -> float:
+    return x / 10**decimals
+
+
+def summarize(rec: ScenarioRecord) -> dict[str, Any]:
+    """The report: accounts liquidated in part and in full, prices paid against the model value, penalties,
+    insurance fund before/after (and whether fund after = before + penalties - payouts), bad debt, healthy
+    accounts liquidated (must be none) and the mark-to-model vs mark-to-market comparison."""
+    d = rec.quote_decimals
+    full, partial = [], []
+    fills = []
+    for a in rec.auctions:
+        if a.sold_fraction >= 1.0 - 1e-9:
+            full.append(a.account)
+        elif a.sold_fraction > 0:
+            partial.append(a.account)
+        for b in a.bids:
+            if b.outcome == "filled":
+                mv = a.model_value if b.attested_value is None else b.attested_value
+                fills.append(
+                    {
+                        "auction": a.auction_id,
+                        "account": a.account,
+                        "bidder": b.bidder,
+                        "fraction": b.fraction,
+                        "price_paid": _money(b.price, d),
+                        "model_value": _money(mv, d),
+                        "discount_to_model": (1 - b.price / mv) if mv > 0 else None,
+                        "t": b.t,
+                    }
+                )
+    # an account can be auctioned more than once; its state is the union
+    full_set = sorted(set(full))
+    partial_set = sorted(set(partial) - set(full_set))
+    penalties = sum(a.penalty for a in rec.auctions)
+    to_fund = sum(a.to_fund for a in rec.auctions)
+    bad_debt = sum(a.bad_debt for a in rec.auctions)
+    expected_fund = rec.insurance_fund_before + to_fund - rec.fund_payouts
+    healthy = sorted({a.account for a in rec.auctions if a.healthy_at_start and (a.sold_fraction > 0)})
+    lost = sum(1 for a in rec.auctions for b in a.bids if b.outcome == "lost_race")
+    return {
+        "config": rec.config,
+        "chain": rec.chain,
+        "steps": len(rec.spot),
+        "spot_start": rec.spot[0] if rec.spot else None,
+        "spot_min": min(rec.spot) if rec.spot else None,
+        "spot_end": rec.spot[-1] if rec.spot else None,
+        "accounts": len(rec.margin_ratios),
+        "breach_records": len(rec.breaches),
+        "accounts_breached": len({b["account"] for b in rec.breaches}),
+        "attestations": len(rec.attestations),
+        "auctions": len(rec.auctions),
+        "accounts_liquidated_full": full_set,
+        "accounts_liquidated_partial": partial_set,
+        "fills": fills,
+        "lost_races": lost,
+        "penalties": _money(penalties, d),
+        "penalties_to_fund": _money(to_fund, d),
+        "auctions_still_running": sum(1 for a in rec.auctions if not a.ended),
+        "insurance_fund_before": _money(rec.insurance_fund_before, d),
+        "insurance_fund_after": _money(rec.insurance_fund_after, d),
+        "insurance_fund_payouts": _money(rec.fund_payouts, d),
+        # the full check (with bad debt repaid from penalties) is the invariant computed from events, when present
+        "insurance_fund_arithmetic_ok": (bool(rec.invariants["insurance_fund_arithmetic"]["ok"])
+                                         if "insurance_fund_arithmetic" in rec.invariants
+                                         else expected_fund == rec.insurance_fund_after),
+        "bad_debt": _money(bad_debt, d),
+        "claims_recorded": rec.claims.get("recorded", 0),
+        "claims_settled_by_liquidators": rec.claims.get("settled_by_liquidators", 0),
+        "claims_settled_at_end": rec.claims.get("settled_at_end", 0),
+        "claims_pending": rec.claims.get("pending", 0),
+        "healthy_accounts_liquidated": healthy,
+        "manipulation": rec.manipulation,
+        "invariants": rec.invariants,
+        "notes": rec.notes,
+    }
+
+
+def record_to_json(rec: ScenarioRecord) -> dict[str, Any]:
+    """The raw record as JSON-ready data (dataclasses to dicts)."""
+    return asdict(rec)
+
+
+def plot_spot(rec: ScenarioRecord, path: Path) -> Path:
+    """Spot path (left axis) and ATM vol (right axis) per step, the crash step marked."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    steps = list(range(len(rec.spot)))
+    ax.plot(steps, rec.spot, color="tab:blue", label="spot")
+    ax.set_xlabel("step")
+    ax.set_ylabel("spot (quote per underlying)")
+    if 0 <= rec.crash_step < len(rec.spot):
+        ax.axvline(rec.crash_step, color="tab:red", ls=":", label="crash")
+    if rec.atm_vol:
+        ax2 = ax.twinx()
+        ax2.plot(steps, rec.atm_vol, color="tab:orange", alpha=0.7, label="ATM vol")
+        ax2.set_ylabel("ATM vol")
+    ax.set_title("Spot path")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_surface(rec: ScenarioRecord, path: Path) -> Path:
+    """Smile per expiry for each surface snapshot (solid: first, dashed: later ones)."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    styles = ["-", "--", "-.", ":"]
+    for si, snap in enumerate(rec.surfaces):
+        for ei, T in enumerate(snap.expiries):
+            ax.plot(
+                snap.log_moneyness,
+                snap.vols[ei],
+                ls=styles[si % len(styles)],
+                color=f"C{(si * 3 + ei) % 10}",
+                label=f"{snap.label} T={T:.3f}y",
+            )
+    ax.set_xlabel("log-moneyness ln(K/F)")
+    ax.set_ylabel("implied vol")
+    ax.set_title("Vol surface before and after the crash")
+    if rec.surfaces:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_margin_ratios(rec: ScenarioRecord, path: Path) -> Path:
+    """Equity / maintenance margin per account per step (symmetric log scale, so negative equity shows; capped at
+    100, accounts without margin requirement drawn at the cap), the liquidation line at 1."""
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for acct, ratios in rec.margin_ratios.items():
+        ys = [max(min(r, 1e2), -1e2) if math.isfinite(r) else 1e2 for r in ratios]
+        kind = rec.account_kind.get(acct, "")
+        color = {"long_vol": "tab:green", "short_vol": "tab:red", "maker": "tab:blue"}.get(kind, "grey")
+        ax.plot(range(len(ys)), ys, color=color, alpha=0.5, lw=0.9)
+    ax.axhline(1.0, color="black", ls="--", lw=1, label="maintenance margin")
+    ax.set_yscale("symlog", linthresh=1.0)
+    ax.axhline(0.0, color="grey", lw=0.5)
+    ax.set_xlabel("step")
+    ax.set_ylabel("equity / maintenance margin")
+    ax.set_title("Account margin ratios (green long vol, red short vol, blue maker)")
+    ax.legend(loc="lower left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_auctions(rec: ScenarioRecord, path: Path, decimals: int | None = None) -> Path:
+    """Each auction's price against time since its start (restarted by resets), bids marked (o filled, x lost
+    race / reverted)."""
+    d = rec.quote_decimals if decimals is None else decimals
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for i, a in enumerate(rec.auctions):
+        if a.prices:
+            ts = [t - a.start_t for t, _ in a.prices]
+            ps = [_money(p, d) for _, p in a.prices]
+            ax.plot(ts, ps, color=f"C{i % 10}", lw=1, label=f"#{a.auction_id} {a.account[:8]}")
+        for b in a.bids:
+            marker = "o" if b.outcome == "filled" else "x"
+            ax.scatter([b.t - a.start_t], [_money(b.price, d)], color=f"C{i % 10}", marker=marker, zorder=3)
+        if a.model_value:
+            ax.axhline(_money(a.model_value, d), color=f"C{i % 10}", ls=":", lw=0.6)
+    ax.set_xlabel("seconds since auction start")
+    ax.set_ylabel("auction price of the whole lot (quote)")
+    ax.set_title("Dutch auctions: price and bids (o filled, x lost race; dotted: attested value)", fontsize=10)
+    if rec.auctions:
+        ax.legend(fontsize=7, ncol=2)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_report(rec: ScenarioRecord, out_dir: Path | str) -> dict[str, Path]:
+    """Write ``report.json`` (summary + raw record) and the four PNGs into ``out_dir``; return their paths."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summarize(rec)
+    paths = {
+        "report": out / "report.json",
+        "spot": plot_spot(rec, out / "spot.png"),
+        "surface": plot_surface(rec, out / "surface.png"),
+        "margin_ratios": plot_margin_ratios(rec, out / "margin_ratios.png"),
+        "auctions": plot_auctions(rec, out / "auctions.png"),
+    }
+    paths["report"].write_text(json.dumps({"summary": summary, "record": record_to_json(rec)}, indent=2, default=str))
+    return paths
+
+
+def render_summary(summary: dict[str, Any], console=None) -> None:
+    """Print the final report as rich tables."""
+
+    con = console or Console()
+    t = Table(title="Backstop scenario: final report", show_header=False)
+    t.add_column("item")
+    t.add_column("value", justify="right")
+
+    def fmt(x):
+        return f"{x:,.2f}" if isinstance(x, float) else str(x)
+
+    for key in (
+        "steps",
+        "spot_start",
+        "spot_min",
+        "spot_end",
+        "accounts",
+        "accounts_breached",
+        "attestations",
+        "auctions",
+        "auctions_still_running",
+        "lost_races",
+        "penalties",
+        "penalties_to_fund",
+        "insurance_fund_before",
+        "insurance_fund_after",
+        "insurance_fund_payouts",
+        "insurance_fund_arithmetic_ok",
+        "bad_debt",
+        "claims_recorded",
+        "claims_settled_by_liquidators",
+        "claims_settled_at_end",
+        "claims_pending",
+    ):
+        t.add_row(key.replace("_", " "), fmt(summary.get(key)))
+    t.add_row("liquidated in full", ", ".join(a[:10] for a in summary["accounts_liquidated_full"]) or "-")
+    t.add_row("liquidated in part", ", ".join(a[:10] for a in summary["accounts_liquidated_partial"]) or "-")
+    t.add_row("healthy accounts liquidated", str(len(summary["healthy_accounts_liquidated"])))
+    con.print(t)
+    if summary["fills"]:
+        f = Table(title="Fills: price paid against model value")
+        for col in ("auction", "account", "bidder", "fraction", "paid", "attested value", "discount"):
+            f.add_column(col)
+        for x in summary["fills"]:
+            disc = x["discount_to_model"]
+            f.add_row(
+                str(x["auction"]),
+                x["account"][:10],
+                x["bidder"][:10],
+                f"{x['fraction']:.2f}",
+                f"{x['price_paid']:,.2f}",
+                f"{x['model_value']:,.2f}",
+                "-" if disc is None else f"{disc:.2%}",
+            )
+        con.print(f)
+    m = summary.get("manipulation") or {}
+    if m:
+        con.print(
+            f"[bold]Thin-book manipulation[/bold] on {m.get('series')}: trade at {m.get('trade_price')} vs model "
+            f"{m.get('model_price')}; naive last-trade mark would liquidate {len(m.get('naive_would_liquidate', []))} "
+            f"healthy account(s); hybrid mark liquidated {len(m.get('hybrid_liquidated', []))}."
+        )
+    inv = summary.get("invariants") or {}
+    for k, v in inv.items():
+        con.print(f"invariant {k}: {'[green]ok' if v.get('ok') else '[red]FAILED'}[/] {v.get('detail', '')}")

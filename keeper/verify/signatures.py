@@ -1,0 +1,76 @@
+"""Checks of what keepers posted: signers recovered from a batch of signatures, a posted batch decoded
+from its transaction, and the attestation behind a recorded breach."""
+from __future__ import annotations
+
+from typing import Any
+
+from eth_account import Account
+
+from keeper.codec.eip712 import margin_root_struct_hash
+from keeper.codec.merkle import MarginLeaf, process_multiproof
+
+SIG_LEN = 65
+
+
+def recover_signers(digest: bytes, signatures: bytes) -> list[str]:
+    """Signers of concatenated 65-byte signatures over ``digest``."""
+
+    if len(signatures) % SIG_LEN:
+        raise ValueError(f"signature bytes length {len(signatures)} is not a multiple of 65")
+    return [Account._recover_hash(digest, signature=signatures[i:i + SIG_LEN])
+            for i in range(0, len(signatures), SIG_LEN)]
+
+
+def decode_batch(ch, tx_input: bytes) -> dict | None:
+    """Decode a ``postMarginBatch``/``postMarginRoot`` call: header, leaves (batch only), signatures."""
+    try:
+        fn, args = ch.decode_function_input(tx_input)
+    except ValueError:
+        return None
+    name = fn.fn_name
+    if name == "postMarginBatch":
+        h = args["header"]
+        return {"kind": "batch", "header": h, "leaves": [MarginLeaf.from_tuple(x) for x in args["leaves"]],
+                "proof": [bytes(x) for x in args["proof"]], "flags": [bool(x) for x in args["proofFlags"]],
+                "signatures": bytes(args["signatures"])}
+    if name == "postMarginRoot":
+        return {"kind": "root", "header": args["header"], "root": bytes(args["root"]), "leaves": [],
+                "signatures": bytes(args["signatures"])}
+    return None
+
+
+def _h(x) -> tuple:
+    """Header struct (dict or tuple) -> (inputsHash bytes, sequence, timestamp, leafCount)."""
+    if isinstance(x, dict):
+        return bytes(x["inputsHash"]), int(x["sequence"]), int(x["timestamp"]), int(x["leafCount"])
+    return bytes(x[0]), int(x[1]), int(x[2]), int(x[3])
+
+
+def check_attestation_for_breach(w3, ch, breach_event, keepers: set[str], threshold: int) -> dict:
+    """Everything about the attestation behind one ``AccountBreached`` event."""
+    tx = w3.eth.get_transaction(breach_event["transactionHash"])
+    dec = decode_batch(ch, bytes(tx["input"]))
+    a = breach_event["args"]
+    out: dict[str, Any] = {"account": a["account"], "block": int(breach_event["blockNumber"]), "ok": False}
+    if dec is None:
+        out["problem"] = "breach not registered by a margin batch transaction"
+        return out
+    ih, seq, ts, count = _h(dec["header"])
+    leaf = MarginLeaf(a["account"], int(a["stateNonce"]), int(a["equity"]), int(a["maintenance"]), int(a["initial"]),
+                      int(a["modelValue"]))
+    if dec["kind"] == "batch":
+        # the root the posted leaves and multiproof lead to (all leaves: empty proof; some leaves: a real proof)
+        root = process_multiproof([x.hash() for x in dec["leaves"]], dec["proof"], dec["flags"])
+        in_tree = leaf in dec["leaves"]
+    else:
+        root, in_tree = dec["root"], True
+    digest = bytes(ch.functions.hashTypedData(margin_root_struct_hash(root, ih, seq, ts, count)).call())
+    signers = recover_signers(digest, dec["signatures"])
+    valid = {s for s in signers if s in keepers}
+    out.update(root="0x" + root.hex(), root_matches_event=root == bytes(a["root"]), leaf_in_tree=in_tree,
+               inputs_hash="0x" + ih.hex(), signers=sorted(valid), leaf=leaf)
+    out["ok"] = bool(out["root_matches_event"] and in_tree and len(valid) >= threshold
+                     and ih == bytes(a["inputsHash"]))
+    return out
+
+

@@ -12,13 +12,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from brownie import Clearinghouse, ClearinghouseAdmin, Contract, FallbackMarginLogic, TestERC20, accounts, chain
+from brownie import (
+    Clearinghouse,
+    ClearinghouseAdmin,
+    Contract,
+    FallbackMarginLogic,
+    TestERC20,
+    accounts,
+    chain,
+)
 from eth_account import Account
 from eth_utils import keccak
 
-from keeper.codec import eip712
 from keeper.chain.deployment import merge_abis
-from keeper.codec.eip712 import Domain, MarginLeaf, MarginRootHeader, MarginTree, Quote
+from keeper.codec import eip712
+from keeper.codec.eip712 import Domain, MarginRootHeader, Quote
+from keeper.codec.merkle import MarginLeaf, MerkleTree
+from keeper.ops import signing
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the project root: scripts.gas_auction, tests.auction
 
@@ -49,7 +59,7 @@ class Bench:
         self.price_seq += 1
         assets, vals = [str(a) for a in prices], list(prices.values())
         typed = eip712.prices_typed_data(self.domain, assets, vals, self.price_seq, self.now())
-        sigs = eip712.sign_attestation(typed, self.keys[:3])
+        sigs = signing.sign_attestation(typed, self.keys[:3])
         return self.ch.postPrices(assets, vals, self.price_seq, self.now(), sigs, {"from": self.owner})
 
     def header(self, tree):
@@ -58,14 +68,14 @@ class Bench:
 
     def post_root(self, tree):
         h = self.header(tree)
-        sigs = eip712.sign_attestation(eip712.margin_root_typed_data(self.domain, tree.root, h), self.keys[:3])
+        sigs = signing.sign_attestation(eip712.margin_root_typed_data(self.domain, tree.root, h), self.keys[:3])
         return self.ch.postMarginRoot(tree.root, h.as_tuple(), sigs, {"from": self.owner})
 
     def post_batch(self, leaves):
-        tree = MarginTree.build(leaves)
+        tree = MerkleTree.of_leaves(leaves)
         h = self.header(tree)
         mp = tree.multiproof()
-        sigs = eip712.sign_attestation(eip712.margin_root_typed_data(self.domain, tree.root, h), self.keys[:3])
+        sigs = signing.sign_attestation(eip712.margin_root_typed_data(self.domain, tree.root, h), self.keys[:3])
         tx = self.ch.postMarginBatch(
             h.as_tuple(), [l.as_tuple() for l in mp.leaves], list(mp.proof), list(mp.flags), sigs, {"from": self.owner}
         )
@@ -107,18 +117,18 @@ def main():
     expiry = b.now() + 30 * 86400
     sid = b.ch.createSeries(b.weth, 3000 * WAD, expiry, True, {"from": b.owner}).events["SeriesCreated"]["seriesId"]
     q = Quote(str(maker), int(sid), -WAD, 100 * WAD, 1, b.now() + 3600)
-    sig = eip712.sign(eip712.quote_typed_data(b.domain, q), maker.private_key)
+    sig = signing.sign(eip712.quote_typed_data(b.domain, q), maker.private_key)
     mp, tp = b.proof(maker, 50_000 * USDC), b.proof(taker, 99_000 * USDC)
     row("trade (both legs add risk, 2 proofs)", b.ch.trade(q.as_tuple(), sig, mp, tp, {"from": taker}))
     q = Quote(str(maker), int(sid), WAD // 2, 90 * WAD, 2, b.now() + 3600)
-    sig = eip712.sign(eip712.quote_typed_data(b.domain, q), maker.private_key)
+    sig = signing.sign(eip712.quote_typed_data(b.domain, q), maker.private_key)
     # Buying back a short at a non-zero premium needs the buyer's proof that equity covers the premium (review R-1).
     row("trade (reduce-only both legs, buyer's proof)",
         b.ch.trade(q.as_tuple(), sig, b.proof(maker, 50_000 * USDC), empty, {"from": taker}))
     b.post_prices({b.weth: 3002 * WAD})
     row("withdraw (with margin proof)", b.ch.withdraw(b.weth, WAD, b.proof(taker, 99_000 * USDC), {"from": taker}))
 
-    single = MarginTree.build([MarginLeaf("0x" + "ab" * 20, 0, 1, 0, 0, 0)])
+    single = MerkleTree.of_leaves([MarginLeaf("0x" + "ab" * 20, 0, 1, 0, 0, 0)])
     row("margin root only (3-of-5), first ring slot", b.post_root(single))
     for _ in range(16):
         b.post_root(single)

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 from eth_utils import keccak, to_checksum_address
 
 from keeper.codec.canonical import canonical_json
-from keeper.codec.merkle import MarginLeaf, StandardTree, build_tree
+from keeper.codec.merkle import MarginLeaf, MerkleTree
 from keeper.quant.pricing import black76_price
 from keeper.quant.risk.engine import (
     CALL,
@@ -73,7 +73,7 @@ class Attestation:
     """One computed margin root: leaves, tree, header fields and the archived inputs document."""
 
     leaves: list[MarginLeaf]
-    tree: StandardTree
+    tree: MerkleTree
     inputs_hash: bytes
     inputs_blob: bytes
     sequence: int
@@ -163,7 +163,7 @@ def compute_attestation(book: BookState, series: Mapping[int, dict], market: Mar
     }
 
     blob = canonical_json(doc)
-    return Attestation(leaves, build_tree([x.hash() for x in leaves]), keccak(blob), blob, int(sequence),
+    return Attestation(leaves, MerkleTree([x.hash() for x in leaves]), keccak(blob), blob, int(sequence),
                        int(timestamp), {s: float(p) for s, p in zip(sids, model)},
                        {s: float(v) for s, v in zip(sids, vols)})
 

@@ -8,7 +8,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import scipy.sparse as sp
 
-from keeper.attest.leaves import SCHEMA, Leaf, MerkleTree
+from keeper.attest.leaves import SCHEMA
+from keeper.codec.merkle import MarginLeaf, MerkleTree
 from keeper.data.sources import BlockRef
 from keeper.quant.chains import OptionChain
 from keeper.quant.marks import hybrid_marks
@@ -148,7 +149,7 @@ class Attestation:
     sequence: int
     timestamp: int
     inputs_hash: str
-    leaves: list[Leaf]
+    leaves: list[MarginLeaf]
     tree: MerkleTree
     spot_wad: int
     details: dict = field(default_factory=dict)
@@ -165,7 +166,7 @@ class Attestation:
         return {"inputsHash": self.inputs_hash, "sequence": self.sequence, "timestamp": self.timestamp,
                 "leafCount": len(self.leaves)}
 
-    def breached(self) -> list[Leaf]:
+    def breached(self) -> list[MarginLeaf]:
         return [l for l in self.leaves if l.breached]
 
     def proof_for(self, account: str) -> Optional[tuple[dict, list[str], dict]]:

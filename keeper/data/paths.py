@@ -17,6 +17,7 @@ from typing import Sequence
 
 import numpy as np
 
+from keeper.quant.risk.scenarios import ewma_variance
 from keeper.units import SECONDS_PER_YEAR
 
 
@@ -175,15 +176,13 @@ def resolve_price_path(name: str, shared_dir: Path | None) -> Path:
 
 
 def ewma_vol(close: np.ndarray, bar_seconds: float, lam: float = 0.94) -> np.ndarray:
-    """Annualised EWMA (RiskMetrics) volatility of log returns, one value per bar (first bar uses the sample
-    vol of the whole series as the seed)."""
+    """Annualised EWMA (RiskMetrics) volatility of log returns, one value per bar: the risk engine's
+    :func:`~keeper.quant.risk.scenarios.ewma_variance` seeded with the sample variance of the whole series."""
     r = np.diff(np.log(close))
+    if r.size < 1:
+        return np.zeros(close.shape[0])
     seed = float(np.var(r)) if r.size > 1 else 0.0
-    var = np.empty(close.shape[0])
-    var[0] = seed
-    for i in range(1, close.shape[0]):
-        var[i] = lam * var[i - 1] + (1 - lam) * r[i - 1] ** 2
-    return np.sqrt(var * SECONDS_PER_YEAR / bar_seconds)
+    return np.sqrt(ewma_variance(r, lam, seed_variance=seed) * SECONDS_PER_YEAR / bar_seconds)
 
 
 def replay_path(

@@ -25,10 +25,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional, Protocol
 
-from eth_account import Account
 from eth_utils import to_checksum_address
 
 from keeper.errors import SignatureRejected
+from keeper.ops.signing import recover_digest
 
 KINDS = ("margin", "prices", "settlement")
 MAX_BODY = 64 * 1024
@@ -38,16 +38,6 @@ class Codec(Protocol):
     """Turns a message of a kind into its EIP-712 digest (the thing keepers sign and the contract verifies)."""
 
     def digest(self, kind: str, message: Mapping[str, Any]) -> bytes: ...
-
-
-def recover_signer(digest: bytes, signature: bytes) -> str:
-    """Address that signed the 32-byte ``digest`` (65-byte ``r||s||v`` signature)."""
-    return Account._recover_hash(digest, signature=signature)
-
-
-def sign_digest(account, digest: bytes) -> bytes:
-    """Sign a 32-byte digest with an eth-account ``LocalAccount`` (low-s, ``v`` in {27, 28})."""
-    return bytes(account.unsafe_sign_hash(digest).signature)
 
 
 def _seq_of(kind: str, message: Mapping[str, Any]) -> int:
@@ -89,7 +79,7 @@ class SignatureBook:
         if len(signature) != 65:
             raise SignatureRejected("bad_signature", f"signature is {len(signature)} bytes, expected 65")
         try:
-            signer = recover_signer(digest, signature)
+            signer = recover_digest(digest, signature)
         except Exception as exc:
             raise SignatureRejected("bad_signature", str(exc)) from None
         if signer not in self.keepers:

@@ -4,22 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from eth_account import Account
 
 from keeper.codec.eip712 import margin_root_struct_hash
 from keeper.codec.merkle import MarginLeaf, process_multiproof
-
-SIG_LEN = 65
-
-
-def recover_signers(digest: bytes, signatures: bytes) -> list[str]:
-    """Signers of concatenated 65-byte signatures over ``digest``."""
-
-    if len(signatures) % SIG_LEN:
-        raise ValueError(f"signature bytes length {len(signatures)} is not a multiple of 65")
-    return [Account._recover_hash(digest, signature=signatures[i:i + SIG_LEN])
-            for i in range(0, len(signatures), SIG_LEN)]
-
+from keeper.ops.signing import recover_signers
 
 def decode_batch(ch, tx_input: bytes) -> dict | None:
     """Decode a ``postMarginBatch``/``postMarginRoot`` call: header, leaves (batch only), signatures."""

@@ -17,6 +17,8 @@ from eth_utils import keccak
 
 from keeper.codec import eip712
 from keeper.units import RAY
+from keeper.codec import merkle
+from keeper.ops import signing
 
 USDC = 10**6
 KEEPER_KEYS = [keccak(f"backstop-auction-test-keeper-{i}".encode()) for i in range(3)]
@@ -66,7 +68,7 @@ class Core:
         values = list(prices.values())
         ts = self.now()
         typed = eip712.prices_typed_data(_domain(self.ch), assets, values, self.price_seq, ts)
-        sigs = eip712.sign_attestation(typed, KEEPER_KEYS[:THRESHOLD])
+        sigs = signing.sign_attestation(typed, KEEPER_KEYS[:THRESHOLD])
         self.ch.postPrices(assets, values, self.price_seq, ts, sigs, {"from": self.owner})
 
     def attest(self, rows: list, signers: int = THRESHOLD, inputs: bytes = b"\x11" * 32) -> dict:
@@ -78,17 +80,17 @@ class Core:
             account, equity, mm, im = r[:4]
             mv = r[4] if len(r) > 4 else equity
             nonce = r[5] if len(r) > 5 else int(self.ch.stateNonce(account))
-            leaves.append(eip712.MarginLeaf(str(account), nonce, int(equity), int(mm), int(im), int(mv)))
-        hashed = sorted(((eip712.leaf_hash(l), l.as_tuple()) for l in leaves), key=lambda t: t[0])
+            leaves.append(merkle.MarginLeaf(str(account), nonce, int(equity), int(mm), int(im), int(mv)))
+        hashed = sorted(((merkle.leaf_hash(l), l.as_tuple()) for l in leaves), key=lambda t: t[0])
         leaves = [l for _, l in hashed]
         hashes = [h for h, _ in hashed]
         assert len(hashes) <= 2, "test tree supports one or two leaves"
-        root = hashes[0] if len(hashes) == 1 else eip712.hash_pair(hashes[0], hashes[1])
+        root = hashes[0] if len(hashes) == 1 else merkle.hash_pair(hashes[0], hashes[1])
         self.seq += 1
         ts = self.now()
         header = (b"\x11" * 32 if inputs is None else inputs, self.seq, ts, len(leaves))
         typed = eip712.margin_root_typed_data(_domain(self.ch), root, eip712.MarginRootHeader(*header))
-        sigs = eip712.sign_attestation(typed, KEEPER_KEYS[:signers])
+        sigs = signing.sign_attestation(typed, KEEPER_KEYS[:signers])
         flags = [True] * (len(leaves) - 1)
         self.ch.postMarginBatch(header, leaves, [], flags, sigs, {"from": self.owner})
         proofs = {}
@@ -108,7 +110,7 @@ class Core:
             self.quote_nonce += 1
             nonce = self.quote_nonce
         quote = eip712.Quote(self.maker.address, series_id, maker_size, price_wad, nonce, self.now() + 3600)
-        return quote.as_tuple(), eip712.sign(eip712.quote_typed_data(self.domain(), quote), self.maker.private_key)
+        return quote.as_tuple(), signing.sign(eip712.quote_typed_data(self.domain(), quote), self.maker.private_key)
 
     def trade(self, taker, series_id: int, taker_size: int, price_wad: int) -> None:
         """Taker trades `taker_size` contracts of a series with the market maker at `price_wad` per contract."""

@@ -26,6 +26,8 @@ from tests.auction.conftest import (
     config_tuple,
     reverts_with,
 )
+from keeper.codec import merkle
+from keeper.ops import signing
 
 FAR = 2**63
 ANY = 2**255 - 1
@@ -101,7 +103,7 @@ def test_h1_expiry_settlement_keeps_the_auction_running(core, accounts):
     ts = core.now()
     typed = eip712.settlement_typed_data(core.domain(), [core.weth.address], [3_000 * WAD], expiry, ts)
     core.chx.postSettlementPrices([core.weth], [3_000 * WAD], expiry, ts,
-                                  eip712.sign_attestation(typed, KEEPER_KEYS[:THRESHOLD]), {"from": core.owner})
+                                  signing.sign_attestation(typed, KEEPER_KEYS[:THRESHOLD]), {"from": core.owner})
     tx = core.chx.settle(v, sid, {"from": accounts[5]})
     assert int(tx.events["Settled"]["cashDelta"]) == 600 * USDC  # 3 x (3,200 - 3,000)
     assert int(core.ch.stateNonce(v)) == nonce and int(core.chx.cashOf(v)) == cash0 + 600 * USDC
@@ -223,12 +225,12 @@ def test_l7_root_posted_first_by_a_copier_does_not_block_the_keepers_batch(core,
     v, w = accounts[1], accounts[4]
     core.fund(v, usdc=1_000 * USDC)
     core.fund(w, usdc=1_000 * USDC)
-    leaves = [eip712.MarginLeaf(str(a), int(core.ch.stateNonce(a)), e, mm, mm, e)
+    leaves = [merkle.MarginLeaf(str(a), int(core.ch.stateNonce(a)), e, mm, mm, e)
               for a, e, mm in ((v, 10 * USDC, 1_000 * USDC), (w, 5_000 * USDC, 1_000 * USDC))]
-    tree = eip712.MarginTree.build(leaves)
+    tree = merkle.MerkleTree.of_leaves(leaves)
     core.seq += 1
     header = eip712.MarginRootHeader(b"\x22" * 32, core.seq, core.now(), len(leaves))
-    sigs = eip712.sign_attestation(eip712.margin_root_typed_data(core.domain(), tree.root, header),
+    sigs = signing.sign_attestation(eip712.margin_root_typed_data(core.domain(), tree.root, header),
                                    KEEPER_KEYS[:THRESHOLD])
     # the copier (from the mempool) posts the root alone, ahead of the keepers' batch
     core.ch.postMarginRoot(tree.root, header.as_tuple(), sigs, {"from": accounts[7]})
@@ -239,12 +241,12 @@ def test_l7_root_posted_first_by_a_copier_does_not_block_the_keepers_batch(core,
     assert tx.events["AccountBreached"]["account"] == v and core.chx.isBreached(v)
     # a subset posted first (a chosen multiproof) does not block the rest either
     core.fund(w, weth=10**18)
-    leaves2 = [eip712.MarginLeaf(str(w), int(core.ch.stateNonce(w)), 10 * USDC, 1_000 * USDC, 1_000 * USDC, 0),
-               eip712.MarginLeaf(str(accounts[5]), 0, 10**9, 0, 0, 0)]
-    tree2 = eip712.MarginTree.build(leaves2)
+    leaves2 = [merkle.MarginLeaf(str(w), int(core.ch.stateNonce(w)), 10 * USDC, 1_000 * USDC, 1_000 * USDC, 0),
+               merkle.MarginLeaf(str(accounts[5]), 0, 10**9, 0, 0, 0)]
+    tree2 = merkle.MerkleTree.of_leaves(leaves2)
     core.seq += 1
     h2 = eip712.MarginRootHeader(b"\x33" * 32, core.seq, core.now(), 2)
-    sigs2 = eip712.sign_attestation(eip712.margin_root_typed_data(core.domain(), tree2.root, h2),
+    sigs2 = signing.sign_attestation(eip712.margin_root_typed_data(core.domain(), tree2.root, h2),
                                     KEEPER_KEYS[:THRESHOLD])
     subset = tree2.multiproof([str(accounts[5])])
     core.ch.postMarginBatch(h2.as_tuple(), [l.as_tuple() for l in subset.leaves], list(subset.proof),

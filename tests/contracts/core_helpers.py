@@ -29,7 +29,9 @@ from eth_utils import keccak
 
 from keeper.codec import eip712
 from keeper.chain.deployment import merge_abis
-from keeper.codec.eip712 import Domain, MarginLeaf, MarginRootHeader, MarginTree, Quote
+from keeper.codec.merkle import MarginLeaf, MerkleTree
+from keeper.codec.eip712 import Domain, MarginRootHeader, Quote
+from keeper.ops import signing
 
 WAD = 10**18
 USDC = 10**6
@@ -85,23 +87,23 @@ class Protocol:
         assets = [str(a) for a in prices]
         vals = [int(v) for v in prices.values()]
         typed = eip712.prices_typed_data(self.domain, assets, vals, self.price_seq, ts)
-        sigs = eip712.sign_attestation(typed, keys if keys is not None else self.signers())
+        sigs = signing.sign_attestation(typed, keys if keys is not None else self.signers())
         return self.ch.postPrices(assets, vals, self.price_seq, ts, sigs, {"from": sender or self.owner})
 
-    def margin_header(self, tree: MarginTree, timestamp: int | None = None, sequence: int | None = None):
+    def margin_header(self, tree: MerkleTree, timestamp: int | None = None, sequence: int | None = None):
         if sequence is None:
             self.margin_seq += 1
             sequence = self.margin_seq
         ts = timestamp if timestamp is not None else self.now()
         return MarginRootHeader(keccak(text=f"inputs-{sequence}"), sequence, ts, len(tree.leaves))
 
-    def sign_root(self, tree: MarginTree, header: MarginRootHeader, keys=None) -> bytes:
+    def sign_root(self, tree: MerkleTree, header: MarginRootHeader, keys=None) -> bytes:
         typed = eip712.margin_root_typed_data(self.domain, tree.root, header)
-        return eip712.sign_attestation(typed, keys if keys is not None else self.signers())
+        return signing.sign_attestation(typed, keys if keys is not None else self.signers())
 
     def post_margin(self, leaves, timestamp: int | None = None, keys=None, sender=None):
         """Post a whole batch (multiproof with no proof nodes); returns (tree, header, tx)."""
-        tree = MarginTree.build(leaves)
+        tree = MerkleTree.of_leaves(leaves)
         header = self.margin_header(tree, timestamp)
         mp = tree.multiproof()
         tx = self.ch.postMarginBatch(
@@ -124,7 +126,7 @@ class Protocol:
         return self.proof(tree, header, account)
 
     @staticmethod
-    def proof(tree: MarginTree, header: MarginRootHeader, account) -> tuple:
+    def proof(tree: MerkleTree, header: MarginRootHeader, account) -> tuple:
         return (header.as_tuple(), tree.leaf_of(str(account)).as_tuple(), tree.proof(str(account)))
 
     # --- funds and trading
@@ -141,7 +143,7 @@ class Protocol:
 
     def quote(self, maker, series_id, size, price, nonce=1, deadline=None) -> tuple[tuple, bytes]:
         q = Quote(str(maker), int(series_id), int(size), int(price), int(nonce), deadline or self.now() + 3600)
-        sig = eip712.sign(eip712.quote_typed_data(self.domain, q), maker.private_key)
+        sig = signing.sign(eip712.quote_typed_data(self.domain, q), maker.private_key)
         return q.as_tuple(), sig
 
     def balances_conserved(self, holders) -> bool:

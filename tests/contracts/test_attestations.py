@@ -7,7 +7,10 @@ from eth_utils import keccak
 
 from core_helpers import WAD, bytes32, err
 from keeper.codec import eip712
-from keeper.codec.eip712 import Domain, MarginLeaf, MarginTree, Quote
+from keeper.codec.merkle import MarginLeaf, MerkleTree
+from keeper.codec.eip712 import Domain, Quote
+from keeper.codec import merkle
+from keeper.ops import signing
 
 SIG_ERRORS = {
     "few": "TooFewSignatures(uint256,uint256)",
@@ -35,7 +38,7 @@ def _typed_prices(p, domain=None, seq=1, ts=None):
 def test_digests_match_eth_account(protocol, traders):
     p = protocol
     leaves = [MarginLeaf(str(t), 0, -5 * 10**6, 7, 9, -11) for t in traders]
-    tree = MarginTree.build(leaves)
+    tree = MerkleTree.of_leaves(leaves)
     header = p.margin_header(tree)
     typed = eip712.margin_root_typed_data(p.domain, tree.root, header)
     assert bytes(p.ch.hashTypedData(eip712.struct_hash(typed))) == eip712.digest(typed)
@@ -44,7 +47,7 @@ def test_digests_match_eth_account(protocol, traders):
     q = Quote(str(traders[0]), 3, -2 * WAD, 55 * WAD, 9, 12345)
     assert bytes(p.ch.hashQuote(q.as_tuple())) == eip712.digest(eip712.quote_typed_data(p.domain, q))
     for l in leaves:
-        assert bytes(p.ch.leafHash(l.as_tuple())) == eip712.leaf_hash(l)
+        assert bytes(p.ch.leafHash(l.as_tuple())) == merkle.leaf_hash(l)
 
 
 @pytest.mark.ganache
@@ -64,8 +67,8 @@ def test_wrong_chain_id_rejected(protocol, owner):
     p = protocol
     bad = Domain(p.domain.chain_id + 1, p.domain.verifying_contract)
     typed = _typed_prices(p, domain=bad)
-    sigs = eip712.sign_attestation(typed, p.signers())
-    first = eip712.recover(_typed_prices(p), sigs[:65])  # what the contract recovers under its own domain
+    sigs = signing.sign_attestation(typed, p.signers())
+    first = signing.recover(_typed_prices(p), sigs[:65])  # what the contract recovers under its own domain
     with brownie.reverts(err(SIG_ERRORS["keeper"], first)):
         _prices_call(p, typed, sigs, owner)
 
@@ -74,8 +77,8 @@ def test_wrong_verifying_contract_rejected(protocol, owner):
     p = protocol
     bad = Domain(p.domain.chain_id, str(p.weth))
     typed = _typed_prices(p, domain=bad)
-    sigs = eip712.sign_attestation(typed, p.signers())
-    first = eip712.recover(_typed_prices(p), sigs[:65])
+    sigs = signing.sign_attestation(typed, p.signers())
+    first = signing.recover(_typed_prices(p), sigs[:65])
     with brownie.reverts(err(SIG_ERRORS["keeper"], first)):
         _prices_call(p, typed, sigs, owner)
 
@@ -85,11 +88,11 @@ def test_stale_and_future_attestations(protocol, owner):
     old = p.now() - 121  # maxAttestationAge defaults to 120 s
     typed = _typed_prices(p, ts=old)
     with brownie.reverts(err("AttestationExpired(uint64,uint256)", old, 120)):
-        _prices_call(p, typed, eip712.sign_attestation(typed, p.signers()), owner)
+        _prices_call(p, typed, signing.sign_attestation(typed, p.signers()), owner)
     future = p.now() + 60
     typed = _typed_prices(p, ts=future)
     with brownie.reverts(err("AttestationFromFuture(uint64)", future)):
-        _prices_call(p, typed, eip712.sign_attestation(typed, p.signers()), owner)
+        _prices_call(p, typed, signing.sign_attestation(typed, p.signers()), owner)
 
 
 @pytest.mark.ganache
@@ -97,9 +100,9 @@ def test_fewer_than_threshold(protocol, owner):
     p = protocol
     typed = _typed_prices(p)
     with brownie.reverts(err(SIG_ERRORS["few"], 2, 3)):
-        _prices_call(p, typed, eip712.sign_attestation(typed, p.signers(2)), owner)
+        _prices_call(p, typed, signing.sign_attestation(typed, p.signers(2)), owner)
     with brownie.reverts(err(SIG_ERRORS["malformed"], 64)):
-        _prices_call(p, typed, eip712.sign_attestation(typed, p.signers(1))[:64], owner)
+        _prices_call(p, typed, signing.sign_attestation(typed, p.signers(1))[:64], owner)
 
 
 @pytest.mark.ganache
@@ -107,7 +110,7 @@ def test_duplicate_and_unsorted_signers(protocol, owner):
     p = protocol
     typed = _typed_prices(p)
     keys = _sorted_keys(p.signers(3))
-    sigs = [eip712.sign(typed, k.key) for k in keys]
+    sigs = [signing.sign(typed, k.key) for k in keys]
     a0, a1 = keys[0].address, keys[1].address
     with brownie.reverts(err(SIG_ERRORS["asc"], 1, a0, a0)):
         _prices_call(p, typed, sigs[0] + sigs[0] + sigs[1], owner)
@@ -121,7 +124,7 @@ def test_non_keeper_signer(protocol, owner):
     typed = _typed_prices(p)
     outsider = Account.from_key(keccak(text="not-a-keeper"))
     with brownie.reverts(err(SIG_ERRORS["keeper"], outsider.address)):
-        _prices_call(p, typed, eip712.sign_attestation(typed, p.signers(2) + [outsider]), owner)
+        _prices_call(p, typed, signing.sign_attestation(typed, p.signers(2) + [outsider]), owner)
 
 
 @pytest.mark.ganache
@@ -129,10 +132,10 @@ def test_high_s_signature_rejected(protocol, owner):
     p = protocol
     typed = _typed_prices(p)
     keys = _sorted_keys(p.signers(3))
-    sigs = [eip712.sign(typed, k.key) for k in keys]
+    sigs = [signing.sign(typed, k.key) for k in keys]
     twin = eip712.malleate(sigs[1])
     # the twin is a valid secp256k1 signature of the same digest by the same key ...
-    assert eip712.recover(typed, twin) == keys[1].address
+    assert signing.recover(typed, twin) == keys[1].address
     # ... which the contract refuses (OZ ECDSA rejects s > n/2)
     with brownie.reverts(err(SIG_ERRORS["highs"], 1)):
         _prices_call(p, typed, sigs[0] + twin + sigs[2], owner)
@@ -143,22 +146,22 @@ def test_replay_and_rollback(protocol, owner):
     p = protocol
     ts = p.now()
     typed = _typed_prices(p, seq=5, ts=ts)
-    sigs = eip712.sign_attestation(typed, p.signers())
+    sigs = signing.sign_attestation(typed, p.signers())
     _prices_call(p, typed, sigs, owner)
     with brownie.reverts(err("AttestationReplayed(uint64,uint64)", 5, 5)):
         _prices_call(p, typed, sigs, owner)
     older = _typed_prices(p, seq=6, ts=ts - 10)
     with brownie.reverts(err("AttestationOlder(uint64,uint64)", ts - 10, ts)):
-        _prices_call(p, older, eip712.sign_attestation(older, p.signers()), owner)
+        _prices_call(p, older, signing.sign_attestation(older, p.signers()), owner)
     lower = _typed_prices(p, seq=4, ts=ts + 1)
     with brownie.reverts(err("AttestationReplayed(uint64,uint64)", 4, 5)):
-        _prices_call(p, lower, eip712.sign_attestation(lower, p.signers()), owner)
+        _prices_call(p, lower, signing.sign_attestation(lower, p.signers()), owner)
 
 
 def test_more_than_threshold_accepted_and_all_checked(protocol, owner):
     p = protocol
     typed = _typed_prices(p)
-    tx = _prices_call(p, typed, eip712.sign_attestation(typed, p.keeper_keys), owner)  # 5 of 5
+    tx = _prices_call(p, typed, signing.sign_attestation(typed, p.keeper_keys), owner)  # 5 of 5
     assert tx.status == 1
 
 
@@ -180,14 +183,14 @@ def test_keeper_set_governance_bounds(protocol, owner, traders):
     typed = _typed_prices(p)
     removed = p.keeper_keys[4]
     with brownie.reverts(err(SIG_ERRORS["keeper"], removed.address)):
-        _prices_call(p, typed, eip712.sign_attestation(typed, [p.keeper_keys[0], removed]), owner)
+        _prices_call(p, typed, signing.sign_attestation(typed, [p.keeper_keys[0], removed]), owner)
 
 
 def test_settlement_prices_set_once_after_expiry(protocol, owner):
     p = protocol
     expiry = p.now() - 30
     typed = eip712.settlement_typed_data(p.domain, [str(p.weth)], [2500 * WAD], expiry, p.now())
-    sigs = eip712.sign_attestation(typed, p.signers())
+    sigs = signing.sign_attestation(typed, p.signers())
     m = typed["message"]
     tx = p.ch.postSettlementPrices(m["underlyings"], m["prices"], expiry, m["timestamp"], sigs, {"from": owner})
     assert int(p.ch.settlementPrice(p.weth, expiry)) == 2500 * WAD
@@ -199,6 +202,6 @@ def test_settlement_prices_set_once_after_expiry(protocol, owner):
     with brownie.reverts(err("SettlementBeforeExpiry(uint64,uint64)", now, now + 100)):
         e = early["message"]
         p.ch.postSettlementPrices(
-            e["underlyings"], e["prices"], e["expiry"], e["timestamp"], eip712.sign_attestation(early, p.signers()),
+            e["underlyings"], e["prices"], e["expiry"], e["timestamp"], signing.sign_attestation(early, p.signers()),
             {"from": owner},
         )

@@ -20,6 +20,7 @@ import random
 
 from core_helpers import EMPTY_PROOF, USDC, WAD, err
 from keeper.codec import eip712
+from keeper.ops import signing
 
 
 WALKS, WALK_STEPS = 3, 30
@@ -267,7 +268,7 @@ class Conservation:
             now = self.p.now()
             px = price + 1
             typed = eip712.settlement_typed_data(self.p.domain, [str(self.p.weth)], [px], self.expiry, now)
-            sigs = eip712.sign_attestation(typed, self.p.signers())
+            sigs = signing.sign_attestation(typed, self.p.signers())
             self.p.ch.postSettlementPrices([self.p.weth], [px], self.expiry, now, sigs, {"from": self.owner})
             self.p.post_prices({self.p.weth: 3000 * WAD, self.p.wbtc: 60_000 * WAD})
         nonces = {str(h): int(self.p.ch.stateNonce(h)) for h in self.holders}

@@ -25,6 +25,7 @@ from eth_utils import keccak
 
 from core_helpers import EMPTY_PROOF, USDC, WAD, err
 from keeper.codec import eip712
+from keeper.ops import signing
 
 CLAIMS_PENDING = "ClaimsPending(address,uint256)"
 CLAIM_UNSETTLED = "ClaimUnsettled(address,address,uint256)"
@@ -531,7 +532,7 @@ def test_expiry_settlement_of_a_frozen_book(protocol, traders, holders, module, 
     chain.mine()
     px = 2_345 * WAD + 678
     typed = eip712.settlement_typed_data(p.domain, [str(p.weth)], [px], expiry, p.now())
-    p.ch.postSettlementPrices([p.weth], [px], expiry, p.now(), eip712.sign_attestation(typed, p.signers()), {"from": owner})
+    p.ch.postSettlementPrices([p.weth], [px], expiry, p.now(), signing.sign_attestation(typed, p.signers()), {"from": owner})
     tx = p.ch.settle(maker, sid, {"from": accounts[9]})  # the frozen book is settled like any other
     delta = int(tx.events["Settled"]["cashDelta"])
     intrinsic = px - 2000 * WAD

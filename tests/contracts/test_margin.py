@@ -5,7 +5,9 @@ from brownie import accounts, chain
 
 from core_helpers import USDC, WAD, err
 from keeper.codec import eip712
-from keeper.codec.eip712 import MarginLeaf, MarginTree
+from keeper.codec.merkle import MarginLeaf, MerkleTree
+from keeper.codec import merkle
+from keeper.ops import signing
 
 
 def _accounts(n):
@@ -40,11 +42,11 @@ def test_multiproof_subset_and_root_only_with_branch(protocol, owner):
     p = protocol
     addrs = _accounts(8)
     leaves = [MarginLeaf(a, 0, 1000 * USDC + i, 100 * USDC, 200 * USDC, 0) for i, a in enumerate(addrs)]
-    tree = MarginTree.build(leaves)
+    tree = MerkleTree.of_leaves(leaves)
     header = p.margin_header(tree)
     subset = [addrs[1], addrs[5], addrs[6]]
     mp = tree.multiproof(subset)
-    assert eip712.process_multiproof(mp) == tree.root
+    assert merkle.process_multiproof(*mp) == tree.root
     tx = p.ch.postMarginBatch(
         header.as_tuple(), [l.as_tuple() for l in mp.leaves], list(mp.proof), list(mp.flags),
         p.sign_root(tree, header), {"from": owner},
@@ -69,15 +71,15 @@ def test_multiproof_subset_and_root_only_with_branch(protocol, owner):
 
 def test_wrong_signers_on_margin_root(protocol, owner):
     p = protocol
-    tree = MarginTree.build([MarginLeaf(_accounts(1)[0], 0, 1, 0, 0, 0)])
+    tree = MerkleTree.of_leaves([MarginLeaf(_accounts(1)[0], 0, 1, 0, 0, 0)])
     header = p.margin_header(tree)
     with brownie.reverts(err("TooFewSignatures(uint256,uint256)", 2, 3)):
         p.ch.postMarginRoot(tree.root, header.as_tuple(), p.sign_root(tree, header, p.signers(2)), {"from": owner})
     # a signature for a different root does not recover to a keeper
-    other = MarginTree.build([MarginLeaf(_accounts(1)[0], 0, 2, 0, 0, 0)])
+    other = MerkleTree.of_leaves([MarginLeaf(_accounts(1)[0], 0, 2, 0, 0, 0)])
     sigs = p.sign_root(other, header)
     typed = eip712.margin_root_typed_data(p.domain, tree.root, header)
-    with brownie.reverts(err("NotAKeeper(address)", eip712.recover(typed, sigs[:65]))):
+    with brownie.reverts(err("NotAKeeper(address)", signing.recover(typed, sigs[:65]))):
         p.ch.postMarginRoot(tree.root, header.as_tuple(), sigs, {"from": owner})
 
 
@@ -109,7 +111,7 @@ def test_stale_portfolio_leaf_is_useless(protocol, traders):
 def test_margin_root_replay_and_ring_expiry(protocol, owner):
     p = protocol
     a = _accounts(1)[0]
-    tree = MarginTree.build([MarginLeaf(a, 0, 5, 1, 1, 0)])
+    tree = MerkleTree.of_leaves([MarginLeaf(a, 0, 5, 1, 1, 0)])
     header = p.margin_header(tree)
     sigs = p.sign_root(tree, header)
     p.ch.postMarginRoot(tree.root, header.as_tuple(), sigs, {"from": owner})
@@ -117,12 +119,12 @@ def test_margin_root_replay_and_ring_expiry(protocol, owner):
     # own batch revert); another root under a used sequence is a replay
     tx = p.ch.postMarginRoot(tree.root, header.as_tuple(), sigs, {"from": owner})
     assert "MarginRootPosted" not in tx.events
-    other0 = MarginTree.build([MarginLeaf(a, 0, 7, 1, 1, 0)])
+    other0 = MerkleTree.of_leaves([MarginLeaf(a, 0, 7, 1, 1, 0)])
     with brownie.reverts(err("AttestationReplayed(uint64,uint64)", header.sequence, header.sequence)):
         p.ch.postMarginRoot(other0.root, header.as_tuple(), p.sign_root(other0, header), {"from": owner})
     proof = p.proof(tree, header, a)
     for _ in range(16):  # ROOT_RING_SIZE newer roots overwrite the slot
-        other = MarginTree.build([MarginLeaf(a, 0, 6, 1, 1, 0)])
+        other = MerkleTree.of_leaves([MarginLeaf(a, 0, 6, 1, 1, 0)])
         h = p.margin_header(other)
         p.ch.postMarginRoot(other.root, h.as_tuple(), p.sign_root(other, h), {"from": owner})
     with brownie.reverts(err("UnknownMarginRoot(uint64)", header.sequence)):

@@ -6,6 +6,7 @@ from brownie import accounts, chain
 
 from core_helpers import EMPTY_PROOF, USDC, WAD, err
 from keeper.codec import eip712
+from keeper.ops import signing
 
 
 def _open_pair(p, maker, taker, size=WAD, price=50 * WAD):
@@ -138,7 +139,7 @@ def test_review_r4_settlement_price_not_before_chain_expiry(protocol, owner, tra
     chain.mine()
     assert p.now() < expiry
     typed = eip712.settlement_typed_data(p.domain, [str(p.weth)], [2500 * WAD], expiry, expiry)
-    sigs = eip712.sign_attestation(typed, p.signers())
+    sigs = signing.sign_attestation(typed, p.signers())
     with brownie.reverts(revert_pattern=r"SettlementBeforeExpiry: \d+, " + str(expiry)):
         p.ch.postSettlementPrices([p.weth], [2500 * WAD], expiry, expiry, sigs, {"from": owner})
     assert int(p.ch.settlementPrice(p.weth, expiry)) == 0

@@ -8,6 +8,7 @@ from brownie import accounts, chain
 from eth_utils import keccak
 
 from core_helpers import EMPTY_PROOF, USDC, WAD, err
+from keeper.ops import signing
 
 
 def _setup(p, maker, taker, spot=3000 * WAD):
@@ -131,7 +132,7 @@ def _settle_scenario(p, traders, is_call, strike, settle_px):
         p.ch.settle(taker, sid, {"from": third})
     from keeper.codec import eip712
     typed = eip712.settlement_typed_data(p.domain, [str(p.weth)], [settle_px], expiry, p.now())
-    p.ch.postSettlementPrices([p.weth], [settle_px], expiry, p.now(), eip712.sign_attestation(typed, p.signers()), {"from": third})
+    p.ch.postSettlementPrices([p.weth], [settle_px], expiry, p.now(), signing.sign_attestation(typed, p.signers()), {"from": third})
     cash_before = {h: int(p.ch.cashOf(h)) for h in holders}
     sizes_before = {h: int(p.ch.positionOf(h, sid)) for h in holders}
     tx = p.ch.settleMany(holders + [accounts[8]], sid, {"from": accounts[8]})

@@ -216,22 +216,28 @@ def log_returns_from_closes(closes: np.ndarray) -> np.ndarray:
     return np.diff(np.log(closes), axis=0)
 
 
-def ewma_volatility(log_returns: np.ndarray, lam: float = EWMA_LAMBDA, seed_window: int = 30) -> np.ndarray:
-    """EWMA (RiskMetrics) daily volatility of each return's day, known *before* that return.
+def ewma_variance(log_returns: np.ndarray, lam: float = EWMA_LAMBDA, seed_window: int = 30,
+                  seed_variance: float | np.ndarray | None = None) -> np.ndarray:
+    """EWMA (RiskMetrics) variance of each return's period, known *before* that return.
 
-    ``var[t] = lam * var[t-1] + (1 - lam) * r[t-1]^2`` for ``t >= 1``; ``var[0]`` is the mean square of the first
-    ``seed_window`` returns. Returns an array one longer than ``log_returns`` along axis 0: element ``t`` is the
-    forecast for return ``t``, the last element is today's forecast (after the last return). Sequential loop:
-    fixed summation order.
+    ``var[t] = lam * var[t-1] + (1 - lam) * r[t-1]^2`` for ``t >= 1``; ``var[0]`` is ``seed_variance`` when given,
+    else the mean square of the first ``seed_window`` returns. Returns an array one longer than ``log_returns``
+    along axis 0: element ``t`` is the forecast for return ``t``, the last element is the forecast after the last
+    return. Per period of the returns (daily for daily returns); sequential loop: fixed summation order.
     """
     r = np.asarray(log_returns, dtype=np.float64)
     if not (0 < lam < 1) or r.shape[0] < 1 or not np.all(np.isfinite(r)):
         raise ValueError("ewma: need 0 < lam < 1 and at least one finite return")
     var = np.empty((r.shape[0] + 1,) + r.shape[1:])
-    var[0] = np.mean(r[:seed_window] ** 2, axis=0)
+    var[0] = np.mean(r[:seed_window] ** 2, axis=0) if seed_variance is None else seed_variance
     for t in range(1, r.shape[0] + 1):
         var[t] = lam * var[t - 1] + (1.0 - lam) * r[t - 1] ** 2
-    return np.sqrt(var)
+    return var
+
+
+def ewma_volatility(log_returns: np.ndarray, lam: float = EWMA_LAMBDA, seed_window: int = 30) -> np.ndarray:
+    """``sqrt`` of :func:`ewma_variance` (daily volatility for daily returns)."""
+    return np.sqrt(ewma_variance(log_returns, lam, seed_window))
 
 
 def historical_scenarios(log_returns: np.ndarray, filtered: bool = False, lam: float = EWMA_LAMBDA,

@@ -1,7 +1,8 @@
-"""The attestation engine for a book read from chain: risk inputs (positions, collateral, cash, nonces) and a market
-(spots, smile, block hash) in, margin leaves, their Merkle tree and the archived inputs document out; and the
-verifier's recomputation of every leaf from that document alone (``kind: "backstop-scenario-inputs/1"``).
-Pure: no chain I/O (reading the book is the caller's job)."""
+"""Attestation of a book read from chain on a given market (the scenario's genesis and inline keepers): the book and
+the market are written into the one inputs document (:func:`keeper.attest.inputs.build_document`, schema
+``backstop-inputs/2``) and the leaves come from :func:`keeper.attest.leaves.leaves_from_inputs`, the same engine
+the keeper bots run and ``backstop verify`` recomputes. Pure: no chain I/O (reading the book is the caller's job).
+"""
 from __future__ import annotations
 
 import json
@@ -10,33 +11,16 @@ from dataclasses import dataclass
 from typing import Callable, Mapping
 
 import numpy as np
-import scipy.sparse as sp
 from eth_utils import keccak, to_checksum_address
 
-from keeper.codec.canonical import canonical_json
+from keeper.attest.inputs import build_document
+from keeper.attest.leaves import canonical_inputs, leaves_from_inputs
 from keeper.codec.merkle import MarginLeaf, MerkleTree
+from keeper.data.sources import BlockRef
 from keeper.quant.pricing import black76_price
-from keeper.quant.risk.engine import (
-    CALL,
-    PUT,
-    CollateralTable,
-    RiskInputs,
-    RiskParams,
-    SeriesTable,
-    compute_account_risk,
-    deserialize_risk_inputs,
-    model_values,
-    serialize_risk_inputs,
-    to_quote_units,
-)
-from keeper.quant.risk.scenarios import (
-    grid_scenarios,
-    monte_carlo_scenarios,
-    seed_from_block_hash,
-)
-from keeper.units import SECONDS_PER_YEAR
-
-INPUTS_KIND = "backstop-scenario-inputs/1"
+from keeper.quant.risk.engine import RiskParams, from_canonical
+from keeper.quant.risk.scenarios import seed_from_block_hash
+from keeper.units import SECONDS_PER_YEAR, WAD, to_wad
 
 
 #: smile: (strike, expiry_years, forward) -> Black-76 vol
@@ -55,6 +39,7 @@ class BookState:
     collateral: np.ndarray
     cash: list[int]
     nonces: list[int]
+    decimals: Mapping[str, int] | None = None  # per collateral asset (18 when not given)
 
 
 @dataclass(frozen=True)
@@ -101,98 +86,69 @@ class EngineSettings:
     grid_spot_range: float = 0.15
     grid_vol_range: float = 0.25
     quote_decimals: int = 6
+    mc_diffusion_vol: float = 0.7
+    horizon_days: float = 1.0
+
+    def risk_document(self) -> dict:
+        """The ``risk`` section of the inputs document (the engine's default margin levels)."""
+        p = RiskParams()
+        return {"var_confidence": float(p.var_level), "es_confidence": float(p.es_level),
+                "im_multiplier": float(p.im_multiplier), "horizon_days": float(self.horizon_days),
+                "mc_paths": int(self.mc_paths), "mc_diffusion_vol": float(self.mc_diffusion_vol),
+                "grid_spot_range": float(self.grid_spot_range), "grid_vol_range": float(self.grid_vol_range)}
 
 
 def compute_attestation(book: BookState, series: Mapping[int, dict], market: MarketState,
                         haircuts: Mapping[str, float], underlying: str, settings: EngineSettings,
                         sequence: int, timestamp: int) -> Attestation:
-    """Run the quant engine on ``book`` and build the leaves (equity and model value rounded down, margins up).
-
-    Every series is on ``underlying``; risky collateral moves with its own spot (its own underlying index)."""
-
-    sids = book.series_ids
+    """The inputs document of ``book`` on ``market`` and its leaves (equity and model value rounded down, margins
+    up). Every series is on ``underlying``; each other risky collateral asset is an underlying of its own, priced
+    at its own spot."""
+    sids = [int(s) for s in book.series_ids]
     strike = np.array([series[s]["strike"] for s in sids], float)
     t = np.array([max(series[s]["expiry"] - market.now, 0) / SECONDS_PER_YEAR for s in sids], float)
     is_call = np.array([series[s]["is_call"] for s in sids], bool)
-    # underlyings: the option underlying first, then every other risky collateral asset
     unders = [underlying] + [a for a in book.assets if a.lower() != underlying.lower()]
-    fwd = np.array([market.spots[u] for u in unders], float)
-    f_series = np.full(len(sids), fwd[0])
+    und_idx = {u.lower(): i for i, u in enumerate(unders)}
+    spot_wad = [to_wad(market.spots[u]) for u in unders]
+    f_series = np.full(len(sids), spot_wad[0] / WAD)
     vols = np.asarray(market.smile(strike, np.maximum(t, 1e-9), f_series), float)
     model = black76_price(f_series, strike, t, vols, is_call)
     marks = model.copy()
-    if market.marks:
-        for j, s in enumerate(sids):
-            if s in market.marks:
-                marks[j] = float(market.marks[s])
-    und_idx = {u.lower(): i for i, u in enumerate(unders)}
-    inputs = RiskInputs(
-        series=SeriesTable(np.zeros(len(sids), dtype=np.int64), strike, t,
-                           np.where(is_call, CALL, PUT).astype(np.int64), np.ones(len(sids))),
-        positions=sp.csr_matrix(book.positions),
-        collateral=book.collateral,
-        collateral_assets=CollateralTable(np.array([market.spots[a] for a in book.assets], float),
-                                          np.array([haircuts[a] for a in book.assets], float),
-                                          np.array([und_idx[a.lower()] for a in book.assets], dtype=np.int64)),
-        forward=fwd, vols=vols, marks=marks, params=RiskParams())
-    seed = seed_from_block_hash(market.block_hash)
-    tail = monte_carlo_scenarios(seed, settings.mc_paths, len(unders))
-    grid = grid_scenarios(settings.grid_spot_range, settings.grid_vol_range, n_underlyings=len(unders))
-    risk = compute_account_risk(inputs, tail, grid)
-    d = settings.quote_decimals
-    cash = np.array(book.cash, float) / 10**d
-    equity = to_quote_units(risk.equity + cash, d, "floor")
-    mm = to_quote_units(risk.maintenance_margin, d, "ceil")
-    im = to_quote_units(risk.initial_margin, d, "ceil")
-    mv = to_quote_units(np.asarray(inputs.positions @ model_values(inputs)).ravel(), d, "floor")
-    leaves = [MarginLeaf(to_checksum_address(a), n, e, m, i_, v)
-              for a, n, e, m, i_, v in zip(book.accounts, book.nonces, equity, mm, im, mv)]
-    doc = {
-        "kind": INPUTS_KIND,
-        "risk_inputs": json.loads(serialize_risk_inputs(inputs)),
-        "accounts": [to_checksum_address(a) for a in book.accounts],
-        "series_ids": [int(s) for s in sids],
-        "assets": [to_checksum_address(a) for a in book.assets],
-        "underlyings": [to_checksum_address(u) for u in unders],
-        "state_nonces": [int(n) for n in book.nonces],
-        "cash": [int(c) for c in book.cash],
-        "model_prices": [float(x) for x in model],
-        "engine": {"mc_seed": int(seed), "mc_paths": settings.mc_paths, "grid_spot_range": settings.grid_spot_range,
-                   "grid_vol_range": settings.grid_vol_range, "quote_decimals": d},
-        "timestamp": int(timestamp),
-    }
-
-    blob = canonical_json(doc)
+    for j, s in enumerate(sids):
+        if market.marks and s in market.marks:
+            marks[j] = float(market.marks[s])
+    dec = book.decimals or {}
+    accounts = []
+    for i, a in enumerate(book.accounts):
+        accounts.append({
+            "account": to_checksum_address(a), "state_nonce": int(book.nonces[i]), "cash": str(int(book.cash[i])),
+            "collateral": [[to_checksum_address(x), str(int(round(book.collateral[i, j] * 10 ** dec.get(x, 18))))]
+                           for j, x in enumerate(book.assets) if book.collateral[i, j]],
+            "positions": [[s, str(int(round(book.positions[i, j] * WAD)))]
+                          for j, s in enumerate(sids) if book.positions[i, j]]})
+    accounts.sort(key=lambda x: x["account"].lower())
+    doc = build_document(
+        block=BlockRef(int(sequence), "0x" + bytes(market.block_hash).hex(), int(timestamp)),
+        mc_seed=seed_from_block_hash(market.block_hash),
+        underlyings=[{"asset": to_checksum_address(u), "spot_wad": w, "surface": None} for u, w in zip(unders, spot_wad)],
+        series=[{"id": s, "underlying": 0, "strike": str(to_wad(series[s]["strike"])), "expiry": int(series[s]["expiry"]),
+                 "is_call": bool(series[s]["is_call"])} for s in sids],
+        vols=vols, marks=marks,
+        collateral_assets=[{"asset": to_checksum_address(x), "decimals": int(dec.get(x, 18)),
+                            "haircut": str(to_wad(haircuts[x])), "underlying": und_idx[x.lower()], "price": "0"}
+                           for x in book.assets],
+        accounts=accounts, quote_decimals=settings.quote_decimals, risk=settings.risk_document())
+    leaves, _ = leaves_from_inputs(doc)
+    blob = canonical_inputs(doc)
     return Attestation(leaves, MerkleTree([x.hash() for x in leaves]), keccak(blob), blob, int(sequence),
                        int(timestamp), {s: float(p) for s, p in zip(sids, model)},
                        {s: float(v) for s, v in zip(sids, vols)})
 
 
 def recompute_leaves(blob: bytes) -> list[MarginLeaf]:
-    """Recompute every leaf from an archived inputs document (the verifier's path): same engine, same seeds."""
-
-    def f(v) -> float:
-        return float.fromhex(v["f"]) if isinstance(v, dict) else float(v)
-
-    doc = json.loads(blob)
-    if doc.get("kind") != INPUTS_KIND:
-        raise ValueError(f"unknown inputs document kind {doc.get('kind')!r}")
-    inputs = deserialize_risk_inputs(canonical_json(doc["risk_inputs"]))
-    eng = doc["engine"]
-    n_und = inputs.n_underlyings
-    tail = monte_carlo_scenarios(int(eng["mc_seed"]), int(eng["mc_paths"]), n_und)
-    grid = grid_scenarios(f(eng["grid_spot_range"]), f(eng["grid_vol_range"]), n_underlyings=n_und)
-    risk = compute_account_risk(inputs, tail, grid)
-    d = int(eng["quote_decimals"])
-    cash = np.array(doc["cash"], float) / 10**d
-
-    model = model_values(inputs)
-    equity = to_quote_units(risk.equity + cash, d, "floor")
-    mm = to_quote_units(risk.maintenance_margin, d, "ceil")
-    im = to_quote_units(risk.initial_margin, d, "ceil")
-    mv = to_quote_units(np.asarray(inputs.positions @ model).ravel(), d, "floor")
-    return [MarginLeaf(a, int(n), e, m, i_, v)
-            for a, n, e, m, i_, v in zip(doc["accounts"], doc["state_nonces"], equity, mm, im, mv)]
+    """Every leaf recomputed from an archived inputs document (the verifier's path): same engine, same seeds."""
+    return leaves_from_inputs(from_canonical(json.loads(blob)))[0]
 
 
 def smile_from(atm_vol: float, skew: float = -0.15, curvature: float = 0.4) -> SmileFn:

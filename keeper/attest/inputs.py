@@ -117,29 +117,59 @@ def risk_document(settings, mc_diffusion_vol: float) -> dict:
             "grid_spot_range": float(settings.grid_spot_range), "grid_vol_range": float(settings.grid_vol_range)}
 
 
-def build_inputs(*, block: BlockRef, spot_wad: int, surface_doc: dict, series: Sequence[Any], marks: SeriesMarks,
-                 accounts: Sequence[Any], collateral_assets: Sequence[dict], quote_decimals: int, risk: dict,
-                 underlying_asset: str) -> dict:
-    """The canonical inputs document of one block (what is archived and hashed)."""
+def accounts_document(accounts: Sequence[Any]) -> list[dict]:
+    """The book part of an inputs document: per account (sorted by address) its state nonce, quote cash, collateral
+    and positions as decimal strings of their on-chain integers (zero entries left out)."""
+    return [{"account": a.account, "state_nonce": int(a.state_nonce), "cash": str(a.cash),
+             "collateral": [[k, str(v)] for k, v in sorted(a.collateral.items()) if v],
+             "positions": [[int(k), str(v)] for k, v in sorted(a.positions.items()) if v]}
+            for a in sorted(accounts, key=lambda x: x.account.lower())]
+
+
+def build_document(*, block: BlockRef, mc_seed: int, underlyings: Sequence[dict], series: Sequence[dict],
+                   vols: Sequence[float], marks: Sequence[float], collateral_assets: Sequence[dict],
+                   accounts: Sequence[dict], quote_decimals: int, risk: dict) -> dict:
+    """The canonical inputs document of one block (``schema`` :data:`~keeper.attest.leaves.SCHEMA`; what is
+    archived and hashed, and all :func:`~keeper.attest.leaves.leaves_from_inputs` reads):
+
+    * ``underlyings``: ``{"asset", "spot_wad", "surface"}`` per underlying (surface: the canonical fitted surface,
+      or ``None`` where the vols come from elsewhere); a series or collateral asset names its underlying by index;
+    * ``series``: ``{"id", "underlying", "strike" (WAD string), "expiry", "is_call"}``, with ``vols`` and
+      ``marks`` (floats, whole quote units) in the same order;
+    * ``collateral_assets``: ``{"asset", "decimals", "haircut" (WAD string), "underlying" (index or None),
+      "price"}`` (``price``: whole quote units per whole unit, for assets that do not move with an underlying);
+    * ``accounts`` (:func:`accounts_document`), ``risk`` (:func:`risk_document`), ``mc_seed``, ``quote_decimals``.
+    """
     return {
         "schema": SCHEMA,
         "block": {"number": block.number, "hash": block.hash, "timestamp": block.timestamp},
-        "underlying_asset": underlying_asset,
-        "spot_wad": str(spot_wad),
-        "surface": surface_doc,
-        "mc_seed": str(int(block.hash, 16)),
+        "mc_seed": str(int(mc_seed)),
         "quote_decimals": int(quote_decimals),
         "risk": risk,
-        "series": [{"id": s.series_id, "strike": str(s.strike), "expiry": s.expiry, "is_call": bool(s.is_call)}
-                   for s in series],
-        "vols": marks.vols,
-        "marks": marks.marks,
+        "underlyings": [{"asset": u["asset"], "spot_wad": str(int(u["spot_wad"])), "surface": u.get("surface")}
+                        for u in underlyings],
+        "series": list(series),
+        "vols": [float(v) for v in vols],
+        "marks": [float(m) for m in marks],
         "collateral_assets": list(collateral_assets),
-        "accounts": [{"account": a.account, "state_nonce": a.state_nonce, "cash": str(a.cash),
-                      "collateral": [[k, str(v)] for k, v in sorted(a.collateral.items()) if v],
-                      "positions": [[int(k), str(v)] for k, v in sorted(a.positions.items()) if v]}
-                     for a in sorted(accounts, key=lambda x: x.account.lower())],
+        "accounts": list(accounts),
     }
+
+
+def build_inputs(*, block: BlockRef, spot_wad: int, surface_doc: dict, series: Sequence[Any], marks: SeriesMarks,
+                 accounts: Sequence[Any], collateral_assets: Sequence[dict], quote_decimals: int, risk: dict,
+                 underlying_asset: str) -> dict:
+    """The keeper's document for one underlying: its spot and fitted surface, the on-chain series (all on that
+    underlying), the collateral assets (:func:`build_document`'s form; ``underlying`` 0 for the one that moves with
+    the spot) and the book."""
+    return build_document(
+        block=block, mc_seed=int(block.hash, 16),
+        underlyings=[{"asset": underlying_asset, "spot_wad": spot_wad, "surface": surface_doc}],
+        series=[{"id": s.series_id, "underlying": 0, "strike": str(s.strike), "expiry": s.expiry,
+                 "is_call": bool(s.is_call)} for s in series],
+        vols=marks.vols, marks=marks.marks,
+        collateral_assets=collateral_assets,
+        accounts=accounts_document(accounts), quote_decimals=quote_decimals, risk=risk)
 
 
 @dataclass

@@ -31,7 +31,8 @@ from keeper.quant.risk.scenarios import (
 )
 from keeper.units import SECONDS_PER_YEAR, WAD
 
-SCHEMA = "backstop-inputs/1"
+#: the one inputs-document schema (docs/keeper.md, "Inputs document")
+SCHEMA = "backstop-inputs/2"
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -43,19 +44,25 @@ def _risk_params(r: dict):
 
 
 def leaves_from_inputs(inputs: dict, chunk: int = 256) -> tuple[list[MarginLeaf], dict]:
-    """Every account's :class:`MarginLeaf` from an inputs document (see :func:`build_inputs`), and per-account details
-    (floats) for the status API. Pure: the same document gives the same leaves bit for bit."""
+    """Every account's :class:`MarginLeaf` from an inputs document (``schema`` :data:`SCHEMA`, built by
+    :func:`keeper.attest.inputs.build_document`), and per-account details (floats) for the status API.
 
+    Every underlying in ``underlyings`` has its own spot (the forward of its series and of the collateral that moves
+    with it); the Monte Carlo tail set and the stress grid move all of them jointly (docs/risk.md). Pure: the same
+    document gives the same leaves bit for bit."""
+    if inputs.get("schema") != SCHEMA:
+        raise ValueError(f"inputs document of schema {inputs.get('schema')!r}, expected {SCHEMA!r}")
     r = inputs["risk"]
     ts = int(inputs["block"]["timestamp"])
-    spot = int(inputs["spot_wad"]) / WAD
     dec = int(inputs["quote_decimals"])
+    unders = inputs["underlyings"]
+    spots = np.array([int(u["spot_wad"]) / WAD for u in unders], dtype=np.float64)
     series = inputs["series"]
     sid_index = {int(s["id"]): i for i, s in enumerate(series)}
     assets = inputs["collateral_assets"]
     asset_index = {a["asset"]: i for i, a in enumerate(assets)}
     accounts = inputs["accounts"]
-    n_acc, n_ser, n_as = len(accounts), len(series), len(assets)
+    n_acc, n_ser, n_as, n_und = len(accounts), len(series), len(assets), len(unders)
 
     rows, cols, vals = [], [], []
     coll = np.zeros((n_acc, n_as))
@@ -71,21 +78,25 @@ def leaves_from_inputs(inputs: dict, chunk: int = 256) -> tuple[list[MarginLeaf]
         cash[i] = int(a["cash"]) / 10**dec
     positions = sp.csr_matrix((vals, (rows, cols)), shape=(n_acc, n_ser))
     st = SeriesTable(
-        underlying=np.zeros(n_ser, dtype=np.int64),
+        underlying=np.array([int(s["underlying"]) for s in series], dtype=np.int64),
         strike=np.array([int(s["strike"]) / WAD for s in series]) if n_ser else np.zeros(0),
         expiry=np.array([max(int(s["expiry"]) - ts, 0) / SECONDS_PER_YEAR for s in series]) if n_ser else np.zeros(0),
         kind=np.array([CALL if s["is_call"] else PUT for s in series], dtype=np.int64),
         discount=np.ones(n_ser))
-    ct = CollateralTable(price=np.array([spot if a["moves"] else float(a["price"]) for a in assets]),
+    moves = [a["underlying"] is not None for a in assets]
+    ct = CollateralTable(price=np.array([spots[int(a["underlying"])] if m else float(a["price"])
+                                         for a, m in zip(assets, moves)]),
                          haircut=np.array([int(a["haircut"]) / WAD for a in assets]),
-                         underlying=np.array([0 if a["moves"] else NO_UNDERLYING for a in assets], dtype=np.int64))
-    ri = RiskInputs(series=st, positions=positions, collateral=coll, collateral_assets=ct,
-                    forward=np.array([spot]), vols=np.array([float(v) for v in inputs["vols"]]),
+                         underlying=np.array([int(a["underlying"]) if m else NO_UNDERLYING
+                                              for a, m in zip(assets, moves)], dtype=np.int64))
+    ri = RiskInputs(series=st, positions=positions, collateral=coll, collateral_assets=ct, forward=spots,
+                    vols=np.array([float(v) for v in inputs["vols"]]),
                     marks=np.array([float(m) for m in inputs["marks"]]), params=_risk_params(r))
     horizon = float(r["horizon_days"]) / 365.0
-    tail = monte_carlo_scenarios(int(inputs["mc_seed"]), int(r["mc_paths"]), 1,
+    tail = monte_carlo_scenarios(int(inputs["mc_seed"]), int(r["mc_paths"]), n_und,
                                  MertonParams(diffusion_vol=float(r["mc_diffusion_vol"])), horizon=horizon)
-    grid = grid_scenarios(float(r["grid_spot_range"]), float(r["grid_vol_range"]), n_underlyings=1, horizon=horizon)
+    grid = grid_scenarios(float(r["grid_spot_range"]), float(r["grid_vol_range"]), n_underlyings=n_und,
+                          horizon=horizon)
     risk = compute_account_risk(ri, tail, grid, chunk=chunk)
     total_equity = risk.equity + cash
     model_val = np.asarray(positions @ model_values(ri)).ravel() if n_ser else np.zeros(n_acc)
@@ -100,13 +111,13 @@ def leaves_from_inputs(inputs: dict, chunk: int = 256) -> tuple[list[MarginLeaf]
 
 
 def canonical_inputs(doc: dict) -> bytes:
-    """``canonical_json(doc)`` computed faster for an inputs document: only the parts that hold floats (surface,
-    risk, vols, marks) go through :func:`keeper.codec.canonical.normalise`; the large account and series lists hold only
+    """``canonical_json(doc)`` computed faster for an inputs document: only the parts that hold floats (underlyings
+    with their surfaces, risk, vols, marks) go through :func:`keeper.codec.canonical.normalise`; the large account and series lists hold only
     str/int/bool and are serialized as they are. Byte-identical to ``canonical_json(doc)`` (tested)."""
 
 
     fast = dict(doc)
-    for k in ("surface", "risk", "vols", "marks", "block", "collateral_assets"):
+    for k in ("underlyings", "risk", "vols", "marks", "block", "collateral_assets"):
         if k in fast:
             fast[k] = normalise(fast[k])
     return json.dumps(fast, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()

@@ -31,8 +31,7 @@ from typing import Any, Sequence
 import requests
 from eth_utils import is_address, keccak
 
-from keeper.attest.engine import recompute_leaves
-from keeper.attest.leaves import recompute_from_archive
+from keeper.attest.leaves import SCHEMA, recompute_from_archive
 from keeper.chain.deploy import clearinghouse_abi, load_artifacts, web3_for
 from keeper.codec.merkle import MarginLeaf, process_multiproof
 from keeper.errors import VerifyError
@@ -94,18 +93,12 @@ def fetch_archive(inputs_hash: str, dirs: Sequence[Path], urls: Sequence[str]) -
 
 
 def recompute(blob: bytes) -> dict[str, MarginLeaf]:
-    """Leaves recomputed from an archived inputs document (scenario set-up format or the keeper bot's)."""
+    """Leaves recomputed from an archived inputs document (:data:`keeper.attest.leaves.SCHEMA`, what every keeper
+    and the scenario archive), keyed by lower-case account."""
     doc = json.loads(blob)
-    kind = doc.get("kind") or doc.get("schema")
-    if kind == "backstop-scenario-inputs/1":
-
-        leaves = recompute_leaves(blob)
-    elif kind == "backstop-inputs/1":
-
-        _h, raw = recompute_from_archive(blob)
-        leaves = [MarginLeaf(l.account, l.state_nonce, l.equity, l.maintenance, l.initial, l.model_value) for l in raw]
-    else:
-        raise VerifyError(f"archived inputs of unknown kind {kind!r}")
+    if doc.get("schema") != SCHEMA:
+        raise VerifyError(f"archived inputs of unknown schema {doc.get('schema')!r} (expected {SCHEMA!r})")
+    _root, leaves = recompute_from_archive(blob)
     return {x.account.lower(): x for x in leaves}
 
 

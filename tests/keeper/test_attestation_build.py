@@ -13,7 +13,8 @@ from keeper.data.archive import InputsArchive
 from keeper.codec.canonical import canonical_json
 from keeper.chain.client import AccountSnapshot, SeriesInfo
 from keeper.ops.config import parse_config
-from keeper.attest.leaves import Leaf, MerkleTree, leaves_from_inputs, recompute_from_archive
+from keeper.codec.merkle import MarginLeaf, MerkleTree
+from keeper.attest.leaves import leaves_from_inputs, recompute_from_archive
 from keeper.attest.inputs import SeriesMarks, build_inputs, mark_series, risk_document
 from keeper.data.sources import BlockRef, SimulatedMarket
 from keeper.quant.risk.engine import to_quote_units
@@ -53,16 +54,16 @@ def oz_process_multiproof(leaves, proof, flags):
 
 
 def test_leaf_hash_is_double_keccak_of_abi_encoding():
-    l = Leaf("0x" + "12" * 20, 3, -5, 7, 11, -13)
+    l = MarginLeaf("0x" + "12" * 20, 3, -5, 7, 11, -13)
     inner = keccak(encode(["address", "uint32", "int256", "uint256", "uint256", "int256"],
                           ["0x" + "12" * 20, 3, -5, 7, 11, -13]))
     assert l.hash() == keccak(inner)
-    assert l.breached and not Leaf(l.account, 3, 7, 7, 11, 0).breached
+    assert l.breached and not MarginLeaf(l.account, 3, 7, 7, 11, 0).breached
 
 
 @pytest.mark.parametrize("n", [1, 2, 3, 5, 8, 13])
 def test_tree_proofs_and_multiproofs_verify(n):
-    leaves = [Leaf("0x" + f"{i + 1:040x}", i, i * 10 - 20, 5, 8, 0).hash() for i in range(n)]
+    leaves = [MarginLeaf("0x" + f"{i + 1:040x}", i, i * 10 - 20, 5, 8, 0).hash() for i in range(n)]
     t = MerkleTree(leaves)
     for h in leaves:
         assert oz_process_proof(h, t.proof(h)) == t.root
@@ -70,11 +71,11 @@ def test_tree_proofs_and_multiproofs_verify(n):
     for k in range(1, n + 1):
         subset = list(rng.choice(n, size=k, replace=False))
         ordered, proof, flags = t.multiproof([leaves[i] for i in subset])
-        assert sorted(ordered) == ordered  # ascending hash order, as the contract expects
+        assert sorted(ordered) == list(ordered)  # ascending hash order, as the contract expects
         assert oz_process_multiproof(ordered, proof, flags) == t.root
     # full batch: empty proof, n-1 true flags (docs/contracts.md)
     ordered, proof, flags = t.multiproof(leaves)
-    assert proof == [] and flags == [True] * (n - 1)
+    assert list(proof) == [] and list(flags) == [True] * (n - 1)
     with pytest.raises(ValueError):
         MerkleTree([])
 
@@ -96,7 +97,7 @@ def _doc(block_hash="0x" + "ab" * 32, spot=2000.0, cash=(5_000_000_000, 10**9, 5
     accounts = [AccountSnapshot("0x" + "01" * 20, 1, cash[0], {"0x" + "ee" * 20: 2 * WAD}, {1: -10 * WAD}),
                 AccountSnapshot("0x" + "02" * 20, 4, cash[1], {}, {1: 3 * WAD, 2: -1 * WAD}),
                 AccountSnapshot("0x" + "03" * 20, 2, cash[2], {}, {2: -40 * WAD})]
-    coll = [{"asset": "0x" + "ee" * 20, "decimals": 18, "haircut": str(WAD // 5), "moves": True, "price": "0"}]
+    coll = [{"asset": "0x" + "ee" * 20, "decimals": 18, "haircut": str(WAD // 5), "underlying": 0, "price": "0"}]
     return build_inputs(block=block, spot_wad=int(spot * WAD), surface_doc={"flat": 0.6}, series=series,
                         marks=marks, accounts=accounts, collateral_assets=coll, quote_decimals=6,
                         risk=risk_document(cfg.risk, cfg.risk.mc_diffusion_vol),
@@ -154,9 +155,9 @@ def test_fast_canonical_inputs_is_byte_identical():
 
 def test_leaf_outside_its_abi_types_raises():
     with pytest.raises(ValueError):
-        Leaf("0x" + "ff" * 20, 2**32, 0, 0, 0, 0).hash()
+        MarginLeaf("0x" + "ff" * 20, 2**32, 0, 0, 0, 0).hash()
     with pytest.raises(ValueError):
-        Leaf("0x" + "ff" * 20, 0, 0, -1, 0, 0).hash()
+        MarginLeaf("0x" + "ff" * 20, 0, 0, -1, 0, 0).hash()
 
 
 def _flat_except(bad_strike: float):
@@ -212,8 +213,8 @@ def test_out_of_range_account_is_left_out_and_the_archive_agrees(tmp_path):
 
     doc, _ = _doc(cash=(5_000_000_000, 2**96, 50_000_000))  # account 2's equity cannot be stored as int96
     all_leaves, details = leaves_from_inputs(doc)
-    assert all_leaves[1].equity > 2**95 - 1 and all_leaves[0].storage_violation() is None
-    assert "int96" in all_leaves[1].storage_violation()
+    assert all_leaves[1].equity > 2**95 - 1 and all_leaves[0].violation() is None
+    assert "int96" in all_leaves[1].violation()
     kept, kept_details, skipped = storable_leaves(all_leaves, details)
     assert [l.account for l in kept] == [all_leaves[0].account, all_leaves[2].account]
     assert [(l.account, "equity" in why) for l, why in skipped] == [(all_leaves[1].account, True)]
@@ -222,6 +223,6 @@ def test_out_of_range_account_is_left_out_and_the_archive_agrees(tmp_path):
     root, leaves = recompute_from_archive(arch.get(arch.put(doc)))
     assert leaves == kept and root == MerkleTree([l.hash() for l in kept]).root
     # a maintenance margin above uint96 is caught the same way
-    huge = Leaf(all_leaves[0].account, 1, 0, 2**96, 2**96, 0)
-    assert "maintenance" in huge.storage_violation()
+    huge = MarginLeaf(all_leaves[0].account, 1, 0, 2**96, 2**96, 0)
+    assert "maintenance" in huge.violation()
     assert storable_leaves([huge], {})[0] == []

@@ -157,9 +157,9 @@ def test_keeper_signs_nothing_on_a_missing_or_nan_market_file_and_follows_the_fi
             b4 = net.mine()
             assert h.wait_for(lambda: root(b4), 30)
             archived = [json.loads(p.read_text()) for p in (tmp_path / "archive0").glob("*.json")]
-            doc = next(d for d in archived if "surface" in d and
+            doc = next(d for d in archived if "underlyings" in d and
                        (d["block"]["number"] if isinstance(d["block"], dict) else d["block"]) == b4)
-            s = VolSurface.from_canonical(doc["surface"])
+            s = VolSurface.from_canonical(doc["underlyings"][0]["surface"])
             t = s.slices[1].t
             fwd = float(s.forward(t))
             assert float(s.implied_vol(fwd, t, fwd)) == pytest.approx(1.3, rel=0.01)

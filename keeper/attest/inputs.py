@@ -15,7 +15,7 @@ from keeper.quant.chains import OptionChain
 from keeper.quant.marks import hybrid_marks
 from keeper.quant.pricing import black76_greeks
 from keeper.quant.risk.engine import screen_market_data
-from keeper.units import SECONDS_PER_YEAR, WAD
+from keeper.units import SECONDS_PER_YEAR, WAD, to_wad
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -23,31 +23,49 @@ from keeper.units import SECONDS_PER_YEAR, WAD
 # ------------------------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class SeriesMarks:
-    """Per on-chain series: the vol used (from the surface) and the mark (hybrid where a matching quote exists)."""
+    """Per on-chain series: the vol used (from the surface), the mark (hybrid where a matching quote exists) and
+    the forward it was priced on (its expiry's forward; ``None``: spot)."""
 
     vols: list[float]
     marks: list[float]
     market: list[bool]
+    forwards: list[float] | None = None
+
+
+def series_forwards(expiry_ts: np.ndarray, spot: float, now: int, chain: Optional[OptionChain]) -> np.ndarray:
+    """Each expiry's forward: ``spot`` times the chain's carry (forward / spot, :meth:`OptionChain.carry_by_expiry`)
+    interpolated linearly in expiry time from 1 at ``now``, flat beyond the last listed expiry; ``spot`` without a
+    chain."""
+    expiry_ts = np.asarray(expiry_ts, dtype=np.float64)
+    if chain is None or len(chain) == 0:
+        return np.full(expiry_ts.shape, float(spot))
+    exp, carry = chain.carry_by_expiry()
+    ahead = exp > now
+    xs = np.concatenate(([float(now)], exp[ahead]))
+    ys = np.concatenate(([1.0], carry[ahead]))
+    return float(spot) * np.interp(expiry_ts, xs, ys)
 
 
 def mark_series(series: Sequence[Any], surface, chain: Optional[OptionChain], spot: float, now: int) -> SeriesMarks:
     """Vol from the fitted surface and hybrid mark (market mid when a listed quote with the same strike, expiry and
-    kind passes the mark filters, else the model price) for each on-chain series. Stateless (no hysteresis across
-    blocks), so that a restarted keeper marks exactly as the others do. Expired series get the intrinsic value.
-    A live series for which the surface gives no finite positive vol gets NaN vol and mark (the keeper's cycle
-    screens it out with :func:`screen_series`)."""
+    kind passes the mark filters, else the model price) for each on-chain series, priced with Black-76 on its
+    expiry's forward (:func:`series_forwards`). Stateless (no hysteresis across blocks), so that a restarted keeper
+    marks exactly as the others do. Expired series get the intrinsic value against spot. A live series for which
+    the surface gives no finite positive vol gets NaN vol and mark (the keeper's cycle screens it out with
+    :func:`screen_series`)."""
 
     n = len(series)
     if n == 0:
-        return SeriesMarks([], [], [])
+        return SeriesMarks([], [], [], [])
     strike = np.array([s.strike / WAD for s in series])
     t = np.array([max(s.expiry - now, 0) / SECONDS_PER_YEAR for s in series])
     is_call = np.array([bool(s.is_call) for s in series])
     live = t > 0
-    vol = np.where(live, surface.implied_vol(strike, np.where(live, t, 1.0), spot), np.nan)
+    fwd = np.where(live, series_forwards(np.array([s.expiry for s in series]), spot, now, chain), spot)
+    vol = np.where(live, surface.implied_vol(strike, np.where(live, t, 1.0), fwd), np.nan)
     no_vol = live & ~(np.isfinite(vol) & (vol > 0))  # the surface gives no usable vol: vol and mark NaN
     vol = np.where(live & ~no_vol, vol, 1.0)  # expired: any positive vol, the value is intrinsic
-    g = black76_greeks(np.full(n, spot), strike, np.where(live, t, 0.0), vol, is_call)
+    g = black76_greeks(fwd, strike, np.where(live, t, 0.0), vol, is_call)
     model = np.where(live, np.asarray(g.price, dtype=np.float64),
                      np.where(is_call, np.maximum(spot - strike, 0.0), np.maximum(strike - spot, 0.0)))
     vega = np.asarray(g.vega, dtype=np.float64)
@@ -70,7 +88,8 @@ def mark_series(series: Sequence[Any], surface, chain: Optional[OptionChain], sp
     vol = np.where(no_vol, np.nan, vol)
     mark = np.where(no_vol, np.nan, mark)
     market = res.market & ~no_vol
-    return SeriesMarks([float(v) for v in vol], [float(m) for m in mark], [bool(x) for x in market])
+    return SeriesMarks([float(v) for v in vol], [float(m) for m in mark], [bool(x) for x in market],
+                       [float(f) for f in fwd])
 
 
 @dataclass(frozen=True)
@@ -104,7 +123,7 @@ def screen_series(series: Sequence[Any], marks: SeriesMarks, accounts: Sequence[
         return Screened(marks, list(accounts), [], [])
     drop = set(scr.unattestable_accounts.tolist())
     clean = SeriesMarks([float(v) for v in scr.vols], [float(m) for m in scr.marks],
-                        [bool(m) and j not in bad for j, m in enumerate(marks.market)])
+                        [bool(m) and j not in bad for j, m in enumerate(marks.market)], marks.forwards)
     return Screened(clean, [a for i, a in enumerate(accounts) if i not in drop],
                     [series[j].series_id for j in sorted(bad)], [a for i, a in enumerate(accounts) if i in drop])
 
@@ -134,8 +153,9 @@ def build_document(*, block: BlockRef, mc_seed: int, underlyings: Sequence[dict]
 
     * ``underlyings``: ``{"asset", "spot_wad", "surface"}`` per underlying (surface: the canonical fitted surface,
       or ``None`` where the vols come from elsewhere); a series or collateral asset names its underlying by index;
-    * ``series``: ``{"id", "underlying", "strike" (WAD string), "expiry", "is_call"}``, with ``vols`` and
-      ``marks`` (floats, whole quote units) in the same order;
+    * ``series``: ``{"id", "underlying", "strike" (WAD string), "expiry", "is_call"}`` and optionally
+      ``"forward_wad"`` (the forward of its expiry the series is priced on; absent: the underlying's spot), with
+      ``vols`` and ``marks`` (floats, whole quote units) in the same order;
     * ``collateral_assets``: ``{"asset", "decimals", "haircut" (WAD string), "underlying" (index or None),
       "price"}`` (``price``: whole quote units per whole unit, for assets that do not move with an underlying);
     * ``accounts`` (:func:`accounts_document`), ``risk`` (:func:`risk_document`), ``mc_seed``, ``quote_decimals``.
@@ -166,7 +186,8 @@ def build_inputs(*, block: BlockRef, spot_wad: int, surface_doc: dict, series: S
         block=block, mc_seed=int(block.hash, 16),
         underlyings=[{"asset": underlying_asset, "spot_wad": spot_wad, "surface": surface_doc}],
         series=[{"id": s.series_id, "underlying": 0, "strike": str(s.strike), "expiry": s.expiry,
-                 "is_call": bool(s.is_call)} for s in series],
+                 "is_call": bool(s.is_call), "forward_wad": str(to_wad(f) if f != spot_wad / WAD else spot_wad)}
+                for s, f in zip(series, marks.forwards or [spot_wad / WAD] * len(series))],
         vols=marks.vols, marks=marks.marks,
         collateral_assets=collateral_assets,
         accounts=accounts_document(accounts), quote_decimals=quote_decimals, risk=risk)

@@ -82,7 +82,9 @@ def leaves_from_inputs(inputs: dict, chunk: int = 256) -> tuple[list[MarginLeaf]
         strike=np.array([int(s["strike"]) / WAD for s in series]) if n_ser else np.zeros(0),
         expiry=np.array([max(int(s["expiry"]) - ts, 0) / SECONDS_PER_YEAR for s in series]) if n_ser else np.zeros(0),
         kind=np.array([CALL if s["is_call"] else PUT for s in series], dtype=np.int64),
-        discount=np.ones(n_ser))
+        discount=np.ones(n_ser),
+        carry=np.array([int(s["forward_wad"]) / int(unders[int(s["underlying"])]["spot_wad"]) if "forward_wad" in s
+                        else 1.0 for s in series]) if n_ser else np.zeros(0))
     moves = [a["underlying"] is not None for a in assets]
     ct = CollateralTable(price=np.array([spots[int(a["underlying"])] if m else float(a["price"])
                                          for a, m in zip(assets, moves)]),

@@ -109,6 +109,31 @@ class OptionChain:
         fwd = np.array([float(np.nanmedian(self.forward[self.expiry_ts == e])) for e in expiries])
         return expiries, fwd
 
+    def carry_by_expiry(self) -> tuple[np.ndarray, np.ndarray]:
+        """(distinct expiry timestamps, forward / spot of each). The forward is the venue's (futures-implied,
+        :meth:`forward_by_expiry`); where the venue gives none, put-call parity on the strike with the tightest
+        two-sided call and put (``F = K + (C - P)``, zero rates); where neither exists, the carry is 1."""
+        expiries, fwd = self.forward_by_expiry()
+        if not (math.isfinite(self.spot) and self.spot > 0):
+            return expiries, np.ones(expiries.shape[0])
+        mid = self.mid
+        for i, e in enumerate(expiries):
+            if math.isfinite(fwd[i]) and fwd[i] > 0:
+                continue
+            rows = self.expiry_ts == e
+            best = (math.inf, math.nan)
+            for k in np.unique(self.strike[rows]):
+                c = rows & (self.strike == k) & self.is_call & np.isfinite(mid)
+                q = rows & (self.strike == k) & ~self.is_call & np.isfinite(mid)
+                if c.any() and q.any():
+                    cm, pm = float(mid[c][0]), float(mid[q][0])
+                    width = float((self.ask - self.bid)[c][0] + (self.ask - self.bid)[q][0])
+                    if width < best[0] and k + cm - pm > 0:
+                        best = (width, float(k + cm - pm))
+            fwd[i] = best[1]
+        carry = fwd / self.spot
+        return expiries, np.where(np.isfinite(carry) & (carry > 0), carry, 1.0)
+
     def select(self, mask: np.ndarray) -> "OptionChain":
         """A new chain with the rows where ``mask`` is true (same ``asof`` and ``spot``)."""
         mask = np.asarray(mask, dtype=bool)

@@ -609,3 +609,26 @@ def test_inputs_are_frozen_copies_and_callers_arrays_stay_writable():
         inputs.vols[0] = 0.7
     with pytest.raises(ValueError):
         inputs.positions.data[0] = 2.0
+
+
+def test_series_carry_prices_on_the_expiry_forward_and_moves_it_with_spot():
+    """A series with carry c (forward / spot) is worth Black-76 on spot x c (py_vollib), and a scenario that moves
+    spot by g revalues it on spot x c x g; carry 1 is the spot-priced book and serializes as before."""
+    spot, carry, k, t, vol = 2222.0, 1.1062, 2500.0, 0.97, 0.62
+    plain = SeriesTable(np.array([0]), [k], [t], np.array([CALL]), [1.0])
+    carried = SeriesTable(np.array([0]), [k], [t], np.array([CALL]), [1.0], [carry])
+    mk = lambda s: RiskInputs(s, sp.csr_matrix(np.array([[1.0]])), np.zeros((1, 1)),  # noqa: E731
+                              CollateralTable([1.0], [0.0], np.array([NO_UNDERLYING])), [spot], [vol], [0.0])
+    assert model_values(mk(carried))[0] == pytest.approx(vollib_black("c", spot * carry, k, t, 0.0, vol), rel=1e-12)
+    assert model_values(mk(plain))[0] == pytest.approx(vollib_black("c", spot, k, t, 0.0, vol), rel=1e-12)
+    g = 0.8
+    scen = ScenarioSet("one", np.array([[math.log(g)]]), np.zeros((1, 1)), np.ones(1), 0.0)
+    move = revalue(mk(carried), scen)[0, 0]
+    assert move == pytest.approx(vollib_black("c", spot * carry * g, k, t, 0.0, vol)
+                                 - vollib_black("c", spot * carry, k, t, 0.0, vol), rel=1e-10)
+    assert "carry" not in serialize_risk_inputs(mk(plain)).decode()
+    assert "carry" in serialize_risk_inputs(mk(carried)).decode()
+    back = deserialize_risk_inputs(serialize_risk_inputs(mk(carried)))
+    assert back.series.carry.tolist() == [carry]
+    with pytest.raises(ValueError, match="carry"):
+        SeriesTable(np.array([0]), [k], [t], np.array([CALL]), [1.0], [0.0])

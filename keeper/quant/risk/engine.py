@@ -86,25 +86,32 @@ def _i64(a: object, name: str) -> np.ndarray:
 
 @dataclass(frozen=True)
 class SeriesTable:
-    """Option/forward series (one row each): underlying index, strike, expiry (years), kind, discount factor."""
+    """Option/forward series (one row each): underlying index, strike, expiry (years), kind, discount factor, and
+    carry: the series' forward over its underlying's spot (``F_T / S``; 1 = priced at spot). Every series is priced
+    on ``forward[underlying] * carry`` and moves with its underlying."""
 
     underlying: np.ndarray
-    strike: np.ndarray
-    expiry: np.ndarray
-    kind: np.ndarray
-    discount: np.ndarray
+    strike: np.ndarray  # [quote units per whole underlying unit]
+    expiry: np.ndarray  # [years, ACT/365]
+    kind: np.ndarray  # PUT, CALL or FORWARD
+    discount: np.ndarray  # [fraction, (0, 1]]
+    carry: np.ndarray | None = None  # [ratio, > 0] forward of the series' expiry / spot; None: all 1
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "underlying", _i64(self.underlying, "series.underlying"))
         object.__setattr__(self, "kind", _i64(self.kind, "series.kind"))
-        for name in ("strike", "expiry", "discount"):
+        if self.carry is None:
+            object.__setattr__(self, "carry", np.ones(np.shape(self.strike)[0] if np.ndim(self.strike) else 0))
+        for name in ("strike", "expiry", "discount", "carry"):
             object.__setattr__(self, name, _f64(getattr(self, name), f"series.{name}", 1))
         n = self.underlying.size
-        for name in ("strike", "expiry", "kind", "discount"):
+        for name in ("strike", "expiry", "kind", "discount", "carry"):
             if getattr(self, name).size != n:
                 raise ValueError(f"series.{name}: length {getattr(self, name).size} != {n}")
         if np.any(self.strike <= 0) or np.any(self.expiry < 0):
             raise ValueError("series: strikes must be > 0 and expiries >= 0")
+        if np.any(self.carry <= 0):
+            raise ValueError("series: carry (forward / spot) must be > 0")
         if np.any((self.discount <= 0) | (self.discount > 1)):
             raise ValueError("series: discount factors must lie in (0, 1]")
         if not np.all(np.isin(self.kind, (PUT, CALL, FORWARD))):
@@ -302,7 +309,9 @@ def screen_market_data(vols: np.ndarray, marks: np.ndarray, positions: sp.spmatr
 def _to_plain(inputs: RiskInputs) -> dict:
     p = inputs.positions
     return {
-        "series": {f.name: getattr(inputs.series, f.name) for f in fields(SeriesTable)},
+        # carry is written only when some series is not priced at spot, so books priced at spot hash as before
+        "series": {f.name: getattr(inputs.series, f.name) for f in fields(SeriesTable)
+                   if f.name != "carry" or np.any(inputs.series.carry != 1.0)},
         "positions": {"shape": list(p.shape), "indptr": p.indptr, "indices": p.indices, "data": p.data},
         "collateral": inputs.collateral,
         "collateral_assets": {f.name: getattr(inputs.collateral_assets, f.name) for f in fields(CollateralTable)},
@@ -345,7 +354,7 @@ def deserialize_risk_inputs(blob: bytes) -> RiskInputs:
                                np.asarray(p["indptr"], dtype=np.int64)), shape=tuple(p["shape"]))
     return RiskInputs(
         series=SeriesTable(np.asarray(s["underlying"], dtype=np.int64), s["strike"], s["expiry"],
-                           np.asarray(s["kind"], dtype=np.int64), s["discount"]),
+                           np.asarray(s["kind"], dtype=np.int64), s["discount"], s.get("carry")),
         positions=positions, collateral=collateral,
         collateral_assets=CollateralTable(c["price"], c["haircut"], np.asarray(c["underlying"], dtype=np.int64)),
         forward=d["forward"], vols=d["vols"], marks=d["marks"], params=RiskParams(**d["params"]))
@@ -373,7 +382,12 @@ def _series_values(forward: np.ndarray, strike: np.ndarray, expiry: np.ndarray, 
 def model_values(inputs: RiskInputs) -> np.ndarray:
     """Model value now of each series (per contract, quote units): Black-76 on the inputs' vols."""
     s = inputs.series
-    return _series_values(inputs.forward[s.underlying], s.strike, s.expiry, inputs.vols, s.kind, s.discount)
+    return _series_values(series_forwards(inputs), s.strike, s.expiry, inputs.vols, s.kind, s.discount)
+
+
+def series_forwards(inputs: RiskInputs) -> np.ndarray:
+    """The forward each series is priced on: its underlying's forward times the series' carry."""
+    return inputs.forward[inputs.series.underlying] * inputs.series.carry
 
 
 @dataclass(frozen=True)
@@ -390,7 +404,7 @@ class SeriesGreeks:
 def series_greeks(inputs: RiskInputs) -> SeriesGreeks:
     """Black-76 Greeks of every series at the current forward and vol."""
     s = inputs.series
-    g = black76_greeks(inputs.forward[s.underlying], s.strike, s.expiry, inputs.vols, s.kind == CALL, s.discount)
+    g = black76_greeks(series_forwards(inputs), s.strike, s.expiry, inputs.vols, s.kind == CALL, s.discount)
     lin = s.kind == FORWARD
     zero = np.zeros(s.n)
     return SeriesGreeks(np.where(lin, s.discount, g.delta), np.where(lin, zero, g.gamma),
@@ -415,7 +429,7 @@ def revalue(inputs: RiskInputs, scenarios: ScenarioSet, vol_fn: VolFunction | No
     out = np.empty((s.n + ca.n, n_scen))
     if s.n:
         v0 = model_values(inputs) if base is None else base
-        f_after = inputs.forward[s.underlying, None] * growth[s.underlying]
+        f_after = series_forwards(inputs)[:, None] * growth[s.underlying]
         t_after = np.maximum(s.expiry - scenarios.horizon, 0.0)[:, None]
         if vol_fn is None:
             vol_after = inputs.vols[:, None] * np.exp(scenarios.vol_shock.T)[s.underlying]

@@ -220,13 +220,43 @@ def test_grid_pnl_of_one_option_equals_direct_black76_revaluation(kind):
     assert risk.grid_worst_loss[0] == pytest.approx(np.max(-size * expected * weights), rel=1e-9)
 
 
-def test_grid_moves_underlyings_together_and_alone():
+def test_grid_moves_underlyings_together_alone_and_against_each_other():
     grid = grid_scenarios([0.1, 0.2], n_underlyings=2)
-    assert grid.n_scenarios == 16 * 3
-    together, first, second = grid.log_spot[:16], grid.log_spot[16:32], grid.log_spot[32:]
+    assert grid.n_scenarios == 16 * 4
+    together, first, second, opposite = (grid.log_spot[16 * i:16 * (i + 1)] for i in range(4))
     np.testing.assert_allclose(np.expm1(together[-1]), [0.2, 0.4])
     assert np.all(first[:, 1] == 0) and np.all(second[:, 0] == 0)
     assert np.all(first[:, 0] == together[:, 0]) and np.all(second[:, 1] == together[:, 1])
+    # the pair block: the first underlying up by its range while the second falls by its own, and the reverse
+    np.testing.assert_allclose(np.expm1(opposite[-1]), [0.2, -0.4])
+    np.testing.assert_allclose(np.expm1(opposite[-2]), [-0.2, 0.4])
+    assert np.all(np.sign(opposite[:, 0]) == -np.sign(opposite[:, 1]))
+    three = grid_scenarios(0.1, n_underlyings=3)
+    assert three.n_scenarios == 16 * (1 + 3 + 3)
+
+
+def test_netting_across_underlyings_is_capped_by_the_opposite_move():
+    """Long a BTC call and short an ETH call of equal delta: a correlated tail set nets them, but the opposite
+    move (BTC down, ETH up) loses on both legs and the grid charges it (second computation: both legs revalued
+    by Black-76 in that scenario, py_vollib)."""
+    f = np.array([40000.0, 2500.0])
+    series = SeriesTable(np.array([0, 1]), [40000.0, 2500.0], [30 / 365, 30 / 365], np.array([CALL, CALL]), [1.0, 1.0])
+    size = np.array([[1.0, -16.0]])
+    inputs = RiskInputs(series, sp.csr_matrix(size), np.zeros((1, 1)),
+                        CollateralTable([1.0], [0.0], np.array([NO_UNDERLYING])), f, [0.6, 0.6], [0.0, 0.0])
+    grid = grid_scenarios(0.1, n_underlyings=2, horizon=0.0)
+    risk = compute_account_risk(inputs, monte_carlo_scenarios(1, 500, 2), grid)
+    t = 30 / 365
+    btc0, eth0 = vollib_black("c", 40000.0, 40000.0, t, 0.0, 0.6), vollib_black("c", 2500.0, 2500.0, t, 0.0, 0.6)
+    btc1 = vollib_black("c", 40000.0 * 0.8, 40000.0, t, 0.0, 0.6)   # extreme pair move: -2 x 10 %
+    eth1 = vollib_black("c", 2500.0 * 1.2, 2500.0, t, 0.0, 0.6)
+    opposite_loss = 0.35 * -((btc1 - btc0) - 16.0 * (eth1 - eth0))   # the extreme moves count at 35 %
+    assert opposite_loss > 0
+    assert risk.grid_worst_loss[0] >= opposite_loss * (1 - 1e-9)
+    together = grid_scenarios(0.1, n_underlyings=2, horizon=0.0)
+    joint_only = ScenarioSet("joint", together.log_spot[:16], together.vol_shock[:16], together.weight[:16], 0.0)
+    assert compute_account_risk(inputs, monte_carlo_scenarios(1, 500, 2), joint_only).grid_worst_loss[0] \
+        < risk.grid_worst_loss[0]
 
 
 def _short_gamma_book(seed: int) -> RiskInputs:

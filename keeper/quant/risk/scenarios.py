@@ -99,9 +99,12 @@ def grid_scenarios(spot_range: np.ndarray | float, vol_range: float = 0.25, n_up
     Spot moves ``k / n_up * spot_range`` for ``k = -n_up..n_up`` (as simple returns, converted to log returns),
     each with vol multiplied by ``1 + vol_range`` and ``1 - vol_range``; plus the extreme moves
     ``+-extreme_multiple * spot_range`` with unchanged vol, whose loss counts at ``extreme_coverage``.
-    With ``n`` underlyings the block is repeated ``1 + n`` times when ``n > 1``: all underlyings moving together
-    by their own ranges, then each underlying alone. ``spot_range`` is a fraction (0.15 = 15%), scalar or one per
-    underlying; extreme down moves are floored at -99%.
+    With ``n > 1`` underlyings the block is repeated ``1 + n + n(n-1)/2`` times: all underlyings moving together
+    by their own ranges (correlation 1), each underlying alone, and each pair moving in opposite directions
+    (correlation -1: ``u`` up while ``v`` falls, and the reverse). So the credit a portfolio gets for netting
+    across underlyings is capped: its grid loss, hence its maintenance margin, is never below its loss when any one
+    underlying moves alone or when any two move against each other. ``spot_range`` is a fraction (0.15 = 15%),
+    scalar or one per underlying; extreme down moves are floored at -99%.
     """
     ranges = np.atleast_1d(np.asarray(spot_range, dtype=np.float64))
     if n_underlyings is not None and ranges.size == 1:
@@ -116,14 +119,16 @@ def grid_scenarios(spot_range: np.ndarray | float, vol_range: float = 0.25, n_up
     vol_up, vol_dn = np.log1p(vol_range), np.log1p(-vol_range)
     vol_block = np.concatenate([np.tile([vol_up, vol_dn], steps.size), [0.0, 0.0]])
     weight_block = np.concatenate([np.ones(2 * steps.size), [extreme_coverage, extreme_coverage]])
-    masks = [np.ones(n_und, dtype=bool)]
+    signs = [np.ones(n_und)]
     if n_und > 1:
-        masks += [np.arange(n_und) == u for u in range(n_und)]
+        signs += [(np.arange(n_und) == u).astype(np.float64) for u in range(n_und)]
+        signs += [(np.arange(n_und) == u) - (np.arange(n_und) == v).astype(np.float64)
+                  for u in range(n_und) for v in range(u + 1, n_und)]
     log_spot, vol_shock, weight = [], [], []
-    for mask in masks:
-        moves = np.maximum(frac[:, None] * ranges[None, :], -0.99) * mask[None, :]
+    for sign in signs:
+        moves = np.maximum(frac[:, None] * sign[None, :] * ranges[None, :], -0.99)
         log_spot.append(np.log1p(moves))
-        vol_shock.append(vol_block[:, None] * mask[None, :])
+        vol_shock.append(vol_block[:, None] * np.abs(sign)[None, :])
         weight.append(weight_block)
     return ScenarioSet("grid", np.vstack(log_spot), np.vstack(vol_shock), np.concatenate(weight), horizon)
 

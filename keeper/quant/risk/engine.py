@@ -568,6 +568,22 @@ def weighted_worst_loss(exposure: sp.csr_matrix, dv: np.ndarray, weight: np.ndar
     return out
 
 
+def shortfall_by_scenario(exposure: sp.csr_matrix, dv: np.ndarray, equity: np.ndarray,
+                          chunk: int = 256) -> np.ndarray:
+    """The protocol's shortfall in each scenario: ``sum over accounts of max(-(equity + P&L), 0)``, i.e. what the
+    accounts that would end below zero would owe. Accounts in chunks (fixed summation order: every keeper gets the
+    same bits)."""
+    n_acc, n_scen = exposure.shape[0], dv.shape[1]
+    total = np.zeros(n_scen)
+    buf = np.empty((min(chunk, n_acc), n_scen)) if n_acc else np.empty((0, n_scen))
+    dv = np.ascontiguousarray(dv)
+    for a in range(0, n_acc, chunk):
+        b = min(a + chunk, n_acc)
+        after = _matmul_into(exposure[a:b], dv, buf) + np.asarray(equity[a:b], dtype=np.float64)[:, None]
+        total += _row_sum(np.maximum(-after, 0.0).T)
+    return total
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Account risk
 # ---------------------------------------------------------------------------------------------------------------

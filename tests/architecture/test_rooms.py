@@ -51,7 +51,8 @@ def private_imports(root: Path) -> list[str]:
 
 
 def lazy_imports(root: Path) -> list[str]:
-    """Imports inside functions, except optional heavy dependencies and optional readers in ``try`` blocks."""
+    """Imports inside functions, except optional heavy dependencies, optional readers in ``try`` blocks and
+    ``if TYPE_CHECKING:`` blocks (annotations only)."""
     out = []
     for f, tree in _modules(root):
         parents = {c: p for p in ast.walk(tree) for c in ast.iter_child_nodes(p)}
@@ -62,6 +63,8 @@ def lazy_imports(root: Path) -> list[str]:
             p, in_try = parents.get(node), False
             while p is not None and p is not tree:
                 in_try |= isinstance(p, ast.Try)
+                typing_only = isinstance(p, ast.If) and ast.unparse(p.test) in ("TYPE_CHECKING", "typing.TYPE_CHECKING")
+                in_try |= typing_only and parents.get(p) is tree
                 p = parents.get(p)
             if not in_try and not (mod or "").startswith(LAZY_OK):
                 out.append(f"{f.relative_to(root.parent)}:{node.lineno} {ast.unparse(node)}")

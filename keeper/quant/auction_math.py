@@ -175,3 +175,35 @@ def repay_deficit(penalty_to_fund: int, deficit: int) -> tuple[int, int]:
     """Fund rule: incoming penalties repay the recorded deficit first. Returns (repaid, kept_by_fund)."""
     repaid = min(penalty_to_fund, deficit)
     return repaid, penalty_to_fund - repaid
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Issue 14, section 2: the designs chosen from the backtest (docs/risk-efficacy.md). Additions only: the functions
+# above stay the reference of the contracts as deployed today.
+# ---------------------------------------------------------------------------------------------------------------
+
+def span_for_risk(equity: int, maintenance_margin: int, span_wad: int) -> int:
+    """Risk-sized span: the price of the whole portfolio moves by at most ``ceil(kappa * MM)`` (``kappa =
+    span_wad / WAD``), what a hedging bidder needs for the book's risk, never by more than ``E`` for a solvent book
+    (never sold below zero). Solvent: ``min(E, ceil(kappa MM))``; insolvent: ``ceil(kappa MM)`` (the bidder is paid
+    at most ``|E| + kappa MM``, not ``|E| + MM``)."""
+    if span_wad < 0 or maintenance_margin < 0:
+        raise ValueError("span_wad and maintenance_margin must be >= 0")
+    risk = _ceil_div(maintenance_margin * span_wad, WAD)
+    return min(equity, risk) if equity >= 0 else risk
+
+
+def last_resort_due(resets_done: int, max_resets: int) -> bool:
+    """The buyer-of-last-resort rule: once an auction reached its floor (or tail) ``max_resets + 1`` times without
+    completing (``resets_done`` resets already made), the insurance fund's account takes what is left at the fresh
+    attested value instead of a further reset."""
+    if resets_done < 0 or max_resets < 0:
+        raise ValueError("resets must be >= 0")
+    return resets_done >= max_resets
+
+
+def last_resort_fraction(equity: int, target: int, net_proceeds: int, penalty_wad: int) -> int:
+    """Fraction (WAD) the fund's account buys at the attested value ``p = E`` from a fresh record (``S = 0``):
+    ``allowed_fraction(E, T, 0, C, E, lam)`` for a solvent book (only what restores ``T``), everything for an
+    insolvent one."""
+    return allowed_fraction(equity, target, 0, net_proceeds, equity, penalty_wad)

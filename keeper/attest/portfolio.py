@@ -1,0 +1,122 @@
+"""One inputs document for the whole book across underlyings (issue 16): every listed underlying with its own spot,
+surface and option chain, every series marked on its own underlying's surface at its expiry's forward, every listed
+collateral asset priced (the quote asset at 1, an asset with a market at its attested spot, moving with it in every
+scenario) and haircut, and the accounts that cannot be attested left out with a reason.
+
+Pure: the caller (the keeper bot) reads prices, chains and the book; this module decides what is priced and how.
+The document is :func:`keeper.attest.inputs.build_document`'s, so
+:func:`keeper.attest.leaves.leaves_from_inputs` prices it and ``backstop verify`` recomputes it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Optional, Sequence
+
+from keeper.attest.inputs import SeriesMarks, accounts_document, build_document, mark_series, screen_series
+from keeper.data.sources import BlockRef
+from keeper.quant.chains import OptionChain
+from keeper.units import WAD, to_wad
+
+#: why an account is left out of a block's attestation
+UNPRICED_SERIES = "unpriced_series"
+BAD_MARKET_DATA = "bad_market_data"
+
+
+@dataclass(frozen=True)
+class AssetMarket:
+    """What the keepers know of one listed asset this block: its attested spot and, for an option underlying, the
+    fitted surface and the chain it was fitted on (for forwards and hybrid marks)."""
+
+    asset: str
+    spot_wad: int  # [WAD] quantized attested spot
+    surface: Any = None  # keeper.quant.surface.VolSurface, None for a collateral-only asset
+    chain: Optional[OptionChain] = None
+
+
+@dataclass(frozen=True)
+class PortfolioInputs:
+    """The document, the marks of the priced series (document order) and what was left out."""
+
+    document: dict
+    series: list
+    marks: SeriesMarks
+    accounts: list
+    excluded: dict = field(default_factory=dict)  # reason -> [account]
+    bad_series: list = field(default_factory=list)
+    unpriced_series: list = field(default_factory=list)
+    unpriced_collateral: list = field(default_factory=list)  # listed assets with no market: valued at 0
+
+
+def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], series: Sequence[Any],
+                           accounts: Sequence[Any], collateral: Mapping[str, Mapping[str, int]], quote_asset: str,
+                           quote_decimals: int, risk: dict) -> PortfolioInputs:
+    """The block's document over every underlying.
+
+    ``series``: on-chain series (``series_id``, ``underlying``, ``strike`` [WAD], ``expiry``, ``is_call``);
+    ``accounts``: snapshots (``account``, ``state_nonce``, ``cash``, ``collateral``, ``positions``);
+    ``collateral``: listed asset -> ``{"decimals", "haircut" [WAD]}``. Underlyings are ordered by address so that
+    every keeper writes the same document. A series whose underlying has no surface is unpriced and every account
+    holding it is left out (``unpriced_series``); a series the surface gives no usable vol or mark is screened out
+    with its holders (``bad_market_data``); a listed collateral asset with no market counts at zero value.
+    """
+    by_asset = {m.asset.lower(): m for m in markets}
+    underlyings = sorted(by_asset.values(), key=lambda m: m.asset.lower())
+    index = {m.asset.lower(): i for i, m in enumerate(underlyings)}
+    now = int(block.timestamp)
+    ordered = sorted(series, key=lambda s: s.series_id)
+    priced, unpriced = [], []
+    for s in ordered:
+        m = by_asset.get(str(s.underlying).lower())
+        (priced if m is not None and m.surface is not None else unpriced).append(s)
+    vols: dict[int, float] = {}
+    marks: dict[int, float] = {}
+    market: dict[int, bool] = {}
+    fwds: dict[int, float] = {}
+    for m in underlyings:
+        group = [s for s in priced if str(s.underlying).lower() == m.asset.lower()]
+        if not group:
+            continue
+        sm = mark_series(group, m.surface, m.chain, m.spot_wad / WAD, now)
+        for s, v, k, x, f in zip(group, sm.vols, sm.marks, sm.market, sm.forwards):
+            vols[s.series_id], marks[s.series_id], market[s.series_id], fwds[s.series_id] = v, k, x, f
+    ids = [s.series_id for s in priced]
+    merged = SeriesMarks([vols[i] for i in ids], [marks[i] for i in ids], [market[i] for i in ids],
+                         [fwds[i] for i in ids])
+    unpriced_ids = {s.series_id for s in unpriced}
+    excluded: dict[str, list[str]] = {}
+    kept = []
+    for a in accounts:
+        if any(int(sid) in unpriced_ids and int(size) for sid, size in a.positions.items()):
+            excluded.setdefault(UNPRICED_SERIES, []).append(a.account)
+        else:
+            kept.append(a)
+    screened = screen_series(priced, merged, kept)
+    if screened.unattestable:
+        excluded[BAD_MARKET_DATA] = [a.account for a in screened.unattestable]
+    merged, kept = screened.marks, screened.accounts
+    coll_doc, unpriced_coll = [], []
+    for asset in sorted(collateral, key=str.lower):
+        info = collateral[asset]
+        if asset.lower() == quote_asset.lower():
+            und, price = None, "1"
+        elif asset.lower() in index:
+            und, price = index[asset.lower()], "0"
+        else:
+            und, price = None, "0"
+            unpriced_coll.append(asset)
+        coll_doc.append({"asset": asset, "decimals": int(info["decimals"]), "haircut": str(int(info["haircut"])),
+                         "underlying": und, "price": price})
+    series_doc = []
+    for s, f in zip(priced, merged.forwards):
+        spot = underlyings[index[str(s.underlying).lower()]].spot_wad
+        fw = spot if f == spot / WAD else to_wad(f)
+        series_doc.append({"id": s.series_id, "underlying": index[str(s.underlying).lower()], "strike": str(s.strike),
+                           "expiry": int(s.expiry), "is_call": bool(s.is_call), "forward_wad": str(fw)})
+    doc = build_document(
+        block=block, mc_seed=int(block.hash, 16),
+        underlyings=[{"asset": m.asset, "spot_wad": m.spot_wad,
+                      "surface": m.surface.to_canonical() if m.surface is not None else None} for m in underlyings],
+        series=series_doc, vols=merged.vols, marks=merged.marks, collateral_assets=coll_doc,
+        accounts=accounts_document(kept), quote_decimals=quote_decimals, risk=risk)
+    return PortfolioInputs(doc, priced, merged, kept, excluded, screened.bad_series,
+                           sorted(unpriced_ids), unpriced_coll)

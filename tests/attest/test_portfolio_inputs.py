@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections import namedtuple
 
 import numpy as np
-import pytest
 from py_vollib.black import black as vollib_black
 
 from keeper.attest.leaves import canonical_inputs, leaves_from_inputs

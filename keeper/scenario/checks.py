@@ -20,23 +20,26 @@ the archived inputs (no number is taken from the scenario's own bookkeeping).
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from eth_utils import keccak
 
 from keeper.verify.liquidation import recompute
 from keeper.verify.signatures import check_attestation_for_breach
 
+if TYPE_CHECKING:
+    from keeper.scenario.world import World
 
-def run_checks(scn) -> dict:
-    """All invariants for a finished :class:`keeper.scenario.runner.Scenario` (see module doc)."""
-    w3, ch, auc, dep = scn.w3, scn.ch, scn.auction, scn.dep
-    fb = dep.block
+
+def run_checks(world: World, archive, fund_before: int) -> dict:
+    """All invariants of a finished run on ``world`` (see module doc); ``archive`` holds the attested inputs by
+    hash (``get``), ``fund_before`` is the insurance fund before the path."""
+    w3, ch, auc, dep = world.w3, world.ch, world.auction, world.dep
     keepers = set(ch.functions.keepers().call())
     threshold = int(ch.functions.threshold().call())
-    starts = auc.events.AuctionStarted().get_logs(from_block=fb)
-    breaches = ch.events.AccountBreached().get_logs(from_block=fb)
-    bids = auc.events.Bid().get_logs(from_block=fb)
+    starts = world.logs(auc, "AuctionStarted")
+    breaches = world.logs(ch, "AccountBreached")
+    bids = world.logs(auc, "Bid")
     results: dict[str, Any] = {}
 
     # 1 + 2: attestation behind every auction, recomputed from the archive
@@ -56,7 +59,7 @@ def run_checks(scn) -> dict:
         if int(b["args"]["equity"]) != int(s["args"]["equity"]) or \
                 int(b["args"]["maintenance"]) != int(s["args"]["maintenance"]):
             problems.append(f"auction {aid}: start numbers differ from the breach record")
-        blob = scn.archive.get(info.get("inputs_hash", ""))
+        blob = archive.get(info.get("inputs_hash", ""))
         if blob is None or keccak(blob) != bytes(b["args"]["inputsHash"]):
             problems.append(f"auction {aid}: archived inputs missing or not matching their hash")
             healthy[aid] = True
@@ -70,7 +73,7 @@ def run_checks(scn) -> dict:
     # what was sold, from the core's side: every claim recorded must be one auction bid's (same transaction,
     # source and bidder); a claim outside any bid is a sale the auction's rules did not govern
     bid_of_tx = {bytes(b["transactionHash"]): b for b in bids}
-    claims = ch.events.ClaimRecorded().get_logs(from_block=fb)
+    claims = world.logs(ch, "ClaimRecorded")
     sold_ids = set()
     for c in claims:
         b = bid_of_tx.get(bytes(c["transactionHash"]))
@@ -96,17 +99,17 @@ def run_checks(scn) -> dict:
 
     # 3: token conservation from raw storage, over every address any balance-moving event names (starter rewards
     # go to whoever started an auction: liquidators or keepers; claims name their source and holder)
-    accounts = set(scn.accounts()) | {dep.auction, dep.owner} | set(keepers)
+    accounts = set(world.accounts()) | {dep.auction, dep.owner} | set(keepers)
     for ev, keys in (("Deposited", ("account",)), ("CashTransferred", ("from", "to")),
                      ("PortfolioShareTransferred", ("from", "to")), ("ClaimRecorded", ("source", "holder")),
                      ("Traded", ("maker", "taker"))):
-        for e in getattr(ch.events, ev)().get_logs(from_block=fb):
+        for e in world.logs(ch, ev):
             accounts.update(e["args"][k] for k in keys)
     accounts.update(e["args"]["starter"] for e in starts)
     lines, ok = [], True
     reserve = int(ch.functions.settlementReserve().call()) if _has(ch, "settlementReserve") else 0
     stored = ch.functions.storedBalances
-    for sym, tok in scn.tokens.items():
+    for sym, tok in world.tokens.items():
         held = int(tok.functions.balanceOf(ch.address).call())
         if tok.address.lower() == dep.quote_asset.lower():
             credited = sum(int(ch.functions.lotOf(a).call()[2]) for a in accounts)
@@ -125,7 +128,7 @@ def run_checks(scn) -> dict:
     ledger: dict[str, int] = {}
     for c in claims:
         ledger[c["args"]["holder"]] = ledger.get(c["args"]["holder"], 0) + int(c["args"]["claimWad"])
-    settled = ch.events.ClaimSettled().get_logs(from_block=fb)
+    settled = world.logs(ch, "ClaimSettled")
     for c in settled:
         ledger[c["args"]["holder"]] = ledger.get(c["args"]["holder"], 0) - int(c["args"]["claimWad"])
     pending = {h: int(ch.functions.claimOf(h).call()[1]) for h in ledger}
@@ -145,12 +148,12 @@ def run_checks(scn) -> dict:
     results["token_conservation"] = {"ok": bool(ok), "detail": "; ".join(lines)}
 
     # 4: insurance fund arithmetic from events
-    before = int(scn.fund_before)
-    ends = auc.events.AuctionEnded().get_logs(from_block=fb)
+    before = int(fund_before)
+    ends = world.logs(auc, "AuctionEnded")
     to_fund = sum(int(e["args"]["penalty"]) - int(e["args"]["reward"]) for e in ends)
-    repaid = sum(int(e["args"]["repaid"]) for e in auc.events.FundReceived().get_logs(from_block=fb)
+    repaid = sum(int(e["args"]["repaid"]) for e in world.logs(auc, "FundReceived")
                  if int(e["args"]["auctionId"]) != 0)
-    paid = sum(int(e["args"]["paid"]) for e in auc.events.ShortfallPaid().get_logs(from_block=fb))
+    paid = sum(int(e["args"]["paid"]) for e in world.logs(auc, "ShortfallPaid"))
     after = int(auc.functions.fundBalance().call())
     expected = before + to_fund - repaid - paid
     results["insurance_fund_arithmetic"] = {

@@ -3,47 +3,38 @@ run the quant engine, build the margin leaves and Merkle tree, collect M keeper 
 
 The scenario needs attested prices and margin leaves before anyone can trade (short legs need a fresh spot, every
 risk-adding leg a margin proof), i.e. before the keeper processes have anything to attest. This module does that
-genesis work with the keepers' own keys and the same engine the keepers run (:mod:`keeper.quant.risk.engine` with a Monte
-Carlo tail set seeded from the block hash and a SPAN-like grid); the inputs are archived under their hash
-(:class:`keeper.data.archive.InputsArchive`) so that ``backstop verify`` can recompute every number. The archive
-document (``kind: "backstop-scenario-inputs/1"``) holds the risk inputs of :func:`keeper.quant.risk.engine.serialize_risk_inputs`
-plus the accounts, their state nonces and quote cash, and the scenario-set parameters.
+genesis work with the keepers' own keys and the keepers' engine (:func:`keeper.attest.engine.compute_attestation`:
+a Monte Carlo tail set seeded from the block hash and a SPAN-like grid); the inputs document (the keepers' schema,
+:data:`keeper.attest.leaves.SCHEMA`, priced from the scenario's smile rather than a fitted surface) is archived
+under its hash (:class:`keeper.data.archive.InputsArchive`) so that ``backstop verify`` can recompute every number.
 
 Digests are the contract's own ``hashTypedData(structHash)``; the struct hashes follow docs/contracts.md.
 """
 from __future__ import annotations
 
 import logging
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
-from eth_account import Account
 from eth_utils import to_checksum_address
 
-from keeper.attest.engine import Attestation, BookState
+from keeper.attest.engine import (
+    Attestation,
+    BookState,
+    EngineSettings,
+    MarketState,
+    compute_attestation,
+    smile_from,
+)
 from keeper.codec.eip712 import margin_root_struct_hash, prices_struct_hash
+from keeper.ops.signing import sign_digest_sorted
 from keeper.units import WAD, to_wad
 
+if TYPE_CHECKING:
+    from keeper.scenario.world import World
+
 log = logging.getLogger("backstop.scenario.keepers")
-
-
-
-
-
-
-
-
-def sign_digest_sorted(digest: bytes, keys: Sequence[str]) -> bytes:
-    """Concatenated 65-byte ``r || s || v`` signatures of ``digest`` by ``keys``, signers strictly ascending."""
-
-    sigs = []
-    for k in keys:
-        acct = Account.from_key(k)
-        signed = acct.unsafe_sign_hash(digest)
-        sigs.append((int(acct.address, 16), signed.signature))
-    return b"".join(s for _, s in sorted(sigs))
-
-
 
 
 def read_book(ch, accounts: Sequence[str], series_ids: Sequence[int], assets: Sequence[str],
@@ -62,16 +53,6 @@ def read_book(ch, accounts: Sequence[str], series_ids: Sequence[int], assets: Se
         cash.append(int(ch.functions.cashOf(a).call()))
         nonces.append(int(ch.functions.stateNonce(a).call()))
     return BookState(list(accounts), list(series_ids), pos, list(assets), coll, cash, nonces)
-
-
-
-
-
-
-
-
-
-
 
 
 class InlineKeepers:
@@ -127,5 +108,28 @@ class InlineKeepers:
         return self.margin_sequence
 
 
+class Attestor:
+    """The keepers' work for the current block, done in this process (the set-up phase and ``--keepers inline``):
+    prices, then every account's leaf in one batch, computed by the keepers' engine and posted by
+    :class:`InlineKeepers`."""
 
+    def __init__(self, world: World, keepers: InlineKeepers, mc_paths: int):
+        self.world = world
+        self.keepers = keepers
+        self.mc_paths = mc_paths
 
+    def attest(self, spot: float, vol: float, marks: dict[int, float] | None = None, post_prices: bool = True
+               ) -> Attestation:
+        w = self.world
+        head = w.w3.eth.get_block("latest")
+        ts = int(head["timestamp"])
+        if post_prices:
+            self.keepers.post_prices(w.spots(spot), ts)
+        book = w.read_book()
+        head = w.w3.eth.get_block("latest")
+        market = MarketState(w.spots(spot), smile_from(vol), int(head["timestamp"]), bytes(head["hash"]), marks)
+        att = compute_attestation(book, w.series_map(), market, w.haircuts(), w.dep.underlying,
+                                  EngineSettings(mc_paths=self.mc_paths, quote_decimals=w.dep.quote_decimals),
+                                  sequence=int(head["number"]), timestamp=int(head["timestamp"]))
+        self.keepers.post_batch(att)
+        return att

@@ -13,8 +13,8 @@ and those the hybrid mark puts there (the protocol's answer: none).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 

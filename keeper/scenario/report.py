@@ -1,25 +1,21 @@
-"""Scenario report: the run's record, its summary (JSON), the printed tables and the PNG plots.
+"""Scenario report: the run's record, its summary (JSON), the printed tables; the PNG plots are
+:mod:`keeper.scenario.plots`.
 
-The scenario fills a :class:`ScenarioRecord` while it runs (from chain events and the keepers' archived inputs);
-this module turns it into ``report.json``, a rich console summary and four plots (matplotlib, Agg backend):
-``spot.png`` (spot path with the crash marked), ``surface.png`` (vol smile per expiry before and after),
-``margin_ratios.png`` (equity / maintenance margin per account over time) and ``auctions.png`` (each auction's
-price against time with the bids marked). No chain I/O here.
+The scenario fills a :class:`ScenarioRecord` while it runs and at the end (:mod:`keeper.scenario.collect`, from chain
+events and the keepers' archived inputs); this module turns it into ``report.json`` and a rich console summary, and
+:func:`write_report` adds the four plots. No chain I/O here.
 """
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
 from rich.console import Console
 from rich.table import Table
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+from keeper.scenario.plots import write_plots
 
 
 @dataclass
@@ -180,96 +176,10 @@ def record_to_json(rec: ScenarioRecord) -> dict[str, Any]:
     return asdict(rec)
 
 
-def plot_spot(rec: ScenarioRecord, path: Path) -> Path:
-    """Spot path (left axis) and ATM vol (right axis) per step, the crash step marked."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    steps = list(range(len(rec.spot)))
-    ax.plot(steps, rec.spot, color="tab:blue", label="spot")
-    ax.set_xlabel("step")
-    ax.set_ylabel("spot (quote per underlying)")
-    if 0 <= rec.crash_step < len(rec.spot):
-        ax.axvline(rec.crash_step, color="tab:red", ls=":", label="crash")
-    if rec.atm_vol:
-        ax2 = ax.twinx()
-        ax2.plot(steps, rec.atm_vol, color="tab:orange", alpha=0.7, label="ATM vol")
-        ax2.set_ylabel("ATM vol")
-    ax.set_title("Spot path")
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_surface(rec: ScenarioRecord, path: Path) -> Path:
-    """Smile per expiry for each surface snapshot (solid: first, dashed: later ones)."""
-    fig, ax = plt.subplots(figsize=(8, 4))
-    styles = ["-", "--", "-.", ":"]
-    for si, snap in enumerate(rec.surfaces):
-        for ei, T in enumerate(snap.expiries):
-            ax.plot(
-                snap.log_moneyness,
-                snap.vols[ei],
-                ls=styles[si % len(styles)],
-                color=f"C{(si * 3 + ei) % 10}",
-                label=f"{snap.label} T={T:.3f}y",
-            )
-    ax.set_xlabel("log-moneyness ln(K/F)")
-    ax.set_ylabel("implied vol")
-    ax.set_title("Vol surface before and after the crash")
-    if rec.surfaces:
-        ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_margin_ratios(rec: ScenarioRecord, path: Path) -> Path:
-    """Equity / maintenance margin per account per step (symmetric log scale, so negative equity shows; capped at
-    100, accounts without margin requirement drawn at the cap), the liquidation line at 1."""
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for acct, ratios in rec.margin_ratios.items():
-        ys = [max(min(r, 1e2), -1e2) if math.isfinite(r) else 1e2 for r in ratios]
-        kind = rec.account_kind.get(acct, "")
-        color = {"long_vol": "tab:green", "short_vol": "tab:red", "maker": "tab:blue"}.get(kind, "grey")
-        ax.plot(range(len(ys)), ys, color=color, alpha=0.5, lw=0.9)
-    ax.axhline(1.0, color="black", ls="--", lw=1, label="maintenance margin")
-    ax.set_yscale("symlog", linthresh=1.0)
-    ax.axhline(0.0, color="grey", lw=0.5)
-    ax.set_xlabel("step")
-    ax.set_ylabel("equity / maintenance margin")
-    ax.set_title("Account margin ratios (green long vol, red short vol, blue maker)")
-    ax.legend(loc="lower left")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def plot_auctions(rec: ScenarioRecord, path: Path, decimals: int | None = None) -> Path:
-    """Each auction's price against time since its start (restarted by resets), bids marked (o filled, x lost
-    race / reverted)."""
-    d = rec.quote_decimals if decimals is None else decimals
-    fig, ax = plt.subplots(figsize=(8, 4.5))
-    for i, a in enumerate(rec.auctions):
-        if a.prices:
-            ts = [t - a.start_t for t, _ in a.prices]
-            ps = [_money(p, d) for _, p in a.prices]
-            ax.plot(ts, ps, color=f"C{i % 10}", lw=1, label=f"#{a.auction_id} {a.account[:8]}")
-        for b in a.bids:
-            marker = "o" if b.outcome == "filled" else "x"
-            ax.scatter([b.t - a.start_t], [_money(b.price, d)], color=f"C{i % 10}", marker=marker, zorder=3)
-        if a.model_value:
-            ax.axhline(_money(a.model_value, d), color=f"C{i % 10}", ls=":", lw=0.6)
-    ax.set_xlabel("seconds since auction start")
-    ax.set_ylabel("auction price of the whole lot (quote)")
-    ax.set_title("Dutch auctions: price and bids (o filled, x lost race; dotted: attested value)", fontsize=10)
-    if rec.auctions:
-        ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+def write_report_json(out_dir: Path | str, summary: dict[str, Any], rec: ScenarioRecord) -> Path:
+    """``report.json``: the summary and the raw record."""
+    path = Path(out_dir) / "report.json"
+    path.write_text(json.dumps({"summary": summary, "record": record_to_json(rec)}, indent=2, default=str))
     return path
 
 
@@ -277,15 +187,8 @@ def write_report(rec: ScenarioRecord, out_dir: Path | str) -> dict[str, Path]:
     """Write ``report.json`` (summary + raw record) and the four PNGs into ``out_dir``; return their paths."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    summary = summarize(rec)
-    paths = {
-        "report": out / "report.json",
-        "spot": plot_spot(rec, out / "spot.png"),
-        "surface": plot_surface(rec, out / "surface.png"),
-        "margin_ratios": plot_margin_ratios(rec, out / "margin_ratios.png"),
-        "auctions": plot_auctions(rec, out / "auctions.png"),
-    }
-    paths["report"].write_text(json.dumps({"summary": summary, "record": record_to_json(rec)}, indent=2, default=str))
+    paths = {"report": out / "report.json", **write_plots(rec, out)}
+    write_report_json(out, summarize(rec), rec)
     return paths
 
 

@@ -1,0 +1,187 @@
+"""What the record holds at the end of a run, read from chain events and the archived inputs (not from the
+scenario's own bookkeeping): every auction's trace (price curve restarted at resets, bids filled and races lost,
+penalties, bad debt), breaches, attestations, the insurance fund, the liquidation claims, the invariants
+(:mod:`keeper.scenario.checks`) and the smiles for the surface plot."""
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from keeper.attest.engine import smile_from
+from keeper.data.paths import MarketPath
+from keeper.quant.surface import VolSurface
+from keeper.scenario.checks import run_checks
+from keeper.scenario.config import ScenarioConfig
+from keeper.scenario.report import (
+    AuctionTrace,
+    BidTrace,
+    ScenarioRecord,
+    SurfaceSnapshot,
+)
+from keeper.scenario.world import World
+from keeper.units import SECONDS_PER_YEAR, WAD
+
+#: log-moneyness grid of the surface snapshots
+_KS = np.linspace(-0.4, 0.4, 17)
+_END_REASONS = ["Restored", "SoldOut", "Cured", "CuredByDeposit"]
+
+
+def _block_time(world: World, e) -> int:
+    return int(world.w3.eth.get_block(e["blockNumber"])["timestamp"])
+
+
+def auction_traces(world: World, t0: float, lost: list[dict], healthy_at: dict[int, bool]) -> list[AuctionTrace]:
+    """Every auction from its events: the price curve (restarted by every reset from its fresh record), the bids
+    (filled, from ``Bid``; lost races, from the liquidators' ``lost`` events), what it sold, penalties, what went
+    to the fund, bad debt, and whether it started from a healthy leaf (``healthy_at``, from the checks)."""
+    A = world.auction
+    starts = {int(e["args"]["id"]): e for e in world.logs(A, "AuctionStarted")}
+    ends = {int(e["args"]["id"]): e for e in world.logs(A, "AuctionEnded")}
+    bids = world.logs(A, "Bid")
+    resets = world.logs(A, "AuctionReset")
+    bad_debts = world.logs(A, "BadDebtRecorded")
+    tau = int(world.dep.params["auction_config"][1])
+    traces = []
+    for aid, e in sorted(starts.items()):
+        a = e["args"]
+        st = _block_time(world, e)
+        tr = AuctionTrace(aid, a["account"], float(st - t0), int(a["startPrice"]), int(a["equity"]))
+        end_t = _block_time(world, ends[aid]) if aid in ends else max(world.now(), st + 1)
+        my_resets = [r for r in resets if int(r["args"]["id"]) == aid]
+        # the price curve, restarted by every reset (redo) from its fresh record
+        segs = [(st, int(a["startPrice"]), int(a["span"]))]
+        segs += [(_block_time(world, r), int(r["args"]["startPrice"]), int(r["args"]["span"])) for r in my_resets]
+        for i, (s0, top, span) in enumerate(segs):
+            s1 = segs[i + 1][0] if i + 1 < len(segs) else end_t
+            s1 = min(s1, s0 + tau + 60)
+            for dt in range(0, max(s1 - s0, 1) + 1, max(1, (s1 - s0) // 40 or 1)):
+                c = max(tau - dt, 0) / tau
+                tr.prices.append((float(s0 - t0 + dt), int(top - math.ceil(span * (1 - c)))))
+        my_bids = [b for b in bids if int(b["args"]["id"]) == aid]
+        for b in my_bids:
+            before = [r for r in my_resets if (r["blockNumber"], r["logIndex"]) < (b["blockNumber"], b["logIndex"])]
+            attested = int(before[-1]["args"]["equity"]) if before else int(a["equity"])
+            tr.bids.append(BidTrace(float(_block_time(world, b) - t0), int(b["args"]["price"]), b["args"]["bidder"],
+                                    int(b["args"]["fractionWad"]) / WAD, "filled", b["transactionHash"].hex(),
+                                    attested_value=attested))
+            tr.penalty += int(b["args"]["penalty"])
+        for ev in lost:
+            if int(ev.get("auction", -1)) == aid:
+                tr.bids.append(BidTrace(float(ev["t"] - time.time() + world.now() - t0), int(ev.get("price", 0)),
+                                        ev.get("bot", "?"), 0.0, "lost_race", ev.get("tx", ""), ev.get("reason", "")))
+        if aid in ends:
+            ea = ends[aid]["args"]
+            tr.sold_fraction = int(ea["soldWad"]) / WAD
+            tr.to_fund = int(ea["penalty"]) - int(ea["reward"])
+            tr.ended = _END_REASONS[int(ea["reason"])]
+        else:
+            tr.sold_fraction = max((int(b["args"]["soldWad"]) for b in my_bids), default=0) / WAD
+        tr.bad_debt = sum(int(x["args"]["amount"]) for x in bad_debts if int(x["args"]["auctionId"]) == aid)
+        tr.healthy_at_start = bool(healthy_at.get(aid, False))
+        traces.append(tr)
+    return traces
+
+
+def claim_counts(world: World, settled_at_end: int) -> dict:
+    """Liquidation claims: recorded, settled (by the bidders themselves: the liquidator bots settle their own
+    claims), settled by the scenario at the end, and still pending."""
+    ch = world.ch
+    recorded = world.logs(ch, "ClaimRecorded")
+    settled = world.logs(ch, "ClaimSettled")
+    return {
+        "recorded": len(recorded), "settled": len(settled),
+        "settled_by_liquidators": sum(1 for e in settled if world.w3.eth.get_transaction(
+            e["transactionHash"])["from"] == e["args"]["holder"]),
+        "settled_at_end": settled_at_end,
+        "pending": sum(1 for h in {e["args"]["holder"] for e in recorded}
+                       if int(ch.functions.claimOf(h).call()[1]) != 0)}
+
+
+def collect(world: World, rec: ScenarioRecord, archive, fund_before: int, lost: list[dict]) -> None:
+    """Fill ``rec`` from chain events and run the independent invariant checks (``lost``: the liquidators'
+    ``lost_race`` events)."""
+    A, ch = world.auction, world.ch
+    t0 = rec.times[0] if rec.times else 0.0
+    checks = run_checks(world, archive, fund_before)
+    healthy_at = checks.pop("_healthy_at_start", {})
+    rec.auctions = auction_traces(world, t0, lost, healthy_at)
+    rec.breaches = [{"account": e["args"]["account"], "equity": int(e["args"]["equity"]),
+                     "maintenance": int(e["args"]["maintenance"]), "block": int(e["blockNumber"])}
+                    for e in world.logs(ch, "AccountBreached")]
+    rec.attestations = [{"sequence": int(e["args"]["sequence"]), "root": "0x" + bytes(e["args"]["root"]).hex(),
+                         "inputs_hash": "0x" + bytes(e["args"]["inputsHash"]).hex()}
+                        for e in world.logs(ch, "MarginRootPosted")]
+    fund_in = sum(int(x["args"]["amount"]) for x in world.logs(A, "FundReceived"))
+    rec.fund_payouts = sum(int(x["args"]["paid"]) for x in world.logs(A, "ShortfallPaid"))
+    rec.insurance_fund_after = int(A.functions.fundBalance().call())
+    rec.insurance_fund_before = fund_before
+    # the seed deposit happened before the path: penalties into the fund are the FundReceived of auctions
+    rec.notes.append(f"fund income from events (incl. seed): {fund_in}")
+    rec.claims.update(claim_counts(world, int(rec.claims.get("settled_at_end", 0))))
+    rec.invariants = checks
+
+
+def run_description(cfg: ScenarioConfig, path: MarketPath, inline: bool, threshold: int, out: Path) -> dict:
+    """The run's shape for the record's ``config``: path, keepers, liquidators, traders, clock, output folder."""
+    return {
+        "path": path.source, "steps": len(path), "jump": cfg.crash.jump if not cfg.replay else None,
+        "worst_step_return": path.worst_return,
+        "keepers": ("inline (3 keys, 2-of-3 signatures)" if inline else
+                    f"3 keeper processes, {threshold}-of-3, set-up attested inline"),
+        "liquidators": len(cfg.edges), "edges": list(cfg.edges), "traders": cfg.n_short_vol + cfg.n_long_vol,
+        "chain_step_seconds": cfg.chain_step_seconds, "out_dir": str(out)}
+
+
+# ---------------------------------------------------------------------------------------------- surfaces
+def market_surface(world: World, label: str, vol: float, spot: float) -> SurfaceSnapshot:
+    """The market's smile (the path's ATM vol) per listed expiry, as of the chain's clock."""
+    ks = list(_KS)
+    expiries = sorted({round((s["expiry"] - world.now()) / SECONDS_PER_YEAR, 4) for s in world.dep.series})
+    f = smile_from(vol)
+    vols = [[float(v) for v in f(spot * np.exp(np.array(ks)), np.full(len(ks), T), np.full(len(ks), spot))]
+            for T in expiries]
+    return SurfaceSnapshot(label, expiries, ks, vols)
+
+
+def _fitted_surface(doc) -> dict | None:
+    """The keeper's fitted surface in an archived inputs document (``backstop-inputs/2``: the first underlying's;
+    ``/1``: top level); None for documents without one (the scenario's own attestations price from a smile)."""
+    if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("backstop-inputs/"):
+        return None
+    if doc.get("surface"):
+        return doc["surface"]
+    return next((u["surface"] for u in doc.get("underlyings") or [] if isinstance(u, dict) and u.get("surface")),
+                None)
+
+
+def keeper_surfaces(archive_dir: Path) -> list[SurfaceSnapshot]:
+    """The keepers' own fitted surfaces (from their archived inputs): the first and the last of the path."""
+    docs = []
+    for f in archive_dir.glob("0x*.json"):
+        try:
+            d = json.loads(f.read_bytes())
+        except ValueError:
+            continue
+        surface = _fitted_surface(d)
+        if surface:
+            docs.append((int(d["block"]["number"]), surface))
+    if len(docs) < 2:
+        return []
+    docs.sort(key=lambda x: x[0])
+    out = []
+    for label, (blk, doc) in (("keepers' fit, first", docs[0]), ("keepers' fit, last", docs[-1])):
+        try:
+            surf = VolSurface.from_canonical(doc)
+        except (ValueError, KeyError):
+            continue
+        vols = []
+        ts = [float(t) for t in surf.times]
+        for t in ts:
+            w = surf.total_variance(_KS, np.full(_KS.shape, t))
+            vols.append([float(v) for v in np.sqrt(np.maximum(w, 0.0) / t)])
+        out.append(SurfaceSnapshot(f"{label} (block {blk})", ts, [float(k) for k in _KS], vols))
+    return out

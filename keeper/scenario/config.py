@@ -1,0 +1,63 @@
+"""What shapes a scenario run: :class:`ScenarioConfig`, the output folder and the market path it drives."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from keeper.data.paths import (
+    CrashConfig,
+    MarketPath,
+    crash_path,
+    read_price_bars,
+    replay_path,
+    resolve_price_path,
+)
+
+
+@dataclass
+class ScenarioConfig:
+    """Everything that shapes a run (see docs/scenario.md)."""
+
+    out_dir: str | None = None
+    rpc_url: str | None = None  # None: start a fresh local chain on a free port
+    backend: str = "anvil"
+    n_short_vol: int = 18
+    n_long_vol: int = 12
+    crash: CrashConfig = field(default_factory=lambda: CrashConfig(n_steps=16, crash_step=5, jump=-0.30,
+                                                                   vol_spike=2.0, step_seconds=3600.0))
+    replay: str | None = None
+    replay_window_bars: int | None = 600
+    shared_dir: str | None = None
+    chain_step_seconds: int = 900
+    auction_tick_seconds: int = 30
+    auction_ticks: int = 14
+    idle_ticks: int = 4  # stop ticking a step after this many ticks without any auction event
+    tick_wait_s: float = 0.6
+    edges: tuple[float, ...] = (0.02, 0.025)
+    #: the auction's floor (cusp) and linear descent time, passed to the deployment (``DeployConfig``)
+    auction_floor: float = 0.4
+    auction_tau: int = 600
+    manipulation: bool = True
+    manipulation_step: int | None = None
+    mc_paths: int = 1000
+    seed: int = 11
+    live: bool = True
+    keep_chain: bool = False
+    keepers: str = "process"  # "process": three `keeper run` processes (2-of-3); "inline": in this process
+    keeper_timeout_s: float = 40.0
+
+
+def default_out_dir() -> Path:
+    return Path("out") / f"scenario-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+
+def build_path(cfg: ScenarioConfig) -> MarketPath:
+    """The market path: a replayed real crash when ``cfg.replay`` names one, else the synthetic crash."""
+    if cfg.replay:
+        shared = Path(cfg.shared_dir) if cfg.shared_dir else Path(__file__).resolve().parents[3] / "shared" / "data"
+        f = resolve_price_path(cfg.replay, shared)
+        return replay_path(read_price_bars(f), cfg.crash.n_steps, spot0=cfg.crash.spot0,
+                           base_vol=cfg.crash.base_vol, window_bars=cfg.replay_window_bars,
+                           step_seconds=cfg.crash.step_seconds)
+    return crash_path(cfg.crash)

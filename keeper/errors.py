@@ -51,3 +51,7 @@ class DeployError(BackstopError, RuntimeError):
 
 class ScenarioError(BackstopError, RuntimeError):
     """The scenario cannot go on; one readable line."""
+
+
+class SettlementUnavailable(BackstopError, ValueError):
+    """Not enough attested prices in the settlement window; the message says what is missing."""

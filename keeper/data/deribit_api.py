@@ -80,6 +80,7 @@ _OTHER_KIND = re.compile(r"^[A-Z0-9]+(?:_[A-Z0-9]+)?-(?:PERPETUAL|\d{1,2}[A-Z]{3
 #: Row-level reasons a book-summary row is skipped (the keys of ``LoadReport.rejected``).
 ROW_REASONS = ("not_a_row", "bad_instrument_name", "not_an_option", "other_underlying", "bad_forward",
                "bad_timestamp", "expired", "bad_price", "bad_value", "duplicate_instrument")
+_ANY = object()  # no settlement constraint (yet)
 _PRICE_FIELDS = ("bid_price", "ask_price", "mark_price", "mid_price")
 _VALUE_FIELDS = ("open_interest", "estimated_delivery_price", "mark_iv", "bid_iv", "ask_iv")
 
@@ -212,8 +213,9 @@ class _Row:
     mark_iv: float
 
 
-def _row(entry: Any, currency: Optional[str]) -> _Row | tuple[str, str]:
-    """One book-summary entry as a row, or (reason, detail)."""
+def _row(entry: Any, currency: Optional[str], settlement: Any) -> _Row | tuple[str, str]:
+    """One book-summary entry as a row, or (reason, detail). ``currency``/``settlement``: what the row must have
+    (``None`` currency: any; ``settlement`` ``None`` = inverse, :data:`_ANY` = any)."""
     if not isinstance(entry, Mapping):
         return "not_a_row", f"{type(entry).__name__} entry"
     name = entry.get("instrument_name")
@@ -222,6 +224,9 @@ def _row(entry: Any, currency: Optional[str]) -> _Row | tuple[str, str]:
         return inst, f"instrument_name {name!r}"
     if currency is not None and inst.currency != currency:
         return "other_underlying", f"{name}: {inst.currency} in a {currency} chain"
+    if settlement is not _ANY and inst.settlement != settlement:
+        return "other_underlying", f"{name}: settled in {inst.settlement or inst.currency}, not " \
+                                   f"{settlement or currency}"
     fwd = entry.get("underlying_price")
     if not (_is_number(fwd) and float(fwd) > 0):
         return "bad_forward", f"{name}: underlying_price {fwd!r}"
@@ -248,12 +253,14 @@ def _row(entry: Any, currency: Optional[str]) -> _Row | tuple[str, str]:
                 bid_iv=values["bid_iv"] / 100.0, ask_iv=values["ask_iv"] / 100.0, mark_iv=values["mark_iv"] / 100.0)
 
 
-def parse_book_summary(response: Any, *, currency: Optional[str] = None, index: IndexPrice | float | None = None,
-                       asof: Optional[float] = None) -> LoadedChain:
+def parse_book_summary(response: Any, *, currency: Optional[str] = None, settlement: Optional[str] = None,
+                       index: IndexPrice | float | None = None, asof: Optional[float] = None) -> LoadedChain:
     """An :class:`OptionChain` (USD prices, see the module docstring) from a ``get_book_summary_by_currency``
     answer.
 
-    ``currency`` is the base coin to keep (``"ETH"``); by default the first usable row's. ``asof`` defaults to the
+    ``currency`` is the base coin to keep (``"ETH"``), ``settlement`` the settlement currency of linear options
+    (``"USDC"``: only ``ETH_USDC-...`` rows; ``None``: only inverse ``ETH-...`` rows); both default to the first
+    usable row's, and rows of another coin or settlement are ``other_underlying``. ``asof`` defaults to the
     latest ``creation_timestamp``. ``spot`` is ``index`` (a :class:`IndexPrice` or a price) when given, else the
     ``estimated_delivery_price`` of the latest row (as the CSV loader takes the latest row's index). Rows that
     cannot be used are counted in ``report.rejected`` by reason; an answer of the wrong shape raises
@@ -264,12 +271,13 @@ def parse_book_summary(response: Any, *, currency: Optional[str] = None, index: 
         raise DeribitResponseError("bad_response", f"{BOOK_SUMMARY}: result is a JSON {type(result).__name__}, "
                                                    "not a list of instruments")
     want = currency.strip().upper() if currency else None
+    want_settlement: Any = settlement.strip().upper() if settlement else (None if want else _ANY)
     rows: list[_Row] = []
     seen: set[str] = set()
     rejected: dict[str, int] = {}
     examples: dict[str, str] = {}
     for entry in result:
-        got = _row(entry, want)
+        got = _row(entry, want, want_settlement)
         if isinstance(got, _Row) and got.inst.name in seen:
             got = ("duplicate_instrument", f"{got.inst.name} listed twice")
         if isinstance(got, tuple):
@@ -278,6 +286,7 @@ def parse_book_summary(response: Any, *, currency: Optional[str] = None, index: 
             examples.setdefault(reason, detail)
             continue
         want = want or got.inst.currency
+        want_settlement = got.inst.settlement if want_settlement is _ANY else want_settlement
         seen.add(got.inst.name)
         rows.append(got)
     rows.sort(key=lambda r: (r.inst.expiry_ts, r.inst.strike, not r.inst.is_call, r.inst.name))
@@ -320,15 +329,22 @@ class DeribitApiSource:
     ``kind=option``) from Deribit's API at ``url`` (e.g. :data:`DERIBIT_URL`), or from a ``folder`` of saved
     answers named after the method (``get_index_price.json``, ``get_book_summary_by_currency.json``).
 
+    ``currency`` is the base coin (``"ETH"``). Inverse options (the default) are requested with
+    ``currency=ETH``; for linear options set ``settlement="USDC"``: the request is ``currency=USDC`` and only the
+    ``ETH_USDC-...`` rows are kept. ``index_name`` defaults to ``eth_usd`` (``eth_usdc`` for linear).
+
     Live reads use ``timeout_s`` per request and up to ``retries`` further attempts on a connection error, a
     timeout, HTTP 429 or 5xx (waiting ``backoff_s * 2**i``); a JSON-RPC error is not retried. Neither method raises:
-    failures are :class:`Skip` with reason ``source_unavailable``, ``venue_error``, ``bad_response``,
-    ``empty_chain``, ``stale_chain`` (the newest summary row older than ``max_age_s`` at the block's time) or
-    ``bad_price``. ``last_report`` holds the :class:`LoadReport` of the last parsed chain (rows skipped by reason).
+    failures are :class:`Skip` with reason ``source_unavailable`` (network, HTTP, missing file), ``venue_error``
+    (a JSON-RPC error), ``bad_response`` (not an answer of the documented shape, or a non-positive index),
+    ``empty_chain`` (no usable option row), ``stale_chain`` (the newest summary row is older than ``max_age_s`` at
+    the block's timestamp; off by default) or ``source_error`` (anything unforeseen). ``last_report`` holds the
+    :class:`LoadReport` of the last parsed chain (rows skipped by reason).
     """
 
     def __init__(self, name: str = "deribit", *, currency: str, url: Optional[str] = None,
-                 folder: str | Path | None = None, index_name: Optional[str] = None, timeout_s: float = 5.0,
+                 folder: str | Path | None = None, settlement: Optional[str] = None,
+                 index_name: Optional[str] = None, timeout_s: float = 5.0,
                  retries: int = 2, backoff_s: float = 0.25, max_age_s: Optional[float] = None,
                  session: Optional[requests.Session] = None) -> None:
         if (url is None) == (folder is None):
@@ -337,7 +353,8 @@ class DeribitApiSource:
             raise ValueError("DeribitApiSource needs a currency (e.g. 'ETH')")
         self.name = name
         self.currency = currency.strip().upper()
-        self.index_name = index_name or f"{self.currency.lower()}_usd"
+        self.settlement = settlement.strip().upper() if settlement else None
+        self.index_name = index_name or f"{self.currency}_{self.settlement or 'USD'}".lower()
         self.url = url.rstrip("/") if url is not None else None
         self.folder = Path(folder) if folder is not None else None
         self.timeout_s = float(timeout_s)
@@ -398,8 +415,8 @@ class DeribitApiSource:
 
     def load_chain(self) -> LoadedChain:
         """The current option chain with its report (raises; :meth:`chain` is the non-raising form)."""
-        answer = self.fetch(BOOK_SUMMARY, {"currency": self.currency, "kind": "option"})
-        return parse_book_summary(answer, currency=self.currency)
+        answer = self.fetch(BOOK_SUMMARY, {"currency": self.settlement or self.currency, "kind": "option"})
+        return parse_book_summary(answer, currency=self.currency, settlement=self.settlement)
 
     def spot(self, block: BlockRef) -> SpotQuote | Skip:
         try:

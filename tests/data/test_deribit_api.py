@@ -206,8 +206,14 @@ def test_small_answer_units_and_order():
     lin = {"jsonrpc": "2.0", "result": [{"instrument_name": "ETH_USDC-29MAR24-2400-C", "bid_price": 120.5,
                                          "ask_price": 121.0, "mark_price": 120.7, "underlying_price": 2300.0,
                                          "creation_timestamp": 1704712781423}]}
-    c = parse_book_summary(lin, currency="ETH").chain
+    c = parse_book_summary(lin, currency="ETH", settlement="USDC").chain
     assert (c.bid[0], c.ask[0], c.mark[0]) == (120.5, 121.0, 120.7)  # linear: already USD(C), not converted
+    assert parse_book_summary(lin).chain.instrument == ("ETH_USDC-29MAR24-2400-C",)  # settlement of the first row
+    # an inverse chain does not take a linear row, nor a linear chain an inverse one
+    assert parse_book_summary(lin, currency="ETH").report.rejected == {"other_underlying": 1}
+    mixed = {"result": _small_answer()["result"] + lin["result"]}
+    assert parse_book_summary(mixed).report.rejected == {"other_underlying": 1}
+    assert parse_book_summary(mixed, currency="eth", settlement="usdc").chain.instrument == ("ETH_USDC-29MAR24-2400-C",)
 
 
 def test_malformed_rows_are_skipped_with_their_reason_and_nothing_else_is_lost(shared_data):
@@ -472,3 +478,24 @@ def test_live_url_source_against_a_local_server(shared_data, tmp_path):
     gone = DeribitApiSource("deribit", currency="ETH", url=port, timeout_s=1.0, retries=1, backoff_s=0.0)
     got = gone.spot(block)
     assert isinstance(got, Skip) and got.reason == "source_unavailable"
+
+
+def test_live_linear_options_request_the_settlement_currency():
+    ts = 1704712781423
+    row = {"bid_price": 120.5, "ask_price": 121.0, "mark_price": 120.7, "underlying_price": 2300.0,
+           "estimated_delivery_price": 2222.0, "creation_timestamp": ts}
+    book = {"jsonrpc": "2.0", "id": 1, "result": [
+        dict(row, instrument_name="ETH_USDC-29MAR24-2400-C"),
+        dict(row, instrument_name="BTC_USDC-29MAR24-40000-C", underlying_price=45000.0),
+        dict(row, instrument_name="ETH_USDC-29MAR24-2400-P", bid_price=220.0, ask_price=222.0)]}
+    index = {"jsonrpc": "2.0", "id": 2, "result": {"index_price": 2222.0, "estimated_delivery_price": 2222.0}}
+    with _FakeDeribit({BOOK_SUMMARY: book, INDEX_PRICE: index}, "USDC") as venue:
+        src = DeribitApiSource("deribit", currency="ETH", settlement="USDC", url=venue.url, backoff_s=0.0)
+        block = _block(ts / 1000)
+        assert src.spot(block).price == 2222.0 and src.spot(block).timestamp == block.timestamp  # no usOut
+        c = src.chain(block, 2222.0)
+        assert c.instrument == ("ETH_USDC-29MAR24-2400-C", "ETH_USDC-29MAR24-2400-P")
+        assert list(c.bid) == [120.5, 220.0] and c.underlying == "ETH"
+        assert src.last_report.rejected == {"other_underlying": 1}
+        assert venue.requests[0] == ("/api/v2/" + INDEX_PRICE, {"index_name": "eth_usdc"})
+        assert venue.requests[2] == ("/api/v2/" + BOOK_SUMMARY, {"currency": "USDC", "kind": "option"})

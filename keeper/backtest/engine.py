@@ -1,22 +1,32 @@
-"""Offline replay of a population through a price path under three liquidation policies (no chain).
+"""Offline replay of a population through a price path under several liquidation policies (no chain).
 
 Pure (numpy + the project's quant engine; no file or network I/O). Policies, on the same path, quotes and books:
 
-* ``backstop``: keepers fit the SVI surface (:func:`keeper.quant.surface.fit_surface`) to the quotes, mark with the hybrid
-  mark (:func:`keeper.quant.marks.hybrid_marks`), margin with the risk engine (:func:`keeper.quant.risk.engine.compute_account_risk`,
-  ES/grid); a breached account is sold in partial Dutch auctions priced by :mod:`keeper.quant.auction_math` (linear curve,
-  floor, tail, resets from a fresh record), and two liquidators value each lot with
-  :func:`keeper.bots.liquidator.valuation.value_portfolio` and decide with :class:`keeper.bots.liquidator.strategies.EdgeStrategy`;
+* auction policies ``<design>:<liquidator>``: keepers fit the SVI surface (:func:`keeper.quant.surface.fit_surface`)
+  to the quotes, mark with the hybrid mark (:func:`keeper.quant.marks.hybrid_marks`), margin with the risk engine
+  (:func:`keeper.quant.risk.engine.compute_account_risk`, ES/grid); a breached account is sold in partial Dutch
+  auctions priced by :mod:`keeper.quant.auction_math`. ``design`` is ``today`` (the deployed contracts: span ``E``
+  solvent / ``MM`` insolvent, floor 0.4, endless resets) or ``backstop`` (the chosen design, :data:`CHOSEN`:
+  risk-sized span ``kappa MM``, floor, and the insurance fund's account as buyer of last resort after a stated
+  number of resets). ``liquidator`` is ``conservative`` (two bidders valuing with
+  :func:`keeper.bots.liquidator.valuation.value_portfolio`), ``hedging`` (two bidders valuing with
+  :func:`keeper.bots.liquidator.hedging.value_hedged`) or ``none`` (nobody bids); both bidders decide with
+  :class:`keeper.bots.liquidator.strategies.EdgeStrategy`;
 * ``mark_to_market``: last-trade marks, the same margin engine (same vols, so the same MM for the same book), and a
   breached account sells the share :func:`keeper.quant.auction_math.allowed_fraction` allows at market (bid for longs,
   ask for shorts, with impact beyond top-of-book depth);
 * ``static``: MM = ``static_rate`` x option notional + the last-trade mark of short options, last-trade equity,
   and a breached account is liquidated in full at market.
 
-Cadence (docs/risk-efficacy.md): equity and breaches at every bar; the full margin run and the surface fit every
-``cadence_s`` of path time (every bar where bars are coarser); MM between runs is the last run's, scaled pro rata
-when a liquidation sells a share of the book. Auction time moves in ``tick_s`` ticks inside each bar (spot and
-surface constant within a bar).
+Cadence (docs/risk-efficacy.md): equity and breaches at every bar; the full margin run every ``cadence_s`` of path
+time (every bar where bars are coarser); the surface is refitted at those runs only when the standing book was
+requoted since the last fit. Every policy's book of account ``a`` is the population's book ``a`` scaled by ``lambda_a``
+(every sale is a pro-rata share of positions and collateral), and the engine's MM is exactly
+``lambda (B + A) (1 + t lambda g / (lambda g + G))`` with ``B + A`` (ES/grid base plus add-ons) and the gross cash
+gamma ``g`` of the unscaled book (docs/risk.md), so one engine run on the population's rows serves every policy, and
+MM after a sale between runs is that formula at the new ``lambda``, not an approximation. Auction time moves in
+``tick_s`` ticks inside each bar (spot and surface constant within a bar); an auction started at a bar runs its
+first ticks in that bar.
 """
 from __future__ import annotations
 
@@ -28,8 +38,10 @@ import scipy.sparse as sp
 
 from keeper.backtest.market import Market
 from keeper.backtest.population import Population
+from keeper.bots.liquidator.hedging import HedgingAppetite, value_hedged
 from keeper.bots.liquidator.strategies import EdgeStrategy, LotQuote
 from keeper.bots.liquidator.valuation import (
+    LotValuation,
     MarketView,
     Portfolio,
     RiskAppetite,
@@ -42,7 +54,7 @@ from keeper.errors import SurfaceFitError
 from keeper.quant import auction_math as am
 from keeper.quant.chains import OptionChain
 from keeper.quant.marks import hybrid_marks
-from keeper.quant.pricing import black76_greeks
+from keeper.quant.pricing import black76_greeks, black76_price
 from keeper.quant.risk.engine import (
     CALL,
     PUT,
@@ -53,14 +65,52 @@ from keeper.quant.risk.engine import (
     compute_account_risk,
 )
 from keeper.quant.risk.scenarios import grid_scenarios, monte_carlo_scenarios
-from keeper.quant.surface import fit_surface
-from keeper.units import WAD
+from keeper.quant.surface import SurfaceConfig, fit_surface
+from keeper.units import SECONDS_PER_YEAR, WAD
 
 DEC = 6
 UNIT = 10**DEC
 
 
-POLICIES = ("backstop", "mark_to_market", "static")
+@dataclass(frozen=True)
+class AuctionDesign:
+    """Auction rules of one design. ``span_mm``: the price of the whole book moves by at most ``span_mm x MM``
+    (:func:`keeper.quant.auction_math.span_for_risk`); ``None`` keeps today's span (``E`` solvent, ``MM``
+    insolvent). ``cusp``: floor of the curve factor (reset below it); ``tau``: linear descent; ``tail``: reset after
+    this many seconds. ``last_resort_after``: after this many resets the fund's account takes what is left at the
+    fresh attested value at the next floor; ``None``: resets forever (today)."""
+
+    name: str
+    span_mm: float | None = None
+    cusp: float = 0.4
+    tau: int = 600
+    tail: int = 1200
+    last_resort_after: int | None = None
+
+
+#: the deployed contracts (docs/auctions.md)
+TODAY = AuctionDesign("today", None, 0.4, 600, 1200, None)
+#: the design chosen from the backtest (docs/risk-efficacy.md, "Chosen design")
+CHOSEN = AuctionDesign("backstop", 0.10, 0.1, 600, 1200, 1)
+DESIGNS = {"today": TODAY, "backstop": CHOSEN}
+LIQUIDATORS = ("hedging", "conservative", "none")
+
+#: default policies: the chosen design with each liquidator model and none, today's design with each liquidator
+#: model, and the two market baselines
+POLICIES = ("backstop:hedging", "backstop:conservative", "backstop:none", "today:hedging", "today:conservative",
+            "mark_to_market", "static")
+
+
+def parse_policy(name: str) -> tuple[str, AuctionDesign | None, str | None]:
+    """``(kind, design, liquidator)`` of a policy name: ``mark_to_market``/``static`` (market kinds) or
+    ``<design>:<liquidator>`` with a design of :data:`DESIGNS` and a liquidator of :data:`LIQUIDATORS`."""
+    if name in ("mark_to_market", "static"):
+        return name, None, None
+    design, _, liq = name.partition(":")
+    if design not in DESIGNS or liq not in LIQUIDATORS:
+        raise ValueError(f"unknown policy {name!r} (mark_to_market, static or <{'|'.join(DESIGNS)}>:"
+                         f"<{'|'.join(LIQUIDATORS)}>)")
+    return "auction", DESIGNS[design], liq
 
 
 @dataclass(frozen=True)
@@ -74,18 +124,20 @@ class BacktestConfig:
     penalty: float = 0.05
     buffer: float = 0.10
     chip: float = 0.001
-    auction_tau: int = 600
-    auction_cusp: float = 0.4
-    auction_tail: int = 1200
     tick_s: int = 30
-    edges: tuple = (0.02, 0.025)
+    edges: tuple = (0.02, 0.025)  # conservative liquidators
     aversion: float = 0.25
     liquidator_haircut: float = 0.10
+    hedging_edges: tuple = (0.005, 0.01)  # hedging liquidators
+    hedging: HedgingAppetite = HedgingAppetite()
     static_rate: float = 0.10
     fund_frac: float = 0.05  # insurance fund = this share of the population's total MM at the first bar
     impact: float = 0.5  # extra half spreads per multiple of top-of-book depth taken
     seed: int = 0
     revalue_move: float = 0.005  # liquidators revalue a lot when spot moved 0.5 % (or the surface changed)
+    lor_hedge_cost: float = 0.0005  # the fund's account pays this share of spot on every delta-hedge trade
+    fit_xatol: float = 1e-3  # SVI outer search tolerance of the backtest's fits (keepers: 1e-6; see docs)
+    fit_frtol: float = 1e-5
 
 
 @dataclass
@@ -100,31 +152,61 @@ class Fill:
     penalty: float
     mm_bought: float
     insolvent: bool
-    deficit: float  # attested deficit (insolvent books), else 0
+    deficit: float  # attested deficit of the share bought (insolvent books), else 0
     fund_paid: float
     bad_debt: float
     healthy: bool
     full: bool
+    attested_value: float = 0.0  # attested (keepers') value of the share bought
+    xfer_attested: float = 0.0  # attested value bought - price paid: transfer beyond the attested value
+    buyer: str = "liquidator"  # liquidator | fund (buyer of last resort) | market
+    wait_s: float = 0.0  # time the account had been below MM without a fill when this fill came
 
     def to_json(self) -> dict:
         return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in self.__dict__.items()}
 
 
 @dataclass
+class FundAccount:
+    """The insurance fund's own clearinghouse account (buyer of last resort): positions, underlying collateral,
+    cash (its purchases and sales; the fund's free balance stands behind it) and its delta hedge (in the
+    underlying, marked to spot every bar)."""
+
+    pos: np.ndarray
+    coll: float = 0.0
+    cash: float = 0.0
+    hedge: float = 0.0
+    spot: float = 0.0
+    mm: float = 0.0
+    received: float = 0.0  # payouts the fund made to this account (insolvent books)
+    taken: int = 0
+    peak_gross: float = 0.0
+    worst_headroom: float = math.inf  # min over margin runs of (fund balance + account equity - its MM)
+    hedge_costs: float = 0.0
+
+
+@dataclass
 class PolicyState:
     name: str
+    kind: str
+    design: AuctionDesign | None
+    liquidator: str | None
     pos: np.ndarray
     cash: np.ndarray
     coll: np.ndarray
     mm: np.ndarray
+    scale: np.ndarray  # lambda: the book is the population's book times this
     fund: float
     fund0: float
+    lor: FundAccount
+    since: np.ndarray  # time the account was first seen below MM without a fill since (NaN: not below)
     deficit: float = 0.0
     fills: list = field(default_factory=list)
     auctions: dict = field(default_factory=dict)
     fund_series: list = field(default_factory=list)
     liq_series: list = field(default_factory=list)
     breach_minutes: float = 0.0
+    max_wait_s: float = 0.0
     penalties_to_fund: float = 0.0
     fund_payouts: float = 0.0
     repaid: float = 0.0
@@ -156,22 +238,93 @@ def margin_points(times: np.ndarray, cadence_s: float) -> np.ndarray:
     return np.flatnonzero(np.concatenate([[True], slot[1:] != slot[:-1]]))
 
 
+def scaled_mm(base: np.ndarray, gross_gamma: np.ndarray, lam: np.ndarray, params: RiskParams = RiskParams()):
+    """The engine's MM of a book scaled by ``lam`` from the unscaled book's ``base`` (MM / gamma multiplier: ES or
+    grid loss plus add-ons, all homogeneous of degree 1) and gross cash gamma ``g``:
+    ``lam base (1 + t lam g / (lam g + G))`` (module docstring)."""
+    lg = lam * gross_gamma
+    with np.errstate(invalid="ignore", divide="ignore"):
+        frac = np.where(lg > 0, lg / (lg + params.gamma_scale), 0.0)
+    return lam * base * (1.0 + params.gamma_tightening * frac)
+
+
+def split_mm(mm: np.ndarray, multiplier: np.ndarray, params: RiskParams = RiskParams()):
+    """``(base, gross cash gamma)`` of an engine run (inverse of :func:`scaled_mm` at ``lam = 1``)."""
+    x = np.asarray(multiplier, float) - 1.0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        g = np.where(x > 0, params.gamma_scale * x / np.maximum(params.gamma_tightening - x, 1e-300), 0.0)
+    return np.asarray(mm, float) / np.asarray(multiplier, float), g
+
+
+def conservative_value(portfolio: Portfolio, series, market: MarketView, appetite: RiskAppetite,
+                       quote_decimals: int):
+    """:func:`keeper.bots.liquidator.valuation.value_portfolio` for a one-underlying lot, every stress point in one
+    vectorised pricing call instead of one call per point (the same formula: sticky-moneyness vols, spot and vol
+    shocks together, worst loss, ``aversion x`` it; equal to the unit, ``tests/backtest/test_liquidator_models.py``).
+    Lots on several underlyings go to ``value_portfolio`` itself."""
+    ids = sorted(portfolio.positions)
+    unders = {series[j].underlying for j in ids} | {k for k in portfolio.collateral
+                                                    if k.lower() != market.quote_asset.lower()}
+    if len(unders) > 1 or not ids:
+        return value_portfolio(portfolio, series, market, appetite, quote_decimals)
+    scale = 10**quote_decimals
+    u = next(iter(unders))
+    S = market.spot(u)
+    size = np.array([float(portfolio.positions[j]) for j in ids])
+    strike = np.array([series[j].strike for j in ids])
+    is_call = np.array([series[j].is_call for j in ids], dtype=bool)
+    t = np.maximum(np.array([float(series[j].expiry_ts) for j in ids]) - market.now, 0.0) / SECONDS_PER_YEAR
+    ss = np.array([0.0] + [float(x) for x in appetite.spot_shocks])
+    vs = np.array([0.0] + [float(x) for x in appetite.vol_shocks])
+    fwd = S * (1.0 + ss)  # (n_s,)
+    kk = strike[None, :] * S / fwd[:, None]  # sticky moneyness: K relative to the shocked forward
+    tt = np.broadcast_to(np.maximum(t, 1e-12), kk.shape)
+    vol0 = np.asarray(market.vol(kk, tt, np.full(kk.shape, S)), float)  # (n_s, n_pos)
+    vol = vol0[:, None, :] * (1.0 + vs)[None, :, None]
+    vol = np.where(np.isfinite(vol) & (vol > 0), vol, np.nan)
+    if np.isnan(vol).any():
+        raise ValueError("vol surface returned no usable vol for some series")
+    px = black76_price(fwd[:, None, None], strike[None, None, :], t[None, None, :], vol, is_call[None, None, :])
+    coll_amt = sum(float(a) for k, a in portfolio.collateral.items() if k.lower() != market.quote_asset.lower())
+    hc = appetite.haircut(u, market.quote_asset)
+    vals = np.sum(size[None, None, :] * px, axis=2)  # (n_s, n_v)
+    colls = coll_amt * S * (1.0 + ss) * (1.0 - hc)
+    quote_cash = sum(float(a) for k, a in portfolio.collateral.items() if k.lower() == market.quote_asset.lower())
+    pos = float(vals[0, 0])
+    coll = float(coll_amt * S * (1.0 - hc)) + quote_cash
+    base = pos + coll
+    worst = 0.0
+    for a in range(1, ss.size):
+        for b in range(1, vs.size):
+            worst = max(worst, base - (float(vals[a, b]) + float(colls[a]) + quote_cash))
+    pos_i = math.floor(pos * scale)
+    coll_i = math.floor(coll * scale)
+    stress = math.ceil(worst * scale)
+    return LotValuation(pos_i + coll_i + int(portfolio.cash), pos_i, coll_i, int(portfolio.cash), stress,
+                        math.ceil(appetite.aversion * stress))
+
+
 class Replay:
-    """One path, one population, three policies (see module docstring). ``run()`` returns the result dict."""
+    """One path, one population, several policies (see module docstring). ``run()`` returns the result dict."""
 
     def __init__(self, market: Market, pop: Population, cfg: BacktestConfig = BacktestConfig(),
                  policies=POLICIES, progress=None):
         self.m, self.cfg, self.policies, self.progress = market, cfg, tuple(policies), progress
+        for p in self.policies:
+            parse_policy(p)
         s = market.series
         self.n_series = s.n
         self.series_table_kind = np.where(s.is_call, CALL, PUT)
         self.specs = {j: SeriesSpec(j, "UND", float(s.strike[j]), int(s.expiry_ts[j]), bool(s.is_call[j]))
                       for j in range(s.n)}
         self.pop = pop
+        self.gross0 = np.abs(pop.positions).sum(axis=1) + np.abs(pop.coll)
         self.margin_bars = margin_points(market.path.times, cfg.cadence_s)
         self.grid = grid_scenarios(cfg.grid_range, n_underlyings=1)
-        self.strategies = [EdgeStrategy(e) for e in cfg.edges]
+        self.strategies = {"conservative": [EdgeStrategy(e) for e in cfg.edges],
+                           "hedging": [EdgeStrategy(e) for e in cfg.hedging_edges], "none": []}
         self.appetite = RiskAppetite(aversion=cfg.aversion, haircuts={"UND": cfg.liquidator_haircut})
+        self.surface_config = SurfaceConfig(outer_xatol=cfg.fit_xatol, outer_frtol=cfg.fit_frtol)
         self.surface = None
         self.surface_fits = 0
         self._fitted_quote_bar = -1
@@ -180,7 +333,10 @@ class Replay:
         self.surface_failures = 0
         self.risk_runs = 0
         self.prev_market = None
-        self.curve = am.Curve(am.CurveKind.LINEAR, tau=cfg.auction_tau)
+        self.curves = {d.name: am.Curve(am.CurveKind.LINEAR, tau=d.tau) for d in DESIGNS.values()}
+        self._mm_split = None  # (base, gross gamma) of the population's rows at the keepers' vols, last run
+        self._fair_split = None  # the same at the reference vols (the yardstick of "healthy"), lazily per run
+        self._delta = None
 
     # ------------------------------------------------------------------ engine calls
     def _vols(self, i: int, surface) -> np.ndarray:
@@ -190,8 +346,8 @@ class Replay:
         v = surface.implied_vol(self.m.series.strike, T, self.m.path.close[i])
         return np.where(np.isfinite(v) & (v > 0), v, self.m.fair_vol[i] if self.surface is None else np.nan)
 
-    def risk(self, i: int, pos: np.ndarray, coll: np.ndarray, vols: np.ndarray):
-        """MM and IM per row of ``pos`` from the risk engine at bar ``i`` with ``vols`` (no hashes: nothing signed)."""
+    def risk_full(self, i: int, pos: np.ndarray, coll: np.ndarray, vols: np.ndarray):
+        """The risk engine's :class:`AccountRisk` of the rows of ``pos`` at bar ``i`` with ``vols``."""
         cfg, m = self.cfg, self.m
         S = float(m.path.close[i])
         T = np.maximum(m.expiry_years(i), 0.0)
@@ -203,7 +359,11 @@ class Replay:
                             vols, m.fair[i], RiskParams())
         mc = monte_carlo_scenarios(cfg.seed * 1_000_003 + i, cfg.n_scenarios, 1)
         self.risk_runs += 1
-        r = compute_account_risk(inputs, mc, self.grid, hashes=False)
+        return compute_account_risk(inputs, mc, self.grid, hashes=False)
+
+    def risk(self, i: int, pos: np.ndarray, coll: np.ndarray, vols: np.ndarray):
+        """MM and IM per row of ``pos`` from the risk engine at bar ``i`` with ``vols`` (no hashes: nothing signed)."""
+        r = self.risk_full(i, pos, coll, vols)
         return np.asarray(r.maintenance_margin), np.asarray(r.initial_margin)
 
     def refit(self, i: int) -> None:
@@ -213,7 +373,7 @@ class Replay:
             return
         self._fitted_quote_bar = q
         try:
-            self.surface = fit_surface(_chain(self.m, i))
+            self.surface = fit_surface(_chain(self.m, i), self.surface_config)
             self.surface_fits += 1
         except (SurfaceFitError, ValueError, FloatingPointError):
             self.surface_failures += 1  # the keeper keeps its last good surface
@@ -223,6 +383,7 @@ class Replay:
         vols = self._vols(i, self.surface)
         vols = np.where(np.isfinite(vols), vols, self.m.fair_vol[i])
         g = black76_greeks(self.m.path.close[i], self.m.series.strike, T, vols, self.m.series.is_call)
+        self._delta = np.asarray(g.delta, float)
         return np.asarray(g.price, float), np.asarray(g.vega, float), vols
 
     # ------------------------------------------------------------------ helpers
@@ -247,31 +408,40 @@ class Replay:
         px = np.where(pos > 0, sell, buy)
         return float(cash + coll * m.path.close[i] * 0.995 + pos @ px)
 
+    def _set_scale(self, st: PolicyState, a: int, keep: float) -> None:
+        st.scale[a] *= keep
+        ms = self._mm_split
+        st.mm[a] = float(scaled_mm(ms[0][a:a + 1], ms[1][a:a + 1], st.scale[a:a + 1])[0]) if keep > 0 else 0.0
+
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
         m, cfg, pop = self.m, self.cfg, self.pop
         n = pop.n
         nb = len(m.path)
-        bar_min = m.path.bar_seconds / 60.0
         self.refit(0)
         _, _, vols0 = self.model_prices(0)
-        mm0, _ = self.risk(0, pop.positions, pop.coll, vols0)
+        r0 = self.risk_full(0, pop.positions, pop.coll, vols0)
+        self._mm_split = split_mm(r0.maintenance_margin, r0.gamma_multiplier)
+        mm0 = np.asarray(r0.maintenance_margin, float)
         fund0 = cfg.fund_frac * float(mm0.sum())
-        states = {p: PolicyState(p, pop.positions.copy(), pop.cash.copy(), pop.coll.copy(), mm0.copy(), fund0, fund0)
-                  for p in self.policies}
+        states = {}
+        for p in self.policies:
+            kind, design, liq = parse_policy(p)
+            states[p] = PolicyState(p, kind, design, liq, pop.positions.copy(), pop.cash.copy(), pop.coll.copy(),
+                                    mm0.copy(), np.ones(n), fund0, fund0, FundAccount(np.zeros(self.n_series)),
+                                    np.full(n, np.nan))
         margin_set = set(self.margin_bars.tolist())
-        fair_mm_cache: dict = {}
-        self._fair_ctx = (fair_mm_cache, states)
+        self._states = states
         last_margin = 0
         for i in range(nb):
-            S = float(m.path.close[i])
             if i in margin_set:
                 last_margin = i
                 if i > 0:
                     self.refit(i)
                 model, vega, vols = self.model_prices(i)
-                self._run_margins(i, states, vols)
-                fair_mm_cache.clear()
+                if i > 0:
+                    self._run_margins(i, states, vols, model)
+                self._fair_split = None
             else:
                 model, vega, vols = self.model_prices(i)
             age = m.path.times[i] - m.path.times[m.quote_bar[i]]
@@ -279,38 +449,37 @@ class Replay:
                                model_vega=vega, quote_age=age)
             self.prev_market = hyb.market
             self._cur = (i, last_margin, vols)
-            for name, st in states.items():
-                if name == "backstop":
-                    filled, breached = self._step_backstop(st, i, hyb.mark, vols)
+            for st in states.values():
+                if st.kind == "auction":
+                    self._work_fund_account(st, i)
+                    filled, breached = self._step_auction(st, i, hyb.mark)
                 else:
                     filled, breached = self._step_market(st, i, m.last_trade[i])
-                st.breach_minutes += bar_min * float(np.sum(breached & ~filled))
-                st.fund_series.append(st.fund)
+                self._track_waits(st, i, filled, breached)
+                st.fund_series.append(st.fund + self._lor_equity(st, i, hyb.mark))
                 st.liq_series.append(len(st.fills))
             if self.progress is not None:
                 self.progress(1)
         return self._result(states)
 
-    def _run_margins(self, i: int, states: dict, vols: np.ndarray) -> None:
-        """One engine run on the distinct books of the policies that use the engine's MM."""
-        users = [st for st in states.values() if st.name != "static"]
-        if users:
-            rows, owners = [users[0].pos], [(users[0], np.arange(users[0].pos.shape[0]))]
-            colls = [users[0].coll]
-            for st in users[1:]:
-                diff = np.flatnonzero(np.any(st.pos != users[0].pos, axis=1) | (st.coll != users[0].coll))
-                st.mm = users[0].mm  # placeholder, overwritten below
-                rows.append(st.pos[diff])
-                colls.append(st.coll[diff])
-                owners.append((st, diff))
-            mm, _ = self.risk(i, np.vstack(rows), np.concatenate(colls), vols)
-            base = mm[:rows[0].shape[0]]
-            users[0].mm = base.copy()
-            off = rows[0].shape[0]
-            for st, diff in owners[1:]:
-                st.mm = base.copy()
-                st.mm[diff] = mm[off:off + diff.size]
-                off += diff.size
+    def _run_margins(self, i: int, states: dict, vols: np.ndarray, marks: np.ndarray) -> None:
+        """One engine run on the population's rows (every policy's books are scaled copies of them) plus the fund
+        accounts' books; each policy's MM is :func:`scaled_mm` of its own scales."""
+        lor = [st for st in states.values() if st.kind == "auction" and np.any(st.lor.pos != 0)]
+        rows = np.vstack([self.pop.positions] + [st.lor.pos[None, :] for st in lor])
+        coll = np.concatenate([self.pop.coll] + [np.array([st.lor.coll]) for st in lor])
+        r = self.risk_full(i, rows, coll, vols)
+        n = self.pop.n
+        base, g = split_mm(r.maintenance_margin[:n], r.gamma_multiplier[:n])
+        self._mm_split = (base, g)
+        S = float(self.m.path.close[i])
+        for st in states.values():
+            if st.kind != "static":
+                st.mm = scaled_mm(base, g, st.scale)
+        for k, st in enumerate(lor):
+            st.lor.mm = float(r.maintenance_margin[n + k])
+            eq = st.lor.cash + st.lor.coll * S * (1 - self.cfg.haircut) + st.lor.pos @ marks
+            st.lor.worst_headroom = min(st.lor.worst_headroom, st.fund + eq - st.lor.mm)
         if "static" in states:
             st = states["static"]
             st.mm = self._static_mm(st, i)
@@ -323,100 +492,123 @@ class Replay:
 
     def fair_mm(self, st: PolicyState, a: int) -> float:
         """Maintenance margin of account ``a``'s current book with the reference vols (the yardstick of
-        "healthy"), from one engine run per policy and margin interval, scaled pro rata since."""
-        cache, _ = self._fair_ctx
-        i, last_margin, _ = self._cur
-        key = st.name
-        if key not in cache:
-            mm, _ = self.risk(last_margin, st.pos, st.coll, self.m.fair_vol[last_margin])
-            cache[key] = (mm, np.abs(st.pos).sum(axis=1).copy())
-        mm, gross = cache[key]
-        g_now = np.abs(st.pos[a]).sum()
-        return float(mm[a] * (g_now / gross[a] if gross[a] > 0 else 1.0))
+        "healthy"): one engine run on the population's rows per margin interval (at its first use), scaled to the
+        book by :func:`scaled_mm`."""
+        if self._fair_split is None:
+            _, last_margin, _ = self._cur
+            r = self.risk_full(last_margin, self.pop.positions, self.pop.coll, self.m.fair_vol[last_margin])
+            self._fair_split = split_mm(r.maintenance_margin, r.gamma_multiplier)
+        base, g = self._fair_split
+        return float(scaled_mm(base[a:a + 1], g[a:a + 1], st.scale[a:a + 1])[0])
 
     def is_healthy(self, st: PolicyState, a: int, i: int, escrow: float = 0.0) -> bool:
         S = float(self.m.path.close[i])
         fair_eq = st.cash[a] + escrow + st.coll[a] * S * (1 - self.cfg.haircut) + st.pos[a] @ self.m.fair[i]
         return bool(fair_eq >= self.fair_mm(st, a))
 
-    # ------------------------------------------------------------------ backstop policy
-    def _step_backstop(self, st: PolicyState, i: int, marks: np.ndarray, vols: np.ndarray):
-        cfg, m = self.cfg, self.m
+    def _track_waits(self, st: PolicyState, i: int, filled: np.ndarray, breached: np.ndarray) -> None:
+        """Account-minutes below MM without a fill, and the longest time an account waited below MM for a fill
+        (from the bar it was first seen below, or its last fill, to the end of the bar it still waits at)."""
+        bar_s = self.m.path.bar_seconds
+        t_end = float(self.m.path.times[i]) + bar_s
+        st.breach_minutes += bar_s / 60.0 * float(np.sum(breached & ~filled))
+        st.since[~breached] = np.nan
+        waiting = breached & ~filled & np.isfinite(st.since)
+        if waiting.any():
+            st.max_wait_s = max(st.max_wait_s, float(np.max(t_end - st.since[waiting])))
+
+    # ------------------------------------------------------------------ auction policies
+    def _step_auction(self, st: PolicyState, i: int, marks: np.ndarray):
+        cfg, m, design = self.cfg, self.m, st.design
         S = float(m.path.close[i])
         t0 = float(m.path.times[i])
         escrow = np.zeros(st.cash.size)
         for a, au in st.auctions.items():
             escrow[a] = au["C"] / UNIT
         eq = self.equity(st, marks, S, escrow)
-        breached = eq < st.mm
+        has_book = (st.scale > 0) & ((np.abs(st.pos).sum(axis=1) > 0) | (st.coll != 0))
+        breached = (eq < st.mm) & has_book
         filled = np.zeros(st.cash.size, dtype=bool)
-        # auctions: cure / reset / bids, in auction ticks inside the bar
+        newly = breached & np.isnan(st.since)
+        st.since[newly] = t0
         for a in list(st.auctions):
-            au = st.auctions[a]
             if not breached[a]:
                 self._end_auction(st, a)  # healthy again: cured (a bid would revert AccountHealthy)
-                continue
+        mm_units = np.ceil(st.mm * UNIT)
+        for a in np.flatnonzero(breached):
+            if int(a) not in st.auctions:
+                self._start(st, int(a), float(eq[a]), float(mm_units[a]), t0)
+        curve = self.curves[design.name]
+        n_ticks = max(1, int(m.path.bar_seconds // cfg.tick_s))
+        bidders = self.strategies[st.liquidator]
+        for a in list(st.auctions):
+            au = st.auctions[a]
             val = None
-            for tick in range(max(1, int(m.path.bar_seconds // cfg.tick_s))):
+            for tick in range(n_ticks):
                 now = t0 + tick * cfg.tick_s
                 el = int(now - au["start"])
-                c = am.curve_factor(self.curve, el)
-                if c < cfg.auction_cusp or el > cfg.auction_tail:
-                    self._restart(st, a, i, eq[a] - au["C"] / UNIT, now)
-                    st.resets += 1
+                if el < 0:
+                    continue
+                if am.curve_factor(curve, el) < design.cusp or el > design.tail:
+                    e_book = float(eq[a]) - au["C"] / UNIT
+                    self._restart(st, a, e_book, now)
                     au = st.auctions[a]
                     val = None
                     el = 0
-                p = am.price(self.curve, au["top"], au["span"], el)
+                    if design.last_resort_after is not None and am.last_resort_due(au["resets"] - 1,
+                                                                                   design.last_resort_after):
+                        g = am.last_resort_fraction(au["top"], au["T"], au["C"], au["lam"])
+                        if g > 0:
+                            self._fill_auction(st, a, au, i, g, au["top"], now, buyer="fund")
+                            filled[a] = True
+                        elif a in st.auctions:
+                            self._end_auction(st, a)
+                        break
+                if not bidders:
+                    continue
+                p = am.price(curve, au["top"], au["span"], el)
                 allowed = am.allowed_fraction(au["top"], au["T"], au["S"], au["C"], p, au["lam"])
                 if allowed <= 0:
                     break
                 if val is None:
-                    val = self._cached_value(a, au, i)
-                got = self._bid(st, a, au, i, p, allowed, val, now)
-                if got:
+                    val = self._cached_value(st, a, au, i)
+                if self._bid(st, a, au, i, p, allowed, val, now, bidders):
                     filled[a] = True
-                    if a not in st.auctions:
-                        break
-                    au = st.auctions[a]
                     break  # one fill per account and bar (the book changed: revalue next bar)
-        # new breaches start auctions at this bar's record
-        mm_units = np.ceil(st.mm * UNIT)
-        for a in np.flatnonzero(breached & ~filled):
-            if a in st.auctions or np.abs(st.pos[a]).sum() == 0 and st.coll[a] == 0:
-                continue
-            self._start(st, int(a), i, float(eq[a]), float(mm_units[a]), t0)
         return filled, breached
 
-    def _start(self, st, a, i, e, mm_units, now, carry=0):
-        cfg = self.cfg
+    def _start(self, st, a, e, mm_units, now, carry=0, resets=0):
+        cfg, design = self.cfg, st.design
         top = math.floor(e * UNIT)
         mm = int(mm_units)
+        span = am.span_for(top, mm) if design.span_mm is None else am.span_for_risk(top, mm,
+                                                                                    int(design.span_mm * WAD))
         st.auctions[a] = {
-            "start": now, "top": top, "span": am.span_for(top, mm), "mm": mm,
+            "start": now, "top": top, "span": span, "mm": mm,
             "T": am.target_margin(mm, int(cfg.buffer * WAD)), "S": 0, "C": carry, "lam": int(cfg.penalty * WAD),
             "pos": st.pos[a].copy(), "cash": float(st.cash[a]), "coll": float(st.coll[a]),
-            "reward_owed": am.starter_reward(0, int(cfg.chip * WAD), mm), "im": int(mm * 1.5),
+            "reward_owed": am.starter_reward(0, int(cfg.chip * WAD), mm), "im": int(mm * 1.5), "resets": resets,
         }
-        st.auctions_started += 1
+        if resets == 0:
+            st.auctions_started += 1
 
-    def _restart(self, st, a, i, e_book, now):
+    def _restart(self, st, a, e_book, now):
         au = st.auctions[a]
-        mm = float(st.mm[a])
-        self._start(st, a, i, e_book, math.ceil(mm * UNIT), now, carry=au["C"])
-        st.auctions_started -= 1
+        st.resets += 1
+        self._start(st, a, e_book, math.ceil(float(st.mm[a]) * UNIT), now, carry=au["C"], resets=au["resets"] + 1)
 
     def _end_auction(self, st, a):
         au = st.auctions.pop(a)
         st.cash[a] += au["C"] / UNIT
 
-    def _cached_value(self, a, au, i):
+    def _cached_value(self, st, a, au, i):
         """The liquidators' valuation of the lot on offer, reused while their inputs stand: same fitted surface,
         spot within ``revalue_move`` of the last valuation; a lot that is a pro-rata share of the valued one (after
-        partial sales or a reset) scales it (value and stress loss are homogeneous of degree 1 in the book)."""
+        partial sales or a reset) scales it (value and every charge are homogeneous of degree 1 in the book)."""
         S = float(self.m.path.close[i])
         gross = float(np.abs(au["pos"]).sum() + abs(au["coll"]) + abs(au["cash"]) / 1e6)
-        got = self._val_cache.get(a)
+        key = (st.liquidator, a)
+        got = self._val_cache.get(key)
         if got is not None:
             fits, S0, gross0, val0 = got
             if fits == self.surface_fits and abs(S / S0 - 1.0) < self.cfg.revalue_move and gross0 > 0:
@@ -424,8 +616,8 @@ class Replay:
                 return replace(val0, value=math.floor(val0.value * f), positions_value=math.floor(val0.positions_value * f),
                                collateral_value=math.floor(val0.collateral_value * f), cash=math.floor(val0.cash * f),
                                stress_loss=math.ceil(val0.stress_loss * f), risk_charge=math.ceil(val0.risk_charge * f))
-        val = self._value_lot(au, i)
-        self._val_cache[a] = (self.surface_fits, S, gross, val)
+        val = self._value_lot(au, i, st.liquidator)
+        self._val_cache[key] = (self.surface_fits, S, gross, val)
         return val
 
     def _liquidator_vol(self, i):
@@ -447,34 +639,40 @@ class Replay:
                 v = np.where(np.isfinite(v), v, float(np.nanmedian(m.fair_vol[i])))
             tab[float(t)] = v
 
+        keys = np.array(sorted(tab))
+        rows = np.vstack([tab[float(k)] for k in keys])
+
         def vol(strike, expiry, forward):
             strike, expiry, forward = np.broadcast_arrays(np.asarray(strike, float), np.asarray(expiry, float),
                                                           np.asarray(forward, float))
-            k = np.log(strike / forward)
+            k = np.log(strike / forward).ravel()
+            which = np.argmin(np.abs(expiry.ravel()[:, None] - keys[None, :]), axis=1)  # nearest listed expiry
             out = np.empty(k.shape)
-            for j in np.ndindex(k.shape):
-                t = min(tab, key=lambda x: abs(x - expiry[j]))
-                out[j] = np.interp(k[j], kg, tab[t])
-            return out
+            for w in np.unique(which):
+                sel = which == w
+                out[sel] = np.interp(k[sel], kg, rows[w])
+            return out.reshape(strike.shape)
 
         self._vol_tab = ((i, self.surface_fits), vol)
         return vol
 
-    def _value_lot(self, au, i):
+    def _value_lot(self, au, i, liquidator):
         m = self.m
         positions = {int(j): float(au["pos"][j]) for j in np.flatnonzero(au["pos"])}
         port = Portfolio(positions, {"UND": au["coll"]} if au["coll"] else {}, int(math.floor(au["cash"] * UNIT)))
         view = MarketView({"UND": float(m.path.close[i])}, self._liquidator_vol(i), float(m.path.times[i]), "USD")
-        return value_portfolio(port, self.specs, view, self.appetite, DEC)
+        if liquidator == "hedging":
+            return value_hedged(port, self.specs, view, self.cfg.hedging, DEC)
+        return conservative_value(port, self.specs, view, self.appetite, DEC)
 
-    def _bid(self, st, a, au, i, p, allowed, val, now) -> bool:
+    def _bid(self, st, a, au, i, p, allowed, val, now, strategies) -> bool:
         gas = gas_cost_quote(700_000, 10**9, 2000.0, DEC)
         remaining = WAD - au["S"]
         # no strategy can bid above A - edge |A| (EdgeStrategy.limit_price with zero gas): skip the quote then
         adj = float(val.value - val.risk_charge)
-        if p > math.floor(adj - min(self.cfg.edges) * abs(adj)):
+        if p > math.floor(adj - min(s.edge for s in strategies) * abs(adj)):
             return False
-        for strat in self.strategies:
+        for strat in strategies:
             q = make_quote(auction_id=a, account=str(a), now=int(now), auction_price=p, valuation=val, gas_cost=gas,
                            free_margin=10**18, max_fraction=allowed / WAD)
             q = LotQuote(**{**q.to_json(), "margin_per_lot": max(p, 0) + max(au["im"] - au["top"], 0)})
@@ -486,12 +684,11 @@ class Replay:
             g = allowed if d.fraction >= q.max_fraction - 1e-12 else min(int(d.fraction * WAD), allowed)
             if au["top"] < 0:
                 g = remaining
-            self._fill_auction(st, a, au, i, g, p)
+            self._fill_auction(st, a, au, i, g, p, now)
             return True
         return False
 
-    def _fill_auction(self, st, a, au, i, g, p):
-        cfg = self.cfg
+    def _fill_auction(self, st, a, au, i, g, p, now, buyer="liquidator"):
         amount = am.bid_amount(g, p)
         frac_orig = g / WAD
         share_now = g / (WAD - au["S"])  # of what the account holds now
@@ -499,6 +696,7 @@ class Replay:
         healthy = self.is_healthy(st, a, i, au["C"] / UNIT)
         insolvent = au["top"] < 0
         fund_paid = bad = penalty = 0.0
+        lor = st.lor
         if amount > 0:
             split = am.split_bid(amount, au["lam"], au["reward_owed"], int(st.fund * UNIT))
             au["reward_owed"] -= split.reward
@@ -522,34 +720,84 @@ class Replay:
             st.deficit += bad
             received = (from_escrow + split.fund_pays) / UNIT
         transfer = fv + received if amount <= 0 else fv - amount / UNIT
+        if buyer == "fund":  # the fund's account pays (or is paid) and takes the share
+            lor.cash -= amount / UNIT if amount > 0 else -received
+            lor.received += fund_paid
+            lor.pos += share_now * st.pos[a]
+            lor.coll += share_now * st.coll[a]
+            lor.cash += share_now * st.cash[a]
+            lor.taken += 1
+            lor.spot = float(self.m.path.close[i])
+            lor.peak_gross = max(lor.peak_gross, float(np.abs(lor.pos).sum()))
         # the account hands over the share
         keep = 1.0 - share_now
         st.pos[a] *= keep
         st.cash[a] *= keep
         st.coll[a] *= keep
-        st.mm[a] *= keep
+        self._set_scale(st, a, keep)
         au["S"] += g
         full = au["S"] >= WAD
         (st.liquidated_full if full else st.liquidated_part).add(a)
         if full:
             st.liquidated_part.discard(a)
-        st.fills.append(Fill("backstop", i, a, frac_orig, amount / UNIT, fv, transfer, penalty,
-                             frac_orig * au["mm"] / UNIT, insolvent, -au["top"] / UNIT if insolvent else 0.0,
-                             fund_paid, bad, healthy, full))
+        att = frac_orig * au["top"] / UNIT
+        wait = now - st.since[a] if np.isfinite(st.since[a]) else 0.0
+        st.max_wait_s = max(st.max_wait_s, wait)
+        st.since[a] = now
+        st.fills.append(Fill(st.name, i, a, frac_orig, amount / UNIT, fv, transfer, penalty,
+                             frac_orig * au["mm"] / UNIT, insolvent, -att if insolvent else 0.0,
+                             fund_paid, bad, healthy, full, att, att - amount / UNIT, buyer, wait))
         done = full or am.allowed_fraction(au["top"], au["T"], au["S"], au["C"], p, au["lam"]) <= 0
         if done:
             self._end_auction(st, a)
+
+    # ------------------------------------------------------------------ the fund's account
+    def _work_fund_account(self, st: PolicyState, i: int) -> None:
+        """The buyer of last resort's rule, every bar: mark its delta hedge to the new spot, sell its collateral at
+        spot less 0.5 %, close its options at the standing quote up to top-of-book size per series (longs at the
+        bid, shorts at the ask; a long with no bid waits), then re-hedge the options' delta (model delta on the
+        keepers' vols) in the underlying at ``lor_hedge_cost`` of spot per unit traded."""
+        lor = st.lor
+        if not (np.any(lor.pos != 0) or lor.coll != 0 or lor.hedge != 0):
+            return
+        m = self.m
+        S = float(m.path.close[i])
+        lor.cash += lor.hedge * (S - lor.spot)
+        lor.spot = S
+        if lor.coll != 0:
+            lor.cash += lor.coll * S * 0.995
+            lor.coll = 0.0
+        bid, ask = m.bid[i], m.ask[i]
+        sell = np.where(np.isnan(bid), 0.0, np.minimum(np.maximum(lor.pos, 0.0), m.bid_size[i]))
+        buy = np.minimum(np.maximum(-lor.pos, 0.0), m.ask_size[i])
+        lor.cash += float(sell @ np.nan_to_num(bid)) - float(buy @ ask)
+        lor.pos = lor.pos - sell + buy
+        lor.pos[np.abs(lor.pos) < 1e-12] = 0.0
+        target = -float(lor.pos @ self._delta)
+        cost = abs(target - lor.hedge) * S * self.cfg.lor_hedge_cost
+        lor.cash -= cost
+        lor.hedge_costs += cost
+        lor.hedge = target
+
+    def _lor_equity(self, st: PolicyState, i: int, marks: np.ndarray) -> float:
+        lor = st.lor
+        if lor.taken == 0:
+            return 0.0
+        S = float(self.m.path.close[i])
+        return lor.cash + lor.coll * S + float(lor.pos @ marks) + lor.hedge * (S - lor.spot)
 
     # ------------------------------------------------------------------ market policies
     def _step_market(self, st: PolicyState, i: int, marks: np.ndarray):
         cfg = self.cfg
         S = float(self.m.path.close[i])
+        t0 = float(self.m.path.times[i])
         if st.name == "static":
             st.mm = self._static_mm(st, i)
         eq = self.equity(st, marks, S)
         has_book = (np.abs(st.pos).sum(axis=1) > 0) | (st.coll > 0)
         breached = (eq < st.mm) & has_book
         filled = np.zeros(st.cash.size, dtype=bool)
+        st.since[breached & np.isnan(st.since)] = t0
         for a in np.flatnonzero(breached):
             pos, cash, coll = st.pos[a], float(st.cash[a]), float(st.coll[a])
             p = self.market_price(pos, cash, coll, i)
@@ -587,57 +835,99 @@ class Replay:
             st.pos[a] *= keep
             st.coll[a] *= keep
             st.cash[a] = st.cash[a] * keep + net
-            st.mm[a] *= keep
+            if st.name == "static":
+                st.mm[a] *= keep
+                st.scale[a] *= keep
+            else:
+                self._set_scale(st, a, keep)
             full = g >= 1.0
             if full:
                 st.pos[a] = 0.0
                 st.coll[a] = 0.0
+                st.scale[a] = 0.0
+                st.mm[a] = 0.0
                 st.liquidated_full.add(a)
                 st.liquidated_part.discard(a)
             elif a not in st.liquidated_full:
                 st.liquidated_part.add(a)
             filled[a] = True
+            att = g * float(eq[a])
+            st.since[a] = t0
             st.fills.append(Fill(st.name, i, a, g, amount, fv, transfer, penalty, mm_bought, eq[a] < 0 or p <= 0,
-                                 max(-p, 0.0) if p <= 0 else 0.0, fund_paid, bad, healthy, full))
+                                 max(-att, 0.0) if eq[a] < 0 else 0.0, fund_paid, bad, healthy, full, att,
+                                 att - amount, "market", 0.0))
         return filled, breached
 
     # ------------------------------------------------------------------ result
     def _result(self, states: dict) -> dict:
         out = {}
+        last = len(self.m.path) - 1
         for name, st in states.items():
             # auctions still running at the end: their escrow goes back to the accounts (books stay for sale)
             running = len(st.auctions)
             for a in list(st.auctions):
                 self._end_auction(st, a)
             fills = st.fills
-            share = np.array([f.transfer / f.mm_bought for f in fills if f.mm_bought > 0])
+            lor = st.lor
+            # the fund's account at the end: its book at what the market pays for it now, its hedge marked
+            lor_end = 0.0
+            if lor.taken:
+                S = float(self.m.path.close[last])
+                lor_end = (self.market_price(lor.pos, lor.cash, lor.coll, last) + lor.hedge * (S - lor.spot)
+                           - abs(lor.hedge) * S * self.cfg.lor_hedge_cost)
+            lor_loss = lor.received - lor_end  # what the fund paid into its account and did not get back
+            ext = [f for f in fills if f.buyer != "fund"]
+            share = np.array([f.transfer / f.mm_bought for f in ext if f.mm_bought > 0])
+            share_att = np.array([f.xfer_attested / f.mm_bought for f in fills if f.mm_bought > 0])
             insolvent = [f for f in fills if f.insolvent and f.deficit > 0]
             ratio = [(-f.amount) / f.deficit for f in insolvent]
+            deficits = float(sum(f.deficit for f in insolvent))
+            mm_sold = float(sum(f.mm_bought for f in fills))
+            price_pos = float(sum(max(f.amount, 0.0) for f in fills))
+            lossbeyond = float(sum(f.xfer_attested + f.penalty for f in fills))
             out[name] = {
                 "liquidated_in_part": len(st.liquidated_part),
                 "liquidated_in_full": len(st.liquidated_full),
                 "fills": len(fills),
+                "fills_by_fund": len(fills) - len(ext),
                 "healthy_liquidated": len({f.account for f in fills if f.healthy}),
-                "transfer": float(sum(f.transfer for f in fills)),
+                "transfer": float(sum(f.transfer for f in ext)),
+                "transfer_to_fund": float(sum(f.transfer for f in fills if f.buyer == "fund")),
                 "penalties": float(sum(f.penalty for f in fills)),
                 "holder_loss": float(sum(f.transfer + f.penalty for f in fills)),
+                "holder_loss_beyond_attested": lossbeyond,
+                "holder_loss_cap": (0.15 * mm_sold + self.cfg.penalty * price_pos),
+                "mm_sold": mm_sold,
                 "fund_before": st.fund0,
-                "fund_after": st.fund,
+                "fund_after": st.fund + lor_end,
+                "fund_free_after": st.fund,
+                "fund_account_value_end": lor_end,
+                "fund_account_loss": lor_loss,
+                "fund_account_books_taken": lor.taken,
+                "fund_account_peak_gross": lor.peak_gross,
+                "fund_account_worst_headroom": (None if not math.isfinite(lor.worst_headroom)
+                                                else float(lor.worst_headroom)),
+                "fund_account_positions_end": {int(j): float(lor.pos[j]) for j in np.flatnonzero(lor.pos)},
+                "fund_account_hedge_costs": lor.hedge_costs,
                 "fund_drawdown": float(st.fund0 - min([st.fund0] + st.fund_series)),
-                "fund_payouts": st.fund_payouts,
+                "fund_payouts": st.fund_payouts - lor.received + lor_loss,
                 "penalties_to_fund": st.penalties_to_fund,
                 "starter_rewards": st.rewards,
                 "bad_debt_repaid": st.repaid,
                 "bad_debt": float(sum(f.bad_debt for f in fills)),
                 "bad_debt_outstanding": st.deficit,
+                "attested_deficits": deficits,
                 "minutes_below_mm_without_fill": st.breach_minutes,
+                "max_minutes_below_mm_without_fill": st.max_wait_s / 60.0,
                 "transfer_share_of_mm_median": float(np.median(share)) if share.size else 0.0,
                 "transfer_share_of_mm_max": float(np.max(share)) if share.size else 0.0,
+                "xfer_attested_share_median": float(np.median(share_att)) if share_att.size else 0.0,
+                "xfer_attested_share_max": float(np.max(share_att)) if share_att.size else 0.0,
                 "payout_to_deficit_median": float(np.median(ratio)) if ratio else None,
                 "payout_to_deficit_max": float(np.max(ratio)) if ratio else None,
-                "auctions_started": st.auctions_started if name == "backstop" else None,
-                "auction_resets": st.resets if name == "backstop" else None,
-                "auctions_running_at_end": running if name == "backstop" else None,
+                "auctions_started": st.auctions_started if st.kind == "auction" else None,
+                "auction_resets": st.resets if st.kind == "auction" else None,
+                "auctions_running_at_end": running if st.kind == "auction" else None,
                 "fund_series": st.fund_series,
                 "liq_series": st.liq_series,
                 "fill_list": [f.to_json() for f in fills],

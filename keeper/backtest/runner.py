@@ -1,4 +1,4 @@
-"""One backtest run: path -> market -> population (sized at the first bar) -> replay of the three policies.
+"""One backtest run: path -> market -> population (sized at the first bar) -> replay of the policies.
 
 Pure (no file I/O): the CLI and the benchmark call :func:`run_path` with an already validated :class:`PricePath`."""
 from __future__ import annotations
@@ -16,13 +16,18 @@ TABLE = {
     "liquidated_in_part": "part",
     "liquidated_in_full": "full",
     "healthy_liquidated": "healthy liq.",
+    "fills_by_fund": "fund fills",
     "transfer": "to liquidators",
     "holder_loss": "holders' loss",
     "fund_drawdown": "fund drawdown",
+    "fund_payouts": "fund payouts",
     "bad_debt": "bad debt",
     "minutes_below_mm_without_fill": "acct-min < MM",
-    "transfer_share_of_mm_median": "xfer/MM med",
-    "transfer_share_of_mm_max": "xfer/MM max",
+    "max_minutes_below_mm_without_fill": "max wait min",
+    "xfer_attested_share_median": "xfer/MM med",
+    "xfer_attested_share_max": "xfer/MM max",
+    "transfer_share_of_mm_median": "fair xfer/MM med",
+    "transfer_share_of_mm_max": "fair xfer/MM max",
     "payout_to_deficit_median": "payout/deficit med",
 }
 

@@ -58,7 +58,7 @@ def synthetic_state(n_accounts: int, seed: int = 1):
         accounts.append(AccountSnapshot(f"0x{i + 1:040x}", int(rng.integers(0, 50)),
                                         int(rng.integers(1_000, 100_000)) * 10**6,
                                         {weth: int(rng.integers(0, 20)) * WAD}, pos))
-    coll = [{"asset": weth, "decimals": 18, "haircut": str(15 * 10**16), "moves": True, "price": "0"}]
+    coll = [{"asset": weth, "decimals": 18, "haircut": str(15 * 10**16), "underlying": 0, "price": "0"}]
     return now, series, accounts, coll, weth
 
 
@@ -68,9 +68,10 @@ def bench_compute(n_accounts: int, repeats: int) -> dict:
     from keeper.data.archive import InputsArchive
     from keeper.ops.config import parse_config
     from keeper.exchange.codec import TypedDataCodec
-    from keeper.exchange.book import sign_digest
+    from keeper.ops.signing import sign_digest
     from keeper.attest.inputs import Attestation, build_inputs, mark_series, risk_document
-    from keeper.attest.leaves import MerkleTree, canonical_inputs, leaves_from_inputs
+    from keeper.codec.merkle import MerkleTree
+    from keeper.attest.leaves import canonical_inputs, leaves_from_inputs
     from keeper.units import price_to_wad
     from keeper.data.sources import BlockRef, SimulatedMarket
     from keeper.quant.surface import fit_surface
@@ -119,14 +120,13 @@ def bench_chain(n_accounts: int, tmp: Path) -> dict:
     from keeper.chain.client import ChainClient
     from keeper.chain.deployment import load_deployment
     from keeper.ops.config import parse_config
-    from keeper.chain.deploy import Sender
+    from keeper.chain.sender import Sender
 
     net = h.start_net(tmp)
     try:
         h.setup_book(net)
         usdc = net.w3.eth.contract(address=net.res.quote_asset, abi=h._erc20_abi())
         owner = Sender(net.w3, net.keys[0])
-        from keeper.chain.deploy import Sender  # noqa: F811
         # more accounts: each is funded with gas (anvil_setBalance) and quote tokens, approves and deposits
         t0 = time.perf_counter()
         for i in range(n_accounts):

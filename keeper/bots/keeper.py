@@ -27,15 +27,11 @@ from keeper.attest.inputs import (
     risk_document,
     screen_series,
 )
-from keeper.attest.leaves import (
-    Leaf,
-    MerkleTree,
-    canonical_inputs,
-    leaves_from_inputs,
-    storable_leaves,
-)
-from keeper.chain.client import ChainClient, TxSender, make_web3
+from keeper.attest.leaves import canonical_inputs, leaves_from_inputs, storable_leaves
+from keeper.chain.client import ChainClient, make_web3
 from keeper.chain.deployment import load_deployment
+from keeper.chain.sender import Sender
+from keeper.codec.merkle import MarginLeaf, MerkleTree
 from keeper.data.archive import InputsArchive
 from keeper.data.sources import BlockRef, MarketData, Skip, build_market_data
 from keeper.errors import SignatureRejected, TxFailed
@@ -228,11 +224,9 @@ class KeeperBot:
         att = None
         if accounts:
             with m.stage("risk"):
-                leaves, details = leaves_from_inputs(doc)
-                leaves, details, out_of_range = storable_leaves(leaves, details)
+                leaves, details, out_of_range = self.compute_leaves(doc)
             for l, why in out_of_range:
                 self._skip("leaf_out_of_range", account=l.account, detail=why, block=head.number)
-            leaves = self._fabricate(leaves)
         if accounts and leaves:
             with m.stage("sign"):
                 inputs_hash = self.archive.put_bytes(canonical_inputs(doc))
@@ -275,6 +269,12 @@ class KeeperBot:
             raise ValueError("no expiry had enough clean quotes for a slice")
         return surface
 
+    def compute_leaves(self, doc: dict):
+        """Every account's leaf computed from the inputs document alone, those that cannot be stored on chain left
+        out: ``(leaves, details, out_of_range)`` (:func:`leaves_from_inputs`, :func:`storable_leaves`)."""
+        leaves, details = leaves_from_inputs(doc)
+        return storable_leaves(leaves, details)
+
     def _collateral_doc(self, spot_wad: int) -> list[dict]:
         dep = self.chain.deployment
         out = []
@@ -282,19 +282,8 @@ class KeeperBot:
             moves = asset == self.underlying_asset
             price = "1" if asset == dep.quote_asset else "0"  # other assets are not priced: valued at zero
             out.append({"asset": asset, "decimals": int(info.get("decimals", 18)),
-                        "haircut": str(int(info.get("haircut", 0))), "moves": moves, "price": price})
-        return out
-
-    def _fabricate(self, leaves: list[Leaf]) -> list[Leaf]:
-        bad = {a.lower() for a in self.cfg.testing.fabricate_breach}
-        if not bad:
-            return leaves
-        out = []
-        for l in leaves:
-            if l.account.lower() in bad:
-                self.log.warning("fabricating_breach", account=l.account)
-                l = Leaf(l.account, l.state_nonce, -1, max(l.maintenance, 1), max(l.initial, 1), l.model_value)
-            out.append(l)
+                        "haircut": str(int(info.get("haircut", 0))), "underlying": 0 if moves else None,
+                        "price": price})
         return out
 
     def _sign(self, kind: str, seq: int, message: dict, payload: dict) -> Pending:
@@ -447,7 +436,7 @@ class KeeperBot:
                 msg = p.message
                 call, label = f.postSettlementPrices(msg["underlyings"], msg["prices"], msg["expiry"],
                                                      msg["timestamp"], sigs), "postSettlementPrices"
-            receipt = self.sender.send(call, label=label)
+            receipt = self.sender.call(call, label)
         except TxFailed as exc:
             p.done = True
             self.metrics.submissions.labels(outcome="failed").inc()
@@ -462,7 +451,7 @@ class KeeperBot:
             self._start_auctions(breached)
         return True
 
-    def _start_auctions(self, breached: list[Leaf]) -> None:
+    def _start_auctions(self, breached: list[MarginLeaf]) -> None:
         """Start the liquidation auction of each newly registered breach (the starter earns the reward); another
         starter may have been faster, which is logged, not an error."""
 
@@ -473,17 +462,17 @@ class KeeperBot:
             if l.account in self.chain.state.open_auctions:
                 continue
             try:
-                r = self.sender.send(auction.functions.start(l.account), label="startAuction")
+                r = self.sender.call(auction.functions.start(l.account), "startAuction")
                 self.metrics.submissions.labels(outcome="auction_started").inc()
                 self.log.info("auction_started", account=l.account, block=int(r["blockNumber"]))
             except TxFailed as exc:
                 self.log.warning("auction_start_failed", account=l.account, error=str(exc)[:300])
 
-    def _already_breached(self, leaf: Leaf) -> bool:
+    def _already_breached(self, leaf: MarginLeaf) -> bool:
         rec = self.chain.state.breached.get(leaf.account)
         return rec is not None and int(rec.get("stateNonce", -1)) == leaf.state_nonce
 
-    def _margin_call(self, att: Attestation, breached: list[Leaf], sigs: bytes):
+    def _margin_call(self, att: Attestation, breached: list[MarginLeaf], sigs: bytes):
         f = self.chain.ch.functions
         h = att.header()
         header = (bytes.fromhex(h["inputsHash"][2:]), h["sequence"], h["timestamp"], h["leafCount"])
@@ -509,16 +498,16 @@ def _fit_summary(surface) -> dict:
 # ------------------------------------------------------------------------------------------------------------
 # Assembly and scheduling
 # ------------------------------------------------------------------------------------------------------------
-def build_keeper(cfg, key, *, w3=None, log=None, metrics=None, deployment=None):
-    """Wire a :class:`KeeperBot` from a config and a key: chain client, tx sender, market data, codec, signature
-    book, HTTP view and server (not started), peers, archive."""
+def build_keeper(cfg, key, *, w3=None, log=None, metrics=None, deployment=None, bot_class=None):
+    """Wire a :class:`KeeperBot` (or ``bot_class``, a subclass) from a config and a key: chain client, tx sender,
+    market data, codec, signature book, HTTP view and server (not started), peers, archive."""
 
     log = log or get_logger("keeper", address=key.address)
     metrics = metrics or KeeperMetrics()
     dep = deployment or load_deployment(cfg.chain.deployment_file)
     w3 = w3 or make_web3(cfg.chain.rpc_url, cfg.chain.request_timeout_s)
     chain = ChainClient(w3, dep, cfg.chain, metrics=metrics, log=log)
-    sender = TxSender(w3, key.account, cfg.chain, dep.chain_id, metrics=metrics, log=log)
+    sender = Sender(w3, key.account, settings=cfg.chain, chain_id=dep.chain_id, metrics=metrics, log=log)
     underlying = dep.underlyings.get(cfg.market.underlying)
     market = build_market_data(cfg.market, onchain_reader=(lambda: chain.spot_price(underlying)) if underlying else None,
                                max_age_s=cfg.thresholds.max_staleness_s)
@@ -528,7 +517,7 @@ def build_keeper(cfg, key, *, w3=None, log=None, metrics=None, deployment=None):
     view = KeeperView(key.address)
     archive = InputsArchive(cfg.archive_dir)
     peers = [PeerClient(p.name, p.url, p.address, cfg.exchange.request_timeout_s) for p in cfg.exchange.peers]
-    bot = KeeperBot(cfg, key, chain, market, sender, codec, book, view, archive, peers, metrics, log)
+    bot = (bot_class or KeeperBot)(cfg, key, chain, market, sender, codec, book, view, archive, peers, metrics, log)
     server = ExchangeServer(book, view, archive, cfg.exchange.host, cfg.exchange.port, log=log,
                             on_reject=lambda reason: metrics.skipped_inputs.labels(reason=f"post_{reason}").inc())
     return bot, server

@@ -1,5 +1,5 @@
 """Web3 I/O: retries, block tracking with reorgs, the chain-state cache fed by events, and the client
-that reads and writes the Clearinghouse."""
+that reads the Clearinghouse (transactions go through :class:`keeper.chain.sender.Sender`)."""
 from __future__ import annotations
 
 import copy
@@ -21,7 +21,8 @@ from web3._utils.events import get_event_data
 from web3.providers.rpc import HTTPProvider
 
 from keeper.chain.deployment import Deployment, T, load_abi
-from keeper.errors import ConfigError, RpcUnavailable, TxFailed
+from keeper.chain.revert import abi_type
+from keeper.errors import ConfigError, RpcUnavailable
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -56,16 +57,17 @@ def with_retries(fn: Callable[[], T], *, attempts: int, base: float, cap: float,
     raise RpcUnavailable(f"RPC unavailable after {attempts} attempts: {last}") from last
 
 
-def _is_connection_error(exc: BaseException) -> bool:
+#: What a node that does not answer raises (retried by :meth:`ChainClient.rpc`; the sender lets it propagate).
+CONNECTION_ERRORS = (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout)
 
-    return isinstance(exc, (ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout))
 
+def make_web3(rpc_url: str, timeout: float = 10.0, web3_retries: bool = False):
+    """A web3 client over HTTP. web3's own retries are off by default (:meth:`ChainClient.rpc` retries with
+    :func:`with_retries`); ``web3_retries`` keeps web3's default retry of idempotent calls, for callers without
+    their own retries (the liquidator, deployment, the scenario, verify)."""
 
-def make_web3(rpc_url: str, timeout: float = 10.0):
-    """A web3 client over HTTP with web3's own retries off (:func:`with_retries` does it)."""
-
-    provider = HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, exception_retry_configuration=None)
-    return Web3(provider)
+    extra = {} if web3_retries else {"exception_retry_configuration": None}
+    return Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}, **extra))
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -256,7 +258,7 @@ class EventDecoder:
 
 
 class ChainClient:
-    """The bots' view of the chain: retried RPC, reorg tracking, the incremental state cache and tx sending."""
+    """The bots' view of the chain: retried RPC, reorg tracking and the incremental state cache."""
 
     def __init__(self, w3, deployment: Deployment, settings, metrics: Any = None, log: Any = None,
                  abi: Optional[list] = None, auction_abi: Optional[list] = None) -> None:
@@ -299,7 +301,7 @@ class ChainClient:
 
         return with_retries(fn, attempts=self.s.retry_attempts, base=self.s.backoff_base_s, cap=self.s.backoff_max_s,
                             on_error=on_error,
-                            retry_on=(ConnectionError, TimeoutError, requests.ConnectionError, requests.Timeout))
+                            retry_on=CONNECTION_ERRORS)
 
     def check_chain_id(self) -> None:
         got = self.rpc(lambda: self.w3.eth.chain_id)
@@ -423,15 +425,9 @@ class ChainClient:
 
     def _specs(self) -> dict:
         if getattr(self, "_spec_cache", None) is None:
-
-            def t(p: dict) -> str:
-                if p["type"].startswith("tuple"):
-                    return "(" + ",".join(t(c) for c in p["components"]) + ")" + p["type"][5:]
-                return p["type"]
-
             self._spec_cache = {
-                item["name"]: (function_abi_to_4byte_selector(item), [t(p) for p in item["inputs"]],
-                               [t(p) for p in item["outputs"]])
+                item["name"]: (function_abi_to_4byte_selector(item), [abi_type(p) for p in item["inputs"]],
+                               [abi_type(p) for p in item["outputs"]])
                 for item in self.abi if item.get("type") == "function"}
 
             self._session = requests.Session()
@@ -480,88 +476,3 @@ class ChainClient:
         """The latest attested ``(price_wad, timestamp)`` of ``asset``, or ``None`` when none is set."""
         price, ts = self.rpc(lambda: self.ch.functions.spotPrice(asset).call())
         return (int(price), int(ts)) if int(price) > 0 else None
-
-
-# ------------------------------------------------------------------------------------------------------------
-# Transactions
-# ------------------------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Fees:
-    max_fee: int
-    priority_fee: int
-
-
-def eip1559_fees(base_fee: int, priority_fee: int, max_fee_cap: int) -> Fees:
-    """``maxFeePerGas = min(2 * baseFee + priority, cap)``; the priority fee never exceeds the max fee."""
-    max_fee = min(2 * base_fee + priority_fee, max_fee_cap)
-    if max_fee < base_fee:
-        raise TxFailed(f"base fee {base_fee} wei exceeds the configured cap {max_fee_cap} wei")
-    return Fees(max_fee, min(priority_fee, max_fee))
-
-
-class TxSender:
-    """Signs and sends transactions from one key: local nonce tracking (re-read from the chain on start and after
-    a nonce error), EIP-1559 fees from the latest base fee, gas estimated with a margin, receipts awaited."""
-
-    def __init__(self, w3, account, settings, chain_id: int, metrics: Any = None, log: Any = None) -> None:
-        self.w3 = w3
-        self.account = account
-        self.s = settings
-        self.chain_id = chain_id
-        self.metrics = metrics
-        self.log = log
-        self._nonce: Optional[int] = None
-        self._lock = threading.Lock()
-
-    def _fee_fields(self) -> dict:
-        """EIP-1559 fields from the latest base fee; a chain without base fee (pre-London, e.g. Ganache on the
-        istanbul hardfork) gets a legacy ``gasPrice`` (node's price, capped at ``max_fee_gwei``)."""
-        latest = self.w3.eth.get_block("latest")
-        gwei = 10**9
-        cap = int(self.s.max_fee_gwei * gwei)
-        if latest.get("baseFeePerGas") is None:
-            return {"gasPrice": min(max(int(self.w3.eth.gas_price), 1), cap)}
-        fees = eip1559_fees(int(latest["baseFeePerGas"]), int(self.s.priority_fee_gwei * gwei), cap)
-        return {"maxFeePerGas": fees.max_fee, "maxPriorityFeePerGas": fees.priority_fee, "type": 2}
-
-    def send(self, call: Any = None, *, to: Optional[str] = None, value: int = 0, gas: Optional[int] = None,
-             label: str = "tx") -> Any:
-        """Send a contract function ``call`` (or a plain transfer to ``to``); returns the receipt.
-        Raises :class:`TxFailed` when the call would revert or reverted."""
-        with self._lock:
-            for attempt in range(2):
-                if self._nonce is None:
-                    self._nonce = self.w3.eth.get_transaction_count(self.account.address, "pending")
-                tx: dict[str, Any] = {"from": self.account.address, "nonce": self._nonce, "chainId": self.chain_id,
-                                      "value": value}
-                tx.update(self._fee_fields())
-                try:
-                    if call is not None:
-                        est = gas or call.estimate_gas({"from": self.account.address, "value": value})
-                        tx["gas"] = int(est * self.s.gas_limit_multiplier)
-                        tx = call.build_transaction(tx)
-                    else:
-                        tx["to"] = to_checksum_address(to)
-                        tx["gas"] = gas or 21000
-                except Exception as exc:
-                    if _is_connection_error(exc):
-                        raise
-                    raise TxFailed(f"{label} would revert: {exc}") from None
-                signed = self.account.sign_transaction(tx)
-                try:
-                    txh = self.w3.eth.send_raw_transaction(signed.raw_transaction)
-                except Exception as exc:
-                    msg = str(exc).lower()
-                    if "nonce" in msg and attempt == 0:
-                        self._nonce = None  # someone else used it (or a restart): re-read and retry once
-                        continue
-                    if _is_connection_error(exc):
-                        self._nonce = None
-                    raise
-                self._nonce += 1
-                receipt = self.w3.eth.wait_for_transaction_receipt(txh, timeout=self.s.receipt_timeout_s,
-                                                                   poll_latency=0.05)
-                if int(receipt["status"]) != 1:
-                    raise TxFailed(f"{label} reverted in block {receipt['blockNumber']}")
-                return receipt
-            raise TxFailed(f"{label}: nonce kept conflicting")

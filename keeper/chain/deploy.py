@@ -9,10 +9,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
-from eth_abi import decode
 from eth_account import Account
-from eth_utils import function_signature_to_4byte_selector, to_checksum_address
-from web3 import Web3
+from eth_utils import to_checksum_address
 
 from keeper.chain.deployment import (
     DEPLOYMENT_SCHEMA,
@@ -21,10 +19,14 @@ from keeper.chain.deployment import (
     merge_abis,
 )
 from keeper.chain.deployment import write_deployment as write_chain_deployment
-from keeper.errors import DeployError
+from keeper.chain.client import make_web3
+from keeper.chain.sender import Sender
+from keeper.errors import DeployError, TxFailed
 from keeper.units import RAY, to_wad
 
 log = logging.getLogger("backstop.deploy")
+
+
 def derive_keys(mnemonic: str, n: int) -> list[str]:
     """The first ``n`` private keys (0x hex) of the standard path m/44'/60'/0'/0/i."""
 
@@ -83,106 +85,10 @@ def compile_project() -> None:
         raise DeployError("brownie compile failed: " + " | ".join(tail))
 
 
-# -------------------------------------------------------------------------------------------- transactions
-
-
-class Sender:
-    """Sends transactions signed locally with one key; waits for the receipt and raises on revert."""
-
-    def __init__(self, w3, key: str, gas_limit: int = 12_000_000):
-
-        self.w3 = w3
-        self.account = Account.from_key(key)
-        self.address = self.account.address
-        self.gas_limit = gas_limit
-        self._nonce: int | None = None
-
-    def _next_nonce(self) -> int:
-        if self._nonce is None:
-            self._nonce = self.w3.eth.get_transaction_count(self.address, "pending")
-        n = self._nonce
-        self._nonce += 1
-        return n
-
-    def reset_nonce(self) -> None:
-        self._nonce = None
-
-    def send(self, tx: dict, wait: bool = True, what: str = "transaction"):
-        """Fill gas/nonce/chain id, sign, send; with ``wait`` return the receipt and raise DeployError on revert."""
-        tx = dict(tx)
-        tx.setdefault("from", self.address)
-        tx.setdefault("chainId", self.w3.eth.chain_id)
-        tx.setdefault("gasPrice", max(int(self.w3.eth.gas_price), 1))
-        if "gas" not in tx:
-            try:
-                tx["gas"] = min(int(self.w3.eth.estimate_gas(tx) * 1.3) + 50_000, self.gas_limit)
-            except Exception as e:  # noqa: BLE001 - the node's revert reason is the useful part
-                raise DeployError(f"{what} would revert: {e}") from None
-        for attempt in range(3):
-            tx["nonce"] = self._next_nonce()
-            signed = self.account.sign_transaction(tx)
-            raw = getattr(signed, "raw_transaction", None) or getattr(signed, "rawTransaction")
-            try:
-                h = self.w3.eth.send_raw_transaction(raw)
-                break
-            except Exception as e:  # noqa: BLE001
-                self.reset_nonce()  # another sender used this key's nonce (a shared node): re-read and retry
-                if "nonce" not in str(e).lower() or attempt == 2:
-                    raise
-        if not wait:
-            return h
-        rcpt = self.w3.eth.wait_for_transaction_receipt(h, timeout=120)
-        if rcpt["status"] != 1:
-            raise DeployError(f"{what} reverted (tx {h.hex()})")
-        return rcpt
-
-    def deploy(self, art: Artifact, *args):
-        """Deploy ``art`` with constructor ``args``; returns a web3 contract at the new address."""
-        c = self.w3.eth.contract(abi=art.abi, bytecode=art.bytecode)
-        tx = c.constructor(*args).build_transaction({"from": self.address, "gas": self.gas_limit,
-                                                     "gasPrice": max(int(self.w3.eth.gas_price), 1)})
-        rcpt = self.send(tx, what=f"deploy {art.name}")
-        return self.w3.eth.contract(address=rcpt["contractAddress"], abi=art.abi)
-
-    def call(self, fn, what: str = "", **tx):
-        """Send a contract function call (``contract.functions.f(...)``); a revert raises :class:`DeployError`
-        naming the custom error and its arguments."""
-        what = what or fn.fn_name
-        try:
-            built = fn.build_transaction({"from": self.address, "gasPrice": max(int(self.w3.eth.gas_price), 1),
-                                          **tx})
-        except Exception as e:  # noqa: BLE001 - estimate_gas reverted: say which error
-            raise DeployError(f"{what} would revert: {describe_revert(e, fn.contract_abi)}") from None
-        built.pop("gas", None)
-        return self.send(built, what=what)
-
-
-def describe_revert(exc: BaseException, abi: list) -> str:
-    """``Name(arg, ...)`` of the custom error inside a web3 revert, decoded with ``abi``; else the message."""
-
-    data = getattr(exc, "data", None)
-    if not isinstance(data, str):
-        data = next((a for a in getattr(exc, "args", ()) if isinstance(a, str) and a.startswith("0x")), None)
-    if isinstance(data, str) and data.startswith("0x") and len(data) >= 10:
-        for item in abi:
-            if item.get("type") != "error":
-                continue
-            types = [i["type"] for i in item.get("inputs", [])]
-            sel = "0x" + function_signature_to_4byte_selector(f"{item['name']}({','.join(types)})").hex()
-            if data[:10].lower() == sel:
-                try:
-                    args = decode(types, bytes.fromhex(data[10:]))
-                except Exception:  # noqa: BLE001
-                    args = ()
-                shown = ", ".join(("0x" + a.hex()) if isinstance(a, bytes) else str(a) for a in args)
-                return f"{item['name']}({shown})"
-    return str(exc)[:200]
-
-
 def web3_for(url: str):
-    """A web3 instance on ``url`` (HTTP)."""
-
-    return Web3(Web3.HTTPProvider(url, request_kwargs={"timeout": 60}))
+    """A web3 instance on ``url`` (HTTP, 60 s timeout, web3's own retries on): :func:`make_web3` for callers that do
+    not retry by themselves."""
+    return make_web3(url, timeout=60, web3_retries=True)
 
 
 # ---------------------------------------------------------------------------------------------- deployment
@@ -289,8 +195,19 @@ def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfi
            progress=None) -> DeployResult:
     """Deploy tokens, Clearinghouse and LiquidationAuction; register keepers and threshold, list collateral with
     haircuts and caps, create the series grid around ``cfg.spot0``, set the auction as liquidation module and seed
-    the insurance fund; write the deployment file when ``deployment_file`` is given."""
+    the insurance fund; write the deployment file when ``deployment_file`` is given.
 
+    Every failure is a :class:`DeployError` naming the step (a transaction of a step that would revert or
+    reverted, :class:`TxFailed` from the sender, is reported as the deployment's failure)."""
+    try:
+        return _deploy(w3, owner_key, keeper_addresses, cfg, rpc_url=rpc_url, deployment_file=deployment_file,
+                       token_contract=token_contract, progress=progress)
+    except TxFailed as e:
+        raise DeployError(f"deployment failed: {e}") from e
+
+
+def _deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfig, *, rpc_url: str,
+            deployment_file: Path | str | None, token_contract: str, progress) -> DeployResult:
     say = progress or (lambda msg: log.info(msg))
     if not 1 <= cfg.threshold <= cfg.n_keepers or 2 * cfg.threshold <= cfg.n_keepers:
         raise DeployError(f"threshold {cfg.threshold} of {cfg.n_keepers} keepers: need 2M > N and M <= N")

@@ -1,6 +1,4 @@
-"""Chain access for the bots: the deployment file, RPC with retries and back-off, block tracking with reorg
-detection, an event-driven incremental cache of the clearinghouse state, batched reads, and transaction sending
-with nonce management and EIP-1559 fees.
+"""The deployment file the bots read, and the contract ABIs (from it or from brownie's build folder).
 
 Deployment file (JSON, written by the deploy step, schema ``backstop-deployment/1``)::
 

@@ -198,18 +198,6 @@ class PublishSettings(_Model):
     start_auctions: bool = Field(True, description="start the auction of each breach this keeper registers")
 
 
-class TestingSettings(_Model):
-    """Fault injection for tests only: never set in production."""
-
-    fabricate_breach: list[str] = Field(default_factory=list,
-                                        description="accounts whose leaf this keeper falsely reports as breached")
-
-    @field_validator("fabricate_breach")
-    @classmethod
-    def _addrs(cls, v: list[str]) -> list[str]:
-        return [_check_address(a) for a in v]
-
-
 class PeerSettings(_Model):
     """Another keeper: its HTTP API and its signing address."""
 
@@ -281,7 +269,6 @@ class KeeperConfig(_Model):
     thresholds: ThresholdSettings = Field(default_factory=ThresholdSettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
-    testing: TestingSettings = Field(default_factory=TestingSettings)
     logging: LogSettings = Field(default_factory=LogSettings)
     archive_dir: Path = Path("keeper-archive")
 

@@ -60,7 +60,7 @@ def start_net(tmp: Path, backend: str = "anvil") -> Net:
 
 
 def _sender(net: Net, key: str):
-    from keeper.chain.deploy import Sender
+    from keeper.chain.sender import Sender
 
     return Sender(net.w3, key)
 
@@ -74,7 +74,7 @@ def _sign_sorted(digest: bytes, keys) -> bytes:
 def genesis_margin(net: Net, accounts: list[str], seq: int):
     """Post a set-up margin batch (signed by two keeper keys) crediting each account's cash as equity and no
     margin, so that the first trades have proofs; returns {account: MarginProof tuple}."""
-    from keeper.attest.leaves import Leaf, MerkleTree
+    from keeper.codec.merkle import MarginLeaf, MerkleTree
 
     ch = net.ch
     ts = int(net.w3.eth.get_block("latest")["timestamp"])
@@ -83,7 +83,7 @@ def genesis_margin(net: Net, accounts: list[str], seq: int):
         cash = int(ch.functions.cashOf(a).call())
         coll = int(ch.functions.collateralOf(a, net.res.underlying).call())
         equity = cash + coll * int(SPOT0) // 10**12 // 2  # WETH at half its value, in 6-dp quote units
-        leaves.append(Leaf(a, int(ch.functions.stateNonce(a).call()), equity, 0, 0, 0))
+        leaves.append(MarginLeaf(a, int(ch.functions.stateNonce(a).call()), equity, 0, 0, 0))
     tree = MerkleTree([l.hash() for l in leaves])
     inputs_hash = b"\x01" * 32
     from keeper.codec.eip712 import margin_root_struct_hash
@@ -115,7 +115,8 @@ def setup_book(net: Net) -> dict:
     """Accounts: A (healthy, well funded, short 1 put), B (thin, short 10 ATM puts: breaches on a crash),
     C (counterparty, long the puts). Returns {name: address}."""
     from keeper.chain.deploy import clearinghouse_abi
-    from keeper.codec.eip712 import Domain, Quote, quote_typed_data, sign
+    from keeper.ops.signing import sign
+    from keeper.codec.eip712 import Domain, Quote, quote_typed_data
 
     ch = net.ch
     usdc = net.w3.eth.contract(address=net.res.quote_asset, abi=_erc20_abi())
@@ -157,7 +158,7 @@ def _erc20_abi():
 
 # ------------------------------------------------------------------------------------------------------------
 def keeper_config(net: Net, i: int, ports: list[int], spot_file: Path, rpc_url: str | None = None,
-                  fabricate: list[str] | None = None, root_every: int = 1_000_000, price_deviation: float = 0.5):
+                  root_every: int = 1_000_000, price_deviation: float = 0.5):
     from keeper.ops.config import parse_config
 
     peers = [{"name": f"k{j}", "url": f"http://127.0.0.1:{ports[j]}",
@@ -176,23 +177,49 @@ def keeper_config(net: Net, i: int, ports: list[int], spot_file: Path, rpc_url: 
                     "price_deviation": price_deviation,
                     "settlement": False},
         "metrics": {"enabled": False},
-        "testing": {"fabricate_breach": fabricate or []},
         "archive_dir": str(net.tmp / f"archive{i}"),
         "logging": {"level": "INFO"},
     })
 
 
-class KeeperThread:
-    """One keeper (its scheduler and HTTP server) in this process; ``stop()`` kills it."""
+def lying_keeper(accounts: list[str]):
+    """Fault injection (tests only): a :class:`KeeperBot` subclass that reports each of ``accounts`` as breached
+    (equity -1, maintenance and initial at least 1) in the leaves it signs and publishes, while archiving the honest
+    inputs; everything else it does is the real keeper's."""
+    import dataclasses
 
-    def __init__(self, net: Net, i: int, cfg, log_stream=None) -> None:
+    from keeper.bots.keeper import KeeperBot
+
+    bad = {a.lower() for a in accounts}
+
+    class LyingKeeper(KeeperBot):
+        def compute_leaves(self, doc: dict):
+            leaves, details, out_of_range = super().compute_leaves(doc)
+            out = []
+            for l in leaves:
+                if l.account.lower() in bad:
+                    self.log.warning("fabricating_breach", account=l.account)
+                    l = dataclasses.replace(l, equity=-1, maintenance=max(l.maintenance, 1),
+                                            initial=max(l.initial, 1))
+                out.append(l)
+            return out, details, out_of_range
+
+    return LyingKeeper
+
+
+class KeeperThread:
+    """One keeper (its scheduler and HTTP server) in this process; ``stop()`` kills it. ``fabricate``: accounts
+    this keeper falsely reports as breached (:func:`lying_keeper`)."""
+
+    def __init__(self, net: Net, i: int, cfg, log_stream=None, fabricate: list[str] | None = None) -> None:
         from keeper.bots.keeper import build_keeper, run_scheduler
         from keeper.ops.keys import KeeperKey
         from keeper.ops.logging import get_logger
 
         self.i = i
         key = KeeperKey(Account.from_key(net.keeper_keys[i]))
-        self.bot, self.server = build_keeper(cfg, key, log=get_logger(f"k{i}", address=key.address))
+        self.bot, self.server = build_keeper(cfg, key, log=get_logger(f"k{i}", address=key.address),
+                                             bot_class=lying_keeper(fabricate) if fabricate else None)
         self.server.start()
         self.stop_event = threading.Event()
         self.thread = threading.Thread(target=run_scheduler, args=(self.bot, cfg.chain.poll_interval_s,

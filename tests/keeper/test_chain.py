@@ -9,13 +9,12 @@ from keeper.errors import TxFailed, RpcUnavailable
 from keeper.chain.client import (
     BlockTracker,
     Header,
-    TxSender,
     backoff_delays,
-    eip1559_fees,
     header_from_block,
     make_web3,
     with_retries,
 )
+from keeper.chain.sender import Sender, eip1559_fees
 from keeper.chain.deployment import Deployment, load_deployment, write_deployment
 from keeper.errors import ConfigError
 from keeper.ops.config import parse_config
@@ -122,15 +121,15 @@ def test_real_reorg_on_anvil(w3):
 
 
 @pytest.mark.chain
-def test_tx_sender_nonce_and_eip1559(w3, anvil):
+def test_sender_nonce_and_eip1559(w3, anvil):
     funder = Account.from_key(anvil[1][0])
     acct = Account.create()
     settings = parse_config({}).chain
-    TxSender(w3, funder, settings, w3.eth.chain_id).send(to=acct.address, value=10**18)
-    sender = TxSender(w3, acct, settings, w3.eth.chain_id)
+    Sender(w3, funder, settings=settings).send({"to": acct.address, "value": 10**18})
+    sender = Sender(w3, acct, settings=settings, chain_id=w3.eth.chain_id)
     to = Account.from_key(anvil[1][1]).address
     before = w3.eth.get_balance(to)
-    r = sender.send(to=to, value=12345)
+    r = sender.send({"to": to, "value": 12345})
     assert int(r["status"]) == 1 and w3.eth.get_balance(to) - before == 12345
     tx = w3.eth.get_transaction(r["transactionHash"])
     assert tx["type"] == 2 and tx["maxPriorityFeePerGas"] == 10**9
@@ -139,7 +138,7 @@ def test_tx_sender_nonce_and_eip1559(w3, anvil):
     raw = acct.sign_transaction({"to": to, "value": 1, "gas": 21000, "nonce": sender._nonce, "chainId": w3.eth.chain_id,
                                  "maxFeePerGas": 10**10, "maxPriorityFeePerGas": 10**9, "type": 2}).raw_transaction
     other.eth.wait_for_transaction_receipt(other.eth.send_raw_transaction(raw))
-    r2 = sender.send(to=to, value=7)
+    r2 = sender.send({"to": to, "value": 7})
     assert int(r2["status"]) == 1 and w3.eth.get_transaction_count(acct.address) == 3
 
 
@@ -152,7 +151,7 @@ def test_rpc_down_raises_unavailable_quickly():
 
 @pytest.mark.chain
 @pytest.mark.ganache
-def test_tx_sender_legacy_fees_on_ganache(tmp_path):
+def test_sender_legacy_fees_on_ganache(tmp_path):
     """Ganache on the istanbul hardfork has no base fee: the sender falls back to a legacy gasPrice."""
     from keeper.chain.deploy import derive_keys
     from keeper.chain.local import ensure_chain, free_port
@@ -162,7 +161,7 @@ def test_tx_sender_legacy_fees_on_ganache(tmp_path):
         w = make_web3(lc.url)
         funder = Account.from_key(derive_keys(lc.mnemonic, 1)[0])
         to = Account.create().address
-        r = TxSender(w, funder, parse_config({}).chain, w.eth.chain_id).send(to=to, value=4321)
+        r = Sender(w, funder, settings=parse_config({}).chain).send({"to": to, "value": 4321})
         assert int(r["status"]) == 1 and w.eth.get_balance(to) == 4321
         assert int(w.eth.get_transaction(r["transactionHash"]).get("type", 0)) == 0
     finally:

@@ -22,6 +22,12 @@ def test_defaults_are_valid_and_local():
     assert [s.kind for s in cfg.market.spot_sources] == ["simulated"]
 
 
+def test_production_config_has_no_fault_injection():
+    """Fault injection lives in the tests (tests/keeper/harness.py: lying_keeper), not in the keeper's config."""
+    with pytest.raises(ConfigError, match="testing"):
+        parse_config({"testing": {"fabricate_breach": ["0x" + "11" * 20]}})
+
+
 def test_every_bad_value_is_named_once():
     bad = {
         "chain": {"rpc_url": "ftp://x", "poll_interval_s": -1},

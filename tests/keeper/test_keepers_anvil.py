@@ -31,10 +31,9 @@ def _start(net, tmp_path, n=3, fabricate=None, rpc_urls=None, price_deviation=0.
     ports = h.free_ports(3)
     ks = []
     for i in range(n):
-        cfg = h.keeper_config(net, i, ports, spot, rpc_url=(rpc_urls or {}).get(i),
-                              fabricate=(fabricate or {}).get(i), price_deviation=price_deviation,
+        cfg = h.keeper_config(net, i, ports, spot, rpc_url=(rpc_urls or {}).get(i), price_deviation=price_deviation,
                               root_every=root_every)
-        ks.append(h.KeeperThread(net, i, cfg))
+        ks.append(h.KeeperThread(net, i, cfg, fabricate=(fabricate or {}).get(i)))
     return spot, ks
 
 
@@ -106,7 +105,7 @@ def test_price_shock_breach_registered_within_two_blocks(net, tmp_path):
         proof = ((bytes.fromhex(hd["inputsHash"][2:]), hd["sequence"], hd["timestamp"], hd["leafCount"]),
                  (lf["account"], lf["stateNonce"], lf["equity"], lf["maintenance"], lf["initial"], lf["modelValue"]),
                  [bytes.fromhex(x[2:]) for x in m["proof"]])
-        from keeper.chain.deploy import Sender
+        from keeper.chain.sender import Sender
 
         Sender(net.w3, net.keys[4]).call(net.ch.functions.recordMargin(proof), "recordMargin")
         rec = net.ch.functions.marginRecord(net.users["A"]).call()
@@ -250,7 +249,7 @@ def test_state_cache_is_incremental_and_matches_direct_reads(net):
         BlockRef(head.number, head.hash, head.timestamp))
     assert q.price == 2000.0
     # one new deposit: only that account is re-read on the next block
-    from keeper.chain.deploy import Sender
+    from keeper.chain.sender import Sender
 
     usdc = net.w3.eth.contract(address=net.res.quote_asset, abi=h._erc20_abi())
     Sender(net.w3, net.keys[0]).call(usdc.functions.mint(net.users["A"], 7 * 10**6), "mint")
@@ -267,7 +266,7 @@ def test_state_cache_is_incremental_and_matches_direct_reads(net):
 
 
 def test_reorg_drops_cache_beyond_the_fork(net):
-    from keeper.chain.deploy import Sender
+    from keeper.chain.sender import Sender
 
     c = _client(net, depth=8)  # events older than 8 blocks are folded into the base state
     c.sync(c.head())
@@ -341,7 +340,7 @@ def test_cycle_on_a_replayed_deribit_chain(net, tmp_path, shared_data):
 
         from keeper.quant.surface import VolSurface
 
-        surface = VolSurface.from_canonical(json.loads(k.bot.archive.get(att["header"]["inputsHash"]))["surface"])
+        surface = VolSurface.from_canonical(json.loads(k.bot.archive.get(att["header"]["inputsHash"]))["underlyings"][0]["surface"])
         assert len(surface.slices) >= 3
         # the status view gets the cycle's surface and account count at the very end of the cycle, after the
         # attestation is published (and after price/settlement signing): wait for it to show this surface
@@ -460,11 +459,11 @@ def test_leaf_hash_and_digests_match_the_contract_views(net):
     ``leafHash`` and ``hashTypedData`` views: the independent check now that the keeper has no copy of its own."""
     from keeper.codec import eip712
     from keeper.exchange.codec import TypedDataCodec
-    from keeper.attest.leaves import Leaf
+    from keeper.codec.merkle import MarginLeaf
 
     ch = net.ch
     acc = Account.from_key(b"\x07" * 32).address
-    for l in (Leaf(acc, 3, -5, 7, 11, -13), Leaf(acc, 2**32 - 1, 2**95 - 1, 2**96 - 1, 2**96 - 1, -(2**95))):
+    for l in (MarginLeaf(acc, 3, -5, 7, 11, -13), MarginLeaf(acc, 2**32 - 1, 2**95 - 1, 2**96 - 1, 2**96 - 1, -(2**95))):
         assert l.hash() == bytes(ch.functions.leafHash(l.as_tuple()).call())
     codec = TypedDataCodec(net.w3.eth.chain_id, ch.address)
     msgs = {"margin": {"root": "0x" + "aa" * 32, "inputsHash": "0x" + "bb" * 32, "sequence": 7,

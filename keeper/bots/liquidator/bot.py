@@ -9,11 +9,9 @@ import logging
 import time  # noqa: E402
 from dataclasses import dataclass
 from pathlib import Path  # noqa: E402
-from typing import Mapping
 
 import numpy as np
 import requests
-from eth_utils import function_signature_to_4byte_selector
 from prometheus_client import Counter, start_http_server
 from web3.logs import DISCARD
 
@@ -28,7 +26,9 @@ from keeper.bots.liquidator.valuation import (
     make_quote,
     value_portfolio,
 )
-from keeper.chain.deploy import Sender, web3_for
+from keeper.chain.deploy import web3_for
+from keeper.chain.revert import RevertDecoder
+from keeper.chain.sender import Sender
 from keeper.units import WAD
 
 log = logging.getLogger("backstop.liquidator")
@@ -36,36 +36,6 @@ log = logging.getLogger("backstop.liquidator")
 #: bid reverts that mean another bidder (or the account's own owner) got there first: a lost race, not a fault
 LOST_RACE_ERRORS = frozenset({"NoAuction", "NothingToSell", "AccountChanged", "PriceAboveLimit", "AuctionNeedsReset",
                               "AuctionRunning", "NoBreach", "StaleBreach", "MustBuyWhole", "AuctionDone"})
-
-
-def error_selectors(abi: list) -> dict[str, str]:
-    """4-byte selector (0x hex) -> custom error name, from an ABI."""
-
-    out = {}
-    for item in abi:
-        if item.get("type") == "error":
-            sig = f"{item['name']}({','.join(_abi_type(i) for i in item.get('inputs', []))})"
-            out["0x" + function_signature_to_4byte_selector(sig).hex()] = item["name"]
-    return out
-
-
-def _abi_type(i: dict) -> str:
-    if i["type"].startswith("tuple"):
-        return "(" + ",".join(_abi_type(c) for c in i["components"]) + ")" + i["type"][5:]
-    return i["type"]
-
-
-def revert_name(exc: BaseException, selectors: Mapping[str, str]) -> str:
-    """Name of the custom error inside a web3 revert exception ("" when unknown)."""
-    text = " ".join(str(a) for a in getattr(exc, "args", ())) + " " + str(getattr(exc, "data", "") or "")
-    low = text.lower()
-    for sel, name in selectors.items():
-        if sel.lower() in low:
-            return name
-    for name in set(selectors.values()):
-        if name in text:
-            return name
-    return ""
 
 
 @dataclass
@@ -126,7 +96,7 @@ class LiquidatorBot:
         self.sender = Sender(self.w3, settings.key)
         self.address = self.sender.address
         self.strategy = strategy or load_strategy(settings.strategy, settings.edge, settings.strategy_timeout_s)
-        self.selectors = {**error_selectors(dep["abi"]["auction"]), **error_selectors(dep["abi"]["clearinghouse"])}
+        self.reverts = RevertDecoder(dep["abi"]["auction"], dep["abi"]["clearinghouse"])
         self.from_block = int(dep["block"])
         self.running: dict[str, int] = {}  # account -> auction id
         self.series: dict[int, SeriesSpec] = {}
@@ -272,7 +242,7 @@ class LiquidatorBot:
         try:
             fn.estimate_gas({"from": self.address})
         except Exception as e:  # noqa: BLE001
-            name = revert_name(e, self.selectors)
+            name = self.reverts.name(e)
             self.emit("start_skipped", account=account, reason=name or str(e)[:120])
             return
         try:
@@ -281,7 +251,7 @@ class LiquidatorBot:
             self.running[account] = int(self.auction.functions.auctionOf(account).call()[8])
             self.emit("auction_started", account=account, auction=self.running[account])
         except Exception as e:  # noqa: BLE001 - another bot started it in the same block
-            self.emit("start_lost_race", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
+            self.emit("start_lost_race", account=account, reason=self.reverts.name(e) or str(e)[:120])
 
     def keeper_urls(self) -> list[str]:
         """Keepers' HTTP APIs: the configured list, plus a JSON list re-read from ``keeper_urls_file``."""
@@ -323,7 +293,7 @@ class LiquidatorBot:
                 return True
             except Exception as e:  # noqa: BLE001 - try the next keeper
                 self.emit("margin_record_failed", account=account, keeper=u,
-                          reason=revert_name(e, self.selectors) or str(e)[:120])
+                          reason=self.reverts.name(e) or str(e)[:120])
         return False
 
     def try_redo(self, account: str) -> None:
@@ -333,7 +303,7 @@ class LiquidatorBot:
         try:
             fn.estimate_gas({"from": self.address})
         except Exception as e:  # noqa: BLE001 - no fresh breach yet, or another bot reset it first
-            reason = revert_name(e, self.selectors) or str(e)[:120]
+            reason = self.reverts.name(e) or str(e)[:120]
             if reason in ("RecordExpired", "StaleBreach", "NoBreach") and self.refresh_margin(account):
                 return self.try_redo_once(account)
             if self._redo_reason.get(account) != reason:  # log a reason once, not on every pass
@@ -345,14 +315,14 @@ class LiquidatorBot:
             self.sender.call(fn, "redo")
             self.emit("auction_reset", account=account)
         except Exception as e:  # noqa: BLE001
-            self.emit("redo_lost_race", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
+            self.emit("redo_lost_race", account=account, reason=self.reverts.name(e) or str(e)[:120])
 
     def try_redo_once(self, account: str) -> None:
         try:
             self.sender.call(self.auction.functions.redo(account), "redo")
             self.emit("auction_reset", account=account)
         except Exception as e:  # noqa: BLE001
-            self.emit("redo_skipped", account=account, reason=revert_name(e, self.selectors) or str(e)[:120])
+            self.emit("redo_skipped", account=account, reason=self.reverts.name(e) or str(e)[:120])
 
     # -------------------------------------------------------------- claims (deferred delivery of bought shares)
     def own_claim(self) -> tuple[str, int] | None:
@@ -388,7 +358,7 @@ class LiquidatorBot:
             rcpt = self.sender.call(self.auction.functions.finish(account), "finish")
         except Exception as e:  # noqa: BLE001 - another caller finished it first, or it is not done
             self.sender.reset_nonce()
-            name = revert_name(e, self.selectors)
+            name = self.reverts.name(e)
             if name in ("NoAuction", "AuctionNotDone"):
                 self.emit("finish_skipped", account=account, reason=name)
                 return "skipped"
@@ -412,7 +382,7 @@ class LiquidatorBot:
             rcpt = self.sender.call(fn, "settleClaim")
         except Exception as e:  # noqa: BLE001 - would revert / reverted / RPC
             self.sender.reset_nonce()
-            name = revert_name(e, self.selectors)
+            name = self.reverts.name(e)
             if name == "NoClaim" or self.own_claim() is None:
                 self.emit("claim_settle_skipped", source=source, reason=name or "settled by another caller")
                 return "none"
@@ -439,7 +409,7 @@ class LiquidatorBot:
         except Exception as e:  # noqa: BLE001 - would revert / reverted / RPC: not fatal
             self.sender.reset_nonce()
             self._count("errors")
-            self.emit("claim_slot_prime_error", reason=revert_name(e, self.selectors) or str(e)[:160])
+            self.emit("claim_slot_prime_error", reason=self.reverts.name(e) or str(e)[:160])
             return "error"
         self.emit("claim_slot_primed", tx=rcpt["transactionHash"].hex(), gas=int(rcpt["gasUsed"]))
         return "primed"
@@ -474,7 +444,7 @@ class LiquidatorBot:
             price, allowed, _factor, needs_reset = self.auction.functions.quote(account).call()
         except Exception as e:  # noqa: BLE001 - ended meanwhile
             self.running.pop(account, None)
-            self.emit("auction_gone", account=account, reason=revert_name(e, self.selectors) or str(e)[:80])
+            self.emit("auction_gone", account=account, reason=self.reverts.name(e) or str(e)[:80])
             return None
         if needs_reset:
             self.try_redo(account)
@@ -513,9 +483,9 @@ class LiquidatorBot:
         fn = self.auction.functions.bid(account, frac_wad, int(decision.max_price), now + self.s.deadline_s, 0)
         self._count("bids_sent")
         try:
-            gas = int(fn.estimate_gas({"from": self.address}) * 1.3) + 50_000
+            gas = self.sender.gas_for(fn.estimate_gas({"from": self.address}))
         except Exception as e:  # noqa: BLE001
-            name = revert_name(e, self.selectors)
+            name = self.reverts.name(e)
             if name in LOST_RACE_ERRORS:
                 self._count("lost_races")
                 self.emit("lost_race", auction=quote.auction_id, account=account, stage="preflight", reason=name,
@@ -525,8 +495,7 @@ class LiquidatorBot:
             self.emit("bid_error", auction=quote.auction_id, account=account, reason=name or str(e)[:160])
             return "error"
         try:
-            tx = fn.build_transaction({"from": self.address, "gas": gas,
-                                       "gasPrice": max(int(self.w3.eth.gas_price), 1)})
+            tx = fn.build_transaction({"from": self.address, "gas": gas, **self.sender.fee_fields()})
             h = self.sender.send(tx, wait=False, what="bid")
             rcpt = self.w3.eth.wait_for_transaction_receipt(h, timeout=60, poll_latency=0.05)
         except Exception as e:  # noqa: BLE001

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from fractions import Fraction
 
 import numpy as np
 import scipy.sparse as sp
@@ -539,6 +540,7 @@ class Replay:
             if int(a) not in st.auctions:
                 self._start(st, int(a), float(eq[a]), float(mm_units[a]), t0)
         curve = self.curves[design.name]
+        cusp = Fraction(str(design.cusp))  # exact, as the contract's RAY value: the floor is 'below', not 'at'
         n_ticks = max(1, int(m.path.bar_seconds // cfg.tick_s))
         bidders = self.strategies[st.liquidator]
         for a in list(st.auctions):
@@ -549,7 +551,7 @@ class Replay:
                 el = int(now - au["start"])
                 if el < 0:
                     continue
-                if am.curve_factor(curve, el) < design.cusp or el > design.tail:
+                if am.curve_factor(curve, el) < cusp or el > design.tail:
                     e_book = float(eq[a]) - au["C"] / UNIT
                     self._restart(st, a, e_book, now)
                     au = st.auctions[a]

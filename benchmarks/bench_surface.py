@@ -157,6 +157,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--attack", action="store_true", help="also the fake-quote table (before/after, ~15 min)")
+    ap.add_argument("--attack-fits", default="before,after,prior,moving",
+                    help="fits of the fake-quote table: before (LEGACY_CONFIG), after (cold, no prior), prior (prior ="
+                         " the clean fit one block earlier: a steady market), moving (prior with every vol 2 %% lower:"
+                         " the market moved up since the previous block)")
     args = ap.parse_args()
     logging.disable(logging.WARNING)  # the legacy fit logs failed arbitrage checks under attack
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
@@ -164,6 +168,8 @@ def main() -> int:
 
     t_slices, surf = best_of(lambda: fit_surface(slices), args.repeats)
     t_chain, surf_chain = best_of(lambda: fit_surface(chain), args.repeats)
+    prior = ev.scaled_surface(surf_chain, 1.0, surf_chain.asof - 12.0)  # the previous block's fit, steady market
+    t_prior, surf_prior = best_of(lambda: fit_surface(chain, prior=prior), args.repeats)
     t_base, base = best_of(lambda: baseline_fit(slices), args.repeats)
     ours = [s.params for s in surf.slices]
     print(f"synthetic SSVI chain {N_EXPIRIES} expiries x {N_STRIKES} strikes, noise {NOISE_VOL * 100:.1f} vol pt, "
@@ -176,10 +182,16 @@ def main() -> int:
     print(f"{'keeper.quant.surface fit_surface(chain) (IV+filters)':<44}{t_chain:>9.4f}"
           f"{rmse_vs_truth([s.params for s in surf_chain.slices], slices, truth):>24.3f}"
           f"{str(arb_c['butterfly_ok'] and arb_c['calendar_ok']):>10}")
+    arb_p = surf_prior.fit_report["arbitrage"]
+    print(f"{'fit_surface(chain, prior=previous block)':<44}{t_prior:>9.4f}"
+          f"{rmse_vs_truth([s.params for s in surf_prior.slices], slices, truth):>24.3f}"
+          f"{str(arb_p['butterfly_ok'] and arb_p['calendar_ok']):>10}")
     base_surf = VolSurface("SYN", 0.0, tuple(SliceFit(s.expiry_ts, s.t, s.forward, p) for s, p in zip(slices, base)))
     arb_b = base_surf.arbitrage_report()
     print(f"{'baseline scipy least_squares 5-param SVI':<44}{t_base:>9.4f}{rmse_vs_truth(base, slices, truth):>24.3f}"
           f"{str(arb_b['butterfly_ok'] and arb_b['calendar_ok']):>10}")
+    print(f"keeper / baseline time: slices {t_slices / t_base:.2f}x, chain {t_chain / t_base:.2f}x, chain with prior "
+          f"{t_prior / t_base:.2f}x (budget 3x)")
     print(f"ratio baseline / keeper (slices): {t_base / t_slices:.2f}x; target fit_surface(slices) <= 0.2 s: "
           f"{'met' if t_slices <= 0.2 else 'NOT met'}")
     print(f"repaired slices: {sum(s['repaired'] for s in surf.fit_report['slices'])} of {len(surf.slices)}")
@@ -206,7 +218,7 @@ def main() -> int:
     print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     inside_band_tables(folder)
     if args.attack:
-        attack_tables(folder)
+        attack_tables(folder, args.attack_fits.split(","))
     return 0
 
 
@@ -229,9 +241,34 @@ def inside_band_tables(folder: Path) -> None:
                       f"{100 * ins_a[m].mean():>9.1f}{100 * ins_b[m].mean():>10.1f}{100 * ins_d[m].mean():>11.1f}")
         print(f"{path.name:<32}{'all':>10}{'':>8}{int(two.sum()):>8}{100 * ins_a[two].mean():>9.1f}"
               f"{100 * ins_b[two].mean():>10.1f}{100 * ins_d[two].mean():>11.1f}")
+        again = fit_surface(c, prior=after)
+        ins_p = ev.inside_band(c, ev.model_price_at_quote(c, again))
+        print(f"{'':<32}{'with prior':>10}{'':>8}{int(two.sum()):>8}{100 * ins_p[two].mean():>9.1f}"
+              "  (fit with its own cold fit as the prior: a steady market)")
+        print(f"{'':<32}   per moneyness bucket z = ln(K/F)/(iv sqrt t), all expiries: after / Deribit (quotes)")
+        for label, _, _ in ev.BUCKETS:
+            rows = [r for r in ev.inside_band_buckets(c, after) if r["bucket"] == label]
+            n = sum(r["n"] for r in rows)
+            print(f"{'':<32}{label:>10}{'':>8}{n:>8}{100 * sum(r['model'] for r in rows) / n:>9.1f}{'':>10}"
+                  f"{100 * sum(r['venue_mark'] for r in rows) / n:>11.1f}")
+        print(f"{'':<32}   per expiry and bucket where the model misses a quote: expiry bucket quotes model-in Deribit-in")
+        for r in ev.inside_band_buckets(c, after):
+            if r["model"] < r["n"] or r["venue_mark"] < r["n"]:
+                name = time.strftime("%d%b%y", time.gmtime(r["expiry_ts"])).upper()
+                print(f"{'':<32}{name:>10}{r['bucket']:>10}{r['n']:>6}{r['model']:>9}{r['venue_mark']:>10}")
 
 
-def attack_tables(folder: Path) -> None:
+def attack_fits(c: OptionChain, names: list[str]) -> dict:
+    """The fits compared in the fake-quote table (see ``--attack-fits``)."""
+    clean = fit_surface(c)
+    steady = ev.scaled_surface(clean, 1.0, c.asof - 12.0)  # the previous block (12 s earlier), same market
+    moving = ev.scaled_surface(clean, 0.98, c.asof - 12.0)  # the previous block, every vol 2 % lower
+    fits = {"before": lambda ch: fit_surface(ch, LEGACY_CONFIG), "after": fit_surface,
+            "prior": lambda ch: fit_surface(ch, prior=steady), "moving": lambda ch: fit_surface(ch, prior=moving)}
+    return {n: fits[n] for n in names}
+
+
+def attack_tables(folder: Path, names: list[str]) -> None:
     """Worst move of the other quotes (fitted IV, 10-90 delta) and of the other series' hybrid marks when one quote
     (or two colluding ones) is replaced by a fake at 0.1x .. 10x the fitted price, before and after."""
     print("\nfake quotes: worst over factors 0.1-10x, tight/wide, deep/thin size; IV move of other quotes (vol pts),"
@@ -241,8 +278,7 @@ def attack_tables(folder: Path) -> None:
           f"{'IV ratio':>10}{'mark':>10}{'steady':>9}{'IV ok':>7}{'all ok':>7}")
     for path in sorted(folder.glob("*.csv")):
         c = load_deribit_csv(path).chain
-        tables = {"before": ev.attack_table(c, lambda ch: fit_surface(ch, LEGACY_CONFIG)),
-                  "after": ev.attack_table(c, fit_surface)}
+        tables = {label: ev.attack_table(c, fit) for label, fit in attack_fits(c, names).items()}
         for expiry in ("thin", "deep"):
             for target in ("liquid", "wing", "collusion"):
                 for label, tab in tables.items():

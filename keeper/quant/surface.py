@@ -40,6 +40,7 @@ from keeper.errors import SurfaceFitError
 from keeper.quant.chains import OptionChain
 from keeper.quant.implied_vol import IVReason, implied_vol
 from keeper.quant.pricing import black76_greeks, black76_price
+from keeper.units import SECONDS_PER_YEAR
 
 log = logging.getLogger(__name__)
 
@@ -86,6 +87,13 @@ class SurfaceConfig:
     screen_starts: int = 3  # ... the least-squares fit and the fits leaving out the most-jumping quotes
     huber_iters: int = 2  # Huber reweighting iterations of the final fit of a screened slice
     outlier_z: float = 3.0  # |residual| / scale beyond which a quote outside its band is an outlier
+    # the previous block's surface as a prior (fit_surface(..., prior=)): the fit may leave the prior's vols only
+    # as far as at least `prior_support` quotes of the slice demand (each by how far the prior lies outside its
+    # bid-ask IV band, in log vol), and never by more than a factor 2 ** (dt / prior_doubling_s) either way
+    prior_support: int = 3
+    prior_doubling_s: float = 60.0  # vol may double (or halve) within this many seconds: a real crash gets through
+    prior_min_dt_s: float = 12.0  # dt of the bound when the prior is younger than this (one block)
+    prior_grid_points: int = 41  # target grid of the gated refit over the slice's strikes (+- half the span)
 
 
 @dataclass(frozen=True)
@@ -977,14 +985,91 @@ def _usable(sq: SliceQuotes, config: SurfaceConfig) -> SliceQuotes | None:
     return sq if ok.all() else sq.select(ok)
 
 
+@dataclass(frozen=True)
+class PriorGate:
+    """How far one slice may leave the prior (log vol): the largest ``up``/``down`` the quotes support anywhere on
+    the slice, ``cap`` the per-block bound, and whether the free fit had to be pulled back (``gated``)."""
+
+    up: float
+    down: float
+    cap: float
+    gated: bool
+
+
+def prior_gate(sq: SliceQuotes, p_free: SVIParams, prior: "VolSurface", elapsed_s: float,
+               config: SurfaceConfig = SurfaceConfig(), extra_k: np.ndarray | None = None
+               ) -> tuple[SVIParams, SliceQuotes | None, PriorGate]:
+    """Bound a freshly fitted slice by the previous block's surface.
+
+    The prior's vol at each log-moneyness of this expiry (the prior evaluated at this expiry's maturity when the
+    prior was fitted, ``t + elapsed``, and today's ``k = ln(K/F)``: sticky moneyness) is ``v0(k)``. Quote ``i``
+    *demands* an up-move when the prior lies below its bid-ask IV band and accepts one up to
+    ``ln(iv_ask_i / v0(k_i))`` (a down-move to ``ln(v0 / iv_bid)`` when above; a quote whose band holds the prior
+    demands nothing). At each ``k`` the slice may move up
+    by ``up(k)`` = the ``n = config.prior_support``-th largest up-demand among the ``2 n - 1`` quotes nearest to
+    ``k`` (down alike: a majority of the neighbourhood must agree) and never by more than
+    ``cap = ln 2 * max(elapsed, prior_min_dt_s) / prior_doubling_s`` (vol doubles within a minute at most): one or
+    two quotes alone cannot move it at all; a crash, where every quote demands the move, passes within the cap.
+    If the free fit stays inside ``[v0 e^-min(down, cap), v0 e^min(up, cap)]`` on the slice's strikes it is kept;
+    otherwise the slice is refitted (equal weights) to the free fit clipped into that envelope on a grid over the
+    quoted range +- half its span plus ``extra_k`` (the listed strikes). Returns the parameters, the target slice of
+    the refit (None when not gated: the arbitrage repair then works on the quotes) and the gate."""
+    t_prior = sq.t + max(elapsed_s, 0.0) / SECONDS_PER_YEAR
+    span = max(float(sq.k.max() - sq.k.min()), 1e-3)
+    parts = [sq.k, np.linspace(float(sq.k.min()) - 0.5 * span, float(sq.k.max()) + 0.5 * span,
+                                config.prior_grid_points)]
+    if extra_k is not None and extra_k.size:
+        parts.append(np.clip(extra_k, float(sq.k.min()) - span, float(sq.k.max()) + span))
+    grid = np.unique(np.concatenate(parts))
+    w0 = prior.total_variance(np.concatenate([sq.k, grid]), t_prior)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        v0 = np.sqrt(np.maximum(w0, 0.0) / t_prior)
+    v0_q, v0_g = v0[:sq.k.size], v0[sq.k.size:]
+    cap = math.log(2.0) * max(elapsed_s, config.prior_min_dt_s) / config.prior_doubling_s
+    if not (np.all(np.isfinite(v0)) and np.all(v0 > 0.0)):
+        return p_free, None, PriorGate(up=math.inf, down=math.inf, cap=cap, gated=False)  # no usable prior here
+    with np.errstate(invalid="ignore", divide="ignore"):
+        # how far a quote that wants the move accepts it: to the far edge of its band (its mid if one-sided in IV)
+        far_up = np.where(np.isfinite(sq.iv_ask), sq.iv_ask, sq.iv_mid)
+        far_down = np.where(np.isfinite(sq.iv_bid) & (sq.iv_bid > 0.0), sq.iv_bid, sq.iv_mid)
+        up = np.where(np.isfinite(sq.iv_bid) & (sq.iv_bid > v0_q), np.log(far_up / v0_q), 0.0)
+        down = np.where(np.isfinite(sq.iv_ask) & (sq.iv_ask < v0_q), np.log(v0_q / far_down), 0.0)
+    n_sup = config.prior_support
+    n_loc = 2 * n_sup - 1
+    if sq.k.size < n_sup:
+        u = dn = np.zeros(grid.size)
+    else:
+        # at each grid point, the n_sup-th largest demand among its 2 n_sup - 1 nearest quotes in k
+        near = np.argsort(np.abs(grid[:, None] - sq.k[None, :]), axis=1, kind="stable")[:, :n_loc]
+        u = np.sort(up[near], axis=1)[:, -n_sup]
+        dn = np.sort(down[near], axis=1)[:, -n_sup]
+    gate = PriorGate(up=float(np.max(u)), down=float(np.max(dn)), cap=cap, gated=False)
+    free = np.sqrt(np.maximum(p_free.total_variance(grid), 0.0) / sq.t)
+    lo, hi = v0_g * np.exp(-np.minimum(dn, cap)), v0_g * np.exp(np.minimum(u, cap))
+    target = np.minimum(np.maximum(free, lo), hi)
+    if float(np.max(np.abs(target - free))) <= 1e-9:  # inside the envelope (to rounding: the prior's interpolation)
+        return p_free, None, gate
+    target_sq = SliceQuotes(expiry_ts=sq.expiry_ts, t=sq.t, forward=sq.forward, k=grid, iv_mid=target,
+                            iv_bid=target, iv_ask=target, weight=np.ones(grid.size))
+    return fit_svi_slice(target_sq, config), target_sq, replace(gate, gated=True)
+
+
 def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
-                config: SurfaceConfig = SurfaceConfig(), *, underlying: str = "", asof: float = 0.0) -> VolSurface:
+                config: SurfaceConfig = SurfaceConfig(), *, underlying: str = "", asof: float = 0.0,
+                prior: VolSurface | None = None) -> VolSurface:
     """Fit an arbitrage-free SVI surface to an :class:`OptionChain` (filters, slices, outliers, fit, repair) or to
     ready :class:`SliceQuotes` (fit and repair only; ``underlying``/``asof`` label the result).
 
+    ``prior``: the previous block's surface (the one the keeper attested last). Each slice may then leave the prior
+    only as far as at least ``config.prior_support`` of its quotes demand and within the per-block bound
+    (:func:`prior_gate`); ``prior.asof`` and this fit's ``asof`` give the elapsed time. Without a prior (cold start)
+    the slices are the free robust fits.
+
     ``fit_report`` holds the filter counts (chain input), per-slice RMSE and max error in vol points against the
-    mid implied vols, the number of quotes per slice, which slices were repaired, and the arbitrage checks."""
+    mid implied vols, the number of quotes per slice, which slices were repaired (and gated by the prior), and
+    the arbitrage checks."""
     report: dict[str, Any] = {"config": asdict(config)}
+    extra_k: dict[float, np.ndarray] = {}
     if isinstance(chain_or_slices, OptionChain):
         chain = chain_or_slices
         ivs = quote_ivs(chain)
@@ -992,6 +1077,9 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
         slices, unused = build_slices(chain, filt.clean, ivs, config)
         underlying, asof = chain.underlying, chain.asof
         filters = dict(filt.report)
+        if prior is not None:  # the listed strikes of each expiry: the prior bounds the marks there too
+            for sq in slices:
+                extra_k[sq.expiry_ts] = np.log(np.unique(chain.strike[chain.expiry_ts == sq.expiry_ts]) / sq.forward)
         log.info("vol surface %s: quote filters %s, not used %s", underlying, filters, unused)
     else:
         slices, unused, filters = list(chain_or_slices), {}, None
@@ -1014,6 +1102,16 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
         report["outlier_rows"] = sorted(outlier_rows)
     else:
         report["outliers"] = len(outlier_rows)
+    # the prior: each slice within what its quotes support and the per-block bound; a gated slice's repair works on
+    # its target (the clipped free fit), not on the quotes
+    repair_data = list(slices)
+    gates: list[PriorGate | None] = [None] * len(params)
+    if prior is not None and prior.slices:
+        elapsed = float(asof) - float(prior.asof)
+        for i, sq in enumerate(slices):
+            params[i], target, gates[i] = prior_gate(sq, params[i], prior, elapsed, config, extra_k.get(sq.expiry_ts))
+            if target is not None:
+                repair_data[i] = target
     # no-arbitrage: from the longest slice down, each slice butterfly-free and below the next longer one
     repaired = [False] * len(params)
     if config.repair:
@@ -1024,12 +1122,12 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
             if longer is not None:
                 bad = bad or calendar_min_gap(params[i], longer, grid) < -config.arb_tolerance
             if bad:
-                params[i] = _repair(slices[i], params[i], longer, config)
+                params[i] = _repair(repair_data[i], params[i], longer, config)
                 repaired[i] = True
     surface = VolSurface(underlying=underlying, asof=float(asof), slices=tuple(
         SliceFit(expiry_ts=s.expiry_ts, t=s.t, forward=s.forward, params=p) for s, p in zip(slices, params)))
     per_slice = []
-    for s, p, rep in zip(slices, params, repaired):
+    for s, p, rep, gate in zip(slices, params, repaired, gates):
         model = np.sqrt(np.maximum(p.total_variance(s.k), 0.0) / s.t)
         err = (model - s.iv_mid) * 100.0
         lo = np.where(np.isfinite(s.iv_bid), s.iv_bid, -np.inf)
@@ -1044,6 +1142,7 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
             "within_spread_frac": float(np.mean(outside == 0.0)),
             "rms_outside_spread_vol_pts": float(np.sqrt(np.mean((outside * 100.0) ** 2))),
             "repaired": rep,
+            "prior": None if gate is None else asdict(gate),
         })
     report["slices"] = per_slice
     report["arbitrage"] = surface.arbitrage_report(config)

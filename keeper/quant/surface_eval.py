@@ -25,6 +25,8 @@ from keeper.quant.chains import OptionChain
 from keeper.quant.implied_vol import implied_vol
 from keeper.quant.marks import mark_chain, model_prices
 from keeper.quant.pricing import black76_greeks, black76_price
+from keeper.quant.surface import VolSurface
+from keeper.units import SECONDS_PER_YEAR
 
 #: Injected-quote factors of the fair price (the issue's 0.1x .. 10x, with the near-fair band where a fake is hard
 #: to tell from a real quote).
@@ -33,6 +35,19 @@ FACTORS = (0.1, 0.33, 0.5, 0.8, 0.9, 1.12, 1.33, 2.0, 3.0, 10.0)
 SPREADS = {"tight": 0.005, "wide": 0.10}
 #: Top-of-book size of the fake quote on both sides (contracts): deep and thin.
 SIZES = {"deep": 100.0, "thin": 0.5}
+
+
+def scaled_surface(surface: VolSurface, vol_factor: float, asof: float | None = None) -> VolSurface:
+    """The surface with every implied vol times ``vol_factor`` (total variance times its square: SVI ``a`` and ``b``
+    scale, the smile's shape stays) as it was fitted at ``asof`` (default: the surface's own): each slice's maturity
+    is longer by ``surface.asof - asof`` at the same vols. A previous block's surface in a market that moved since."""
+    asof = surface.asof if asof is None else float(asof)
+    dt = (surface.asof - asof) / SECONDS_PER_YEAR
+    slices = []
+    for s in surface.slices:
+        f2 = vol_factor * vol_factor * (s.t + dt) / s.t
+        slices.append(replace(s, t=s.t + dt, params=replace(s.params, a=s.params.a * f2, b=s.params.b * f2)))
+    return VolSurface(underlying=surface.underlying, asof=asof, slices=tuple(slices))
 
 
 def two_sided(chain: OptionChain) -> np.ndarray:
@@ -61,6 +76,31 @@ def inside_band_share(chain: OptionChain, surface) -> dict[str, float]:
     model = inside_band(chain, model_price_at_quote(chain, surface))
     venue = inside_band(chain, chain.mark)
     return {"n": int(two.sum()), "model": float(model[two].mean()), "venue_mark": float(venue[two].mean())}
+
+
+#: Moneyness buckets of :func:`inside_band_buckets`: standardized log-moneyness ``z = ln(K/F) / (iv sqrt t)``.
+BUCKETS = (("z<-2", -np.inf, -2.0), ("-2..-0.5", -2.0, -0.5), ("atm", -0.5, 0.5), ("0.5..2", 0.5, 2.0),
+           ("z>2", 2.0, np.inf))
+
+
+def inside_band_buckets(chain: OptionChain, surface) -> list[dict]:
+    """Inside-band counts of the model and of the venue's mark per expiry and moneyness bucket (:data:`BUCKETS`,
+    ``z`` from the model vol at the quote's maturity), over all two-sided quotes."""
+    two = two_sided(chain)
+    t = chain.quote_expiry_years
+    model_iv = surface.implied_vol(chain.strike, t, chain.forward)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = np.log(chain.strike / chain.forward) / (model_iv * np.sqrt(t))
+    model = inside_band(chain, model_price_at_quote(chain, surface))
+    venue = inside_band(chain, chain.mark)
+    out = []
+    for e in np.unique(chain.expiry_ts[two]):
+        for label, lo, hi in BUCKETS:
+            m = two & (chain.expiry_ts == e) & (z >= lo) & (z < hi)
+            if m.any():
+                out.append({"expiry_ts": float(e), "bucket": label, "n": int(m.sum()), "model": int(model[m].sum()),
+                            "venue_mark": int(venue[m].sum())})
+    return out
 
 
 def inject_quotes(chain: OptionChain, rows: Sequence[int], factor: float, fair: np.ndarray, half_spread: float,

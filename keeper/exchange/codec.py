@@ -7,6 +7,7 @@ from eth_utils import is_address, to_checksum_address
 
 from keeper.codec import eip712 as _eip712
 from keeper.exchange.book import hex_to_bytes
+from keeper.ops import signing
 
 # ------------------------------------------------------------------------------------------------------------
 # EIP-712 digests of the three attested messages (docs/contracts.md)
@@ -70,5 +71,5 @@ class TypedDataCodec:
         return _eip712.digest(self.typed_data(kind, message))
 
     def sign(self, kind: str, message: Mapping[str, Any], account) -> bytes:
-        """This keeper's 65-byte signature of a message (:func:`keeper.codec.eip712.sign`)."""
-        return _eip712.sign(self.typed_data(kind, message), account.key)
+        """This keeper's 65-byte signature of a message (:func:`keeper.ops.signing.sign`)."""
+        return signing.sign(self.typed_data(kind, message), account.key)

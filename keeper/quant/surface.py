@@ -1004,8 +1004,9 @@ def prior_gate(sq: SliceQuotes, p_free: SVIParams, prior: "VolSurface", elapsed_
     The prior's vol at each log-moneyness of this expiry (the prior evaluated at this expiry's maturity when the
     prior was fitted, ``t + elapsed``, and today's ``k = ln(K/F)``: sticky moneyness) is ``v0(k)``. Quote ``i``
     *demands* an up-move when the prior lies below its bid-ask IV band and accepts one up to
-    ``ln(iv_ask_i / v0(k_i))`` (a down-move to ``ln(v0 / iv_bid)`` when above; a quote whose band holds the prior
-    demands nothing). At each ``k`` the slice may move up
+    ``ln(iv_ask_i / v0(k_i))`` (a down-move to ``ln(v0 / iv_bid)`` when above); a quote whose band holds the prior
+    and whose mid is more than half its half-width from it accepts a move towards its mid, up to its mid, and none
+    away from it (one closer to the prior accepts none). At each ``k`` the slice may move up
     by ``up(k)`` = the ``n = config.prior_support``-th largest up-demand among the ``2 n - 1`` quotes nearest to
     ``k`` (down alike: a majority of the neighbourhood must agree) and never by more than
     ``cap = ln 2 * max(elapsed, prior_min_dt_s) / prior_doubling_s`` (vol doubles within a minute at most): one or
@@ -1032,8 +1033,14 @@ def prior_gate(sq: SliceQuotes, p_free: SVIParams, prior: "VolSurface", elapsed_
         # how far a quote that wants the move accepts it: to the far edge of its band (its mid if one-sided in IV)
         far_up = np.where(np.isfinite(sq.iv_ask), sq.iv_ask, sq.iv_mid)
         far_down = np.where(np.isfinite(sq.iv_bid) & (sq.iv_bid > 0.0), sq.iv_bid, sq.iv_mid)
-        up = np.where(np.isfinite(sq.iv_bid) & (sq.iv_bid > v0_q), np.log(far_up / v0_q), 0.0)
-        down = np.where(np.isfinite(sq.iv_ask) & (sq.iv_ask < v0_q), np.log(v0_q / far_down), 0.0)
+        # a quote whose band holds the prior accepts a move towards its mid, up to its mid (a fake can then only
+        # pull the surface towards the real quotes, and after a market move the surface keeps catching up)
+        # (only a quote whose mid is more than half its half-width from the prior: near it, it accepts nothing)
+        half = np.where(np.isfinite(sq.iv_ask) & np.isfinite(sq.iv_bid), 0.5 * (sq.iv_ask - sq.iv_bid), 0.0)
+        to_mid = np.where(np.abs(sq.iv_mid - v0_q) > 0.5 * half, np.log(sq.iv_mid / v0_q), 0.0)
+        up = np.where(np.isfinite(sq.iv_bid) & (sq.iv_bid > v0_q), np.log(far_up / v0_q), np.maximum(to_mid, 0.0))
+        down = np.where(np.isfinite(sq.iv_ask) & (sq.iv_ask < v0_q), np.log(v0_q / far_down),
+                        np.maximum(-to_mid, 0.0))
     n_sup = config.prior_support
     n_loc = 2 * n_sup - 1
     if sq.k.size < n_sup:

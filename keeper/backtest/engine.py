@@ -79,7 +79,10 @@ class AuctionDesign:
     (:func:`keeper.quant.auction_math.span_for_risk`); ``None`` keeps today's span (``E`` solvent, ``MM``
     insolvent). ``cusp``: floor of the curve factor (reset below it); ``tau``: linear descent; ``tail``: reset after
     this many seconds. ``last_resort_after``: after this many resets the fund's account takes what is left at the
-    fresh attested value at the next floor; ``None``: resets forever (today)."""
+    fresh attested value at the next floor; ``None``: resets forever (today). ``top_at_model_value``: the price starts
+    at the book's attested model value (collateral at the attested spot, not haircut: the haircut is a margin charge,
+    not part of what the book is worth to a buyer) instead of its equity; the allowed fraction is still computed
+    from the equity."""
 
     name: str
     span_mm: float | None = None
@@ -87,12 +90,13 @@ class AuctionDesign:
     tau: int = 600
     tail: int = 1200
     last_resort_after: int | None = None
+    top_at_model_value: bool = False
 
 
 #: the deployed contracts (docs/auctions.md)
-TODAY = AuctionDesign("today", None, 0.4, 600, 1200, None)
+TODAY = AuctionDesign("today", None, 0.4, 600, 1200, None, False)
 #: the design chosen from the backtest (docs/risk-efficacy.md, "Chosen design")
-CHOSEN = AuctionDesign("backstop", 0.10, 0.1, 600, 1200, 1)
+CHOSEN = AuctionDesign("backstop", 0.10, 0.1, 600, 1200, 1, True)
 DESIGNS = {"today": TODAY, "backstop": CHOSEN}
 LIQUIDATORS = ("hedging", "conservative", "none")
 
@@ -538,7 +542,7 @@ class Replay:
         mm_units = np.ceil(st.mm * UNIT)
         for a in np.flatnonzero(breached):
             if int(a) not in st.auctions:
-                self._start(st, int(a), float(eq[a]), float(mm_units[a]), t0)
+                self._start(st, int(a), float(eq[a]), float(mm_units[a]), t0, S=S)
         curve = self.curves[design.name]
         cusp = Fraction(str(design.cusp))  # exact, as the contract's RAY value: the floor is 'below', not 'at'
         n_ticks = max(1, int(m.path.bar_seconds // cfg.tick_s))
@@ -559,7 +563,7 @@ class Replay:
                     el = 0
                     if design.last_resort_after is not None and am.last_resort_due(au["resets"] - 1,
                                                                                    design.last_resort_after):
-                        g = am.last_resort_fraction(au["top"], au["T"], au["C"], au["lam"])
+                        g = am.last_resort_fraction(au["E"], au["T"], au["C"], au["lam"], au["top"])
                         if g > 0:
                             self._fill_auction(st, a, au, i, g, au["top"], now, buyer="fund")
                             filled[a] = True
@@ -569,7 +573,7 @@ class Replay:
                 if not bidders:
                     continue
                 p = am.price(curve, au["top"], au["span"], el)
-                allowed = am.allowed_fraction(au["top"], au["T"], au["S"], au["C"], p, au["lam"])
+                allowed = am.allowed_fraction(au["E"], au["T"], au["S"], au["C"], p, au["lam"])
                 if allowed <= 0:
                     break
                 if val is None:
@@ -579,14 +583,15 @@ class Replay:
                     break  # one fill per account and bar (the book changed: revalue next bar)
         return filled, breached
 
-    def _start(self, st, a, e, mm_units, now, carry=0, resets=0):
+    def _start(self, st, a, e, mm_units, now, carry=0, resets=0, S=0.0):
         cfg, design = self.cfg, st.design
-        top = math.floor(e * UNIT)
+        equity = math.floor(e * UNIT)
+        top = math.floor((e + cfg.haircut * float(st.coll[a]) * S) * UNIT) if design.top_at_model_value else equity
         mm = int(mm_units)
         span = am.span_for(top, mm) if design.span_mm is None else am.span_for_risk(top, mm,
                                                                                     int(design.span_mm * WAD))
         st.auctions[a] = {
-            "start": now, "top": top, "span": span, "mm": mm,
+            "start": now, "top": top, "E": equity, "span": span, "mm": mm,
             "T": am.target_margin(mm, int(cfg.buffer * WAD)), "S": 0, "C": carry, "lam": int(cfg.penalty * WAD),
             "pos": st.pos[a].copy(), "cash": float(st.cash[a]), "coll": float(st.coll[a]),
             "reward_owed": am.starter_reward(0, int(cfg.chip * WAD), mm), "im": int(mm * 1.5), "resets": resets,
@@ -597,7 +602,8 @@ class Replay:
     def _restart(self, st, a, e_book, now):
         au = st.auctions[a]
         st.resets += 1
-        self._start(st, a, e_book, math.ceil(float(st.mm[a]) * UNIT), now, carry=au["C"], resets=au["resets"] + 1)
+        self._start(st, a, e_book, math.ceil(float(st.mm[a]) * UNIT), now, carry=au["C"], resets=au["resets"] + 1,
+                    S=float(self.m.path.close[self._cur[0]]))
 
     def _end_auction(self, st, a):
         au = st.auctions.pop(a)
@@ -678,13 +684,13 @@ class Replay:
             q = make_quote(auction_id=a, account=str(a), now=int(now), auction_price=p, valuation=val, gas_cost=gas,
                            free_margin=10**18, max_fraction=allowed / WAD)
             q = LotQuote(**{**q.to_json(), "margin_per_lot": max(p, 0) + max(au["im"] - au["top"], 0)})
-            if au["top"] < 0 and allowed < remaining:
+            if au["E"] < 0 and allowed < remaining:
                 continue
             d = strat.decide(q)
             if not d.bid:
                 continue
             g = allowed if d.fraction >= q.max_fraction - 1e-12 else min(int(d.fraction * WAD), allowed)
-            if au["top"] < 0:
+            if au["E"] < 0:
                 g = remaining
             self._fill_auction(st, a, au, i, g, p, now)
             return True
@@ -696,7 +702,7 @@ class Replay:
         share_now = g / (WAD - au["S"])  # of what the account holds now
         fv = frac_orig * self.fair_value(au["pos"], au["cash"], au["coll"], i)
         healthy = self.is_healthy(st, a, i, au["C"] / UNIT)
-        insolvent = au["top"] < 0
+        insolvent = au["E"] < 0
         fund_paid = bad = penalty = 0.0
         lor = st.lor
         if amount > 0:
@@ -747,9 +753,9 @@ class Replay:
         st.max_wait_s = max(st.max_wait_s, wait)
         st.since[a] = now
         st.fills.append(Fill(st.name, i, a, frac_orig, amount / UNIT, fv, transfer, penalty,
-                             frac_orig * au["mm"] / UNIT, insolvent, -att if insolvent else 0.0,
+                             frac_orig * au["mm"] / UNIT, insolvent, -frac_orig * au["E"] / UNIT if insolvent else 0.0,
                              fund_paid, bad, healthy, full, att, att - amount / UNIT, buyer, wait))
-        done = full or am.allowed_fraction(au["top"], au["T"], au["S"], au["C"], p, au["lam"]) <= 0
+        done = full or am.allowed_fraction(au["E"], au["T"], au["S"], au["C"], p, au["lam"]) <= 0
         if done:
             self._end_auction(st, a)
 

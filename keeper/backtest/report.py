@@ -46,3 +46,57 @@ def var_markdown(var_json: list[dict]) -> str:
             lines.append(f"| {vb['name']} | {book} | {k['n']} | {k['exceedances']} | {k['rate']:.4f} | {k['lr']:.2f} | "
                          f"{k['p_value']:.4f} | {c['lr']:.2f} | {c['p_value']:.4f} |")
     return "\n".join(lines)
+
+
+def target_rows(result: dict) -> list[dict]:
+    """Issue 14's section-2 targets for each auction policy of one path result (pure; booleans and the figures they
+    rest on). Transfer per fill is beyond the attested value, as a share of the MM bought; the holders' loss cap is
+    ``0.15 x MM sold + penalty rate x proceeds`` (the most the chosen curve plus the penalty can take); bad debt is
+    only a miss when the fund held at least the attested deficits; MTM is the last-trade baseline on the same path."""
+    pols = result["policies"]
+    mtm = pols.get("mark_to_market")
+    rows = []
+    for name, f in pols.items():
+        if ":" not in name:
+            continue
+        liq = f["liquidated_in_part"] + f["liquidated_in_full"]
+        row = {
+            "path": result["path"], "policy": name,
+            "healthy": f["healthy_liquidated"], "healthy_ok": f["healthy_liquidated"] == 0,
+            "xfer_med": f["xfer_attested_share_median"], "xfer_max": f["xfer_attested_share_max"],
+            "xfer_ok": f["xfer_attested_share_median"] <= 0.05 and f["xfer_attested_share_max"] <= 0.15,
+            "payout_deficit_med": f["payout_to_deficit_median"], "payout_deficit_max": f["payout_to_deficit_max"],
+            "loss": f["holder_loss_beyond_attested"], "loss_cap": f["holder_loss_cap"],
+            "loss_ok": f["holder_loss_beyond_attested"] <= f["holder_loss_cap"] + 1e-6,
+            "bad_debt": f["bad_debt"], "deficits": f["attested_deficits"], "fund0": f["fund_before"],
+            "bad_debt_ok": f["bad_debt"] <= 1e-6 or f["fund_before"] < f["attested_deficits"],
+            "max_wait_min": f["max_minutes_below_mm_without_fill"], "running_end": f["auctions_running_at_end"],
+            "wait_ok": f["max_minutes_below_mm_without_fill"] <= 30.0 and not f["auctions_running_at_end"],
+            "liquidated": liq, "transfer": f["transfer"],
+        }
+        if mtm is not None:
+            row["mtm_liquidated"] = mtm["liquidated_in_part"] + mtm["liquidated_in_full"]
+            row["mtm_transfer"] = mtm["transfer"]
+            row["vs_mtm_ok"] = liq <= row["mtm_liquidated"] and f["transfer"] < mtm["transfer"]
+        rows.append(row)
+    return rows
+
+
+def targets_markdown(results: list[dict]) -> str:
+    """The section-2 targets per path and auction policy (:func:`target_rows`), a check mark where met."""
+    ok = lambda b: "✓" if b else "✗"  # noqa: E731
+    lines = ["| path | policy | healthy liq. | xfer/MM med | xfer/MM max | payout/deficit med | holders' loss / cap "
+             "| bad debt (fund ≥ deficits?) | max wait min | vs MTM: liquidated, to liquidators |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|---|"]
+    for r in results:
+        for t in target_rows(r):
+            pdm = "–" if t["payout_deficit_med"] is None else f"{t['payout_deficit_med']:.2f}"
+            vs = (f"{t['liquidated']} vs {t['mtm_liquidated']}, {t['transfer']:,.0f} vs {t['mtm_transfer']:,.0f} "
+                  f"{ok(t['vs_mtm_ok'])}") if "mtm_liquidated" in t else "–"
+            cover = "yes" if t["fund0"] >= t["deficits"] else "no"
+            lines.append(
+                f"| {t['path']} | {t['policy']} | {t['healthy']} {ok(t['healthy_ok'])} | {t['xfer_med']:.3f} | "
+                f"{t['xfer_max']:.3f} {ok(t['xfer_ok'])} | {pdm} | {t['loss']:,.0f} / {t['loss_cap']:,.0f} "
+                f"{ok(t['loss_ok'])} | {t['bad_debt']:,.0f} ({cover}) {ok(t['bad_debt_ok'])} | "
+                f"{t['max_wait_min']:.1f} {ok(t['wait_ok'])} | {vs} |")
+    return "\n".join(lines)

@@ -1,4 +1,5 @@
-"""``backstop backtest``: offline replay of real crash paths under three liquidation policies, plus the VaR backtest.
+"""``backstop backtest``: offline replay of real crash paths under the liquidation policies (auction designs x liquidator
+models, and the market baselines), plus the VaR backtest.
 
 Heavy imports happen inside the command so that ``backstop --help`` stays fast. Bad input (unknown path, empty or
 malformed CSV, gaps, non-positive prices, bad options) prints one line on stderr and exits 2 before anything is
@@ -7,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import asdict
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
@@ -24,14 +26,14 @@ from rich.progress import (
 from rich.table import Table
 
 from keeper.backtest import plots as pl
-from keeper.backtest.engine import BacktestConfig
+from keeper.backtest.engine import DESIGNS, POLICIES, BacktestConfig, parse_policy
 from keeper.backtest.io import (
     crash_path_names,
     load_path,
     read_daily,
     shared_dir_default,
 )
-from keeper.backtest.report import outcome_markdown, paths_markdown, var_markdown
+from keeper.backtest.report import outcome_markdown, paths_markdown, targets_markdown, var_markdown
 from keeper.backtest.runner import TABLE, outcome_table, run_path
 from keeper.backtest.var_backtest import var_backtest
 from keeper.cli.common import fail
@@ -40,8 +42,8 @@ from keeper.errors import BadInput
 
 def _run_one(args):
 
-    path, n, cfg_kwargs, seed = args
-    return run_path(path, n, BacktestConfig(**cfg_kwargs), seed=seed)
+    path, n, cfg_kwargs, seed, policies = args
+    return run_path(path, n, BacktestConfig(**cfg_kwargs), seed=seed, policies=policies)
 
 
 def _fmt(v) -> str:
@@ -69,7 +71,12 @@ def _fmt(v) -> str:
 @click.option("--var/--no-var", "do_var", default=True, show_default=True, help="VaR backtest on *_daily.csv")
 @click.option("--plots/--no-plots", default=True, show_default=True)
 @click.option("--workers", type=int, default=1, show_default=True, help="paths replayed in parallel processes")
-def backtest(paths, accounts, out_dir, shared_data, cadence_minutes, scenarios, seed, do_var, plots, workers):
+@click.option("--policy", "policy_names", multiple=True,
+              help="policy to replay, repeatable: mark_to_market, static or <design>:<liquidator> with design "
+                   "backstop (chosen) or today and liquidator hedging, conservative or none (default: all of "
+                   + ", ".join(POLICIES) + ")")
+def backtest(paths, accounts, out_dir, shared_data, cadence_minutes, scenarios, seed, do_var, plots, workers,
+             policy_names):
     """Replay a population of accounts through real crash paths: Backstop vs last-trade mark-to-market vs static
     margin (docs/risk-efficacy.md)."""
 
@@ -81,6 +88,12 @@ def backtest(paths, accounts, out_dir, shared_data, cadence_minutes, scenarios, 
         fail("backstop backtest", f"--scenarios must be >= 100, got {scenarios}")
     if workers < 1:
         fail("backstop backtest", f"--workers must be >= 1, got {workers}")
+    policies = tuple(policy_names) or POLICIES
+    try:
+        for name in policies:
+            parse_policy(name)
+    except ValueError as e:
+        fail("backstop backtest", str(e))
     shared = Path(shared_data) if shared_data else shared_dir_default()
     names = list(paths) or (["synthetic"] + crash_path_names(shared))
     if len(names) == 1 and not paths:
@@ -116,7 +129,7 @@ def backtest(paths, accounts, out_dir, shared_data, cadence_minutes, scenarios, 
         if workers > 1 and len(loaded) > 1:
 
             with ProcessPoolExecutor(max_workers=workers) as ex:
-                futs = {ex.submit(_run_one, (p, accounts, cfg_kwargs, seed)): p for p in loaded}
+                futs = {ex.submit(_run_one, (p, accounts, cfg_kwargs, seed, policies)): p for p in loaded}
                 by_name = {}
 
                 for f in as_completed(futs):
@@ -127,7 +140,8 @@ def backtest(paths, accounts, out_dir, shared_data, cadence_minutes, scenarios, 
         else:
             for p in loaded:
                 prog.update(task, description=f"replaying {p.name}")
-                results.append(run_path(p, accounts, cfg, seed=seed, progress=lambda k: prog.advance(task, k)))
+                results.append(run_path(p, accounts, cfg, seed=seed, policies=policies,
+                                        progress=lambda k: prog.advance(task, k)))
         if daily:
             vtask = prog.add_task("VaR backtest", total=sum(len(c) - 31 for _, c in daily))
             for name, closes in daily:
@@ -159,12 +173,14 @@ def backtest(paths, accounts, out_dir, shared_data, cadence_minutes, scenarios, 
     out.mkdir(parents=True, exist_ok=True)
     report = {
         "command": "backstop backtest " + " ".join(sys.argv[2:]) if len(sys.argv) > 2 else "backstop backtest",
-        "config": {**cfg.__dict__, "edges": list(cfg.edges)}, "accounts": accounts, "seconds": elapsed,
+        "config": asdict(cfg), "designs": {k: asdict(d) for k, d in DESIGNS.items()}, "policies": list(policies),
+        "accounts": accounts, "seconds": elapsed,
         "paths": results, "var_backtest": [vb.to_json() for vb in vbs],
     }
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
 
-    md = [f"# {report['command']}", "", paths_markdown(results), "", outcome_markdown(results)]
+    md = [f"# {report['command']}", "", paths_markdown(results), "", outcome_markdown(results), "",
+          targets_markdown(results)]
     if vbs:
         md += ["", var_markdown(report["var_backtest"])]
     (out / "report.md").write_text("\n".join(md) + "\n")

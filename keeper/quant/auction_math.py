@@ -202,8 +202,11 @@ def last_resort_due(resets_done: int, max_resets: int) -> bool:
     return resets_done >= max_resets
 
 
-def last_resort_fraction(equity: int, target: int, net_proceeds: int, penalty_wad: int) -> int:
-    """Fraction (WAD) the fund's account buys at the attested value ``p = E`` from a fresh record (``S = 0``):
-    ``allowed_fraction(E, T, 0, C, E, lam)`` for a solvent book (only what restores ``T``), everything for an
-    insolvent one."""
-    return allowed_fraction(equity, target, 0, net_proceeds, equity, penalty_wad)
+def last_resort_fraction(equity: int, target: int, net_proceeds: int, penalty_wad: int,
+                         price_per_portfolio: int | None = None) -> int:
+    """Fraction (WAD) the fund's account buys at the attested value from a fresh record (``S = 0``):
+    ``allowed_fraction(E, T, 0, C, p, lam)`` with ``p`` the auction's start price (the attested equity ``E`` by
+    default, the attested model value when the auction starts there) for a solvent book (only what restores ``T``),
+    everything for an insolvent one."""
+    p = equity if price_per_portfolio is None else price_per_portfolio
+    return allowed_fraction(equity, target, 0, net_proceeds, p, penalty_wad)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from keeper.backtest.engine import POLICIES
 from keeper.cli.main import main
 
 
@@ -65,6 +66,12 @@ def test_small_run_writes_report_and_plots(tmp_path):
     assert r.exit_code == 0, r.output + r.stderr
     rep = json.loads((out / "report.json").read_text())
     (res,) = rep["paths"]
-    assert res["bars"] == 120 and set(res["policies"]) == {"backstop", "mark_to_market", "static"}
+    assert res["bars"] == 120 and tuple(res["policies"]) == POLICIES
+    assert "| tiny | backstop:hedging |" in (out / "report.md").read_text()
     assert "| tiny |" in (out / "report.md").read_text()
     assert (out / "fund_balance.png").stat().st_size > 1000 and (out / "liquidations.png").stat().st_size > 1000
+
+
+def test_unknown_policy_exits_2(tmp_path):
+    r = _run(["--path", "synthetic", "--policy", "backstop:greedy", "--out", str(tmp_path / "o")])
+    assert r.exit_code == 2 and "unknown policy" in r.stderr and not (tmp_path / "o").exists()

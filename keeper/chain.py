@@ -112,8 +112,7 @@ def write_deployment(path: str | Path, deployment: Deployment) -> None:
 
 def merge_abis(*abis: list) -> list:
     """One ABI from several: each function, event and error once (first wins); the constructor, fallback and
-    receive only from the first ABI. The Clearinghouse's full ABI is ``merge_abis(Clearinghouse, ClearinghouseAdmin)``
-    because its fallback delegates to the admin code."""
+    receive only from the first ABI. (The Clearinghouse's full ABI is ``IClearinghouse``'s, see ``load_abi``.)"""
     merged, seen = [], set()
     for n, abi in enumerate(abis):
         for item in abi:
@@ -132,7 +131,7 @@ def load_abi(name: str, deployment: Optional[Deployment] = None, build_dir: Opti
     if deployment is not None and name in deployment.abi:
         return deployment.abi[name]
     build = build_dir or PROJECT_ROOT / "build"
-    parts = {"clearinghouse": ["Clearinghouse", "ClearinghouseAdmin"],  # the admin part is reached via fallback
+    parts = {"clearinghouse": ["IClearinghouse"],  # the full API of both halves (checked: test_selectors.py)
              "auction": ["LiquidationAuction"]}.get(name, [name])
     files = [build / "contracts" / f"{part}.json" for part in parts]
     merged = merge_abis(*(json.loads(f.read_text())["abi"] for f in files if f.is_file()))

@@ -337,7 +337,7 @@ class Replay:
         for a in list(st.auctions):
             au = st.auctions[a]
             if not breached[a]:
-                self._end_auction(st, a)  # healthy again: cured (a bid would revert AccountHealthy)
+                self._end_auction(st, a)  # healthy again: cured (a bid would revert LA_AccountHealthy)
                 continue
             val = None
             for tick in range(max(1, int(m.path.bar_seconds // cfg.tick_s))):

@@ -57,7 +57,7 @@ def test_the_two_halves_declare_disjoint_functions():
     assert both == shared.keys(), sorted(core[s] for s in both ^ shared.keys())
     own_core, own_admin = core.keys() - shared.keys(), admin.keys() - shared.keys()
     assert not own_core & admin.keys() and not own_admin & core.keys()
-    # the hot paths are the core's own (the admin declared hashTypedData too until issue 13: shadowed, never run)
+    # the hot paths are the core's own (the admin declared hashTypedData too until cda688d: shadowed, never run)
     for sig in ("hashTypedData(bytes32)", "trade((address,uint256,int256,uint256,uint256,uint64),bytes,"
                 "((bytes32,uint64,uint64,uint32),(address,uint32,int256,uint256,uint256,int256),bytes32[]),"
                 "((bytes32,uint64,uint64,uint32),(address,uint32,int256,uint256,uint256,int256),bytes32[]))",

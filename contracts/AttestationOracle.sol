@@ -4,6 +4,7 @@ pragma solidity 0.8.28;
 import {MerkleProof} from "@openzeppelin/contracts/utils/cryptography/MerkleProof.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {KeeperSet} from "./KeeperSet.sol";
+import {IAttestationOracle} from "./interfaces/IAttestationOracle.sol";
 import {
     AccountState,
     BackstopTypes,
@@ -16,17 +17,25 @@ import {
 /// @title AttestationOracle
 /// @notice Keeper-attested spot prices, settlement prices and per-account margin state (Merkle roots), the
 /// per-account stateNonce that binds an attestation to a portfolio, and the breach registry.
-abstract contract AttestationOracle is KeeperSet {
+abstract contract AttestationOracle is KeeperSet, IAttestationOracle {
     using SafeCast for uint256;
     using SafeCast for int256;
 
-    /// @notice Number of margin root commitments kept; `ring[sequence % ROOT_RING_SIZE]`.
-    uint256 public constant ROOT_RING_SIZE = 16;
+    // ------------------------------------------------------------------ types
 
     struct PricePoint {
-        uint192 price;
-        uint64 timestamp;
+        uint192 price; // [wad quote units per whole asset unit]
+        uint64 timestamp; // [unix seconds] observation time
     }
+
+    // ------------------------------------------------------------------ constants
+
+    /// @notice Number of margin root commitments kept; `ring[sequence % ROOT_RING_SIZE]`.
+    uint256 public constant ROOT_RING_SIZE = 16;
+    /// @notice How far ahead of the chain an attestation's timestamp may be [seconds].
+    uint256 public constant MAX_FUTURE_SKEW = 15;
+
+    // ------------------------------------------------------------------ storage
 
     mapping(address account => AccountState) internal _accounts;
     mapping(address account => BreachRecord) internal _breaches;
@@ -34,7 +43,7 @@ abstract contract AttestationOracle is KeeperSet {
     mapping(address asset => PricePoint) internal _spot;
     mapping(address underlying => mapping(uint64 expiry => uint256)) internal _settlementPrice;
 
-    // ------------------------------------------------------------------ internals
+    // ------------------------------------------------------------------ internal functions
 
     function _acceptMarginRoot(bytes32 root, MarginRootHeader calldata h, bytes calldata signatures) internal {
         Config memory c = _config;
@@ -46,10 +55,10 @@ abstract contract AttestationOracle is KeeperSet {
         // signature check: whoever posted it first (e.g. a copy of the keepers' batch from the mempool, root-only
         // or with a chosen subset of leaves) cannot make the keepers' own batch revert (review finding L-7).
         if (_rootRing[seq % ROOT_RING_SIZE] == structHash) return;
-        if (seq <= c.lastMarginSequence) revert AttestationReplayed(seq, c.lastMarginSequence);
-        if (ts < c.lastMarginTimestamp) revert AttestationOlder(ts, c.lastMarginTimestamp);
+        if (seq <= c.lastMarginSequence) revert AO_AttestationReplayed(seq, c.lastMarginSequence);
+        if (ts < c.lastMarginTimestamp) revert AO_AttestationOlder(ts, c.lastMarginTimestamp);
         _verifySignatures(_hashTypedDataV4(structHash), signatures, c.threshold);
-        if (seq > type(uint40).max) revert AttestationReplayed(seq, c.lastMarginSequence);
+        if (seq > type(uint40).max) revert AO_AttestationReplayed(seq, c.lastMarginSequence);
         Config storage cs = _config;
         // ts <= block.timestamp + 15 fits uint32 (until 2106)
         (cs.lastMarginSequence, cs.lastMarginTimestamp) = (uint40(seq), uint32(ts));
@@ -57,11 +66,17 @@ abstract contract AttestationOracle is KeeperSet {
         emit MarginRootPosted(seq, root, h.inputsHash, ts, h.leafCount);
     }
 
+    /// @dev Reverts unless `timestamp` is at most `MAX_FUTURE_SKEW` ahead of the chain and at most `maxAge` old.
+    function _checkFresh(uint64 timestamp, uint256 maxAge) internal view {
+        if (timestamp > block.timestamp + MAX_FUTURE_SKEW) revert AO_AttestationFromFuture(timestamp);
+        if (uint256(timestamp) + maxAge < block.timestamp) revert AO_AttestationExpired(timestamp, maxAge);
+    }
+
     /// @dev Verifies a leaf's branch against the ring and the root's freshness; returns the root.
     function _verifyMarginProof(MarginProof calldata p) internal view returns (bytes32 root) {
         root = MerkleProof.processProofCalldata(p.proof, BackstopTypes.leafHash(p.leaf));
         if (_rootRing[p.header.sequence % ROOT_RING_SIZE] != BackstopTypes.marginRootStructHash(root, p.header)) {
-            revert UnknownMarginRoot(p.header.sequence);
+            revert AO_UnknownMarginRoot(p.header.sequence);
         }
         _checkFresh(p.header.timestamp, _config.maxAttestationAge);
     }
@@ -74,8 +89,8 @@ abstract contract AttestationOracle is KeeperSet {
         emit MarginAttested(l.account, h.sequence, l.equity, l.maintenance, l.initial, l.modelValue, l.stateNonce, current);
         if (!current) {
             if (!strict) return;
-            if (a.stateNonce != l.stateNonce) revert StaleMarginState(l.account, l.stateNonce, a.stateNonce);
-            revert AttestationOlder(h.timestamp, a.attestedAt);
+            if (a.stateNonce != l.stateNonce) revert AO_StaleMarginState(l.account, l.stateNonce, a.stateNonce);
+            revert AO_AttestationOlder(h.timestamp, a.attestedAt);
         }
         a.equity = l.equity.toInt96();
         a.maintenance = l.maintenance.toUint96();

@@ -33,10 +33,12 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
     using SafeCast for uint256;
     using SafeCast for int256;
 
+    // ------------------------------------------------------------------ immutables
+
     /// @notice The `ClearinghouseAdmin` code this contract delegates its cold functions to.
     address public immutable admin;
 
-    error AdminMismatch(address admin);
+    // ------------------------------------------------------------------ constructor
 
     /// @param owner_ Initial owner (two-step transfers afterwards).
     /// @param quoteAsset_ The quote asset (decimals <= 18).
@@ -51,12 +53,12 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
         address admin_
     ) ClearinghouseBase(owner_, quoteAsset_, quoteDepositCap, shortMarginFraction_) {
         if (admin_.code.length == 0 || ClearinghouseBase(admin_).quoteAsset() != quoteAsset_) {
-            revert AdminMismatch(admin_);
+            revert CH_AdminMismatch(admin_);
         }
         admin = admin_;
     }
 
-    // ------------------------------------------------------------------ prices
+    // ------------------------------------------------------------------ external functions
 
     /// @notice Post keeper-attested spot prices (WAD, quote units per whole asset unit).
     /// @param assets Assets priced (collateral and underlyings).
@@ -72,11 +74,11 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
         bytes calldata signatures
     ) external {
         uint256 n = assets.length;
-        if (n != prices.length) revert LengthMismatch(n, prices.length);
+        if (n != prices.length) revert AO_LengthMismatch(n, prices.length);
         Config memory c = _config;
         _checkFresh(timestamp, c.maxAttestationAge);
-        if (sequence <= c.lastPriceSequence) revert AttestationReplayed(sequence, c.lastPriceSequence);
-        if (timestamp < c.lastPriceTimestamp) revert AttestationOlder(timestamp, c.lastPriceTimestamp);
+        if (sequence <= c.lastPriceSequence) revert AO_AttestationReplayed(sequence, c.lastPriceSequence);
+        if (timestamp < c.lastPriceTimestamp) revert AO_AttestationOlder(timestamp, c.lastPriceTimestamp);
         bytes32 structHash = keccak256(
             abi.encode(
                 BackstopTypes.PRICES_TYPEHASH,
@@ -92,13 +94,11 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
         _config = c;
         for (uint256 i; i < n; ++i) {
             uint256 p = prices[i];
-            if (p == 0 || p > type(uint192).max) revert InvalidPrice(assets[i], p);
+            if (p == 0 || p > type(uint192).max) revert AO_InvalidPrice(assets[i], p);
             _spot[assets[i]] = PricePoint(uint192(p), timestamp);
         }
         emit PricesPosted(sequence, timestamp, assets, prices);
     }
-
-    // ------------------------------------------------------------------ margin
 
     /// @notice Post a keeper-signed margin root without leaves; accounts are recorded later with proofs.
     /// @param root Merkle root (OZ StandardMerkleTree convention) of the batch's margin leaves.
@@ -142,8 +142,6 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
         _recordLeaf(p.leaf, p.header, root, true);
     }
 
-    // ------------------------------------------------------------------ collateral
-
     /// @notice Deposit `amount` of listed `asset` for the caller. Never paused, never needs an attestation.
     /// @param asset A listed collateral asset.
     /// @param amount Token base units, > 0, within the deposit cap.
@@ -155,19 +153,19 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
     /// empty proof; otherwise `margin` must be a fresh leaf for the caller's current stateNonce with
     /// equity - initial >= amount x spot (quote units, rounded up, no haircut credit). Once keepers have been silent
     /// for `FALLBACK_DELAY`, an empty proof is accepted when the fallback margin after the withdrawal is >= 0.
-    /// Refused while the account is bound to a breach (`AccountInBreach`).
+    /// Refused while the account is bound to a breach (`CH_AccountInBreach`).
     /// @param asset A listed collateral asset.
     /// @param amount Token base units.
     /// @param margin The caller's margin leaf and branch, or an empty proof (leaf.account == 0).
     function withdraw(address asset, uint256 amount, MarginProof calldata margin) external nonReentrant {
         address account = msg.sender;
-        if (amount == 0) revert ZeroAmount();
+        if (amount == 0) revert CH_ZeroAmount();
         _requireNoClaims(account);
-        if (!_assetConfig[asset].listed) revert AssetNotListed(asset);
+        if (!_assetConfig[asset].listed) revert CH_AssetNotListed(asset);
         bool fallbackExit;
         if (margin.leaf.account == address(0)) {
             if (_seriesOf[account].length != 0 || _cash[account] < 0) {
-                if (!_fallbackActive()) revert MarginProofRequired(account);
+                if (!_fallbackActive()) revert CH_MarginProofRequired(account);
                 fallbackExit = true;
             }
         } else {
@@ -182,8 +180,6 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
         emit Withdrawn(account, asset, amount);
         IERC20(asset).safeTransfer(account, amount);
     }
-
-    // ------------------------------------------------------------------ trading
 
     /// @notice Fill a maker's signed quote in full; the caller is the taker. The buyer pays the premium
     /// (|size| x price, rounded up) in quote cash. A leg that is not reduce-only needs a margin proof with
@@ -210,8 +206,6 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
         if (takerFallback) _requireFallbackMargin(msg.sender);
     }
 
-    // ------------------------------------------------------------------ liquidation hook
-
     /// @notice Liquidation bid: `holder` acquires a claim on `shareWad` of what is left of `source`'s effective
     /// book (frozen until the claim is settled with `settleClaim`), and pays `payment` quote cash to the module.
     /// Only the liquidation module. Bumps both stateNonces.
@@ -229,7 +223,7 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
         (sourceNonce,) = _recordClaim(source, holder, shareWad, payment);
     }
 
-    // ------------------------------------------------------------------ views
+    // ------------------------------------------------------------------ external views
 
     /// @notice The EIP-712 digest of `structHash` under this contract's domain (what keepers and makers sign).
     function hashTypedData(bytes32 structHash) external view returns (bytes32) {
@@ -251,6 +245,8 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
         AccountState memory a = _accounts[account];
         return (a.equity, a.maintenance, a.stateNonce, a.attestedAt);
     }
+
+    // ------------------------------------------------------------------ internal functions
 
     function _implementation() internal view override returns (address) {
         return admin;

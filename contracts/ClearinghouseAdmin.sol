@@ -26,6 +26,8 @@ contract ClearinghouseAdmin is ClearinghouseBase {
     using SafeCast for uint256;
     using SafeCast for int256;
 
+    // ------------------------------------------------------------------ constructor
+
     /// @param owner_ Unused owner of this code contract's own storage.
     /// @param quoteAsset_ Must equal the Clearinghouse's quote asset (checked there).
     /// @param quoteDepositCap Unused (own storage).
@@ -34,16 +36,16 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         ClearinghouseBase(owner_, quoteAsset_, quoteDepositCap, shortMarginFraction_)
     {}
 
-    // ------------------------------------------------------------------ governance
+    // ------------------------------------------------------------------ external functions
 
     /// @notice Replace the keeper set and threshold. 1 <= N <= 16, 2M > N, M <= N.
     /// @param newKeepers The new keeper addresses (no zero address, no duplicates).
     /// @param newThreshold The number of distinct keeper signatures an attestation needs.
     function setKeeperSet(address[] calldata newKeepers, uint8 newThreshold) external onlyOwner {
         uint256 n = newKeepers.length;
-        if (n == 0 || n > MAX_KEEPERS) revert ParameterOutOfBounds("keeperCount", n, 1, MAX_KEEPERS);
+        if (n == 0 || n > MAX_KEEPERS) revert CH_ParameterOutOfBounds("keeperCount", n, 1, MAX_KEEPERS);
         if (newThreshold > n || 2 * uint256(newThreshold) <= n) {
-            revert ParameterOutOfBounds("threshold", newThreshold, n / 2 + 1, n);
+            revert CH_ParameterOutOfBounds("threshold", newThreshold, n / 2 + 1, n);
         }
         uint256 old = _keepers.length;
         for (uint256 i; i < old; ++i) {
@@ -54,8 +56,8 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         delete _keepers;
         for (uint256 i; i < n; ++i) {
             address k = newKeepers[i];
-            if (k == address(0)) revert ZeroAddress();
-            if (_isKeeper[k]) revert DuplicateKeeper(k);
+            if (k == address(0)) revert CH_ZeroAddress();
+            if (_isKeeper[k]) revert KS_DuplicateKeeper(k);
             _isKeeper[k] = true;
             _keepers.push(k);
             emit KeeperAdded(k);
@@ -83,7 +85,210 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         emit ParameterSet("maxPriceAge", age);
     }
 
-    // ------------------------------------------------------------------ views
+    /// @notice Set the WAD fraction of spot x size required as headroom for a new short leg. Bounds [0.05e18, 1e18].
+    /// The risk admin may only raise it (tighten, at once); the owner (timelocked) may also lower it.
+    /// @param fractionWad The new fraction.
+    function setShortMarginFraction(uint256 fractionWad) external {
+        _checkOwnerOrTightening("shortMarginFraction", _config.shortMarginFraction, fractionWad, true);
+        _checkBounds("shortMarginFraction", fractionWad, MIN_SHORT_MARGIN_FRACTION, MAX_SHORT_MARGIN_FRACTION);
+        _config.shortMarginFraction = uint64(fractionWad);
+        emit ParameterSet("shortMarginFraction", fractionWad);
+    }
+
+    /// @notice Set the liquidation module; can be done once.
+    /// @param module The module allowed to call recordClaim, primeLot, transferCash and clearBreach.
+    function setLiquidationModule(address module) external onlyOwner {
+        if (module == address(0)) revert CH_ZeroAddress();
+        if (liquidationModule != address(0)) revert CH_LiquidationModuleAlreadySet(liquidationModule);
+        liquidationModule = module;
+        emit LiquidationModuleSet(module);
+    }
+
+    /// @notice Set the risk admin, who sets haircuts and deposit caps within hard bounds.
+    /// @param admin The new risk admin.
+    function setRiskAdmin(address admin) external onlyOwner {
+        if (admin == address(0)) revert CH_ZeroAddress();
+        riskAdmin = admin;
+        emit RiskAdminSet(admin);
+    }
+
+    /// @notice List an ERC20 as collateral. Rejects tokens without code, with decimals() > 18 or reverting.
+    /// @param token The ERC20.
+    /// @param haircutWad Haircut in WAD, at most 0.9e18.
+    /// @param depositCap Cap on total deposits in token base units, >= 1.
+    function listCollateral(address token, uint64 haircutWad, uint128 depositCap) external onlyOwner {
+        if (_assetConfig[token].listed) revert CH_AssetAlreadyListed(token);
+        _list(token, _readDecimals(token), haircutWad, depositCap);
+    }
+
+    /// @notice Set a listed asset's haircut and deposit cap. The risk admin may only tighten (raise the haircut, lower
+    /// the cap), which acts at once; loosening is the owner's power (a timelock in every deployment). The quote
+    /// asset's haircut stays 0.
+    /// @param token The listed asset.
+    /// @param haircutWad Haircut in WAD, at most 0.9e18 (0 for the quote asset).
+    /// @param depositCap Cap on total deposits in token base units, >= 1.
+    function setCollateralParams(address token, uint64 haircutWad, uint128 depositCap) external {
+        AssetConfig storage cfg = _assetConfig[token];
+        if (!cfg.listed) revert CH_AssetNotListed(token);
+        _checkOwnerOrTightening("haircut", cfg.haircut, haircutWad, true);
+        _checkOwnerOrTightening("depositCap", cfg.depositCap, depositCap, false);
+        _checkAssetParams(token, haircutWad, depositCap);
+        cfg.haircut = haircutWad;
+        cfg.depositCap = depositCap;
+        emit CollateralParamsSet(token, haircutWad, depositCap);
+    }
+
+    /// @notice Register a cash-settled option series on `underlying`, settled in the quote asset (owner or risk
+    /// admin).
+    /// @param underlying The underlying asset (priced by keeper attestations).
+    /// @param strike Strike in WAD, 0 < strike <= 1e36.
+    /// @param expiry Expiry (unix seconds), in the future and within 730 days.
+    /// @param isCall True for a call, false for a put.
+    /// @return seriesId The new series id.
+    function createSeries(address underlying, uint128 strike, uint64 expiry, bool isCall)
+        external
+        returns (uint256 seriesId)
+    {
+        // a new series moves no value and adds no risk by itself (no trade without a fresh attested price of its
+        // underlying): the risk admin may list series without the owner's delay
+        _isOwnerElseRiskAdmin();
+        if (underlying == address(0)) revert CH_ZeroAddress();
+        _checkBounds("strike", strike, 1, MAX_STRIKE);
+        _checkBounds("expiry", expiry, block.timestamp + 1, block.timestamp + MAX_EXPIRY_HORIZON);
+        seriesId = ++seriesCount;
+        _series[seriesId] = Series({underlying: underlying, expiry: expiry, isCall: isCall, strike: strike});
+        emit SeriesCreated(seriesId, underlying, quoteAsset, strike, expiry, isCall);
+    }
+
+    /// @notice Cancel one of the caller's quote nonces; a quote with that nonce can no longer be filled.
+    /// @param nonce The nonce to burn.
+    function cancelNonce(uint256 nonce) external {
+        if (_nonceUsed[msg.sender][nonce]) revert CH_NonceUsed(msg.sender, nonce);
+        _nonceUsed[msg.sender][nonce] = true;
+        emit NonceCancelled(msg.sender, nonce);
+    }
+
+    /// @notice Settle `account`'s position in an expired series at the attested settlement price (anyone).
+    /// @param account The holder.
+    /// @param seriesId The expired series.
+    function settle(address account, uint256 seriesId) external {
+        (uint256 intrinsic,) = _intrinsic(seriesId);
+        if (_positions[account][seriesId] == 0) revert CH_NoPosition(account, seriesId);
+        _settle(account, seriesId, intrinsic);
+    }
+
+    /// @notice Settle many holders of one expired series; accounts without a position are skipped.
+    /// @param accounts The holders.
+    /// @param seriesId The expired series.
+    function settleMany(address[] calldata accounts, uint256 seriesId) external {
+        (uint256 intrinsic,) = _intrinsic(seriesId);
+        for (uint256 i; i < accounts.length; ++i) {
+            if (_positions[accounts[i]][seriesId] != 0) _settle(accounts[i], seriesId, intrinsic);
+        }
+    }
+
+    /// @notice Post keeper-attested settlement prices for options expiring at `expiry`. Set once per
+    /// (underlying, expiry); the observation `timestamp` must be at or after `expiry` and fresh.
+    /// @param underlyings Underlying assets.
+    /// @param prices WAD settlement prices, > 0.
+    /// @param expiry The expiry the prices settle.
+    /// @param timestamp Observation time.
+    /// @param signatures >= threshold keeper signatures over `SettlementPrices(...)`.
+    function postSettlementPrices(
+        address[] calldata underlyings,
+        uint256[] calldata prices,
+        uint64 expiry,
+        uint64 timestamp,
+        bytes calldata signatures
+    ) external {
+        uint256 n = underlyings.length;
+        if (n != prices.length) revert AO_LengthMismatch(n, prices.length);
+        if (timestamp < expiry) revert AO_SettlementBeforeExpiry(timestamp, expiry);
+        // The signed timestamp may run 15 s ahead of the chain: without this, a settlement price could be stored
+        // while the series still trades, and the last seconds of trading would be at a known payoff.
+        if (block.timestamp < expiry) revert AO_SettlementBeforeExpiry(uint64(block.timestamp), expiry);
+        Config memory c = _config;
+        _checkFresh(timestamp, c.maxAttestationAge);
+        bytes32 structHash = keccak256(
+            abi.encode(
+                BackstopTypes.SETTLEMENT_PRICES_TYPEHASH,
+                keccak256(abi.encodePacked(underlyings)),
+                keccak256(abi.encodePacked(prices)),
+                expiry,
+                timestamp
+            )
+        );
+        _verifySignatures(_hashTypedDataV4(structHash), signatures, c.threshold);
+        for (uint256 i; i < n; ++i) {
+            address u = underlyings[i];
+            uint256 p = prices[i];
+            if (p == 0 || p > type(uint128).max) revert AO_InvalidPrice(u, p);
+            if (_settlementPrice[u][expiry] != 0) revert AO_SettlementPriceAlreadySet(u, expiry);
+            _settlementPrice[u][expiry] = p;
+            emit SettlementPricePosted(u, expiry, p, timestamp);
+        }
+    }
+
+    /// @notice Deliver `holder`'s claim: move its share of the source's frozen book into its account (anyone may
+    /// call, never paused). When the last claim on the book is settled, the book is unfrozen and cash credited to
+    /// the source meanwhile joins its cash. Neither stateNonce moves: the effective books (what keepers attest and
+    /// the views show) are unchanged, so attestations stay valid and a running auction on the source goes on.
+    /// @param holder The claim holder.
+    function settleClaim(address holder) external {
+        _settleClaim(holder);
+    }
+
+    /// @notice An auction starts for `account`: its breach is now held by the auction (a healthy attestation no
+    /// longer lifts it; the auction ends through cure or finish) and its ledger slot is written so that bids
+    /// update a non-zero slot. Only the liquidation module.
+    /// @param account The account an auction starts for.
+    function primeLot(address account) external onlyLiquidationModule {
+        Lot storage lot = _lots[account];
+        if (!lot.inBreach) revert CH_NotInBreach(account);
+        lot.inAuction = true;
+        emit LotPrimed(account);
+    }
+
+    /// @notice Write `holder`'s claim slot once, ahead of its first liquidation bid, so that the bid updates a
+    /// non-zero slot (5,000 gas instead of 22,100 inside the time-critical transaction). Anyone may call, for any
+    /// holder, at any time (never paused); a no-op when the slot is already non-zero. The slot keeps no claim:
+    /// views, margins and the holder's freedom to trade are unchanged.
+    /// @param holder The future bidder whose slot is written.
+    function primeClaimSlot(address holder) external {
+        if (holder == address(0)) revert CH_ZeroAddress();
+        Claim storage c = _claims[holder];
+        if (c.source == address(0)) {
+            c.source = holder; // sentinel: a non-zero source with fractionWad 0 is "no claim"
+            emit ClaimSlotPrimed(holder, msg.sender);
+        }
+    }
+
+    /// @notice Move `amount` of quote cash from `from` to `to` (the module checks `from` can afford it). A frozen
+    /// `from` cannot pay; cash paid to a frozen `to` is held outside its frozen book. The module's own account keeps
+    /// its stateNonce (it never trades or withdraws with a margin proof).
+    /// @param from Payer account.
+    /// @param to Receiver account.
+    /// @param amount Quote base units, > 0.
+    function transferCash(address from, address to, uint256 amount) external onlyLiquidationModule {
+        if (amount == 0) revert CH_ZeroAmount();
+        if (to == address(0)) revert CH_ZeroAddress();
+        uint256 pending = _lots[from].pendingWad;
+        if (pending != 0) revert CH_ClaimsPending(from, pending);
+        int256 m = amount.toInt256();
+        _cash[from] -= m;
+        _creditCash(to, m); // a credit of quote cash moves no stateNonce (see `CollateralVault._deposit`)
+        if (from != msg.sender) _bumpNonce(from);
+        emit CashTransferred(from, to, m);
+    }
+
+    /// @notice Delete `account`'s breach record and unbind its book (cured, or liquidation finished); cash credited
+    /// to it meanwhile joins its cash (at the last claim settlement if claims are pending).
+    /// @param account The account.
+    function clearBreach(address account) external onlyLiquidationModule {
+        _unbind(account, _lots[account]);
+    }
+
+    // ------------------------------------------------------------------ external views
 
     /// @notice The current keepers, in the order they were set.
     function keepers() external view returns (address[] memory) {
@@ -110,69 +315,10 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         return _config.maxPriceAge;
     }
 
-    // ------------------------------------------------------------------ governance
-
-    /// @notice Set the WAD fraction of spot x size required as headroom for a new short leg. Bounds [0.05e18, 1e18].
-    /// The risk admin may only raise it (tighten, at once); the owner (timelocked) may also lower it.
-    /// @param fractionWad The new fraction.
-    function setShortMarginFraction(uint256 fractionWad) external {
-        _checkOwnerOrTightening("shortMarginFraction", _config.shortMarginFraction, fractionWad, true);
-        _checkBounds("shortMarginFraction", fractionWad, MIN_SHORT_MARGIN_FRACTION, MAX_SHORT_MARGIN_FRACTION);
-        _config.shortMarginFraction = uint64(fractionWad);
-        emit ParameterSet("shortMarginFraction", fractionWad);
-    }
-
     /// @notice The WAD fraction of spot x size a new short leg needs as headroom.
     function shortMarginFraction() external view returns (uint256) {
         return _config.shortMarginFraction;
     }
-
-    /// @notice Set the liquidation module; can be done once.
-    /// @param module The module allowed to call recordClaim, primeLot, transferCash and clearBreach.
-    function setLiquidationModule(address module) external onlyOwner {
-        if (module == address(0)) revert ZeroAddress();
-        if (liquidationModule != address(0)) revert LiquidationModuleAlreadySet(liquidationModule);
-        liquidationModule = module;
-        emit LiquidationModuleSet(module);
-    }
-
-    // ------------------------------------------------------------------ governance
-
-    /// @notice Set the risk admin, who sets haircuts and deposit caps within hard bounds.
-    /// @param admin The new risk admin.
-    function setRiskAdmin(address admin) external onlyOwner {
-        if (admin == address(0)) revert ZeroAddress();
-        riskAdmin = admin;
-        emit RiskAdminSet(admin);
-    }
-
-    /// @notice List an ERC20 as collateral. Rejects tokens without code, with decimals() > 18 or reverting.
-    /// @param token The ERC20.
-    /// @param haircutWad Haircut in WAD, at most 0.9e18.
-    /// @param depositCap Cap on total deposits in token base units, >= 1.
-    function listCollateral(address token, uint64 haircutWad, uint128 depositCap) external onlyOwner {
-        if (_assetConfig[token].listed) revert AssetAlreadyListed(token);
-        _list(token, _readDecimals(token), haircutWad, depositCap);
-    }
-
-    /// @notice Set a listed asset's haircut and deposit cap. The risk admin may only tighten (raise the haircut, lower
-    /// the cap), which acts at once; loosening is the owner's power (a timelock in every deployment). The quote
-    /// asset's haircut stays 0.
-    /// @param token The listed asset.
-    /// @param haircutWad Haircut in WAD, at most 0.9e18 (0 for the quote asset).
-    /// @param depositCap Cap on total deposits in token base units, >= 1.
-    function setCollateralParams(address token, uint64 haircutWad, uint128 depositCap) external {
-        AssetConfig storage cfg = _assetConfig[token];
-        if (!cfg.listed) revert AssetNotListed(token);
-        _checkOwnerOrTightening("haircut", cfg.haircut, haircutWad, true);
-        _checkOwnerOrTightening("depositCap", cfg.depositCap, depositCap, false);
-        _checkAssetParams(token, haircutWad, depositCap);
-        cfg.haircut = haircutWad;
-        cfg.depositCap = depositCap;
-        emit CollateralParamsSet(token, haircutWad, depositCap);
-    }
-
-    // ------------------------------------------------------------------ views
 
     /// @notice Configuration of `asset`: listed, decimals, haircut (WAD), deposit cap.
     function assetConfig(address asset) external view returns (AssetConfig memory) {
@@ -202,83 +348,16 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         return _collateralValue(account, false);
     }
 
-    /// @notice As `collateralValue`, but reverts with `StalePrice(asset, timestamp)` if a held asset's spot price is
+    /// @notice As `collateralValue`, but reverts with `CH_StalePrice(asset, timestamp)` if a held asset's spot price is
     /// older than `maxPriceAge` (what a margin decision, e.g. a liquidation bidder's, must use).
     function freshCollateralValue(address account) external view returns (int256) {
         return _collateralValue(account, true);
     }
 
-    function _collateralValue(address account, bool fresh) internal view returns (int256 value) {
-        value = _effectiveCash(account);
-        address[] memory assets = _effectiveAssets(account);
-        for (uint256 i; i < assets.length; ++i) {
-            address a = assets[i];
-            uint256 amount = _effectiveCollateral(account, a);
-            if (amount == 0) continue;
-            AssetConfig memory cfg = _assetConfig[a];
-            uint256 price = fresh ? _freshSpot(a) : _spot[a].price;
-            uint256 gross = _assetValue(amount, price, cfg.decimals, Math.Rounding.Floor);
-            value += Math.mulDiv(gross, WAD - cfg.haircut, WAD, Math.Rounding.Floor).toInt256();
-        }
-    }
-
-    // ------------------------------------------------------------------ series
-
-    /// @notice Register a cash-settled option series on `underlying`, settled in the quote asset (owner or risk
-    /// admin).
-    /// @param underlying The underlying asset (priced by keeper attestations).
-    /// @param strike Strike in WAD, 0 < strike <= 1e36.
-    /// @param expiry Expiry (unix seconds), in the future and within 730 days.
-    /// @param isCall True for a call, false for a put.
-    /// @return seriesId The new series id.
-    function createSeries(address underlying, uint128 strike, uint64 expiry, bool isCall)
-        external
-        returns (uint256 seriesId)
-    {
-        // a new series moves no value and adds no risk by itself (no trade without a fresh attested price of its
-        // underlying): the risk admin may list series without the owner's delay
-        _isOwnerElseRiskAdmin();
-        if (underlying == address(0)) revert ZeroAddress();
-        _checkBounds("strike", strike, 1, MAX_STRIKE);
-        _checkBounds("expiry", expiry, block.timestamp + 1, block.timestamp + MAX_EXPIRY_HORIZON);
-        seriesId = ++seriesCount;
-        _series[seriesId] = Series({underlying: underlying, expiry: expiry, isCall: isCall, strike: strike});
-        emit SeriesCreated(seriesId, underlying, quoteAsset, strike, expiry, isCall);
-    }
-
-    /// @notice Cancel one of the caller's quote nonces; a quote with that nonce can no longer be filled.
-    /// @param nonce The nonce to burn.
-    function cancelNonce(uint256 nonce) external {
-        if (_nonceUsed[msg.sender][nonce]) revert NonceUsed(msg.sender, nonce);
-        _nonceUsed[msg.sender][nonce] = true;
-        emit NonceCancelled(msg.sender, nonce);
-    }
-
-    /// @notice Settle `account`'s position in an expired series at the attested settlement price (anyone).
-    /// @param account The holder.
-    /// @param seriesId The expired series.
-    function settle(address account, uint256 seriesId) external {
-        (uint256 intrinsic,) = _intrinsic(seriesId);
-        if (_positions[account][seriesId] == 0) revert NoPosition(account, seriesId);
-        _settle(account, seriesId, intrinsic);
-    }
-
-    /// @notice Settle many holders of one expired series; accounts without a position are skipped.
-    /// @param accounts The holders.
-    /// @param seriesId The expired series.
-    function settleMany(address[] calldata accounts, uint256 seriesId) external {
-        (uint256 intrinsic,) = _intrinsic(seriesId);
-        for (uint256 i; i < accounts.length; ++i) {
-            if (_positions[accounts[i]][seriesId] != 0) _settle(accounts[i], seriesId, intrinsic);
-        }
-    }
-
-    // ------------------------------------------------------------------ views
-
     /// @notice The series `seriesId` (underlying, expiry, isCall, strike); reverts for an unknown id.
     function series(uint256 seriesId) external view returns (Series memory s) {
         s = _series[seriesId];
-        if (s.expiry == 0) revert UnknownSeries(seriesId);
+        if (s.expiry == 0) revert CH_UnknownSeries(seriesId);
     }
 
     /// @notice Effective signed size (WAD contracts) of `account` in `seriesId`, claims counted as for
@@ -330,50 +409,6 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         return _hashTypedDataV4(BackstopTypes.quoteStructHash(quote));
     }
 
-    /// @notice Post keeper-attested settlement prices for options expiring at `expiry`. Set once per
-    /// (underlying, expiry); the observation `timestamp` must be at or after `expiry` and fresh.
-    /// @param underlyings Underlying assets.
-    /// @param prices WAD settlement prices, > 0.
-    /// @param expiry The expiry the prices settle.
-    /// @param timestamp Observation time.
-    /// @param signatures >= threshold keeper signatures over `SettlementPrices(...)`.
-    function postSettlementPrices(
-        address[] calldata underlyings,
-        uint256[] calldata prices,
-        uint64 expiry,
-        uint64 timestamp,
-        bytes calldata signatures
-    ) external {
-        uint256 n = underlyings.length;
-        if (n != prices.length) revert LengthMismatch(n, prices.length);
-        if (timestamp < expiry) revert SettlementBeforeExpiry(timestamp, expiry);
-        // The signed timestamp may run 15 s ahead of the chain: without this, a settlement price could be stored
-        // while the series still trades, and the last seconds of trading would be at a known payoff.
-        if (block.timestamp < expiry) revert SettlementBeforeExpiry(uint64(block.timestamp), expiry);
-        Config memory c = _config;
-        _checkFresh(timestamp, c.maxAttestationAge);
-        bytes32 structHash = keccak256(
-            abi.encode(
-                BackstopTypes.SETTLEMENT_PRICES_TYPEHASH,
-                keccak256(abi.encodePacked(underlyings)),
-                keccak256(abi.encodePacked(prices)),
-                expiry,
-                timestamp
-            )
-        );
-        _verifySignatures(_hashTypedDataV4(structHash), signatures, c.threshold);
-        for (uint256 i; i < n; ++i) {
-            address u = underlyings[i];
-            uint256 p = prices[i];
-            if (p == 0 || p > type(uint128).max) revert InvalidPrice(u, p);
-            if (_settlementPrice[u][expiry] != 0) revert SettlementPriceAlreadySet(u, expiry);
-            _settlementPrice[u][expiry] = p;
-            emit SettlementPricePosted(u, expiry, p, timestamp);
-        }
-    }
-
-    // ------------------------------------------------------------------ views
-
     /// @notice The latest stored spot price of `asset` (WAD) and its observation time.
     function spotPrice(address asset) external view returns (uint256 price, uint64 timestamp) {
         PricePoint memory p = _spot[asset];
@@ -415,28 +450,6 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         return BackstopTypes.leafHash(leaf);
     }
 
-    // ------------------------------------------------------------------ liquidation hook
-
-    /// @notice Deliver `holder`'s claim: move its share of the source's frozen book into its account (anyone may
-    /// call, never paused). When the last claim on the book is settled, the book is unfrozen and cash credited to
-    /// the source meanwhile joins its cash. Neither stateNonce moves: the effective books (what keepers attest and
-    /// the views show) are unchanged, so attestations stay valid and a running auction on the source goes on.
-    /// @param holder The claim holder.
-    function settleClaim(address holder) external {
-        _settleClaim(holder);
-    }
-
-    /// @notice An auction starts for `account`: its breach is now held by the auction (a healthy attestation no
-    /// longer lifts it; the auction ends through cure or finish) and its ledger slot is written so that bids
-    /// update a non-zero slot. Only the liquidation module.
-    /// @param account The account an auction starts for.
-    function primeLot(address account) external onlyLiquidationModule {
-        Lot storage lot = _lots[account];
-        if (!lot.inBreach) revert NotInBreach(account);
-        lot.inAuction = true;
-        emit LotPrimed(account);
-    }
-
     /// @notice Whether keepers have been silent (no margin root) for `FALLBACK_DELAY`: the fallback margin then
     /// governs withdrawals and reduce-only trades given an empty proof.
     function fallbackActive() external view returns (bool) {
@@ -453,57 +466,32 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         );
     }
 
-    /// @notice Write `holder`'s claim slot once, ahead of its first liquidation bid, so that the bid updates a
-    /// non-zero slot (5,000 gas instead of 22,100 inside the time-critical transaction). Anyone may call, for any
-    /// holder, at any time (never paused); a no-op when the slot is already non-zero. The slot keeps no claim:
-    /// views, margins and the holder's freedom to trade are unchanged.
-    /// @param holder The future bidder whose slot is written.
-    function primeClaimSlot(address holder) external {
-        if (holder == address(0)) revert ZeroAddress();
-        Claim storage c = _claims[holder];
-        if (c.source == address(0)) {
-            c.source = holder; // sentinel: a non-zero source with fractionWad 0 is "no claim"
-            emit ClaimSlotPrimed(holder, msg.sender);
-        }
-    }
-
     /// @notice Whether `holder`'s claim slot is non-zero (primed, or used by an earlier claim): its next bid pays no
     /// zero-slot write.
     function claimSlotPrimed(address holder) external view returns (bool) {
         return _claims[holder].source != address(0);
     }
 
-    /// @notice Move `amount` of quote cash from `from` to `to` (the module checks `from` can afford it). A frozen
-    /// `from` cannot pay; cash paid to a frozen `to` is held outside its frozen book. The module's own account keeps
-    /// its stateNonce (it never trades or withdraws with a margin proof).
-    /// @param from Payer account.
-    /// @param to Receiver account.
-    /// @param amount Quote base units, > 0.
-    function transferCash(address from, address to, uint256 amount) external onlyLiquidationModule {
-        if (amount == 0) revert ZeroAmount();
-        if (to == address(0)) revert ZeroAddress();
-        uint256 pending = _lots[from].pendingWad;
-        if (pending != 0) revert ClaimsPending(from, pending);
-        int256 m = amount.toInt256();
-        _cash[from] -= m;
-        _creditCash(to, m); // a credit of quote cash moves no stateNonce (see `CollateralVault._deposit`)
-        if (from != msg.sender) _bumpNonce(from);
-        emit CashTransferred(from, to, m);
+    // ------------------------------------------------------------------ internal functions
+
+    function _collateralValue(address account, bool fresh) internal view returns (int256 value) {
+        value = _effectiveCash(account);
+        address[] memory assets = _effectiveAssets(account);
+        for (uint256 i; i < assets.length; ++i) {
+            address a = assets[i];
+            uint256 amount = _effectiveCollateral(account, a);
+            if (amount == 0) continue;
+            AssetConfig memory cfg = _assetConfig[a];
+            uint256 price = fresh ? _freshSpot(a) : _spot[a].price;
+            uint256 gross = _assetValue(amount, price, cfg.decimals, Math.Rounding.Floor);
+            value += Math.mulDiv(gross, WAD - cfg.haircut, WAD, Math.Rounding.Floor).toInt256();
+        }
     }
 
-    /// @notice Delete `account`'s breach record and unbind its book (cured, or liquidation finished); cash credited
-    /// to it meanwhile joins its cash (at the last claim settlement if claims are pending).
-    /// @param account The account.
-    function clearBreach(address account) external onlyLiquidationModule {
-        _unbind(account, _lots[account]);
-    }
-
-    // ------------------------------------------------------------------ internals
-
-    /// @dev True for the owner, false for the risk admin; reverts `NotOwnerOrRiskAdmin` for anyone else.
+    /// @dev True for the owner, false for the risk admin; reverts `CH_NotOwnerOrRiskAdmin` for anyone else.
     function _isOwnerElseRiskAdmin() internal view returns (bool) {
         if (msg.sender == owner()) return true;
-        if (msg.sender != riskAdmin) revert NotOwnerOrRiskAdmin(msg.sender);
+        if (msg.sender != riskAdmin) revert CH_NotOwnerOrRiskAdmin(msg.sender);
         return false;
     }
 
@@ -514,7 +502,7 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         view
     {
         if (_isOwnerElseRiskAdmin()) return;
-        if (upIsTighter ? requested < current : requested > current) revert OnlyTightening(name, current, requested);
+        if (upIsTighter ? requested < current : requested > current) revert CH_OnlyTightening(name, current, requested);
     }
 
     /// @dev `a`'s own list with the entries of `b` it lacks appended.

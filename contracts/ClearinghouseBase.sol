@@ -6,6 +6,7 @@ import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 import {KeeperSet} from "./KeeperSet.sol";
+import {IClearinghouse} from "./interfaces/IClearinghouse.sol";
 import {ExpiringPauseState} from "./governance/ExpiringPause.sol";
 import {CollateralVault} from "./CollateralVault.sol";
 import {LiquidationClaims} from "./LiquidationClaims.sol";
@@ -15,14 +16,11 @@ import {AccountState, BackstopTypes, MarginProof, Quote, Series} from "./librari
 /// @notice Storage layout and internal logic shared by `Clearinghouse` (hot paths) and `ClearinghouseAdmin`
 /// (governance, settlement, liquidation hook, views; reached through `Clearinghouse`'s fallback by delegatecall).
 /// Both inherit exactly this contract and declare no state of their own, so their storage layouts are identical.
-/// @dev The fallback-margin view of `ClearinghouseAdmin`, called on the Clearinghouse's own address.
-interface IFallbackMargin {
-    function fallbackMargin(address account) external view returns (int256);
-}
-
 abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, ExpiringPauseState {
     using SafeCast for uint256;
     using SafeCast for int256;
+
+    // ------------------------------------------------------------------ constants
 
     uint256 public constant MIN_SHORT_MARGIN_FRACTION = 0.05e18;
     uint256 public constant MAX_SHORT_MARGIN_FRACTION = 1e18;
@@ -31,8 +29,19 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
     /// they do not need, without a keeper attestation.
     uint256 public constant FALLBACK_DELAY = 3 days;
 
+    // ------------------------------------------------------------------ storage
+
     /// @notice The liquidation module (set once by the owner).
     address public liquidationModule;
+
+    // ------------------------------------------------------------------ modifiers
+
+    modifier onlyLiquidationModule() {
+        if (msg.sender != liquidationModule || msg.sender == address(0)) revert CH_NotLiquidationModule(msg.sender);
+        _;
+    }
+
+    // ------------------------------------------------------------------ constructor
 
     constructor(address owner_, address quoteAsset_, uint128 quoteDepositCap, uint64 shortMarginFraction_)
         KeeperSet(owner_)
@@ -42,21 +51,16 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
         _config.shortMarginFraction = shortMarginFraction_;
     }
 
-    modifier onlyLiquidationModule() {
-        if (msg.sender != liquidationModule || msg.sender == address(0)) revert NotLiquidationModule(msg.sender);
-        _;
-    }
-
-    // ------------------------------------------------------------------ internals
+    // ------------------------------------------------------------------ internal functions
 
     /// @dev Checks the quote and its series, burns the nonce; returns the series' underlying.
     function _validateQuote(Quote calldata quote, bytes calldata signature) internal returns (address) {
-        if (quote.maker == msg.sender) revert SelfTrade(msg.sender);
-        if (quote.size == 0) revert ZeroSize();
-        if (block.timestamp > quote.deadline) revert QuoteExpired(quote.deadline);
+        if (quote.maker == msg.sender) revert CH_SelfTrade(msg.sender);
+        if (quote.size == 0) revert CH_ZeroSize();
+        if (block.timestamp > quote.deadline) revert CH_QuoteExpired(quote.deadline);
         Series memory s = _series[quote.seriesId];
-        if (s.expiry == 0) revert UnknownSeries(quote.seriesId);
-        if (block.timestamp >= s.expiry) revert SeriesExpired(quote.seriesId, s.expiry);
+        if (s.expiry == 0) revert CH_UnknownSeries(quote.seriesId);
+        if (block.timestamp >= s.expiry) revert CH_SeriesExpired(quote.seriesId, s.expiry);
         _useQuote(quote, signature);
         return s.underlying;
     }
@@ -77,8 +81,8 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
     function _useQuote(Quote calldata quote, bytes calldata signature) internal {
         bytes32 digest = _hashTypedDataV4(BackstopTypes.quoteStructHash(quote));
         (address signer, ECDSA.RecoverError err,) = ECDSA.tryRecover(digest, signature);
-        if (err != ECDSA.RecoverError.NoError || signer != quote.maker) revert InvalidQuoteSignature(quote.maker);
-        if (_nonceUsed[quote.maker][quote.nonce]) revert NonceUsed(quote.maker, quote.nonce);
+        if (err != ECDSA.RecoverError.NoError || signer != quote.maker) revert CH_InvalidQuoteSignature(quote.maker);
+        if (_nonceUsed[quote.maker][quote.nonce]) revert CH_NonceUsed(quote.maker, quote.nonce);
         _nonceUsed[quote.maker][quote.nonce] = true;
     }
 
@@ -94,7 +98,7 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
     ///   an account without liabilities cannot go below zero and needs nothing.
     /// Once keepers have been silent for `FALLBACK_DELAY`, a reduce-only leg given an empty proof is checked after
     /// the trade against the fallback margin instead (returns true).
-    /// Breached accounts never get here: `trade` refuses them (`AccountInBreach`).
+    /// Breached accounts never get here: `trade` refuses them (`CH_AccountInBreach`).
     function _checkLeg(
         address account,
         uint256 seriesId,
@@ -152,8 +156,8 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
     /// @dev Reverts unless `account`'s fallback margin (computed by `ClearinghouseAdmin.fallbackMargin`, reached
     /// through this contract's own fallback) is non-negative.
     function _requireFallbackMargin(address account) internal view {
-        int256 f = IFallbackMargin(address(this)).fallbackMargin(account);
-        if (f < 0) revert FallbackMarginShort(account, f);
+        int256 f = IClearinghouse(address(this)).fallbackMargin(account);
+        if (f < 0) revert CH_FallbackMarginShort(account, f);
     }
 
     /// @dev Verifies the caller-supplied leaf and emits it (`recorded == false`: used, not stored) so that every
@@ -161,7 +165,7 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
     function _requireHeadroom(address account, MarginProof calldata p, uint256 required) internal {
         _verifyAccountLeaf(account, p);
         int256 headroom = p.leaf.equity - p.leaf.initial.toInt256();
-        if (headroom < required.toInt256()) revert InsufficientHeadroom(account, headroom, required);
+        if (headroom < required.toInt256()) revert CH_InsufficientHeadroom(account, headroom, required);
         _emitUsedLeaf(p);
     }
 
@@ -169,7 +173,7 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
     function _requireEquity(address account, MarginProof calldata p, uint256 required, uint256 credit) internal {
         _verifyAccountLeaf(account, p);
         if (p.leaf.equity + credit.toInt256() < required.toInt256()) {
-            revert InsufficientHeadroom(account, p.leaf.equity, required - credit);
+            revert CH_InsufficientHeadroom(account, p.leaf.equity, required - credit);
         }
         _emitUsedLeaf(p);
     }
@@ -188,10 +192,10 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
     /// than the account's recorded attestation of the same portfolio (an account may not pick an earlier, more
     /// favourable leaf once a later one is on record).
     function _verifyAccountLeaf(address account, MarginProof calldata p) internal view {
-        if (p.leaf.account != account) revert MarginProofRequired(account);
+        if (p.leaf.account != account) revert CH_MarginProofRequired(account);
         AccountState memory a = _accounts[account];
-        if (p.leaf.stateNonce != a.stateNonce) revert StaleMarginState(account, p.leaf.stateNonce, a.stateNonce);
-        if (p.header.timestamp < a.attestedAt) revert AttestationOlder(p.header.timestamp, a.attestedAt);
+        if (p.leaf.stateNonce != a.stateNonce) revert AO_StaleMarginState(account, p.leaf.stateNonce, a.stateNonce);
+        if (p.header.timestamp < a.attestedAt) revert AO_AttestationOlder(p.header.timestamp, a.attestedAt);
         _verifyMarginProof(p);
     }
 
@@ -211,9 +215,8 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
     function _freshSpot(address asset) internal view returns (uint256) {
         PricePoint memory p = _spot[asset];
         if (p.price == 0 || uint256(p.timestamp) + _config.maxPriceAge < block.timestamp) {
-            revert StalePrice(asset, p.timestamp);
+            revert CH_StalePrice(asset, p.timestamp);
         }
         return p.price;
     }
-
 }

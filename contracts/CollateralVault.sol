@@ -7,6 +7,7 @@ import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {AttestationOracle} from "./AttestationOracle.sol";
+import {IClearinghouseBase} from "./interfaces/IClearinghouseBase.sol";
 import {AssetConfig} from "./libraries/BackstopTypes.sol";
 
 /// @title CollateralVault
@@ -14,18 +15,24 @@ import {AssetConfig} from "./libraries/BackstopTypes.sol";
 /// held as signed cash (premiums, settlement and liquidation move it); other assets as unsigned balances.
 /// @dev Fee-on-transfer and rebasing tokens are not supported (listing is owner-gated). Value transfers are
 /// `nonReentrant` in the final contract and follow checks-effects-interactions.
-abstract contract CollateralVault is AttestationOracle {
+abstract contract CollateralVault is AttestationOracle, IClearinghouseBase {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
+
+    // ------------------------------------------------------------------ constants
 
     uint256 internal constant WAD = 1e18;
     uint256 public constant MAX_HAIRCUT = 0.9e18;
     uint8 public constant MAX_DECIMALS = 18;
     uint256 public constant MAX_ASSETS_PER_ACCOUNT = 16;
 
+    // ------------------------------------------------------------------ immutables
+
     /// @notice The deployment's quote asset: all values (equity, margins, premiums, cash) are in its base units.
     address public immutable quoteAsset;
     uint256 internal immutable _quoteUnit;
+
+    // ------------------------------------------------------------------ storage
 
     address public riskAdmin;
     mapping(address asset => AssetConfig) internal _assetConfig;
@@ -35,6 +42,8 @@ abstract contract CollateralVault is AttestationOracle {
     mapping(address account => address[]) internal _assetsOf;
     mapping(address account => mapping(address asset => uint256)) internal _assetIndex; // index + 1
 
+    // ------------------------------------------------------------------ constructor
+
     constructor(address quoteAsset_, uint128 quoteDepositCap) {
         uint8 d = _readDecimals(quoteAsset_);
         quoteAsset = quoteAsset_;
@@ -42,16 +51,21 @@ abstract contract CollateralVault is AttestationOracle {
         _list(quoteAsset_, d, 0, quoteDepositCap);
     }
 
-    // ------------------------------------------------------------------ internals
+    // ------------------------------------------------------------------ internal functions
+
+    /// @dev Reverts `CH_ParameterOutOfBounds` unless `min <= value <= max`.
+    function _checkBounds(bytes32 name, uint256 value, uint256 min, uint256 max) internal pure {
+        if (value < min || value > max) revert CH_ParameterOutOfBounds(name, value, min, max);
+    }
 
     function _readDecimals(address token) internal view returns (uint8 d) {
-        if (token.code.length == 0) revert NotAContract(token);
+        if (token.code.length == 0) revert CH_NotAContract(token);
         try IERC20Metadata(token).decimals() returns (uint8 dec) {
             d = dec;
         } catch {
-            revert DecimalsUnreadable(token);
+            revert CH_DecimalsUnreadable(token);
         }
-        if (d > MAX_DECIMALS) revert DecimalsTooLarge(token, d);
+        if (d > MAX_DECIMALS) revert CH_DecimalsTooLarge(token, d);
     }
 
     function _checkAssetParams(address token, uint64 haircutWad, uint128 depositCap) internal view {
@@ -87,12 +101,12 @@ abstract contract CollateralVault is AttestationOracle {
     }
 
     function _deposit(address account, address asset, uint256 amount) internal virtual {
-        if (amount == 0) revert ZeroAmount();
-        if (account == address(0)) revert ZeroAddress();
+        if (amount == 0) revert CH_ZeroAmount();
+        if (account == address(0)) revert CH_ZeroAddress();
         AssetConfig memory cfg = _assetConfig[asset];
-        if (!cfg.listed) revert AssetNotListed(asset);
+        if (!cfg.listed) revert CH_AssetNotListed(asset);
         uint256 total = totalDeposits[asset] + amount;
-        if (total > cfg.depositCap) revert DepositCapExceeded(asset, total, cfg.depositCap);
+        if (total > cfg.depositCap) revert CH_DepositCapExceeded(asset, total, cfg.depositCap);
         totalDeposits[asset] = total;
         if (asset == quoteAsset) {
             // Quote cash only raises equity, by exactly `amount`: every attestation of the book without it stays a
@@ -114,15 +128,15 @@ abstract contract CollateralVault is AttestationOracle {
     function _debit(address account, address asset, uint256 amount) internal {
         if (asset == quoteAsset) {
             int256 cash = _cash[account];
-            if (cash < amount.toInt256()) revert InsufficientCash(account, cash, amount);
+            if (cash < amount.toInt256()) revert CH_InsufficientCash(account, cash, amount);
             _cash[account] = cash - int256(amount);
         } else {
-            if (!_assetConfig[asset].listed) revert AssetNotListed(asset);
+            if (!_assetConfig[asset].listed) revert CH_AssetNotListed(asset);
             _subCollateral(account, asset, amount);
         }
         uint256 held = totalDeposits[asset];
         // quote cash can exceed what the contract holds while other accounts owe (negative cash)
-        if (held < amount) revert InsufficientLiquidity(asset, held, amount);
+        if (held < amount) revert CH_InsufficientLiquidity(asset, held, amount);
         totalDeposits[asset] = held - amount;
         _bumpNonce(account);
     }
@@ -131,7 +145,7 @@ abstract contract CollateralVault is AttestationOracle {
     function _addCollateral(address account, address asset, uint256 amount, bool capped) internal {
         uint256 balance = _collateral[account][asset];
         if (balance == 0 && _assetIndex[account][asset] == 0) {
-            if (capped && _assetsOf[account].length >= MAX_ASSETS_PER_ACCOUNT) revert TooManyAssets(account);
+            if (capped && _assetsOf[account].length >= MAX_ASSETS_PER_ACCOUNT) revert CH_TooManyAssets(account);
             _assetsOf[account].push(asset);
             _assetIndex[account][asset] = _assetsOf[account].length;
         }
@@ -140,7 +154,7 @@ abstract contract CollateralVault is AttestationOracle {
 
     function _subCollateral(address account, address asset, uint256 amount) internal {
         uint256 balance = _collateral[account][asset];
-        if (balance < amount) revert InsufficientCollateral(account, asset, balance, amount);
+        if (balance < amount) revert CH_InsufficientCollateral(account, asset, balance, amount);
         unchecked {
             balance -= amount;
         }

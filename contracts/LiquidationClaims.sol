@@ -22,16 +22,18 @@ abstract contract LiquidationClaims is OptionBook {
     using SafeCast for uint256;
     using SafeCast for int256;
 
+    // ------------------------------------------------------------------ storage
+
     mapping(address account => Lot) internal _lots;
     mapping(address holder => Claim) internal _claims;
 
-    // ------------------------------------------------------------------ internals
+    // ------------------------------------------------------------------ internal functions
 
     /// @dev Reverts if `account` is bound to a breach, its book is frozen or it holds an unsettled claim.
     function _requireNoClaims(address account) internal view {
         _requireUnbound(account, _lots[account]);
         Claim memory c = _claims[account];
-        if (c.fractionWad != 0) revert ClaimUnsettled(account, c.source, c.fractionWad);
+        if (c.fractionWad != 0) revert CH_ClaimUnsettled(account, c.source, c.fractionWad);
     }
 
     /// @dev Records a claim of `holder` on `shareWad` of what is left of `source`'s effective book, and moves
@@ -41,21 +43,21 @@ abstract contract LiquidationClaims is OptionBook {
         internal
         returns (uint32 sourceNonce, uint256 claimWad)
     {
-        if (shareWad == 0 || shareWad > WAD) revert InvalidFraction(shareWad);
-        if (holder == address(0)) revert ZeroAddress();
-        if (holder == source) revert SelfTrade(source);
+        if (shareWad == 0 || shareWad > WAD) revert CH_InvalidFraction(shareWad);
+        if (holder == address(0)) revert CH_ZeroAddress();
+        if (holder == source) revert CH_SelfTrade(source);
         {
             Claim memory own = _claims[source];
-            if (own.fractionWad != 0) revert ClaimUnsettled(source, own.source, own.fractionWad);
+            if (own.fractionWad != 0) revert CH_ClaimUnsettled(source, own.source, own.fractionWad);
             _requireUnbound(holder, _lots[holder]);
         }
         Claim memory c = _claims[holder];
-        if (c.fractionWad != 0 && c.source != source) revert ClaimUnsettled(holder, c.source, c.fractionWad);
+        if (c.fractionWad != 0 && c.source != source) revert CH_ClaimUnsettled(holder, c.source, c.fractionWad);
         Lot memory lot = _lots[source];
         uint256 remaining = WAD - lot.movedWad - lot.pendingWad;
         // rounded up: against the liquidated account, like the transfer it stands for
         claimWad = shareWad == WAD ? remaining : Math.mulDiv(shareWad, remaining, WAD, Math.Rounding.Ceil);
-        if (claimWad == 0) revert NothingToClaim(source);
+        if (claimWad == 0) revert CH_NothingToClaim(source);
         lot.pendingWad += uint64(claimWad);
         lot.primed = true;
         _lots[source] = lot;
@@ -73,7 +75,7 @@ abstract contract LiquidationClaims is OptionBook {
     /// @dev Moves `holder`'s claimed share of its source's stored book into the holder's account (stateNonces kept).
     function _settleClaim(address holder) internal {
         Claim memory c = _claims[holder];
-        if (c.fractionWad == 0) revert NoClaim(holder);
+        if (c.fractionWad == 0) revert CH_NoClaim(holder);
         address source = c.source;
         Lot memory lot = _lots[source];
         uint256 share = _storedShare(c.fractionWad, lot.movedWad);
@@ -177,8 +179,8 @@ abstract contract LiquidationClaims is OptionBook {
 
     /// @dev Reverts if the book of `account` (ledger `lot`) is bound to a breach or frozen by pending claims.
     function _requireUnbound(address account, Lot memory lot) internal pure {
-        if (lot.inBreach) revert AccountInBreach(account);
-        if (lot.pendingWad != 0) revert ClaimsPending(account, lot.pendingWad);
+        if (lot.inBreach) revert CH_AccountInBreach(account);
+        if (lot.pendingWad != 0) revert CH_ClaimsPending(account, lot.pendingWad);
     }
 
     /// @dev Cash credited apart joins the account's cash once nothing holds it apart (no pending claim, no breach):
@@ -191,8 +193,6 @@ abstract contract LiquidationClaims is OptionBook {
     function _inBreach(address account) internal view override returns (bool) {
         return _lots[account].inBreach;
     }
-
-    // ------------------------------------------------------------------ effective book (views)
 
     /// @dev The fraction of its stored book a frozen account keeps (WAD; rounded down).
     function _keptShare(Lot memory lot) internal pure returns (uint256) {

@@ -13,31 +13,34 @@ abstract contract OptionBook is CollateralVault {
     using SafeCast for uint256;
     using SafeCast for int256;
 
+    // ------------------------------------------------------------------ constants
+
     uint256 public constant MAX_POSITIONS_PER_ACCOUNT = 32;
     uint256 public constant MAX_EXPIRY_HORIZON = 730 days;
     uint256 public constant MAX_STRIKE = 1e36;
+
+    // ------------------------------------------------------------------ storage
 
     /// @notice Number of series created; ids are 1..seriesCount.
     uint256 public seriesCount;
     /// @notice Sum over accounts of settlement rounding (long payouts round down, short payments round up):
     /// token balance of the quote asset == sum of cash + settlementReserve.
     int256 public settlementReserve;
-
     mapping(uint256 seriesId => Series) internal _series;
     mapping(address account => mapping(uint256 seriesId => int256)) internal _positions;
     mapping(address account => uint256[]) internal _seriesOf;
     mapping(address account => mapping(uint256 seriesId => uint256)) internal _seriesIndex; // index + 1
     mapping(address maker => mapping(uint256 nonce => bool)) internal _nonceUsed;
 
-    // ------------------------------------------------------------------ internals
+    // ------------------------------------------------------------------ internal functions
 
     function _intrinsic(uint256 seriesId) internal view returns (uint256 intrinsic, uint64 expiry) {
         Series memory s = _series[seriesId];
         expiry = s.expiry;
-        if (expiry == 0) revert UnknownSeries(seriesId);
-        if (block.timestamp < expiry) revert SeriesNotExpired(seriesId, expiry);
+        if (expiry == 0) revert CH_UnknownSeries(seriesId);
+        if (block.timestamp < expiry) revert CH_SeriesNotExpired(seriesId, expiry);
         uint256 px = _settlementPrice[s.underlying][expiry];
-        if (px == 0) revert SettlementPriceMissing(s.underlying, expiry);
+        if (px == 0) revert CH_SettlementPriceMissing(s.underlying, expiry);
         uint256 k = s.strike;
         if (s.isCall) intrinsic = px > k ? px - k : 0;
         else intrinsic = k > px ? k - px : 0;
@@ -69,7 +72,7 @@ abstract contract OptionBook is CollateralVault {
         _positions[account][seriesId] = newSize;
         if (old == 0 && newSize != 0) {
             uint256[] storage list = _seriesOf[account];
-            if (capped && list.length >= MAX_POSITIONS_PER_ACCOUNT) revert TooManyPositions(account);
+            if (capped && list.length >= MAX_POSITIONS_PER_ACCOUNT) revert CH_TooManyPositions(account);
             list.push(seriesId);
             _seriesIndex[account][seriesId] = list.length;
         } else if (old != 0 && newSize == 0) {

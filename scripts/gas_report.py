@@ -24,7 +24,7 @@ from brownie import (
 from eth_account import Account
 from eth_utils import keccak
 
-from keeper.chain.deployment import merge_abis
+from keeper.chain.deployment import load_abi
 from keeper.codec import eip712
 from keeper.codec.eip712 import Domain, MarginRootHeader, Quote
 from keeper.codec.merkle import MarginLeaf, MerkleTree
@@ -44,7 +44,7 @@ class Bench:
         FallbackMarginLogic.deploy({"from": self.owner})  # external library linked into ClearinghouseAdmin
         admin = ClearinghouseAdmin.deploy(self.owner, self.usdc, 10**30, 15 * 10**16, {"from": self.owner})
         raw = Clearinghouse.deploy(self.owner, self.usdc, 10**30, 15 * 10**16, admin, {"from": self.owner})
-        self.ch = Contract.from_abi("Backstop", raw.address, merge_abis(Clearinghouse.abi, ClearinghouseAdmin.abi))
+        self.ch = Contract.from_abi("Backstop", raw.address, load_abi("clearinghouse"))
         self.keys = [Account.from_key(keccak(text=f"backstop-keeper-{i}")) for i in range(5)]
         self.ch.setKeeperSet([k.address for k in self.keys], 3, {"from": self.owner})
         self.ch.listCollateral(self.weth, 2 * 10**17, 10**30, {"from": self.owner})

@@ -2,31 +2,24 @@
 pragma solidity 0.8.28;
 
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
+import {IInsuranceFund} from "./interfaces/IInsuranceFund.sol";
 
-/**
- * @title InsuranceFund
- * @notice Quote-asset insurance fund of the liquidation module: receives liquidation penalties, pays what an
- * insolvent book is short, and records bad debt when it cannot.
- *
- * The fund's money is quote cash held inside the clearinghouse under the liquidation module's own address
- * (docs/contracts.md: "an insurance fund can simply be an account address inside the clearinghouse"); this
- * contract keeps the books of that cash: `fundBalance` is the part free to pay shortfalls.
- *
- * Bad-debt rule (the only one): a shortfall the fund cannot pay is recorded as a **protocol deficit** owed to the
- * bidder who took the insolvent book, as a claim in a first-in-first-out queue. Every quote unit that later reaches
- * the fund (penalties, donations) repays the deficit first; only what is left raises `fundBalance`. Claim `i` is
- * repaid once the cumulative repayments pass the claims queued before it (`cumulativeBefore`), so repayment is O(1)
- * per claim and never loops. Depositors' balances are never touched (no socialised haircut): a loss is borne by the
- * protocol's future penalty income, as MakerDAO's Vow nets `Joy` against `Sin` before anything else.
- */
-abstract contract InsuranceFund {
-    /// @notice A bad-debt claim: `amount` owed to `creditor`, repaid after `cumulativeBefore` of earlier claims.
-    struct Claim {
-        address creditor;
-        uint128 amount;
-        uint128 paid;
-        uint256 cumulativeBefore;
-    }
+/// @title InsuranceFund
+/// @notice Quote-asset insurance fund of the liquidation module: receives liquidation penalties, pays what an
+/// insolvent book is short, and records bad debt when it cannot.
+///
+/// The fund's money is quote cash held inside the clearinghouse under the liquidation module's own address
+/// (docs/contracts.md: "an insurance fund can simply be an account address inside the clearinghouse"); this
+/// contract keeps the books of that cash: `fundBalance` is the part free to pay shortfalls.
+///
+/// Bad-debt rule (the only one): a shortfall the fund cannot pay is recorded as a **protocol deficit** owed to the
+/// bidder who took the insolvent book, as a claim in a first-in-first-out queue. Every quote unit that later reaches
+/// the fund (penalties, donations) repays the deficit first; only what is left raises `fundBalance`. Claim `i` is
+/// repaid once the cumulative repayments pass the claims queued before it (`cumulativeBefore`), so repayment is O(1)
+/// per claim and never loops. Depositors' balances are never touched (no socialised haircut): a loss is borne by the
+/// protocol's future penalty income, as MakerDAO's Vow nets `Joy` against `Sin` before anything else.
+abstract contract InsuranceFund is IInsuranceFund {
+    // ------------------------------------------------------------------ storage
 
     /// @dev Books, in two slots grouped by access (the getters below keep the uint256 interface). Slot 0 is all
     /// that paying a penalty in, paying a shortfall out and every `Bid`/`AuctionEnded` event need; slot 1 changes only
@@ -35,26 +28,16 @@ abstract contract InsuranceFund {
     uint128 internal _outstandingDebt; // bad debt recorded and not yet repaid
     uint128 internal _badDebtRecorded; // cumulative bad debt ever recorded
     uint128 internal _badDebtCollected; // cumulative amount collected by claimants
-
     Claim[] private _claims;
 
-    /// @notice The fund received `amount` (`repaid` of it went to the deficit first).
-    event FundReceived(
-        uint256 indexed auctionId, address indexed from, uint256 amount, uint256 repaid, uint256 fundBalance, uint256 deficit
-    );
-    /// @notice The fund paid `paid` of an insolvent book's shortfall of `owed` to `to`.
-    event ShortfallPaid(uint256 indexed auctionId, address indexed to, uint256 owed, uint256 paid, uint256 fundBalance);
-    /// @notice `amount` could not be paid and was recorded as bad debt owed to `creditor` (claim `claimId`).
-    event BadDebtRecorded(
-        uint256 indexed auctionId, uint256 indexed claimId, address indexed creditor, uint256 amount, uint256 deficit
-    );
-    /// @notice The creditor of claim `claimId` collected `amount` of repaid bad debt.
-    event BadDebtCollected(uint256 indexed claimId, address indexed creditor, uint256 amount, uint256 remaining);
+    // ------------------------------------------------------------------ external views
 
-    /// @notice Claim `claimId` does not exist.
-    error UnknownClaim(uint256 claimId);
-    /// @notice Nothing of claim `claimId` has been repaid that is not already collected.
-    error NothingToCollect(uint256 claimId);
+    /// @notice Number of bad-debt claims ever recorded.
+    function claimCount() external view returns (uint256) {
+        return _claims.length;
+    }
+
+    // ------------------------------------------------------------------ public functions
 
     /// @notice Quote units free to pay shortfalls.
     function fundBalance() public view returns (uint256) {
@@ -86,14 +69,9 @@ abstract contract InsuranceFund {
         return uint256(_fundBalance) + (badDebtRepaid() - _badDebtCollected);
     }
 
-    /// @notice Number of bad-debt claims ever recorded.
-    function claimCount() external view returns (uint256) {
-        return _claims.length;
-    }
-
     /// @notice Claim `claimId` and how much of it can be collected now.
     function claimOf(uint256 claimId) public view returns (Claim memory claim, uint256 collectable) {
-        if (claimId >= _claims.length) revert UnknownClaim(claimId);
+        if (claimId >= _claims.length) revert IF_UnknownClaim(claimId);
         claim = _claims[claimId];
         uint256 repaid;
         uint256 repaidTotal = badDebtRepaid();
@@ -104,11 +82,7 @@ abstract contract InsuranceFund {
         collectable = repaid - claim.paid;
     }
 
-    /**
-     * @notice Pays the creditor of `claimId` what has been repaid of it so far (quote cash into its account).
-     * @dev Anyone may call; the money always goes to the claim's creditor.
-     */
-    function collectBadDebt(uint256 claimId) external virtual;
+    // ------------------------------------------------------------------ internal functions
 
     /// @dev Books `amount` arriving at the fund: the deficit is repaid first, the rest becomes free balance.
     function _fundReceive(uint256 auctionId, address from, uint256 amount) internal {
@@ -120,10 +94,8 @@ abstract contract InsuranceFund {
         emit FundReceived(auctionId, from, amount, repaid, balance, owed - repaid);
     }
 
-    /**
-     * @dev Books a shortfall of `owed` due to `to`: pays what the free balance allows, records the rest as a claim.
-     * The caller moves the `paid` cash.
-     */
+    /// @dev Books a shortfall of `owed` due to `to`: pays what the free balance allows, records the rest as a claim.
+    /// The caller moves the `paid` cash.
     function _fundCoverShortfall(uint256 auctionId, address to, uint256 owed) internal returns (uint256 paid) {
         uint256 balance = _fundBalance;
         paid = owed < balance ? owed : balance;
@@ -148,7 +120,7 @@ abstract contract InsuranceFund {
     function _fundCollect(uint256 claimId) internal returns (address creditor, uint256 amount) {
         Claim memory claim;
         (claim, amount) = claimOf(claimId);
-        if (amount == 0) revert NothingToCollect(claimId);
+        if (amount == 0) revert IF_NothingToCollect(claimId);
         _claims[claimId].paid = claim.paid + uint128(amount);
         _badDebtCollected += uint128(amount); // amount <= repaid - collected
         creditor = claim.creditor;

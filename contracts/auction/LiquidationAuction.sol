@@ -10,30 +10,75 @@ import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol
 
 import {AuctionCurves} from "./AuctionCurves.sol";
 import {InsuranceFund} from "./InsuranceFund.sol";
-import {IAuctionClearinghouse} from "./interfaces/IAuctionClearinghouse.sol";
+import {IInsuranceFund} from "./interfaces/IInsuranceFund.sol";
+import {ILiquidationAuction} from "./interfaces/ILiquidationAuction.sol";
+import {IClearinghouse} from "../interfaces/IClearinghouse.sol";
 import {BreachRecord} from "../libraries/BackstopTypes.sol";
 import {ExpiringPause} from "../governance/ExpiringPause.sol";
 
-/**
- * @title LiquidationAuction
- * @notice Dutch auctions of a pro-rata share of a breached account's portfolio (positions, collateral, cash),
- * starting at the keepers' attested equity and moving in the bidder's favour along an {AuctionCurves} curve.
- * It is the clearinghouse's liquidation module and also holds the insurance fund ({InsuranceFund}).
- *
- * Notation (docs/auctions.md): attested equity `E`, maintenance margin `MM`, initial margin `IM`, target
- * `T = ceil(MM * (1 + buffer))`, sold fraction of the original portfolio `S` (WAD), net proceeds held in escrow for
- * the owner `C`, penalty rate `lam`. Price of the whole original portfolio after `t` seconds:
- * `p = E - span * (1 - c(t))`, `span = E` if `E >= 0` else `MM`. A solvent bid may buy at most
- * `g* = ceil((D + 2) / (T - E + p - ceil(p * lam)))` with the remaining deficit `D = ceil((1 - S)(T - E)) - C`; an
- * insolvent auction (`E < 0`) sells everything that is left in one bid.
- *
- * Money: the module's own clearinghouse account holds the escrow `C` of every running auction, their penalties until
- * the auction ends, and the insurance fund; `cashOf(this) == fundLiabilities() + sum(escrow + penalties)`.
- */
-contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
+/// @title LiquidationAuction
+/// @notice Dutch auctions of a pro-rata share of a breached account's portfolio (positions, collateral, cash),
+/// starting at the keepers' attested equity and moving in the bidder's favour along an {AuctionCurves} curve.
+/// It is the clearinghouse's liquidation module and also holds the insurance fund ({InsuranceFund}).
+///
+/// Notation (docs/auctions.md): attested equity `E`, maintenance margin `MM`, initial margin `IM`, target
+/// `T = ceil(MM * (1 + buffer))`, sold fraction of the original portfolio `S` (WAD), net proceeds held in escrow for
+/// the owner `C`, penalty rate `lam`. Price of the whole original portfolio after `t` seconds:
+/// `p = E - span * (1 - c(t))`, `span = E` if `E >= 0` else `MM`. A solvent bid may buy at most
+/// `g* = ceil((D + 2) / (T - E + p - ceil(p * lam)))` with the remaining deficit `D = ceil((1 - S)(T - E)) - C`; an
+/// insolvent auction (`E < 0`) sells everything that is left in one bid.
+///
+/// Money: the module's own clearinghouse account holds the escrow `C` of every running auction, their penalties until
+/// the auction ends, and the insurance fund; `cashOf(this) == fundLiabilities() + sum(escrow + penalties)`.
+contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause, ReentrancyGuard {
     using SafeERC20 for IERC20;
     using SafeCast for uint256;
     using SafeCast for int256;
+
+    // ------------------------------------------------------------------ types
+
+    /// @dev Storage layout of an auction, grouped by access: a partial bid reads slots 0-2 and writes slot 0 (and
+    /// slot 2 when it pays a penalty); slot 3 is read only when the auction ends. Every slot a bid writes is non-zero
+    /// from the start (`startedAt`, `initial`), so no bid pays for a zero-to-non-zero write.
+    struct StoredAuction {
+        // slot 0: written by every bid
+        uint32 startedAt; // [unix seconds]
+        uint32 expectedNonce;
+        uint64 soldWad; // [wad]
+        uint128 escrow; // [quote base units]
+        // slot 1: read by every bid
+        int96 equity; // [quote base units]
+        uint96 maintenance; // [quote base units]
+        uint64 id;
+        // slot 2: read by every bid, written by a paying bid and by the bid that completes the sale
+        uint96 initial; // [quote base units]
+        uint128 penaltyTotal; // [quote base units]
+        bool done;
+        uint16 configVersion;
+        // slot 3: read when the auction ends
+        address starter;
+        uint96 rewardPromised; // [quote base units]
+    }
+
+    /// @dev Storage layout of {Config}: a bid reads slots 0 and 1 only (`cut <= RAY < 2^96`).
+    struct StoredConfig {
+        // slot 0
+        AuctionCurves.Kind kind;
+        uint32 tau; // [seconds]
+        uint32 step; // [seconds]
+        uint96 cut; // [ray]
+        uint32 tail; // [seconds]
+        uint32 maxRecordAge; // [seconds]
+        // slot 1
+        uint64 cuspWad; // [wad]
+        uint64 bufferWad; // [wad]
+        uint64 penaltyWad; // [wad]
+        uint64 chipWad; // [wad]
+        // slot 2: read only by {start}
+        uint128 tip; // [quote base units]
+    }
+
+    // ------------------------------------------------------------------ constants
 
     uint256 internal constant WAD = 1e18;
     uint256 internal constant RAY = 1e27;
@@ -54,91 +99,14 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
     /// @notice No curve may reach its floor sooner than this after a (re)start [seconds].
     uint256 public constant MIN_DESCENT = 300;
 
-    /// @notice Why an auction ended.
-    enum EndReason {
-        Restored, // the allowed fraction was sold: the account is back at MM * (1 + buffer)
-        SoldOut, // everything was sold (insolvent auctions, or a solvent one that needed it all)
-        Cured, // a fresh healthy attestation (plus escrow) reached the target
-        CuredByDeposit // a deposit through {depositAndCure} covered the deficit
-    }
-
-    /// @notice Auction parameters (owner-set, bounded).
-    struct Config {
-        AuctionCurves.Kind kind;
-        uint32 tau;
-        uint32 step;
-        uint128 cut;
-        uint32 tail; // seconds after which an auction must be reset from a fresh attestation
-        uint64 cuspWad; // reset once the curve factor falls below this fraction
-        uint64 bufferWad; // target = MM * (1 + buffer)
-        uint64 penaltyWad; // penalty = ceil(proceeds * penalty)
-        uint64 chipWad; // starter reward = tip + chip * MM, paid only out of penalties
-        uint128 tip;
-        uint32 maxRecordAge; // freshness of breach and margin records used here
-    }
-
-    /// @notice A running auction, as returned by {auctionOf} (stored packed as {StoredAuction}).
-    struct Auction {
-        address starter;
-        uint64 startedAt;
-        uint32 expectedNonce; // the account's stateNonce after the module's own last change
-        int96 equity;
-        uint96 maintenance;
-        uint64 soldWad;
-        uint96 initial;
-        uint96 rewardPromised;
-        uint64 id;
-        uint128 escrow;
-        uint128 penaltyTotal;
-        bool done; // the bids sold what they may: only {finish} is left
-        uint16 configVersion; // the immutable configuration the auction runs on (the one current at its start)
-    }
-
-    /// @dev Storage layout of an auction, grouped by access: a partial bid reads slots 0-2 and writes slot 0 (and
-    /// slot 2 when it pays a penalty); slot 3 is read only when the auction ends. Every slot a bid writes is non-zero
-    /// from the start (`startedAt`, `initial`), so no bid pays for a zero-to-non-zero write.
-    struct StoredAuction {
-        // slot 0: written by every bid
-        uint32 startedAt;
-        uint32 expectedNonce;
-        uint64 soldWad;
-        uint128 escrow;
-        // slot 1: read by every bid
-        int96 equity;
-        uint96 maintenance;
-        uint64 id;
-        // slot 2: read by every bid, written by a paying bid and by the bid that completes the sale
-        uint96 initial;
-        uint128 penaltyTotal;
-        bool done;
-        uint16 configVersion;
-        // slot 3: read when the auction ends
-        address starter;
-        uint96 rewardPromised;
-    }
-
-    /// @dev Storage layout of {Config}: a bid reads slots 0 and 1 only (`cut <= RAY < 2^96`).
-    struct StoredConfig {
-        // slot 0
-        AuctionCurves.Kind kind;
-        uint32 tau;
-        uint32 step;
-        uint96 cut;
-        uint32 tail;
-        uint32 maxRecordAge;
-        // slot 1
-        uint64 cuspWad;
-        uint64 bufferWad;
-        uint64 penaltyWad;
-        uint64 chipWad;
-        // slot 2: read only by {start}
-        uint128 tip;
-    }
+    // ------------------------------------------------------------------ immutables
 
     /// @notice The clearinghouse this module liquidates for.
-    IAuctionClearinghouse public immutable clearinghouse;
+    IClearinghouse public immutable clearinghouse;
     /// @notice The clearinghouse's quote asset.
     IERC20 public immutable quoteAsset;
+
+    // ------------------------------------------------------------------ storage
 
     /// @dev Every configuration ever set, by version (1, 2, ...); never modified once written, so a running auction
     /// keeps the curve, floor and penalty it started with (review finding M-5).
@@ -149,130 +117,12 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
     /// @notice Number of auctions ever started (ids start at 1).
     uint64 public auctionCount;
 
-    /// @notice Parameters changed: auctions started from now on use `version`.
-    event ConfigSet(Config config);
-    /// @notice The configuration new auctions use is now `version`.
-    event ConfigVersionSet(uint16 indexed version);
-    /// @notice `payer` added `amount` to the escrow of auction `id` (a partial top-up: it lowers the deficit and so
-    /// what may be sold, and goes back to the account when the auction ends).
-    event ToppedUp(uint256 indexed id, address indexed account, address indexed payer, uint256 amount, uint256 escrow,
-        int256 deficit);
-    /// @notice An auction started for `account` from its breach record.
-    event AuctionStarted(
-        uint256 indexed id,
-        address indexed account,
-        address indexed starter,
-        int256 equity,
-        uint256 maintenance,
-        uint256 initial,
-        int256 startPrice,
-        uint256 span,
-        uint256 target,
-        uint256 rewardPromised,
-        uint32 stateNonce
-    );
-    /// @notice A running auction restarted from a fresh breach record (a redo).
-    event AuctionReset(
-        uint256 indexed id,
-        address indexed account,
-        address indexed caller,
-        int256 equity,
-        uint256 maintenance,
-        uint256 initial,
-        int256 startPrice,
-        uint256 span,
-        uint256 target,
-        uint256 escrow,
-        uint32 stateNonce
-    );
-    /// @notice A bid bought `fractionWad` of the original portfolio at `price` (per whole portfolio).
-    event Bid(
-        uint256 indexed id,
-        address indexed account,
-        address indexed bidder,
-        int256 price,
-        uint256 fractionWad,
-        int256 amount,
-        uint256 penalty,
-        uint256 soldWad,
-        uint256 escrow,
-        uint256 fundBalance,
-        uint256 deficit
-    );
-    /// @notice The bid of auction `id` completed the sale (`reason`: SoldOut or Restored, what {finish} will record):
-    /// bids, resets and cures are over, {finish} ends the auction.
-    event SaleCompleted(uint256 indexed id, address indexed account, EndReason reason, uint256 soldWad, uint256 escrow);
-    /// @notice An auction ended; `escrowReleased` went to the account, `reward` to the starter, the rest of the
-    /// penalty to the fund.
-    event AuctionEnded(
-        uint256 indexed id,
-        address indexed account,
-        EndReason reason,
-        uint256 soldWad,
-        uint256 escrowReleased,
-        uint256 penalty,
-        uint256 reward,
-        uint256 fundBalance,
-        uint256 deficit
-    );
+    // ------------------------------------------------------------------ constructor
 
-    /// @notice A parameter is outside its hard bounds.
-    error ParameterOutOfBounds(bytes32 name, uint256 value, uint256 min, uint256 max);
-    /// @notice The account has no open breach record.
-    error NoBreach(address account);
-    /// @notice The breach record was attested for another portfolio (state nonce).
-    error StaleBreach(address account, uint32 attested, uint32 current);
-    /// @notice The breach record (or margin record) is older than `maxRecordAge`.
-    error RecordExpired(address account, uint256 timestamp, uint256 maxAge);
-    /// @notice The attestation shows the account is not below maintenance margin.
-    error NotBreached(address account, int256 equity, uint256 maintenance);
-    /// @notice An auction for the account is already running.
-    error AuctionRunning(address account, uint256 id);
-    /// @notice No auction is running for the account.
-    error NoAuction(address account);
-    /// @notice The bid's deadline has passed.
-    error BidExpired(uint256 deadline, uint256 timestamp);
-    /// @notice The current price is worse for the bidder than its limit.
-    error PriceAboveLimit(int256 price, int256 maxPrice);
-    /// @notice The auction ran past `tail` or its price passed the floor: it must be reset with {redo}.
-    error AuctionNeedsReset(address account, uint256 elapsed, uint256 factorRay);
-    /// @notice The account changed outside the auction since it was attested: {cure} or {redo} first.
-    error AccountChanged(address account, uint32 expected, uint32 current);
-    /// @notice A redo was asked while the auction is still within its tail and floor and the account unchanged.
-    error ResetNotNeeded(address account);
-    /// @notice Nothing may be sold (zero fraction requested or allowed).
-    error NothingToSell(address account);
-    /// @notice An insolvent auction sells everything left in one bid.
-    error MustBuyWhole(uint256 requestedWad, uint256 remainingWad);
-    /// @notice The latest attestation of the account's current portfolio shows it at or above maintenance margin.
-    error AccountHealthy(address account, int256 equity, uint256 maintenance);
-    /// @notice A bidder cannot buy from itself.
-    error SelfBid(address account);
-    /// @notice The bidder has neither a fresh margin record nor an option-free account.
-    error BidderMarginUnknown(address bidder);
-    /// @notice The bidder would not keep `required` of headroom above maintenance after the bid.
-    error BidderUndermargined(address bidder, int256 headroom, int256 required);
-    /// @notice The fresh margin record does not reach the target.
-    error NotCured(address account, int256 equityWithEscrow, uint256 target);
-    /// @notice The deposit does not cover the account's remaining deficit.
-    error DepositBelowDeficit(uint256 amount, int256 deficit);
-    /// @notice Zero amount.
-    error ZeroAmount();
-    /// @notice The bids already sold what they may: only {finish} is left.
-    error AuctionDone(address account, uint256 id);
-    /// @notice The curve would reach the floor within `minDescent` seconds (factor `factorRay` by then).
-    error CurveTooSteep(uint256 factorRay, uint256 minDescent);
-    /// @notice No configuration `version` exists.
-    error UnknownConfigVersion(uint16 version);
-    /// @notice The auction has not sold what it may yet (`soldWad` of the book, remaining deficit `deficit`).
-    error AuctionNotDone(address account, uint256 soldWad, int256 deficit);
-
-    /**
-     * @param clearinghouse_ The clearinghouse (this contract must then be set as its liquidation module).
-     * @param owner_ Owner (parameters, pause).
-     * @param config_ Initial parameters, see {setConfig}.
-     */
-    constructor(IAuctionClearinghouse clearinghouse_, address owner_, Config memory config_) Ownable(owner_) {
+    /// @param clearinghouse_ The clearinghouse (this contract must then be set as its liquidation module).
+    /// @param owner_ Owner (parameters, pause).
+    /// @param config_ Initial parameters, see {setConfig}.
+    constructor(IClearinghouse clearinghouse_, address owner_, Config memory config_) Ownable(owner_) {
         clearinghouse = clearinghouse_;
         IERC20 quoteToken = IERC20(clearinghouse_.quoteAsset());
         quoteAsset = quoteToken;
@@ -280,7 +130,7 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         _setConfig(config_);
     }
 
-    // ------------------------------------------------------------------ admin
+    // ------------------------------------------------------------------ external functions
 
     /// @notice Sets the auction parameters as a new configuration version (bounded; the owner is a timelock in every
     /// deployment). Auctions already running keep the version they started with; new ones use this one. The pause
@@ -290,16 +140,12 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         _setConfig(config_);
     }
 
-    // ------------------------------------------------------------------ auction lifecycle
-
-    /**
-     * @notice Starts an auction for `account` from its breach record (recorded by the clearinghouse from an M-of-N
-     * keeper attestation). The record must be bound to the account's current state nonce and fresh.
-     * @return id The auction id.
-     */
+    /// @notice Starts an auction for `account` from its breach record (recorded by the clearinghouse from an M-of-N
+    /// keeper attestation). The record must be bound to the account's current state nonce and fresh.
+    /// @return id The auction id.
     function start(address account) external nonReentrant whenNotPaused returns (uint256 id) {
         StoredAuction storage a = _auctions[account];
-        if (a.startedAt != 0) revert AuctionRunning(account, a.id);
+        if (a.startedAt != 0) revert LA_AuctionRunning(account, a.id);
         uint16 version = configVersion;
         Config memory cfg = _loadConfig(version, true);
         (BreachRecord memory b, uint32 nonce) = _freshBreach(account, cfg.maxRecordAge);
@@ -324,30 +170,14 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         _emitStarted(id, account, b, _target(b.maintenance, cfg.bufferWad), reward, nonce);
     }
 
-    function _emitStarted(
-        uint256 id,
-        address account,
-        BreachRecord memory b,
-        uint256 target,
-        uint256 reward,
-        uint32 nonce
-    ) private {
-        (int256 top, uint256 span) = _topAndSpan(b.equity, b.maintenance);
-        emit AuctionStarted(
-            id, account, msg.sender, b.equity, b.maintenance, b.initial, top, span, target, reward, nonce
-        );
-    }
-
-    /**
-     * @notice Restarts a running auction from a fresh breach record once it ran past `tail`, its price passed the
-     * floor (`cusp`), the account changed outside the auction, or a solvent auction's account is now attested
-     * insolvent (it is then auctioned whole). Escrowed proceeds carry over; if they already
-     * cover the fresh deficit, the auction ends as restored instead. Not blocked by the pause.
-     */
+    /// @notice Restarts a running auction from a fresh breach record once it ran past `tail`, its price passed the
+    /// floor (`cusp`), the account changed outside the auction, or a solvent auction's account is now attested
+    /// insolvent (it is then auctioned whole). Escrowed proceeds carry over; if they already
+    /// cover the fresh deficit, the auction ends as restored instead. Not blocked by the pause.
     function redo(address account) external nonReentrant {
         Auction memory m = _load(account);
-        if (m.startedAt == 0) revert NoAuction(account);
-        if (m.done) revert AuctionDone(account, m.id);
+        if (m.startedAt == 0) revert LA_NoAuction(account);
+        if (m.done) revert LA_AuctionDone(account, m.id);
         Config memory cfg = _loadConfig(m.configVersion, false);
         (BreachRecord memory b, uint32 current) = _freshBreach(account, cfg.maxRecordAge);
         {
@@ -356,7 +186,7 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
             if (
                 elapsed <= cfg.tail && f >= uint256(cfg.cuspWad) * RAY_PER_WAD && current == m.expectedNonce
                     && !turnedInsolvent
-            ) revert ResetNotNeeded(account);
+            ) revert LA_ResetNotNeeded(account);
         }
         uint256 target = _target(b.maintenance, cfg.bufferWad);
         if (b.equity >= 0 && int256(target) - int256(b.equity) <= int256(uint256(m.escrow))) {
@@ -379,42 +209,33 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         _emitReset(m, account, target);
     }
 
-    function _emitReset(Auction memory m, address account, uint256 target) private {
-        (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
-        emit AuctionReset(
-            m.id, account, msg.sender, m.equity, m.maintenance, m.initial, top, span, target, m.escrow, m.expectedNonce
-        );
-    }
-
-    /**
-     * @notice Buys up to `maxFractionWad` of the account's original portfolio at the current price, never more than
-     * the fraction that restores the account to `MM * (1 + buffer)` (insolvent auctions: everything left, at once).
-     * The bidder (`msg.sender`) receives a claim on that share of the account's positions, collateral and cash in
-     * the clearinghouse (counted in its effective book at once, moved into its own storage by the core's
-     * `settleClaim(bidder)`, which anyone may call later) and pays `fraction * price` in quote cash (receives it
-     * when the price is negative). A bidder still holding an unsettled claim on another account settles it first. It must keep, above its
-     * maintenance margin, the cash it pays plus `fraction * (IM - E)` of the sold book: from a fresh margin record,
-     * or (no option positions) from its collateral value at fresh prices; `deposit` quote units pulled from it in the
-     * same call count.
-     * Reverts with {AccountHealthy} while the latest attestation of the account's current portfolio (plus escrow)
-     * shows it at or above maintenance margin. The bid that completes the sale (everything, or the allowed fraction)
-     * marks the auction done ({SaleCompleted}); {finish} then ends it. Not blocked by the pause.
-     * @param maxPrice Worst price (per whole portfolio) the bidder accepts: the bid reverts if the price is higher.
-     * @param deadline Last timestamp at which the bid may execute.
-     * @return fractionWad The fraction of the original portfolio bought.
-     * @return amount Quote units paid by the bidder (negative: paid to it; any part the fund could not pay is a
-     * bad-debt claim, see {InsuranceFund}).
-     */
+    /// @notice Buys up to `maxFractionWad` of the account's original portfolio at the current price, never more than
+    /// the fraction that restores the account to `MM * (1 + buffer)` (insolvent auctions: everything left, at once).
+    /// The bidder (`msg.sender`) receives a claim on that share of the account's positions, collateral and cash in
+    /// the clearinghouse (counted in its effective book at once, moved into its own storage by the core's
+    /// `settleClaim(bidder)`, which anyone may call later) and pays `fraction * price` in quote cash (receives it
+    /// when the price is negative). A bidder still holding an unsettled claim on another account settles it first. It must keep, above its
+    /// maintenance margin, the cash it pays plus `fraction * (IM - E)` of the sold book: from a fresh margin record,
+    /// or (no option positions) from its collateral value at fresh prices; `deposit` quote units pulled from it in the
+    /// same call count.
+    /// Reverts with {LA_AccountHealthy} while the latest attestation of the account's current portfolio (plus escrow)
+    /// shows it at or above maintenance margin. The bid that completes the sale (everything, or the allowed fraction)
+    /// marks the auction done ({SaleCompleted}); {finish} then ends it. Not blocked by the pause.
+    /// @param maxPrice Worst price (per whole portfolio) the bidder accepts: the bid reverts if the price is higher.
+    /// @param deadline Last timestamp at which the bid may execute.
+    /// @return fractionWad The fraction of the original portfolio bought.
+    /// @return amount Quote units paid by the bidder (negative: paid to it; any part the fund could not pay is a
+    /// bad-debt claim, see {InsuranceFund}).
     function bid(address account, uint256 maxFractionWad, int256 maxPrice, uint256 deadline, uint256 deposit)
         external
         nonReentrant
         returns (uint256 fractionWad, int256 amount)
     {
-        if (block.timestamp > deadline) revert BidExpired(deadline, block.timestamp);
-        if (msg.sender == account) revert SelfBid(account);
+        if (block.timestamp > deadline) revert LA_BidExpired(deadline, block.timestamp);
+        if (msg.sender == account) revert LA_SelfBid(account);
         Auction memory m = _load(account);
-        if (m.startedAt == 0) revert NoAuction(account);
-        if (m.done) revert AuctionDone(account, m.id);
+        if (m.startedAt == 0) revert LA_NoAuction(account);
+        if (m.done) revert LA_AuctionDone(account, m.id);
         Config memory cfg = _loadConfig(m.configVersion, false);
         (int256 price_, uint256 allowed, uint256 fill) = _fill(account, m, cfg, maxFractionWad, maxPrice);
         amount = _mulWadSignedFloor(fill, price_);
@@ -430,144 +251,66 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         fractionWad = fill;
     }
 
-    /// @dev One write of slot 0, and of slot 2 if a penalty was paid or the sale is complete ({finish} then ends the
-    /// auction: the bid itself does not pay out escrow, reward and fund, so every bid costs the same).
-    function _afterBid(address account, Auction memory m, bool paidPenalty) private {
-        StoredAuction storage a = _auctions[account];
-        (a.expectedNonce, a.soldWad, a.escrow) = (m.expectedNonce, m.soldWad, m.escrow);
-        if (paidPenalty || m.done) (a.penaltyTotal, a.done) = (m.penaltyTotal, m.done);
-        if (m.done) {
-            EndReason reason = m.soldWad == WAD ? EndReason.SoldOut : EndReason.Restored;
-            emit SaleCompleted(m.id, account, reason, m.soldWad, m.escrow);
-        }
-    }
-
-    /**
-     * @notice Ends an auction whose bids sold what they may (`auctionOf(account).done`): everything (`SoldOut`) or the
-     * fraction that restores the account (`Restored`). Pays the escrow to the account, the starter's reward and the
-     * fund's share of the penalty, and clears the breach. Anyone may call (the starter's reward and the owner's
-     * escrow are paid here); not blocked by the pause.
-     */
+    /// @notice Ends an auction whose bids sold what they may (`auctionOf(account).done`): everything (`SoldOut`) or the
+    /// fraction that restores the account (`Restored`). Pays the escrow to the account, the starter's reward and the
+    /// fund's share of the penalty, and clears the breach. Anyone may call (the starter's reward and the owner's
+    /// escrow are paid here); not blocked by the pause.
     function finish(address account) external nonReentrant {
         Auction memory m = _load(account);
-        if (m.startedAt == 0) revert NoAuction(account);
+        if (m.startedAt == 0) revert LA_NoAuction(account);
         if (!m.done) {
-            revert AuctionNotDone(account, m.soldWad, _deficit(m, _target(m.maintenance, _bufferOf(m.configVersion))));
+            revert LA_AuctionNotDone(account, m.soldWad, _deficit(m, _target(m.maintenance, _bufferOf(m.configVersion))));
         }
         _finish(account, m, m.soldWad == WAD ? EndReason.SoldOut : EndReason.Restored);
     }
 
-    /// @dev Checks nonce, reset need and price limit; returns the price, the allowed and the filled fraction.
-    function _fill(address account, Auction memory m, Config memory cfg, uint256 maxFractionWad, int256 maxPrice)
-        private
-        view
-        returns (int256 price_, uint256 allowed, uint256 fill)
-    {
-        {
-            // one read of the account's record: its current nonce, and the latest record of this very portfolio
-            // (the core keeps only the newest), which must not show it healthy
-            (int256 equity, uint256 maintenance, uint32 current, uint32 attestedAt) =
-                clearinghouse.marginRecord(account);
-            if (current != m.expectedNonce) revert AccountChanged(account, m.expectedNonce, current);
-            if (attestedAt != 0 && equity + int256(uint256(m.escrow)) >= int256(maintenance)) {
-                revert AccountHealthy(account, equity, maintenance);
-            }
-        }
-        (price_, allowed) = _priceAndAllowed(account, m, cfg);
-        if (price_ > maxPrice) revert PriceAboveLimit(price_, maxPrice);
-        uint256 remaining = WAD - m.soldWad;
-        if (m.equity < 0 && maxFractionWad < remaining) revert MustBuyWhole(maxFractionWad, remaining);
-        fill = maxFractionWad < allowed ? maxFractionWad : allowed;
-        if (fill == 0) revert NothingToSell(account);
-    }
-
-    /// @dev Records the bidder's claim on `fill` of the ORIGINAL portfolio (that share of what the account still
-    /// holds) and settles the cash in the same core call: a positive `amount` is paid by the bidder into escrow
-    /// (penalty kept apart); a negative one is paid to the bidder from the escrow first, then from the fund, the
-    /// rest as a bad-debt claim. Returns the penalty; `m.expectedNonce` becomes the account's new state nonce.
-    function _claimAndPay(Auction memory m, address account, uint256 fill, int256 amount, uint256 penaltyWad)
-        private
-        returns (uint256 penalty)
-    {
-        uint256 remaining = WAD - m.soldWad;
-        uint256 share = fill == remaining ? WAD : Math.mulDiv(fill, WAD, remaining, Math.Rounding.Ceil);
-        int256 payment = amount;
-        if (amount > 0) {
-            penalty = Math.mulDiv(uint256(amount), penaltyWad, WAD, Math.Rounding.Ceil);
-            m.escrow += (uint256(amount) - penalty).toUint128();
-            m.penaltyTotal += penalty.toUint128();
-        } else if (amount < 0) {
-            uint256 owed = uint256(-amount);
-            uint256 fromEscrow = owed < m.escrow ? owed : m.escrow;
-            m.escrow -= uint128(fromEscrow);
-            payment = -(fromEscrow + _fundCoverShortfall(m.id, msg.sender, owed - fromEscrow)).toInt256();
-        }
-        // the claim and the cash in one core call (the module is trusted by the core with its own cash)
-        m.expectedNonce = clearinghouse.recordClaim(account, msg.sender, share, payment);
-    }
-
-    function _emitBid(Auction memory m, address account, int256 price_, uint256 fill, int256 amount, uint256 penalty)
-        private
-    {
-        emit Bid(
-            m.id, account, msg.sender, price_, fill, amount, penalty, m.soldWad, m.escrow, _fundBalance,
-            _outstandingDebt
-        );
-    }
-
-    /**
-     * @notice Ends the auction when a fresh margin record of the account's current portfolio, plus the proceeds
-     * held for it in escrow, reaches `MM * (1 + buffer)` (just `MM` once the auction ran past `tail`). Not blocked
-     * by the pause.
-     */
+    /// @notice Ends the auction when a fresh margin record of the account's current portfolio, plus the proceeds
+    /// held for it in escrow, reaches `MM * (1 + buffer)` (just `MM` once the auction ran past `tail`). Not blocked
+    /// by the pause.
     function cure(address account) external nonReentrant {
         Auction memory a = _load(account);
-        if (a.startedAt == 0) revert NoAuction(account);
-        if (a.done) revert AuctionDone(account, a.id);
+        if (a.startedAt == 0) revert LA_NoAuction(account);
+        if (a.done) revert LA_AuctionDone(account, a.id);
         (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(account);
-        if (attestedAt == 0) revert StaleBreach(account, 0, clearinghouse.stateNonce(account));
+        if (attestedAt == 0) revert LA_StaleBreach(account, 0, clearinghouse.stateNonce(account));
         Config memory cfg = _loadConfig(a.configVersion, false);
         if (block.timestamp > uint256(attestedAt) + cfg.maxRecordAge) {
-            revert RecordExpired(account, attestedAt, cfg.maxRecordAge);
+            revert LA_RecordExpired(account, attestedAt, cfg.maxRecordAge);
         }
         // normally the record must reach MM x (1 + buffer); once the auction ran past `tail`, MM is enough (an
         // account attested healthy cannot be bid on, so this ends auctions stuck between MM and the target)
         uint256 target = block.timestamp - a.startedAt > cfg.tail ? maintenance : _target(maintenance, cfg.bufferWad);
         int256 withEscrow = equity + int256(uint256(a.escrow));
-        if (withEscrow < int256(target)) revert NotCured(account, withEscrow, target);
+        if (withEscrow < int256(target)) revert LA_NotCured(account, withEscrow, target);
         _finish(account, a, EndReason.Cured);
     }
 
-    /**
-     * @notice Deposits `amount` quote units (pulled from the caller) into `account` and ends its auction; the amount
-     * must cover the remaining deficit `ceil((1 - S)(T - E)) - C`. Not blocked by the pause.
-     */
+    /// @notice Deposits `amount` quote units (pulled from the caller) into `account` and ends its auction; the amount
+    /// must cover the remaining deficit `ceil((1 - S)(T - E)) - C`. Not blocked by the pause.
     function depositAndCure(address account, uint256 amount) external nonReentrant {
         Auction memory a = _load(account);
-        if (a.startedAt == 0) revert NoAuction(account);
-        if (a.done) revert AuctionDone(account, a.id);
+        if (a.startedAt == 0) revert LA_NoAuction(account);
+        if (a.done) revert LA_AuctionDone(account, a.id);
         uint32 current = clearinghouse.stateNonce(account);
-        if (current != a.expectedNonce) revert AccountChanged(account, a.expectedNonce, current);
+        if (current != a.expectedNonce) revert LA_AccountChanged(account, a.expectedNonce, current);
         int256 d = _deficit(a, _target(a.maintenance, _bufferOf(a.configVersion)));
-        if (amount == 0 || int256(amount) < d) revert DepositBelowDeficit(amount, d);
+        if (amount == 0 || int256(amount) < d) revert LA_DepositBelowDeficit(amount, d);
         _depositInto(msg.sender, account, amount);
         _finish(account, a, EndReason.CuredByDeposit);
     }
 
-    /**
-     * @notice Partial top-up: pulls `amount` quote units from the caller into the escrow of `account`'s running
-     * auction. The escrow lowers the remaining deficit `ceil((1 - S)(T - E)) - C`, so bids may buy less; it is the
-     * account's and is paid to it when the auction ends. If the escrow then covers the deficit the auction ends
-     * as `CuredByDeposit`. (Quote deposited directly into a breached account is held apart and does not count;
-     * this is how an account holder pays towards its deficit.) Not blocked by the pause.
-     * @param account The account whose auction is topped up.
-     * @param amount Quote base units, > 0.
-     */
+    /// @notice Partial top-up: pulls `amount` quote units from the caller into the escrow of `account`'s running
+    /// auction. The escrow lowers the remaining deficit `ceil((1 - S)(T - E)) - C`, so bids may buy less; it is the
+    /// account's and is paid to it when the auction ends. If the escrow then covers the deficit the auction ends
+    /// as `CuredByDeposit`. (Quote deposited directly into a breached account is held apart and does not count;
+    /// this is how an account holder pays towards its deficit.) Not blocked by the pause.
+    /// @param account The account whose auction is topped up.
+    /// @param amount Quote base units, > 0.
     function topUp(address account, uint256 amount) external nonReentrant {
         Auction memory a = _load(account);
-        if (a.startedAt == 0) revert NoAuction(account);
-        if (a.done) revert AuctionDone(account, a.id);
-        if (amount == 0) revert ZeroAmount();
+        if (a.startedAt == 0) revert LA_NoAuction(account);
+        if (a.done) revert LA_AuctionDone(account, a.id);
+        if (amount == 0) revert LA_ZeroAmount();
         _depositInto(msg.sender, address(this), amount);
         a.escrow += amount.toUint128();
         _auctions[account].escrow = a.escrow;
@@ -576,22 +319,20 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         if (d <= 0) _finish(account, a, EndReason.CuredByDeposit);
     }
 
-    // ------------------------------------------------------------------ insurance fund
-
     /// @notice Adds `amount` quote units (pulled from the caller) to the insurance fund; repays bad debt first.
     function fundDeposit(uint256 amount) external nonReentrant {
-        if (amount == 0) revert ZeroAmount();
+        if (amount == 0) revert LA_ZeroAmount();
         _depositInto(msg.sender, address(this), amount);
         _fundReceive(0, msg.sender, amount);
     }
 
-    /// @inheritdoc InsuranceFund
+    /// @inheritdoc IInsuranceFund
     function collectBadDebt(uint256 claimId) external override nonReentrant {
         (address creditor, uint256 amount) = _fundCollect(claimId);
         clearinghouse.transferCash(address(this), creditor, amount);
     }
 
-    // ------------------------------------------------------------------ views
+    // ------------------------------------------------------------------ external views
 
     /// @notice Current parameters (those new auctions start on).
     function config() external view returns (Config memory) {
@@ -601,7 +342,7 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
     /// @notice The parameters of configuration `version` (immutable once set; running auctions name theirs in
     /// {auctionOf}).
     function configAt(uint16 version) external view returns (Config memory) {
-        if (version == 0 || version > configVersion) revert UnknownConfigVersion(version);
+        if (version == 0 || version > configVersion) revert LA_UnknownConfigVersion(version);
         return _loadConfig(version, true);
     }
 
@@ -614,17 +355,15 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         }
     }
 
-    /**
-     * @notice Current price (per whole original portfolio), the fraction a bid may buy now, the curve factor and
-     * whether the auction must be reset first.
-     */
+    /// @notice Current price (per whole original portfolio), the fraction a bid may buy now, the curve factor and
+    /// whether the auction must be reset first.
     function quote(address account)
         external
         view
         returns (int256 price_, uint256 allowedWad, uint256 factorRay, bool needsReset)
     {
         Auction memory m = _load(account);
-        if (m.startedAt == 0) revert NoAuction(account);
+        if (m.startedAt == 0) revert LA_NoAuction(account);
         Config memory cfg = _loadConfig(m.configVersion, false);
         uint256 elapsed;
         (elapsed, factorRay) = _elapsedAndFactor(m, cfg);
@@ -636,6 +375,15 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         allowedWad = _allowed(m, cfg, price_);
     }
 
+    /// @notice Remaining deficit `ceil((1 - S)(T - E)) - C` of the running auction (<= 0: restored).
+    function deficitOf(address account) external view returns (int256) {
+        Auction memory m = _load(account);
+        if (m.startedAt == 0) revert LA_NoAuction(account);
+        return _deficit(m, _target(m.maintenance, _bufferOf(m.configVersion)));
+    }
+
+    // ------------------------------------------------------------------ internal functions
+
     /// @dev A solvent auction whose account now has a fresh breach record of its current portfolio showing E < 0:
     /// {redo} may reset it to a whole-book sale.
     function _turnedInsolvent(address account, Auction memory m, uint256 maxRecordAge) internal view returns (bool) {
@@ -645,15 +393,6 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
             && block.timestamp <= uint256(b.timestamp) + maxRecordAge;
     }
 
-    /// @notice Remaining deficit `ceil((1 - S)(T - E)) - C` of the running auction (<= 0: restored).
-    function deficitOf(address account) external view returns (int256) {
-        Auction memory m = _load(account);
-        if (m.startedAt == 0) revert NoAuction(account);
-        return _deficit(m, _target(m.maintenance, _bufferOf(m.configVersion)));
-    }
-
-    // ------------------------------------------------------------------ internals
-
     function _setConfig(Config memory c) internal {
         AuctionCurves.validate(AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut));
         _bound("tail", c.tail, MIN_TAIL, MAX_TAIL);
@@ -661,7 +400,7 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         {
             // no curve may fall to its floor within MIN_DESCENT seconds of a (re)start
             uint256 f = AuctionCurves.factor(AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut), MIN_DESCENT);
-            if (f < uint256(c.cuspWad) * RAY_PER_WAD) revert CurveTooSteep(f, MIN_DESCENT);
+            if (f < uint256(c.cuspWad) * RAY_PER_WAD) revert LA_CurveTooSteep(f, MIN_DESCENT);
         }
         _bound("buffer", c.bufferWad, 0, MAX_BUFFER);
         _bound("penalty", c.penaltyWad, 0, MAX_PENALTY);
@@ -709,7 +448,7 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
     }
 
     function _bound(bytes32 name, uint256 value, uint256 min, uint256 max) internal pure {
-        if (value < min || value > max) revert ParameterOutOfBounds(name, value, min, max);
+        if (value < min || value > max) revert LA_ParameterOutOfBounds(name, value, min, max);
     }
 
     /// @dev Reads and checks the breach record: present, below MM, bound to the current nonce, fresh, and not
@@ -720,15 +459,15 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         returns (BreachRecord memory b, uint32 nonce)
     {
         b = clearinghouse.breachOf(account);
-        if (b.timestamp == 0) revert NoBreach(account);
+        if (b.timestamp == 0) revert LA_NoBreach(account);
         nonce = clearinghouse.stateNonce(account);
-        if (b.stateNonce != nonce) revert StaleBreach(account, b.stateNonce, nonce);
-        if (block.timestamp > uint256(b.timestamp) + maxAge) revert RecordExpired(account, b.timestamp, maxAge);
+        if (b.stateNonce != nonce) revert LA_StaleBreach(account, b.stateNonce, nonce);
+        if (block.timestamp > uint256(b.timestamp) + maxAge) revert LA_RecordExpired(account, b.timestamp, maxAge);
         if (int256(b.equity) >= int256(uint256(b.maintenance))) {
-            revert NotBreached(account, b.equity, b.maintenance);
+            revert LA_NotBreached(account, b.equity, b.maintenance);
         }
         (int256 equity, uint256 maintenance,, uint32 attestedAt) = clearinghouse.marginRecord(account);
-        if (attestedAt > b.timestamp && equity >= int256(maintenance)) revert NotBreached(account, equity, maintenance);
+        if (attestedAt > b.timestamp && equity >= int256(maintenance)) revert LA_NotBreached(account, equity, maintenance);
     }
 
     function _elapsedAndFactor(Auction memory m, Config memory cfg) internal view returns (uint256 elapsed, uint256 f) {
@@ -743,7 +482,7 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         returns (int256 price_, uint256 allowed)
     {
         (uint256 elapsed, uint256 f) = _elapsedAndFactor(m, cfg);
-        if (elapsed > cfg.tail || f < uint256(cfg.cuspWad) * RAY_PER_WAD) revert AuctionNeedsReset(account, elapsed, f);
+        if (elapsed > cfg.tail || f < uint256(cfg.cuspWad) * RAY_PER_WAD) revert LA_AuctionNeedsReset(account, elapsed, f);
         (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
         price_ = AuctionCurves.priceAt(top, span, f);
         allowed = _allowed(m, cfg, price_);
@@ -815,11 +554,11 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         } else if (clearinghouse.seriesOf(bidder).length == 0) {
             headroom = clearinghouse.freshCollateralValue(bidder); // includes the deposit; stale price reverts
         } else {
-            revert BidderMarginUnknown(bidder);
+            revert LA_BidderMarginUnknown(bidder);
         }
         uint256 risk = uint256(int256(uint256(m.initial)) - int256(m.equity)); // IM >= MM > E
         int256 required = paid + int256(Math.mulDiv(fractionWad, risk, WAD, Math.Rounding.Ceil));
-        if (headroom < required) revert BidderUndermargined(bidder, headroom, required);
+        if (headroom < required) revert LA_BidderUndermargined(bidder, headroom, required);
     }
 
     /// @dev Pulls `amount` quote tokens from `payer`, deposits them into the module's clearinghouse account and, unless
@@ -845,6 +584,99 @@ contract LiquidationAuction is InsuranceFund, ExpiringPause, ReentrancyGuard {
         clearinghouse.clearBreach(account);
         emit AuctionEnded(
             m.id, account, reason, m.soldWad, m.escrow, m.penaltyTotal, reward, _fundBalance,
+            _outstandingDebt
+        );
+    }
+
+    // ------------------------------------------------------------------ private functions
+
+    function _emitStarted(
+        uint256 id,
+        address account,
+        BreachRecord memory b,
+        uint256 target,
+        uint256 reward,
+        uint32 nonce
+    ) private {
+        (int256 top, uint256 span) = _topAndSpan(b.equity, b.maintenance);
+        emit AuctionStarted(
+            id, account, msg.sender, b.equity, b.maintenance, b.initial, top, span, target, reward, nonce
+        );
+    }
+
+    function _emitReset(Auction memory m, address account, uint256 target) private {
+        (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
+        emit AuctionReset(
+            m.id, account, msg.sender, m.equity, m.maintenance, m.initial, top, span, target, m.escrow, m.expectedNonce
+        );
+    }
+
+    /// @dev One write of slot 0, and of slot 2 if a penalty was paid or the sale is complete ({finish} then ends the
+    /// auction: the bid itself does not pay out escrow, reward and fund, so every bid costs the same).
+    function _afterBid(address account, Auction memory m, bool paidPenalty) private {
+        StoredAuction storage a = _auctions[account];
+        (a.expectedNonce, a.soldWad, a.escrow) = (m.expectedNonce, m.soldWad, m.escrow);
+        if (paidPenalty || m.done) (a.penaltyTotal, a.done) = (m.penaltyTotal, m.done);
+        if (m.done) {
+            EndReason reason = m.soldWad == WAD ? EndReason.SoldOut : EndReason.Restored;
+            emit SaleCompleted(m.id, account, reason, m.soldWad, m.escrow);
+        }
+    }
+
+    /// @dev Checks nonce, reset need and price limit; returns the price, the allowed and the filled fraction.
+    function _fill(address account, Auction memory m, Config memory cfg, uint256 maxFractionWad, int256 maxPrice)
+        private
+        view
+        returns (int256 price_, uint256 allowed, uint256 fill)
+    {
+        {
+            // one read of the account's record: its current nonce, and the latest record of this very portfolio
+            // (the core keeps only the newest), which must not show it healthy
+            (int256 equity, uint256 maintenance, uint32 current, uint32 attestedAt) =
+                clearinghouse.marginRecord(account);
+            if (current != m.expectedNonce) revert LA_AccountChanged(account, m.expectedNonce, current);
+            if (attestedAt != 0 && equity + int256(uint256(m.escrow)) >= int256(maintenance)) {
+                revert LA_AccountHealthy(account, equity, maintenance);
+            }
+        }
+        (price_, allowed) = _priceAndAllowed(account, m, cfg);
+        if (price_ > maxPrice) revert LA_PriceAboveLimit(price_, maxPrice);
+        uint256 remaining = WAD - m.soldWad;
+        if (m.equity < 0 && maxFractionWad < remaining) revert LA_MustBuyWhole(maxFractionWad, remaining);
+        fill = maxFractionWad < allowed ? maxFractionWad : allowed;
+        if (fill == 0) revert LA_NothingToSell(account);
+    }
+
+    /// @dev Records the bidder's claim on `fill` of the ORIGINAL portfolio (that share of what the account still
+    /// holds) and settles the cash in the same core call: a positive `amount` is paid by the bidder into escrow
+    /// (penalty kept apart); a negative one is paid to the bidder from the escrow first, then from the fund, the
+    /// rest as a bad-debt claim. Returns the penalty; `m.expectedNonce` becomes the account's new state nonce.
+    function _claimAndPay(Auction memory m, address account, uint256 fill, int256 amount, uint256 penaltyWad)
+        private
+        returns (uint256 penalty)
+    {
+        uint256 remaining = WAD - m.soldWad;
+        uint256 share = fill == remaining ? WAD : Math.mulDiv(fill, WAD, remaining, Math.Rounding.Ceil);
+        int256 payment = amount;
+        if (amount > 0) {
+            penalty = Math.mulDiv(uint256(amount), penaltyWad, WAD, Math.Rounding.Ceil);
+            m.escrow += (uint256(amount) - penalty).toUint128();
+            m.penaltyTotal += penalty.toUint128();
+        } else if (amount < 0) {
+            uint256 owed = uint256(-amount);
+            uint256 fromEscrow = owed < m.escrow ? owed : m.escrow;
+            m.escrow -= uint128(fromEscrow);
+            payment = -(fromEscrow + _fundCoverShortfall(m.id, msg.sender, owed - fromEscrow)).toInt256();
+        }
+        // the claim and the cash in one core call (the module is trusted by the core with its own cash)
+        m.expectedNonce = clearinghouse.recordClaim(account, msg.sender, share, payment);
+    }
+
+    function _emitBid(Auction memory m, address account, int256 price_, uint256 fill, int256 amount, uint256 penalty)
+        private
+    {
+        emit Bid(
+            m.id, account, msg.sender, price_, fill, amount, penalty, m.soldWad, m.escrow, _fundBalance,
             _outstandingDebt
         );
     }

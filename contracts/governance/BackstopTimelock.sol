@@ -9,6 +9,8 @@ import {TimelockController} from "@openzeppelin/contracts/governance/TimelockCon
 /// configuration, ownership itself) is scheduled here and runs only after `getMinDelay()` (a deployment parameter,
 /// 2 days by default), so users see it coming and can leave. See docs/contracts.md, "Governance".
 contract BackstopTimelock is TimelockController {
+    // ------------------------------------------------------------------ constructor
+
     /// @param minDelay Minimum delay of every operation [seconds].
     /// @param proposers Who may schedule (and cancel) operations.
     /// @param executors Who may execute ready operations (`address(0)`: anyone).

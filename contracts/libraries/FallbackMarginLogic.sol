@@ -12,7 +12,11 @@ import {AssetConfig, Series} from "./BackstopTypes.sol";
 library FallbackMarginLogic {
     using SafeCast for uint256;
 
+    // ------------------------------------------------------------------ constants
+
     uint256 internal constant WAD = 1e18;
+
+    // ------------------------------------------------------------------ external views
 
     /// @notice The fallback margin of `account` [quote base units]: what it holds that no open position can need,
     /// without any price. Quote cash minus, for every short put, strike x size (its largest possible payoff); short

@@ -7,6 +7,8 @@ import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 /// malicious token or an ERC777-style hook would) and records whether that re-entrant call succeeded.
 /// The transfer itself goes through either way, so the test can inspect the outcome. Tests only.
 contract ReentrantERC20 is ERC20 {
+    // ------------------------------------------------------------------ storage
+
     address public target;
     bytes public payload;
     bool public armed;
@@ -14,7 +16,11 @@ contract ReentrantERC20 is ERC20 {
     bool public lastSuccess;
     bytes public lastRevertData;
 
+    // ------------------------------------------------------------------ constructor
+
     constructor() ERC20("Reentrant", "REN") {}
+
+    // ------------------------------------------------------------------ external functions
 
     /// @notice Mint `amount` to `to` (anyone; tests only).
     function mint(address to, uint256 amount) external {
@@ -27,6 +33,8 @@ contract ReentrantERC20 is ERC20 {
         payload = payload_;
         armed = true;
     }
+
+    // ------------------------------------------------------------------ internal functions
 
     function _update(address from, address to, uint256 value) internal override {
         if (armed) {

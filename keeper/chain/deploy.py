@@ -16,7 +16,7 @@ from keeper.chain.deployment import (
     DEPLOYMENT_SCHEMA,
     PROJECT_ROOT,
     Deployment,
-    merge_abis,
+    load_abi,
 )
 from keeper.chain.deployment import write_deployment as write_chain_deployment
 from keeper.chain.client import make_web3
@@ -176,11 +176,14 @@ class DeployResult:
 
 
 def clearinghouse_abi(arts: dict[str, Artifact] | None = None) -> list:
-    """The Clearinghouse's full ABI: its own hot-path functions plus the ``ClearinghouseAdmin`` functions its
-    fallback delegates to (events and errors of both, each once)."""
-    arts = arts or load_artifacts(["Clearinghouse", "ClearinghouseAdmin"])
+    """The Clearinghouse's full ABI: ``IClearinghouse`` (contracts/interfaces/IClearinghouse.sol) declares the
+    functions, events and errors of both halves, its own hot paths and the ``ClearinghouseAdmin`` functions its
+    fallback delegates to (tests/contracts/test_selectors.py checks it against the compiled halves). ``arts`` is
+    accepted for callers that loaded the artefacts already; otherwise the project is compiled if needed."""
+    if arts is None:
+        load_artifacts(["Clearinghouse", "ClearinghouseAdmin"])
 
-    return merge_abis(arts["Clearinghouse"].abi, arts["ClearinghouseAdmin"].abi)
+    return load_abi("clearinghouse")
 
 
 def auction_config_tuple(cfg: DeployConfig) -> tuple:

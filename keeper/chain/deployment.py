@@ -103,34 +103,17 @@ def write_deployment(path: str | Path, deployment: Deployment) -> None:
     tmp.replace(p)
 
 
-def merge_abis(*abis: list) -> list:
-    """One ABI from several: each function, event and error once (first wins); the constructor, fallback and
-    receive only from the first ABI. The Clearinghouse's full ABI is ``merge_abis(Clearinghouse, ClearinghouseAdmin)``
-    because its fallback delegates to the admin code."""
-    merged, seen = [], set()
-    for n, abi in enumerate(abis):
-        for item in abi:
-            if n and item.get("type") in ("constructor", "fallback", "receive"):
-                continue
-            sig = (item.get("type"), item.get("name"), tuple(i.get("type") for i in item.get("inputs", [])))
-            if sig not in seen:
-                seen.add(sig)
-                merged.append(item)
-    return merged
-
-
 def load_abi(name: str, deployment: Optional[Deployment] = None, build_dir: Optional[Path] = None) -> list:
-    """ABI of ``name`` (``clearinghouse`` or ``auction``): from the deployment file, else brownie's build folder
-    (``build/contracts/<Contract>.json`` or ``build/interfaces/<IContract>.json``)."""
+    """ABI of ``name`` (``clearinghouse`` or ``auction``): from the deployment file, else brownie's build folder.
+    The Clearinghouse's is ``IClearinghouse``: the one interface that declares both halves' functions, events and
+    errors (tests/contracts/test_selectors.py checks it against the compiled halves)."""
     if deployment is not None and name in deployment.abi:
         return deployment.abi[name]
     build = build_dir or PROJECT_ROOT / "build"
-    parts = {"clearinghouse": ["Clearinghouse", "ClearinghouseAdmin"],  # the admin part is reached via fallback
-             "auction": ["LiquidationAuction"]}.get(name, [name])
-    files = [build / "contracts" / f"{part}.json" for part in parts]
-    merged = merge_abis(*(json.loads(f.read_text())["abi"] for f in files if f.is_file()))
-    if merged:
-        return merged
+    contract = {"clearinghouse": "IClearinghouse", "auction": "LiquidationAuction"}.get(name, name)
+    f = build / "contracts" / f"{contract}.json"
+    if f.is_file():
+        return json.loads(f.read_text())["abi"]
     raise ConfigError(f"no ABI for {name!r}: not in the deployment file and not under {build}")
 
 

@@ -34,7 +34,7 @@ def test_no_breach_cannot_start(core, accounts):
     v = accounts[1]
     core.fund(v, usdc=1_000 * USDC)
     core.attest([(v, 2_000 * USDC, 1_000 * USDC, 1_500 * USDC)])  # healthy leaf recorded
-    with reverts_with("NoBreach"):
+    with reverts_with("LA_NoBreach"):
         core.auction.start(v, {"from": accounts[3]})
     assert core.auction.auctionCount() == 0
 
@@ -43,10 +43,10 @@ def test_no_breach_cannot_start(core, accounts):
 def test_fewer_than_m_keepers_record_no_breach(core, accounts):
     v = accounts[1]
     core.fund(v, usdc=1_000 * USDC)
-    with reverts_with("TooFewSignatures"):
+    with reverts_with("KS_TooFewSignatures"):
         core.breach(v, 10 * USDC, 1_000 * USDC, signers=1)  # 1 of 3 signatures, threshold 2
     assert not core.chx.isBreached(v)
-    with reverts_with("NoBreach"):
+    with reverts_with("LA_NoBreach"):
         core.auction.start(v, {"from": accounts[3]})
 
 
@@ -57,12 +57,12 @@ def test_breach_of_older_portfolio_or_stale_cannot_start(core, accounts):
     old = int(core.ch.stateNonce(v))
     core.fund(v, weth=10**18)  # the portfolio changed (a collateral deposit bumps the state nonce)
     core.breach(v, 10 * USDC, 1_000 * USDC, nonce=old)  # a leaf of the older portfolio is not recorded
-    with reverts_with("NoBreach"):
+    with reverts_with("LA_NoBreach"):
         core.auction.start(v, {"from": accounts[3]})
     core.breach(v, 10 * USDC, 1_000 * USDC)  # current portfolio, but let it age past maxRecordAge
     chain.sleep(DEFAULT_CONFIG["max_age"] + 5)
     chain.mine()
-    with reverts_with("RecordExpired"):
+    with reverts_with("LA_RecordExpired"):
         core.auction.start(v, {"from": accounts[3]})
     assert core.auction.auctionCount() == 0
 
@@ -74,7 +74,7 @@ def test_breach_superseded_by_healthy_record_cannot_start(core, accounts):
     chain.sleep(2)
     core.attest([(v, 2_000 * USDC, 1_000 * USDC, 1_500 * USDC)])  # same portfolio, later, healthy: lifts the breach
     assert not core.chx.isBreached(v)
-    with reverts_with("NoBreach"):
+    with reverts_with("LA_NoBreach"):
         core.auction.start(v, {"from": accounts[3]})
 
 
@@ -101,9 +101,9 @@ def test_partial_liquidation_restores_target_and_no_further(core, accounts):
     # the bid completes the sale; payouts wait for `finish` (anyone), so the bid costs what a partial one does
     assert tx.events["SaleCompleted"]["reason"] == 0 and "AuctionEnded" not in tx.events  # Restored
     assert core.auction.auctionOf(v)["done"] and int(core.auction.quote(v)["allowedWad"]) == 0
-    with reverts_with("AuctionDone"):
+    with reverts_with("LA_AuctionDone"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": accounts[4]})
-    with reverts_with("AuctionDone"):
+    with reverts_with("LA_AuctionDone"):
         core.auction.cure(v, {"from": accounts[4]})
     fin = core.auction.finish(v, {"from": accounts[5]})
     elapsed = tx.timestamp - int(start_tx.timestamp)
@@ -155,7 +155,7 @@ def test_partial_liquidation_restores_target_and_no_further(core, accounts):
     assert int(stored[n][1]) == moved_weth and int(stored[0][2]) == int(core.chx.cashOf(v))
     lot = core.chx.lotOf(v)
     assert (int(lot["pendingWad"]), int(lot["movedWad"]), int(lot["creditedCash"]), lot["primed"]) == (0, 0, 0, True)
-    with reverts_with("NoAuction"):
+    with reverts_with("LA_NoAuction"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": accounts[4]})
 
 
@@ -168,7 +168,7 @@ def test_second_bid_takes_only_the_rest_then_reverts(core, accounts):
     tx1 = core.auction.bid(v, half, ANY, FAR, 0, {"from": bidder})
     assert int(tx1.events["Bid"]["fractionWad"]) == half and "SaleCompleted" not in tx1.events
     _assert_conserved(core, [v])
-    with reverts_with("AuctionNotDone"):  # only a completed sale can be finished
+    with reverts_with("LA_AuctionNotDone"):  # only a completed sale can be finished
         core.auction.finish(v, {"from": accounts[5]})
     tx2 = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": accounts[4]})
     g2 = int(tx2.events["Bid"]["fractionWad"])
@@ -177,12 +177,12 @@ def test_second_bid_takes_only_the_rest_then_reverts(core, accounts):
     T = am.target_margin(MM, BUF)
     assert g2 == am.allowed_fraction(E, T, half, escrow1, price2, LAM)
     assert g2 < WAD - half
-    with reverts_with("AuctionDone"):
+    with reverts_with("LA_AuctionDone"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
     _assert_conserved(core, [v])  # a completed sale still holds escrow and penalties until `finish`
     fin = core.auction.finish(v, {"from": accounts[5]})
     assert am.remaining_deficit(E, T, half + g2, int(fin.events["AuctionEnded"]["escrowReleased"])) <= 0
-    with reverts_with("NoAuction"):
+    with reverts_with("LA_NoAuction"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
     _assert_conserved(core)
 
@@ -196,14 +196,14 @@ def test_price_limit_deadline_and_bidder_margin(core, accounts):
     # the price falls ~16.7 USDC per second of chain time (E = 60,000 over 3,600 s), and chain time is wall-clock
     # time between blocks: a limit 5,000 USDC below the quote stays below the price for 5 minutes, so the bid is
     # refused however slowly a loaded machine sends it (a 10 USDC margin was 0.6 s: a flake under load)
-    with reverts_with("PriceAboveLimit"):
+    with reverts_with("LA_PriceAboveLimit"):
         core.auction.bid(v, WAD, price_now - 5_000 * USDC, FAR, 0, {"from": bidder})
-    with reverts_with("BidExpired"):
+    with reverts_with("LA_BidExpired"):
         core.auction.bid(v, WAD, ANY, chain.time() - 1, 0, {"from": bidder})
     poor = accounts[5]
-    with reverts_with("BidderUndermargined"):
+    with reverts_with("LA_BidderUndermargined"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": poor})
-    with reverts_with("SelfBid"):
+    with reverts_with("LA_SelfBid"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": v})
     # the same poor bidder may fund its margin in the same call
     core.quote.mint(poor, 200_000 * USDC, {"from": poor})
@@ -224,7 +224,7 @@ def test_option_free_bidder_margin_needs_fresh_prices(core, accounts):
     chain.sleep(301)  # past the core's maxPriceAge (300 s), well within the auction's tail
     chain.mine()
     ts = int(core.chx.spotPrice(core.weth)[1])
-    with reverts_with("StalePrice"):
+    with reverts_with("CH_StalePrice"):
         core.auction.bid(v, WAD // 100, ANY, FAR, 0, {"from": weth_only})
     assert int(core.chx.collateralValue(weth_only)) > 0 and ts + 300 < chain.time()  # the age-blind view still values it
     core.post_prices({core.weth: 3000 * 10**18, core.wbtc: 60_000 * 10**18})
@@ -261,7 +261,7 @@ def test_insolvent_fund_pays_then_bad_debt_by_the_rule(core, accounts):
     core.build_book(v1, n_series=2)
     core.breach(v1, -500 * USDC, 2_000 * USDC, 3_000 * USDC)
     st = core.auction.start(v1, {"from": accounts[3]})
-    with reverts_with("MustBuyWhole"):
+    with reverts_with("LA_MustBuyWhole"):
         core.auction.bid(v1, WAD // 2, ANY, FAR, 0, {"from": bidder})
     chain.sleep(60)
     book1 = _positions(core, v1)
@@ -287,11 +287,11 @@ def test_insolvent_fund_pays_then_bad_debt_by_the_rule(core, accounts):
     core.breach(v2, -3_000 * USDC, 1_000 * USDC, 1_500 * USDC)
     core.auction.start(v2, {"from": accounts[3]})
     # the bidder now holds options: it needs a fresh margin record of its own to bid again
-    with reverts_with("BidderMarginUnknown"):
+    with reverts_with("LA_BidderMarginUnknown"):
         core.auction.bid(v2, WAD, ANY, FAR, 0, {"from": bidder})
     # ... and its claim on v1's book must be delivered before it may buy another book
     core.attest([(bidder, 400_000 * USDC, 5_000 * USDC, 8_000 * USDC)])
-    with reverts_with("ClaimUnsettled"):
+    with reverts_with("CH_ClaimUnsettled"):
         core.auction.bid(v2, WAD, ANY, FAR, 0, {"from": bidder})
     expected = _positions(core, bidder)
     core.chx.settleClaim(bidder, {"from": accounts[5]})  # anyone may deliver it
@@ -304,7 +304,7 @@ def test_insolvent_fund_pays_then_bad_debt_by_the_rule(core, accounts):
     assert int(tx2.events["ShortfallPaid"]["paid"]) == left and bad == owed2 - left
     assert core.auction.fundBalance() == 0 and core.auction.deficit() == bad
     claim_id = int(tx2.events["BadDebtRecorded"]["claimId"])
-    with reverts_with("NothingToCollect"):
+    with reverts_with("IF_NothingToCollect"):
         core.auction.collectBadDebt(claim_id, {"from": bidder})
     _assert_conserved(core)
     # the rule: new money repays the deficit first; the fund's free balance stays 0 until it is gone
@@ -332,14 +332,14 @@ def test_deposit_cures_and_stops_the_auction(core, accounts):
     owner_of_v = v
     core.quote.mint(owner_of_v, d, {"from": owner_of_v})
     core.quote.approve(core.auction, d, {"from": owner_of_v})
-    with reverts_with("DepositBelowDeficit"):
+    with reverts_with("LA_DepositBelowDeficit"):
         core.auction.depositAndCure(v, d - 1, {"from": owner_of_v})
     cash0 = int(core.chx.cashOf(v))
     tx = core.auction.depositAndCure(v, d, {"from": owner_of_v})
     assert tx.events["AuctionEnded"]["reason"] == 3  # CuredByDeposit
     assert int(core.chx.cashOf(v)) - cash0 == d
     assert not core.chx.isBreached(v)
-    with reverts_with("NoAuction"):
+    with reverts_with("LA_NoAuction"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
     _assert_conserved(core)
 
@@ -354,7 +354,7 @@ def test_direct_deposit_is_held_apart_and_cures_only_through_a_fresh_attestation
     assert int(core.ch.stateNonce(v)) == nonce and int(core.chx.cashOf(v)) == cash0
     assert int(core.chx.lotOf(v)["creditedCash"]) == 100_000 * USDC
     core.attest([(v, E + 10_000 * USDC, MM, 150_000 * USDC)])  # the book recovered a little: still short of MM x 1.1
-    with reverts_with("NotCured"):
+    with reverts_with("LA_NotCured"):
         core.auction.cure(v, {"from": accounts[4]})
     core.attest([(v, E + 100_000 * USDC, MM, 150_000 * USDC)])
     tx = core.auction.cure(v, {"from": accounts[4]})
@@ -369,13 +369,13 @@ def test_direct_deposit_is_held_apart_and_cures_only_through_a_fresh_attestation
 def test_reset_needs_tail_or_floor_and_a_fresh_breach(core, accounts):
     E, MM = 60_000 * USDC, 100_000 * USDC
     v, bidder, _, _ = _setup_breached_book(core, accounts, E, MM)
-    with reverts_with("ResetNotNeeded"):
+    with reverts_with("LA_ResetNotNeeded"):
         core.auction.redo(v, {"from": accounts[4]})
     chain.sleep(int(0.81 * DEFAULT_CONFIG["tau"]))  # factor below the 20% cusp
     chain.mine()
-    with reverts_with("AuctionNeedsReset"):
+    with reverts_with("LA_AuctionNeedsReset"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
-    with reverts_with("RecordExpired"):
+    with reverts_with("LA_RecordExpired"):
         core.auction.redo(v, {"from": accounts[4]})
     core.breach(v, 50_000 * USDC, MM)  # keepers attest the same portfolio again, now worse
     tx = core.auction.redo(v, {"from": accounts[4]})
@@ -383,7 +383,7 @@ def test_reset_needs_tail_or_floor_and_a_fresh_breach(core, accounts):
     assert int(core.auction.quote(v)["price_"]) == 50_000 * USDC
     tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
     assert tx.events["SaleCompleted"]["reason"] == 0
-    with reverts_with("AuctionDone"):
+    with reverts_with("LA_AuctionDone"):
         core.auction.redo(v, {"from": accounts[4]})
 
 
@@ -393,7 +393,7 @@ def test_pause_blocks_starts_only(core, accounts):
     v2 = accounts[7]
     core.fund(v2, usdc=1_000 * USDC)
     core.breach(v2, 10 * USDC, 1_000 * USDC)
-    with reverts_with("EnforcedPause"):
+    with reverts_with("EP_EnforcedPause"):
         core.auction.start(v2, {"from": accounts[3]})
     tx = core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})  # running auction still clears
     assert "SaleCompleted" in tx.events
@@ -423,9 +423,9 @@ def test_healthy_attestation_blocks_bids_on_a_running_auction(core, accounts):
     v, bidder, _, _ = _setup_breached_book(core, accounts, E, MM)
     chain.sleep(5)
     core.attest([(v, 105_000 * USDC, MM, 150_000 * USDC)])  # prices recovered: same portfolio above MM (below T)
-    with reverts_with("AccountHealthy"):
+    with reverts_with("LA_AccountHealthy"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
-    with reverts_with("NotCured"):
+    with reverts_with("LA_NotCured"):
         core.auction.cure(v, {"from": accounts[4]})  # needs MM x 1.1 while the auction is young
     chain.sleep(DEFAULT_CONFIG["tail"] + 1)
     core.attest([(v, 105_000 * USDC, MM, 150_000 * USDC)])

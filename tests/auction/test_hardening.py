@@ -47,7 +47,7 @@ def _breached_auction(core, accounts, equity=60_000 * USDC):
 
 def test_h1_dust_deposits_cannot_stop_start_or_bids(core, accounts):
     """A deposit of one base unit after the attestation, and another between start and bid, used to bump the
-    stateNonce (start: StaleBreach, bid: AccountChanged). Now a quote credit moves no nonce and is held apart."""
+    stateNonce (start: LA_StaleBreach, bid: LA_AccountChanged). Now a quote credit moves no nonce and is held apart."""
     v, bidder = accounts[1], accounts[2]
     core.build_book(v)
     core.fund(bidder, usdc=500_000 * USDC)
@@ -66,7 +66,7 @@ def test_h1_dust_deposits_cannot_stop_start_or_bids(core, accounts):
     # collateral cannot be added to a bound book (it would change what is sold)
     core.weth.mint(v, 1, {"from": v})
     core.weth.approve(core.ch, 1, {"from": v})
-    with reverts_with("AccountInBreach"):
+    with reverts_with("CH_AccountInBreach"):
         core.ch.deposit(core.weth, 1, {"from": v})
 
 
@@ -80,14 +80,14 @@ def test_h1_zero_premium_reduce_only_trade_of_a_breached_account_is_refused(core
     nonce = int(core.ch.stateNonce(v))
     q, sig = core.signed_quote(core.series[1], -WAD, 0, nonce=777)  # the maker sells 1 back to v for nothing
     maker_proof = core.attest([(core.maker, 10**15, 0, 0)])[core.maker.address]
-    with reverts_with("AccountInBreach"):
+    with reverts_with("CH_AccountInBreach"):
         core.ch.trade(q, sig, maker_proof, EMPTY_PROOF, {"from": v})
     assert int(core.ch.stateNonce(v)) == nonce
     core.auction.start(v, {"from": accounts[3]})  # and the breach stays usable
 
 
 def test_h1_expiry_settlement_keeps_the_auction_running(core, accounts):
-    """Settling an expired series of the breached book used to bump its nonce (bids: AccountChanged). Settlement of
+    """Settling an expired series of the breached book used to bump its nonce (bids: LA_AccountChanged). Settlement of
     a bound book converts the position into cash of the same book and keeps the nonce."""
     v, bidder = accounts[1], accounts[2]
     core.fund(v, usdc=20_000 * USDC)
@@ -119,7 +119,7 @@ def test_m4_healthy_leaf_lifts_a_breach_no_auction_holds_but_not_a_running_one(c
     v = accounts[1]
     core.fund(v, usdc=1_000 * USDC)
     core.breach(v, 10 * USDC, 1_000 * USDC)
-    with reverts_with("AccountInBreach"):  # bound: even an option-free withdrawal waits
+    with reverts_with("CH_AccountInBreach"):  # bound: even an option-free withdrawal waits
         core.ch.withdraw(core.quote, 1, EMPTY_PROOF, {"from": v})
     chain.sleep(2)
     core.attest([(v, 2_000 * USDC, 1_000 * USDC, 1_500 * USDC)])  # a healthy leaf of the same portfolio
@@ -134,7 +134,7 @@ def test_m4_healthy_leaf_lifts_a_breach_no_auction_holds_but_not_a_running_one(c
     core.auction.start(w, {"from": accounts[6]})
     core.attest([(w, 200_000 * USDC, 100_000 * USDC, 150_000 * USDC)])
     assert core.chx.isBreached(w) and core.chx.lotOf(w)["inAuction"]
-    with reverts_with("AccountHealthy"):
+    with reverts_with("LA_AccountHealthy"):
         core.auction.bid(w, WAD, ANY, FAR, 0, {"from": accounts[5]})
     assert core.auction.cure(w, {"from": accounts[7]}).events["AuctionEnded"]["reason"] == 2
     assert not core.chx.isBreached(w)
@@ -152,7 +152,7 @@ def test_m3_insolvent_bid_credits_only_the_payout_the_fund_can_make(core, accoun
     assert int(core.auction.fundBalance()) == 0
     core.fund(bidder, usdc=800 * USDC)
     core.auction.start(v, {"from": accounts[3]})
-    with reverts_with("BidderUndermargined"):
+    with reverts_with("LA_BidderUndermargined"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
     # with a fund that can pay, the very same bid is margined by the cash it actually receives
     core.quote.mint(donor, 5_000 * USDC, {"from": donor})
@@ -186,9 +186,9 @@ def test_m5_running_auction_keeps_its_configuration(core, accounts):
     assert abs(int(bid.events["Bid"]["price"]) - am.price(CURVE, E, E, elapsed)) <= 1
     assert tuple(core.auction.configAt(1))[1] == DEFAULT_CONFIG["tau"]
     # bounds: no floor below MIN_CUSP, no curve that reaches its floor within MIN_DESCENT
-    with reverts_with("ParameterOutOfBounds"):
+    with reverts_with("LA_ParameterOutOfBounds"):
         core.auction.setConfig(config_tuple(cusp=0), {"from": core.owner})
-    with reverts_with("CurveTooSteep"):
+    with reverts_with("LA_CurveTooSteep"):
         core.auction.setConfig(config_tuple(tau=1), {"from": core.owner})
     with reverts_with("OwnableUnauthorizedAccount"):
         core.auction.setConfig(config_tuple(), {"from": bidder})
@@ -209,7 +209,7 @@ def test_l6_collateral_withdrawn_from_inside_the_deposit_pull_is_not_counted(cor
     hb.approve(core.quote, core.auction, deposit, {"from": accounts[4]})
     core.post_prices({core.weth: 3000 * WAD, core.wbtc: 60_000 * WAD})
     core.quote.armHook(hb, hb.onHook.encode_input(), {"from": accounts[4]})
-    with reverts_with("BidderUndermargined"):
+    with reverts_with("LA_BidderUndermargined"):
         hb.bid(v, WAD // 10, ANY, FAR, deposit, {"from": accounts[4]})
     # the same bid without the call-back is margined by the collateral and goes through
     core.quote.armHook(ZERO, b"", {"from": accounts[4]})
@@ -270,13 +270,13 @@ def test_h8_no_position_in_a_series_whose_underlying_has_no_fresh_price(core, ac
     chain.sleep(400)  # WETH's attested price is now older than maxPriceAge (300 s)
     # the maker's leg is a reduce-only sale of its long (no liabilities: nothing to check); the taker's opens a
     # long on an underlying without a fresh attested price: refused
-    with reverts_with("StalePrice"):
+    with reverts_with("CH_StalePrice"):
         core.trade(taker, put, WAD, 100 * WAD)
     # an underlying no keeper ever priced cannot be held at all
     unpriced = AuctionTestToken.deploy("Unpriced", "UNP", 18, {"from": core.owner})
     sid = int(core.chx.createSeries(unpriced, 100 * WAD, chain.time() + 30 * DAY, True, {"from": core.owner})
               .events["SeriesCreated"]["seriesId"])
-    with reverts_with("StalePrice"):
+    with reverts_with("CH_StalePrice"):
         core.trade(taker, sid, WAD, WAD)
     core.post_prices({core.weth: 3000 * WAD, core.wbtc: 60_000 * WAD})
     core.trade(taker, put, WAD, 100 * WAD)  # fresh again: allowed
@@ -329,14 +329,14 @@ def test_h2_owner_powers_wait_for_the_timelock_and_users_can_leave_first(core, a
 def test_h2_guardian_pause_expires_and_cannot_be_chained(core, accounts):
     g = accounts[7]
     core.ch.setGuardian(g, {"from": core.owner})
-    with reverts_with("PauseNotGuardian"):
+    with reverts_with("EP_NotGuardian"):
         core.ch.pause({"from": accounts[1]})
     core.ch.pause({"from": g})
     assert core.ch.paused()
     chain.sleep(3 * DAY + 1)
     chain.mine()
     assert not core.ch.paused()  # expired by itself
-    with reverts_with("PauseCooldown"):
+    with reverts_with("EP_Cooldown"):
         core.ch.pause({"from": g})
     chain.sleep(DAY)
     chain.mine()
@@ -357,11 +357,11 @@ def test_h2_risk_admin_only_tightens(core, accounts):
     cfg = core.chx.assetConfig(core.weth)
     haircut, cap = int(cfg[2]), int(cfg[3])
     core.chx.setCollateralParams(core.weth, haircut + 10**17, cap // 2, {"from": ra})  # tighter: at once
-    with reverts_with("OnlyTightening"):
+    with reverts_with("CH_OnlyTightening"):
         core.chx.setCollateralParams(core.weth, haircut, cap // 2, {"from": ra})  # lower haircut
-    with reverts_with("OnlyTightening"):
+    with reverts_with("CH_OnlyTightening"):
         core.chx.setCollateralParams(core.weth, haircut + 10**17, cap, {"from": ra})  # higher cap
-    with reverts_with("OnlyTightening"):
+    with reverts_with("CH_OnlyTightening"):
         core.chx.setShortMarginFraction(5 * 10**16, {"from": ra})
     core.chx.setShortMarginFraction(2 * 10**17, {"from": ra})
     core.chx.setCollateralParams(core.weth, haircut, cap, {"from": core.owner})  # loosening: the (timelocked) owner
@@ -378,19 +378,19 @@ def test_h2_fallback_exit_when_keepers_stop_attesting(core, accounts):
     put, call = core.series[1], core.series[0]  # put strike 2,750; call strike 2,500
     core.trade(c, call, -WAD, 600 * WAD)  # c sells one call: cash 10,600, no cover
     core.trade(t, put, -WAD, 100 * WAD)  # t sells one put to the market maker: cash 10,100
-    with reverts_with("MarginProofRequired"):
+    with reverts_with("CH_MarginProofRequired"):
         core.ch.withdraw(core.quote, 1, EMPTY_PROOF, {"from": t})
     chain.sleep(3 * DAY + 1)
     chain.mine()
     assert core.chx.fallbackActive()
     free = 10_100 * USDC - 2_750 * USDC  # cash minus the put's largest payoff
     assert int(core.chx.fallbackMargin(t)) == free
-    with reverts_with("FallbackMarginShort"):
+    with reverts_with("CH_FallbackMarginShort"):
         core.ch.withdraw(core.quote, free + 1, EMPTY_PROOF, {"from": t})
     core.ch.withdraw(core.quote, free, EMPTY_PROOF, {"from": t})
     # closing the short by a buy-back with no keeper proof: allowed when the fallback margin stays >= 0
     q, sig = core.signed_quote(put, -WAD, 2_751 * WAD, nonce=901)  # more than the cash that is left
-    with reverts_with("FallbackMarginShort"):
+    with reverts_with("CH_FallbackMarginShort"):
         core.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": t})
     q, sig = core.signed_quote(put, -WAD, 100 * WAD, nonce=902)
     core.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": t})
@@ -398,12 +398,12 @@ def test_h2_fallback_exit_when_keepers_stop_attesting(core, accounts):
     core.ch.withdraw(core.quote, 2_650 * USDC, EMPTY_PROOF, {"from": t})  # everything, no position left
     # an uncovered short call blocks the exit until its underlying is held as cover
     assert int(core.chx.fallbackMargin(c)) == -(2**255)
-    with reverts_with("FallbackMarginShort"):
+    with reverts_with("CH_FallbackMarginShort"):
         core.ch.withdraw(core.quote, 1, EMPTY_PROOF, {"from": c})
     core.fund(c, weth=WAD)  # one WETH covers one call of any strike (deposits never need keepers)
     assert int(core.chx.fallbackMargin(c)) == 10_600 * USDC
     core.ch.withdraw(core.quote, 10_600 * USDC, EMPTY_PROOF, {"from": c})
-    with reverts_with("FallbackMarginShort"):  # the cover stays while the call is open
+    with reverts_with("CH_FallbackMarginShort"):  # the cover stays while the call is open
         core.ch.withdraw(core.weth, 1, EMPTY_PROOF, {"from": c})
 
 

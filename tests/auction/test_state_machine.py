@@ -14,7 +14,7 @@ every step:
   balance equals a ledger kept here from the ``FundReceived`` / ``ShortfallPaid`` events; claims sum to the bad debt
   recorded, and ``collected <= repaid <= recorded``;
 * no account that the keepers' latest attestation of its current portfolio shows as healthy is ever sold from, and
-  a bid never fills at a price worse than its limit, ``MustBuyWhole`` refuses only partial bids on insolvent books.
+  a bid never fills at a price worse than its limit, ``LA_MustBuyWhole`` refuses only partial bids on insolvent books.
 
 Why hypothesis ran only 1-4 steps per example here (found in hypothesis 6.27.3's engine, ``generate_new_examples``):
 while fewer than ``small_example_cap = clamp(10, max_examples // 10, 50)`` (so at least 10) valid examples have run,
@@ -164,7 +164,7 @@ class AuctionRules:
         try:
             tx = self.core.auction.start(v, {"from": self.starter})
         except brownie.exceptions.VirtualMachineError as e:
-            assert _revert_name(e) == "AuctionRunning", f"fresh breach refused: {e.revert_msg}"
+            assert _revert_name(e) == "LA_AuctionRunning", f"fresh breach refused: {e.revert_msg}"
             return
         self.stats["started"] = self.stats.get("started", 0) + 1
         assert int(tx.events["AuctionStarted"]["equity"]) == MM * st_breach_pct // 100
@@ -189,8 +189,8 @@ class AuctionRules:
         except brownie.exceptions.VirtualMachineError as e:
             name = _revert_name(e)
             self.stats["bid_refused:" + name] = self.stats.get("bid_refused:" + name, 0) + 1
-            assert name != "PriceAboveLimit" or limit < quoted, "price limit refused a bid at the quoted price"
-            if name == "MustBuyWhole":  # only an insolvent book, and only for less than what is left
+            assert name != "LA_PriceAboveLimit" or limit < quoted, "price limit refused a bid at the quoted price"
+            if name == "LA_MustBuyWhole":  # only an insolvent book, and only for less than what is left
                 a = auction.auctionOf(v)
                 assert int(a["equity"]) < 0 and st_frac < WAD - int(a["soldWad"])
             return
@@ -226,7 +226,7 @@ class AuctionRules:
 
     def rule_zero_premium_trade(self, st_victim, st_series):
         """H-1: the victim trades part of a position back to a colluding account at premium 0: refused while its book
-        is bound to a breach (AccountInBreach), whatever else the trade would need."""
+        is bound to a breach (CH_AccountInBreach), whatever else the trade would need."""
         self._step("zero_premium_trade")
         v, sid = self.victims[st_victim], self.core.series[st_series]
         pos = int(self.core.chx.positionOf(v, sid))
@@ -241,7 +241,7 @@ class AuctionRules:
             self.core.ch.trade(q, sig, maker_proof, EMPTY_PROOF, {"from": v})
         except brownie.exceptions.VirtualMachineError as e:
             if bound:
-                assert _revert_name(e) == "AccountInBreach", e.revert_msg
+                assert _revert_name(e) == "CH_AccountInBreach", e.revert_msg
                 self.stats["zero_premium_refused"] = self.stats.get("zero_premium_refused", 0) + 1
             return
         assert not bound, "a book bound to its breach traded"
@@ -284,7 +284,7 @@ class AuctionRules:
         try:
             tx = auction.depositAndCure(v, d, {"from": v})
         except brownie.exceptions.VirtualMachineError as e:
-            assert _revert_name(e) in ("AccountChanged", "AuctionDone"), f"deposit refused: {e.revert_msg}"
+            assert _revert_name(e) in ("LA_AccountChanged", "LA_AuctionDone"), f"deposit refused: {e.revert_msg}"
             return
         self._book(tx)
         self.stats["cured_by_deposit"] = self.stats.get("cured_by_deposit", 0) + 1
@@ -305,7 +305,7 @@ class AuctionRules:
             tx = auction.cure(v, {"from": self.starter})
         except brownie.exceptions.VirtualMachineError as e:
             name = _revert_name(e)
-            assert (name == "NotCured" and not reaches) or (name == "AuctionDone" and a["done"]), e.revert_msg
+            assert (name == "LA_NotCured" and not reaches) or (name == "LA_AuctionDone" and a["done"]), e.revert_msg
             return
         self._book(tx)
         self.stats["cured_by_attestation"] = self.stats.get("cured_by_attestation", 0) + 1
@@ -342,7 +342,7 @@ class AuctionRules:
         try:
             tx = self.core.auction.finish(v, {"from": self.starter})
         except brownie.exceptions.VirtualMachineError as e:
-            assert not a["done"] and _revert_name(e) in ("NoAuction", "AuctionNotDone"), e.revert_msg
+            assert not a["done"] and _revert_name(e) in ("LA_NoAuction", "LA_AuctionNotDone"), e.revert_msg
             return
         self._book(tx)
         assert a["done"] and int(tx.events["AuctionEnded"]["escrowReleased"]) == int(a["escrow"])

@@ -28,7 +28,7 @@ from eth_account import Account
 from eth_utils import keccak
 
 from keeper.codec import eip712
-from keeper.chain.deployment import merge_abis
+from keeper.chain.deployment import load_abi
 from keeper.codec.merkle import MarginLeaf, MerkleTree
 from keeper.codec.eip712 import Domain, MarginRootHeader, Quote
 from keeper.ops import signing
@@ -177,7 +177,7 @@ def deploy_protocol(owner, usdc, weth, wbtc, keeper_keys, threshold=3) -> Protoc
     FallbackMarginLogic.deploy({"from": owner})  # external library linked into ClearinghouseAdmin
     admin = ClearinghouseAdmin.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, {"from": owner})
     raw = Clearinghouse.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, admin, {"from": owner})
-    ch = Contract.from_abi("Backstop", raw.address, merge_abis(Clearinghouse.abi, ClearinghouseAdmin.abi))
+    ch = Contract.from_abi("Backstop", raw.address, load_abi("clearinghouse"))
     ch.setKeeperSet([k.address for k in keeper_keys], threshold, {"from": owner})
     ch.setRiskAdmin(owner, {"from": owner})
     ch.listCollateral(weth, 2 * 10**17, 10**9 * WAD, {"from": owner})

@@ -13,11 +13,11 @@ from keeper.codec import merkle
 from keeper.ops import signing
 
 SIG_ERRORS = {
-    "few": "TooFewSignatures(uint256,uint256)",
-    "asc": "SignersNotAscending(uint256,address,address)",
-    "keeper": "NotAKeeper(address)",
-    "highs": "HighSSignature(uint256)",
-    "malformed": "MalformedSignatures(uint256)",
+    "few": "KS_TooFewSignatures(uint256,uint256)",
+    "asc": "KS_SignersNotAscending(uint256,address,address)",
+    "keeper": "KS_NotAKeeper(address)",
+    "highs": "KS_HighSSignature(uint256)",
+    "malformed": "KS_MalformedSignatures(uint256)",
 }
 
 
@@ -87,11 +87,11 @@ def test_stale_and_future_attestations(protocol, owner):
     p = protocol
     old = p.now() - 121  # maxAttestationAge defaults to 120 s
     typed = _typed_prices(p, ts=old)
-    with brownie.reverts(err("AttestationExpired(uint64,uint256)", old, 120)):
+    with brownie.reverts(err("AO_AttestationExpired(uint64,uint256)", old, 120)):
         _prices_call(p, typed, signing.sign_attestation(typed, p.signers()), owner)
     future = p.now() + 60
     typed = _typed_prices(p, ts=future)
-    with brownie.reverts(err("AttestationFromFuture(uint64)", future)):
+    with brownie.reverts(err("AO_AttestationFromFuture(uint64)", future)):
         _prices_call(p, typed, signing.sign_attestation(typed, p.signers()), owner)
 
 
@@ -148,13 +148,13 @@ def test_replay_and_rollback(protocol, owner):
     typed = _typed_prices(p, seq=5, ts=ts)
     sigs = signing.sign_attestation(typed, p.signers())
     _prices_call(p, typed, sigs, owner)
-    with brownie.reverts(err("AttestationReplayed(uint64,uint64)", 5, 5)):
+    with brownie.reverts(err("AO_AttestationReplayed(uint64,uint64)", 5, 5)):
         _prices_call(p, typed, sigs, owner)
     older = _typed_prices(p, seq=6, ts=ts - 10)
-    with brownie.reverts(err("AttestationOlder(uint64,uint64)", ts - 10, ts)):
+    with brownie.reverts(err("AO_AttestationOlder(uint64,uint64)", ts - 10, ts)):
         _prices_call(p, older, signing.sign_attestation(older, p.signers()), owner)
     lower = _typed_prices(p, seq=4, ts=ts + 1)
-    with brownie.reverts(err("AttestationReplayed(uint64,uint64)", 4, 5)):
+    with brownie.reverts(err("AO_AttestationReplayed(uint64,uint64)", 4, 5)):
         _prices_call(p, lower, signing.sign_attestation(lower, p.signers()), owner)
 
 
@@ -168,11 +168,11 @@ def test_more_than_threshold_accepted_and_all_checked(protocol, owner):
 def test_keeper_set_governance_bounds(protocol, owner, traders):
     p = protocol
     addrs = [k.address for k in p.keeper_keys]
-    with brownie.reverts(err("ParameterOutOfBounds(bytes32,uint256,uint256,uint256)", bytes32("threshold"), 2, 3, 5)):
+    with brownie.reverts(err("CH_ParameterOutOfBounds(bytes32,uint256,uint256,uint256)", bytes32("threshold"), 2, 3, 5)):
         p.ch.setKeeperSet(addrs, 2, {"from": owner})
-    with brownie.reverts(err("ParameterOutOfBounds(bytes32,uint256,uint256,uint256)", bytes32("threshold"), 6, 3, 5)):
+    with brownie.reverts(err("CH_ParameterOutOfBounds(bytes32,uint256,uint256,uint256)", bytes32("threshold"), 6, 3, 5)):
         p.ch.setKeeperSet(addrs, 6, {"from": owner})
-    with brownie.reverts(err("DuplicateKeeper(address)", addrs[0])):
+    with brownie.reverts(err("KS_DuplicateKeeper(address)", addrs[0])):
         p.ch.setKeeperSet(addrs[:2] + addrs[:1], 2, {"from": owner})
     with brownie.reverts(err("OwnableUnauthorizedAccount(address)", str(traders[0]))):
         p.ch.setKeeperSet(addrs, 3, {"from": traders[0]})
@@ -195,11 +195,11 @@ def test_settlement_prices_set_once_after_expiry(protocol, owner):
     tx = p.ch.postSettlementPrices(m["underlyings"], m["prices"], expiry, m["timestamp"], sigs, {"from": owner})
     assert int(p.ch.settlementPrice(p.weth, expiry)) == 2500 * WAD
     assert tx.events["SettlementPricePosted"]["price"] == 2500 * WAD
-    with brownie.reverts(err("SettlementPriceAlreadySet(address,uint64)", str(p.weth), expiry)):
+    with brownie.reverts(err("AO_SettlementPriceAlreadySet(address,uint64)", str(p.weth), expiry)):
         p.ch.postSettlementPrices(m["underlyings"], m["prices"], expiry, m["timestamp"], sigs, {"from": owner})
     now = p.now()
     early = eip712.settlement_typed_data(p.domain, [str(p.weth)], [1], now + 100, now)
-    with brownie.reverts(err("SettlementBeforeExpiry(uint64,uint64)", now, now + 100)):
+    with brownie.reverts(err("AO_SettlementBeforeExpiry(uint64,uint64)", now, now + 100)):
         e = early["message"]
         p.ch.postSettlementPrices(
             e["underlyings"], e["prices"], e["expiry"], e["timestamp"], signing.sign_attestation(early, p.signers()),

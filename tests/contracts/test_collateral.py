@@ -9,7 +9,7 @@ from eth_utils import keccak
 
 from core_helpers import EMPTY_PROOF, USDC, WAD, bytes32, err
 
-BOUNDS = "ParameterOutOfBounds(bytes32,uint256,uint256,uint256)"
+BOUNDS = "CH_ParameterOutOfBounds(bytes32,uint256,uint256,uint256)"
 
 
 def _value(amount, decimals, price_wad, haircut_wad, quote_decimals=6):
@@ -48,12 +48,12 @@ def test_deposit_cap_and_unlisted(protocol, owner, traders):
     p.fund(t, p.wbtc, 4 * 10**8)
     p.wbtc.mint(t, 2 * 10**8, {"from": t})
     p.wbtc.approve(p.ch, 2 * 10**8, {"from": t})
-    with brownie.reverts(err("DepositCapExceeded(address,uint256,uint256)", str(p.wbtc), 6 * 10**8, 5 * 10**8)):
+    with brownie.reverts(err("CH_DepositCapExceeded(address,uint256,uint256)", str(p.wbtc), 6 * 10**8, 5 * 10**8)):
         p.ch.deposit(p.wbtc, 2 * 10**8, {"from": t})
     other = TestERC20.deploy("X", "X", 18, {"from": owner})
-    with brownie.reverts(err("AssetNotListed(address)", str(other))):
+    with brownie.reverts(err("CH_AssetNotListed(address)", str(other))):
         p.ch.deposit(other, 1, {"from": t})
-    with brownie.reverts(err("ZeroAmount()")):
+    with brownie.reverts(err("CH_ZeroAmount()")):
         p.ch.deposit(p.wbtc, 0, {"from": t})
 
 
@@ -61,14 +61,14 @@ def test_deposit_cap_and_unlisted(protocol, owner, traders):
 def test_listing_rejects_bad_decimals(protocol, owner):
     p = protocol
     big = TestERC20.deploy("Big", "BIG", 24, {"from": owner})
-    with brownie.reverts(err("DecimalsTooLarge(address,uint8)", str(big), 24)):
+    with brownie.reverts(err("CH_DecimalsTooLarge(address,uint8)", str(big), 24)):
         p.ch.listCollateral(big, 0, 1, {"from": owner})
     broken = RevertingDecimalsToken.deploy({"from": owner})
-    with brownie.reverts(err("DecimalsUnreadable(address)", str(broken))):
+    with brownie.reverts(err("CH_DecimalsUnreadable(address)", str(broken))):
         p.ch.listCollateral(broken, 0, 1, {"from": owner})
-    with brownie.reverts(err("NotAContract(address)", str(accounts[7]))):
+    with brownie.reverts(err("CH_NotAContract(address)", str(accounts[7]))):
         p.ch.listCollateral(accounts[7], 0, 1, {"from": owner})
-    with brownie.reverts(err("AssetAlreadyListed(address)", str(p.weth))):
+    with brownie.reverts(err("CH_AssetAlreadyListed(address)", str(p.weth))):
         p.ch.listCollateral(p.weth, 0, 1, {"from": owner})
 
 
@@ -80,7 +80,7 @@ def test_risk_admin_bounds(protocol, owner, traders):
         p.ch.setCollateralParams(p.usdc, 1, 1, {"from": owner})
     with brownie.reverts(err(BOUNDS, bytes32("depositCap"), 0, 1, 2**128 - 1)):
         p.ch.setCollateralParams(p.weth, 0, 0, {"from": owner})
-    with brownie.reverts(err("NotOwnerOrRiskAdmin(address)", str(traders[0]))):
+    with brownie.reverts(err("CH_NotOwnerOrRiskAdmin(address)", str(traders[0]))):
         p.ch.setCollateralParams(p.weth, 0, 1, {"from": traders[0]})
     tx = p.ch.setCollateralParams(p.weth, 3 * 10**17, 77, {"from": owner})
     assert tx.events["CollateralParamsSet"]["haircut"] == 3 * 10**17
@@ -98,9 +98,9 @@ def test_withdraw_risk_free_needs_no_proof(protocol, traders):
     p.ch.withdraw(p.usdc, 50 * USDC, EMPTY_PROOF, {"from": t})
     assert int(p.weth.balanceOf(t)) - before == WAD
     assert int(p.ch.collateralOf(t, p.weth)) == WAD and int(p.ch.cashOf(t)) == 0
-    with brownie.reverts(err("InsufficientCollateral(address,address,uint256,uint256)", str(t), str(p.weth), WAD, 2 * WAD)):
+    with brownie.reverts(err("CH_InsufficientCollateral(address,address,uint256,uint256)", str(t), str(p.weth), WAD, 2 * WAD)):
         p.ch.withdraw(p.weth, 2 * WAD, EMPTY_PROOF, {"from": t})
-    with brownie.reverts(err("InsufficientCash(address,int256,uint256)", str(t), 0, 1)):
+    with brownie.reverts(err("CH_InsufficientCash(address,int256,uint256)", str(t), 0, 1)):
         p.ch.withdraw(p.usdc, 1, EMPTY_PROOF, {"from": t})
     assert p.balances_conserved([t])
 
@@ -117,11 +117,11 @@ def test_withdraw_with_positions_needs_headroom(protocol, traders):
     # taker buys 1 call from maker (maker sells): proofs for both risk-adding legs
     q, sig = p.quote(maker, sid, -WAD, 100 * WAD)
     p.ch.trade(q, sig, p.attest(maker, 10_000 * USDC, 0, 0), p.attest(taker, 16_000 * USDC, 0, 0), {"from": taker})
-    with brownie.reverts(err("MarginProofRequired(address)", str(taker))):
+    with brownie.reverts(err("CH_MarginProofRequired(address)", str(taker))):
         p.ch.withdraw(p.weth, WAD, EMPTY_PROOF, {"from": taker})
     # headroom equity - IM = 2,999.99 USDC < 1 WETH x 3000 (no haircut credit): refused
     proof = p.attest(taker, 13_000 * USDC, 5_000 * USDC, 10_000 * USDC + 10_000)
-    with brownie.reverts(err("InsufficientHeadroom(address,int256,uint256)", str(taker), 2_999_990_000, 3000 * USDC)):
+    with brownie.reverts(err("CH_InsufficientHeadroom(address,int256,uint256)", str(taker), 2_999_990_000, 3000 * USDC)):
         p.ch.withdraw(p.weth, WAD, proof, {"from": taker})
     proof = p.attest(taker, 13_000 * USDC, 5_000 * USDC, 10_000 * USDC)
     p.ch.withdraw(p.weth, WAD, proof, {"from": taker})
@@ -160,7 +160,7 @@ def test_pause_blocks_exposure_not_deposits(protocol, owner, traders):
     p.fund(t, p.usdc, 10 * USDC)  # deposits still work
     p.ch.withdraw(p.usdc, 5 * USDC, EMPTY_PROOF, {"from": t})  # risk-free withdrawal still works
     proof = p.attest(t, 5 * USDC, 0, 0)
-    with brownie.reverts(err("EnforcedPause()")):
+    with brownie.reverts(err("EP_EnforcedPause()")):
         p.ch.withdraw(p.usdc, 1, proof, {"from": t})
-    with brownie.reverts(err("PauseNotGuardian(address)", str(t))):
+    with brownie.reverts(err("EP_NotGuardian(address)", str(t))):
         p.ch.unpause({"from": t})

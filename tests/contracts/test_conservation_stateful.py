@@ -90,13 +90,13 @@ class Conservation:
     def _blocked(self, account):
         """The exact error that stops `account` trading or withdrawing (None if it may)."""
         if self._bound(account):
-            return err("AccountInBreach(address)", str(account))
+            return err("CH_AccountInBreach(address)", str(account))
         pending = self._lot(account)[0]
         if pending:
-            return err("ClaimsPending(address,uint256)", str(account), pending)
+            return err("CH_ClaimsPending(address,uint256)", str(account), pending)
         source, fraction = self._claim(account)
         if fraction:
-            return err("ClaimUnsettled(address,address,uint256)", str(account), source, fraction)
+            return err("CH_ClaimUnsettled(address,address,uint256)", str(account), source, fraction)
         return None
 
     def rule_deposit(self, who, asset_ix, amount):
@@ -106,11 +106,11 @@ class Conservation:
         pending, _, credited = self._lot(h)
         bound = self._bound(h)
         if bound and asset_ix != 0:
-            with brownie.reverts(err("AccountInBreach(address)", str(h))):
+            with brownie.reverts(err("CH_AccountInBreach(address)", str(h))):
                 self.p.ch.deposit(asset, amt, {"from": h})
             return
         if pending and asset_ix != 0:
-            with brownie.reverts(err("ClaimsPending(address,uint256)", str(h), pending)):
+            with brownie.reverts(err("CH_ClaimsPending(address,uint256)", str(h), pending)):
                 self.p.ch.deposit(asset, amt, {"from": h})
             return
         stored = int(self.p.ch.storedBalances(h, 0, asset)[2 if asset_ix == 0 else 1])
@@ -159,7 +159,7 @@ class Conservation:
         self._step("module")
         h = self.holders[who]
         if not self.p.ch.isBreached(h):
-            with brownie.reverts(err("NotInBreach(address)", str(h))):
+            with brownie.reverts(err("CH_NotInBreach(address)", str(h))):
                 self.p.ch.primeLot(h, {"from": self.module})
             return
         if other % 2 == 0:
@@ -179,7 +179,7 @@ class Conservation:
             return
         bal = int(self.p.ch.cashOf(h)) if asset_ix == 0 else int(self.p.ch.collateralOf(h, a))
         # a positive-cash account can only withdraw what the contract holds (documented limit: other accounts'
-        # debts are not tokens); InsufficientLiquidity is tested in test_collateral
+        # debts are not tokens); CH_InsufficientLiquidity is tested in test_collateral
         amt = min(bal, amount * self.units[asset_ix] // 100, int(self.p.ch.totalDeposits(a)))
         if amt <= 0:
             return
@@ -214,15 +214,15 @@ class Conservation:
         payment = amount * USDC // 100
         expected = None
         if own:
-            expected = err("ClaimUnsettled(address,address,uint256)", str(source), own_source, own)
+            expected = err("CH_ClaimUnsettled(address,address,uint256)", str(source), own_source, own)
         elif self._bound(holder):
-            expected = err("AccountInBreach(address)", str(holder))
+            expected = err("CH_AccountInBreach(address)", str(holder))
         elif self._lot(holder)[0]:
-            expected = err("ClaimsPending(address,uint256)", str(holder), self._lot(holder)[0])
+            expected = err("CH_ClaimsPending(address,uint256)", str(holder), self._lot(holder)[0])
         elif held and held_source != str(source):
-            expected = err("ClaimUnsettled(address,address,uint256)", str(holder), held_source, held)
+            expected = err("CH_ClaimUnsettled(address,address,uint256)", str(holder), held_source, held)
         elif pending + moved == WAD:
-            expected = err("NothingToClaim(address)", str(source))
+            expected = err("CH_NothingToClaim(address)", str(source))
         if expected:
             with brownie.reverts(expected):
                 self.p.ch.recordClaim(source, holder, fraction, payment, {"from": self.module})
@@ -230,7 +230,7 @@ class Conservation:
         remaining = WAD - pending - moved
         claim = remaining if fraction == WAD else -(-fraction * remaining // WAD)
         if claim == 0:
-            with brownie.reverts(err("NothingToClaim(address)", str(source))):
+            with brownie.reverts(err("CH_NothingToClaim(address)", str(source))):
                 self.p.ch.recordClaim(source, holder, fraction, payment, {"from": self.module})
             return
         self.p.ch.recordClaim(source, holder, fraction, payment, {"from": self.module})
@@ -244,7 +244,7 @@ class Conservation:
         holder = self.holders[who]
         source, fraction = self._claim(holder)
         if not fraction:
-            with brownie.reverts(err("NoClaim(address)", str(holder))):
+            with brownie.reverts(err("CH_NoClaim(address)", str(holder))):
                 self.p.ch.settleClaim(holder, {"from": self.owner})
             return
         pending, moved, credited = self._lot(source)

@@ -4,7 +4,7 @@ from brownie import Clearinghouse, ClearinghouseAdmin, FallbackMarginLogic, Test
 
 from core_helpers import QUOTE_CAP, SHORT_FRACTION, WAD, bytes32, err
 
-BOUNDS = "ParameterOutOfBounds(bytes32,uint256,uint256,uint256)"
+BOUNDS = "CH_ParameterOutOfBounds(bytes32,uint256,uint256,uint256)"
 
 
 def test_two_step_ownership(protocol, owner):
@@ -16,7 +16,7 @@ def test_two_step_ownership(protocol, owner):
         p.ch.acceptOwnership({"from": accounts[7]})
     p.ch.acceptOwnership({"from": new})
     assert p.ch.owner() == new
-    with brownie.reverts(err("PauseNotGuardian(address)", str(owner))):
+    with brownie.reverts(err("EP_NotGuardian(address)", str(owner))):
         p.ch.pause({"from": owner})
     with brownie.reverts(err("OwnableUnauthorizedAccount(address)", str(owner))):
         p.ch.setKeeperSet([str(owner)], 1, {"from": owner})
@@ -48,7 +48,7 @@ def test_series_registry_bounds(protocol, owner):
     s = p.ch.series(sid)
     assert (s[0], int(s[1]), bool(s[2]), int(s[3])) == (str(p.weth), now + 86400, False, 2000 * WAD)
     assert tx.events["SeriesCreated"]["quoteAsset"] == p.usdc
-    with brownie.reverts(err("UnknownSeries(uint256)", 77)):
+    with brownie.reverts(err("CH_UnknownSeries(uint256)", 77)):
         p.ch.series(77)
 
 
@@ -56,5 +56,5 @@ def test_admin_must_match_quote_asset(owner, tokens):
     usdc, weth, _ = tokens
     FallbackMarginLogic.deploy({"from": owner})  # external library linked into ClearinghouseAdmin
     admin = ClearinghouseAdmin.deploy(owner, weth, QUOTE_CAP, SHORT_FRACTION, {"from": owner})
-    with brownie.reverts(err("AdminMismatch(address)", str(admin))):
+    with brownie.reverts(err("CH_AdminMismatch(address)", str(admin))):
         Clearinghouse.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, admin, {"from": owner})

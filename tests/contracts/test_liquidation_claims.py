@@ -27,8 +27,8 @@ from core_helpers import EMPTY_PROOF, USDC, WAD, err
 from keeper.codec import eip712
 from keeper.ops import signing
 
-CLAIMS_PENDING = "ClaimsPending(address,uint256)"
-CLAIM_UNSETTLED = "ClaimUnsettled(address,address,uint256)"
+CLAIMS_PENDING = "CH_ClaimsPending(address,uint256)"
+CLAIM_UNSETTLED = "CH_ClaimUnsettled(address,address,uint256)"
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -336,7 +336,7 @@ def test_whole_rest_and_nothing_left(protocol, traders, holders, module, book):
     p.ch.recordClaim(maker, h2, WAD, 0, {"from": module})
     assert int(p.ch.claimOf(h2)[1]) == WAD - WAD // 3
     assert tuple(p.ch.lotOf(maker))[:2] == (WAD, 0)
-    with brownie.reverts(err("NothingToClaim(address)", str(maker))):
+    with brownie.reverts(err("CH_NothingToClaim(address)", str(maker))):
         p.ch.recordClaim(maker, h1, WAD, 0, {"from": module})
     # the frozen book shows nothing left, the holders the whole of it
     assert all(int(p.ch.positionOf(maker, sid)) == 0 for sid in sids)
@@ -474,25 +474,25 @@ def test_freeze_rules(protocol, traders, holders, module, book, owner):
     with brownie.reverts(unsettled):
         p.ch.recordClaim(h1, h2, WAD // 2, 0, {"from": module})
     for bad in (0, WAD + 1):
-        with brownie.reverts(err("InvalidFraction(uint256)", bad)):
+        with brownie.reverts(err("CH_InvalidFraction(uint256)", bad)):
             p.ch.recordClaim(maker, h2, bad, 0, {"from": module})
-    with brownie.reverts(err("SelfTrade(address)", str(maker))):
+    with brownie.reverts(err("CH_SelfTrade(address)", str(maker))):
         p.ch.recordClaim(maker, maker, WAD // 2, 0, {"from": module})
-    with brownie.reverts(err("ZeroAddress()")):
+    with brownie.reverts(err("CH_ZeroAddress()")):
         p.ch.recordClaim(maker, "0x" + "00" * 20, WAD // 2, 0, {"from": module})
     # on the same source the holder's claims accumulate
     p.ch.recordClaim(maker, h1, WAD // 3, 0, {"from": module})
     more = ceil_div(WAD // 3 * (WAD - pending), WAD)
     assert int(p.ch.claimOf(h1)[1]) == pending + more and int(p.ch.lotOf(maker)[0]) == pending + more
     # only the module records claims or primes lots; settleClaim needs a claim
-    with brownie.reverts(err("NotLiquidationModule(address)", str(h2))):
+    with brownie.reverts(err("CH_NotLiquidationModule(address)", str(h2))):
         p.ch.recordClaim(maker, h2, WAD // 3, 0, {"from": h2})
-    with brownie.reverts(err("NotLiquidationModule(address)", str(h2))):
+    with brownie.reverts(err("CH_NotLiquidationModule(address)", str(h2))):
         p.ch.primeLot(taker, {"from": h2})
-    with brownie.reverts(err("NoClaim(address)", str(h3))):
+    with brownie.reverts(err("CH_NoClaim(address)", str(h3))):
         p.ch.settleClaim(h3, {"from": h3})
     # an auction can only hold a recorded breach
-    with brownie.reverts(err("NotInBreach(address)", str(taker))):
+    with brownie.reverts(err("CH_NotInBreach(address)", str(taker))):
         p.ch.primeLot(taker, {"from": module})
     # settlement is never paused
     p.ch.pause({"from": owner})
@@ -585,7 +585,7 @@ def test_random_claims_match_model_and_conserve_tokens(protocol, traders, holder
             elif ledger.claims[h][1] and ledger.claims[h][0] != s:
                 expected = err(CLAIM_UNSETTLED, h, ledger.claims[h][0], ledger.claims[h][1])
             elif claim_fraction(share, moved=ledger.lots[s][1], pending=ledger.lots[s][0]) == 0:
-                expected = err("NothingToClaim(address)", s)
+                expected = err("CH_NothingToClaim(address)", s)
             if expected:
                 with brownie.reverts(expected):
                     p.ch.recordClaim(source, holder, share, payment, {"from": module})
@@ -597,7 +597,7 @@ def test_random_claims_match_model_and_conserve_tokens(protocol, traders, holder
         elif kind == "settle":
             holder = rng.choice(parties)
             if not ledger.claims[str(holder)][1]:
-                with brownie.reverts(err("NoClaim(address)", str(holder))):
+                with brownie.reverts(err("CH_NoClaim(address)", str(holder))):
                     p.ch.settleClaim(holder, {"from": accounts[9]})
                 done["refused"] += 1
                 continue
@@ -661,7 +661,7 @@ def test_settlement_goes_past_the_position_cap(protocol, traders, holders, modul
     own = list(p.ch.seriesOf(h1))
     assert len(own) == cap
     sid_x, _ = p.new_series(strike=9000 * WAD)
-    with brownie.reverts(err("TooManyPositions(address)", str(h1))):
+    with brownie.reverts(err("CH_TooManyPositions(address)", str(h1))):
         buy_one(sid_x, 200)
     p.ch.recordClaim(maker, h1, WAD // 2, 0, {"from": module})
     assert len(p.ch.seriesOf(h1)) == cap + len(sids)  # the effective view already shows them
@@ -685,7 +685,7 @@ def test_primed_claim_slot_is_no_claim_and_makes_the_first_claim_cheaper(protoco
     h1, h2, h3 = holders
     sids, assets = book
     everyone = _everyone(traders, holders, module)
-    with brownie.reverts(err("ZeroAddress()")):
+    with brownie.reverts(err("CH_ZeroAddress()")):
         p.ch.primeClaimSlot(brownie.ZERO_ADDRESS, {"from": h3})
     assert not p.ch.claimSlotPrimed(h1) and not p.ch.claimSlotPrimed(h2)
     before = {str(a): read_effective(p, a, sids, assets) for a in everyone}

@@ -45,17 +45,17 @@ def _portfolio(p, traders):
 def test_module_is_set_once_and_gates_the_hook(protocol, owner, traders):
     p = protocol
     module = accounts[6]
-    with brownie.reverts(err("NotLiquidationModule(address)", str(module))):
+    with brownie.reverts(err("CH_NotLiquidationModule(address)", str(module))):
         p.ch.clearBreach(traders[0], {"from": module})
     tx = p.ch.setLiquidationModule(module, {"from": owner})
     assert tx.events["LiquidationModuleSet"]["module"] == module
-    with brownie.reverts(err("LiquidationModuleAlreadySet(address)", str(module))):
+    with brownie.reverts(err("CH_LiquidationModuleAlreadySet(address)", str(module))):
         p.ch.setLiquidationModule(accounts[7], {"from": owner})
-    with brownie.reverts(err("NotLiquidationModule(address)", str(owner))):
+    with brownie.reverts(err("CH_NotLiquidationModule(address)", str(owner))):
         p.ch.transferCash(traders[0], traders[1], 1, {"from": owner})
-    with brownie.reverts(err("NotLiquidationModule(address)", str(owner))):
+    with brownie.reverts(err("CH_NotLiquidationModule(address)", str(owner))):
         p.ch.recordClaim(traders[0], traders[1], WAD, 0, {"from": owner})
-    with brownie.reverts(err("NotLiquidationModule(address)", str(traders[0]))):
+    with brownie.reverts(err("CH_NotLiquidationModule(address)", str(traders[0]))):
         p.ch.primeLot(traders[0], {"from": traders[0]})
 
 
@@ -106,7 +106,7 @@ def test_delivered_claim_rounds_against_liquidated(protocol, owner, traders):
     assert int(p.ch.cashOf(maker)) == 0 and int(p.ch.positionOf(receiver, sid)) == before["pos"]
     assert _conserved(p, holders + [module])
     for bad in (0, WAD + 1):
-        with brownie.reverts(err("InvalidFraction(uint256)", bad)):
+        with brownie.reverts(err("CH_InvalidFraction(uint256)", bad)):
             p.ch.recordClaim(receiver, maker, bad, 0, {"from": module})
     tx = p.ch.clearBreach(maker, {"from": module})
     assert "BreachCleared" in tx.events and not p.ch.isBreached(maker)
@@ -132,7 +132,7 @@ def test_negative_cash_moves_rounded_down_and_transfer_cash(protocol, owner, tra
     # the taker's positive cash exceeds what the contract holds while the others owe: a named error, not a panic
     held = int(p.usdc.balanceOf(p.ch))
     assert int(p.ch.cashOf(taker)) == 17 * USDC + 1 > held
-    with brownie.reverts(err("InsufficientLiquidity(address,uint256,uint256)", str(p.usdc), held, 17 * USDC + 1)):
+    with brownie.reverts(err("CH_InsufficientLiquidity(address,uint256,uint256)", str(p.usdc), held, 17 * USDC + 1)):
         p.ch.withdraw(p.usdc, 17 * USDC + 1, EMPTY_PROOF, {"from": taker})
 
 
@@ -142,7 +142,7 @@ def test_breached_account_cannot_add_risk(protocol, traders):
     sid = _portfolio(p, traders)
     breached = p.attest(maker, 500 * USDC, 2_000 * USDC, 3_000 * USDC)
     q, sig = p.quote(maker, sid, -WAD, 100 * WAD, nonce=9)
-    with brownie.reverts(err("AccountInBreach(address)", str(maker))):
+    with brownie.reverts(err("CH_AccountInBreach(address)", str(maker))):
         p.ch.trade(q, sig, breached, p.attest(taker, 20_000 * USDC), {"from": taker})
     # a later healthy leaf of the same portfolio lifts a breach that no auction holds (review finding M-4)
     proof = p.attest(maker, 50_000 * USDC, 0, 0)

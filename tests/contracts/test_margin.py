@@ -65,7 +65,7 @@ def test_multiproof_subset_and_root_only_with_branch(protocol, owner):
     # a tampered leaf does not hash to the stored root
     bad = list(p.proof(tree, header2, addrs[2]))
     bad[1] = (bad[1][0], bad[1][1], bad[1][2] + 1, *bad[1][3:])
-    with brownie.reverts(err("UnknownMarginRoot(uint64)", header2.sequence)):
+    with brownie.reverts(err("AO_UnknownMarginRoot(uint64)", header2.sequence)):
         p.ch.recordMargin(bad, {"from": accounts[5]})
 
 
@@ -73,13 +73,13 @@ def test_wrong_signers_on_margin_root(protocol, owner):
     p = protocol
     tree = MerkleTree.of_leaves([MarginLeaf(_accounts(1)[0], 0, 1, 0, 0, 0)])
     header = p.margin_header(tree)
-    with brownie.reverts(err("TooFewSignatures(uint256,uint256)", 2, 3)):
+    with brownie.reverts(err("KS_TooFewSignatures(uint256,uint256)", 2, 3)):
         p.ch.postMarginRoot(tree.root, header.as_tuple(), p.sign_root(tree, header, p.signers(2)), {"from": owner})
     # a signature for a different root does not recover to a keeper
     other = MerkleTree.of_leaves([MarginLeaf(_accounts(1)[0], 0, 2, 0, 0, 0)])
     sigs = p.sign_root(other, header)
     typed = eip712.margin_root_typed_data(p.domain, tree.root, header)
-    with brownie.reverts(err("NotAKeeper(address)", signing.recover(typed, sigs[:65]))):
+    with brownie.reverts(err("KS_NotAKeeper(address)", signing.recover(typed, sigs[:65]))):
         p.ch.postMarginRoot(tree.root, header.as_tuple(), sigs, {"from": owner})
 
 
@@ -94,7 +94,7 @@ def test_stale_portfolio_leaf_is_useless(protocol, traders):
     tree, header, tx = p.post_margin([old_leaf])
     assert tx.events["MarginAttested"]["recorded"] is False
     assert int(p.ch.marginRecord(t)[3]) == 0
-    with brownie.reverts(err("StaleMarginState(address,uint32,uint32)", str(t), 0, 1)):
+    with brownie.reverts(err("AO_StaleMarginState(address,uint32,uint32)", str(t), 0, 1)):
         p.ch.recordMargin(p.proof(tree, header, t), {"from": t})
     # a current one is recorded; a quote deposit keeps it (conservative: equity only rises), a collateral deposit
     # marks it stale again
@@ -104,7 +104,7 @@ def test_stale_portfolio_leaf_is_useless(protocol, traders):
     assert int(p.ch.marginRecord(t)[3]) > 0 and int(p.ch.stateNonce(t)) == 1
     p.fund(t, p.weth, 1)
     assert int(p.ch.marginRecord(t)[3]) == 0 and int(p.ch.stateNonce(t)) == 2
-    with brownie.reverts(err("StaleMarginState(address,uint32,uint32)", str(t), 1, 2)):
+    with brownie.reverts(err("AO_StaleMarginState(address,uint32,uint32)", str(t), 1, 2)):
         p.ch.withdraw(p.usdc, 1, proof, {"from": t})
 
 
@@ -120,14 +120,14 @@ def test_margin_root_replay_and_ring_expiry(protocol, owner):
     tx = p.ch.postMarginRoot(tree.root, header.as_tuple(), sigs, {"from": owner})
     assert "MarginRootPosted" not in tx.events
     other0 = MerkleTree.of_leaves([MarginLeaf(a, 0, 7, 1, 1, 0)])
-    with brownie.reverts(err("AttestationReplayed(uint64,uint64)", header.sequence, header.sequence)):
+    with brownie.reverts(err("AO_AttestationReplayed(uint64,uint64)", header.sequence, header.sequence)):
         p.ch.postMarginRoot(other0.root, header.as_tuple(), p.sign_root(other0, header), {"from": owner})
     proof = p.proof(tree, header, a)
     for _ in range(16):  # ROOT_RING_SIZE newer roots overwrite the slot
         other = MerkleTree.of_leaves([MarginLeaf(a, 0, 6, 1, 1, 0)])
         h = p.margin_header(other)
         p.ch.postMarginRoot(other.root, h.as_tuple(), p.sign_root(other, h), {"from": owner})
-    with brownie.reverts(err("UnknownMarginRoot(uint64)", header.sequence)):
+    with brownie.reverts(err("AO_UnknownMarginRoot(uint64)", header.sequence)):
         p.ch.recordMargin(proof, {"from": owner})
 
 
@@ -137,5 +137,5 @@ def test_expired_margin_proof_rejected(protocol, traders):
     tree, header, _ = p.post_margin([p.leaf(t, 10, 1, 1)])
     chain.sleep(200)
     chain.mine()
-    with brownie.reverts(err("AttestationExpired(uint64,uint256)", header.timestamp, 120)):
+    with brownie.reverts(err("AO_AttestationExpired(uint64,uint256)", header.timestamp, 120)):
         p.ch.recordMargin(p.proof(tree, header, t), {"from": t})

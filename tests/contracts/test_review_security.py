@@ -31,12 +31,12 @@ def test_review_r1_reduce_only_buyback_cannot_drain_pool(protocol, owner, trader
     pool_before = int(p.usdc.balanceOf(p.ch))
     # maker (short 1) buys it back from taker (long 1) for 100,000 USDC: both legs are reduce-only
     q, sig = p.quote(maker, sid, WAD, 100_000 * WAD, nonce=2)
-    with brownie.reverts(err("MarginProofRequired(address)", str(maker))):
+    with brownie.reverts(err("CH_MarginProofRequired(address)", str(maker))):
         p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": taker})
     # the maker's attested equity (20,050 USDC) cannot pay 100,000 USDC of premium
     equity = 20_050 * USDC
     with brownie.reverts(
-        err("InsufficientHeadroom(address,int256,uint256)", str(maker), equity, 100_000 * USDC)
+        err("CH_InsufficientHeadroom(address,int256,uint256)", str(maker), equity, 100_000 * USDC)
     ):
         p.ch.trade(q, sig, p.attest(maker, equity), EMPTY_PROOF, {"from": taker})
     assert int(p.usdc.balanceOf(p.ch)) == pool_before
@@ -54,7 +54,7 @@ def test_review_r1_fair_buyback_allowed_paused_and_breached(protocol, owner, tra
     proof = p.attest(maker, 300 * USDC, 5_000 * USDC, 8_000 * USDC)
     assert p.ch.isBreached(maker)
     q, sig = p.quote(maker, sid, WAD, 300 * WAD, nonce=2)  # premium 300 USDC == equity
-    with brownie.reverts(err("AccountInBreach(address)", str(maker))):
+    with brownie.reverts(err("CH_AccountInBreach(address)", str(maker))):
         p.ch.trade(q, sig, proof, EMPTY_PROOF, {"from": taker})
     proof = p.attest(maker, 300 * USDC, 100 * USDC, 200 * USDC)  # healthy: lifts the breach
     assert not p.ch.isBreached(maker)
@@ -68,7 +68,7 @@ def test_review_r1_fair_buyback_allowed_paused_and_breached(protocol, owner, tra
     proof = p.attest(maker, 300 * USDC, 100 * USDC, 8_000 * USDC)
     q, sig = p.quote(maker, sid, WAD // 2, 600 * WAD + 2 * 10**12, nonce=3)  # premium 300.000001 USDC
     with brownie.reverts(
-        err("InsufficientHeadroom(address,int256,uint256)", str(maker), 300 * USDC, 300 * USDC + 1)
+        err("CH_InsufficientHeadroom(address,int256,uint256)", str(maker), 300 * USDC, 300 * USDC + 1)
     ):
         p.ch.trade(q, sig, proof, EMPTY_PROOF, {"from": taker})
     # a buy-back at price 0 pays nothing: no proof needed
@@ -90,9 +90,9 @@ def test_review_r2_keeper_rotation_revokes_posted_roots(protocol, owner, traders
     assert int.from_bytes(bytes(p.ch.rootCommitment(seq)), "big") != 0
     p.ch.setKeeperSet([k.address for k in p.keeper_keys[2:]], 2, {"from": owner})
     assert int.from_bytes(bytes(p.ch.rootCommitment(seq)), "big") == 0
-    with brownie.reverts(err("UnknownMarginRoot(uint64)", seq)):
+    with brownie.reverts(err("AO_UnknownMarginRoot(uint64)", seq)):
         p.ch.withdraw(p.usdc, 20_000 * USDC, forged, {"from": taker})
-    with brownie.reverts(err("UnknownMarginRoot(uint64)", seq)):
+    with brownie.reverts(err("AO_UnknownMarginRoot(uint64)", seq)):
         p.ch.recordMargin(forged, {"from": taker})
     # the new set's roots work, and sequences keep increasing across the rotation
     tree, header, _ = p.post_margin([p.leaf(taker, 25_000 * USDC, 0, 1_000 * USDC)], keys=p.keeper_keys[3:5])
@@ -115,14 +115,14 @@ def test_review_r3_older_leaf_cannot_override_recorded_one(protocol, owner, trad
     early = p.proof(early_tree, early_header, taker)
     p.post_margin([p.leaf(taker, 500 * USDC, 0, 400 * USDC)], timestamp=now - 5)  # the market moved
     assert int(p.ch.marginRecord(taker)[3]) == now - 5
-    with brownie.reverts(err("AttestationOlder(uint64,uint64)", now - 20, now - 5)):
+    with brownie.reverts(err("AO_AttestationOlder(uint64,uint64)", now - 20, now - 5)):
         p.ch.withdraw(p.usdc, 10_000 * USDC, early, {"from": taker})
     q, sig = p.quote(maker, sid, 2 * WAD, 50 * WAD, nonce=9)  # taker would go short 1 on the old leaf
-    with brownie.reverts(err("AttestationOlder(uint64,uint64)", now - 20, now - 5)):
+    with brownie.reverts(err("AO_AttestationOlder(uint64,uint64)", now - 20, now - 5)):
         p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC), early, {"from": taker})
     # the latest leaf's headroom (100 USDC) governs
     latest = p.attest(taker, 500 * USDC, 0, 400 * USDC)
-    with brownie.reverts(err("InsufficientHeadroom(address,int256,uint256)", str(taker), 100 * USDC, 101 * USDC)):
+    with brownie.reverts(err("CH_InsufficientHeadroom(address,int256,uint256)", str(taker), 100 * USDC, 101 * USDC)):
         p.ch.withdraw(p.usdc, 101 * USDC, latest, {"from": taker})
     p.ch.withdraw(p.usdc, 100 * USDC, latest, {"from": taker})
 
@@ -140,7 +140,7 @@ def test_review_r4_settlement_price_not_before_chain_expiry(protocol, owner, tra
     assert p.now() < expiry
     typed = eip712.settlement_typed_data(p.domain, [str(p.weth)], [2500 * WAD], expiry, expiry)
     sigs = signing.sign_attestation(typed, p.signers())
-    with brownie.reverts(revert_pattern=r"SettlementBeforeExpiry: \d+, " + str(expiry)):
+    with brownie.reverts(revert_pattern=r"AO_SettlementBeforeExpiry: \d+, " + str(expiry)):
         p.ch.postSettlementPrices([p.weth], [2500 * WAD], expiry, expiry, sigs, {"from": owner})
     assert int(p.ch.settlementPrice(p.weth, expiry)) == 0
     chain.sleep(13)
@@ -166,10 +166,10 @@ def test_review_r1_reduce_only_sale_of_hedge_needs_proof(protocol, owner, trader
     p.ch.trade(q, sig, p.attest(a, 20_000 * USDC), p.attest(b, 20_000 * USDC), {"from": b})
     # a gives its ITM long s1 to b for nothing: a's leg and b's leg are both reduce-only
     q, sig = p.quote(a, s1, -WAD, 0, nonce=3)
-    with brownie.reverts(err("MarginProofRequired(address)", str(a))):
+    with brownie.reverts(err("CH_MarginProofRequired(address)", str(a))):
         p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": b})
     with brownie.reverts(
-        err("InsufficientHeadroom(address,int256,uint256)", str(a), 2_999 * USDC, 3_000 * USDC)
+        err("CH_InsufficientHeadroom(address,int256,uint256)", str(a), 2_999 * USDC, 3_000 * USDC)
     ):
         p.ch.trade(q, sig, p.attest(a, 2_999 * USDC, 0, 0), EMPTY_PROOF, {"from": b})
     # equity that survives losing the long at its maximum value: allowed (IM and MM play no part; even paused)
@@ -195,13 +195,13 @@ def test_review_r5_itm_short_sold_below_intrinsic(protocol, traders, is_call, st
     q, sig = p.quote(a, sid, -WAD, 0, nonce=1)  # a sells 1 at price 0; intrinsic 2,000 USDC
     thin = p.attest(a, 20_000 * USDC, 0, 20_000 * USDC - 450 * USDC)  # headroom = 0.15 x 3000 exactly
     with brownie.reverts(
-        err("InsufficientHeadroom(address,int256,uint256)", str(a), 450 * USDC, 2_450 * USDC)
+        err("CH_InsufficientHeadroom(address,int256,uint256)", str(a), 450 * USDC, 2_450 * USDC)
     ):
         p.ch.trade(q, sig, thin, p.attest(b, 20_000 * USDC), {"from": b})
     # at a price equal to intrinsic value the shortfall term vanishes: premium + 450
     q, sig = p.quote(a, sid, -WAD, 2000 * WAD, nonce=2)
     with brownie.reverts(
-        err("InsufficientHeadroom(address,int256,uint256)", str(a), 2_449 * USDC, 2_450 * USDC)
+        err("CH_InsufficientHeadroom(address,int256,uint256)", str(a), 2_449 * USDC, 2_450 * USDC)
     ):
         p.ch.trade(q, sig, p.attest(a, 20_000 * USDC, 0, 17_551 * USDC), p.attest(b, 20_000 * USDC), {"from": b})
     p.ch.trade(q, sig, p.attest(a, 20_000 * USDC, 0, 17_550 * USDC), p.attest(b, 20_000 * USDC), {"from": b})
@@ -217,7 +217,7 @@ def test_review_r5_otm_short_unchanged(protocol, traders):
     p.post_prices({p.weth: 3000 * WAD})
     sid, _ = p.new_series(strike=4000 * WAD, is_call=True)
     q, sig = p.quote(a, sid, -WAD, 10 * WAD, nonce=1)
-    with brownie.reverts(err("InsufficientHeadroom(address,int256,uint256)", str(a), 459 * USDC, 460 * USDC)):
+    with brownie.reverts(err("CH_InsufficientHeadroom(address,int256,uint256)", str(a), 459 * USDC, 460 * USDC)):
         p.ch.trade(q, sig, p.attest(a, 20_000 * USDC, 0, 19_541 * USDC), p.attest(b, 20_000 * USDC), {"from": b})
     p.ch.trade(q, sig, p.attest(a, 20_000 * USDC, 0, 19_540 * USDC), p.attest(b, 20_000 * USDC), {"from": b})
     assert int(p.ch.positionOf(a, sid)) == -WAD

@@ -35,7 +35,7 @@ def test_trade_moves_premium_and_positions(protocol, traders):
     assert int(p.ch.cashOf(taker)) == 20_000 * USDC - premium
     assert list(p.ch.seriesOf(maker)) == [sid] and p.ch.nonceUsed(maker, 7)
     assert p.balances_conserved([maker, taker])
-    with brownie.reverts(err("NonceUsed(address,uint256)", str(maker), 7)):
+    with brownie.reverts(err("CH_NonceUsed(address,uint256)", str(maker), 7)):
         p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": accounts[3]})
 
 
@@ -46,17 +46,17 @@ def test_risk_adding_leg_needs_fresh_headroom(protocol, traders):
     _setup(p, maker, taker)
     sid, _ = p.new_series()
     q, sig = p.quote(maker, sid, -2 * WAD, 50 * WAD)
-    with brownie.reverts(err("MarginProofRequired(address)", str(maker))):
+    with brownie.reverts(err("CH_MarginProofRequired(address)", str(maker))):
         p.ch.trade(q, sig, EMPTY_PROOF, p.attest(taker, 20_000 * USDC), {"from": taker})
     # seller needs premium + 0.15 x 3000 x 2 + (intrinsic 2 x 1000 - premium) = 100 + 900 + 1900 USDC of
     # equity - IM (the strike-2000 call is in the money; review finding R-5)
     required = 100 * USDC + 900 * USDC + 1900 * USDC
     thin = p.attest(maker, 20_000 * USDC, 5_000 * USDC, 17_100 * USDC + 1)
-    with brownie.reverts(err("InsufficientHeadroom(address,int256,uint256)", str(maker), required - 1, required)):
+    with brownie.reverts(err("CH_InsufficientHeadroom(address,int256,uint256)", str(maker), required - 1, required)):
         p.ch.trade(q, sig, thin, p.attest(taker, 20_000 * USDC), {"from": taker})
     # buyer needs the premium
     broke = p.attest(taker, 1000 * USDC, 0, 1000 * USDC - 99 * USDC)
-    with brownie.reverts(err("InsufficientHeadroom(address,int256,uint256)", str(taker), 99 * USDC, 100 * USDC)):
+    with brownie.reverts(err("CH_InsufficientHeadroom(address,int256,uint256)", str(taker), 99 * USDC, 100 * USDC)):
         p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC, 0, 17_100 * USDC), broke, {"from": taker})
     ok = p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC, 0, 17_100 * USDC), p.attest(taker, 100 * USDC), {"from": taker})
     assert ok.status == 1
@@ -73,17 +73,17 @@ def test_reduce_only_allowed_paused_seller_needs_no_attestation(protocol, owner,
     # maker buys back 1 of its 2 short, taker sells 1 of its 2 long: both reduce-only; the seller needs nothing,
     # the buyer proves equity >= premium (review finding R-1; IM and the pause do not apply)
     q, sig = p.quote(maker, sid, WAD, 40 * WAD, nonce=2)
-    with brownie.reverts(err("MarginProofRequired(address)", str(maker))):
+    with brownie.reverts(err("CH_MarginProofRequired(address)", str(maker))):
         p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": taker})
     p.ch.trade(q, sig, p.attest(maker, 40 * USDC, 0, 10**6 * USDC), EMPTY_PROOF, {"from": taker})
     assert int(p.ch.positionOf(maker, sid)) == -WAD
     # crossing through zero adds risk: refused while paused
     q, sig = p.quote(maker, sid, 2 * WAD, 40 * WAD, nonce=3)
-    with brownie.reverts(err("EnforcedPause()")):
+    with brownie.reverts(err("EP_EnforcedPause()")):
         p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": taker})
     p.ch.cancelNonce(3, {"from": maker})
     p.ch.unpause({"from": owner})
-    with brownie.reverts(err("NonceUsed(address,uint256)", str(maker), 3)):
+    with brownie.reverts(err("CH_NonceUsed(address,uint256)", str(maker), 3)):
         p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": taker})
 
 
@@ -93,21 +93,21 @@ def test_quote_validation(protocol, traders):
     _setup(p, maker, taker)
     sid, expiry = p.new_series(days=1)
     q, sig = p.quote(maker, sid, WAD, WAD, deadline=p.now() - 1)
-    with brownie.reverts(err("QuoteExpired(uint64)", p.now() - 1)):
+    with brownie.reverts(err("CH_QuoteExpired(uint64)", p.now() - 1)):
         p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": taker})
     q, good = p.quote(maker, sid, WAD, WAD)
     _, other = p.quote(taker, sid, WAD, WAD)
-    with brownie.reverts(err("InvalidQuoteSignature(address)", str(maker))):
+    with brownie.reverts(err("CH_InvalidQuoteSignature(address)", str(maker))):
         p.ch.trade(q, other, EMPTY_PROOF, EMPTY_PROOF, {"from": taker})
-    with brownie.reverts(err("SelfTrade(address)", str(maker))):
+    with brownie.reverts(err("CH_SelfTrade(address)", str(maker))):
         p.ch.trade(q, good, EMPTY_PROOF, EMPTY_PROOF, {"from": maker})
     q, sig = p.quote(maker, 999, WAD, WAD)
-    with brownie.reverts(err("UnknownSeries(uint256)", 999)):
+    with brownie.reverts(err("CH_UnknownSeries(uint256)", 999)):
         p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": taker})
     chain.sleep(2 * 86400)
     chain.mine()
     q, sig = p.quote(maker, sid, WAD, WAD, deadline=p.now() + 100)
-    with brownie.reverts(err("SeriesExpired(uint256,uint64)", sid, expiry)):
+    with brownie.reverts(err("CH_SeriesExpired(uint256,uint64)", sid, expiry)):
         p.ch.trade(q, sig, EMPTY_PROOF, EMPTY_PROOF, {"from": taker})
 
 
@@ -124,11 +124,11 @@ def _settle_scenario(p, traders, is_call, strike, settle_px):
         p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC), p.attest(buyer, 20_000 * USDC), {"from": buyer})
     holders = [maker, taker, third]
     assert sum(int(p.ch.positionOf(h, sid)) for h in holders) == 0
-    with brownie.reverts(err("SeriesNotExpired(uint256,uint64)", sid, expiry)):
+    with brownie.reverts(err("CH_SeriesNotExpired(uint256,uint64)", sid, expiry)):
         p.ch.settle(taker, sid, {"from": third})
     chain.sleep(86400 + 10)
     chain.mine()
-    with brownie.reverts(err("SettlementPriceMissing(address,uint64)", str(p.weth), expiry)):
+    with brownie.reverts(err("CH_SettlementPriceMissing(address,uint64)", str(p.weth), expiry)):
         p.ch.settle(taker, sid, {"from": third})
     from keeper.codec import eip712
     typed = eip712.settlement_typed_data(p.domain, [str(p.weth)], [settle_px], expiry, p.now())
@@ -147,7 +147,7 @@ def _settle_scenario(p, traders, is_call, strike, settle_px):
     deltas = sum(int(p.ch.cashOf(h)) - cash_before[h] for h in holders)
     assert -len(holders) <= deltas <= 0 and int(p.ch.settlementReserve()) == -deltas
     assert p.balances_conserved(holders)
-    with brownie.reverts(err("NoPosition(address,uint256)", str(taker), sid)):
+    with brownie.reverts(err("CH_NoPosition(address,uint256)", str(taker), sid)):
         p.ch.settle(taker, sid, {"from": third})
 
 

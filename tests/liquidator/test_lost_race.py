@@ -42,13 +42,13 @@ def test_stale_quote_is_caught_before_sending(crashed, tmp_path):
     acct = breached[0]
     assert acct in b1.running
     q, d, _ = b1.evaluate(acct)
-    # a price limit below the current price (a stale decision): the pre-flight call reverts PriceAboveLimit
+    # a price limit below the current price (a stale decision): the pre-flight call reverts LA_PriceAboveLimit
     from keeper.bots.liquidator.strategies import BidDecision
 
     stale = BidDecision(True, d.fraction, max(1, q.auction_price // 2))
     assert b1.bid(acct, q, stale) == "lost_race"
     rec = [json.loads(x) for x in events.read_text().splitlines() if '"lost_race"' in x][-1]
-    assert rec["stage"] == "preflight" and rec["reason"] == "PriceAboveLimit"
+    assert rec["stage"] == "preflight" and rec["reason"] == "LA_PriceAboveLimit"
 
 
 def test_same_block_race_is_a_lost_race_not_a_crash(crashed, tmp_path):

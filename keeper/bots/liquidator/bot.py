@@ -34,8 +34,9 @@ from keeper.units import WAD
 log = logging.getLogger("backstop.liquidator")
 
 #: bid reverts that mean another bidder (or the account's own owner) got there first: a lost race, not a fault
-LOST_RACE_ERRORS = frozenset({"NoAuction", "NothingToSell", "AccountChanged", "PriceAboveLimit", "AuctionNeedsReset",
-                              "AuctionRunning", "NoBreach", "StaleBreach", "MustBuyWhole", "AuctionDone"})
+LOST_RACE_ERRORS = frozenset({"LA_NoAuction", "LA_NothingToSell", "LA_AccountChanged", "LA_PriceAboveLimit",
+                              "LA_AuctionNeedsReset", "LA_AuctionRunning", "LA_NoBreach", "LA_StaleBreach",
+                              "LA_MustBuyWhole", "LA_AuctionDone"})
 
 
 @dataclass
@@ -304,7 +305,7 @@ class LiquidatorBot:
             fn.estimate_gas({"from": self.address})
         except Exception as e:  # noqa: BLE001 - no fresh breach yet, or another bot reset it first
             reason = self.reverts.name(e) or str(e)[:120]
-            if reason in ("RecordExpired", "StaleBreach", "NoBreach") and self.refresh_margin(account):
+            if reason in ("LA_RecordExpired", "LA_StaleBreach", "LA_NoBreach") and self.refresh_margin(account):
                 return self.try_redo_once(account)
             if self._redo_reason.get(account) != reason:  # log a reason once, not on every pass
                 self._redo_reason[account] = reason
@@ -359,7 +360,7 @@ class LiquidatorBot:
         except Exception as e:  # noqa: BLE001 - another caller finished it first, or it is not done
             self.sender.reset_nonce()
             name = self.reverts.name(e)
-            if name in ("NoAuction", "AuctionNotDone"):
+            if name in ("LA_NoAuction", "LA_AuctionNotDone"):
                 self.emit("finish_skipped", account=account, reason=name)
                 return "skipped"
             self._count("errors")
@@ -383,7 +384,7 @@ class LiquidatorBot:
         except Exception as e:  # noqa: BLE001 - would revert / reverted / RPC
             self.sender.reset_nonce()
             name = self.reverts.name(e)
-            if name == "NoClaim" or self.own_claim() is None:
+            if name == "CH_NoClaim" or self.own_claim() is None:
                 self.emit("claim_settle_skipped", source=source, reason=name or "settled by another caller")
                 return "none"
             self._count("errors")
@@ -430,7 +431,7 @@ class LiquidatorBot:
 
     def claim_elsewhere(self, account: str) -> str | None:
         """The source of an unsettled own claim on an account other than ``account`` (a bid on ``account`` would
-        revert with ``ClaimUnsettled`` until it is settled), else None."""
+        revert with ``CH_ClaimUnsettled`` until it is settled), else None."""
         if not self._may_hold_claim:
             return None
         claim = self.own_claim()

@@ -2,34 +2,34 @@
 pragma solidity 0.8.28;
 
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
-import {MarginProof} from "../../libraries/BackstopTypes.sol";
-
-interface IHookClearinghouse {
-    function deposit(address asset, uint256 amount) external;
-    function withdraw(address asset, uint256 amount, MarginProof calldata margin) external;
-}
-
-interface IHookAuction {
-    function bid(address account, uint256 maxFractionWad, int256 maxPrice, uint256 deadline, uint256 deposit)
-        external
-        returns (uint256 fractionWad, int256 amount);
-}
+import {MarginProof} from "../libraries/BackstopTypes.sol";
+import {IClearinghouse} from "../interfaces/IClearinghouse.sol";
+import {ILiquidationAuction} from "../auction/interfaces/ILiquidationAuction.sol";
 
 /// @title HookBidder
 /// @notice Test-only bidder contract for review finding L-6: when the quote token calls it back during its own bid's
 /// deposit pull (`onHook`), it withdraws all its `collateral` from the clearinghouse. The bid must see the book as
 /// it is after that withdrawal.
 contract HookBidder {
-    IHookClearinghouse public immutable clearinghouse;
-    IHookAuction public immutable auction;
+    // ------------------------------------------------------------------ immutables
+
+    IClearinghouse public immutable clearinghouse;
+    ILiquidationAuction public immutable auction;
+
+    // ------------------------------------------------------------------ storage
+
     address public collateral;
     uint256 public collateralAmount;
     bool public hookRan;
 
-    constructor(IHookClearinghouse clearinghouse_, IHookAuction auction_) {
+    // ------------------------------------------------------------------ constructor
+
+    constructor(IClearinghouse clearinghouse_, ILiquidationAuction auction_) {
         clearinghouse = clearinghouse_;
         auction = auction_;
     }
+
+    // ------------------------------------------------------------------ external functions
 
     /// @notice Deposits `amount` of `token` (held by this contract) as collateral; `onHook` withdraws it all.
     function depositCollateral(address token, uint256 amount) external {

@@ -1,11 +1,13 @@
 // SPDX-License-Identifier: MIT
 pragma solidity 0.8.28;
 
-import {AuctionCurves} from "../AuctionCurves.sol";
+import {AuctionCurves} from "../auction/AuctionCurves.sol";
 
 /// @title AuctionCurvesHarness
 /// @notice Test-only contract exposing {AuctionCurves} so tests can compare it with keeper/auction_math.py.
 contract AuctionCurvesHarness {
+    // ------------------------------------------------------------------ external views
+
     /// @notice c(t) in RAY for the given curve.
     function factor(uint8 kind, uint64 tau, uint64 step, uint256 cut, uint256 elapsed) external pure returns (uint256) {
         AuctionCurves.Curve memory c = AuctionCurves.Curve(AuctionCurves.Kind(kind), tau, step, cut);

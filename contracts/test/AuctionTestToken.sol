@@ -8,21 +8,25 @@ import {ERC20} from "@openzeppelin/contracts/token/ERC20/ERC20.sol";
 /// the next `transferFrom` first calls `hookTarget` with `hookData` and records whether that call succeeded and
 /// what it returned (it does not bubble the failure), so tests can see a re-entrant bid being refused.
 contract AuctionTestToken is ERC20 {
+    // ------------------------------------------------------------------ immutables
+
     uint8 private immutable _decimals;
+
+    // ------------------------------------------------------------------ storage
+
     address public hookTarget;
     bytes public hookData;
     bool public hookCalled;
     bool public hookSucceeded;
     bytes public hookReturn;
 
+    // ------------------------------------------------------------------ constructor
+
     constructor(string memory name_, string memory symbol_, uint8 decimals_) ERC20(name_, symbol_) {
         _decimals = decimals_;
     }
 
-    /// @notice Token decimals.
-    function decimals() public view override returns (uint8) {
-        return _decimals;
-    }
+    // ------------------------------------------------------------------ external functions
 
     /// @notice Mints `amount` to `to` (test only).
     function mint(address to, uint256 amount) external {
@@ -34,6 +38,13 @@ contract AuctionTestToken is ERC20 {
         hookTarget = target;
         hookData = data;
         hookCalled = false;
+    }
+
+    // ------------------------------------------------------------------ public functions
+
+    /// @notice Token decimals.
+    function decimals() public view override returns (uint8) {
+        return _decimals;
     }
 
     /// @notice ERC20 transferFrom, calling the armed hook first.

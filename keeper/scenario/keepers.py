@@ -52,7 +52,8 @@ def read_book(ch, accounts: Sequence[str], series_ids: Sequence[int], assets: Se
             coll[i, j] = int(ch.functions.collateralOf(a, asset).call()) / 10 ** decimals[asset]
         cash.append(int(ch.functions.cashOf(a).call()))
         nonces.append(int(ch.functions.stateNonce(a).call()))
-    return BookState(list(accounts), list(series_ids), pos, list(assets), coll, cash, nonces)
+    return BookState(list(accounts), list(series_ids), pos, list(assets), coll, cash, nonces,
+                     {a: int(decimals[a]) for a in assets})
 
 
 class InlineKeepers:

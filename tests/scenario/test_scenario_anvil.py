@@ -44,6 +44,15 @@ def test_report_files_and_summary(run):
     assert all(v["ok"] for v in summary["invariants"].values()), summary["invariants"]
 
 
+def test_the_keeper_processes_attested_the_run(run):
+    """keepers="process" must mean the three keeper processes signed the roots: a scenario that quietly fell back to
+    inline keepers (a keeper that cannot start or sign) would pass every other test here."""
+    scn, summary = run
+    notes = " ".join(str(n) for n in summary["notes"])
+    assert "falling back to inline keepers" not in notes, notes
+    assert not scn.inline
+
+
 def test_token_conservation_from_chain(run):
     """From raw storage (``storedBalances``; the effective views round unsettled claims their own way): per token the
     clearinghouse holds exactly what it owes, option positions net to zero per series, and every claim a bid

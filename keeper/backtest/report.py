@@ -100,3 +100,34 @@ def targets_markdown(results: list[dict]) -> str:
                 f"{ok(t['loss_ok'])} | {t['bad_debt']:,.0f} ({cover}) {ok(t['bad_debt_ok'])} | "
                 f"{t['max_wait_min']:.1f} {ok(t['wait_ok'])} | {vs} |")
     return "\n".join(lines)
+
+
+def summary_markdown(results: list[dict]) -> str:
+    """All paths together, one row per policy: sums of counts and money, the median over paths of the per-fill
+    median xfer/MM, the largest per-fill xfer/MM, paths with bad debt, the longest wait below MM, and how many paths
+    meet each section-2 target (auction policies)."""
+    pols = list(results[0]["policies"])
+    lines = ["| policy | part | full | healthy liq. | fund fills | to liquidators | holders' loss | fund payouts | "
+             "bad debt | paths with bad debt | acct-min < MM | max wait min | xfer/MM med (median over paths) | "
+             "xfer/MM max | fair xfer/MM max | paths meeting: healthy / xfer / loss cap / bad debt / wait / vs MTM |",
+             "|---|" + "---:|" * 15 + "---|"]
+    targets = {}
+    for r in results:
+        for t in target_rows(r):
+            targets.setdefault(t["policy"], []).append(t)
+    for p in pols:
+        fs = [r["policies"][p] for r in results if p in r["policies"]]
+        tot = lambda k: sum(f[k] for f in fs)  # noqa: E731
+        med = sorted(f["xfer_attested_share_median"] for f in fs)
+        tr = targets.get(p, [])
+        cnt = lambda k: sum(1 for t in tr if t.get(k))  # noqa: E731
+        met = (f"{cnt('healthy_ok')} / {cnt('xfer_ok')} / {cnt('loss_ok')} / {cnt('bad_debt_ok')} / "
+               f"{cnt('wait_ok')} / {cnt('vs_mtm_ok')} of {len(tr)}") if tr else "–"
+        lines.append(
+            f"| {p} | {tot('liquidated_in_part'):,} | {tot('liquidated_in_full'):,} | {tot('healthy_liquidated'):,} | "
+            f"{tot('fills_by_fund'):,} | {tot('transfer'):,.0f} | {tot('holder_loss'):,.0f} | {tot('fund_payouts'):,.0f} | "
+            f"{tot('bad_debt'):,.0f} | {sum(1 for f in fs if f['bad_debt'] > 0)} | "
+            f"{tot('minutes_below_mm_without_fill'):,.0f} | {max(f['max_minutes_below_mm_without_fill'] for f in fs):,.1f} | "
+            f"{med[len(med) // 2]:.3f} | {max(f['xfer_attested_share_max'] for f in fs):.3f} | "
+            f"{max(f['transfer_share_of_mm_max'] for f in fs):.3f} | {met} |")
+    return "\n".join(lines)

@@ -33,7 +33,13 @@ from keeper.backtest.io import (
     read_daily,
     shared_dir_default,
 )
-from keeper.backtest.report import outcome_markdown, paths_markdown, targets_markdown, var_markdown
+from keeper.backtest.report import (
+    outcome_markdown,
+    paths_markdown,
+    summary_markdown,
+    targets_markdown,
+    var_markdown,
+)
 from keeper.backtest.runner import TABLE, outcome_table, run_path
 from keeper.backtest.var_backtest import var_backtest
 from keeper.cli.common import fail
@@ -180,7 +186,7 @@ def backtest(paths, accounts, out_dir, shared_data, cadence_minutes, scenarios, 
     (out / "report.json").write_text(json.dumps(report, indent=1, default=float))
 
     md = [f"# {report['command']}", "", paths_markdown(results), "", outcome_markdown(results), "",
-          targets_markdown(results)]
+          summary_markdown(results), "", targets_markdown(results)]
     if vbs:
         md += ["", var_markdown(report["var_backtest"])]
     (out / "report.md").write_text("\n".join(md) + "\n")

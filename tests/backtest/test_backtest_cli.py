@@ -67,7 +67,8 @@ def test_small_run_writes_report_and_plots(tmp_path):
     rep = json.loads((out / "report.json").read_text())
     (res,) = rep["paths"]
     assert res["bars"] == 120 and tuple(res["policies"]) == POLICIES
-    assert "| tiny | backstop:hedging |" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "| tiny | backstop:hedging |" in md and "| static |" in md
     assert "| tiny |" in (out / "report.md").read_text()
     assert (out / "fund_balance.png").stat().st_size > 1000 and (out / "liquidations.png").stat().st_size > 1000
 

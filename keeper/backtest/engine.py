@@ -143,6 +143,7 @@ class BacktestConfig:
     lor_hedge_cost: float = 0.0005  # the fund's account pays this share of spot on every delta-hedge trade
     fit_xatol: float = 1e-3  # SVI outer search tolerance of the backtest's fits (keepers: 1e-6; see docs)
     fit_frtol: float = 1e-5
+    drain_s: float = 1800.0  # chain time simulated after the last bar (auctions still running are then counted)
 
 
 @dataclass
@@ -342,6 +343,7 @@ class Replay:
         self._mm_split = None  # (base, gross gamma) of the population's rows at the keepers' vols, last run
         self._fair_split = None  # the same at the reference vols (the yardstick of "healthy"), lazily per run
         self._delta = None
+        self._t_override = None  # chain time of the drain after the last bar
 
     # ------------------------------------------------------------------ engine calls
     def _vols(self, i: int, surface) -> np.ndarray:
@@ -465,7 +467,24 @@ class Replay:
                 st.liq_series.append(len(st.fills))
             if self.progress is not None:
                 self.progress(1)
+        self._drain(states, hyb.mark)
         return self._result(states)
+
+    def _drain(self, states: dict, marks: np.ndarray) -> None:
+        """Chain time goes on for ``drain_s`` after the path's last bar at its last prices (steps of one bar, at
+        least 5 minutes): auctions keep running, bids and the buyer of last resort keep acting, so "an auction
+        still running 30 minutes after the last bar" is measured, not assumed. Waits below MM are counted on."""
+        i = len(self.m.path) - 1
+        step = max(self.m.path.bar_seconds, 300.0)
+        t_last = float(self.m.path.times[i])
+        for k in range(1, int(self.cfg.drain_s // step) + 1):
+            self._t_override = t_last + k * step
+            for st in states.values():
+                if st.kind == "auction":
+                    self._work_fund_account(st, i)
+                    filled, breached = self._step_auction(st, i, marks, span_s=step)
+                    self._track_waits(st, i, filled, breached, span_s=step)
+        self._t_override = None
 
     def _run_margins(self, i: int, states: dict, vols: np.ndarray, marks: np.ndarray) -> None:
         """One engine run on the population's rows (every policy's books are scaled copies of them) plus the fund
@@ -511,11 +530,12 @@ class Replay:
         fair_eq = st.cash[a] + escrow + st.coll[a] * S * (1 - self.cfg.haircut) + st.pos[a] @ self.m.fair[i]
         return bool(fair_eq >= self.fair_mm(st, a))
 
-    def _track_waits(self, st: PolicyState, i: int, filled: np.ndarray, breached: np.ndarray) -> None:
+    def _track_waits(self, st: PolicyState, i: int, filled: np.ndarray, breached: np.ndarray,
+                     span_s: float | None = None) -> None:
         """Account-minutes below MM without a fill, and the longest time an account waited below MM for a fill
-        (from the bar it was first seen below, or its last fill, to the end of the bar it still waits at)."""
-        bar_s = self.m.path.bar_seconds
-        t_end = float(self.m.path.times[i]) + bar_s
+        (from the bar it was first seen below, or its last partial fill, to the end of the bar it still waits at)."""
+        bar_s = span_s or self.m.path.bar_seconds
+        t_end = (float(self.m.path.times[i]) if self._t_override is None else self._t_override) + bar_s
         st.breach_minutes += bar_s / 60.0 * float(np.sum(breached & ~filled))
         st.since[~breached] = np.nan
         waiting = breached & ~filled & np.isfinite(st.since)
@@ -523,10 +543,10 @@ class Replay:
             st.max_wait_s = max(st.max_wait_s, float(np.max(t_end - st.since[waiting])))
 
     # ------------------------------------------------------------------ auction policies
-    def _step_auction(self, st: PolicyState, i: int, marks: np.ndarray):
+    def _step_auction(self, st: PolicyState, i: int, marks: np.ndarray, span_s: float | None = None):
         cfg, m, design = self.cfg, self.m, st.design
         S = float(m.path.close[i])
-        t0 = float(m.path.times[i])
+        t0 = float(m.path.times[i]) if self._t_override is None else self._t_override
         escrow = np.zeros(st.cash.size)
         for a, au in st.auctions.items():
             escrow[a] = au["C"] / UNIT
@@ -545,7 +565,7 @@ class Replay:
                 self._start(st, int(a), float(eq[a]), float(mm_units[a]), t0, S=S)
         curve = self.curves[design.name]
         cusp = Fraction(str(design.cusp))  # exact, as the contract's RAY value: the floor is 'below', not 'at'
-        n_ticks = max(1, int(m.path.bar_seconds // cfg.tick_s))
+        n_ticks = max(1, int((span_s or m.path.bar_seconds) // cfg.tick_s))
         bidders = self.strategies[st.liquidator]
         for a in list(st.auctions):
             au = st.auctions[a]
@@ -751,11 +771,11 @@ class Replay:
         att = frac_orig * au["top"] / UNIT
         wait = now - st.since[a] if np.isfinite(st.since[a]) else 0.0
         st.max_wait_s = max(st.max_wait_s, wait)
-        st.since[a] = now
+        done = full or am.allowed_fraction(au["E"], au["T"], au["S"], au["C"], p, au["lam"]) <= 0
+        st.since[a] = np.nan if done else now  # restored (or sold out): no longer waiting below MM
         st.fills.append(Fill(st.name, i, a, frac_orig, amount / UNIT, fv, transfer, penalty,
                              frac_orig * au["mm"] / UNIT, insolvent, -frac_orig * au["E"] / UNIT if insolvent else 0.0,
                              fund_paid, bad, healthy, full, att, att - amount / UNIT, buyer, wait))
-        done = full or am.allowed_fraction(au["E"], au["T"], au["S"], au["C"], p, au["lam"]) <= 0
         if done:
             self._end_auction(st, a)
 
@@ -860,7 +880,7 @@ class Replay:
                 st.liquidated_part.add(a)
             filled[a] = True
             att = g * float(eq[a])
-            st.since[a] = t0
+            st.since[a] = np.nan  # sold what restores the target (or everything) at once
             st.fills.append(Fill(st.name, i, a, g, amount, fv, transfer, penalty, mm_bought, eq[a] < 0 or p <= 0,
                                  max(-att, 0.0) if eq[a] < 0 else 0.0, fund_paid, bad, healthy, full, att,
                                  att - amount, "market", 0.0))

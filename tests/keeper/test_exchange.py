@@ -12,14 +12,8 @@ from keeper.codec.canonical import canonical_json
 from keeper.exchange.server import ExchangeServer, KeeperView
 from keeper.exchange.client import PeerClient, diff_leaves
 from keeper.errors import SignatureRejected
-from keeper.exchange.book import (
-    SignatureBook,
-    recover_signer,
-    rotation_order,
-    should_submit,
-    sign_digest,
-    submit_delay_blocks,
-)
+from keeper.ops.signing import recover_digest, sign_digest
+from keeper.exchange.book import SignatureBook, rotation_order, should_submit, submit_delay_blocks
 from keeper.exchange.codec import TypedDataCodec
 
 CONTRACT = "0x" + "ab" * 20
@@ -74,7 +68,7 @@ def test_book_verifies_signer_and_builds_ascending_quorum():
     for k in reversed(KEYS):
         assert book.add("margin", m, sign_digest(k, d)) == k.address
     blob = book.quorum("margin", 7, d, 2)
-    signers = [recover_signer(d, blob[i * 65:(i + 1) * 65]) for i in range(2)]
+    signers = [recover_digest(d, blob[i * 65:(i + 1) * 65]) for i in range(2)]
     assert signers == [KEYS[0].address, KEYS[1].address]
     assert int(signers[0], 16) < int(signers[1], 16)
     assert book.quorum("margin", 7, d, 4) is None
@@ -125,7 +119,7 @@ def test_http_round_trip(two_servers):
     assert len(got) == 1
     msg, sig, signer = got[0]
     # a receiving keeper re-verifies rather than trusting the claim
-    assert recover_signer(CODEC.digest("margin", msg), sig) == signer == KEYS[0].address
+    assert recover_digest(CODEC.digest("margin", msg), sig) == signer == KEYS[0].address
     assert a.book.add("margin", msg, sig) == KEYS[0].address
     # malformed bodies are rejected with 400, not a crash
     r = requests.post(b.url + "/signatures", data=b"{not json", headers={"Content-Type": "application/json"})
@@ -193,9 +187,9 @@ def test_diff_leaves_names_the_differing_field():
 
 def test_codec_and_tree_agree_with_the_contracts_side_module():
     """The codec's message conversion (hex strings -> typed values) gives eip712's digests, and the keeper's hash-built
-    tree adapter lays out the same root as eip712.MarginTree.build (a second construction)."""
+    tree adapter lays out the same root as merkle.MerkleTree.build (a second construction)."""
     eip = pytest.importorskip("keeper.codec.eip712")
-    from keeper.attest.leaves import Leaf, MerkleTree
+    from keeper.codec.merkle import MarginLeaf, MerkleTree
 
     dom = eip.Domain(31337, CONTRACT)
     m = margin_msg()
@@ -205,8 +199,8 @@ def test_codec_and_tree_agree_with_the_contracts_side_module():
     assets = ["0x" + "01" * 20]
     pm = {"assets": assets, "prices": [1234 * 10**18], "sequence": 9, "timestamp": 77}
     assert eip.digest(eip.prices_typed_data(dom, assets, pm["prices"], 9, 77)) == CODEC.digest("prices", pm)
-    leaves = [Leaf("0x" + f"{i + 1:040x}", i, 100 - 30 * i, 20, 30, -i) for i in range(5)]
-    theirs = eip.MarginTree.build([eip.MarginLeaf(*l.as_tuple()) for l in leaves])
+    leaves = [MarginLeaf("0x" + f"{i + 1:040x}", i, 100 - 30 * i, 20, 30, -i) for i in range(5)]
+    theirs = eip.MerkleTree.of_leaves([eip.MarginLeaf(*l.as_tuple()) for l in leaves])
     assert theirs.root == MerkleTree([l.hash() for l in leaves]).root
 
 

@@ -11,7 +11,9 @@ import {
     BreachRecord,
     MarginLeaf,
     MarginProof,
-    MarginRootHeader
+    MarginRootHeader,
+    SolvencyIndex,
+    SolvencyRecord
 } from "./libraries/BackstopTypes.sol";
 
 /// @title AttestationOracle
@@ -42,28 +44,74 @@ abstract contract AttestationOracle is KeeperSet, IAttestationOracle {
     bytes32[ROOT_RING_SIZE] internal _rootRing;
     mapping(address asset => PricePoint) internal _spot;
     mapping(address underlying => mapping(uint64 expiry => uint256)) internal _settlementPrice;
+    SolvencyRecord internal _solvency;
 
     // ------------------------------------------------------------------ internal functions
 
-    function _acceptMarginRoot(bytes32 root, MarginRootHeader calldata h, bytes calldata signatures) internal {
+    /// @dev Accepts a signed margin root with its solvency index. The index is required with every root: the signed
+    /// `MarginRoot` carries `solvencyHash`, and the posted `solvency` must hash to it (`AO_SolvencyIndexMismatch`), so
+    /// the record below always holds what the keepers signed. A root already on record (same commitment in its ring
+    /// slot) stores nothing again.
+    function _acceptMarginRoot(
+        bytes32 root,
+        MarginRootHeader calldata h,
+        bytes32 solvencyHash,
+        SolvencyIndex calldata solvency,
+        bytes calldata signatures
+    ) internal {
         Config memory c = _config;
         uint64 ts = h.timestamp;
         uint64 seq = h.sequence;
         _checkFresh(ts, c.maxAttestationAge);
-        bytes32 structHash = BackstopTypes.marginRootStructHash(root, h);
-        // A root already on record (same signed struct in its ring slot) accepts further leaves without a second
+        bytes32 posted = BackstopTypes.solvencyStructHash(solvency);
+        if (posted != solvencyHash) revert AO_SolvencyIndexMismatch(solvencyHash, posted);
+        bytes32 commitment = BackstopTypes.marginRootCommitment(root, h);
+        // A root already on record (same commitment in its ring slot) accepts further leaves without a second
         // signature check: whoever posted it first (e.g. a copy of the keepers' batch from the mempool, root-only
         // or with a chosen subset of leaves) cannot make the keepers' own batch revert (review finding L-7).
-        if (_rootRing[seq % ROOT_RING_SIZE] == structHash) return;
+        if (_rootRing[seq % ROOT_RING_SIZE] == commitment) return;
         if (seq <= c.lastMarginSequence) revert AO_AttestationReplayed(seq, c.lastMarginSequence);
         if (ts < c.lastMarginTimestamp) revert AO_AttestationOlder(ts, c.lastMarginTimestamp);
-        _verifySignatures(_hashTypedDataV4(structHash), signatures, c.threshold);
+        _verifySignatures(
+            _hashTypedDataV4(BackstopTypes.marginRootStructHash(root, h, solvencyHash)), signatures, c.threshold
+        );
         if (seq > type(uint40).max) revert AO_AttestationReplayed(seq, c.lastMarginSequence);
         Config storage cs = _config;
         // ts <= block.timestamp + 15 fits uint32 (until 2106)
         (cs.lastMarginSequence, cs.lastMarginTimestamp) = (uint40(seq), uint32(ts));
-        _rootRing[seq % ROOT_RING_SIZE] = structHash;
+        _rootRing[seq % ROOT_RING_SIZE] = commitment;
         emit MarginRootPosted(seq, root, h.inputsHash, ts, h.leafCount);
+        _storeSolvency(solvency, seq, ts);
+    }
+
+    /// @dev Stores `s` (already matched to the signed hash, so every word is its field's clean encoding) packed as
+    /// `SolvencyRecord` (five slots) and emits `SolvencyIndexPosted`. Assembly: the compiler's field-by-field copy
+    /// and event encoding of the ten fields cost ~1 kB of the entry point's code, which has ~800 B to spare.
+    function _storeSolvency(SolvencyIndex calldata s, uint64 seq, uint64 ts) internal {
+        bytes32 topic = SolvencyIndexPosted.selector;
+        assembly ("memory-safe") {
+            let slot := _solvency.slot
+            let m := 0xffffffffffffffffffffffffffffffff
+            // slots 0-3: (totalEquity, totalMaintenance), (totalInitial, shortfallNow),
+            // (shortfallVar99, shortfallEs975), (fund, excludedEquity): low half the first field, high half the second
+            for { let i := 0 } lt(i, 4) { i := add(i, 1) } {
+                let f := add(s, shl(6, i))
+                sstore(add(slot, i), or(and(calldataload(f), m), shl(128, calldataload(add(f, 0x20)))))
+            }
+            // slot 4: accounts | excludedAccounts << 32 | sequence << 64 | timestamp << 128
+            sstore(
+                add(slot, 4),
+                or(
+                    or(calldataload(add(s, 0x100)), shl(32, calldataload(add(s, 0x120)))),
+                    or(shl(64, seq), shl(128, ts))
+                )
+            )
+            // SolvencyIndexPosted(uint64 indexed sequence, uint64 timestamp, SolvencyIndex index)
+            let ptr := mload(0x40)
+            mstore(ptr, ts)
+            calldatacopy(add(ptr, 0x20), s, 0x140)
+            log2(ptr, 0x160, topic, seq)
+        }
     }
 
     /// @dev Reverts unless `timestamp` is at most `MAX_FUTURE_SKEW` ahead of the chain and at most `maxAge` old.
@@ -75,7 +123,7 @@ abstract contract AttestationOracle is KeeperSet, IAttestationOracle {
     /// @dev Verifies a leaf's branch against the ring and the root's freshness; returns the root.
     function _verifyMarginProof(MarginProof calldata p) internal view returns (bytes32 root) {
         root = MerkleProof.processProofCalldata(p.proof, BackstopTypes.leafHash(p.leaf));
-        if (_rootRing[p.header.sequence % ROOT_RING_SIZE] != BackstopTypes.marginRootStructHash(root, p.header)) {
+        if (_rootRing[p.header.sequence % ROOT_RING_SIZE] != BackstopTypes.marginRootCommitment(root, p.header)) {
             revert AO_UnknownMarginRoot(p.header.sequence);
         }
         _checkFresh(p.header.timestamp, _config.maxAttestationAge);

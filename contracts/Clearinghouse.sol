@@ -15,7 +15,8 @@ import {
     MarginLeaf,
     MarginProof,
     MarginRootHeader,
-    Quote
+    Quote,
+    SolvencyIndex
 } from "./libraries/BackstopTypes.sol";
 
 /// @title Clearinghouse
@@ -103,33 +104,40 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
     /// @notice Post a keeper-signed margin root without leaves; accounts are recorded later with proofs.
     /// @param root Merkle root (OZ StandardMerkleTree convention) of the batch's margin leaves.
     /// @param header inputsHash, strictly increasing sequence, fresh timestamp, leaf count.
+    /// @param solvencyHash The signed `MarginRoot.solvencyHash`: EIP-712 struct hash of `solvency`.
+    /// @param solvency The solvency index signed with the root (required; stored as the latest, `solvencyIndex()`).
     /// @param signatures >= threshold keeper signatures over `MarginRoot(...)`.
-    function postMarginRoot(bytes32 root, MarginRootHeader calldata header, bytes calldata signatures) external {
-        _acceptMarginRoot(root, header, signatures);
+    function postMarginRoot(
+        bytes32 root,
+        MarginRootHeader calldata header,
+        bytes32 solvencyHash,
+        SolvencyIndex calldata solvency,
+        bytes calldata signatures
+    ) external {
+        _acceptMarginRoot(root, header, solvencyHash, solvency, signatures);
     }
 
     /// @notice Post a keeper-signed margin batch: the root is rebuilt from `leaves` by multiproof, the signatures
     /// are checked on it, and every leaf whose stateNonce is current is recorded (breaches registered).
     /// @param header inputsHash, strictly increasing sequence, fresh timestamp, total leaf count of the tree.
+    /// @param solvencyHash The signed `MarginRoot.solvencyHash`: EIP-712 struct hash of `solvency`.
+    /// @param solvency The solvency index signed with the root (required; stored as the latest, `solvencyIndex()`).
     /// @param leaves The leaves posted (for a whole tree: ascending leaf-hash order).
     /// @param proof Multiproof nodes (empty for a whole tree).
     /// @param proofFlags Multiproof flags (`leafCount - 1` times `true` for a whole tree).
     /// @param signatures >= threshold keeper signatures over `MarginRoot(...)`.
     function postMarginBatch(
         MarginRootHeader calldata header,
+        bytes32 solvencyHash,
+        SolvencyIndex calldata solvency,
         MarginLeaf[] calldata leaves,
         bytes32[] calldata proof,
         bool[] calldata proofFlags,
         bytes calldata signatures
     ) external {
-        uint256 n = leaves.length;
-        bytes32[] memory hashes = new bytes32[](n);
-        for (uint256 i; i < n; ++i) {
-            hashes[i] = BackstopTypes.leafHash(leaves[i]);
-        }
-        bytes32 root = MerkleProof.processMultiProofCalldata(proof, proofFlags, hashes);
-        _acceptMarginRoot(root, header, signatures);
-        for (uint256 i; i < n; ++i) {
+        bytes32 root = _batchRoot(leaves, proof, proofFlags);
+        _acceptMarginRoot(root, header, solvencyHash, solvency, signatures);
+        for (uint256 i; i < leaves.length; ++i) {
             _recordLeaf(leaves[i], header, root, false);
         }
     }
@@ -247,6 +255,20 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
     }
 
     // ------------------------------------------------------------------ internal functions
+
+    /// @dev The root `leaves` and the multiproof (`proof`, `proofFlags`) lead to.
+    function _batchRoot(MarginLeaf[] calldata leaves, bytes32[] calldata proof, bool[] calldata proofFlags)
+        internal
+        pure
+        returns (bytes32)
+    {
+        uint256 n = leaves.length;
+        bytes32[] memory hashes = new bytes32[](n);
+        for (uint256 i; i < n; ++i) {
+            hashes[i] = BackstopTypes.leafHash(leaves[i]);
+        }
+        return MerkleProof.processMultiProofCalldata(proof, proofFlags, hashes);
+    }
 
     function _implementation() internal view override returns (address) {
         return admin;

@@ -14,7 +14,9 @@ import {
     Lot,
     MarginLeaf,
     Quote,
-    Series
+    Series,
+    SolvencyIndex,
+    SolvencyRecord
 } from "./libraries/BackstopTypes.sol";
 
 /// @title ClearinghouseAdmin
@@ -430,7 +432,42 @@ contract ClearinghouseAdmin is ClearinghouseBase {
         return _breaches[account].timestamp != 0;
     }
 
-    /// @notice The commitment (EIP-712 struct hash of `MarginRoot`) kept for `sequence`'s ring slot.
+    /// @notice The latest solvency index the keepers signed with a margin root [quote base units], the root's
+    /// `sequence` and `timestamp` [unix seconds] (`sequence == 0`: none posted yet), and the coverage
+    /// `fund / shortfallEs975` [wad], rounded down (`type(uint256).max` when the shortfall at risk is 0).
+    function solvencyIndex()
+        external
+        view
+        returns (SolvencyIndex memory index, uint64 sequence, uint64 timestamp, uint256 coverageWad)
+    {
+        SolvencyRecord storage r = _solvency;
+        uint256 es = r.shortfallEs975;
+        coverageWad = es == 0 ? type(uint256).max : Math.mulDiv(r.fund, WAD, es);
+        // the 13 return words straight from the five packed slots (the compiler's struct copy is ~1 kB of code)
+        assembly ("memory-safe") {
+            let slot := r.slot
+            let p := mload(0x40)
+            let m := 0xffffffffffffffffffffffffffffffff
+            for { let i := 0 } lt(i, 4) { i := add(i, 1) } {
+                let w := sload(add(slot, i))
+                mstore(add(p, shl(6, i)), and(w, m))
+                mstore(add(p, add(shl(6, i), 0x20)), shr(128, w))
+            }
+            // the two signed fields: totalEquity (word 0) and excludedEquity (word 7)
+            mstore(p, signextend(15, mload(p)))
+            mstore(add(p, 0xe0), signextend(15, mload(add(p, 0xe0))))
+            let w := sload(add(slot, 4))
+            mstore(add(p, 0x100), and(w, 0xffffffff))
+            mstore(add(p, 0x120), and(shr(32, w), 0xffffffff))
+            mstore(add(p, 0x140), and(shr(64, w), 0xffffffffffffffff))
+            mstore(add(p, 0x160), and(shr(128, w), 0xffffffffffffffff))
+            mstore(add(p, 0x180), coverageWad)
+            return(p, 0x1a0)
+        }
+    }
+
+    /// @notice The commitment kept for `sequence`'s ring slot: keccak256(abi.encode(root, inputsHash, sequence,
+    /// timestamp, leafCount)) of the accepted `MarginRoot` (what a leaf's proof is checked against).
     function rootCommitment(uint64 sequence) external view returns (bytes32) {
         return _rootRing[sequence % ROOT_RING_SIZE];
     }

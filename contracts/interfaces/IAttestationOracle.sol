@@ -2,6 +2,7 @@
 pragma solidity 0.8.28;
 
 import {IKeeperSet} from "./IKeeperSet.sol";
+import {SolvencyIndex} from "../libraries/BackstopTypes.sol";
 
 /// @title IAttestationOracle
 /// @notice Errors and events of {AttestationOracle}: keeper-attested spot prices, settlement prices and margin roots,
@@ -16,6 +17,9 @@ interface IAttestationOracle is IKeeperSet {
     event SettlementPricePosted(address indexed underlying, uint64 indexed expiry, uint256 price, uint64 timestamp);
     /// @notice A keeper-signed margin root was accepted into the root ring.
     event MarginRootPosted(uint64 sequence, bytes32 root, bytes32 inputsHash, uint64 timestamp, uint32 leafCount);
+    /// @notice The solvency index [quote base units] signed with the margin root of `sequence` (observed at
+    /// `timestamp` [unix seconds]) was stored as the latest (`solvencyIndex()`).
+    event SolvencyIndexPosted(uint64 indexed sequence, uint64 timestamp, SolvencyIndex index);
     /// @notice A margin leaf [quote base units] the contract verified: `recorded` when stored as the account's record,
     /// false when skipped (stale or older) or only used by a trade or withdrawal.
     event MarginAttested(
@@ -63,6 +67,8 @@ interface IAttestationOracle is IKeeperSet {
     error AO_UnknownMarginRoot(uint64 sequence);
     /// @notice A leaf of `account` attested at stateNonce `attested`, not its current nonce `current`.
     error AO_StaleMarginState(address account, uint32 attested, uint32 current);
+    /// @notice The posted solvency index hashes to `posted`, not to the `signed` hash of the margin root.
+    error AO_SolvencyIndexMismatch(bytes32 signed, bytes32 posted);
     /// @notice Attested arrays of lengths `a` and `b` (assets and prices) differ.
     error AO_LengthMismatch(uint256 a, uint256 b);
 }

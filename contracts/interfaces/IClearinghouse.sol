@@ -10,7 +10,8 @@ import {
     MarginProof,
     MarginRootHeader,
     Quote,
-    Series
+    Series,
+    SolvencyIndex
 } from "../libraries/BackstopTypes.sol";
 
 /// @title IClearinghouse
@@ -66,13 +67,24 @@ interface IClearinghouse is IClearinghouseBase {
         bytes calldata signatures
     ) external;
 
-    /// @notice Post a keeper-signed margin root without leaves; accounts are recorded later with proofs.
-    function postMarginRoot(bytes32 root, MarginRootHeader calldata header, bytes calldata signatures) external;
+    /// @notice Post a keeper-signed margin root without leaves; accounts are recorded later with proofs. The signed
+    /// `MarginRoot` carries `solvencyHash`; `solvency` must hash to it (`AO_SolvencyIndexMismatch`) and is stored as
+    /// the latest solvency index.
+    function postMarginRoot(
+        bytes32 root,
+        MarginRootHeader calldata header,
+        bytes32 solvencyHash,
+        SolvencyIndex calldata solvency,
+        bytes calldata signatures
+    ) external;
 
     /// @notice Post a keeper-signed margin batch: the root is rebuilt from `leaves` by multiproof, the signatures
-    /// are checked on it, and every leaf whose stateNonce is current is recorded (breaches registered).
+    /// are checked on it, and every leaf whose stateNonce is current is recorded (breaches registered). The solvency
+    /// index is required as in `postMarginRoot`.
     function postMarginBatch(
         MarginRootHeader calldata header,
+        bytes32 solvencyHash,
+        SolvencyIndex calldata solvency,
         MarginLeaf[] calldata leaves,
         bytes32[] calldata proof,
         bool[] calldata proofFlags,
@@ -325,8 +337,17 @@ interface IClearinghouse is IClearinghouseBase {
     /// @notice The settlement price (WAD) of `underlying` for `expiry`, 0 if not yet attested.
     function settlementPrice(address underlying, uint64 expiry) external view returns (uint256);
 
-    /// @notice The commitment (EIP-712 struct hash of `MarginRoot`) kept for `sequence`'s ring slot.
+    /// @notice The commitment kept for `sequence`'s ring slot: keccak256(abi.encode(root, inputsHash, sequence,
+    /// timestamp, leafCount)) of the accepted `MarginRoot` (what a leaf's proof is checked against).
     function rootCommitment(uint64 sequence) external view returns (bytes32);
+
+    /// @notice The latest solvency index the keepers signed with a margin root [quote base units], the root's
+    /// `sequence` and `timestamp` (`sequence == 0`: none yet), and the coverage fund / shortfallEs975 [wad], rounded
+    /// down (`type(uint256).max` when the shortfall at risk is 0).
+    function solvencyIndex()
+        external
+        view
+        returns (SolvencyIndex memory index, uint64 sequence, uint64 timestamp, uint256 coverageWad);
 
     /// @notice The last accepted margin root sequence and timestamp.
     function lastMarginAttestation() external view returns (uint64 sequence, uint64 timestamp);

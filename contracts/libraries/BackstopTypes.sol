@@ -20,6 +20,41 @@ struct MarginRootHeader {
     uint32 leafCount; // leaves in the tree (informational)
 }
 
+/// @notice The protocol solvency index the keepers sign with every margin root (`MarginRoot.solvencyHash` is its
+/// EIP-712 struct hash): aggregate figures of the attested book, rounded once against the protocol (equity and the
+/// fund down, margins and shortfalls up). Values in quote-asset base units.
+/// @dev The shortfall of a scenario is the sum over attested accounts of max(-(equity after the move), 0); VaR 99 and
+/// ES 97.5 are taken over the same Monte Carlo tail scenarios the accounts are margined on (docs/risk.md).
+struct SolvencyIndex {
+    int128 totalEquity; // [quote base units] sum of the attested accounts' equity
+    uint128 totalMaintenance; // [quote base units] sum of their maintenance margins
+    uint128 totalInitial; // [quote base units] sum of their initial margins
+    uint128 shortfallNow; // [quote base units] sum of max(-equity, 0) today
+    uint128 shortfallVar99; // [quote base units] VaR 99 of the protocol shortfall over the tail scenarios
+    uint128 shortfallEs975; // [quote base units] ES 97.5 of the protocol shortfall over the tail scenarios
+    uint128 fund; // [quote base units] the insurance fund balance the keepers saw
+    int128 excludedEquity; // [quote base units] equity (where known) of the accounts left out
+    uint32 accounts; // accounts the figures cover (the attested accounts)
+    uint32 excludedAccounts; // accounts left out of the attestation (reasons in the archived inputs)
+}
+
+/// @notice The latest accepted solvency index and the margin root it came with: FIVE storage slots (the index's
+/// eight values in four, counts, sequence and timestamp in the fifth). `sequence == 0`: none posted yet.
+struct SolvencyRecord {
+    int128 totalEquity; // [quote base units]
+    uint128 totalMaintenance; // [quote base units]
+    uint128 totalInitial; // [quote base units]
+    uint128 shortfallNow; // [quote base units]
+    uint128 shortfallVar99; // [quote base units]
+    uint128 shortfallEs975; // [quote base units]
+    uint128 fund; // [quote base units]
+    int128 excludedEquity; // [quote base units]
+    uint32 accounts; // accounts covered
+    uint32 excludedAccounts; // accounts left out
+    uint64 sequence; // the margin root's sequence
+    uint64 timestamp; // [unix seconds] the margin root's observation time
+}
+
 /// @notice A leaf with its Merkle branch against a root already posted (kept in the root ring).
 /// @dev An "empty" proof has `leaf.account == address(0)`.
 struct MarginProof {
@@ -104,8 +139,15 @@ struct AssetConfig {
 library BackstopTypes {
     // ------------------------------------------------------------------ constants
 
-    bytes32 internal constant MARGIN_ROOT_TYPEHASH =
-        keccak256("MarginRoot(bytes32 root,bytes32 inputsHash,uint64 sequence,uint64 timestamp,uint32 leafCount)");
+    bytes32 internal constant MARGIN_ROOT_TYPEHASH = keccak256(
+        "MarginRoot(bytes32 root,bytes32 inputsHash,uint64 sequence,uint64 timestamp,uint32 leafCount,"
+        "bytes32 solvencyHash)"
+    );
+    bytes32 internal constant SOLVENCY_INDEX_TYPEHASH = keccak256(
+        "SolvencyIndex(int128 totalEquity,uint128 totalMaintenance,uint128 totalInitial,uint128 shortfallNow,"
+        "uint128 shortfallVar99,uint128 shortfallEs975,uint128 fund,int128 excludedEquity,uint32 accounts,"
+        "uint32 excludedAccounts)"
+    );
     bytes32 internal constant PRICES_TYPEHASH =
         keccak256("Prices(address[] assets,uint256[] prices,uint64 sequence,uint64 timestamp)");
     bytes32 internal constant SETTLEMENT_PRICES_TYPEHASH =
@@ -124,8 +166,36 @@ library BackstopTypes {
         );
     }
 
-    function marginRootStructHash(bytes32 root, MarginRootHeader calldata h) internal pure returns (bytes32) {
-        return keccak256(abi.encode(MARGIN_ROOT_TYPEHASH, root, h.inputsHash, h.sequence, h.timestamp, h.leafCount));
+    /// @dev EIP-712 struct hash of the signed `MarginRoot` (the header's fields, the root and the index's hash).
+    function marginRootStructHash(bytes32 root, MarginRootHeader calldata h, bytes32 solvencyHash)
+        internal
+        pure
+        returns (bytes32)
+    {
+        return keccak256(
+            abi.encode(MARGIN_ROOT_TYPEHASH, root, h.inputsHash, h.sequence, h.timestamp, h.leafCount, solvencyHash)
+        );
+    }
+
+    /// @dev What the root ring keeps for an accepted root and what a leaf's proof is checked against:
+    /// keccak256(abi.encode(root, inputsHash, sequence, timestamp, leafCount)). It leaves the solvency index out (a
+    /// proof carries only the header), and it is written only after the M-of-N check of the `MarginRoot` whose fields
+    /// it commits to.
+    function marginRootCommitment(bytes32 root, MarginRootHeader calldata h) internal pure returns (bytes32) {
+        return keccak256(abi.encode(root, h.inputsHash, h.sequence, h.timestamp, h.leafCount));
+    }
+
+    /// @dev EIP-712 struct hash of a `SolvencyIndex`: every field is static, so encodeData is the struct's ten
+    /// calldata words as they are. They are hashed unchecked (no ABI range check: less code on the posting path); a
+    /// word that is not the clean encoding of its field cannot hash to what keepers signed.
+    function solvencyStructHash(SolvencyIndex calldata s) internal pure returns (bytes32 h) {
+        bytes32 typeHash = SOLVENCY_INDEX_TYPEHASH;
+        assembly ("memory-safe") {
+            let ptr := mload(0x40)
+            mstore(ptr, typeHash)
+            calldatacopy(add(ptr, 0x20), s, 0x140)
+            h := keccak256(ptr, 0x160)
+        }
     }
 
     function quoteStructHash(Quote calldata q) internal pure returns (bytes32) {

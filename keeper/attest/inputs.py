@@ -9,6 +9,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from keeper.attest.leaves import SCHEMA
+from keeper.codec import eip712
 from keeper.codec.merkle import MarginLeaf, MerkleTree
 from keeper.data.sources import BlockRef
 from keeper.quant.chains import OptionChain
@@ -204,18 +205,41 @@ class Attestation:
     tree: MerkleTree
     spot_wad: int
     details: dict = field(default_factory=dict)
+    #: the block's solvency index over the attested accounts (keeper.quant.risk.solvency.SolvencyIndex, floats in
+    #: whole quote units, or the on-chain struct tuple already rounded), set by the keeper. Signed with the root: the
+    #: message carries its struct hash (``solvencyHash``); ``None`` signs the "no figures" index
+    #: (:func:`keeper.codec.eip712.unavailable_solvency`: 0 accounts covered, every attested account left out)
+    solvency: Any = None
+    #: decimals of the quote asset: needed to round a float ``solvency`` to base units
+    quote_decimals: Optional[int] = None
 
     @property
     def root(self) -> str:
         return "0x" + self.tree.root.hex()
 
+    def solvency_struct(self) -> tuple:
+        """The on-chain ``SolvencyIndex`` struct posted with this root (:func:`keeper.codec.eip712.solvency_index_tuple`,
+        rounded once against the protocol), or the "no figures" index when none was computed."""
+        s = self.solvency
+        if s is None:
+            return eip712.unavailable_solvency(len(self.leaves))
+        if isinstance(s, (tuple, list, dict)):
+            return eip712.solvency_index_from(s)
+        if self.quote_decimals is None:
+            raise ValueError("attestation: a float solvency index needs quote_decimals to be rounded")
+        return eip712.solvency_index_tuple(s, self.quote_decimals)
+
+    def solvency_hash(self) -> str:
+        """``solvencyHash`` of the signed ``MarginRoot`` (0x hex): the struct hash of :meth:`solvency_struct`."""
+        return "0x" + eip712.solvency_struct_hash(self.solvency_struct()).hex()
+
     def message(self) -> dict:
         return {"root": self.root, "inputsHash": self.inputs_hash, "sequence": self.sequence,
-                "timestamp": self.timestamp, "leafCount": len(self.leaves)}
+                "timestamp": self.timestamp, "leafCount": len(self.leaves), "solvencyHash": self.solvency_hash()}
 
     def header(self) -> dict:
         return {"inputsHash": self.inputs_hash, "sequence": self.sequence, "timestamp": self.timestamp,
-                "leafCount": len(self.leaves)}
+                "leafCount": len(self.leaves), "solvencyHash": self.solvency_hash()}
 
     def breached(self) -> list[MarginLeaf]:
         return [l for l in self.leaves if l.breached]
@@ -230,6 +254,6 @@ class Attestation:
 
     def published(self) -> dict:
         return {"header": self.header(), "root": self.root, "leaves": [l.to_json() for l in self.leaves],
-                "proof": self.proof_for}
+                "proof": self.proof_for, "solvency": eip712.solvency_index_dict(self.solvency_struct())}
 
 

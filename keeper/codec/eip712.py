@@ -1,5 +1,7 @@
 """EIP-712 typed data exactly as the Backstop contracts verify it: the domain, the four attested or signed
-messages (``MarginRoot``, ``Prices``, ``SettlementPrices``, ``Quote``; type strings in docs/contracts.md), their
+messages (``MarginRoot``, ``Prices``, ``SettlementPrices``, ``Quote``; type strings in docs/contracts.md) and the
+``SolvencyIndex`` whose struct hash a ``MarginRoot`` carries (``solvency_index_tuple`` rounds the keeper's float
+index once, against the protocol), their
 digests and struct hashes through eth-account's ``encode_typed_data`` (the library's EIP-712 encoding; nothing
 here signs: keys live in :mod:`keeper.ops.signing`), and the signature bytes rules the contracts apply (ascending
 signer order, low-s).
@@ -10,7 +12,9 @@ prices/sizes in WAD (docs/ARCHITECTURE.md). Pure: no chain access, no keys, no m
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import Mapping, Sequence
 
 from eth_account.messages import (
@@ -43,6 +47,20 @@ MARGIN_ROOT_TYPE = [
     {"name": "sequence", "type": "uint64"},
     {"name": "timestamp", "type": "uint64"},
     {"name": "leafCount", "type": "uint32"},
+    {"name": "solvencyHash", "type": "bytes32"},
+]
+#: the protocol solvency index signed with every margin root (contracts/libraries/BackstopTypes.sol)
+SOLVENCY_INDEX_TYPE = [
+    {"name": "totalEquity", "type": "int128"},
+    {"name": "totalMaintenance", "type": "uint128"},
+    {"name": "totalInitial", "type": "uint128"},
+    {"name": "shortfallNow", "type": "uint128"},
+    {"name": "shortfallVar99", "type": "uint128"},
+    {"name": "shortfallEs975", "type": "uint128"},
+    {"name": "fund", "type": "uint128"},
+    {"name": "excludedEquity", "type": "int128"},
+    {"name": "accounts", "type": "uint32"},
+    {"name": "excludedAccounts", "type": "uint32"},
 ]
 PRICES_TYPE = [
     {"name": "assets", "type": "address[]"},
@@ -91,12 +109,16 @@ class Domain:
 
 @dataclass(frozen=True)
 class MarginRootHeader:
-    """Signed fields of a margin root besides the root itself."""
+    """Signed fields of a margin root besides the root itself. ``solvency_hash`` is the struct hash of the
+    solvency index posted with the root (:func:`solvency_struct_hash`): required, never zero (the contract takes no
+    root without its index). :meth:`as_tuple` is the on-chain ``MarginRootHeader`` struct (the first four fields,
+    what proofs carry); the posting calls pass ``solvency_hash`` and the index next to it."""
 
     inputs_hash: bytes
     sequence: int
     timestamp: int
     leaf_count: int
+    solvency_hash: bytes
 
     def __post_init__(self) -> None:
         if len(self.inputs_hash) != 32:
@@ -107,6 +129,8 @@ class MarginRootHeader:
             raise ValueError(f"timestamp {self.timestamp} outside uint32")
         if not 0 <= self.leaf_count <= UINT32_MAX:
             raise ValueError(f"leaf_count {self.leaf_count} outside uint32")
+        if len(self.solvency_hash) != 32 or not any(self.solvency_hash):
+            raise ValueError("solvency_hash must be the 32-byte struct hash of the root's solvency index")
 
     def as_tuple(self) -> tuple:
         return (self.inputs_hash, self.sequence, self.timestamp, self.leaf_count)
@@ -123,7 +147,82 @@ def margin_root_typed_data(domain: Domain, root: bytes, header: MarginRootHeader
             "sequence": header.sequence,
             "timestamp": header.timestamp,
             "leafCount": header.leaf_count,
+            "solvencyHash": header.solvency_hash,
         },
+    }
+
+
+# --------------------------------------------------------------------------------------------------- solvency index
+
+INT128_MIN, INT128_MAX, UINT128_MAX = -(2**127), 2**127 - 1, 2**128 - 1
+#: field -> rounding of the float (whole quote units) to quote base units: against the protocol (equity and the
+#: fund down, margins and shortfalls up)
+SOLVENCY_ROUNDING = {
+    "totalEquity": "floor", "totalMaintenance": "ceil", "totalInitial": "ceil", "shortfallNow": "ceil",
+    "shortfallVar99": "ceil", "shortfallEs975": "ceil", "fund": "floor", "excludedEquity": "floor",
+}
+_SOLVENCY_ATTR = {
+    "totalEquity": "total_equity", "totalMaintenance": "total_maintenance", "totalInitial": "total_initial",
+    "shortfallNow": "shortfall_now", "shortfallVar99": "shortfall_var99", "shortfallEs975": "shortfall_es975",
+    "fund": "fund", "excludedEquity": "excluded_equity", "accounts": "accounts",
+    "excludedAccounts": "excluded_accounts",
+}
+
+
+def _round_units(value: float, decimals: int, rounding: str) -> int:
+    """Exact conversion of a float amount of whole quote units to base units (as
+    ``keeper.quant.risk.engine.to_quote_units``, which this room may not import)."""
+    if not math.isfinite(value):
+        raise ValueError(f"solvency index: non-finite value {value!r}")
+    q = Fraction(value) * 10 ** int(decimals)
+    return math.floor(q) if rounding == "floor" else math.ceil(q)
+
+
+def solvency_index_tuple(index, quote_decimals: int) -> tuple:
+    """The on-chain ``SolvencyIndex`` struct (``SOLVENCY_INDEX_TYPE`` order) of a
+    :class:`keeper.quant.risk.solvency.SolvencyIndex` (floats in whole quote units), rounded once to quote base units
+    by :data:`SOLVENCY_ROUNDING`: total equity, the fund and the excluded equity down, margins and shortfalls up. The
+    coverage is not signed: the contract derives it (fund / ES 97.5). Raises ValueError when a value does not fit its
+    field (a shortfall or margin below 0 included)."""
+    out = []
+    for f in SOLVENCY_INDEX_TYPE:
+        name, typ = f["name"], f["type"]
+        v = getattr(index, _SOLVENCY_ATTR[name])
+        x = int(v) if typ == "uint32" else _round_units(float(v), quote_decimals, SOLVENCY_ROUNDING[name])
+        lo, hi = {"int128": (INT128_MIN, INT128_MAX), "uint128": (0, UINT128_MAX), "uint32": (0, UINT32_MAX)}[typ]
+        if not lo <= x <= hi:
+            raise ValueError(f"solvency index: {name} = {x} outside {typ}")
+        out.append(x)
+    return tuple(out)
+
+
+def unavailable_solvency(leaf_count: int) -> tuple:
+    """The "no figures" index a keeper signs when it could not compute one (the root must not wait for it: breaches
+    need recording): every value 0, ``accounts`` 0 and all ``leaf_count`` attested accounts counted as left out.
+    Explicit on chain (``accounts == 0`` with ``excludedAccounts > 0``), never a silent zero."""
+    return (0, 0, 0, 0, 0, 0, 0, 0, 0, int(leaf_count))
+
+
+def solvency_index_dict(values: Sequence[int]) -> dict:
+    """The struct tuple as a ``{field: int}`` dict (EIP-712 message, JSON)."""
+    if len(values) != len(SOLVENCY_INDEX_TYPE):
+        raise ValueError(f"solvency index has {len(values)} fields, expected {len(SOLVENCY_INDEX_TYPE)}")
+    return {f["name"]: int(v) for f, v in zip(SOLVENCY_INDEX_TYPE, values)}
+
+
+def solvency_index_from(value) -> tuple:
+    """A struct tuple from a tuple/list or a ``{field: int}`` dict (e.g. read back from JSON or an event)."""
+    if isinstance(value, Mapping):
+        return tuple(int(value[f["name"]]) for f in SOLVENCY_INDEX_TYPE)
+    return tuple(int(v) for v in value)
+
+
+def solvency_typed_data(domain: Domain, values: Sequence[int]) -> dict:
+    return {
+        "types": {"EIP712Domain": EIP712_DOMAIN_TYPE, "SolvencyIndex": SOLVENCY_INDEX_TYPE},
+        "primaryType": "SolvencyIndex",
+        "domain": domain.as_dict(),
+        "message": solvency_index_dict(values),
     }
 
 
@@ -235,10 +334,16 @@ def malleate(signature: bytes) -> bytes:
 _ANY_DOMAIN = Domain(1, "0x" + "00" * 20)
 
 
-def margin_root_struct_hash(root: bytes, inputs_hash: bytes, sequence: int, timestamp: int, leaf_count: int) -> bytes:
+def margin_root_struct_hash(root: bytes, inputs_hash: bytes, sequence: int, timestamp: int, leaf_count: int,
+                            solvency_hash: bytes) -> bytes:
     """EIP-712 struct hash of ``MarginRoot`` (what the contract's ``hashTypedData`` takes)."""
     return struct_hash(margin_root_typed_data(_ANY_DOMAIN, root, MarginRootHeader(inputs_hash, sequence, timestamp,
-                                                                                  leaf_count)))
+                                                                                  leaf_count, solvency_hash)))
+
+
+def solvency_struct_hash(values: Sequence[int]) -> bytes:
+    """EIP-712 struct hash of a ``SolvencyIndex`` struct tuple (the ``solvencyHash`` a ``MarginRoot`` signs)."""
+    return struct_hash(solvency_typed_data(_ANY_DOMAIN, values))
 
 
 def prices_struct_hash(assets: Sequence[str], prices: Sequence[int], sequence: int, timestamp: int) -> bytes:

@@ -60,6 +60,9 @@ class TypedDataCodec:
         extra = set(message) - {f["name"] for f in fields}
         if extra:
             raise ValueError(f"unexpected fields {sorted(extra)}")
+        missing = [f["name"] for f in fields if f["name"] not in message]
+        if missing:  # e.g. a margin root without its solvencyHash: never signed as zero
+            raise ValueError(f"missing fields {missing}")
         msg = {f["name"]: _typed_value(f["type"], message[f["name"]]) for f in fields}
         if kind != "margin" and len(msg[fields[0]["name"]]) != len(msg["prices"]):
             raise ValueError("assets and prices differ in length")

@@ -25,6 +25,8 @@ KEEPER_KEYS = [keccak(f"backstop-auction-test-keeper-{i}".encode()) for i in ran
 THRESHOLD = 2
 #: an empty margin proof (`leaf.account == address(0)`): "no attestation given"
 EMPTY_PROOF = ((b"\x00" * 32, 0, 0, 0), ("0x" + "00" * 20, 0, 0, 0, 0, 0), [])
+#: the solvency index every test root carries (SolvencyIndex struct, quote base units; docs/contracts.md)
+SOLVENCY = (500_000 * USDC, 20_000 * USDC, 30_000 * USDC, 0, 1_000 * USDC, 2_000 * USDC, 10_000 * USDC, 0, 2, 0)
 # linear 1 h curve, reset below 20% or after 1 h; target MM x 1.1; penalty 5%; reward 1 USDC + 1% of MM
 DEFAULT_CONFIG = dict(kind=0, tau=3600, step=0, cut=RAY, tail=3600, cusp=2 * 10**17, buffer=10**17,
                       penalty=5 * 10**16, chip=10**16, tip=1 * USDC, max_age=300)
@@ -89,10 +91,11 @@ class Core:
         self.seq += 1
         ts = self.now()
         header = (b"\x11" * 32 if inputs is None else inputs, self.seq, ts, len(leaves))
-        typed = eip712.margin_root_typed_data(_domain(self.ch), root, eip712.MarginRootHeader(*header))
+        sh = eip712.solvency_struct_hash(SOLVENCY)
+        typed = eip712.margin_root_typed_data(_domain(self.ch), root, eip712.MarginRootHeader(*header, sh))
         sigs = signing.sign_attestation(typed, KEEPER_KEYS[:signers])
         flags = [True] * (len(leaves) - 1)
-        self.ch.postMarginBatch(header, leaves, [], flags, sigs, {"from": self.owner})
+        self.ch.postMarginBatch(header, sh, SOLVENCY, leaves, [], flags, sigs, {"from": self.owner})
         proofs = {}
         for i, l in enumerate(leaves):
             other = [hashes[1 - i]] if len(hashes) == 2 else []

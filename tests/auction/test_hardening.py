@@ -20,6 +20,7 @@ from tests.auction.conftest import (
     DEFAULT_CONFIG,
     EMPTY_PROOF,
     KEEPER_KEYS,
+    SOLVENCY,
     THRESHOLD,
     USDC,
     breached_auction,
@@ -229,13 +230,14 @@ def test_l7_root_posted_first_by_a_copier_does_not_block_the_keepers_batch(core,
               for a, e, mm in ((v, 10 * USDC, 1_000 * USDC), (w, 5_000 * USDC, 1_000 * USDC))]
     tree = merkle.MerkleTree.of_leaves(leaves)
     core.seq += 1
-    header = eip712.MarginRootHeader(b"\x22" * 32, core.seq, core.now(), len(leaves))
+    header = eip712.MarginRootHeader(b"\x22" * 32, core.seq, core.now(), len(leaves),
+                                     eip712.solvency_struct_hash(SOLVENCY))
     sigs = signing.sign_attestation(eip712.margin_root_typed_data(core.domain(), tree.root, header),
                                    KEEPER_KEYS[:THRESHOLD])
     # the copier (from the mempool) posts the root alone, ahead of the keepers' batch
-    core.ch.postMarginRoot(tree.root, header.as_tuple(), sigs, {"from": accounts[7]})
+    core.ch.postMarginRoot(tree.root, header.as_tuple(), header.solvency_hash, SOLVENCY, sigs, {"from": accounts[7]})
     mp = tree.multiproof()
-    tx = core.ch.postMarginBatch(header.as_tuple(), [l.as_tuple() for l in mp.leaves], list(mp.proof),
+    tx = core.ch.postMarginBatch(header.as_tuple(), header.solvency_hash, SOLVENCY, [l.as_tuple() for l in mp.leaves], list(mp.proof),
                                  list(mp.flags), sigs, {"from": core.owner})
     assert "MarginRootPosted" not in tx.events  # already on record
     assert tx.events["AccountBreached"]["account"] == v and core.chx.isBreached(v)
@@ -245,15 +247,15 @@ def test_l7_root_posted_first_by_a_copier_does_not_block_the_keepers_batch(core,
                merkle.MarginLeaf(str(accounts[5]), 0, 10**9, 0, 0, 0)]
     tree2 = merkle.MerkleTree.of_leaves(leaves2)
     core.seq += 1
-    h2 = eip712.MarginRootHeader(b"\x33" * 32, core.seq, core.now(), 2)
+    h2 = eip712.MarginRootHeader(b"\x33" * 32, core.seq, core.now(), 2, eip712.solvency_struct_hash(SOLVENCY))
     sigs2 = signing.sign_attestation(eip712.margin_root_typed_data(core.domain(), tree2.root, h2),
                                     KEEPER_KEYS[:THRESHOLD])
     subset = tree2.multiproof([str(accounts[5])])
-    core.ch.postMarginBatch(h2.as_tuple(), [l.as_tuple() for l in subset.leaves], list(subset.proof),
+    core.ch.postMarginBatch(h2.as_tuple(), h2.solvency_hash, SOLVENCY, [l.as_tuple() for l in subset.leaves], list(subset.proof),
                             list(subset.flags), sigs2, {"from": accounts[7]})
     assert not core.chx.isBreached(w)  # the copier left w's breach out
     full = tree2.multiproof()
-    tx = core.ch.postMarginBatch(h2.as_tuple(), [l.as_tuple() for l in full.leaves], list(full.proof),
+    tx = core.ch.postMarginBatch(h2.as_tuple(), h2.solvency_hash, SOLVENCY, [l.as_tuple() for l in full.leaves], list(full.proof),
                                  list(full.flags), sigs2, {"from": core.owner})
     assert tx.events["AccountBreached"]["account"] == w
 

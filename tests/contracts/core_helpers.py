@@ -39,6 +39,10 @@ QUOTE_CAP = 10**15 * USDC
 SHORT_FRACTION = 15 * 10**16  # 0.15
 EMPTY_LEAF = ("0x" + "00" * 20, 0, 0, 0, 0, 0)
 EMPTY_PROOF = ((b"\x00" * 32, 0, 0, 0), EMPTY_LEAF, [])
+#: the solvency index test roots carry unless a test gives one (the SolvencyIndex struct, quote base units):
+#: equity, MM, IM, shortfall now / VaR 99 / ES 97.5, fund, excluded equity, accounts, excluded accounts
+SOLVENCY = (1_000_000 * USDC, 200_000 * USDC, 300_000 * USDC, 0, 40_000 * USDC, 50_000 * USDC, 75_000 * USDC,
+            -12 * USDC, 3, 1)
 
 
 def _error_types(signature: str) -> list[str]:
@@ -73,6 +77,7 @@ class Protocol:
     price_seq: int = 0
     margin_seq: int = 0
     trees: dict = field(default_factory=dict)
+    solvency: tuple = SOLVENCY
 
     # --- attestations
     def now(self) -> int:
@@ -90,24 +95,31 @@ class Protocol:
         sigs = signing.sign_attestation(typed, keys if keys is not None else self.signers())
         return self.ch.postPrices(assets, vals, self.price_seq, ts, sigs, {"from": sender or self.owner})
 
-    def margin_header(self, tree: MerkleTree, timestamp: int | None = None, sequence: int | None = None):
+    def margin_header(self, tree: MerkleTree, timestamp: int | None = None, sequence: int | None = None,
+                      solvency: tuple | None = None):
         if sequence is None:
             self.margin_seq += 1
             sequence = self.margin_seq
         ts = timestamp if timestamp is not None else self.now()
-        return MarginRootHeader(keccak(text=f"inputs-{sequence}"), sequence, ts, len(tree.leaves))
+        sh = eip712.solvency_struct_hash(self.solvency if solvency is None else solvency)
+        return MarginRootHeader(keccak(text=f"inputs-{sequence}"), sequence, ts, len(tree.leaves), sh)
+
+    def posting(self, header: MarginRootHeader, solvency: tuple | None = None) -> tuple:
+        """The header arguments of ``postMarginRoot``/``postMarginBatch``: header struct, signed solvency hash and
+        the index itself (``self.solvency`` unless given)."""
+        return header.as_tuple(), header.solvency_hash, self.solvency if solvency is None else solvency
 
     def sign_root(self, tree: MerkleTree, header: MarginRootHeader, keys=None) -> bytes:
         typed = eip712.margin_root_typed_data(self.domain, tree.root, header)
         return signing.sign_attestation(typed, keys if keys is not None else self.signers())
 
-    def post_margin(self, leaves, timestamp: int | None = None, keys=None, sender=None):
+    def post_margin(self, leaves, timestamp: int | None = None, keys=None, sender=None, solvency=None):
         """Post a whole batch (multiproof with no proof nodes); returns (tree, header, tx)."""
         tree = MerkleTree.of_leaves(leaves)
-        header = self.margin_header(tree, timestamp)
+        header = self.margin_header(tree, timestamp, solvency=solvency)
         mp = tree.multiproof()
         tx = self.ch.postMarginBatch(
-            header.as_tuple(),
+            *self.posting(header, solvency),
             [l.as_tuple() for l in mp.leaves],
             list(mp.proof),
             list(mp.flags),

@@ -48,7 +48,7 @@ def test_multiproof_subset_and_root_only_with_branch(protocol, owner):
     mp = tree.multiproof(subset)
     assert merkle.process_multiproof(*mp) == tree.root
     tx = p.ch.postMarginBatch(
-        header.as_tuple(), [l.as_tuple() for l in mp.leaves], list(mp.proof), list(mp.flags),
+        *p.posting(header), [l.as_tuple() for l in mp.leaves], list(mp.proof), list(mp.flags),
         p.sign_root(tree, header), {"from": owner},
     )
     assert {e["account"] for e in tx.events["MarginAttested"]} == set(subset)
@@ -58,7 +58,7 @@ def test_multiproof_subset_and_root_only_with_branch(protocol, owner):
     chain.sleep(1)
     chain.mine()
     header2 = p.margin_header(tree)
-    p.ch.postMarginRoot(tree.root, header2.as_tuple(), p.sign_root(tree, header2), {"from": owner})
+    p.ch.postMarginRoot(tree.root, *p.posting(header2), p.sign_root(tree, header2), {"from": owner})
     tx = p.ch.recordMargin(p.proof(tree, header2, addrs[0]), {"from": accounts[5]})
     assert tx.events["MarginAttested"]["recorded"] is True
     assert int(p.ch.marginRecord(addrs[0])[0]) == 1000 * USDC
@@ -74,13 +74,13 @@ def test_wrong_signers_on_margin_root(protocol, owner):
     tree = MerkleTree.of_leaves([MarginLeaf(_accounts(1)[0], 0, 1, 0, 0, 0)])
     header = p.margin_header(tree)
     with brownie.reverts(err("KS_TooFewSignatures(uint256,uint256)", 2, 3)):
-        p.ch.postMarginRoot(tree.root, header.as_tuple(), p.sign_root(tree, header, p.signers(2)), {"from": owner})
+        p.ch.postMarginRoot(tree.root, *p.posting(header), p.sign_root(tree, header, p.signers(2)), {"from": owner})
     # a signature for a different root does not recover to a keeper
     other = MerkleTree.of_leaves([MarginLeaf(_accounts(1)[0], 0, 2, 0, 0, 0)])
     sigs = p.sign_root(other, header)
     typed = eip712.margin_root_typed_data(p.domain, tree.root, header)
     with brownie.reverts(err("KS_NotAKeeper(address)", signing.recover(typed, sigs[:65]))):
-        p.ch.postMarginRoot(tree.root, header.as_tuple(), sigs, {"from": owner})
+        p.ch.postMarginRoot(tree.root, *p.posting(header), sigs, {"from": owner})
 
 
 @pytest.mark.ganache
@@ -114,19 +114,19 @@ def test_margin_root_replay_and_ring_expiry(protocol, owner):
     tree = MerkleTree.of_leaves([MarginLeaf(a, 0, 5, 1, 1, 0)])
     header = p.margin_header(tree)
     sigs = p.sign_root(tree, header)
-    p.ch.postMarginRoot(tree.root, header.as_tuple(), sigs, {"from": owner})
+    p.ch.postMarginRoot(tree.root, *p.posting(header), sigs, {"from": owner})
     # the same root again is accepted as a no-op (idempotent posting: a copy posted first cannot make the keepers'
     # own batch revert); another root under a used sequence is a replay
-    tx = p.ch.postMarginRoot(tree.root, header.as_tuple(), sigs, {"from": owner})
+    tx = p.ch.postMarginRoot(tree.root, *p.posting(header), sigs, {"from": owner})
     assert "MarginRootPosted" not in tx.events
     other0 = MerkleTree.of_leaves([MarginLeaf(a, 0, 7, 1, 1, 0)])
     with brownie.reverts(err("AO_AttestationReplayed(uint64,uint64)", header.sequence, header.sequence)):
-        p.ch.postMarginRoot(other0.root, header.as_tuple(), p.sign_root(other0, header), {"from": owner})
+        p.ch.postMarginRoot(other0.root, *p.posting(header), p.sign_root(other0, header), {"from": owner})
     proof = p.proof(tree, header, a)
     for _ in range(16):  # ROOT_RING_SIZE newer roots overwrite the slot
         other = MerkleTree.of_leaves([MarginLeaf(a, 0, 6, 1, 1, 0)])
         h = p.margin_header(other)
-        p.ch.postMarginRoot(other.root, h.as_tuple(), p.sign_root(other, h), {"from": owner})
+        p.ch.postMarginRoot(other.root, *p.posting(h), p.sign_root(other, h), {"from": owner})
     with brownie.reverts(err("AO_UnknownMarginRoot(uint64)", header.sequence)):
         p.ch.recordMargin(proof, {"from": owner})
 

@@ -476,12 +476,14 @@ class KeeperBot:
         f = self.chain.ch.functions
         h = att.header()
         header = (bytes.fromhex(h["inputsHash"][2:]), h["sequence"], h["timestamp"], h["leafCount"])
+        # the solvency index signed with the root (its struct hash is the message's solvencyHash)
+        sh, solvency = bytes.fromhex(h["solvencyHash"][2:]), att.solvency_struct()
         if not breached:
-            return f.postMarginRoot(att.tree.root, header, sigs), "postMarginRoot"
+            return f.postMarginRoot(att.tree.root, header, sh, solvency, sigs), "postMarginRoot"
         by_hash = {l.hash(): l for l in breached}
         ordered, proof, flags = att.tree.multiproof(list(by_hash))
         leaves = [by_hash[h_].as_tuple() for h_ in ordered]
-        return f.postMarginBatch(header, leaves, proof, flags, sigs), "postMarginBatch"
+        return f.postMarginBatch(header, sh, solvency, leaves, proof, flags, sigs), "postMarginBatch"
 
 
 def _fit_summary(surface) -> dict:

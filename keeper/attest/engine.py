@@ -8,15 +8,16 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 from eth_utils import keccak, to_checksum_address
 
 from keeper.attest.inputs import build_document
-from keeper.attest.leaves import canonical_inputs, leaves_from_inputs
+from keeper.attest.leaves import canonical_inputs, leaves_from_inputs, risk_run, solvency_from_run
+from keeper.codec import eip712
 from keeper.codec.merkle import MarginLeaf, MerkleTree
-from keeper.data.sources import BlockRef
+from keeper.data.feed import BlockRef
 from keeper.quant.pricing import black76_price
 from keeper.quant.risk.engine import RiskParams, from_canonical
 from keeper.quant.risk.scenarios import seed_from_block_hash
@@ -65,9 +66,19 @@ class Attestation:
     timestamp: int
     model_prices: dict[int, float]
     vols: dict[int, float]
+    #: the solvency index signed with the root: the on-chain struct tuple (quote base units, rounded once by
+    #: :func:`keeper.codec.eip712.solvency_index_tuple`) and the float index it came from
+    solvency_struct: tuple = ()
+    solvency: Any = None
 
     def header(self) -> tuple:
+        """The on-chain ``MarginRootHeader`` (what proofs carry)."""
         return (self.inputs_hash, self.sequence, self.timestamp, len(self.leaves))
+
+    @property
+    def solvency_hash(self) -> bytes:
+        """``MarginRoot.solvencyHash``: the struct hash of :attr:`solvency_struct`."""
+        return eip712.solvency_struct_hash(self.solvency_struct)
 
     def proof_for(self, account: str) -> tuple:
         """The ``MarginProof`` struct (header, leaf, branch) of ``account``."""
@@ -100,10 +111,11 @@ class EngineSettings:
 
 def compute_attestation(book: BookState, series: Mapping[int, dict], market: MarketState,
                         haircuts: Mapping[str, float], underlying: str, settings: EngineSettings,
-                        sequence: int, timestamp: int) -> Attestation:
-    """The inputs document of ``book`` on ``market`` and its leaves (equity and model value rounded down, margins
-    up). Every series is on ``underlying``; each other risky collateral asset is an underlying of its own, priced
-    at its own spot."""
+                        sequence: int, timestamp: int, fund: float = 0.0) -> Attestation:
+    """The inputs document of ``book`` on ``market``, its leaves (equity and model value rounded down, margins
+    up) and the solvency index of the book (:func:`keeper.attest.leaves.solvency_from_run`, ``fund``: the insurance
+    fund's balance in whole quote units). Every series is on ``underlying``; each other risky collateral asset is an
+    underlying of its own, priced at its own spot."""
     sids = [int(s) for s in book.series_ids]
     strike = np.array([series[s]["strike"] for s in sids], float)
     t = np.array([max(series[s]["expiry"] - market.now, 0) / SECONDS_PER_YEAR for s in sids], float)
@@ -139,11 +151,14 @@ def compute_attestation(book: BookState, series: Mapping[int, dict], market: Mar
                             "haircut": str(to_wad(haircuts[x])), "underlying": und_idx[x.lower()], "price": "0"}
                            for x in book.assets],
         accounts=accounts, quote_decimals=settings.quote_decimals, risk=settings.risk_document())
-    leaves, _ = leaves_from_inputs(doc)
+    run = risk_run(doc)
+    leaves = run.leaves
+    solvency = solvency_from_run(run, float(fund))
     blob = canonical_inputs(doc)
     return Attestation(leaves, MerkleTree([x.hash() for x in leaves]), keccak(blob), blob, int(sequence),
                        int(timestamp), {s: float(p) for s, p in zip(sids, model)},
-                       {s: float(v) for s, v in zip(sids, vols)})
+                       {s: float(v) for s, v in zip(sids, vols)},
+                       eip712.solvency_index_tuple(solvency, settings.quote_decimals), solvency)
 
 
 def recompute_leaves(blob: bytes) -> list[MarginLeaf]:

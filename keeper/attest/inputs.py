@@ -11,7 +11,7 @@ import scipy.sparse as sp
 from keeper.attest.leaves import SCHEMA
 from keeper.codec import eip712
 from keeper.codec.merkle import MarginLeaf, MerkleTree
-from keeper.data.sources import BlockRef
+from keeper.data.feed import BlockRef
 from keeper.quant.chains import OptionChain
 from keeper.quant.marks import hybrid_marks
 from keeper.quant.pricing import black76_greeks
@@ -153,7 +153,11 @@ def build_document(*, block: BlockRef, mc_seed: int, underlyings: Sequence[dict]
     archived and hashed, and all :func:`~keeper.attest.leaves.leaves_from_inputs` reads):
 
     * ``underlyings``: ``{"asset", "spot_wad", "surface"}`` per underlying (surface: the canonical fitted surface,
-      or ``None`` where the vols come from elsewhere); a series or collateral asset names its underlying by index;
+      or ``None`` where the vols come from elsewhere); a series or collateral asset names its underlying by index.
+      An underlying priced on its last attested market data (the keeper's fallback rule, docs/keeper.md) also has
+      ``"fallback": {"reason", "since_block", "source_block", "shock_widening"}``: ``source_block`` is the block
+      whose attested data is reused, and :func:`~keeper.attest.leaves.leaves_from_inputs` scales this underlying's
+      log spot moves and log vol shocks by ``1 + shock_widening`` in every scenario;
     * ``series``: ``{"id", "underlying", "strike" (WAD string), "expiry", "is_call"}`` and optionally
       ``"forward_wad"`` (the forward of its expiry the series is priced on; absent: the underlying's spot), with
       ``vols`` and ``marks`` (floats, whole quote units) in the same order;
@@ -167,7 +171,8 @@ def build_document(*, block: BlockRef, mc_seed: int, underlyings: Sequence[dict]
         "mc_seed": str(int(mc_seed)),
         "quote_decimals": int(quote_decimals),
         "risk": risk,
-        "underlyings": [{"asset": u["asset"], "spot_wad": str(int(u["spot_wad"])), "surface": u.get("surface")}
+        "underlyings": [{"asset": u["asset"], "spot_wad": str(int(u["spot_wad"])), "surface": u.get("surface"),
+                         **({"fallback": _fallback_doc(u["fallback"])} if u.get("fallback") else {})}
                         for u in underlyings],
         "series": list(series),
         "vols": [float(v) for v in vols],
@@ -175,6 +180,16 @@ def build_document(*, block: BlockRef, mc_seed: int, underlyings: Sequence[dict]
         "collateral_assets": list(collateral_assets),
         "accounts": list(accounts),
     }
+
+
+def _fallback_doc(f: dict) -> dict:
+    """The fallback flag as it enters the document (checked: a widening that is not a finite number >= 0 cannot be
+    signed)."""
+    w = float(f["shock_widening"])
+    if not (w >= 0.0 and w < float("inf")):
+        raise ValueError(f"fallback shock_widening {w!r} is not a finite number >= 0")
+    return {"reason": str(f["reason"]), "since_block": int(f["since_block"]), "source_block": int(f["source_block"]),
+            "shock_widening": w}
 
 
 def build_inputs(*, block: BlockRef, spot_wad: int, surface_doc: dict, series: Sequence[Any], marks: SeriesMarks,

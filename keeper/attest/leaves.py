@@ -1,9 +1,10 @@
-"""Margin leaves from an inputs document (``schema: "backstop-inputs/1"``): :func:`leaves_from_inputs`, the pure
+"""Margin leaves from an inputs document (``schema: "backstop-inputs/2"``): :func:`leaves_from_inputs`, the pure
 computation every keeper and verifier runs on the same archived document, the rule for which leaves the contract can
 store (:func:`storable_leaves`) and the recomputation of a root from an archived file."""
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -13,6 +14,7 @@ from keeper.codec.canonical import normalise
 from keeper.codec.merkle import MarginLeaf, MerkleTree
 from keeper.quant.risk.engine import (
     CALL,
+    AccountRisk,
     NO_UNDERLYING,
     PUT,
     CollateralTable,
@@ -26,9 +28,11 @@ from keeper.quant.risk.engine import (
 )
 from keeper.quant.risk.scenarios import (
     MertonParams,
+    ScenarioSet,
     grid_scenarios,
     monte_carlo_scenarios,
 )
+from keeper.quant.risk.solvency import SolvencyIndex, solvency_index
 from keeper.units import SECONDS_PER_YEAR, WAD
 
 #: the one inputs-document schema (docs/keeper.md, "Inputs document")
@@ -43,13 +47,42 @@ def _risk_params(r: dict):
     return RiskParams(var_level=r["var_confidence"], es_level=r["es_confidence"], im_multiplier=r["im_multiplier"])
 
 
-def leaves_from_inputs(inputs: dict, chunk: int = 256) -> tuple[list[MarginLeaf], dict]:
-    """Every account's :class:`MarginLeaf` from an inputs document (``schema`` :data:`SCHEMA`, built by
-    :func:`keeper.attest.inputs.build_document`), and per-account details (floats) for the status API.
+@dataclass(frozen=True)
+class RiskRun:
+    """What :func:`risk_run` computed from a document: the engine's inputs, the tail and grid sets (after any
+    fallback widening), the account risk, each account's quote cash and the leaves' float details."""
 
-    Every underlying in ``underlyings`` has its own spot (the forward of its series and of the collateral that moves
-    with it); the Monte Carlo tail set and the stress grid move all of them jointly (docs/risk.md). Pure: the same
-    document gives the same leaves bit for bit."""
+    inputs: RiskInputs
+    tail: ScenarioSet
+    grid: ScenarioSet
+    risk: AccountRisk
+    cash: np.ndarray
+    leaves: list
+    details: dict
+
+
+def widen_scenarios(s: ScenarioSet, factors: np.ndarray) -> ScenarioSet:
+    """``s`` with each underlying's log spot moves and log vol shocks multiplied by its factor (1 = unchanged)."""
+    f = np.asarray(factors, dtype=np.float64)
+    if np.all(f == 1.0):
+        return s
+    return ScenarioSet(s.name, s.log_spot * f[None, :], s.vol_shock * f[None, :], s.weight, s.horizon)
+
+
+def shock_factors(unders: Sequence[dict]) -> np.ndarray:
+    """Per underlying of a document, ``1 + shock_widening`` of its fallback flag (1 without one)."""
+    out = []
+    for u in unders:
+        fb = u.get("fallback")
+        w = float(fb["shock_widening"]) if fb else 0.0
+        if not (w >= 0.0 and np.isfinite(w)):
+            raise ValueError(f"underlying {u.get('asset')}: fallback shock_widening {w!r} is not a finite number >= 0")
+        out.append(1.0 + w)
+    return np.array(out, dtype=np.float64)
+
+
+def risk_run(inputs: dict, chunk: int = 256) -> RiskRun:
+    """The whole risk computation of an inputs document (:func:`leaves_from_inputs` is its leaves)."""
     if inputs.get("schema") != SCHEMA:
         raise ValueError(f"inputs document of schema {inputs.get('schema')!r}, expected {SCHEMA!r}")
     r = inputs["risk"]
@@ -95,10 +128,12 @@ def leaves_from_inputs(inputs: dict, chunk: int = 256) -> tuple[list[MarginLeaf]
                     vols=np.array([float(v) for v in inputs["vols"]]),
                     marks=np.array([float(m) for m in inputs["marks"]]), params=_risk_params(r))
     horizon = float(r["horizon_days"]) / 365.0
-    tail = monte_carlo_scenarios(int(inputs["mc_seed"]), int(r["mc_paths"]), n_und,
-                                 MertonParams(diffusion_vol=float(r["mc_diffusion_vol"])), horizon=horizon)
-    grid = grid_scenarios(float(r["grid_spot_range"]), float(r["grid_vol_range"]), n_underlyings=n_und,
-                          horizon=horizon)
+    widen = shock_factors(unders)
+    tail = widen_scenarios(monte_carlo_scenarios(int(inputs["mc_seed"]), int(r["mc_paths"]), n_und,
+                                                 MertonParams(diffusion_vol=float(r["mc_diffusion_vol"])),
+                                                 horizon=horizon), widen)
+    grid = widen_scenarios(grid_scenarios(float(r["grid_spot_range"]), float(r["grid_vol_range"]),
+                                          n_underlyings=n_und, horizon=horizon), widen)
     risk = compute_account_risk(ri, tail, grid, chunk=chunk)
     total_equity = risk.equity + cash
     model_val = np.asarray(positions @ model_values(ri)).ravel() if n_ser else np.zeros(n_acc)
@@ -109,7 +144,36 @@ def leaves_from_inputs(inputs: dict, chunk: int = 256) -> tuple[list[MarginLeaf]
     leaves = [MarginLeaf(a["account"], int(a["state_nonce"]), eq[i], mm[i], im[i], mv[i]) for i, a in enumerate(accounts)]
     details = {"equity": total_equity, "maintenance": risk.maintenance_margin, "initial": risk.initial_margin,
                "es": risk.es, "var": risk.var}
-    return leaves, details
+    return RiskRun(ri, tail, grid, risk, cash, leaves, details)
+
+
+def leaves_from_inputs(inputs: dict, chunk: int = 256) -> tuple[list[MarginLeaf], dict]:
+    """Every account's :class:`MarginLeaf` from an inputs document (``schema`` :data:`SCHEMA`, built by
+    :func:`keeper.attest.inputs.build_document`), and per-account details (floats) for the status API.
+
+    Every underlying in ``underlyings`` has its own spot (the forward of its series and of the collateral that moves
+    with it); the Monte Carlo tail set and the stress grid move all of them jointly (docs/risk.md). An underlying
+    flagged ``fallback`` (priced on its last attested market data) has its moves and vol shocks widened by
+    ``1 + shock_widening`` in both sets. Pure: the same document gives the same leaves bit for bit."""
+    run = risk_run(inputs, chunk)
+    return run.leaves, run.details
+
+
+def solvency_from_run(run: RiskRun, fund: float, excluded: dict | None = None, excluded_equity: float = 0.0,
+                      drop: Sequence[str] = ()) -> SolvencyIndex:
+    """The solvency index (:func:`keeper.quant.risk.solvency.solvency_index`) of a document's accounts, over the
+    same (widened) tail set their leaves were margined on; ``drop``: accounts of the document that were not attested
+    (a leaf the contract cannot store), taken out of the figures. ``fund`` in quote units."""
+    if drop:
+        gone = {a.lower() for a in drop}
+        keep = np.array([i for i, l in enumerate(run.leaves) if l.account.lower() not in gone], dtype=np.int64)
+        ri = run.inputs
+        sub = RiskInputs(series=ri.series, positions=ri.positions[keep], collateral=ri.collateral[keep],
+                         collateral_assets=ri.collateral_assets, forward=ri.forward, vols=ri.vols, marks=ri.marks,
+                         params=ri.params)
+        risk = compute_account_risk(sub, run.tail, run.grid)
+        return solvency_index(sub, risk, run.cash[keep], run.tail, fund, excluded, excluded_equity)
+    return solvency_index(run.inputs, run.risk, run.cash, run.tail, fund, excluded, excluded_equity)
 
 
 def canonical_inputs(doc: dict) -> bytes:

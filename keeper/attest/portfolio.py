@@ -13,13 +13,16 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
 from keeper.attest.inputs import SeriesMarks, accounts_document, build_document, mark_series, screen_series
-from keeper.data.sources import BlockRef
+from keeper.data.feed import BlockRef
 from keeper.quant.chains import OptionChain
 from keeper.units import WAD, to_wad
 
 #: why an account is left out of a block's attestation
 UNPRICED_SERIES = "unpriced_series"
 BAD_MARKET_DATA = "bad_market_data"
+#: an asset it holds (a series on it, or collateral in it) had its market data rejected this block, with no
+#: fallback left (docs/keeper.md, "Fallback")
+MARKET_DATA_REJECTED = "market_data_rejected"
 
 
 @dataclass(frozen=True)
@@ -31,6 +34,9 @@ class AssetMarket:
     spot_wad: int  # [WAD] quantized attested spot
     surface: Any = None  # keeper.quant.surface.VolSurface, None for a collateral-only asset
     chain: Optional[OptionChain] = None
+    #: set when this asset is priced on its last attested market data (the fallback rule, docs/keeper.md):
+    #: ``{"reason", "since_block", "source_block", "shock_widening"}``, written into the document's underlying
+    fallback: Optional[dict] = None
 
 
 @dataclass(frozen=True)
@@ -49,7 +55,8 @@ class PortfolioInputs:
 
 def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], series: Sequence[Any],
                            accounts: Sequence[Any], collateral: Mapping[str, Mapping[str, int]], quote_asset: str,
-                           quote_decimals: int, risk: dict) -> PortfolioInputs:
+                           quote_decimals: int, risk: dict,
+                           rejected: Optional[Mapping[str, str]] = None) -> PortfolioInputs:
     """The block's document over every underlying.
 
     ``series``: on-chain series (``series_id``, ``underlying``, ``strike`` [WAD], ``expiry``, ``is_call``);
@@ -58,7 +65,12 @@ def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], s
     every keeper writes the same document. A series whose underlying has no surface is unpriced and every account
     holding it is left out (``unpriced_series``); a series the surface gives no usable vol or mark is screened out
     with its holders (``bad_market_data``); a listed collateral asset with no market counts at zero value.
+
+    ``rejected``: assets the keeper prices whose market data was rejected this block (asset -> reason) and that
+    have no market in ``markets``: every account holding a series on one or collateral in one is left out
+    (``market_data_rejected``) rather than valued without it; the rest of the book is attested.
     """
+    rejected_assets = {a.lower() for a in (rejected or {})} - {m.asset.lower() for m in markets}
     by_asset = {m.asset.lower(): m for m in markets}
     underlyings = sorted(by_asset.values(), key=lambda m: m.asset.lower())
     index = {m.asset.lower(): i for i, m in enumerate(underlyings)}
@@ -85,8 +97,13 @@ def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], s
     unpriced_ids = {s.series_id for s in unpriced}
     excluded: dict[str, list[str]] = {}
     kept = []
+    on_rejected = {s.series_id for s in unpriced if str(s.underlying).lower() in rejected_assets}
     for a in accounts:
-        if any(int(sid) in unpriced_ids and int(size) for sid, size in a.positions.items()):
+        held = [int(sid) for sid, size in a.positions.items() if int(size) and int(sid) in unpriced_ids]
+        if any(sid in on_rejected for sid in held) or any(
+                str(c).lower() in rejected_assets and int(v) for c, v in a.collateral.items()):
+            excluded.setdefault(MARKET_DATA_REJECTED, []).append(a.account)
+        elif held:
             excluded.setdefault(UNPRICED_SERIES, []).append(a.account)
         else:
             kept.append(a)
@@ -115,7 +132,8 @@ def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], s
     doc = build_document(
         block=block, mc_seed=int(block.hash, 16),
         underlyings=[{"asset": m.asset, "spot_wad": m.spot_wad,
-                      "surface": m.surface.to_canonical() if m.surface is not None else None} for m in underlyings],
+                      "surface": m.surface.to_canonical() if m.surface is not None else None,
+                      **({"fallback": dict(m.fallback)} if m.fallback else {})} for m in underlyings],
         series=series_doc, vols=merged.vols, marks=merged.marks, collateral_assets=coll_doc,
         accounts=accounts_document(kept), quote_decimals=quote_decimals, risk=risk)
     return PortfolioInputs(doc, priced, merged, kept, excluded, screened.bad_series,

@@ -168,6 +168,10 @@ class ChainState:
     keepers: set[str] = field(default_factory=set)
     threshold: int = 0
     last_margin_sequence: int = 0
+    #: the inputs hash (0x hex) of the margin root with the highest sequence posted so far (``MarginRootPosted``):
+    #: the previous attested inputs document every keeper at the same head agrees on
+    last_root_inputs_hash: Optional[str] = None
+    last_root_sequence: int = 0
     last_price_sequence: int = 0
     open_auctions: dict[str, dict] = field(default_factory=dict)  # account -> AuctionStarted args
     #: unsettled liquidation claims, holder -> source (the liquidated account whose frozen book the holder's
@@ -225,6 +229,9 @@ def apply_event(state: ChainState, name: str, args: dict, dirty: set[str]) -> No
         state.threshold = int(args["threshold"])
     elif name == "MarginRootPosted":
         state.last_margin_sequence = max(state.last_margin_sequence, int(args["sequence"]))
+        if int(args["sequence"]) >= state.last_root_sequence:
+            state.last_root_sequence = int(args["sequence"])
+            state.last_root_inputs_hash = "0x" + bytes(args["inputsHash"]).hex()
     elif name == "AuctionStarted":
         state.open_auctions[to_checksum_address(args["account"])] = dict(args)
     elif name == "AuctionEnded":

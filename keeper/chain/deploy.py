@@ -107,11 +107,14 @@ class CollateralSpec:
 
 @dataclass(frozen=True)
 class SeriesPlan:
-    """An option series to create: strike as a fraction of spot, days to expiry, call or put."""
+    """An option series to create: strike as a fraction of spot, days to expiry, call or put, and the symbol of its
+    underlying (``None``: ``DeployConfig.underlying_symbol``; another symbol must be a listed collateral, whose
+    ``spot`` the strike is a fraction of)."""
 
     strike_pct: float
     expiry_days: float
     is_call: bool
+    underlying: str | None = None
 
 
 @dataclass(frozen=True)
@@ -255,10 +258,15 @@ def _deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConf
     now = int(w3.eth.get_block("latest")["timestamp"])
     series = []
     for plan in cfg.series:
-        strike = round(cfg.spot0 * plan.strike_pct, 2)
+        sym = plan.underlying or cfg.underlying_symbol
+        if sym not in tokens:
+            raise DeployError(f"series on {sym!r}: not a listed collateral symbol ({sorted(tokens)})")
+        spot = cfg.spot0 if sym == cfg.underlying_symbol else float(tokens[sym]["spot"])
+        strike = round(spot * plan.strike_pct, 2)
         expiry = now + int(plan.expiry_days * 86400)
-        owner.call(ch.functions.createSeries(underlying, to_wad(strike), expiry, plan.is_call), "createSeries")
-        series.append({"id": len(series) + 1, "underlying": underlying, "strike": strike, "expiry": expiry,
+        addr = tokens[sym]["address"]
+        owner.call(ch.functions.createSeries(addr, to_wad(strike), expiry, plan.is_call), f"createSeries {sym}")
+        series.append({"id": len(series) + 1, "underlying": addr, "strike": strike, "expiry": expiry,
                        "is_call": plan.is_call})
     # series ids: read back from the events of the creations rather than assuming numbering
     ev = ch.events.SeriesCreated().get_logs(from_block=0)
@@ -341,7 +349,8 @@ def write_bot_deployment(res: DeployResult, path: Path | str) -> Path:
     dep = Deployment.model_validate({
         "schema": DEPLOYMENT_SCHEMA, "chain_id": res.chain_id, "block": res.block,
         "clearinghouse": res.clearinghouse, "auction": res.auction, "quote_asset": res.quote_asset,
-        "underlyings": {_symbol_of(res, res.underlying): res.underlying}, "collateral": collateral,
+        "underlyings": {_symbol_of(res, a): a for a in [res.underlying] + [s["underlying"] for s in res.series]},
+        "collateral": collateral,
         "abi": {"clearinghouse": clearinghouse_abi(),
                 "auction": load_artifacts(["LiquidationAuction"])["LiquidationAuction"].abi},
     })

@@ -98,7 +98,7 @@ def run_cmd(config_path: str, rpc_url: Optional[str], deployment: Optional[str],
 @click.option("--url", default="http://127.0.0.1:8600", show_default=True, help="the keeper's HTTP API")
 @click.option("--json", "as_json", is_flag=True, help="print the raw JSON instead of tables")
 def status_cmd(url: str, as_json: bool) -> None:
-    """Print the keeper's view (block, spot, surface fit, accounts near margin, peers)."""
+    """Print the keeper's view (block, spot, assets, surface fit, solvency index, accounts near margin, peers)."""
 
     try:
         r = requests.get(url.rstrip("/") + "/status", timeout=5)
@@ -138,6 +138,40 @@ def render_status(st: dict, console=None) -> None:
     for k, v in rows:
         t.add_row(k, v)
     console.print(t)
+    assets = st.get("assets") or {}
+    if assets:
+        at = Table(title="assets")
+        for c in ("asset", "spot", "sources", "surface", "state"):
+            at.add_column(c, no_wrap=True)
+        for sym, a in sorted(assets.items()):
+            srf = a.get("surface") or {}
+            state = ("fallback: " + str((a.get("fallback") or {}).get("reason")) if a.get("fallback") else
+                     ("rejected: " + str(a["rejected"]) if a.get("rejected") else "ok"))
+            at.add_row(sym, str(a.get("spot")), ", ".join(a.get("spot_sources") or []) or "-",
+                       f"{srf.get('slices')} slices, {str(srf.get('hash', ''))[:12]}…" if srf else "-", state)
+        console.print(at)
+    sv = st.get("solvency")
+    if sv:
+        def q(x):
+            return "-" if x is None else f"{float(x):,.2f}"
+
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted((sv.get("excluded_reasons") or {}).items())) or "none"
+        cov = sv.get("coverage")
+        srows = [("accounts attested", str(sv.get("accounts"))), ("total equity", q(sv.get("total_equity"))),
+                 ("total maintenance / initial", f"{q(sv.get('total_maintenance'))} / {q(sv.get('total_initial'))}"),
+                 ("shortfall now", q(sv.get("shortfall_now"))),
+                 ("shortfall at risk VaR 99 / ES 97.5",
+                  f"{q(sv.get('shortfall_var99'))} / {q(sv.get('shortfall_es975'))}"),
+                 ("insurance fund", q(sv.get("fund"))),
+                 ("coverage fund / ES", "no shortfall at risk" if cov is None else f"{float(cov):,.2f}x"),
+                 ("left out", f"{sv.get('excluded_accounts')} accounts, equity {q(sv.get('excluded_equity'))} "
+                              f"({reasons})")]
+        stt = Table(title="solvency index", show_header=False)
+        stt.add_column("figure", style="bold")
+        stt.add_column("value")
+        for k, v in srows:
+            stt.add_row(k, v)
+        console.print(stt)
     near = st.get("near_margin") or []
     nt = Table(title="accounts near margin")
     for c in ("account", "equity", "maintenance", "initial", "headroom"):

@@ -57,7 +57,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import requests
 
-from keeper.data.sources import BlockRef, Skip, SpotQuote
+from keeper.data.feed import BlockRef, Skip, SpotQuote
 from keeper.errors import BadInput
 from keeper.quant.chains import LoadedChain, LoadReport, OptionChain
 

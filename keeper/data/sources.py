@@ -10,6 +10,8 @@ Sources (each a :class:`SpotSource`, asked for one block at a time):
   tests push a price by rewriting it).
 * :class:`OnChainSpotSource` - the latest price attested to the core contracts, through a reader callable
   that :mod:`keeper.chain.deployment` provides.
+* :class:`keeper.data.deribit_api.DeribitApiSource` - Deribit's public API (index price and option book
+  summary), live or from a folder of saved answers (docs/market-data.md); also an option-chain source.
 
 Option chains come from :class:`SimulatedMarket`, :class:`ReplayChainSource` (the Deribit-like CSV or JSON
 rows, loaded with :func:`keeper.quant.chains.chain_from_rows`) or :class:`MarketFileChainSource` (a JSON file
@@ -34,39 +36,13 @@ import numpy as np
 from scipy.stats import norm
 
 from keeper.data.deribit import load_deribit_csv
+from keeper.data.deribit_api import DeribitApiSource
+from keeper.data.feed import BlockRef, Skip, SpotQuote
 from keeper.quant.chains import OptionChain, chain_from_rows, parse_timestamp
 from keeper.units import SECONDS_PER_YEAR, WAD, quantize_price
 
 #: Scale factor between the MAD and a normal standard deviation (1 / Phi^-1(3/4)).
 MAD_TO_SIGMA = 1.4826
-
-
-@dataclass(frozen=True)
-class BlockRef:
-    """The block a cycle works on: number, hash (0x hex) and timestamp (unix seconds)."""
-
-    number: int
-    hash: str
-    timestamp: int
-
-
-@dataclass(frozen=True)
-class SpotQuote:
-    """One source's spot price (quote asset per unit of underlying) with its traded volume and time."""
-
-    source: str
-    price: float
-    volume: float
-    timestamp: float
-
-
-@dataclass(frozen=True)
-class Skip:
-    """Why an input was not used: ``reason`` is a short metric label, ``detail`` a human line."""
-
-    source: str
-    reason: str
-    detail: str
 
 
 class SpotSource(Protocol):
@@ -552,7 +528,8 @@ class MarketData:
 
 def build_market_data(market_settings, onchain_reader: Optional[Callable[[], Optional[tuple[int, int]]]] = None,
                       max_age_s: float = math.inf) -> MarketData:
-    """Instantiate the sources named by a :class:`keeper.ops.config.MarketSettings`."""
+    """Instantiate the sources of one asset: an :class:`keeper.ops.config.AssetMarketSettings` from
+    ``MarketSettings.asset_settings()`` (or a one-asset ``MarketSettings``)."""
     ms = market_settings
     sim: Optional[SimulatedMarket] = None
     spots = []
@@ -565,6 +542,10 @@ def build_market_data(market_settings, onchain_reader: Optional[Callable[[], Opt
                                           rows_per_block=s.rows_per_block, start_row=s.start_row, scale=s.scale))
         elif s.kind == "file":
             spots.append(FileSpotSource(s.name, s.path))
+        elif s.kind == "deribit_api":
+            spots.append(DeribitApiSource(s.name, currency=s.currency, url=s.url, folder=s.path,
+                                          settlement=s.settlement, index_name=s.index_name, timeout_s=s.timeout_s,
+                                          retries=s.retries, backoff_s=s.backoff_s))
         elif s.kind == "onchain":
             if onchain_reader is None:
                 raise ValueError(f"spot source {s.name!r} is on-chain but no chain reader is available")
@@ -575,6 +556,10 @@ def build_market_data(market_settings, onchain_reader: Optional[Callable[[], Opt
         chain_source = sim or SimulatedMarket(ms.simulated)
     elif cs.kind in ("deribit_csv", "json"):
         chain_source = ReplayChainSource.from_file(cs.path, rescale=True)
+    elif cs.kind == "deribit_api":
+        chain_source = DeribitApiSource("deribit_api", currency=cs.currency, url=cs.url, folder=cs.path,
+                                        settlement=cs.settlement, index_name=cs.index_name, timeout_s=cs.timeout_s,
+                                        retries=cs.retries, backoff_s=cs.backoff_s, max_age_s=cs.max_age_s)
     elif cs.kind == "market_file":
         chain_source = MarketFileChainSource(cs.path, ms.simulated)
     return MarketData(spots, chain_source, ms.aggregation, ms.mad_threshold, ms.min_sources, ms.spot_decimals, sim)

@@ -81,13 +81,27 @@ class KeySettings(_Model):
     password_file: Optional[Path] = None
 
 
-class SpotSourceSettings(_Model):
+class _DeribitApiFields(_Model):
+    """The fields of a ``deribit_api`` source: Deribit's public API (keeper/data/deribit_api.py,
+    docs/market-data.md), live from ``url`` or from the folder of saved answers at ``path``."""
+
+    url: Optional[str] = None
+    currency: str = Field("ETH", min_length=1, description="deribit_api: base coin of the options")
+    settlement: Optional[str] = Field(None, description="deribit_api: 'USDC' for linear options; default inverse")
+    index_name: Optional[str] = Field(None, description="deribit_api: default '<currency>_usd' (_usdc if linear)")
+    timeout_s: float = Field(5.0, gt=0)
+    retries: int = Field(2, ge=0, le=10)
+    backoff_s: float = Field(0.25, ge=0)
+
+
+class SpotSourceSettings(_DeribitApiFields):
     """One spot source. ``kind``: ``simulated`` (the built-in market), ``replay`` (an OHLCV CSV or JSON path,
     one row per ``rows_per_block`` blocks from ``start_block``), ``file`` (a JSON file ``{"price": p, "volume": v}``
-    read afresh each cycle) or ``onchain`` (the latest price attested to the core contracts)."""
+    read afresh each cycle), ``onchain`` (the latest price attested to the core contracts) or ``deribit_api``
+    (Deribit's ``public/get_index_price``, live from ``url`` or saved answers in the folder ``path``)."""
 
     name: str = Field(min_length=1)
-    kind: Literal["simulated", "replay", "file", "onchain"]
+    kind: Literal["simulated", "replay", "file", "onchain", "deribit_api"]
     path: Optional[Path] = None
     price_column: str = "close"
     start_block: int = Field(0, ge=0)
@@ -100,6 +114,8 @@ class SpotSourceSettings(_Model):
     def _path_needed(self) -> "SpotSourceSettings":
         if self.kind in ("replay", "file") and self.path is None:
             raise ValueError(f"spot source {self.name!r} of kind {self.kind!r} needs a path")
+        if self.kind == "deribit_api" and (self.url is None) == (self.path is None):
+            raise ValueError(f"spot source {self.name!r} of kind 'deribit_api' needs exactly one of url and path")
         return self
 
 
@@ -131,44 +147,128 @@ class SimulatedMarketSettings(_Model):
         return sorted(v)
 
 
-class ChainSourceSettings(_Model):
+class ChainSourceSettings(_DeribitApiFields):
     """Where option-chain quotes come from: ``simulated``, ``deribit_csv`` (the shared/data format), ``json``
-    (a list of rows with the same fields) or ``market_file`` (a JSON file ``{"atm_vol", "skew", "curvature"}``
+    (a list of rows with the same fields), ``market_file`` (a JSON file ``{"atm_vol", "skew", "curvature"}``
     re-read every cycle; the chain is drawn around that smile with the ``simulated`` section's grid, spread,
-    depth and seed)."""
+    depth and seed), ``deribit_api`` (Deribit's ``public/get_book_summary_by_currency``, live from ``url`` or
+    saved answers in the folder ``path``) or ``none`` (a collateral-only asset: no options priced on it)."""
 
-    kind: Literal["simulated", "deribit_csv", "json", "market_file", "none"] = "simulated"
+    kind: Literal["simulated", "deribit_csv", "json", "market_file", "deribit_api", "none"] = "simulated"
     path: Optional[Path] = None
+    max_age_s: Optional[float] = Field(None, gt=0, description="deribit_api: skip a chain older than this")
 
     @model_validator(mode="after")
     def _path_needed(self) -> "ChainSourceSettings":
         if self.kind in ("deribit_csv", "json", "market_file") and self.path is None:
             raise ValueError(f"option-chain source of kind {self.kind!r} needs a path")
+        if self.kind == "deribit_api" and (self.url is None) == (self.path is None):
+            raise ValueError("option-chain source of kind 'deribit_api' needs exactly one of url and path")
         return self
 
 
-class MarketSettings(_Model):
-    """Market data: spot sources combined into one price, and the option chain."""
+def _check_sources(spot_sources: list, min_sources: Optional[int]) -> None:
+    names = [s.name for s in spot_sources]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise ValueError(f"duplicate spot source names: {dupes}")
+    if min_sources is not None and min_sources > len(spot_sources):
+        raise ValueError(f"min_sources={min_sources} exceeds the {len(spot_sources)} spot sources")
 
-    underlying: str = Field("ETH", min_length=1)
-    spot_sources: list[SpotSourceSettings] = Field(
-        default_factory=lambda: [SpotSourceSettings(name="sim", kind="simulated")], min_length=1)
+
+class AssetMarketSettings(_Model):
+    """The market sources of one listed asset (``market.assets.<SYMBOL>``, the symbol a key of the deployment
+    file's ``underlyings`` or ``collateral``): its spot sources and, for an option underlying, its option-chain
+    source. ``aggregation``, ``mad_threshold``, ``min_sources``, ``spot_decimals`` and ``simulated`` default to the
+    ``market`` section's values."""
+
+    spot_sources: list[SpotSourceSettings] = Field(min_length=1)
+    chain: ChainSourceSettings = Field(default_factory=lambda: ChainSourceSettings(kind="none"))
+    simulated: Optional[SimulatedMarketSettings] = None
+    aggregation: Optional[Literal["median", "vwap"]] = None
+    mad_threshold: Optional[float] = Field(None, gt=0)
+    min_sources: Optional[int] = Field(None, ge=1)
+    spot_decimals: Optional[int] = Field(None, ge=0, le=18)
+
+    @model_validator(mode="after")
+    def _sources(self) -> "AssetMarketSettings":
+        _check_sources(self.spot_sources, self.min_sources)
+        return self
+
+
+#: the one-asset form's keys (``market.underlying``, ``market.spot_sources``, ``market.chain``)
+_ONE_ASSET_KEYS = ("underlying", "spot_sources", "chain")
+
+
+class MarketSettings(_Model):
+    """Market data. Two forms (docs/keeper.md, "Config reference"):
+
+    * **per asset** (``market.assets``): every listed asset the keepers price has its own spot sources, and each
+      option underlying its own chain source; one keeper prices all of them in one root;
+    * **one asset** (``market.underlying`` with ``market.spot_sources`` and ``market.chain``, the original form):
+      the case of a single asset; ``asset_settings()`` turns it into the per-asset form.
+
+    ``aggregation``, ``mad_threshold``, ``min_sources``, ``spot_decimals`` and ``simulated`` are the defaults of every
+    asset. ``fallback_blocks`` and ``fallback_widening`` are the rule for rejected market data (docs/keeper.md,
+    "Fallback"): the last attested spot and surface of the asset, with its scenario moves widened by
+    ``1 + fallback_widening``, for at most ``fallback_blocks`` blocks; then its holders are left out."""
+
+    underlying: Optional[str] = Field(None, min_length=1)
+    spot_sources: Optional[list[SpotSourceSettings]] = Field(None, min_length=1)
+    chain: Optional[ChainSourceSettings] = None
+    assets: dict[str, AssetMarketSettings] = Field(default_factory=dict)
     aggregation: Literal["median", "vwap"] = "median"
     mad_threshold: float = Field(3.5, gt=0, description="reject sources further than this many scaled MADs")
     min_sources: int = Field(1, ge=1)
     spot_decimals: int = Field(2, ge=0, le=18, description="spot is rounded to this many decimals before use")
-    chain: ChainSourceSettings = Field(default_factory=ChainSourceSettings)
     simulated: SimulatedMarketSettings = Field(default_factory=SimulatedMarketSettings)
+    fallback_blocks: int = Field(20, ge=0, le=100_000,
+                                 description="blocks an asset may be priced on its last attested market data")
+    fallback_widening: float = Field(0.5, ge=0, le=10,
+                                     description="fallback: scenario moves of the asset scaled by 1 + this")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_form(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if data.get("assets"):
+            given = [k for k in _ONE_ASSET_KEYS if data.get(k) is not None]
+            if given:
+                raise ValueError(f"market.assets names the sources per asset: drop market.{', market.'.join(given)} "
+                                 "(the one-asset form)")
+            return data
+        data = dict(data)
+        data.pop("assets", None)
+        if data.get("underlying") is None:
+            data["underlying"] = "ETH"
+        if data.get("spot_sources") is None:
+            data["spot_sources"] = [{"name": "sim", "kind": "simulated"}]
+        if data.get("chain") is None:
+            data["chain"] = {}
+        return data
 
     @model_validator(mode="after")
     def _sources(self) -> "MarketSettings":
-        names = [s.name for s in self.spot_sources]
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        if dupes:
-            raise ValueError(f"duplicate spot source names: {dupes}")
-        if self.min_sources > len(self.spot_sources):
-            raise ValueError(f"min_sources={self.min_sources} exceeds the {len(self.spot_sources)} spot sources")
+        if self.spot_sources is not None:
+            _check_sources(self.spot_sources, self.min_sources)
+        for sym, a in self.assets.items():
+            if a.min_sources is None and self.min_sources > len(a.spot_sources):
+                raise ValueError(f"min_sources={self.min_sources} exceeds the {len(a.spot_sources)} spot sources "
+                                 f"of asset {sym!r}")
         return self
+
+    def asset_settings(self) -> dict[str, AssetMarketSettings]:
+        """Every asset's sources with the market-wide defaults filled in (the one-asset form as one asset)."""
+        assets = self.assets or {self.underlying: AssetMarketSettings(
+            spot_sources=self.spot_sources, chain=self.chain or ChainSourceSettings(), simulated=self.simulated)}
+        return {sym: a.model_copy(update={
+            "simulated": a.simulated or self.simulated,
+            "aggregation": a.aggregation or self.aggregation,
+            "mad_threshold": a.mad_threshold if a.mad_threshold is not None else self.mad_threshold,
+            "min_sources": a.min_sources if a.min_sources is not None else self.min_sources,
+            "spot_decimals": a.spot_decimals if a.spot_decimals is not None else self.spot_decimals})
+            for sym, a in assets.items()}
 
 
 class RiskSettings(_Model):
@@ -349,9 +449,15 @@ def resolve_paths(cfg: KeeperConfig, base: Path) -> KeeperConfig:
     def fix(q: Optional[Path]) -> Optional[Path]:
         return None if q is None else (q if q.is_absolute() else (base / q))
 
+    def fix_sources(spot_sources, chain) -> dict:
+        return {"spot_sources": None if spot_sources is None else
+                [s.model_copy(update={"path": fix(s.path)}) for s in spot_sources],
+                "chain": None if chain is None else chain.model_copy(update={"path": fix(chain.path)})}
+
     market = cfg.market.model_copy(update={
-        "spot_sources": [s.model_copy(update={"path": fix(s.path)}) for s in cfg.market.spot_sources],
-        "chain": cfg.market.chain.model_copy(update={"path": fix(cfg.market.chain.path)}),
+        **fix_sources(cfg.market.spot_sources, cfg.market.chain),
+        "assets": {sym: a.model_copy(update=fix_sources(a.spot_sources, a.chain))
+                   for sym, a in cfg.market.assets.items()},
     })
     return cfg.model_copy(update={
         "chain": cfg.chain.model_copy(update={"deployment_file": fix(cfg.chain.deployment_file)}),

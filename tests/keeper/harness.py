@@ -35,7 +35,7 @@ class Net:
         return int(self.w3.eth.block_number)
 
 
-def start_net(tmp: Path, backend: str = "anvil") -> Net:
+def start_net(tmp: Path, backend: str = "anvil", deploy_cfg=None) -> Net:
     from keeper.chain.deploy import CollateralSpec, DeployConfig, SeriesPlan, deploy, derive_keys
     from keeper.chain.local import ensure_chain, free_port
 
@@ -46,9 +46,10 @@ def start_net(tmp: Path, backend: str = "anvil") -> Net:
     w3 = make_web3(lc.url, timeout=30)
     keys = derive_keys(lc.mnemonic, 8)
     keeper_keys = keys[1:4]
-    cfg = DeployConfig(n_keepers=3, threshold=2, spot0=SPOT0,
-                       collateral=(CollateralSpec("WETH", 18, 0.15, 100_000, SPOT0),),
-                       series=(SeriesPlan(1.0, 30.0, False), SeriesPlan(0.9, 30.0, False)), fund_seed=0.0)
+    cfg = deploy_cfg or DeployConfig(n_keepers=3, threshold=2, spot0=SPOT0,
+                                     collateral=(CollateralSpec("WETH", 18, 0.15, 100_000, SPOT0),),
+                                     series=(SeriesPlan(1.0, 30.0, False), SeriesPlan(0.9, 30.0, False)),
+                                     fund_seed=0.0)
     dep_file = tmp / "deployment.json"
     res = deploy(w3, keys[0], [Account.from_key(k).address for k in keeper_keys], cfg, rpc_url=lc.url,
                  deployment_file=dep_file)
@@ -109,6 +110,74 @@ def post_prices(net: Net, price: float, seq: int) -> None:
     digest = bytes(ch.functions.hashTypedData(prices_struct_hash(assets, prices, seq, ts)).call())
     _sender(net, net.keys[0]).call(ch.functions.postPrices(assets, prices, seq, ts,
                                                            _sign_sorted(digest, net.keeper_keys[:2])), "postPrices")
+
+
+def post_asset_prices(net: Net, prices: dict, seq: int) -> None:
+    """Post ``{asset address: price}`` (whole quote units, 2 decimals) signed by two keeper keys (set-up only)."""
+    from keeper.codec.eip712 import prices_struct_hash
+
+    ch = net.ch
+    ts = int(net.w3.eth.get_block("latest")["timestamp"])
+    assets = sorted(prices, key=str.lower)
+    wads = [int(round(prices[a] * 100)) * 10**16 for a in assets]
+    digest = bytes(ch.functions.hashTypedData(prices_struct_hash(assets, wads, seq, ts)).call())
+    _sender(net, net.keys[0]).call(ch.functions.postPrices(assets, wads, seq, ts,
+                                                           _sign_sorted(digest, net.keeper_keys[:2])), "postPrices")
+
+
+def margin_batch(net: Net, equities: dict, seq: int):
+    """A set-up margin batch (two keeper keys) giving each account the equity named (quote base units) and no
+    margin, at its current stateNonce; returns {account: MarginProof tuple}."""
+    from keeper.codec.eip712 import margin_root_struct_hash
+    from keeper.codec.merkle import MarginLeaf, MerkleTree
+
+    ch = net.ch
+    ts = int(net.w3.eth.get_block("latest")["timestamp"])
+    leaves = [MarginLeaf(a, int(ch.functions.stateNonce(a).call()), int(e), 0, 0, 0) for a, e in equities.items()]
+    tree = MerkleTree([l.hash() for l in leaves])
+    inputs_hash = b"\x02" * 32
+    sh = margin_root_struct_hash(tree.root, inputs_hash, seq, ts, len(leaves))
+    digest = bytes(ch.functions.hashTypedData(sh).call())
+    header = (inputs_hash, seq, ts, len(leaves))
+    ordered, proof, flags = tree.multiproof([l.hash() for l in leaves])
+    by_hash = {l.hash(): l for l in leaves}
+    _sender(net, net.keys[0]).call(ch.functions.postMarginBatch(header, [by_hash[h].as_tuple() for h in ordered],
+                                                                proof, flags, _sign_sorted(digest, net.keeper_keys[:2])),
+                                   "set-up postMarginBatch")
+    return {l.account: (header, l.as_tuple(), tree.proof(l.hash())) for l in leaves}
+
+
+def fund(net: Net, key: str, token: str, amount: int) -> None:
+    """Mint ``amount`` base units of ``token`` to the key's address and deposit them into the clearinghouse."""
+    erc20 = net.w3.eth.contract(address=token, abi=_erc20_abi())
+    addr = Account.from_key(key).address
+    _sender(net, net.keys[0]).call(erc20.functions.mint(addr, amount), "mint")
+    s = _sender(net, key)
+    s.call(erc20.functions.approve(net.ch.address, amount), "approve")
+    s.call(net.ch.functions.deposit(token, amount), "deposit")
+
+
+def trade(net: Net, maker_key: str, taker_key: str, series_id: int, size: float, price: float, nonce: int,
+          maker_proof, taker_proof):
+    """The taker fills the maker's signed quote (``size`` > 0: the maker buys); returns the receipt."""
+    from keeper.codec.eip712 import Domain, Quote, quote_typed_data
+    from keeper.ops.signing import sign
+
+    domain = Domain(int(net.w3.eth.chain_id), net.ch.address)
+    deadline = int(net.w3.eth.get_block("latest")["timestamp"]) + 3600
+    q = Quote(maker=Account.from_key(maker_key).address, series_id=series_id, size=int(size * WAD),
+              price=int(round(price * 100)) * 10**16, nonce=nonce, deadline=deadline)
+    sig = sign(quote_typed_data(domain, q), maker_key)
+    return _sender(net, taker_key).call(net.ch.functions.trade(q.as_tuple(), sig, maker_proof, taker_proof),
+                                        "trade")
+
+
+def proof_tuple(m: dict):
+    """The ``MarginProof`` tuple of a keeper's ``GET /margin/<account>`` answer."""
+    hd, lf = m["header"], m["leaf"]
+    return ((bytes.fromhex(hd["inputsHash"][2:]), hd["sequence"], hd["timestamp"], hd["leafCount"]),
+            (lf["account"], lf["stateNonce"], lf["equity"], lf["maintenance"], lf["initial"], lf["modelValue"]),
+            [bytes.fromhex(x[2:]) for x in m["proof"]])
 
 
 def setup_book(net: Net) -> dict:
@@ -176,6 +245,31 @@ def keeper_config(net: Net, i: int, ports: list[int], spot_file: Path, rpc_url: 
         "publish": {"root_every_blocks": root_every, "prices_heartbeat_blocks": 1_000_000,
                     "price_deviation": price_deviation,
                     "settlement": False},
+        "metrics": {"enabled": False},
+        "archive_dir": str(net.tmp / f"archive{i}"),
+        "logging": {"level": "INFO"},
+    })
+
+
+def multi_asset_config(net: Net, i: int, ports: list[int], assets: dict, *, root_every: int = 2,
+                       price_deviation: float = 0.01, fallback_blocks: int = 20, fallback_widening: float = 0.5,
+                       mc_paths: int = 500):
+    """A keeper config in the per-asset form: ``assets`` maps a symbol to its ``market.assets`` entry."""
+    from keeper.ops.config import parse_config
+
+    peers = [{"name": f"k{j}", "url": f"http://127.0.0.1:{ports[j]}",
+              "address": Account.from_key(net.keeper_keys[j]).address} for j in range(len(ports)) if j != i]
+    return parse_config({
+        "chain": {"rpc_url": net.chain.url, "deployment_file": str(net.deployment_file),
+                  "poll_interval_s": 0.2, "retry_attempts": 2, "backoff_base_s": 0.05, "backoff_max_s": 0.2,
+                  "request_timeout_s": 3},
+        "market": {"assets": assets, "fallback_blocks": fallback_blocks, "fallback_widening": fallback_widening,
+                   "simulated": {"seed": 11, "jump_intensity": 0.0, "expiries_days": [14, 30, 60]}},
+        "risk": {"mc_paths": mc_paths},
+        "exchange": {"port": ports[i], "peers": peers, "request_timeout_s": 0.5, "takeover_blocks": 1},
+        "thresholds": {"quorum": 2},
+        "publish": {"root_every_blocks": root_every, "prices_heartbeat_blocks": 1_000_000,
+                    "price_deviation": price_deviation, "settlement": False},
         "metrics": {"enabled": False},
         "archive_dir": str(net.tmp / f"archive{i}"),
         "logging": {"level": "INFO"},

@@ -63,6 +63,33 @@ def test_status_renders_the_keepers_view():
     assert r.exit_code == 2 and "cannot reach" in r.output
 
 
+def test_status_shows_assets_and_the_solvency_index():
+    from keeper.quant.risk.solvency import SolvencyIndex
+
+    idx = SolvencyIndex(total_equity=123456.5, total_maintenance=2345.25, total_initial=3517.875, shortfall_now=0.0,
+                        shortfall_var99=812.5, shortfall_es975=1625.0, fund=50_000.0, coverage=50_000.0 / 1625.0,
+                        accounts=7, excluded_accounts=2, excluded_equity=99.5,
+                        excluded_reasons={"market_data_rejected": 2})
+    view = KeeperView("0x" + "11" * 20)
+    view.update_status(block=9, solvency=idx.to_json(), assets={
+        "WETH": {"spot": 2000.0, "spot_sources": ["eth-file"], "rejected": None, "fallback": None,
+                 "surface": {"slices": 3, "hash": "0x" + "cd" * 32}},
+        "WBTC": {"spot": 41000.0, "spot_sources": [], "rejected": "too_few_sources",
+                 "fallback": {"reason": "too_few_sources", "since_block": 8, "source_block": 7,
+                              "shock_widening": 0.5}}})
+    srv = ExchangeServer(SignatureBook(TypedDataCodec(1, "0x" + "ab" * 20), []), view, port=0).start()
+    try:
+        r = CliRunner().invoke(keeper_main, ["status", "--url", srv.url], env={"COLUMNS": "220"})
+        assert r.exit_code == 0, r.output
+        for text in ("solvency index", "123,456.50", "2,345.25 / 3,517.88", "812.50 / 1,625.00", "50,000.00",
+                     "30.77x", "market_data_rejected: 2", "WBTC", "fallback: too_few_sources", "41000.0"):
+            assert text in r.output, text
+        assert json.loads(CliRunner().invoke(keeper_main, ["status", "--url", srv.url, "--json"]).output)[
+            "solvency"]["shortfall_es975"] == 1625.0
+    finally:
+        srv.stop()
+
+
 def test_backstop_group_lists_plugin_commands():
     r = CliRunner().invoke(main, ["--help"])
     assert r.exit_code == 0
@@ -132,7 +159,9 @@ def test_liquidator_and_docs_config_example():
     from keeper.ops.config import parse_config
 
     text = (ROOT / "docs" / "keeper.md").read_text()
-    block = re.search(r"```toml\n(.*?)```", text, re.S).group(1)
-    block = block.replace('"0x..."', '"0x' + "12" * 20 + '"')
-    cfg = parse_config(tomllib.loads(block), source="docs/keeper.md")
+    blocks = [b.replace('"0x..."', '"0x' + "12" * 20 + '"') for b in re.findall(r"```toml\n(.*?)```", text, re.S)]
+    cfg = parse_config(tomllib.loads(blocks[0]), source="docs/keeper.md")
     assert cfg.exchange.peers[0].name == "k2" and cfg.thresholds.quorum == 2
+    # the per-asset example: two underlyings with their own sources
+    multi = [parse_config(tomllib.loads(b), source="docs/keeper.md") for b in blocks[1:]]
+    assert any(sorted(c.market.asset_settings()) == ["WBTC", "WETH"] for c in multi)

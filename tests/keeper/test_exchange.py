@@ -23,7 +23,7 @@ KEYS = sorted((Account.from_key(keccak(text=f"keeper-{i}")) for i in range(3)), 
 
 def margin_msg(seq=7, root=b"\x11" * 32):
     return {"root": "0x" + root.hex(), "inputsHash": "0x" + "22" * 32, "sequence": seq, "timestamp": 1000 + seq,
-            "leafCount": 3}
+            "leafCount": 3, "solvencyHash": "0x" + "33" * 32}
 
 
 def manual_digest(msg):
@@ -31,10 +31,11 @@ def manual_digest(msg):
     dom_t = keccak(text="EIP712Domain(string name,string version,uint256 chainId,address verifyingContract)")
     dom = keccak(encode(["bytes32", "bytes32", "bytes32", "uint256", "address"],
                         [dom_t, keccak(text="Backstop"), keccak(text="1"), 31337, CONTRACT]))
-    t = keccak(text="MarginRoot(bytes32 root,bytes32 inputsHash,uint64 sequence,uint64 timestamp,uint32 leafCount)")
-    s = keccak(encode(["bytes32", "bytes32", "bytes32", "uint64", "uint64", "uint32"],
+    t = keccak(text="MarginRoot(bytes32 root,bytes32 inputsHash,uint64 sequence,uint64 timestamp,uint32 leafCount,"
+                    "bytes32 solvencyHash)")
+    s = keccak(encode(["bytes32", "bytes32", "bytes32", "uint64", "uint64", "uint32", "bytes32"],
                       [t, bytes.fromhex(msg["root"][2:]), bytes.fromhex(msg["inputsHash"][2:]), msg["sequence"],
-                       msg["timestamp"], msg["leafCount"]]))
+                       msg["timestamp"], msg["leafCount"], bytes.fromhex(msg["solvencyHash"][2:])]))
     return keccak(b"\x19\x01" + dom + s)
 
 
@@ -194,7 +195,8 @@ def test_codec_and_tree_agree_with_the_contracts_side_module():
     dom = eip.Domain(31337, CONTRACT)
     m = margin_msg()
     hdr = eip.MarginRootHeader(inputs_hash=bytes.fromhex(m["inputsHash"][2:]), sequence=m["sequence"],
-                               timestamp=m["timestamp"], leaf_count=m["leafCount"])
+                               timestamp=m["timestamp"], leaf_count=m["leafCount"],
+                               solvency_hash=bytes.fromhex(m["solvencyHash"][2:]))
     assert eip.digest(eip.margin_root_typed_data(dom, bytes.fromhex(m["root"][2:]), hdr)) == CODEC.digest("margin", m)
     assets = ["0x" + "01" * 20]
     pm = {"assets": assets, "prices": [1234 * 10**18], "sequence": 9, "timestamp": 77}

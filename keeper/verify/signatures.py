@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 
-from keeper.codec.eip712 import margin_root_struct_hash
+from keeper.codec.eip712 import margin_root_struct_hash, solvency_index_from
 from keeper.codec.merkle import MarginLeaf, process_multiproof
 from keeper.ops.signing import recover_signers
 
@@ -18,11 +18,13 @@ def decode_batch(ch, tx_input: bytes) -> dict | None:
     name = fn.fn_name
     if name == "postMarginBatch":
         h = args["header"]
-        return {"kind": "batch", "header": h, "leaves": [MarginLeaf.from_tuple(x) for x in args["leaves"]],
+        return {"kind": "batch", "header": h, "solvency_hash": bytes(args["solvencyHash"]),
+                "solvency": solvency_index_from(args["solvency"]), "leaves": [MarginLeaf.from_tuple(x) for x in args["leaves"]],
                 "proof": [bytes(x) for x in args["proof"]], "flags": [bool(x) for x in args["proofFlags"]],
                 "signatures": bytes(args["signatures"])}
     if name == "postMarginRoot":
         return {"kind": "root", "header": args["header"], "root": bytes(args["root"]), "leaves": [],
+                "solvency_hash": bytes(args["solvencyHash"]), "solvency": solvency_index_from(args["solvency"]),
                 "signatures": bytes(args["signatures"])}
     return None
 
@@ -52,7 +54,8 @@ def check_attestation_for_breach(w3, ch, breach_event, keepers: set[str], thresh
         in_tree = leaf in dec["leaves"]
     else:
         root, in_tree = dec["root"], True
-    digest = bytes(ch.functions.hashTypedData(margin_root_struct_hash(root, ih, seq, ts, count)).call())
+    digest = bytes(ch.functions.hashTypedData(margin_root_struct_hash(root, ih, seq, ts, count,
+                                                                      dec["solvency_hash"])).call())
     signers = recover_signers(digest, dec["signatures"])
     valid = {s for s in signers if s in keepers}
     out.update(root="0x" + root.hex(), root_matches_event=root == bytes(a["root"]), leaf_in_tree=in_tree,

@@ -3,7 +3,6 @@ bar) against a finer one (every 5-minute bar) on one path: the outcome table doe
 tolerances (docs/risk-efficacy.md, "Cadence check")."""
 from __future__ import annotations
 
-from dataclasses import replace
 
 import pytest
 

@@ -4,7 +4,6 @@ the replay takes for speed (MM of a scaled book, the vectorised conservative val
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -120,7 +119,7 @@ def test_chosen_design_bounds_every_fill_transfer_beyond_attested_value(design_r
 
 
 def test_hedging_liquidators_bid_inside_the_span_and_the_conservative_ones_do_not(design_run):
-    hedging = [f for f in design_run["backstop:hedging"]["fill_list"]]
+    hedging = design_run["backstop:hedging"]["fill_list"]
     assert sum(f["buyer"] == "liquidator" for f in hedging) > 0.5 * len(hedging)
     cons = design_run["backstop:conservative"]["fill_list"]
     assert sum(f["buyer"] == "fund" for f in cons) > 0.8 * len(cons)

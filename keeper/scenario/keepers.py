@@ -94,15 +94,17 @@ class InlineKeepers:
 
     def post_batch(self, att: Attestation):
         """Post a full batch (every leaf recorded, breaches registered by the contract)."""
-        sh = margin_root_struct_hash(att.tree.root, att.inputs_hash, att.sequence, att.timestamp, len(att.leaves))
+        sh = margin_root_struct_hash(att.tree.root, att.inputs_hash, att.sequence, att.timestamp, len(att.leaves),
+                                     att.solvency_hash)
         digest = bytes(self.ch.functions.hashTypedData(sh).call())
         sigs = sign_digest_sorted(digest, self._signers())
         ordered = sorted(att.leaves, key=lambda x: x.hash())
         flags = [True] * (len(ordered) - 1)
         if self.archive is not None:
             self.archive.put_bytes(att.inputs_blob)
-        return self.sender.call(self.ch.functions.postMarginBatch(att.header(), [x.as_tuple() for x in ordered], [],
-                                                                  flags, sigs), "postMarginBatch")
+        return self.sender.call(self.ch.functions.postMarginBatch(att.header(), att.solvency_hash, att.solvency_struct,
+                                                                  [x.as_tuple() for x in ordered], [], flags, sigs),
+                                "postMarginBatch")
 
     def next_sequence(self) -> int:
         self.margin_sequence += 1
@@ -119,6 +121,13 @@ class Attestor:
         self.keepers = keepers
         self.mc_paths = mc_paths
 
+    def fund_balance(self) -> float:
+        """The insurance fund's free balance in whole quote units (0 before the auction is deployed)."""
+        w = self.world
+        if getattr(w, "auction", None) is None:
+            return 0.0
+        return int(w.auction.functions.fundBalance().call()) / 10 ** int(w.dep.quote_decimals)
+
     def attest(self, spot: float, vol: float, marks: dict[int, float] | None = None, post_prices: bool = True
                ) -> Attestation:
         w = self.world
@@ -131,6 +140,7 @@ class Attestor:
         market = MarketState(w.spots(spot), smile_from(vol), int(head["timestamp"]), bytes(head["hash"]), marks)
         att = compute_attestation(book, w.series_map(), market, w.haircuts(), w.dep.underlying,
                                   EngineSettings(mc_paths=self.mc_paths, quote_decimals=w.dep.quote_decimals),
-                                  sequence=int(head["number"]), timestamp=int(head["timestamp"]))
+                                  sequence=int(head["number"]), timestamp=int(head["timestamp"]),
+                                  fund=self.fund_balance())
         self.keepers.post_batch(att)
         return att

@@ -188,7 +188,7 @@ def test_diff_leaves_names_the_differing_field():
 
 def test_codec_and_tree_agree_with_the_contracts_side_module():
     """The codec's message conversion (hex strings -> typed values) gives eip712's digests, and the keeper's hash-built
-    tree adapter lays out the same root as merkle.MerkleTree.build (a second construction)."""
+    tree lays out the same root as the tree built of checked leaves (MerkleTree.of_leaves)."""
     eip = pytest.importorskip("keeper.codec.eip712")
     from keeper.codec.merkle import MarginLeaf, MerkleTree
 
@@ -202,7 +202,7 @@ def test_codec_and_tree_agree_with_the_contracts_side_module():
     pm = {"assets": assets, "prices": [1234 * 10**18], "sequence": 9, "timestamp": 77}
     assert eip.digest(eip.prices_typed_data(dom, assets, pm["prices"], 9, 77)) == CODEC.digest("prices", pm)
     leaves = [MarginLeaf("0x" + f"{i + 1:040x}", i, 100 - 30 * i, 20, 30, -i) for i in range(5)]
-    theirs = eip.MerkleTree.of_leaves([eip.MarginLeaf(*l.as_tuple()) for l in leaves])
+    theirs = MerkleTree.of_leaves([MarginLeaf(*l.as_tuple()) for l in leaves])  # checked leaves, keyed by account
     assert theirs.root == MerkleTree([l.hash() for l in leaves]).root
 
 

@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from keeper.backtest.engine import BacktestConfig  # noqa: E402
+from keeper.backtest.engine import POLICIES, BacktestConfig  # noqa: E402
 from keeper.backtest.io import crash_path_names, load_path, shared_dir_default  # noqa: E402
 from keeper.backtest.runner import TABLE, run_path  # noqa: E402
 
@@ -113,7 +113,7 @@ def main() -> int:
                                                    "baseline": {"every_bar_s": t_every, "documented_s": t_doc},
                                                    "paths": results}, indent=1, default=float))
     total = time.perf_counter() - t0
-    print(f"total: {len(names)} paths x 3 policies x {a.accounts} accounts in {total:.1f}s with {a.workers} workers "
+    print(f"total: {len(names)} paths x {len(POLICIES)} policies x {a.accounts} accounts in {total:.1f}s with {a.workers} workers "
           f"(target 900 s: {total / 900:.2f}x of it); load average at end: {_load()}")
     if a.out:
         Path(a.out).write_text(json.dumps({"accounts": a.accounts, "workers": a.workers, "total_s": total,

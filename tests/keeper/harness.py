@@ -72,6 +72,14 @@ def _sign_sorted(digest: bytes, keys) -> bytes:
     return b"".join(s for _, s in sigs)
 
 
+def _no_solvency(leaf_count: int):
+    """The "no figures" solvency index a set-up root is posted with, and its struct hash (signed in MarginRoot)."""
+    from keeper.codec.eip712 import solvency_struct_hash, unavailable_solvency
+
+    s = unavailable_solvency(leaf_count)
+    return s, solvency_struct_hash(s)
+
+
 def genesis_margin(net: Net, accounts: list[str], seq: int):
     """Post a set-up margin batch (signed by two keeper keys) crediting each account's cash as equity and no
     margin, so that the first trades have proofs; returns {account: MarginProof tuple}."""
@@ -89,13 +97,15 @@ def genesis_margin(net: Net, accounts: list[str], seq: int):
     inputs_hash = b"\x01" * 32
     from keeper.codec.eip712 import margin_root_struct_hash
 
-    sh = margin_root_struct_hash(tree.root, inputs_hash, seq, ts, len(leaves))
+    solvency, solvency_hash = _no_solvency(len(leaves))
+    sh = margin_root_struct_hash(tree.root, inputs_hash, seq, ts, len(leaves), solvency_hash)
     digest = bytes(ch.functions.hashTypedData(sh).call())
     sigs = _sign_sorted(digest, net.keeper_keys[:2])
     header = (inputs_hash, seq, ts, len(leaves))
     ordered, proof, flags = tree.multiproof([l.hash() for l in leaves])
     by_hash = {l.hash(): l for l in leaves}
-    _sender(net, net.keys[0]).call(ch.functions.postMarginBatch(header, [by_hash[h].as_tuple() for h in ordered],
+    _sender(net, net.keys[0]).call(ch.functions.postMarginBatch(header, solvency_hash, solvency,
+                                                                [by_hash[h].as_tuple() for h in ordered],
                                                                 proof, flags, sigs), "genesis postMarginBatch")
     return {l.account: (header, l.as_tuple(), tree.proof(l.hash())) for l in leaves}
 
@@ -136,12 +146,14 @@ def margin_batch(net: Net, equities: dict, seq: int):
     leaves = [MarginLeaf(a, int(ch.functions.stateNonce(a).call()), int(e), 0, 0, 0) for a, e in equities.items()]
     tree = MerkleTree([l.hash() for l in leaves])
     inputs_hash = b"\x02" * 32
-    sh = margin_root_struct_hash(tree.root, inputs_hash, seq, ts, len(leaves))
+    solvency, solvency_hash = _no_solvency(len(leaves))
+    sh = margin_root_struct_hash(tree.root, inputs_hash, seq, ts, len(leaves), solvency_hash)
     digest = bytes(ch.functions.hashTypedData(sh).call())
     header = (inputs_hash, seq, ts, len(leaves))
     ordered, proof, flags = tree.multiproof([l.hash() for l in leaves])
     by_hash = {l.hash(): l for l in leaves}
-    _sender(net, net.keys[0]).call(ch.functions.postMarginBatch(header, [by_hash[h].as_tuple() for h in ordered],
+    _sender(net, net.keys[0]).call(ch.functions.postMarginBatch(header, solvency_hash, solvency,
+                                                                [by_hash[h].as_tuple() for h in ordered],
                                                                 proof, flags, _sign_sorted(digest, net.keeper_keys[:2])),
                                    "set-up postMarginBatch")
     return {l.account: (header, l.as_tuple(), tree.proof(l.hash())) for l in leaves}

@@ -217,7 +217,8 @@ class KeeperBot:
         fresh = {o.feed.asset: o.fresh_spot_wad for o in outcomes if o.fresh_spot_wad is not None}
         self._asset_status(outcomes)
         if not markets:
-            self.view.update_status(spot=None, note="no usable market data for any asset: nothing signed")
+            self.view.update_status(spot=None, note="; ".join(_rejected_note(o) for o in outcomes) +
+                                    ": no asset priced, nothing signed")
             return None
         dep = self.chain.deployment
         collateral = {a: {"decimals": int(info.get("decimals", 18)), "haircut": int(info.get("haircut", 0))}
@@ -244,8 +245,7 @@ class KeeperBot:
         if accounts and leaves:
             with m.stage("sign"):
                 tree = MerkleTree([l.hash() for l in leaves])
-                att = Attestation(head.number, head.timestamp, inputs_hash, leaves, tree,
-                                  markets[0].spot_wad if len(markets) == 1 else self._legacy_spot(markets), details)
+                att = Attestation(head.number, head.timestamp, inputs_hash, leaves, tree, markets[0].spot_wad, details)
                 att.solvency = self._solvency(pi, out_of_range, head.number)
                 att.quote_decimals = self.quote_decimals()  # rounds the index for its signed solvencyHash
                 self.attestations[head.number] = att
@@ -267,8 +267,7 @@ class KeeperBot:
         self._maybe_sign_prices(head, fresh)
         self._maybe_sign_settlements(head, fresh)
         first = next((o for o in outcomes if o.feed.asset == self.underlying_asset), outcomes[0])
-        notes = [f"no usable market data for {o.feed.symbol} ({o.reason}): its holders left out"
-                 for o in outcomes if o.market is None]
+        notes = [f"{_rejected_note(o)}: its holders left out" for o in outcomes if o.market is None]
         notes += [f"{o.feed.symbol} on its last attested market data ({o.reason})"
                   for o in outcomes if o.market is not None and o.market.fallback]
         self.view.update_status(spot=first.spot, spot_sources=list(first.used), spot_rejected=list(first.rejected),
@@ -278,10 +277,6 @@ class KeeperBot:
         self.log.info("cycle", block=head.number, spot=first.spot, assets=len(markets), accounts=len(accounts),
                       breaches=len(att.breached()) if att else 0, root=att.root if att else None)
         return att
-
-    @staticmethod
-    def _legacy_spot(markets: list[AssetMarket]) -> int:
-        return markets[0].spot_wad
 
     def _asset_outcome(self, feed: AssetFeed, block: BlockRef, prev: Optional[dict],
                        prev_entry: Optional[dict]) -> AssetOutcome:
@@ -685,6 +680,13 @@ class KeeperBot:
         ordered, proof, flags = att.tree.multiproof(list(by_hash))
         leaves = [by_hash[h_].as_tuple() for h_ in ordered]
         return f.postMarginBatch(header, sh, solvency, leaves, proof, flags, sigs), "postMarginBatch"
+
+
+def _rejected_note(o: AssetOutcome) -> str:
+    """The status line of an asset whose market data was rejected: what was missing, for which asset, why."""
+    what = ("spot" if o.fresh_spot_wad is None else
+            "surface" if o.reason in ("surface_fit_failed", "surface_arbitrage") else "option chain")
+    return f"no usable {what} for {o.feed.symbol} ({o.reason})"
 
 
 def _arbitrage_free(surface) -> bool:

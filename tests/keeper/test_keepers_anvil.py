@@ -467,15 +467,18 @@ def test_leaf_hash_and_digests_match_the_contract_views(net):
         assert l.hash() == bytes(ch.functions.leafHash(l.as_tuple()).call())
     codec = TypedDataCodec(net.w3.eth.chain_id, ch.address)
     msgs = {"margin": {"root": "0x" + "aa" * 32, "inputsHash": "0x" + "bb" * 32, "sequence": 7,
-                       "timestamp": 1_700_000_000, "leafCount": 3},
+                       "timestamp": 1_700_000_000, "leafCount": 3, "solvencyHash": "0x" + "cc" * 32},
             "prices": {"assets": [net.res.underlying], "prices": [1999 * WAD], "sequence": 8,
                        "timestamp": 1_700_000_001}}
     for kind, m in msgs.items():
         sh = eip712.struct_hash(codec.typed_data(kind, m))
         assert codec.digest(kind, m) == bytes(ch.functions.hashTypedData(sh).call())
     # a changed field changes both sides
-    other = dict(msgs["margin"], leafCount=4)
-    assert codec.digest("margin", other) != codec.digest("margin", msgs["margin"])
+    for field, value in (("leafCount", 4), ("solvencyHash", "0x" + "cd" * 32)):
+        other = dict(msgs["margin"], **{field: value})
+        assert codec.digest("margin", other) != codec.digest("margin", msgs["margin"])
+        assert codec.digest("margin", other) == bytes(ch.functions.hashTypedData(
+            eip712.struct_hash(codec.typed_data("margin", other))).call())
 
 
 class _NoVolAt:

@@ -16,6 +16,7 @@ from brownie import (AuctionTestToken, Clearinghouse, ClearinghouseAdmin, Liquid
                      network, web3)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # the suites' shared deploy helper
 from tests.auction.conftest import USDC, deploy_core  # noqa: E402
 
 WAD = 10**18

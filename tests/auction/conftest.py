@@ -11,11 +11,12 @@ from dataclasses import dataclass, field
 
 import brownie
 import pytest
-from brownie import Contract, FallbackMarginLogic, chain
+from brownie import chain
 from eth_account import Account
 from eth_utils import keccak
 
 from keeper.codec import eip712
+from protocol_deploy import deploy_clearinghouse
 from keeper.units import RAY
 from keeper.codec import merkle
 from keeper.ops import signing
@@ -45,7 +46,7 @@ def _domain(ch) -> eip712.Domain:
 @dataclass
 class Core:
     ch: object  # Clearinghouse (hot ABI)
-    chx: object  # Clearinghouse address with the ClearinghouseAdmin ABI
+    chx: object  # the same Clearinghouse address with the full API (IClearinghouse)
     auction: object
     quote: object
     weth: object
@@ -159,14 +160,10 @@ def deploy_core(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, L
     weth = AuctionTestToken.deploy("Wrapped Ether", "WETH", 18, {"from": owner})
     wbtc = AuctionTestToken.deploy("Wrapped Bitcoin", "WBTC", 8, {"from": owner})
     cap = 2**127
-    FallbackMarginLogic.deploy({"from": owner})  # external library linked into ClearinghouseAdmin
-    admin = ClearinghouseAdmin.deploy(owner, quote, cap, 10**17, {"from": owner})
-    ch = Clearinghouse.deploy(owner, quote, cap, 10**17, admin, {"from": owner})
-    chx = Contract.from_abi("ClearinghouseX", ch.address, ClearinghouseAdmin.abi)
     keepers = [Account.from_key(k).address for k in KEEPER_KEYS]
-    chx.setKeeperSet(keepers, THRESHOLD, {"from": owner})
-    chx.listCollateral(weth, 2 * 10**17, cap, {"from": owner})
-    chx.listCollateral(wbtc, 2 * 10**17, cap, {"from": owner})
+    deployed = deploy_clearinghouse(owner, quote, keepers, THRESHOLD, cap, 10**17,
+                                    [(weth, 2 * 10**17, cap), (wbtc, 2 * 10**17, cap)])
+    ch, chx = deployed.raw, deployed.ch
     auction = LiquidationAuction.deploy(ch, owner, config or config_tuple(), {"from": owner})
     chx.setLiquidationModule(auction, {"from": owner})
     core = Core(ch, chx, auction, quote, weth, wbtc, owner, maker)

@@ -11,24 +11,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import pytest
 from brownie import (
-    Clearinghouse,
-    FallbackMarginLogic,
-    ClearinghouseAdmin,
-    Contract,
-    ReentrantERC20,
-    TestERC20,
-    accounts,
     chain,
 )
 from brownie.exceptions import decode_typed_error
 from eth_abi import encode as abi_encode
-from eth_account import Account
 from eth_utils import keccak
 
 from keeper.codec import eip712
-from keeper.chain.deployment import load_abi
+from protocol_deploy import deploy_clearinghouse
 from keeper.codec.merkle import MarginLeaf, MerkleTree
 from keeper.codec.eip712 import Domain, MarginRootHeader, Quote
 from keeper.ops import signing
@@ -185,14 +176,11 @@ class Protocol:
 
 
 def deploy_protocol(owner, usdc, weth, wbtc, keeper_keys, threshold=3) -> Protocol:
-    """Deploy Clearinghouse + ClearinghouseAdmin, register the keepers, list WETH (20%) and WBTC (10%)."""
-    FallbackMarginLogic.deploy({"from": owner})  # external library linked into ClearinghouseAdmin
-    admin = ClearinghouseAdmin.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, {"from": owner})
-    raw = Clearinghouse.deploy(owner, usdc, QUOTE_CAP, SHORT_FRACTION, admin, {"from": owner})
-    ch = Contract.from_abi("Backstop", raw.address, load_abi("clearinghouse"))
-    ch.setKeeperSet([k.address for k in keeper_keys], threshold, {"from": owner})
+    """The core (tests/protocol_deploy.py) with the keepers registered, WETH (20%) and WBTC (10%) listed, and
+    ``owner`` as risk admin."""
+    core = deploy_clearinghouse(owner, usdc, [k.address for k in keeper_keys], threshold, QUOTE_CAP, SHORT_FRACTION,
+                                [(weth, 2 * 10**17, 10**9 * WAD), (wbtc, 10**17, 10**9 * 10**8)])
+    ch, admin, raw = core.ch, core.admin, core.raw
     ch.setRiskAdmin(owner, {"from": owner})
-    ch.listCollateral(weth, 2 * 10**17, 10**9 * WAD, {"from": owner})
-    ch.listCollateral(wbtc, 10**17, 10**9 * 10**8, {"from": owner})
     domain = Domain(chain.id, raw.address)
     return Protocol(ch, admin, owner, usdc, weth, wbtc, list(keeper_keys), domain)

@@ -18,6 +18,7 @@ same code runs against Anvil, Ganache or any other node.
 from __future__ import annotations
 
 import logging
+import random
 import shutil
 import socket
 import subprocess
@@ -50,8 +51,26 @@ def rpc_answers(url: str, timeout: float = 1.0) -> int | None:
         return None
 
 
-def free_port() -> int:
-    """An unused TCP port on 127.0.0.1."""
+#: where :func:`free_port` looks first: below Linux's ephemeral range (32768-60999), from which the kernel hands out
+#: the local ports of outgoing connections. A port picked there can be taken by any client socket (an RPC call,
+#: a keeper's HTTP request) between the pick and the server's bind, which happened under load.
+LISTEN_PORTS = range(20000, 32000)
+
+
+def free_port(avoid: frozenset[int] | set[int] = frozenset()) -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now, not in ``avoid``: a random one below the ephemeral range
+    (checked by binding it), else one the kernel assigns."""
+    rng = random.Random()
+    for _ in range(64):
+        port = rng.choice(LISTEN_PORTS)
+        if port in avoid:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])

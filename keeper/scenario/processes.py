@@ -47,7 +47,9 @@ class Processes:
         ``archive_dir``."""
         kdir = self.out / "keepers"
         kdir.mkdir(exist_ok=True)
-        ports = [free_port() for _ in keeper_keys]
+        ports: list[int] = []
+        for _ in keeper_keys:
+            ports.append(free_port(avoid=set(ports)))
         addrs = [Account.from_key(k).address for k in keeper_keys]
         self.keeper_urls = [f"http://127.0.0.1:{p}" for p in ports]
         sim = {"seed": seed, "spot0": spot0}  # grid, spread, depth and noise seed

@@ -35,6 +35,7 @@ from __future__ import annotations
 import importlib.abc
 import importlib.machinery
 import os
+import random
 import socket
 import sys
 import time
@@ -190,6 +191,17 @@ def wait_for_receipt(make_request, txid, timeout_s: float) -> bool:
 
 
 def free_port() -> int:
+    """A port nothing listens on, picked below Linux's ephemeral range (32768-60999) where client sockets never land
+    (keeper.chain.local.free_port does the same; this module cannot import the package), else kernel-assigned."""
+    rng = random.Random()
+    for _ in range(64):
+        port = rng.randrange(20000, 32000)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]

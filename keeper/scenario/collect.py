@@ -122,6 +122,14 @@ def collect(world: World, rec: ScenarioRecord, archive, fund_before: int, lost: 
     # the seed deposit happened before the path: penalties into the fund are the FundReceived of auctions
     rec.notes.append(f"fund income from events (incl. seed): {fund_in}")
     rec.claims.update(claim_counts(world, int(rec.claims.get("settled_at_end", 0))))
+    rec.solvency = [{"sequence": int(e["args"]["sequence"]), "timestamp": int(e["args"]["timestamp"]),
+                     "fund": int(e["args"]["index"]["fund"]),
+                     "shortfall_es975": int(e["args"]["index"]["shortfallEs975"]),
+                     "shortfall_var99": int(e["args"]["index"]["shortfallVar99"]),
+                     "total_equity": int(e["args"]["index"]["totalEquity"]),
+                     "total_maintenance": int(e["args"]["index"]["totalMaintenance"]),
+                     "accounts": int(e["args"]["index"]["accounts"])}
+                    for e in world.logs(ch, "SolvencyIndexPosted")]
     rec.invariants = checks
 
 

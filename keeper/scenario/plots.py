@@ -1,6 +1,7 @@
 """The scenario's four plots from its :class:`~keeper.scenario.report.ScenarioRecord` (matplotlib, Agg backend):
 ``spot.png`` (spot path with the crash marked), ``surface.png`` (vol smile per expiry before and after),
-``margin_ratios.png`` (equity / maintenance margin per account over time) and ``auctions.png`` (each auction's
+``margin_ratios.png`` (equity / maintenance margin per account over time), ``solvency.png`` (the posted solvency
+index: fund against shortfall at risk) and ``auctions.png`` (each auction's
 price against time with the bids marked). No chain I/O here."""
 from __future__ import annotations
 
@@ -102,6 +103,25 @@ def plot_auctions(rec: ScenarioRecord, path: Path, decimals: int | None = None) 
     return path
 
 
+def plot_solvency(rec: ScenarioRecord, path: Path) -> Path:
+    """The posted solvency index over chain time: the insurance fund against the protocol's shortfall at risk
+    (ES 97.5 and VaR 99 of the accounts' deficits over the tail scenarios), in whole quote units."""
+    d = rec.quote_decimals
+    pts = sorted((x for x in rec.solvency if x["accounts"] > 0), key=lambda x: x["sequence"])
+    with _figure(path, (8, 4), "chain time since the first index (s)", "quote units",
+                 "Solvency index: fund vs shortfall at risk") as ax:
+        if pts:
+            t = [x["timestamp"] - pts[0]["timestamp"] for x in pts]
+            ax.plot(t, [x["fund"] / 10**d for x in pts], color="tab:green", label="insurance fund")
+            ax.plot(t, [x["shortfall_es975"] / 10**d for x in pts], color="tab:red", label="shortfall ES 97.5")
+            ax.plot(t, [x["shortfall_var99"] / 10**d for x in pts], color="tab:orange", ls="--",
+                    label="shortfall VaR 99")
+            ax.legend(loc="upper left")
+        else:
+            ax.text(0.5, 0.5, "no solvency index posted", ha="center", va="center", transform=ax.transAxes)
+    return path
+
+
 def write_plots(rec: ScenarioRecord, out: Path) -> dict[str, Path]:
     """The four PNGs in ``out``, by name."""
     return {
@@ -109,4 +129,5 @@ def write_plots(rec: ScenarioRecord, out: Path) -> dict[str, Path]:
         "surface": plot_surface(rec, out / "surface.png"),
         "margin_ratios": plot_margin_ratios(rec, out / "margin_ratios.png"),
         "auctions": plot_auctions(rec, out / "auctions.png"),
+        "solvency": plot_solvency(rec, out / "solvency.png"),
     }

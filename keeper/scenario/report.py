@@ -91,6 +91,9 @@ class ScenarioRecord:
     claims: dict = field(default_factory=dict)
     quote_decimals: int = 6
     notes: list[str] = field(default_factory=list)
+    #: every solvency index posted with a margin root (``SolvencyIndexPosted``): sequence, timestamp, fund, shortfall
+    #: ES 97.5 and VaR 99, total equity and MM (quote base units), accounts covered
+    solvency: list[dict] = field(default_factory=list)
 
 
 def _money(x: int, decimals: int) -> float:
@@ -168,7 +171,19 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
         "manipulation": rec.manipulation,
         "invariants": rec.invariants,
         "notes": rec.notes,
+        "solvency": _solvency_summary(rec),
     }
+
+
+def _solvency_summary(rec: ScenarioRecord) -> dict[str, Any]:
+    """The solvency index over the run: how many were posted, the lowest coverage (fund / shortfall ES 97.5) and
+    the largest shortfall ES seen, in whole quote units."""
+    d = rec.quote_decimals
+    covered = [x for x in rec.solvency if x["accounts"] > 0]
+    cov = [x["fund"] / x["shortfall_es975"] for x in covered if x["shortfall_es975"] > 0]
+    return {"posted": len(rec.solvency), "with_figures": len(covered),
+            "min_coverage": min(cov) if cov else None,
+            "max_shortfall_es975": _money(max((x["shortfall_es975"] for x in covered), default=0), d)}
 
 
 def record_to_json(rec: ScenarioRecord) -> dict[str, Any]:

@@ -15,7 +15,8 @@ from keeper.scenario.runner import Scenario, ScenarioConfig
 from keeper.data.paths import CrashConfig
 from keeper.verify.liquidation import verify_liquidation
 
-MARGIN_ROOT = keccak(b"MarginRoot(bytes32 root,bytes32 inputsHash,uint64 sequence,uint64 timestamp,uint32 leafCount)")
+MARGIN_ROOT = keccak(b"MarginRoot(bytes32 root,bytes32 inputsHash,uint64 sequence,uint64 timestamp,uint32 leafCount,"
+                     b"bytes32 solvencyHash)")
 
 
 @pytest.fixture(scope="module")
@@ -37,11 +38,30 @@ def test_report_files_and_summary(run):
     scn, summary = run
     doc = json.loads((scn.out / "report.json").read_text())
     assert doc["summary"]["auctions"] == summary["auctions"]
-    for png in ("spot", "surface", "margin_ratios", "auctions"):
+    for png in ("spot", "surface", "margin_ratios", "auctions", "solvency"):
         assert (scn.out / f"{png}.png").read_bytes()[:4] == b"\x89PNG"
     assert summary["auctions"] >= 1, "a -30 % crash must start at least one auction"
     assert summary["healthy_accounts_liquidated"] == []
     assert all(v["ok"] for v in summary["invariants"].values()), summary["invariants"]
+
+
+def test_the_solvency_index_was_posted_with_the_roots_and_matches_the_fund(run):
+    """Every margin root carried a solvency index (issue 16): as many SolvencyIndexPosted events as roots posted;
+    the fund each one reports is the auction's fund balance a few blocks before it was posted (when the keepers
+    computed it), read back from the chain's history."""
+    scn, summary = run
+    posted = scn.world.logs(scn.ch, "SolvencyIndexPosted")
+    roots = scn.world.logs(scn.ch, "MarginRootPosted")
+    assert len(posted) == len(roots) > 0
+    assert summary["solvency"]["posted"] == len(posted)
+    fund_at = scn.auction.functions.fundBalance().call
+    with_figures = [e for e in posted if int(e["args"]["index"]["accounts"]) > 0]
+    assert with_figures
+    for e in with_figures:
+        idx, b = e["args"]["index"], int(e["blockNumber"])
+        assert int(idx["shortfallEs975"]) >= 0 and int(idx["shortfallVar99"]) >= 0
+        seen = {int(fund_at(block_identifier=x)) for x in range(max(scn.dep.block, b - 30), b + 1)}
+        assert int(idx["fund"]) in seen, (b, int(idx["fund"]), sorted(seen))
 
 
 def test_the_keeper_processes_attested_the_run(run):
@@ -121,9 +141,9 @@ def test_every_liquidation_preceded_by_m_of_n_attestation(run):
         fn, args = scn.ch.decode_function_input(scn.w3.eth.get_transaction(b["transactionHash"])["input"])
         assert fn.fn_name == "postMarginBatch"
         h = args["header"]
-        struct = keccak(encode(["bytes32", "bytes32", "bytes32", "uint64", "uint64", "uint32"],
+        struct = keccak(encode(["bytes32", "bytes32", "bytes32", "uint64", "uint64", "uint32", "bytes32"],
                                [MARGIN_ROOT, bytes(b["args"]["root"]), bytes(h["inputsHash"]), h["sequence"],
-                                h["timestamp"], h["leafCount"]]))
+                                h["timestamp"], h["leafCount"], bytes(args["solvencyHash"])]))
         digest = bytes(scn.ch.functions.hashTypedData(struct).call())
         sigs = bytes(args["signatures"])
         signers = {Account._recover_hash(digest, signature=sigs[i:i + 65]) for i in range(0, len(sigs), 65)}

@@ -175,6 +175,11 @@ def _round_units(value: float, decimals: int, rounding: str) -> int:
     if not math.isfinite(value):
         raise ValueError(f"solvency index: non-finite value {value!r}")
     q = Fraction(value) * 10 ** int(decimals)
+    # an amount that came from whole base units (the fund read from chain, divided for the float engine) is back
+    # within a float's representation error of that integer: take it, so the signed figure is the chain's exact one
+    nearest = round(q)
+    if abs(q - nearest) <= abs(q) * Fraction(1, 10**12):
+        return int(nearest)
     return math.floor(q) if rounding == "floor" else math.ceil(q)
 
 

@@ -31,6 +31,14 @@ def test_rounding_is_against_the_protocol_field_by_field():
     assert t == (-2, 2, 2_500_000, 0, 1, 3_000_001, 7_999_999, 1, 4, 1)
 
 
+def test_an_amount_read_in_base_units_is_signed_exactly():
+    """The fund is read from chain in base units and enters the float engine divided by 10^6; the signed figure is
+    the chain's integer again, not one unit less (50177.692563 is 50177.69256299999... as a float)."""
+    fund = 50_177_692_563
+    t = eip712.solvency_index_tuple(_index(fund=fund / 10**6, shortfall_es975=fund / 10**6), 6)
+    assert t[6] == fund and t[5] == fund
+
+
 def test_struct_hashes_by_hand():
     t = eip712.solvency_index_tuple(_index(), 6)
     types = ["int128", "uint128", "uint128", "uint128", "uint128", "uint128", "uint128", "int128", "uint32", "uint32"]

@@ -176,9 +176,10 @@ def _round_units(value: float, decimals: int, rounding: str) -> int:
         raise ValueError(f"solvency index: non-finite value {value!r}")
     q = Fraction(value) * 10 ** int(decimals)
     # an amount that came from whole base units (the fund read from chain, divided for the float engine) is back
-    # within a float's representation error of that integer: take it, so the signed figure is the chain's exact one
+    # within a float's representation error of that integer (a few ulps: 2^-52 relative each): take it, so the
+    # signed figure is the chain's exact one; anything farther from an integer is a real fraction and rounds
     nearest = round(q)
-    if abs(q - nearest) <= abs(q) * Fraction(1, 10**12):
+    if abs(q - nearest) <= abs(q) * Fraction(8, 2**52):
         return int(nearest)
     return math.floor(q) if rounding == "floor" else math.ceil(q)
 

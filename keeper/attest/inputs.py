@@ -192,6 +192,12 @@ def _fallback_doc(f: dict) -> dict:
             "shock_widening": w}
 
 
+def forward_wad(forward: float, spot_wad: int) -> int:
+    """The series' forward as the document writes it: the spot's exact WAD when the series is priced at spot (so
+    its carry is exactly 1 and the risk inputs hash as a spot-priced book), else the forward in WAD."""
+    return spot_wad if forward == spot_wad / WAD else to_wad(forward)
+
+
 def build_inputs(*, block: BlockRef, spot_wad: int, surface_doc: dict, series: Sequence[Any], marks: SeriesMarks,
                  accounts: Sequence[Any], collateral_assets: Sequence[dict], quote_decimals: int, risk: dict,
                  underlying_asset: str) -> dict:
@@ -202,7 +208,7 @@ def build_inputs(*, block: BlockRef, spot_wad: int, surface_doc: dict, series: S
         block=block, mc_seed=int(block.hash, 16),
         underlyings=[{"asset": underlying_asset, "spot_wad": spot_wad, "surface": surface_doc}],
         series=[{"id": s.series_id, "underlying": 0, "strike": str(s.strike), "expiry": s.expiry,
-                 "is_call": bool(s.is_call), "forward_wad": str(to_wad(f) if f != spot_wad / WAD else spot_wad)}
+                 "is_call": bool(s.is_call), "forward_wad": str(forward_wad(f, spot_wad))}
                 for s, f in zip(series, marks.forwards or [spot_wad / WAD] * len(series))],
         vols=marks.vols, marks=marks.marks,
         collateral_assets=collateral_assets,

@@ -12,10 +12,17 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
 
-from keeper.attest.inputs import SeriesMarks, accounts_document, build_document, mark_series, screen_series
+from keeper.attest.inputs import (
+    SeriesMarks,
+    accounts_document,
+    build_document,
+    forward_wad,
+    mark_series,
+    screen_series,
+)
 from keeper.data.feed import BlockRef
 from keeper.quant.chains import OptionChain
-from keeper.units import WAD, to_wad
+from keeper.units import WAD
 
 #: why an account is left out of a block's attestation
 UNPRICED_SERIES = "unpriced_series"
@@ -125,8 +132,7 @@ def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], s
                          "underlying": und, "price": price})
     series_doc = []
     for s, f in zip(priced, merged.forwards):
-        spot = underlyings[index[str(s.underlying).lower()]].spot_wad
-        fw = spot if f == spot / WAD else to_wad(f)
+        fw = forward_wad(f, underlyings[index[str(s.underlying).lower()]].spot_wad)
         series_doc.append({"id": s.series_id, "underlying": index[str(s.underlying).lower()], "strike": str(s.strike),
                            "expiry": int(s.expiry), "is_call": bool(s.is_call), "forward_wad": str(fw)})
     doc = build_document(

@@ -9,12 +9,18 @@ export PATH := $(CURDIR)/node_modules/.bin:$(CURDIR)/.venv/bin:$(PATH)
 export BACKSTOP_CHAIN_PORT ?= free
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-anvil test-ganache slither scenario gas bench
+.PHONY: setup test test-serial test-anvil test-ganache slither scenario gas bench
 
 setup:
 	@bash scripts/toolchain/bootstrap.sh
 
+# the Anvil suite in two shards, the Ganache subset and slither, two jobs at a time (scripts/run_tests.py);
+# TEST_ARGS=--record rewrites tests/durations.json, the per-file times the shards are balanced on
 test: setup
+	python scripts/run_tests.py $(TEST_ARGS) -- $(PYTEST_ARGS)
+
+# one job at a time, as before: the whole Anvil suite in one process, then the Ganache subset, then slither
+test-serial: setup
 	@$(MAKE) --no-print-directory test-anvil
 	@$(MAKE) --no-print-directory test-ganache
 	@$(MAKE) --no-print-directory slither

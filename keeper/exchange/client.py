@@ -71,6 +71,10 @@ class PeerClient:
     def margin(self, account: str) -> Optional[dict]:
         return self._get(f"/margin/{account}")
 
+    def quote_set(self, block: int, asset: str) -> Optional[dict]:
+        """The quote set the peer proposed for (block, asset), or ``None`` (none yet, or the peer is down)."""
+        return self._get(f"/quotes/{int(block)}/{asset}")
+
     def archive(self, inputs_hash: str) -> Optional[bytes]:
         return self._get(f"/archive/{inputs_hash}", raw=True)
 

@@ -37,6 +37,7 @@ class KeeperView:
         self.status: dict[str, Any] = {"block": None}
         self.attestations: dict[int, dict] = {}
         self.latest_sequence: Optional[int] = None
+        self.quote_sets: dict[tuple[int, str], dict] = {}  # (block, asset) -> quote-set document it proposed
 
     def update_status(self, **fields: Any) -> None:
         with self._lock:
@@ -52,6 +53,19 @@ class KeeperView:
             self.latest_sequence = sequence if self.latest_sequence is None else max(self.latest_sequence, sequence)
             for s in sorted(self.attestations)[:-self.keep] if len(self.attestations) > self.keep else []:
                 del self.attestations[s]
+
+    def publish_quote_set(self, block: int, asset: str, document: dict) -> None:
+        """Offer the quote set this keeper proposes for ``block`` (keeper.data.agreement); keeps the last ``keep``
+        blocks."""
+        with self._lock:
+            self.quote_sets[(int(block), asset.lower())] = document
+            cutoff = int(block) - self.keep
+            for k in [k for k in self.quote_sets if k[0] <= cutoff]:
+                del self.quote_sets[k]
+
+    def quote_set(self, block: int, asset: str) -> Optional[dict]:
+        with self._lock:
+            return self.quote_sets.get((int(block), asset.lower()))
 
     def attestation(self, sequence: Optional[int] = None) -> Optional[dict]:
         with self._lock:
@@ -120,6 +134,13 @@ class _Handler(BaseHTTPRequestHandler):
                 values = got[2] if len(got) > 2 else {}
                 return self._send(200, {"account": account, "header": att["header"], "root": att["root"],
                                         "leaf": leaf, "proof": proof, "values": values})
+            if len(parts) == 3 and parts[0] == "quotes":
+                if not is_address(parts[2]):
+                    return self._error(400, "bad_address", parts[2])
+                qs = srv.view.quote_set(int(parts[1]), parts[2])
+                if qs is None:
+                    return self._error(404, "no_quote_set", f"{parts[1]}/{parts[2]}")
+                return self._send(200, qs)
             if len(parts) == 2 and parts[0] == "archive":
                 h = normalize_hash(parts[1])
                 blob = srv.archive.get(h) if (h and srv.archive is not None) else None

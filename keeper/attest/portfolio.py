@@ -5,12 +5,19 @@ scenario) and haircut, and the accounts that cannot be attested left out with a 
 
 Pure: the caller (the keeper bot) reads prices, chains and the book; this module decides what is priced and how.
 The document is :func:`keeper.attest.inputs.build_document`'s, so
-:func:`keeper.attest.leaves.leaves_from_inputs` prices it and ``backstop verify`` recomputes it.
+:func:`keeper.attest.leaves.leaves_from_inputs` prices it and ``backstop verify`` recomputes it. Each underlying whose
+surface was fitted on a chain also carries that chain's raw quotes (``quotes``, :func:`quotes_document`) and how it
+was fitted (``fit``: the prior surface and the fit's configuration), an optional extension of
+``backstop-inputs/2`` like ``forward_wad`` and ``fallback``: ``backstop verify`` refits the surface and re-derives
+every vol and mark from them (docs/verify.md).
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence
+
+import numpy as np
 
 from keeper.attest.inputs import (
     SeriesMarks,
@@ -44,6 +51,52 @@ class AssetMarket:
     #: set when this asset is priced on its last attested market data (the fallback rule, docs/keeper.md):
     #: ``{"reason", "since_block", "source_block", "shock_widening"}``, written into the document's underlying
     fallback: Optional[dict] = None
+    #: the previous attested surface the fit used as its prior (``fit_surface(chain, prior=)``), ``None`` for a
+    #: cold start: archived with the quotes so that ``backstop verify`` refits the same surface
+    prior: Any = None
+
+
+#: the option-chain columns archived per underlying (every array of :class:`OptionChain`, so that the chain a
+#: verifier rebuilds is the one the keeper fitted and marked on, whatever columns the fit reads)
+QUOTE_COLUMNS = ("expiry_ts", "strike", "is_call", "bid", "ask", "bid_size", "ask_size", "forward", "index_price",
+                 "quote_ts", "mark", "open_interest", "bid_iv", "ask_iv", "mark_iv")
+
+
+def quotes_document(chain: OptionChain) -> dict:
+    """The raw quotes of ``chain`` as the inputs document archives them (``underlyings[i].quotes``): ``underlying``,
+    ``asof``, ``spot``, ``instrument`` (names, may be empty) and one list per column of :data:`QUOTE_COLUMNS` in row
+    order; a value the venue did not give (NaN) is ``null``. :func:`chain_from_quotes` is its exact inverse."""
+    def col(name: str) -> list:
+        arr = getattr(chain, name)
+        if name == "is_call":
+            return [bool(x) for x in arr.tolist()]
+        return [float(x) if math.isfinite(x) else None for x in np.asarray(arr, dtype=np.float64).tolist()]
+
+    return {"underlying": str(chain.underlying), "asof": float(chain.asof), "spot": float(chain.spot),
+            "instrument": [str(x) for x in chain.instrument], **{c: col(c) for c in QUOTE_COLUMNS}}
+
+
+def chain_from_quotes(d: Mapping[str, Any]) -> OptionChain:
+    """The :class:`OptionChain` an archived ``quotes`` entry (:func:`quotes_document`, floats already decoded from
+    canonical JSON) describes; raises ``ValueError`` on a malformed entry."""
+    try:
+        cols = {c: (np.array([bool(x) for x in d[c]], dtype=bool) if c == "is_call" else
+                    np.array([np.nan if x is None else float(x) for x in d[c]], dtype=np.float64))
+                for c in QUOTE_COLUMNS}
+        return OptionChain(underlying=str(d["underlying"]), asof=float(d["asof"]), spot=float(d["spot"]),
+                           instrument=tuple(str(x) for x in d.get("instrument") or ()), **cols)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"archived quotes: {type(e).__name__}: {e}") from None
+
+
+def fit_document(market: AssetMarket) -> dict:
+    """How the archived surface was fitted (``underlyings[i].fit``): ``prior`` (the canonical prior surface, or
+    ``None`` for a cold start) and ``config`` (the fit's ``SurfaceConfig`` as its fit report records it, ``None``
+    when the surface has no report)."""
+    rep = getattr(market.surface, "fit_report", None) or {}
+    cfg = rep.get("config") if isinstance(rep, dict) else None
+    return {"prior": market.prior.to_canonical() if market.prior is not None else None,
+            "config": dict(cfg) if isinstance(cfg, dict) else None}
 
 
 @dataclass(frozen=True)
@@ -142,5 +195,9 @@ def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], s
                       **({"fallback": dict(m.fallback)} if m.fallback else {})} for m in underlyings],
         series=series_doc, vols=merged.vols, marks=merged.marks, collateral_assets=coll_doc,
         accounts=accounts_document(kept), quote_decimals=quote_decimals, risk=risk)
+    for entry, m in zip(doc["underlyings"], underlyings):
+        if m.chain is not None and m.surface is not None:  # the raw quotes the surface was fitted on, and how
+            entry["quotes"] = quotes_document(m.chain)
+            entry["fit"] = fit_document(m)
     return PortfolioInputs(doc, priced, merged, kept, excluded, screened.bad_series,
                            sorted(unpriced_ids), unpriced_coll)

@@ -320,8 +320,9 @@ class KeeperBot:
                                      min_g=arb.get("min_g"), calendar_min_gap=arb.get("calendar_min_gap"))
                     reason = "surface_arbitrage"
         if reason is None:
-            return AssetOutcome(feed, AssetMarket(feed.asset, spot_wad, surface, chain_q), spot_wad, None, spot, used,
-                                rej, surface)
+            return AssetOutcome(feed, AssetMarket(feed.asset, spot_wad, surface, chain_q,
+                                                  prior=_prior_surface(prev_entry) if chain_q is not None else None),
+                                spot_wad, None, spot, used, rej, surface)
         market = self._fallback(feed, block, prev, prev_entry, reason, spot_wad)
         shown = None if market is None else _prior_surface(prev_entry, allow_fallback=True)
         return AssetOutcome(feed, market, spot_wad, reason, spot if spot is not None else

@@ -84,3 +84,52 @@ def test_the_forward_of_each_expiry_is_in_the_document():
         u = p.document["underlyings"][s["underlying"]]
         assert int(s["forward_wad"]) == int(u["spot_wad"])  # no chain: priced at spot
     assert np.all(np.isfinite(p.marks.vols))
+
+
+def _drawn_chain():
+    """A chain of the simulated market (3 expiries x 9 strikes x call/put around ETH 2,000) with two quotes the
+    venue left one-sided and without IVs (NaN), as the keeper's chain source gives it."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from keeper.data.sources import draw_chain
+
+    st = SimpleNamespace(seed=5, expiries_days=[7, 30, 90], strikes_pct=[0.7, 0.8, 0.9, 0.95, 1.0, 1.05, 1.1, 1.2, 1.4],
+                         spread_pct=0.04, depth_mean=20.0)
+    c = draw_chain(st, BlockRef(77, "0x" + "5a" * 32, NOW), 2000.0,
+                   lambda k, t: np.maximum(0.6 - 0.1 * k + 0.3 * k * k, 0.05))
+    bid = np.array(c.bid)
+    bid[[0, 17]] = np.nan
+    return dataclasses.replace(c, bid=bid, instrument=tuple(f"ETH-{i}" for i in range(len(c))))
+
+
+def test_the_raw_quotes_and_the_prior_the_surface_was_fitted_on_are_archived():
+    """Issue 15 item 7: each fitted underlying carries its chain (every column, NaN as null) and how it was fitted;
+    the chain rebuilt from the canonical archive is the keeper's bit for bit, and refitting it with the archived prior
+    gives the archived surface (second computation: the fit run again from the archive alone)."""
+    import json
+
+    from keeper.attest.portfolio import QUOTE_COLUMNS, chain_from_quotes
+    from keeper.quant.risk.engine import from_canonical
+    from keeper.quant.surface import fit_surface
+
+    chain = _drawn_chain()
+    prior = flat_surface("ETH", 0.55, 2000.0)
+    surface = fit_surface(chain, prior=prior)
+    p = build([AssetMarket(ETH, 2000 * WAD, surface, chain, prior=prior), MARKETS[1]])
+    blob = canonical_inputs(p.document)
+    doc = from_canonical(json.loads(blob))
+    eth, btc = doc["underlyings"][1], doc["underlyings"][0]
+    assert "quotes" not in btc and "fit" not in btc  # no chain given: nothing to archive
+    q = eth["quotes"]
+    assert q["bid"][0] is None and q["bid"][17] is None and q["instrument"][3] == "ETH-3"
+    back = chain_from_quotes(q)
+    for col in QUOTE_COLUMNS:
+        np.testing.assert_array_equal(getattr(back, col), getattr(chain, col), err_msg=col)
+    assert (back.asof, back.spot, back.underlying) == (chain.asof, chain.spot, chain.underlying)
+    assert eth["fit"]["prior"] == json.loads(json.dumps(prior.to_canonical()))
+    assert eth["fit"]["config"]["prior_support"] == surface.fit_report["config"]["prior_support"]
+    refit = fit_surface(back, prior=VolSurface.from_canonical(eth["fit"]["prior"]))
+    assert refit.hash() == surface.hash() == VolSurface.from_canonical(eth["surface"]).hash()
+    cold = fit_surface(back)  # the prior mattered: without it the fit is another surface
+    assert cold.hash() != surface.hash()

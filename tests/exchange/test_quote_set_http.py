@@ -7,7 +7,7 @@ import requests
 from eth_account import Account
 from eth_utils import keccak
 
-from keeper.data.agreement import QuoteSet, check_quote_set, quote_set_document, quote_set_from_document, quote_set_hash
+from keeper.attest.agreement import QuoteSet, check_quote_set, quote_set_document, quote_set_from_document, quote_set_hash
 from keeper.data.deribit import load_deribit_csv
 from keeper.exchange.book import SignatureBook
 from keeper.exchange.client import PeerClient

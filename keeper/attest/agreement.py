@@ -19,6 +19,7 @@ Rejected: it signs nothing built on that set this block and logs every row that 
 quotes gets no signature from an honest keeper; the next block has another proposer).
 
 Pure: no network, no files. The exchange carries the documents (:func:`quote_set_document`), the bot decides.
+The agreed chain is what the keeper fits and archives (the inputs document's ``quotes``).
 """
 from __future__ import annotations
 
@@ -28,15 +29,12 @@ from typing import Any, Mapping, Optional
 
 import numpy as np
 
+from keeper.attest.portfolio import chain_from_quotes, quotes_document
 from keeper.codec.canonical import canonical_json, inputs_hash
 from keeper.errors import BackstopError
 from keeper.quant.chains import OptionChain
 
 SCHEMA = "backstop-quote-set/1"
-
-#: OptionChain's per-row arrays, in document order (floats; NaN written as null)
-_FLOAT_ROWS = ("quote_ts", "expiry_ts", "strike", "bid", "ask", "bid_size", "ask_size", "mark", "forward",
-               "index_price", "open_interest", "bid_iv", "ask_iv", "mark_iv")
 
 
 class QuoteSetInvalid(BackstopError, ValueError):
@@ -110,16 +108,12 @@ def _num(x: float) -> Optional[float]:
 
 
 def quote_set_document(qs: QuoteSet) -> dict:
-    """The set as a JSON document (what the proposer publishes and the archive can keep); NaN written as null."""
+    """The set as a JSON document (what the proposer publishes); the chain in the inputs document's own ``quotes``
+    form (:func:`keeper.attest.portfolio.quotes_document`, NaN as null), so the agreed set is what gets archived."""
     doc: dict[str, Any] = {"schema": SCHEMA, "asset": qs.asset.lower(), "block": int(qs.block),
                            "spot": _num(qs.spot)}
-    c = qs.chain
-    if c is not None:
-        doc["chain"] = {
-            "underlying": c.underlying, "asof": _num(c.asof), "spot": _num(c.spot),
-            "is_call": [bool(x) for x in c.is_call], "instrument": list(c.instrument),
-            **{name: [_num(x) for x in getattr(c, name)] for name in _FLOAT_ROWS},
-        }
+    if qs.chain is not None:
+        doc["chain"] = quotes_document(qs.chain)
     return doc
 
 
@@ -144,17 +138,9 @@ def quote_set_from_document(doc: Mapping[str, Any]) -> QuoteSet:
         raise QuoteSetInvalid(f"quote set: bad asset, block or spot ({exc})") from None
     chain = None
     if doc.get("chain") is not None:
-        c = doc["chain"]
         try:
-            n = len(c["strike"])
-            arrays = {name: np.array([math.nan if v is None else float(v) for v in c[name]], dtype=np.float64)
-                      for name in _FLOAT_ROWS}
-            if any(a.shape != (n,) for a in arrays.values()) or len(c["is_call"]) != n:
-                raise ValueError("row arrays of different lengths")
-            chain = OptionChain(underlying=str(c["underlying"]), asof=float(c["asof"]), spot=float(c["spot"]),
-                                is_call=np.array([bool(x) for x in c["is_call"]]),
-                                instrument=tuple(str(x) for x in c.get("instrument") or ()), **arrays)
-        except (KeyError, TypeError, ValueError) as exc:
+            chain = chain_from_quotes(doc["chain"])
+        except ValueError as exc:
             raise QuoteSetInvalid(f"quote set: bad chain ({exc})") from None
     return QuoteSet(asset, block, spot, chain)
 

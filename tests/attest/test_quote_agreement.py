@@ -1,4 +1,4 @@
-"""Keepers agreeing on one quote set per block (keeper/data/agreement.py) on the real Deribit chains.
+"""Keepers agreeing on one quote set per block (keeper/attest/agreement.py) on the real Deribit chains.
 
 Two honest keepers read the venue a moment apart: their views differ by less than a spread, the proposer's set is
 accepted, and both then fit the very same surface (while fitting their own views would give different marks, so
@@ -13,7 +13,7 @@ import math
 import numpy as np
 import pytest
 
-from keeper.data.agreement import (
+from keeper.attest.agreement import (
     AgreementRule,
     QuoteSet,
     QuoteSetInvalid,

@@ -25,6 +25,9 @@ from keeper.units import SECONDS_PER_YEAR
 
 log = logging.getLogger(__name__)
 
+#: Strikes nearest the money whose put-call parity bounds check the venue forward (:meth:`OptionChain.parity_checked_forward`).
+PARITY_STRIKES = 5
+
 #: Column names of the Deribit-like CSV (the loader also reads mappings keyed by these names).
 DERIBIT_COLUMNS = (
     "snapshot_utc", "underlying", "index_price", "expiry_utc", "strike", "kind", "bid", "ask", "bid_iv", "ask_iv",
@@ -104,10 +107,59 @@ class OptionChain:
         return np.unique(self.expiry_ts)
 
     def forward_by_expiry(self) -> tuple[np.ndarray, np.ndarray]:
-        """(distinct expiry timestamps, forward of each): the median of the rows' venue forwards per expiry."""
+        """(distinct expiry timestamps, forward of each): the median of the rows' forwards per expiry, after the
+        put-call parity check of :meth:`parity_checked_forward` (the venue's forward unless the quotes contradict it)."""
         expiries = self.expiries()
-        fwd = np.array([float(np.nanmedian(self.forward[self.expiry_ts == e])) for e in expiries])
+        checked = self.parity_checked_forward()
+        fwd = np.array([float(np.nanmedian(checked[self.expiry_ts == e])) if np.any(self.expiry_ts == e) else math.nan
+                        for e in expiries])
         return expiries, fwd
+
+    def parity_checked_forward(self, n_near: int = PARITY_STRIKES) -> np.ndarray:
+        """Each row's forward, checked against put-call parity on its expiry's quotes (zero rates:
+        ``C - P = F - K``). At each of the ``n_near`` strikes nearest the venue forward ``F_v`` with a two-sided call
+        and put, the quotes bound the forward to ``[K + C_bid - P_ask, K + C_ask - P_bid]`` (outside it one could
+        buy the call, sell the put and sell the future, or the reverse, at a profit). A strike whose bounds hold
+        ``F_v`` asks for no correction; one whose bounds exclude it asks for its mid estimate
+        ``K + C_mid - P_mid - F_v``. The expiry's forward is ``F_v`` plus the median of these corrections (scaled per
+        row, so rows quoted at different moments keep their relative forwards): the venue forward (on weekly
+        expiries an interpolation between listed futures) stands unless most of the strikes near the money
+        contradict it, and one bad quote can move the result only to a neighbouring order statistic of the
+        honest strikes' corrections. On a parity-consistent chain this is the identity; with fewer than 3 such
+        strikes the venue forward stands."""
+        fwd = np.array(self.forward, dtype=np.float64)
+        bid, ask = self.bid, self.ask
+        two = np.isfinite(bid) & np.isfinite(ask) & (bid > 0.0) & (ask > 0.0) & (bid <= ask)
+        for e in self.expiries():
+            rows = self.expiry_ts == e
+            if not np.any(np.isfinite(self.forward[rows])):
+                continue
+            f_venue = float(np.nanmedian(self.forward[rows]))
+            if not (math.isfinite(f_venue) and f_venue > 0.0):
+                continue
+            calls = {float(self.strike[i]): i for i in np.flatnonzero(rows & two & self.is_call)}
+            puts = {float(self.strike[i]): i for i in np.flatnonzero(rows & two & ~self.is_call)}
+            both = sorted((k for k in calls if k in puts and k > 0.0), key=lambda k: (abs(math.log(k / f_venue)), k))
+            near = both[:n_near]
+            if len(near) < 3:
+                continue
+            lo = np.array([k + bid[calls[k]] - ask[puts[k]] for k in near])
+            hi = np.array([k + ask[calls[k]] - bid[puts[k]] for k in near])
+            est = np.array([k + 0.5 * (bid[calls[k]] + ask[calls[k]] - bid[puts[k]] - ask[puts[k]]) for k in near])
+            delta = np.where((hi < f_venue) | (lo > f_venue), est - f_venue, 0.0)
+            shift = float(np.median(delta))
+            if shift != 0.0 and f_venue + shift > 0.0:
+                fwd[rows] = self.forward[rows] * ((f_venue + shift) / f_venue)
+        return fwd
+
+    def with_parity_checked_forward(self) -> "OptionChain":
+        """The same chain with :meth:`parity_checked_forward` as its rows' forwards (itself when nothing changes)."""
+        fwd = self.parity_checked_forward()
+        if np.array_equal(fwd, self.forward, equal_nan=True):
+            return self
+        kwargs = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        kwargs["forward"] = fwd
+        return OptionChain(**kwargs)
 
     def carry_by_expiry(self) -> tuple[np.ndarray, np.ndarray]:
         """(distinct expiry timestamps, forward / spot of each). The forward is the venue's (futures-implied,

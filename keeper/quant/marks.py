@@ -23,6 +23,7 @@ import numpy as np
 
 from keeper.quant.chains import OptionChain
 from keeper.quant.pricing import black76_greeks
+from keeper.quant.surface import fitted_forward
 
 
 class MarkReason(IntEnum):
@@ -121,11 +122,13 @@ def hybrid_marks(bid, ask, bid_size, ask_size, model_price, prev_market=None, *,
 
 def model_prices(chain: OptionChain, surface) -> tuple[np.ndarray, np.ndarray]:
     """Model price and vega of every series of ``chain`` from a fitted :class:`keeper.quant.surface.VolSurface`
-    (Black-76 on the row's forward, maturity from the chain's valuation time)."""
+    (Black-76 on the row's forward checked against put-call parity, :meth:`OptionChain.parity_checked_forward`, as
+    the surface was fitted on; maturity from the chain's valuation time)."""
     t = chain.expiry_years
-    vol = surface.implied_vol(chain.strike, t, chain.forward)
+    fwd = fitted_forward(chain, surface)
+    vol = surface.implied_vol(chain.strike, t, fwd)
     ok = np.isfinite(vol) & (t > 0.0)
-    greeks = black76_greeks(chain.forward, chain.strike, np.where(ok, t, 1.0), np.where(ok, vol, 0.5), chain.is_call)
+    greeks = black76_greeks(fwd, chain.strike, np.where(ok, t, 1.0), np.where(ok, vol, 0.5), chain.is_call)
     price = np.where(ok, np.asarray(greeks.price, dtype=np.float64), np.nan)
     vega = np.where(ok, np.asarray(greeks.vega, dtype=np.float64), np.nan)
     return price, vega

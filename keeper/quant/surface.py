@@ -78,6 +78,7 @@ class SurfaceConfig:
     outer_xatol: float = 1e-6  # Nelder-Mead stops when the simplex spans < xatol in (m, ln sigma) ...
     outer_frtol: float = 1e-9  # ... and < frtol * (best grid objective) in the objective
     sigma_min_sd: float = 0.5  # SVI sigma >= this times the slice's near-the-money sqrt(total variance)
+    parity_forward: bool = True  # each expiry's forward checked against put-call parity (OptionChain.parity_checked_forward)
     robust: bool = True  # robust slice fit (soft-L1 screen, outliers against the robust fit); False: plain WLS
     weight_cap: float = 1.0  # a quote's weight is capped at this times the median of its neighbours' ...
     weight_cap_neighbours: int = 2  # ... (this many on each side in k)
@@ -1078,7 +1079,8 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
     report: dict[str, Any] = {"config": asdict(config)}
     extra_k: dict[float, np.ndarray] = {}
     if isinstance(chain_or_slices, OptionChain):
-        chain = chain_or_slices
+        # each expiry's forward checked against put-call parity on its quotes (the venue's unless they contradict it)
+        chain = chain_or_slices.with_parity_checked_forward() if config.parity_forward else chain_or_slices
         ivs = quote_ivs(chain)
         filt = filter_quotes(chain, config, ivs)
         slices, unused = build_slices(chain, filt.clean, ivs, config)
@@ -1161,4 +1163,14 @@ def fit_surface(chain_or_slices: OptionChain | Sequence[SliceQuotes],
 
 #: The fit before the robust slice fit (MAD outliers on a least-squares first pass, uncapped weights, no sigma
 #: floor): for before/after comparisons (benchmarks/bench_surface.py).
-LEGACY_CONFIG = SurfaceConfig(robust=False, weight_cap=0.0, sigma_min_sd=0.0, min_expiry_years=0.5 / 365.0)
+LEGACY_CONFIG = SurfaceConfig(robust=False, weight_cap=0.0, sigma_min_sd=0.0, min_expiry_years=0.5 / 365.0,
+                              parity_forward=False)
+
+
+def fitted_forward(chain: OptionChain, surface: Any) -> np.ndarray:
+    """Each row's forward as ``surface`` was fitted on it: checked against put-call parity
+    (:meth:`OptionChain.parity_checked_forward`) unless the fit's config turned that off (``LEGACY_CONFIG``); a
+    surface restored from its canonical form (no fit report) was fitted by the current rule."""
+    report = getattr(surface, "fit_report", None)
+    cfg = report.get("config", {}) if isinstance(report, dict) else {}
+    return chain.parity_checked_forward() if cfg.get("parity_forward", True) else np.asarray(chain.forward)

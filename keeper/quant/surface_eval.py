@@ -25,7 +25,7 @@ from keeper.quant.chains import OptionChain
 from keeper.quant.implied_vol import implied_vol
 from keeper.quant.marks import mark_chain, model_prices
 from keeper.quant.pricing import black76_greeks, black76_price
-from keeper.quant.surface import VolSurface
+from keeper.quant.surface import VolSurface, fitted_forward
 from keeper.units import SECONDS_PER_YEAR
 
 #: Injected-quote factors of the fair price (the issue's 0.1x .. 10x, with the near-fair band where a fake is hard
@@ -56,11 +56,13 @@ def two_sided(chain: OptionChain) -> np.ndarray:
 
 
 def model_price_at_quote(chain: OptionChain, surface) -> np.ndarray:
-    """Black-76 price of every row on the surface vol, at the row's forward and quote-time maturity."""
+    """Black-76 price of every row on the surface vol, at the row's forward (checked against put-call parity, as
+    the surface was fitted on) and quote-time maturity."""
     t = chain.quote_expiry_years
-    vol = surface.implied_vol(chain.strike, t, chain.forward)
+    fwd = fitted_forward(chain, surface)
+    vol = surface.implied_vol(chain.strike, t, fwd)
     ok = np.isfinite(vol) & (t > 0.0)
-    price = black76_price(chain.forward, chain.strike, np.where(ok, t, 1.0), np.where(ok, vol, 0.5), chain.is_call)
+    price = black76_price(fwd, chain.strike, np.where(ok, t, 1.0), np.where(ok, vol, 0.5), chain.is_call)
     return np.where(ok, price, np.nan)
 
 
@@ -88,9 +90,10 @@ def inside_band_buckets(chain: OptionChain, surface) -> list[dict]:
     ``z`` from the model vol at the quote's maturity), over all two-sided quotes."""
     two = two_sided(chain)
     t = chain.quote_expiry_years
-    model_iv = surface.implied_vol(chain.strike, t, chain.forward)
+    fwd = fitted_forward(chain, surface)
+    model_iv = surface.implied_vol(chain.strike, t, fwd)
     with np.errstate(invalid="ignore", divide="ignore"):
-        z = np.log(chain.strike / chain.forward) / (model_iv * np.sqrt(t))
+        z = np.log(chain.strike / fwd) / (model_iv * np.sqrt(t))
     model = inside_band(chain, model_price_at_quote(chain, surface))
     venue = inside_band(chain, chain.mark)
     out = []
@@ -159,12 +162,13 @@ class Baseline:
 def baseline(chain: OptionChain, fit: Callable[[OptionChain], object]) -> Baseline:
     surface = fit(chain)
     t = chain.expiry_years
-    iv = surface.implied_vol(chain.strike, t, chain.forward)
+    fwd = fitted_forward(chain, surface)
+    iv = surface.implied_vol(chain.strike, t, fwd)
     tq = chain.quote_expiry_years
     two = two_sided(chain)
-    iv_bid = implied_vol(np.where(two, chain.bid, 1.0), chain.forward, chain.strike, tq, chain.is_call).vol
-    iv_ask = implied_vol(np.where(two, chain.ask, 1.0), chain.forward, chain.strike, tq, chain.is_call).vol
-    delta = np.abs(black76_greeks(chain.forward, chain.strike, np.where(t > 0, t, 1.0),
+    iv_bid = implied_vol(np.where(two, chain.bid, 1.0), fwd, chain.strike, tq, chain.is_call).vol
+    iv_ask = implied_vol(np.where(two, chain.ask, 1.0), fwd, chain.strike, tq, chain.is_call).vol
+    delta = np.abs(black76_greeks(fwd, chain.strike, np.where(t > 0, t, 1.0),
                                   np.where(np.isfinite(iv), iv, 0.5), chain.is_call).delta)
     measured = two & np.isfinite(iv_bid) & np.isfinite(iv_ask) & np.isfinite(iv) & (delta >= 0.1) & (delta <= 0.9)
     limit = np.minimum(0.01, 0.5 * (iv_ask - iv_bid))
@@ -179,7 +183,16 @@ def attack_effect(base: Baseline, rows: Sequence[int], factor: float, half_sprea
     chain = base.chain
     attacked = inject_quotes(chain, rows, factor, base.fair, half_spread, size)
     surface = fit(attacked)
-    iv = surface.implied_vol(chain.strike, chain.expiry_years, chain.forward)
+    # the model price on the attacked chain's own checked forward (a fake quote at the money is one strike of the
+    # parity check), as an implied vol on the clean chain's forward: the move in price, in vol points
+    t = chain.expiry_years
+    f_att, f_base = fitted_forward(attacked, surface), fitted_forward(chain, base.surface)
+    iv = surface.implied_vol(chain.strike, t, f_att)
+    if not np.array_equal(f_att, f_base):
+        ok = np.isfinite(iv) & (t > 0.0)
+        price = black76_price(f_att, chain.strike, np.where(ok, t, 1.0), np.where(ok, iv, 0.5), chain.is_call)
+        iv = np.where(ok, implied_vol(np.where(ok, price, 1.0), f_base, chain.strike, np.where(ok, t, 1.0),
+                                      chain.is_call).vol, np.nan)
     same_point = np.zeros(len(chain), dtype=bool)
     for r in rows:
         same_point |= (chain.expiry_ts == chain.expiry_ts[r]) & (chain.strike == chain.strike[r])

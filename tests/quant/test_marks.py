@@ -164,11 +164,13 @@ def test_real_chain_marks(btc):
     # reasons agree with an independent count from the raw book
     one_sided = np.isfinite(chain.bid) != np.isfinite(chain.ask)
     assert int(np.sum(res.reason == MarkReason.MODEL_ONE_SIDED)) == int(one_sided.sum())
-    # the model price is Black-76 on the surface vol (second computation), as VolSurface.price gives it
-    vol = surface.implied_vol(chain.strike, chain.expiry_years, chain.forward)
-    assert np.allclose(price, black76_price(chain.forward, chain.strike, chain.expiry_years, vol, chain.is_call),
+    # the model price is Black-76 on the surface vol (second computation), as VolSurface.price gives it, on the
+    # forward checked against put-call parity (the surface is fitted on it)
+    fwd = chain.parity_checked_forward()
+    vol = surface.implied_vol(chain.strike, chain.expiry_years, fwd)
+    assert np.allclose(price, black76_price(fwd, chain.strike, chain.expiry_years, vol, chain.is_call),
                        rtol=1e-12, atol=1e-9)
-    assert np.array_equal(price, surface.price(chain.strike, chain.expiry_years, chain.forward, chain.is_call))
+    assert np.array_equal(price, surface.price(chain.strike, chain.expiry_years, fwd, chain.is_call))
     assert np.isnan(surface.price(chain.strike[0], 0.0, chain.forward[0], True))  # expired: no price
     # hysteresis on real data: fed back its own state, a series marked to market stays there
     again = mark_chain(chain, surface, res.market)

@@ -21,7 +21,9 @@ Conventions (units as in docs/ARCHITECTURE.md; floats in quote units here, integ
   base of the P&L so that scenario losses measure moves, not mark-vs-model gaps.
 * loss = -P&L. VaR_a = the ceil(a N)-th smallest loss; ES_b = mean of the N - floor(b N) largest losses.
 * maintenance margin (MM), all terms >= 0:
-  ``(max(ES_b, grid worst weighted loss, 0) + short premium charge + gamma add-on + vega add-on) x (1 + t g / (g + G))``
+  ``(max(ES_b, grid worst weighted loss, stress ES_b, 0) + short premium charge + gamma add-on + vega add-on)
+  x (1 + t g / (g + G))`` where stress ES_b is the ES over the correlation stress set when one is given
+  (``keeper.quant.risk.scenarios.correlation_stress_scenarios``: cross-asset correlation 1), else 0
   where g is the account's gross cash gamma, so the requirement tightens as |gamma| grows; IM = k x MM.
 """
 from __future__ import annotations
@@ -44,6 +46,7 @@ from keeper.quant.risk.scenarios import (
     DAYS_PER_YEAR,
     MertonParams,
     ScenarioSet,
+    correlation_stress_scenarios,
     grid_scenarios,
     monte_carlo_scenarios,
     seed_from_block_hash,
@@ -593,9 +596,9 @@ class AccountRisk:
     """Per-account results (arrays of length n_accounts; Greeks (n_accounts, n_underlyings)), quote units.
 
     ``var``/``es``/``tail_worst_loss`` come from the tail scenario set (Monte Carlo or (F)HS), ``grid_worst_loss``
-    from the grid (extreme moves at their coverage). Greeks include volatile collateral at its haircut value
+    from the grid (extreme moves at their coverage), ``stress_es`` from the correlation stress set (0 without one). Greeks include volatile collateral at its haircut value
     (delta only). ``inputs_hash`` binds the results to :func:`risk_inputs_hash` of the inputs and
-    ``scenarios_hash`` to the two scenario sets.
+    ``scenarios_hash`` to the scenario sets (tail and grid, and the stress set when one was given).
     """
 
     equity: np.ndarray
@@ -618,6 +621,11 @@ class AccountRisk:
     initial_margin: np.ndarray
     inputs_hash: bytes
     scenarios_hash: bytes
+    stress_es: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        if self.stress_es is None:
+            object.__setattr__(self, "stress_es", np.zeros_like(self.es))
 
     def attested_units(self, decimals: int) -> dict[str, list[int]]:
         """Integer quote base units for attestation: equity and collateral value floored, margins ceiled."""
@@ -642,8 +650,12 @@ def _per_underlying(positions: sp.csr_matrix, underlying: np.ndarray, values: np
 
 
 def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: ScenarioSet,
-                         vol_fn: VolFunction | None = None, chunk: int = 256, hashes: bool = True) -> AccountRisk:
+                         vol_fn: VolFunction | None = None, chunk: int = 256, hashes: bool = True,
+                         stress_set: ScenarioSet | None = None) -> AccountRisk:
     """Full risk run: equity, VaR/ES (tail set), grid worst loss, Greeks and margins for every account.
+
+    ``stress_set`` (e.g. :func:`~keeper.quant.risk.scenarios.correlation_stress_scenarios`, equally weighted): its
+    ES at ``es_level`` joins the base of the margin, ``max(ES, grid, stress ES, 0)``; None: no stress (0).
 
     ``hashes=False`` (offline replays such as ``backstop backtest``, which sign nothing) skips the inputs and
     scenario hashes (``b""``); every number is the same.
@@ -689,7 +701,13 @@ def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: Sc
     gross = abs(pos)
     gross_cash_gamma = np.asarray(gross @ (g.gamma * cash_gamma_unit[s.underlying])).ravel()
     multiplier = 1.0 + prm.gamma_tightening * gross_cash_gamma / (gross_cash_gamma + prm.gamma_scale)
-    base = np.maximum(np.maximum(tail.es, grid_worst), 0.0)
+    stress_es = np.zeros(inputs.n_accounts)
+    if stress_set is not None:
+        if np.any(stress_set.weight != 1.0):
+            raise ValueError("stress scenario set must be equally weighted")
+        stress_es = tail_stats(exposure, revalue(inputs, stress_set, vol_fn, v0), prm.var_level, prm.es_level,
+                               chunk).es
+    base = np.maximum(np.maximum(np.maximum(tail.es, grid_worst), stress_es), 0.0)
     mm = (base + premium + gamma_addon + vega_addon) * multiplier
     im = prm.im_multiplier * mm
     return AccountRisk(equity=equity, collateral_value=collateral_value, position_value=position_value,
@@ -698,18 +716,24 @@ def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: Sc
                        vega=vega, theta=theta, short_premium_charge=premium, gamma_addon=gamma_addon,
                        vega_addon=vega_addon, gamma_multiplier=multiplier, maintenance_margin=mm,
                        initial_margin=im, inputs_hash=risk_inputs_hash(inputs) if hashes else b"",
-                       scenarios_hash=inputs_hash([tail_set.hash(), grid_set.hash()]) if hashes else b"")
+                       scenarios_hash=(inputs_hash([tail_set.hash(), grid_set.hash()] + (
+                           [stress_set.hash()] if stress_set is not None else [])) if hashes else b""),
+                       stress_es=stress_es)
 
 
 def block_risk(inputs: RiskInputs, block_hash: bytes | str | int, n_scenarios: int = 10_000,
                merton: MertonParams = MertonParams(), grid_range: float | Sequence[float] = 0.15,
                vol_range: float = 0.25, horizon: float = 1.0 / DAYS_PER_YEAR, vol_fn: VolFunction | None = None,
-               chunk: int = 256) -> AccountRisk:
+               chunk: int = 256, stress_rho: float | None = None) -> AccountRisk:
     """The keeper's per-block run: Monte Carlo scenarios seeded from the block hash (so every honest keeper draws
-    the same ones) for VaR/ES, plus the SPAN-like grid, both over ``horizon``."""
-    mc = monte_carlo_scenarios(seed_from_block_hash(block_hash), n_scenarios, inputs.n_underlyings, merton, horizon)
+    the same ones) for VaR/ES, the SPAN-like grid, and (several underlyings, ``stress_rho`` not None, e.g.
+    ``STRESS_CORRELATION``) the correlation stress drawn from the same seed, all over ``horizon``."""
+    seed = seed_from_block_hash(block_hash)
+    mc = monte_carlo_scenarios(seed, n_scenarios, inputs.n_underlyings, merton, horizon)
     grid = grid_scenarios(grid_range, vol_range=vol_range, n_underlyings=inputs.n_underlyings, horizon=horizon)
-    return compute_account_risk(inputs, mc, grid, vol_fn, chunk)
+    stress = (correlation_stress_scenarios(seed, n_scenarios, inputs.n_underlyings, merton, horizon, stress_rho)
+              if stress_rho is not None and inputs.n_underlyings > 1 else None)
+    return compute_account_risk(inputs, mc, grid, vol_fn, chunk, stress_set=stress)
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -184,6 +184,12 @@ def monte_carlo_scenarios(seed: int, n_scenarios: int, n_underlyings: int, param
     jump_vol_beta * max(-beta_u J, 0)``. The draw order is fixed (documented in docs/risk.md) so that every keeper
     gets the same bits from the same seed.
     """
+    return _merton(seed, n_scenarios, n_underlyings, params, horizon, None)
+
+
+def _merton(seed: int, n_scenarios: int, n_underlyings: int, params: MertonParams, horizon: float,
+            stress_rho: float | None) -> ScenarioSet:
+    """The Merton draw of :func:`monte_carlo_scenarios`; ``stress_rho`` (not None): the correlation stress."""
     if n_scenarios < 1 or n_underlyings < 1:
         raise ValueError("monte carlo: n_scenarios and n_underlyings must be >= 1")
     p = params
@@ -199,7 +205,13 @@ def monte_carlo_scenarios(seed: int, n_scenarios: int, n_underlyings: int, param
     vol_noise = rng.standard_normal((n_scenarios, n_underlyings))
     n_jumps = rng.poisson(p.jump_intensity * horizon, n_scenarios).astype(np.float64)
     jump_z = rng.standard_normal(n_scenarios)
-    z = np.sqrt(p.common_factor_rho) * common[:, None] + np.sqrt(1.0 - p.common_factor_rho) * idio
+    rho = p.common_factor_rho if stress_rho is None else stress_rho
+    z = np.sqrt(rho) * common[:, None] + np.sqrt(1.0 - rho) * idio
+    if stress_rho is not None:
+        # the stress also correlates the vol noise at rho: one more draw, after all of the base set's draws, so the
+        # base set's bits are untouched
+        common_vol = rng.standard_normal(n_scenarios)
+        vol_noise = np.sqrt(rho) * common_vol[:, None] + np.sqrt(1.0 - rho) * vol_noise
     jump = n_jumps * p.jump_mean + np.sqrt(n_jumps) * p.jump_std * jump_z            # (n_scenarios,)
     k = np.exp(beta * p.jump_mean + 0.5 * (beta * p.jump_std) ** 2) - 1.0
     drift = -0.5 * sig ** 2 * horizon - p.jump_intensity * horizon * k
@@ -207,7 +219,34 @@ def monte_carlo_scenarios(seed: int, n_scenarios: int, n_underlyings: int, param
     c = p.spot_vol_corr
     vol_shock = (p.vol_of_vol * np.sqrt(horizon) * (c * z + np.sqrt(1.0 - c * c) * vol_noise)
                  + p.jump_vol_beta * np.maximum(-beta[None, :] * jump[:, None], 0.0))
-    return ScenarioSet("monte_carlo", log_spot, vol_shock, np.ones(n_scenarios), horizon)
+    return ScenarioSet("monte_carlo" if stress_rho is None else "correlation_stress", log_spot, vol_shock,
+                       np.ones(n_scenarios), horizon)
+
+
+#: Cross-asset correlation of the correlation stress (:func:`correlation_stress_scenarios`): every underlying moves
+#: on the one common factor (and its vol with the one common vol noise).
+STRESS_CORRELATION = 1.0
+
+
+def correlation_stress_scenarios(seed: int, n_scenarios: int, n_underlyings: int,
+                                 params: MertonParams = MertonParams(), horizon: float = 1.0 / DAYS_PER_YEAR,
+                                 rho: float = STRESS_CORRELATION) -> ScenarioSet:
+    """The Monte Carlo tail set with the cross-asset correlation raised to ``rho`` (default 1): crypto assets crash
+    together, and a book that counted on them moving apart (a diversified book: shorts on several underlyings) must
+    carry the loss of them all moving at once over the whole distribution, jumps and vol spikes included - beyond
+    the grid's joint block, which moves every underlying by a fixed range only.
+
+    The draws are those of :func:`monte_carlo_scenarios` with the same seed (same order, so the stress shares the
+    base set's common factor, idiosyncratic noise, jumps), mixed at ``rho`` instead of ``common_factor_rho``; the vol
+    noise, idiosyncratic per underlying in the base set, is mixed with one extra common draw (taken after all the
+    base set's draws) at ``rho`` too. With ``rho = 1`` two underlyings of equal diffusion vol and jump loading move
+    by exactly the same log return in every scenario (tested). ``rho`` must lie in [common_factor_rho, 1]: a stress
+    never lowers the correlation (the grid's opposite-direction block is the stress the other way).
+    """
+    if not (params.common_factor_rho <= rho <= 1.0):
+        raise ValueError(f"correlation stress: rho {rho} must lie in [common_factor_rho "
+                         f"{params.common_factor_rho}, 1]")
+    return _merton(seed, n_scenarios, n_underlyings, params, horizon, rho)
 
 
 def log_returns_from_closes(closes: np.ndarray) -> np.ndarray:

@@ -148,15 +148,15 @@ abstract contract AttestationOracle is KeeperSet, IAttestationOracle {
             _recordBreach(l, h, root);
             _bindToBreach(l.account);
         } else {
-            _liftBreach(l.account);
+            _liftBreach(l.account, h.timestamp);
         }
     }
 
     /// @dev Called when a breach of `account` is recorded.
     function _bindToBreach(address account) internal virtual;
 
-    /// @dev Called when a healthy record of `account`'s current portfolio is recorded.
-    function _liftBreach(address account) internal virtual;
+    /// @dev Called when a healthy record of `account`'s current portfolio, attested at `attestedAt`, is recorded.
+    function _liftBreach(address account, uint64 attestedAt) internal virtual;
 
     function _recordBreach(MarginLeaf calldata l, MarginRootHeader calldata h, bytes32 root) internal {
         _breaches[l.account] = BreachRecord({

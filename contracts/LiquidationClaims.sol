@@ -161,9 +161,11 @@ abstract contract LiquidationClaims is OptionBook {
     }
 
     /// @dev A healthy record of the current portfolio lifts a breach that no running auction holds.
-    function _liftBreach(address account) internal override {
+    function _liftBreach(address account, uint64 attestedAt) internal override {
         Lot memory lot = _lots[account];
-        if (lot.inBreach && !lot.inAuction) _unbind(account, lot);
+        // Only an attestation strictly later than the breach's lifts it: two roots may carry one timestamp, and the
+        // account must not replay the healthy leaf of the earlier one over the later breach (finding H-9).
+        if (lot.inBreach && !lot.inAuction && _breaches[account].timestamp < attestedAt) _unbind(account, lot);
     }
 
     /// @dev Clears the breach record and the binding; credited cash joins the account's cash unless claims are

@@ -17,8 +17,8 @@ rule of docs/contracts.md):
   any leaf, however healthy (``CH_StalePrice``): no account comes to hold what the keepers do not price.
 
 Each test performs the attack and asserts the named error, then the honest path and the values read back.
-One hole is shown by an ``xfail(strict=True)`` test at the end (see its docstring): "older" is judged by the root
-timestamp alone, so two roots with the same timestamp rank equal.
+The last test is finding H-9: two roots with the same timestamp rank equal, so a breach is lifted only by a strictly
+later attestation.
 """
 import brownie
 import pytest
@@ -216,17 +216,12 @@ def test_a_series_or_collateral_the_keepers_left_out_is_refused_with_any_leaf(pr
         p.ch.withdraw(p.wbtc, 10**7, leaf, {"from": taker})
 
 
-@pytest.mark.xfail(strict=True, reason="hole: roots with equal timestamps rank equal (AttestationOracle._recordLeaf "
-                   "and ClearinghouseBase._verifyAccountLeaf compare header.timestamp with >=, not the sequence)")
-def test_hole_an_earlier_root_with_the_same_timestamp_clears_a_later_breach(protocol, traders):
-    """HOLE (reported, contracts not changed here): two margin roots may carry the same timestamp (postMarginRoot
-    refuses only ts < lastMarginTimestamp; on chains where consecutive blocks share a timestamp, or when keepers
-    re-attest the same observation with new prices, it happens). The account's record keeps only the root's
-    timestamp (``attestedAt``), and a leaf counts as "not older" when ``header.timestamp >= attestedAt``. So after
-    root s+1 records a breach, the account replays its healthy leaf of root s (same nonce, same timestamp) through
-    ``recordMargin`` and the breach is lifted before anyone starts the auction; the same leaf also outranks a later,
-    thinner leaf for a withdrawal. A fix: record the root's sequence beside ``attestedAt`` and require
-    ``(timestamp, sequence)`` not older. This test asserts the intended behaviour and fails today."""
+def test_an_earlier_root_with_the_same_timestamp_cannot_clear_a_later_breach(protocol, traders):
+    """Finding H-9 (docs/contracts.md): two margin roots may carry the same timestamp (postMarginRoot refuses only
+    ts < lastMarginTimestamp; consecutive blocks can share a timestamp). After root s+1 records a breach, the account
+    replays its healthy leaf of root s (same nonce, same timestamp) through ``recordMargin``: before the fix this
+    lifted the breach before anyone started the auction. A breach is now lifted only by an attestation strictly later
+    than the one that recorded it; a later healthy leaf still lifts it."""
     p = protocol
     maker, taker = traders
     _book(p, maker, taker)
@@ -237,8 +232,12 @@ def test_hole_an_earlier_root_with_the_same_timestamp_clears_a_later_breach(prot
     healthy = p.proof(tree_a, h_a, taker)
     p.post_margin([p.leaf(taker, 400 * USDC, 1_000 * USDC, 2_000 * USDC)], timestamp=t)  # sequence + 1, breach
     assert p.ch.isBreached(taker)
-    try:
-        p.ch.recordMargin(healthy, {"from": taker})
-    except brownie.exceptions.VirtualMachineError:
-        pass
+    p.ch.recordMargin(healthy, {"from": taker})  # accepted as a record of the same time, but lifts nothing
     assert p.ch.isBreached(taker), "the earlier root's healthy leaf lifted the later breach"
+    with brownie.reverts(err("CH_AccountInBreach(address)", str(taker))):
+        p.ch.withdraw(p.usdc, 1 * USDC, healthy, {"from": taker})
+    chain.sleep(2)
+    chain.mine()
+    tree_c, h_c, _ = p.post_margin([p.leaf(taker, 30_000 * USDC, 1_000 * USDC, 2_000 * USDC)], timestamp=t + 1)
+    p.ch.recordMargin(p.proof(tree_c, h_c, taker), {"from": taker})  # strictly later and healthy: lifted
+    assert not p.ch.isBreached(taker)

@@ -6,29 +6,16 @@ from __future__ import annotations
 
 import csv
 import math
-import os
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
 from keeper.backtest.market import PricePath, validate_bars
-from keeper.data.paths import CrashConfig, crash_path
+from keeper.data.paths import CrashConfig, crash_path, crash_path_names, shared_dir_default  # noqa: F401 (re-exported)
 from keeper.errors import BadInput
 
 SYNTHETIC = "synthetic"
-
-
-def shared_dir_default() -> Path:
-
-    env = os.environ.get("BACKSTOP_SHARED_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2].parent / "shared" / "data"
-
-
-def crash_path_names(shared: Path) -> list[str]:
-    """The crash paths in ``shared/price_paths`` (every CSV but the daily closes), sorted."""
-    folder = Path(shared) / "price_paths"
-    return sorted(p.stem for p in folder.glob("*.csv") if not p.stem.endswith("_daily")) if folder.is_dir() else []
 
 
 def resolve(name: str, shared: Path) -> Path:

@@ -2,9 +2,11 @@
 them to the ``backstop`` group). Bad input exits non-zero with one readable line."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
+import time
 from pathlib import Path
 
 import click
@@ -17,6 +19,7 @@ from keeper.cli.common import fail
 from keeper.data.paths import CrashConfig
 from keeper.errors import DeployError, ScenarioError, VerifyError
 from keeper.ops.config import DEFAULT_RPC_URL
+from keeper.scenario.replay_all import failed_row, real_path_names, render_replay_table, replay_row, write_summary
 from keeper.scenario.runner import Scenario, ScenarioConfig
 from keeper.verify.liquidation import verify_liquidation
 
@@ -97,7 +100,8 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
 @click.option("--crash-step", type=int, default=5, show_default=True)
 @click.option("--seed", type=int, default=7, show_default=True)
 @click.option("--replay", default=None,
-              help="replay a real path: a CSV file, or a name in ../shared/data/price_paths (e.g. ETHUSD_2022-06-13)")
+              help="replay a real path: a CSV file, or a name in ../shared/data/price_paths (e.g. ETHUSD_2022-06-13); "
+                   "'all': every crash path there, one after another, with one summary table")
 @click.option("--shared-data", default=None, help="folder holding price_paths/ (default ../shared/data)")
 @click.option("--short-vol", "n_short", type=int, default=18, show_default=True)
 @click.option("--long-vol", "n_long", type=int, default=12, show_default=True)
@@ -127,6 +131,8 @@ def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, cr
                              keep_chain=keep_chain, auction_floor=auction_floor)
         if small:
             cfg.auction_ticks, cfg.auction_tick_seconds, cfg.mc_paths = 6, 60, 400
+        if replay is not None and replay.lower() == "all":
+            return _replay_all(cfg)
         scn = Scenario(cfg)
         summary = scn.run()
     except (ValueError, ScenarioError) as e:
@@ -145,6 +151,29 @@ def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, cr
     bad = [k for k, v in (summary.get("invariants") or {}).items() if not v.get("ok")]
     if summary.get("healthy_accounts_liquidated") or bad:
         fail("backstop", f"scenario finished but invariants failed: {', '.join(bad) or 'healthy account liquidated'}", 1)
+
+
+def _replay_all(base: ScenarioConfig) -> None:
+    """Every real crash path, one after another, each on its own fresh chain in ``<out>/<path>/``; one table."""
+    names = real_path_names(Path(base.shared_dir) if base.shared_dir else None)
+    out = Path(base.out_dir) if base.out_dir else Path("out") / f"replay-all-{time.strftime('%Y%m%d-%H%M%S')}"
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, name in enumerate(names, 1):
+        click.echo(f"[{i}/{len(names)}] {name}")
+        cfg = dataclasses.replace(base, replay=name, out_dir=str(out / name), live=False, keep_chain=False)
+        try:
+            scn = Scenario(cfg)
+            scn.run()
+            rows.append(replay_row(name, json.loads((scn.out / "report.json").read_text())))
+        except Exception as e:  # noqa: BLE001 - one path failing must not stop the others; its row says why
+            rows.append(failed_row(name, f"{type(e).__name__}: {e}"))
+    render_replay_table(rows)
+    path = write_summary(out, rows)
+    click.echo(f"wrote {path}")
+    bad = [r["path"] for r in rows if not r.get("invariants_ok") or r.get("healthy_liquidated")]
+    if bad:
+        fail("backstop", f"--replay all: invariants failed or healthy accounts liquidated on {', '.join(bad)}", 1)
 
 
 @click.command("verify")

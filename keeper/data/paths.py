@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import math
+import os
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -160,6 +161,18 @@ def read_price_bars(path: Path | str) -> Bars:
     t = np.asarray(times)
     order = np.argsort(t, kind="stable")
     return Bars(t[order], np.asarray(close)[order], str(p))
+
+
+def shared_dir_default() -> Path:
+    """The shared market-data folder: ``$BACKSTOP_SHARED_DATA``, else ``../shared/data`` beside the checkout."""
+    env = os.environ.get("BACKSTOP_SHARED_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
+
+
+def crash_path_names(shared: Path) -> list[str]:
+    """The crash paths in ``shared/price_paths`` (every CSV but the daily closes), sorted; [] without the folder."""
+    folder = Path(shared) / "price_paths"
+    return sorted(p.stem for p in folder.glob("*.csv") if not p.stem.endswith("_daily")) if folder.is_dir() else []
 
 
 def resolve_price_path(name: str, shared_dir: Path | None) -> Path:

@@ -11,6 +11,7 @@ from keeper.data.paths import (
     crash_path,
     read_price_bars,
     replay_path,
+    shared_dir_default,
     resolve_price_path,
 )
 
@@ -55,7 +56,7 @@ def default_out_dir() -> Path:
 def build_path(cfg: ScenarioConfig) -> MarketPath:
     """The market path: a replayed real crash when ``cfg.replay`` names one, else the synthetic crash."""
     if cfg.replay:
-        shared = Path(cfg.shared_dir) if cfg.shared_dir else Path(__file__).resolve().parents[3] / "shared" / "data"
+        shared = Path(cfg.shared_dir) if cfg.shared_dir else shared_dir_default()
         f = resolve_price_path(cfg.replay, shared)
         return replay_path(read_price_bars(f), cfg.crash.n_steps, spot0=cfg.crash.spot0,
                            base_vol=cfg.crash.base_vol, window_bars=cfg.replay_window_bars,

@@ -1,0 +1,59 @@
+"""`backstop scenario --replay all`: which paths it runs, the row it makes of a run's report, and bad input.
+
+The on-chain runs themselves are in docs/risk-efficacy.md ("On chain: every real path"); the scenario's own run
+and invariants are tested in test_scenario_anvil.py."""
+from __future__ import annotations
+
+import csv
+
+import pytest
+from click.testing import CliRunner
+
+from keeper.cli.main import main as cli
+from keeper.scenario.replay_all import ReplayError, failed_row, real_path_names, replay_row
+
+
+def test_the_ten_crash_paths_and_not_the_daily_closes(shared_data):
+    names = real_path_names(shared_data)
+    listed = sorted(p.name[:-4] for p in (shared_data / "price_paths").iterdir()
+                    if p.suffix == ".csv" and "daily" not in p.name)
+    assert names == listed and len(names) == 10
+    for n in names:  # each is a readable bar file with a time and a close column
+        with open(shared_data / "price_paths" / f"{n}.csv") as f:
+            assert len(next(csv.reader(f))) >= 2
+
+
+def test_no_shared_folder_is_one_readable_line(tmp_path):
+    with pytest.raises(ReplayError, match="no crash path"):
+        real_path_names(tmp_path)
+    r = CliRunner().invoke(cli, ["scenario", "--replay", "all", "--shared-data", str(tmp_path), "--small"])
+    assert r.exit_code == 2
+    assert r.output.strip().count("\n") == 0 and "no crash path" in r.output
+
+
+def test_row_from_a_report():
+    """Transfers per fill = (model value - price) x fraction where positive; longest stretch below MM by steps."""
+    fills = [
+        {"fraction": 0.5, "price_paid": 900.0, "model_value": 1000.0},   # transfer 50 of 500: 10 %
+        {"fraction": 0.25, "price_paid": 1100.0, "model_value": 1000.0},  # paid above value: no transfer
+        {"fraction": 1.0, "price_paid": 1960.0, "model_value": 2000.0},   # 40 of 2000: 2 %
+    ]
+    report = {
+        "summary": {"insurance_fund_before": 50_000.0, "insurance_fund_after": 50_120.0,
+                    "insurance_fund_payouts": 0.0, "bad_debt": 0.0, "fills": fills,
+                    "accounts_liquidated_full": ["0xa"], "accounts_liquidated_partial": ["0xb", "0xc"],
+                    "healthy_accounts_liquidated": [], "auctions_still_running": 0,
+                    "invariants": {"conservation": {"ok": True}, "fund": {"ok": True}}},
+        "record": {"times": [0.0, 600.0, 1200.0, 1800.0, 2400.0],
+                   "margin_ratios": {"0xa": [1.2, 0.9, 0.8, 1.1, 1.3],  # below from 600 to 1800: 20 min
+                                     "0xb": [0.95, 1.1, 0.99, 0.98, 0.97]}},  # 10 min, then 20 to the end
+    }
+    row = replay_row("BTCUSD_2022-06-13_5m", report)
+    assert row["transfer"] == pytest.approx(50.0 + 40.0)
+    assert row["max_transfer_share"] == pytest.approx(0.10)
+    assert row["minutes_below_mm"] == pytest.approx(20.0)
+    assert (row["liquidated_full"], row["liquidated_partial"], row["healthy_liquidated"]) == (1, 2, 0)
+    assert row["invariants_ok"] and row["failed_invariants"] == []
+    report["summary"]["invariants"]["fund"]["ok"] = False
+    assert replay_row("x", report)["failed_invariants"] == ["fund"]
+    assert failed_row("x", "boom")["invariants_ok"] is False

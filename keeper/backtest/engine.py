@@ -144,6 +144,9 @@ class BacktestConfig:
     fit_xatol: float = 1e-3  # SVI outer search tolerance of the backtest's fits (keepers: 1e-6; see docs)
     fit_frtol: float = 1e-5
     drain_s: float = 1800.0  # chain time simulated after the last bar (auctions still running are then counted)
+    fresh_breach: bool = True  # a book newly breached between full runs is re-run at the bar's spot before a sale
+    healthy_tolerance: float = 0.01  # the keepers' mark tolerance of the "healthy" count (share of the fair MM)
+    margin_move: float | None = 0.02  # a full margin run also at a bar whose spot moved 2 % since the last run
 
 
 @dataclass
@@ -167,6 +170,11 @@ class Fill:
     xfer_attested: float = 0.0  # attested value bought - price paid: transfer beyond the attested value
     buyer: str = "liquidator"  # liquidator | fund (buyer of last resort) | market
     wait_s: float = 0.0  # time the account had been below MM without a fill when this fill came
+    # the "healthy" yardstick and the keepers' view of the book on offer at the fill's bar (before the sale):
+    fair_equity: float = 0.0  # reference prices, haircut collateral, escrow
+    fair_mm: float = 0.0  # the engine's MM with the reference vols at the bar's spot
+    keeper_equity: float = 0.0  # the policy's marks (hybrid / last trade), haircut collateral, escrow
+    keeper_mm: float = 0.0  # the MM the policy held for the book at the bar
 
     def to_json(self) -> dict:
         return {k: (float(v) if isinstance(v, (float, np.floating)) else v) for k, v in self.__dict__.items()}
@@ -237,11 +245,23 @@ def _chain(market: Market, i: int) -> OptionChain:
                        index_price=np.full(n, S), open_interest=np.zeros(n), bid_iv=nan, ask_iv=nan, mark_iv=nan)
 
 
-def margin_points(times: np.ndarray, cadence_s: float) -> np.ndarray:
-    """Bars where the full margin runs: the first bar, then the first bar at or after each ``cadence_s`` mark."""
+def margin_points(times: np.ndarray, cadence_s: float, close: np.ndarray | None = None,
+                  move: float | None = None) -> np.ndarray:
+    """Bars where the full margin runs: the first bar, then the first bar at or after each ``cadence_s`` mark, and
+    (with ``close`` and ``move``) every bar whose close moved more than ``move`` (relative) from the close of the
+    last run before it (a crash bar between two cadence marks gets its run at once)."""
     rel = times - times[0]
     slot = np.floor(rel / cadence_s + 1e-9).astype(np.int64)
-    return np.flatnonzero(np.concatenate([[True], slot[1:] != slot[:-1]]))
+    on = np.concatenate([[True], slot[1:] != slot[:-1]])
+    if close is None or move is None:
+        return np.flatnonzero(on)
+    out = []
+    ref = float(close[0])
+    for i in range(close.size):
+        if on[i] or abs(float(close[i]) / ref - 1.0) > move:
+            out.append(i)
+            ref = float(close[i])
+    return np.asarray(out, dtype=np.int64)
 
 
 def scaled_mm(base: np.ndarray, gross_gamma: np.ndarray, lam: np.ndarray, params: RiskParams = RiskParams()):
@@ -325,7 +345,7 @@ class Replay:
                       for j in range(s.n)}
         self.pop = pop
         self.gross0 = np.abs(pop.positions).sum(axis=1) + np.abs(pop.coll)
-        self.margin_bars = margin_points(market.path.times, cfg.cadence_s)
+        self.margin_bars = margin_points(market.path.times, cfg.cadence_s, market.path.close, cfg.margin_move)
         self.grid = grid_scenarios(cfg.grid_range, n_underlyings=1)
         self.strategies = {"conservative": [EdgeStrategy(e) for e in cfg.edges],
                            "hedging": [EdgeStrategy(e) for e in cfg.hedging_edges], "none": []}
@@ -340,8 +360,15 @@ class Replay:
         self.risk_runs = 0
         self.prev_market = None
         self.curves = {d.name: am.Curve(am.CurveKind.LINEAR, tau=d.tau) for d in DESIGNS.values()}
+        # seconds after an auction's start from which it resets (floor reached: the curve factor is below the cusp,
+        # exactly as the contract compares it, or the tail passed); the factor never rises, so this is a threshold
+        self.reset_s = {d.name: next(el for el in range(d.tail + 2) if el > d.tail or
+                                     am.curve_factor(self.curves[d.name], el) < Fraction(str(d.cusp)))
+                        for d in DESIGNS.values()}
         self._mm_split = None  # (base, gross gamma) of the population's rows at the keepers' vols, last run
-        self._fair_split = None  # the same at the reference vols (the yardstick of "healthy"), lazily per run
+        self._pending_healthy = []  # fills of this bar waiting for the fair-vol MM of their books
+        self._mc = None  # (bar, Monte Carlo scenario set of that bar)
+        self.fresh_runs = 0  # engine runs restricted to a few rows at a bar's spot (breach checks, yardstick)
         self._delta = None
         self._t_override = None  # chain time of the drain after the last bar
 
@@ -353,20 +380,38 @@ class Replay:
         v = surface.implied_vol(self.m.series.strike, T, self.m.path.close[i])
         return np.where(np.isfinite(v) & (v > 0), v, self.m.fair_vol[i] if self.surface is None else np.nan)
 
-    def risk_full(self, i: int, pos: np.ndarray, coll: np.ndarray, vols: np.ndarray):
-        """The risk engine's :class:`AccountRisk` of the rows of ``pos`` at bar ``i`` with ``vols``."""
+    def risk_full(self, i: int, pos: np.ndarray, coll: np.ndarray, vols: np.ndarray, series=None):
+        """The risk engine's :class:`AccountRisk` of the rows of ``pos`` at bar ``i`` with ``vols``. ``series``:
+        indices of the listed series the columns of ``pos`` (and ``vols``) are, default all; an account's figures
+        depend only on the series it holds and its collateral, so a run on the series some rows hold gives those
+        rows' figures (``tests/backtest/test_fresh_margin.py``)."""
         cfg, m = self.cfg, self.m
         S = float(m.path.close[i])
         T = np.maximum(m.expiry_years(i), 0.0)
-        st = SeriesTable(np.zeros(self.n_series, dtype=np.int64), m.series.strike, T, self.series_table_kind,
-                         np.ones(self.n_series))
+        j = np.arange(self.n_series) if series is None else np.asarray(series)
+        k = j.size
+        st = SeriesTable(np.zeros(k, dtype=np.int64), m.series.strike[j], T[j], self.series_table_kind[j],
+                         np.ones(k))
         ca = CollateralTable(np.array([1.0, S]), np.array([0.0, cfg.haircut]), np.array([-1, 0]))
         n = pos.shape[0]
         inputs = RiskInputs(st, sp.csr_matrix(pos), np.column_stack([np.zeros(n), coll]), ca, np.array([S]),
-                            vols, m.fair[i], RiskParams())
-        mc = monte_carlo_scenarios(cfg.seed * 1_000_003 + i, cfg.n_scenarios, 1)
+                            vols, m.fair[i][j], RiskParams())
+        if self._mc is None or self._mc[0] != i:  # seeded per bar: every run at one bar draws the same set
+            self._mc = (i, monte_carlo_scenarios(cfg.seed * 1_000_003 + i, cfg.n_scenarios, 1))
         self.risk_runs += 1
-        return compute_account_risk(inputs, mc, self.grid, hashes=False)
+        return compute_account_risk(inputs, self._mc[1], self.grid, hashes=False)
+
+    def row_split(self, i: int, rows: np.ndarray, vols: np.ndarray):
+        """``(base, gross cash gamma)`` (:func:`split_mm`) of the population's ``rows`` at bar ``i``'s spot with the
+        per-series ``vols``, from one engine run restricted to those rows and the series they hold."""
+        rows = np.asarray(rows, dtype=np.int64)
+        pos = self.pop.positions[rows]
+        used = np.flatnonzero(np.any(pos != 0, axis=0))
+        if used.size == 0:
+            used = np.array([0])
+        self.fresh_runs += 1
+        r = self.risk_full(i, pos[:, used], self.pop.coll[rows], np.asarray(vols)[used], series=used)
+        return split_mm(r.maintenance_margin, r.gamma_multiplier)
 
     def risk(self, i: int, pos: np.ndarray, coll: np.ndarray, vols: np.ndarray):
         """MM and IM per row of ``pos`` from the risk engine at bar ``i`` with ``vols`` (no hashes: nothing signed)."""
@@ -448,7 +493,6 @@ class Replay:
                 model, vega, vols = self.model_prices(i)
                 if i > 0:
                     self._run_margins(i, states, vols, model)
-                self._fair_split = None
             else:
                 model, vega, vols = self.model_prices(i)
             age = m.path.times[i] - m.path.times[m.quote_bar[i]]
@@ -456,6 +500,9 @@ class Replay:
                                model_vega=vega, quote_age=age)
             self.prev_market = hyb.market
             self._cur = (i, last_margin, vols)
+            self._marks = hyb.mark
+            if cfg.fresh_breach and last_margin != i:
+                self._confirm_breaches(i, states, vols, hyb.mark)
             for st in states.values():
                 if st.kind == "auction":
                     self._work_fund_account(st, i)
@@ -465,6 +512,7 @@ class Replay:
                 self._track_waits(st, i, filled, breached)
                 st.fund_series.append(st.fund + self._lor_equity(st, i, hyb.mark))
                 st.liq_series.append(len(st.fills))
+            self._resolve_healthy(i)
             if self.progress is not None:
                 self.progress(1)
         self._drain(states, hyb.mark)
@@ -479,12 +527,87 @@ class Replay:
         t_last = float(self.m.path.times[i])
         for k in range(1, int(self.cfg.drain_s // step) + 1):
             self._t_override = t_last + k * step
+            if self.cfg.fresh_breach:
+                self._confirm_breaches(i, states, self._cur[2], marks, span_s=step)
             for st in states.values():
                 if st.kind == "auction":
                     self._work_fund_account(st, i)
                     filled, breached = self._step_auction(st, i, marks, span_s=step)
                     self._track_waits(st, i, filled, breached, span_s=step)
+            self._resolve_healthy(i)
         self._t_override = None
+
+    def _confirm_breaches(self, i: int, states: dict, vols: np.ndarray, marks: np.ndarray,
+                          span_s: float | None = None) -> None:
+        """Between full margin runs the keepers' MM of a book is the last run's, at that run's spot. A book that
+        this held MM shows newly breached (no auction running yet; for mark-to-market: any breach) is re-run at
+        this bar's spot before anything is sold: one engine run on those population rows and the series they hold
+        (every policy's book of row ``a`` is that row scaled, so one run serves every policy), and the row's MM
+        becomes that run's in every engine-margined policy until the next full run. Without it a book whose MM
+        fell with a rising spot (or whose fresh MM is lower for any reason) is sold on a stale MM. The same for a
+        book whose auction resets in this bar: the reset (and the buyer of last resort's take) needs a fresh breach
+        record, so it is priced and sized on the MM at this bar's spot, and a book that record shows healthy is
+        cured instead."""
+        S = float(self.m.path.close[i])
+        t0 = float(self.m.path.times[i]) if self._t_override is None else self._t_override
+        last_tick = t0 + (max(1, int((span_s or self.m.path.bar_seconds) // self.cfg.tick_s)) - 1) * self.cfg.tick_s
+        cand = np.zeros(self.pop.n, dtype=bool)
+        for st in states.values():
+            if st.kind == "static":
+                continue
+            if st.kind == "auction":
+                escrow = np.zeros(st.cash.size)
+                for a, au in st.auctions.items():
+                    escrow[a] = au["C"] / UNIT
+                eq = self.equity(st, marks, S, escrow)
+                idle = np.ones(st.cash.size, dtype=bool)
+                reset_s = self.reset_s[st.design.name]
+                for a, au in st.auctions.items():  # running: only a reset in this bar takes a fresh record
+                    idle[a] = int(last_tick - au["start"]) >= reset_s
+            else:
+                eq = self.equity(st, self.m.last_trade[i], S)
+                idle = True
+            has_book = (st.scale > 0) & ((np.abs(st.pos).sum(axis=1) > 0) | (st.coll != 0))
+            cand |= (eq < st.mm) & has_book & idle
+        rows = np.flatnonzero(cand)
+        if rows.size == 0:
+            return
+        base, g = self.row_split(i, rows, vols)
+        self._mm_split[0][rows] = base
+        self._mm_split[1][rows] = g
+        for st in states.values():
+            if st.kind != "static":
+                st.mm[rows] = scaled_mm(base, g, st.scale[rows])
+
+    def _book_view(self, st: PolicyState, a: int, i: int, escrow: float, keeper_marks) -> dict:
+        """The book on offer at a fill, before the sale, for the "healthy" yardstick (evaluated once per bar for
+        every fill of the bar, :meth:`_resolve_healthy`): fair equity, the keepers' equity and held MM, lambda."""
+        S = float(self.m.path.close[i])
+        base = st.cash[a] + escrow + st.coll[a] * S * (1 - self.cfg.haircut)
+        return {"fair_equity": float(base + st.pos[a] @ self.m.fair[i]),
+                "keeper_equity": float(base + st.pos[a] @ keeper_marks), "keeper_mm": float(st.mm[a]),
+                "lam": float(st.scale[a])}
+
+    def _defer_healthy(self, fill: Fill, a: int, view: dict) -> None:
+        fill.fair_equity, fill.keeper_equity, fill.keeper_mm = (view["fair_equity"], view["keeper_equity"],
+                                                                view["keeper_mm"])
+        self._pending_healthy.append((fill, a, view["lam"]))
+
+    def _resolve_healthy(self, i: int) -> None:
+        """The yardstick of "healthy" for this bar's fills: the engine's MM of each book on offer with the
+        reference vols **at this bar's spot** (one engine run on the rows filled this bar, any policy, and the
+        series they hold; the book is the row scaled by the policy's lambda before the sale); healthy iff the fair
+        equity is at least that MM."""
+        if not self._pending_healthy:
+            return
+        rows = np.unique([a for _, a, _ in self._pending_healthy])
+        base, g = self.row_split(i, rows, self.m.fair_vol[i])
+        at = {int(a): k for k, a in enumerate(rows)}
+        for fill, a, lam in self._pending_healthy:
+            k = at[int(a)]
+            fill.fair_mm = float(scaled_mm(base[k:k + 1], g[k:k + 1], np.array([lam]))[0])
+            fill.healthy = bool(fill.fair_equity >= fill.fair_mm)
+        self._pending_healthy = []
 
     def _run_margins(self, i: int, states: dict, vols: np.ndarray, marks: np.ndarray) -> None:
         """One engine run on the population's rows (every policy's books are scaled copies of them) plus the fund
@@ -513,22 +636,6 @@ class Replay:
         notional = np.abs(st.pos).sum(axis=1) * S
         short_mark = np.maximum(-st.pos, 0.0) @ self.m.last_trade[i]
         return self.cfg.static_rate * notional + short_mark
-
-    def fair_mm(self, st: PolicyState, a: int) -> float:
-        """Maintenance margin of account ``a``'s current book with the reference vols (the yardstick of
-        "healthy"): one engine run on the population's rows per margin interval (at its first use), scaled to the
-        book by :func:`scaled_mm`."""
-        if self._fair_split is None:
-            _, last_margin, _ = self._cur
-            r = self.risk_full(last_margin, self.pop.positions, self.pop.coll, self.m.fair_vol[last_margin])
-            self._fair_split = split_mm(r.maintenance_margin, r.gamma_multiplier)
-        base, g = self._fair_split
-        return float(scaled_mm(base[a:a + 1], g[a:a + 1], st.scale[a:a + 1])[0])
-
-    def is_healthy(self, st: PolicyState, a: int, i: int, escrow: float = 0.0) -> bool:
-        S = float(self.m.path.close[i])
-        fair_eq = st.cash[a] + escrow + st.coll[a] * S * (1 - self.cfg.haircut) + st.pos[a] @ self.m.fair[i]
-        return bool(fair_eq >= self.fair_mm(st, a))
 
     def _track_waits(self, st: PolicyState, i: int, filled: np.ndarray, breached: np.ndarray,
                      span_s: float | None = None) -> None:
@@ -564,7 +671,7 @@ class Replay:
             if int(a) not in st.auctions:
                 self._start(st, int(a), float(eq[a]), float(mm_units[a]), t0, S=S)
         curve = self.curves[design.name]
-        cusp = Fraction(str(design.cusp))  # exact, as the contract's RAY value: the floor is 'below', not 'at'
+        reset_s = self.reset_s[design.name]
         n_ticks = max(1, int((span_s or m.path.bar_seconds) // cfg.tick_s))
         bidders = self.strategies[st.liquidator]
         for a in list(st.auctions):
@@ -575,7 +682,7 @@ class Replay:
                 el = int(now - au["start"])
                 if el < 0:
                     continue
-                if am.curve_factor(curve, el) < cusp or el > design.tail:
+                if el >= reset_s:  # = curve factor below the cusp, or past the tail (self.reset_s)
                     e_book = float(eq[a]) - au["C"] / UNIT
                     self._restart(st, a, e_book, now)
                     au = st.auctions[a]
@@ -721,7 +828,7 @@ class Replay:
         frac_orig = g / WAD
         share_now = g / (WAD - au["S"])  # of what the account holds now
         fv = frac_orig * self.fair_value(au["pos"], au["cash"], au["coll"], i)
-        healthy = self.is_healthy(st, a, i, au["C"] / UNIT)
+        view = self._book_view(st, a, i, au["C"] / UNIT, self._marks)
         insolvent = au["E"] < 0
         fund_paid = bad = penalty = 0.0
         lor = st.lor
@@ -775,7 +882,8 @@ class Replay:
         st.since[a] = np.nan if done else now  # restored (or sold out): no longer waiting below MM
         st.fills.append(Fill(st.name, i, a, frac_orig, amount / UNIT, fv, transfer, penalty,
                              frac_orig * au["mm"] / UNIT, insolvent, -frac_orig * au["E"] / UNIT if insolvent else 0.0,
-                             fund_paid, bad, healthy, full, att, att - amount / UNIT, buyer, wait))
+                             fund_paid, bad, False, full, att, att - amount / UNIT, buyer, wait))
+        self._defer_healthy(st.fills[-1], a, view)
         if done:
             self._end_auction(st, a)
 
@@ -838,7 +946,7 @@ class Replay:
                 g = gw / WAD
                 if g <= 0:
                     continue
-            healthy = self.is_healthy(st, a, i)
+            view = self._book_view(st, a, i, 0.0, marks)
             fv = g * self.fair_value(pos, cash, coll, i)
             amount = g * p
             fund_paid = bad = penalty = 0.0
@@ -882,8 +990,9 @@ class Replay:
             att = g * float(eq[a])
             st.since[a] = np.nan  # sold what restores the target (or everything) at once
             st.fills.append(Fill(st.name, i, a, g, amount, fv, transfer, penalty, mm_bought, eq[a] < 0 or p <= 0,
-                                 max(-att, 0.0) if eq[a] < 0 else 0.0, fund_paid, bad, healthy, full, att,
+                                 max(-att, 0.0) if eq[a] < 0 else 0.0, fund_paid, bad, False, full, att,
                                  att - amount, "market", 0.0))
+            self._defer_healthy(st.fills[-1], a, view)
         return filled, breached
 
     # ------------------------------------------------------------------ result
@@ -919,6 +1028,11 @@ class Replay:
                 "fills": len(fills),
                 "fills_by_fund": len(fills) - len(ext),
                 "healthy_liquidated": len({f.account for f in fills if f.healthy}),
+                # healthy at fair value by more than the keepers' mark tolerance (docs/risk-efficacy.md)
+                "healthy_beyond_tolerance": len({f.account for f in fills if f.healthy and f.fair_equity >
+                                                 f.fair_mm * (1.0 + self.cfg.healthy_tolerance)}),
+                "healthy_margin_max": max([f.fair_equity / f.fair_mm - 1.0 for f in fills
+                                           if f.healthy and f.fair_mm > 0], default=None),
                 "transfer": float(sum(f.transfer for f in ext)),
                 "transfer_to_fund": float(sum(f.transfer for f in fills if f.buyer == "fund")),
                 "penalties": float(sum(f.penalty for f in fills)),

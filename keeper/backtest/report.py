@@ -107,10 +107,10 @@ def summary_markdown(results: list[dict]) -> str:
     median xfer/MM, the largest per-fill xfer/MM, paths with bad debt, the longest wait below MM, and how many paths
     meet each section-2 target (auction policies)."""
     pols = list(results[0]["policies"])
-    lines = ["| policy | part | full | healthy liq. | fund fills | to liquidators | holders' loss | fund payouts | "
+    lines = ["| policy | part | full | healthy liq. | healthy > 1 % | fund fills | to liquidators | holders' loss | fund payouts | "
              "bad debt | paths with bad debt | acct-min < MM | max wait min | xfer/MM med (median over paths) | "
              "xfer/MM max | fair xfer/MM max | paths meeting: healthy / xfer / loss cap / bad debt / wait / vs MTM |",
-             "|---|" + "---:|" * 15 + "---|"]
+             "|---|" + "---:|" * 16 + "---|"]
     targets = {}
     for r in results:
         for t in target_rows(r):
@@ -125,7 +125,7 @@ def summary_markdown(results: list[dict]) -> str:
                f"{cnt('wait_ok')} / {cnt('vs_mtm_ok')} of {len(tr)}") if tr else "–"
         lines.append(
             f"| {p} | {tot('liquidated_in_part'):,} | {tot('liquidated_in_full'):,} | {tot('healthy_liquidated'):,} | "
-            f"{tot('fills_by_fund'):,} | {tot('transfer'):,.0f} | {tot('holder_loss'):,.0f} | {tot('fund_payouts'):,.0f} | "
+            f"{sum(f.get('healthy_beyond_tolerance', 0) for f in fs):,} | {tot('fills_by_fund'):,} | {tot('transfer'):,.0f} | {tot('holder_loss'):,.0f} | {tot('fund_payouts'):,.0f} | "
             f"{tot('bad_debt'):,.0f} | {sum(1 for f in fs if f['bad_debt'] > 0)} | "
             f"{tot('minutes_below_mm_without_fill'):,.0f} | {max(f['max_minutes_below_mm_without_fill'] for f in fs):,.1f} | "
             f"{med[len(med) // 2]:.3f} | {max(f['xfer_attested_share_max'] for f in fs):.3f} | "

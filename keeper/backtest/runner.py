@@ -16,6 +16,7 @@ TABLE = {
     "liquidated_in_part": "part",
     "liquidated_in_full": "full",
     "healthy_liquidated": "healthy liq.",
+    "healthy_beyond_tolerance": "healthy > 1 %",
     "fills_by_fund": "fund fills",
     "transfer": "to liquidators",
     "holder_loss": "holders' loss",

@@ -30,7 +30,8 @@ def both():
 
 
 def test_finer_cadence_runs_more_margins(both):
-    assert both[300.0][1] == 144 and both[900.0][1] == 48
+    # every 15 minutes (48) plus one run at the jump bar (spot moved more than margin_move = 2 % since the last run)
+    assert both[300.0][1] == 144 and both[900.0][1] == 49
 
 
 @pytest.mark.parametrize("policy", POLS)

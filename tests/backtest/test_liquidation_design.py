@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from keeper.backtest.engine import CHOSEN, BacktestConfig, Replay, conservative_value, scaled_mm, split_mm
+from keeper.backtest.engine import CHOSEN, BacktestConfig, Replay, conservative_value, margin_points, scaled_mm, split_mm
 from keeper.backtest.market import validate_bars
 from keeper.backtest.population import Population
 from keeper.backtest.runner import prepare
@@ -132,6 +132,10 @@ def test_todays_design_with_the_conservative_liquidator_violates_the_transfer_bo
     assert r["xfer_attested_share_median"] > 0.05
 
 
+def rp_bars(market):
+    return set(margin_points(market.path.times, CFG.cadence_s, market.path.close, CFG.margin_move).tolist())
+
+
 def test_buyer_of_last_resort_takes_a_book_nobody_bids_on():
     """One short-put account pushed below MM by an 8 % drop, nobody bidding: the auction reaches its floor at 570 s
     (first 30 s tick with factor < 0.1), resets once from a fresh record, reaches the floor again at 1,140 s, and
@@ -155,9 +159,10 @@ def test_buyer_of_last_resort_takes_a_book_nobody_bids_on():
     fills = r["fill_list"]
     assert len(fills) >= 1 and fills[0]["buyer"] == "fund"
     f = fills[0]
-    # breached at bar 12, the first margin run at the new spot (runs every 15 minutes: bars 0, 3, ..., 12), taken
-    # 1,140 s later, in bar 15
-    assert f["bar"] == 12 + 1140 // 300 and f["wait_s"] == 1140.0
+    # breached at bar 10: the 8 % drop runs the full margin at once (spot moved more than margin_move = 2 % since
+    # the last 15-minute run at bar 9); taken 1,140 s later, in bar 13
+    assert 10 in rp_bars(market) and 11 not in rp_bars(market)
+    assert f["bar"] == 10 + 1140 // 300 and f["wait_s"] == 1140.0
     assert f["amount"] == pytest.approx(f["attested_value"], abs=1e-6) and f["xfer_attested"] == pytest.approx(0.0, abs=1e-6)
     assert 0 < f["fraction"] < 1 and f["penalty"] > 0
     assert r["fund_account_books_taken"] == len(fills)

@@ -19,6 +19,7 @@ COMMANDS = {
     "scenario": "keeper.cli.scenario:scenario",
     "verify": "keeper.cli.scenario:verify",
     "backtest": "keeper.cli.backtest:backtest",
+    "haircuts": "keeper.cli.haircuts:haircuts",
 }
 
 

@@ -14,6 +14,7 @@ units), the liquidation takes ``days = base_days + size / depth`` days and the h
 from __future__ import annotations
 
 from dataclasses import dataclass
+from fractions import Fraction
 
 import numpy as np
 
@@ -22,6 +23,7 @@ from keeper.quant.risk.scenarios import (
     ewma_volatility,
     log_returns_from_closes,
 )
+from keeper.units import WAD
 
 
 @dataclass(frozen=True)
@@ -79,3 +81,101 @@ def haircut_from_closes(closes: np.ndarray, size: float, depth: float,
     """Haircut for one asset from its daily closes: today's EWMA vol, then :func:`recommended_haircut`."""
     sigma_today = ewma_volatility(log_returns_from_closes(closes), params.ewma_lambda)[-1]
     return float(recommended_haircut(sigma_today, size, depth, params))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Recommendations for the listed collateral (issue 16 item 4)
+# ---------------------------------------------------------------------------------------------------------------
+
+SECONDS_PER_DAY = 86_400
+#: Haircuts are recommended on a grid of one basis point (1e14 WAD), rounded up: noise below it never moves a
+#: listed value, and rounding never favours the depositor.
+HAIRCUT_STEP_WAD = 10**14
+
+
+def daily_closes(timestamps: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The last price of each UTC day from a price history (e.g. the keepers' ``PricesPosted`` attestations of one
+    asset): ``(days, closes)``, days as unix day numbers, ascending. Observations need not be sorted; equal
+    timestamps keep the later one in the given order. Raises ValueError on non-positive or non-finite prices or
+    mismatched lengths."""
+    ts = np.asarray(timestamps, dtype=np.int64)
+    px = np.asarray(prices, dtype=np.float64)
+    if ts.shape != px.shape or ts.ndim != 1:
+        raise ValueError("daily closes: timestamps and prices must be equal-length 1-d arrays")
+    if not np.all(np.isfinite(px)) or np.any(px <= 0):
+        raise ValueError("daily closes: prices must be finite and > 0")
+    order = np.argsort(ts, kind="stable")
+    ts, px = ts[order], px[order]
+    day = ts // SECONDS_PER_DAY
+    last = np.flatnonzero(np.append(day[1:] != day[:-1], True)) if day.size else np.zeros(0, dtype=np.int64)
+    return day[last], px[last]
+
+
+def haircut_wad(h: float) -> int:
+    """A haircut fraction as WAD, rounded *up* to :data:`HAIRCUT_STEP_WAD` (exactly, through the float's rational
+    value; a value within a millionth of a step of a step is that step)."""
+    if not np.isfinite(h) or h < 0 or h >= 1:
+        raise ValueError(f"haircut {h!r} must lie in [0, 1)")
+    # up to the step, except within 1e-6 of a step (a float such as 0.1 sits a few ulps above its decimal value)
+    steps = -(-(Fraction(float(h)) * WAD / HAIRCUT_STEP_WAD - Fraction(1, 10**6)) // 1)
+    return max(int(steps), 0) * HAIRCUT_STEP_WAD
+
+
+@dataclass(frozen=True)
+class CollateralMarket:
+    """One listed collateral asset as the recommendation sees it.
+
+    Attributes:
+        symbol: the asset's name (display only).
+        closes: its daily closes, oldest first (at least two; e.g. :func:`daily_closes` of the keepers' prices).
+        size: whole units the protocol may come to hold and have to sell (its listed deposit cap).
+        depth: whole units sellable per day at an acceptable cost (from the market; not on chain).
+        listed_wad: the haircut listed on chain [WAD].
+    """
+
+    symbol: str
+    closes: np.ndarray
+    size: float
+    depth: float
+    listed_wad: int
+
+
+@dataclass(frozen=True)
+class HaircutRecommendation:
+    """The model's haircut for one asset against the listed one ([WAD] both; ``daily_vol`` today's EWMA)."""
+
+    symbol: str
+    listed_wad: int
+    recommended_wad: int
+    daily_vol: float
+    size: float
+    depth: float
+    days: int
+
+    @property
+    def action(self) -> str:
+        """``"raise"`` (the risk admin may act at once), ``"lower"`` (only through the timelock) or ``"keep"``."""
+        if self.recommended_wad > self.listed_wad:
+            return "raise"
+        return "lower" if self.recommended_wad < self.listed_wad else "keep"
+
+
+def recommend_haircuts(markets: list[CollateralMarket], params: HaircutParams = HaircutParams()
+                       ) -> list[HaircutRecommendation]:
+    """The recommended haircut of every listed collateral asset: today's EWMA daily vol of its closes, its size
+    (the listed cap) over its depth, :func:`recommended_haircut`, rounded up to a basis point (:func:`haircut_wad`).
+    Raises ValueError naming the asset on bad data (fewer than two closes, a non-positive price, depth <= 0): a
+    recommendation built on it must never be applied."""
+    out = []
+    for m in markets:
+        closes = np.asarray(m.closes, dtype=np.float64)
+        if closes.ndim != 1 or closes.size < 2:
+            raise ValueError(f"{m.symbol}: need at least two daily closes, got {closes.size}")
+        try:
+            sigma = float(ewma_volatility(log_returns_from_closes(closes), params.ewma_lambda)[-1])
+            h = float(recommended_haircut(sigma, m.size, m.depth, params))
+        except ValueError as e:
+            raise ValueError(f"{m.symbol}: {e}") from None
+        out.append(HaircutRecommendation(m.symbol, int(m.listed_wad), haircut_wad(h), sigma, float(m.size),
+                                         float(m.depth), int(closes.size)))
+    return out

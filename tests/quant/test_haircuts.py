@@ -82,3 +82,46 @@ def test_haircut_from_real_closes_uses_todays_ewma_vol(shared_data, name):
     size, depth = 500.0, 2000.0
     expected = 1.0 - math.exp(-2.33 * sigma * math.sqrt(1.25)) + 0.1 * math.sqrt(0.25)
     assert haircut_from_closes(closes, size, depth) == pytest.approx(expected, rel=1e-10)
+
+
+def test_daily_closes_take_the_last_attested_price_of_each_utc_day():
+    from keeper.quant.haircuts import daily_closes
+
+    day = 86_400
+    ts = np.array([3 * day + 50, 1 * day + 10, 1 * day + 9_000, 3 * day + 10, 2 * day, 2 * day + day - 1])
+    px = np.array([5.0, 1.0, 2.0, 4.0, 3.0, 3.5])
+    days, closes = daily_closes(ts, px)
+    assert days.tolist() == [1, 2, 3] and closes.tolist() == [2.0, 3.5, 5.0]
+    with pytest.raises(ValueError):
+        daily_closes(ts, -px)
+
+
+def test_haircut_wad_rounds_up_to_a_basis_point():
+    from keeper.quant.haircuts import haircut_wad
+
+    assert haircut_wad(0.1) == 10**17                       # 0.1's float is a few ulps above 0.1: still 10 %
+    assert haircut_wad(0.10001) == 1001 * 10**14 and haircut_wad(0.123449) == 1235 * 10**14
+    assert haircut_wad(0.0) == 0
+    with pytest.raises(ValueError):
+        haircut_wad(1.0)
+
+
+def test_recommendations_compare_with_the_listed_haircut_and_name_bad_data():
+    from keeper.quant.haircuts import CollateralMarket, recommend_haircuts
+
+    rng = np.random.default_rng(4)
+    closes = 100 * np.exp(np.cumsum(rng.normal(0, 0.04, 60)))
+    r = np.diff(np.log(closes))
+    var0 = np.mean(r[:30] ** 2)
+    var, _ = lfilter([0.06], [1, -0.94], r ** 2, zi=[0.94 * var0])
+    h = 1.0 - math.exp(-2.33 * math.sqrt(var[-1]) * math.sqrt(1.5)) + 0.1 * math.sqrt(0.5)
+    bp = math.ceil(h * 10_000 - 1e-6)
+    recs = recommend_haircuts([CollateralMarket("A", closes, 500.0, 1000.0, 10**17),
+                               CollateralMarket("B", closes, 500.0, 1000.0, 9 * 10**17),
+                               CollateralMarket("C", closes, 500.0, 1000.0, bp * 10**14)])
+    assert [x.recommended_wad for x in recs] == [bp * 10**14] * 3
+    assert [x.action for x in recs] == ["raise", "lower", "keep"]
+    with pytest.raises(ValueError, match="^D: need at least two daily closes"):
+        recommend_haircuts([CollateralMarket("D", closes[:1], 1.0, 1.0, 0)])
+    with pytest.raises(ValueError, match="^E: "):
+        recommend_haircuts([CollateralMarket("E", closes, 1.0, 0.0, 0)])

@@ -186,8 +186,9 @@ def _replay_all(base: ScenarioConfig) -> None:
 @click.option("--keeper-url", "keeper_urls", multiple=True, help="keeper HTTP API serving /archive/<hash>")
 @click.option("--json", "as_json", is_flag=True, help="print the full result as JSON")
 def verify_cmd(account, auction_id, deployment_file, rpc_url, archive_dirs, keeper_urls, as_json) -> None:
-    """Check a liquidation against the protocol's rules: attestation signatures, Merkle proof, recomputed
-    equity and margins, the auction's start price and every bid."""
+    """Check a liquidation against the protocol's rules: attestation signatures, Merkle proof, the archive's hash,
+    equity and margins recomputed and the marks re-derived from the archived raw quotes, the auction's start price
+    and every bid (docs/verify.md). Exit 0: rules followed; 1: a rule broken (named); 2: bad input (one line)."""
 
     if (account is None) == (auction_id is None):
         fail("backstop", "give exactly one of --account or --auction")

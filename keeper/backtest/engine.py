@@ -330,12 +330,24 @@ def conservative_value(portfolio: Portfolio, series, market: MarketView, appetit
                         math.ceil(appetite.aversion * stress))
 
 
+def _fit_job(chain: OptionChain, config: SurfaceConfig):
+    """One keepers' surface fit (module level: run in a helper process by :meth:`Replay.run` with ``fit_workers``)."""
+    return fit_surface(chain, config)
+
+
 class Replay:
-    """One path, one population, several policies (see module docstring). ``run()`` returns the result dict."""
+    """One path, one population, several policies (see module docstring). ``run()`` returns the result dict.
+
+    ``fit_workers`` > 0: the keepers' surface fits, which depend on the market alone (the standing book at the fit
+    bars of :meth:`fit_plan`), are computed ahead in that many helper processes while the replay runs, and taken in
+    order; each is the same ``fit_surface`` call on the same chain, so the results are the same as fitting in line.
+    """
 
     def __init__(self, market: Market, pop: Population, cfg: BacktestConfig = BacktestConfig(),
-                 policies=POLICIES, progress=None):
+                 policies=POLICIES, progress=None, fit_workers: int = 0):
         self.m, self.cfg, self.policies, self.progress = market, cfg, tuple(policies), progress
+        self.fit_workers = fit_workers
+        self._fits_ahead = None  # {bar: future of its fit}
         for p in self.policies:
             parse_policy(p)
         s = market.series
@@ -425,10 +437,24 @@ class Replay:
             return
         self._fitted_quote_bar = q
         try:
-            self.surface = fit_surface(_chain(self.m, i), self.surface_config)
+            if self._fits_ahead is not None and i in self._fits_ahead:
+                self.surface = self._fits_ahead.pop(i).result()
+            else:
+                self.surface = fit_surface(_chain(self.m, i), self.surface_config)
             self.surface_fits += 1
         except (SurfaceFitError, ValueError, FloatingPointError):
             self.surface_failures += 1  # the keeper keeps its last good surface
+
+    def fit_plan(self) -> list[int]:
+        """The bars where :meth:`refit` fits, in order: margin bars whose standing book was requoted since the last
+        fit (a failed fit is not retried on the same book, so this depends on the market alone)."""
+        out, last = [], self._fitted_quote_bar
+        for i in self.margin_bars.tolist():
+            q = int(self.m.quote_bar[i])
+            if q != last:
+                out.append(int(i))
+                last = q
+        return out
 
     def model_prices(self, i: int):
         T = np.maximum(self.m.expiry_years(i), 1e-9)
@@ -467,6 +493,21 @@ class Replay:
 
     # ------------------------------------------------------------------ run
     def run(self) -> dict:
+        if self.fit_workers <= 0:
+            return self._run()
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(self.fit_workers) as ex:
+            self._fits_ahead = {i: ex.submit(_fit_job, _chain(self.m, i), self.surface_config)
+                                for i in self.fit_plan()}
+            try:
+                return self._run()
+            finally:
+                for f in self._fits_ahead.values():
+                    f.cancel()
+                self._fits_ahead = None
+
+    def _run(self) -> dict:
         m, cfg, pop = self.m, self.cfg, self.pop
         n = pop.n
         nb = len(m.path)

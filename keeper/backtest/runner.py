@@ -54,11 +54,12 @@ def prepare(path: PricePath, n_accounts: int, cfg: BacktestConfig, seed: int = 0
 
 
 def run_path(path: PricePath, n_accounts: int, cfg: BacktestConfig = BacktestConfig(), seed: int = 0,
-             policies=POLICIES, progress=None) -> dict:
-    """Replay ``path``; returns per policy the figures (engine.Replay result) plus run metadata."""
+             policies=POLICIES, progress=None, fit_workers: int = 0) -> dict:
+    """Replay ``path``; returns per policy the figures (engine.Replay result) plus run metadata. ``fit_workers``:
+    helper processes fitting the keepers' surfaces ahead of the replay (same results, :class:`Replay`)."""
     t0 = time.perf_counter()
     market, pop = prepare(path, n_accounts, cfg, seed)
-    rp = Replay(market, pop, cfg, policies, progress)
+    rp = Replay(market, pop, cfg, policies, progress, fit_workers=fit_workers)
     res = rp.run()
     return {
         "path": path.name, "underlying": path.underlying, "bars": len(path), "bar_seconds": path.bar_seconds,
@@ -66,7 +67,7 @@ def run_path(path: PricePath, n_accounts: int, cfg: BacktestConfig = BacktestCon
         "spot_last": float(path.close[-1]), "atm_vol_short_max": float(market.ref.short.max()),
         "atm_vol_long_max": float(market.ref.long.max()), "fair_vol_max": float(market.fair_vol.max()),
         "fat_finger": market.fat_finger, "margin_runs": int(rp.margin_bars.size), "surface_fits": rp.surface_fits,
-        "surface_fit_failures": rp.surface_failures, "risk_runs": rp.risk_runs,
+        "surface_fit_failures": rp.surface_failures, "risk_runs": rp.risk_runs, "fresh_runs": rp.fresh_runs,
         "cadence_s": cfg.cadence_s, "seconds": time.perf_counter() - t0, "policies": res,
         "kinds": {k: int(sum(1 for x in pop.kind if x == k)) for k in sorted(set(pop.kind))},
     }

@@ -76,7 +76,9 @@ def _fmt(v) -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--var/--no-var", "do_var", default=True, show_default=True, help="VaR backtest on *_daily.csv")
 @click.option("--plots/--no-plots", default=True, show_default=True)
-@click.option("--workers", type=int, default=1, show_default=True, help="paths replayed in parallel processes")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="processes: paths replayed in parallel (several paths), or one replay plus a helper fitting its "
+                   "surfaces ahead (one path, or --workers 1 gives no helper); the figures are the same either way")
 @click.option("--policy", "policy_names", multiple=True,
               help="policy to replay, repeatable: mark_to_market, static or <design>:<liquidator> with design "
                    "backstop (chosen) or today and liquidator hedging, conservative or none (default: all of "
@@ -147,7 +149,8 @@ def backtest(paths, accounts, out_dir, shared_data, cadence_minutes, scenarios, 
             for p in loaded:
                 prog.update(task, description=f"replaying {p.name}")
                 results.append(run_path(p, accounts, cfg, seed=seed, policies=policies,
-                                        progress=lambda k: prog.advance(task, k)))
+                                        progress=lambda k: prog.advance(task, k),
+                                        fit_workers=1 if workers > 1 else 0))
         if daily:
             vtask = prog.add_task("VaR backtest", total=sum(len(c) - 31 for _, c in daily))
             for name, closes in daily:

@@ -107,3 +107,18 @@ def test_no_sale_on_a_stale_mm(runs):
 
     assert check(*runs[False]) > 0, "the old rule holds the last run's MM at a sale between runs"
     assert check(*runs[True]) == 0
+
+
+def test_fits_ahead_in_a_helper_process_give_the_same_replay():
+    """The surfaces fitted ahead in a helper process (``fit_workers=1``) are taken in order and give the replay fitted
+    in line, figure for figure."""
+    path = _path()
+    market, pop = prepare(path, 20, CFG, seed=4)
+    a = Replay(market, pop, CFG, policies=("backstop:hedging", "mark_to_market"))
+    b = Replay(market, pop, CFG, policies=("backstop:hedging", "mark_to_market"), fit_workers=1)
+    assert len(b.fit_plan()) > 5
+    ra, rb = a.run(), b.run()
+    assert a.surface_fits == b.surface_fits == len(b.fit_plan()) - b.surface_failures
+    for p in ra:
+        assert ra[p]["fill_list"] == rb[p]["fill_list"]
+        assert ra[p]["fund_series"] == rb[p]["fund_series"]

@@ -38,11 +38,13 @@ def _load():
 
 
 def _one(args):
-    name, accounts, cfg = args
+    name, accounts, cfg, *rest = args
+    policies = rest[0] if rest else POLICIES
     p = load_path(name, shared_dir_default())
-    t0 = time.perf_counter()
-    r = run_path(p, accounts, cfg)
+    t0, c0 = time.perf_counter(), time.process_time()
+    r = run_path(p, accounts, cfg, policies=policies)
     r["wall"] = time.perf_counter() - t0
+    r["cpu"] = time.process_time() - c0  # this process's CPU seconds: the load-independent cost of the path
     for pol in r["policies"].values():
         for k in ("fund_series", "liq_series", "fill_list"):
             pol.pop(k, None)
@@ -59,6 +61,10 @@ def main() -> int:
     ap.add_argument("--fine-minutes", type=float, default=5.0)
     ap.add_argument("--out", default=None, help="write the JSON result here")
     ap.add_argument("--baseline-only", action="store_true", help="only the every-bar vs documented cadence ratio")
+    ap.add_argument("--policy", action="append", default=None,
+                    help="policy to replay, repeatable (default: all 7; the issue's benchmark: backstop:hedging, "
+                         "mark_to_market, static)")
+    ap.add_argument("--no-baseline", action="store_true", help="skip the every-bar vs documented cadence ratio")
     a = ap.parse_args()
     cfg = BacktestConfig()
     print(f"load average at start: {_load()}")
@@ -83,6 +89,41 @@ def main() -> int:
         return 0
 
     names = a.path or (["synthetic"] + crash_path_names(shared_dir_default()))
+    policies = tuple(a.policy) if a.policy else POLICIES
+    t_every = t_doc = None
+    if not a.no_baseline:
+        t_every, t_doc = _baseline(a, cfg, names)
+    if a.baseline_only:
+        return 0
+    t0 = time.perf_counter()
+    results = []
+    with ProcessPoolExecutor(max_workers=a.workers) as ex:
+        futs = [ex.submit(_one, (n, a.accounts, cfg, policies)) for n in names]
+        for f in as_completed(futs):
+            r = f.result()
+            results.append(r)
+            print(f"{r['path']:26s} bars {r['bars']:6d} margin runs {r['margin_runs']:4d} fits {r['surface_fits']:4d} "
+                  f"risk runs {r['risk_runs']:5d} {r['wall']:7.1f}s cpu {r['cpu']:7.1f}s load {_load()[0]:.1f}",
+                  flush=True)
+            if a.out:  # written as paths complete, so a long run leaves usable partial results
+                Path(a.out).write_text(json.dumps({"accounts": a.accounts, "workers": a.workers, "partial": True,
+                                                   "policies": policies,
+                                                   "baseline": {"every_bar_s": t_every, "documented_s": t_doc},
+                                                   "paths": results}, indent=1, default=float))
+    total = time.perf_counter() - t0
+    cpu = sum(r["cpu"] for r in results)
+    print(f"total: {len(names)} paths x {len(policies)} policies x {a.accounts} accounts in {total:.1f}s with "
+          f"{a.workers} workers (target 900 s: {total / 900:.2f}x of it); CPU {cpu:.1f}s (on {a.workers} free cores "
+          f"at least {cpu / a.workers:.0f}s); load average at end: {_load()}")
+    if a.out:
+        Path(a.out).write_text(json.dumps({"accounts": a.accounts, "workers": a.workers, "total_s": total,
+                                           "cpu_s": cpu, "policies": policies,
+                                           "baseline": {"every_bar_s": t_every, "documented_s": t_doc},
+                                           "load_end": _load(), "paths": results}, indent=1, default=float))
+    return 0
+
+
+def _baseline(a, cfg, names):
     # baseline in the same run: margin + refit at every bar vs the documented cadence, first bars of the first path
     first = load_path(names[0], shared_dir_default())
     short = replace(first, times=first.times[:a.baseline_bars], close=first.close[:a.baseline_bars])
@@ -97,29 +138,7 @@ def main() -> int:
           f"{t_every:.1f}s ({r_every['margin_runs']} margin runs, {r_every['risk_runs']} risk runs), documented "
           f"cadence {t_doc:.1f}s ({r_doc['margin_runs']} margin runs, {r_doc['risk_runs']} risk runs), "
           f"ratio {t_every / t_doc:.2f}x")
-    if a.baseline_only:
-        return 0
-    t0 = time.perf_counter()
-    results = []
-    with ProcessPoolExecutor(max_workers=a.workers) as ex:
-        futs = [ex.submit(_one, (n, a.accounts, cfg)) for n in names]
-        for f in as_completed(futs):
-            r = f.result()
-            results.append(r)
-            print(f"{r['path']:26s} bars {r['bars']:6d} margin runs {r['margin_runs']:4d} fits {r['surface_fits']:4d} "
-                  f"risk runs {r['risk_runs']:5d} {r['wall']:7.1f}s load {_load()[0]:.1f}", flush=True)
-            if a.out:  # written as paths complete, so a long run leaves usable partial results
-                Path(a.out).write_text(json.dumps({"accounts": a.accounts, "workers": a.workers, "partial": True,
-                                                   "baseline": {"every_bar_s": t_every, "documented_s": t_doc},
-                                                   "paths": results}, indent=1, default=float))
-    total = time.perf_counter() - t0
-    print(f"total: {len(names)} paths x {len(POLICIES)} policies x {a.accounts} accounts in {total:.1f}s with {a.workers} workers "
-          f"(target 900 s: {total / 900:.2f}x of it); load average at end: {_load()}")
-    if a.out:
-        Path(a.out).write_text(json.dumps({"accounts": a.accounts, "workers": a.workers, "total_s": total,
-                                           "baseline": {"every_bar_s": t_every, "documented_s": t_doc},
-                                           "load_end": _load(), "paths": results}, indent=1, default=float))
-    return 0
+    return t_every, t_doc
 
 
 if __name__ == "__main__":

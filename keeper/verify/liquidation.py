@@ -45,7 +45,14 @@ from keeper.errors import VerifyError
 from keeper.quant import auction_math as am
 from keeper.quant.risk.engine import from_canonical
 from keeper.units import WAD
-from keeper.verify.quotes import LEAF_TOLERANCE_UNITS, MAX_LISTED, leaf_differences, rederive, rederived_leaves
+from keeper.verify.quotes import (
+    LEAF_TOLERANCE_UNITS,
+    MAX_LISTED,
+    leaf_differences,
+    prior_findings,
+    rederive,
+    rederived_leaves,
+)
 from keeper.verify.signatures import check_attestation, decode_batch
 
 
@@ -159,6 +166,9 @@ class Evidence:
     resets: list = field(default_factory=list)
     claims: dict = field(default_factory=dict)  # bid transaction hash (bytes) -> ClaimRecorded
     settled: list = field(default_factory=list)  # ClaimSettled on this account's book
+    #: MarginRootPosted up to the breach: ``(block, log index, sequence, inputsHash 0x hex)``; the last one at or
+    #: before a document's block names the document whose surface is that document's prior
+    roots: list = field(default_factory=list)
 
 
 def _ev(e, w3=None) -> dict:
@@ -191,7 +201,11 @@ def gather(w3, dep: dict, ch, auc, account: str | None = None, auction_id: int |
         resets=[_ev(r, w3) for r in auc.events.AuctionReset().get_logs(from_block=sb) if int(r["args"]["id"]) == aid],
         claims={bytes(c["transactionHash"]): _ev(c) for c in
                 ch.events.ClaimRecorded().get_logs(from_block=sb, argument_filters={"source": acct})},
-        settled=[_ev(x) for x in ch.events.ClaimSettled().get_logs(from_block=sb, argument_filters={"source": acct})])
+        settled=[_ev(x) for x in ch.events.ClaimSettled().get_logs(from_block=sb, argument_filters={"source": acct})],
+        roots=[(int(r["blockNumber"]), int(r["logIndex"]), int(r["args"]["sequence"]),
+                "0x" + bytes(r["args"]["inputsHash"]).hex())
+               for r in ch.events.MarginRootPosted().get_logs(from_block=fb, to_block=breach["blockNumber"])]
+        if breach else [])
 
 
 def verify_liquidation(*, rpc_url: str, deployment_file: str | Path, account: str | None = None,
@@ -255,6 +269,7 @@ def check_liquidation(ev: Evidence, ch, *, archive_dirs: Sequence[Path] = (), ke
     if blob is not None:
         check("archive hash", True, f"the archived inputs hash to the signed {inputs_hash}")
         _check_recomputation(check, blob, leaf, acct, extra)
+        _check_prior(check, blob, ev.roots, archive_dirs, keeper_urls)
     _check_auction(check, ev, leaf)
     return _result(acct, aid, checks, **extra)
 
@@ -309,6 +324,31 @@ def span_of(cfg: Sequence, top: int, equity: int, maintenance: int) -> int:
     if len(cfg) > 11:
         return am.span_for_risk(top, maintenance, int(cfg[11]))
     return am.span_for(equity, maintenance)
+
+
+def _check_prior(check, blob: bytes, roots: Sequence, dirs: Sequence[Path], urls: Sequence[str]) -> None:
+    """The archived priors against the keepers' rule (:func:`keeper.verify.quotes.prior_findings`): the previous
+    document is the one the last ``MarginRootPosted`` at or before the document's block names (highest sequence,
+    as the keepers' chain cache keeps it), fetched like the archive itself."""
+    try:
+        doc = from_canonical(json.loads(blob))
+        n = int(doc["block"]["number"])
+    except (ValueError, KeyError, TypeError):
+        return  # already reported by the recomputation
+    if not any(u.get("fit") for u in doc["underlyings"]):
+        return
+    before = [r for r in roots if r[0] <= n]
+    prev_hash = max(before, key=lambda r: (r[2], r[0], r[1]))[3] if before else None
+    previous = None
+    if prev_hash is not None:
+        got, _ = fetch_archive_checked(prev_hash, dirs, urls)
+        if got is None:
+            check("prior", True, f"the document of the last root before block {n} ({prev_hash}) is not available "
+                                 f"here: the archived prior is used as given")
+            return
+        previous = from_canonical(json.loads(got))
+    for c in prior_findings(doc, previous, prev_hash):
+        check(c["check"], c["ok"], c["detail"])
 
 
 def _check_auction(check, ev: Evidence, leaf: MarginLeaf) -> None:

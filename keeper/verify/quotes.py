@@ -224,3 +224,41 @@ def rederived_leaves(doc: dict) -> dict[str, MarginLeaf]:
     """Leaves of a (re-derived) document keyed by lower-case account."""
     leaves, _ = leaves_from_inputs(doc)
     return {x.account.lower(): x for x in leaves}
+
+
+def prior_findings(doc: dict, previous: Optional[dict], previous_hash: Optional[str]) -> list[dict]:
+    """Whether each underlying's archived prior (``fit.prior``) is the one the keepers' rule gives: the surface of the
+    same asset in ``previous`` (the document the last margin root posted at or before ``doc``'s block names;
+    ``None``: none was posted) unless that entry was itself a fallback (docs/keeper.md). A different prior is a
+    broken rule (``prior (<asset>)``); a cold start although a previous surface existed is allowed (a keeper that
+    could not fetch the previous document fits without prior) and said; ``previous_hash`` labels the lines."""
+    out = []
+    prev_u = {str(u["asset"]).lower(): u for u in (previous or {}).get("underlyings", [])}
+    where = f"the document of the last root before this block ({previous_hash})" if previous_hash else \
+        "no margin root was posted before this block"
+    for entry in doc["underlyings"]:
+        fit = entry.get("fit")
+        if fit is None:
+            continue
+        name = str(entry.get("asset"))
+        pe = prev_u.get(name.lower())
+        expected = pe.get("surface") if pe and not pe.get("fallback") else None
+        got = fit.get("prior")
+        try:
+            h_exp = VolSurface.from_canonical(expected).hash() if expected else None
+            h_got = VolSurface.from_canonical(got).hash() if got else None
+        except (ValueError, KeyError, TypeError) as e:
+            out.append({"check": f"prior ({name})", "ok": False, "detail": f"unreadable prior surface: {e}"})
+            continue
+        if h_got is None:
+            out.append({"check": f"prior ({name})", "ok": True, "detail": (
+                f"cold start although {where} has a surface for it (allowed: a keeper without that document fits "
+                f"without prior)" if h_exp else f"cold start: {where} has no usable surface for it")})
+        elif h_got == h_exp:
+            out.append({"check": f"prior ({name})", "ok": True,
+                        "detail": f"the prior is the surface of {where} (0x{h_got.hex()[:16]}...)"})
+        else:
+            out.append({"check": f"prior ({name})", "ok": False, "detail": (
+                f"the archived prior 0x{h_got.hex()[:16]}... is not the surface of {where} "
+                + (f"(0x{h_exp.hex()[:16]}...)" if h_exp else "(none usable: no prior allowed)"))})
+    return out

@@ -155,3 +155,26 @@ def test_a_document_without_a_surface_says_so(keepers):
     doc["underlyings"][0]["surface"] = None  # vols given, as the scenario's smile documents are
     r = rederive(doc)
     assert r.checks[0]["ok"] and "nothing to re-derive" in r.checks[0]["detail"] and r.differences == []
+
+
+def test_the_archived_prior_must_be_the_previous_roots_surface(keepers):
+    """The keepers' rule: the prior is the surface the document of the last posted root gives for the asset (none
+    when that entry was a fallback). A prior other than that one is named; a cold start is allowed and said."""
+    from keeper.verify.quotes import prior_findings
+
+    doc = honest(keepers)  # fitted with keepers.prior
+    previous = _doc(AssetMarket(ETH, 2000 * WAD, keepers.prior))  # the previous block's document: that surface
+    [c] = prior_findings(doc, previous, "0xprev")
+    assert c["ok"] and c["check"] == f"prior ({ETH})" and "is the surface of" in c["detail"]
+    other = _doc(AssetMarket(ETH, 2000 * WAD, keepers.surface))  # a previous document with another surface
+    [c] = prior_findings(doc, other, "0xprev")
+    assert not c["ok"] and "is not the surface of" in c["detail"]
+    fb = {"reason": "stale_chain", "since_block": 76, "source_block": 75, "shock_widening": 0.5}
+    [c] = prior_findings(doc, _doc(AssetMarket(ETH, 2000 * WAD, keepers.prior, None, fb)), "0xprev")
+    assert not c["ok"] and "no prior allowed" in c["detail"]  # a fallback entry is never a prior
+    [c] = prior_findings(doc, None, None)
+    assert not c["ok"]  # no root before: a prior cannot come from anywhere
+    cold = copy.deepcopy(doc)
+    cold["underlyings"][0]["fit"]["prior"] = None
+    [c] = prior_findings(cold, previous, "0xprev")
+    assert c["ok"] and "cold start although" in c["detail"]

@@ -35,6 +35,7 @@ from eth_utils import keccak
 from keeper.attest.leaves import canonical_inputs, leaves_from_inputs
 from keeper.attest.portfolio import AssetMarket, build_portfolio_inputs
 from keeper.codec import eip712
+from keeper.codec.merkle import MerkleTree
 from keeper.data.feed import BlockRef
 from keeper.data.sources import draw_chain
 from keeper.ops import signing
@@ -70,8 +71,8 @@ class Keepers:
 
     def __init__(self, core):
         self.core = core
-        prev_chain = draw_chain(MARKET, _head(), SPOT, smile(0.45))  # the gate binds: 0.45 -> 0.60 in a block
-        self.prior = fit_surface(prev_chain)  # the previous block's attested surface
+        self.prev_chain = draw_chain(MARKET, _head(), SPOT, smile(0.45))  # the gate binds: 0.45 -> 0.60
+        self.prior = fit_surface(self.prev_chain)  # the previous block's surface (attested by post_previous)
         chain.mine()
         self.chain = draw_chain(MARKET, _head(), SPOT, smile(0.60))
         self.surface = fit_surface(self.chain, prior=self.prior)
@@ -92,6 +93,27 @@ class Keepers:
                         if str(a).lower() != c.quote.address.lower()},
             positions={sid: int(c.chx.positionOf(account, sid)) for sid in c.series
                        if int(c.chx.positionOf(account, sid))})
+
+    def post_previous(self, account, archive: Path) -> None:
+        """Attest the previous block's document (the cold fit ``self.prior`` on its own chain) as a plain margin root
+        (``postMarginRoot``: no leaf recorded), so that the next document's prior is the surface of the document
+        the last posted root names, as the keepers' rule says."""
+        c = self.core
+        pi = build_portfolio_inputs(
+            block=_head(), markets=[AssetMarket(c.weth.address, int(SPOT) * WAD, self.prior, self.prev_chain)],
+            series=self.series(), accounts=[self.snapshot(account)],
+            collateral={c.quote.address: {"decimals": 6, "haircut": 0}},
+            quote_asset=c.quote.address, quote_decimals=6, risk=RISK)
+        blob = canonical_inputs(pi.document)
+        (archive / f"0x{keccak(blob).hex()}.json").write_bytes(blob)
+        leaves = leaves_from_inputs(pi.document)[0]
+        root = MerkleTree([x.hash() for x in leaves]).root
+        c.seq += 1
+        header = (keccak(blob), c.seq, c.now(), len(leaves))
+        sh = eip712.solvency_struct_hash(SOLVENCY)
+        typed = eip712.margin_root_typed_data(c.domain(), root, eip712.MarginRootHeader(*header, sh))
+        c.ch.postMarginRoot(root, header, sh, SOLVENCY, signing.sign_attestation(typed, KEEPER_KEYS[:THRESHOLD]),
+                            {"from": c.owner})
 
     def document(self, account, lie=None) -> tuple[dict, bytes, object]:
         """(document, canonical bytes, the account's leaf); ``lie``: ``(series id, factor)`` multiplies that series'
@@ -168,6 +190,7 @@ def world(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, Liquida
     # 1. an honest liquidation: equity at 80 % of maintenance, by the keepers' own numbers
     v = accounts[1]
     _short_calls(core, v, 100 * USDC, 5)
+    k.post_previous(v, archive)
     doc, blob, leaf = _equity_at(k, v, 0.8)
     assert 0 < leaf.equity < leaf.maintenance
     (archive / f"0x{keccak(blob).hex()}.json").write_bytes(blob)
@@ -227,6 +250,8 @@ def test_an_honest_liquidation_re_derives_from_the_raw_quotes(world):
     label = f"marks from raw quotes ({world.core.weth.address})"
     c = _check(r, label)
     assert "with the archived prior" in c["detail"] and "54 archived quotes" in c["detail"]
+    prior = _check(r, f"prior ({world.core.weth.address})")  # the previous posted root's document's surface
+    assert "is the surface of the document of the last root" in prior["detail"]
     assert r["differences"] == []
     assert "equity" in _check(r, "below maintenance")["detail"]
     # the archived surface is the one the keepers fitted with a prior (a cold start would give another)
@@ -308,8 +333,12 @@ def test_a_leaf_at_or_above_maintenance_cannot_be_liquidated(world):
                                   "startPrice": l3.equity, "equity": l3.equity,
                                   "span": span_of(ev.config, l3.equity, l3.equity, l3.maintenance),
                                   "target": am.target_margin(l3.maintenance, buf)}}
+    roots = [(int(x["blockNumber"]), int(x["logIndex"]), int(x["args"]["sequence"]),
+              "0x" + bytes(x["args"]["inputsHash"]).hex())
+             for x in ch.events.MarginRootPosted().get_logs(from_block=1, to_block=w.healthy_tx.block_number)]
     fake = dataclasses.replace(ev, account=str(w.v3), start=start, breach=breach, bids=[], resets=[], claims={},
-                               settled=[], calldata=bytes(brownie.web3.eth.get_transaction(w.healthy_tx.txid)["input"]))
+                               settled=[], calldata=bytes(brownie.web3.eth.get_transaction(w.healthy_tx.txid)["input"]),
+                               roots=roots)
     r = check_liquidation(fake, ch, archive_dirs=[w.archive])
     assert r["broken_rules"] == ["below maintenance"], r["lines"]
     assert f"equity {l3.equity} >= maintenance {l3.maintenance}" in _check(r, "below maintenance")["detail"]

@@ -153,6 +153,14 @@ def rmse_vs_truth(params: list[SVIParams], slices: list[SliceQuotes], truth) -> 
     return float(np.sqrt(np.mean(np.concatenate(errs) ** 2))) * 100.0
 
 
+CHAIN_FILTER = ""
+
+
+def chain_files(folder: Path) -> list[Path]:
+    """The real chain files (``--chains`` keeps those whose name contains its text)."""
+    return [p for p in sorted(folder.glob("*.csv")) if CHAIN_FILTER in p.name]
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=7)
@@ -161,9 +169,16 @@ def main() -> int:
                     help="fits of the fake-quote table: before (LEGACY_CONFIG), after (cold, no prior), prior (prior ="
                          " the clean fit one block earlier: a steady market), moving (prior with every vol 2 %% lower:"
                          " the market moved up since the previous block)")
+    ap.add_argument("--chains", default="", help="only the chain files whose name contains this text")
+    ap.add_argument("--attack-only", action="store_true", help="skip the timings and the inside-band tables")
     args = ap.parse_args()
+    global CHAIN_FILTER
+    CHAIN_FILTER = args.chains
     logging.disable(logging.WARNING)  # the legacy fit logs failed arbitrage checks under attack
     print(f"load average at start: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.attack_only:
+        attack_tables(ROOT.parent / "shared" / "data" / "option_chains", args.attack_fits.split(","))
+        return 0
     slices, chain, truth = synthetic_inputs()
 
     t_slices, surf = best_of(lambda: fit_surface(slices), args.repeats)
@@ -203,7 +218,7 @@ def main() -> int:
     print(f"\nreal Deribit chains (the same clean OTM quotes for both methods), best of {args.repeats}")
     print(f"{'chain':<32}{'rows':>5}{'slices':>7}{'keeper s':>10}{'base s':>9}{'keeper max wRMSE':>18}"
           f"{'base max wRMSE':>16}{'keeper arb-free':>17}{'base arb-free':>15}")
-    for path in sorted(folder.glob("*.csv")):
+    for path in chain_files(folder):
         c = load_deribit_csv(path).chain
         t_real, s = best_of(lambda c=c: fit_surface(c), args.repeats)
         ivs = quote_ivs(c)
@@ -226,7 +241,7 @@ def inside_band_tables(folder: Path) -> None:
     """Share of two-sided quotes whose fitted IV is inside the bid-ask IV band: after, before, Deribit's mark."""
     print("\nfitted IV inside the bid-ask IV band (all two-sided quotes), after / before / Deribit mark")
     print(f"{'chain':<32}{'expiry':>10}{'hours':>8}{'quotes':>8}{'after %':>9}{'before %':>10}{'Deribit %':>11}")
-    for path in sorted(folder.glob("*.csv")):
+    for path in chain_files(folder):
         c = load_deribit_csv(path).chain
         after, before = fit_surface(c), fit_surface(c, LEGACY_CONFIG)
         two = ev.two_sided(c)
@@ -276,7 +291,7 @@ def attack_tables(folder: Path, names: list[str]) -> None:
           " not switch market<->model; cases passing the IV limit / all limits")
     print(f"{'chain':<32}{'expiry':>7}{'target':>11}{'fit':>8}{'cases':>6}{'worst IV':>10}{'median':>8}"
           f"{'IV ratio':>10}{'mark':>10}{'steady':>9}{'IV ok':>7}{'all ok':>7}")
-    for path in sorted(folder.glob("*.csv")):
+    for path in chain_files(folder):
         c = load_deribit_csv(path).chain
         tables = {label: ev.attack_table(c, fit) for label, fit in attack_fits(c, names).items()}
         for expiry in ("thin", "deep"):

@@ -107,26 +107,25 @@ class OptionChain:
         return np.unique(self.expiry_ts)
 
     def forward_by_expiry(self) -> tuple[np.ndarray, np.ndarray]:
-        """(distinct expiry timestamps, forward of each): the median of the rows' forwards per expiry, after the
-        put-call parity check of :meth:`parity_checked_forward` (the venue's forward unless the quotes contradict it)."""
+        """(distinct expiry timestamps, forward of each): the median of the rows' venue forwards per expiry."""
         expiries = self.expiries()
-        checked = self.parity_checked_forward()
-        fwd = np.array([float(np.nanmedian(checked[self.expiry_ts == e])) if np.any(self.expiry_ts == e) else math.nan
-                        for e in expiries])
+        fwd = np.array([float(np.nanmedian(self.forward[self.expiry_ts == e])) for e in expiries])
         return expiries, fwd
 
     def parity_checked_forward(self, n_near: int = PARITY_STRIKES) -> np.ndarray:
         """Each row's forward, checked against put-call parity on its expiry's quotes (zero rates:
         ``C - P = F - K``). At each of the ``n_near`` strikes nearest the venue forward ``F_v`` with a two-sided call
         and put, the quotes bound the forward to ``[K + C_bid - P_ask, K + C_ask - P_bid]`` (outside it one could
-        buy the call, sell the put and sell the future, or the reverse, at a profit). A strike whose bounds hold
-        ``F_v`` asks for no correction; one whose bounds exclude it asks for its mid estimate
-        ``K + C_mid - P_mid - F_v``. The expiry's forward is ``F_v`` plus the median of these corrections (scaled per
-        row, so rows quoted at different moments keep their relative forwards): the venue forward (on weekly
-        expiries an interpolation between listed futures) stands unless most of the strikes near the money
-        contradict it, and one bad quote can move the result only to a neighbouring order statistic of the
-        honest strikes' corrections. On a parity-consistent chain this is the identity; with fewer than 3 such
-        strikes the venue forward stands."""
+        buy the call, sell the put and sell the future, or the reverse, at a profit); the strike asks for the least
+        correction that puts ``F_v`` inside its bounds (zero when they hold it). The expiry's forward is ``F_v`` plus
+        the median of these corrections (scaled per row, so rows quoted at different moments keep their relative
+        forwards): the venue forward (on weekly expiries an interpolation between listed futures) stands unless
+        most strikes near the money exclude it, and then moves only as far as the median strike needs. With fewer
+        than 3 such strikes the venue forward stands; on a parity-consistent chain this is the identity.
+
+        Not used by default (``SurfaceConfig.parity_forward``): a fake quote at the money changes its strike's
+        correction, and a forward move shifts every in-the-money mark by about that amount, which is not bounded by
+        vega (docs/surface.md)."""
         fwd = np.array(self.forward, dtype=np.float64)
         bid, ask = self.bid, self.ask
         two = np.isfinite(bid) & np.isfinite(ask) & (bid > 0.0) & (ask > 0.0) & (bid <= ask)
@@ -146,7 +145,7 @@ class OptionChain:
             lo = np.array([k + bid[calls[k]] - ask[puts[k]] for k in near])
             hi = np.array([k + ask[calls[k]] - bid[puts[k]] for k in near])
             est = np.array([k + 0.5 * (bid[calls[k]] + ask[calls[k]] - bid[puts[k]] - ask[puts[k]]) for k in near])
-            delta = np.where((hi < f_venue) | (lo > f_venue), est - f_venue, 0.0)
+            delta = np.clip(f_venue, lo, hi) - f_venue  # the least correction that makes the strike consistent
             shift = float(np.median(delta))
             if shift != 0.0 and f_venue + shift > 0.0:
                 fwd[rows] = self.forward[rows] * ((f_venue + shift) / f_venue)

@@ -78,7 +78,9 @@ class SurfaceConfig:
     outer_xatol: float = 1e-6  # Nelder-Mead stops when the simplex spans < xatol in (m, ln sigma) ...
     outer_frtol: float = 1e-9  # ... and < frtol * (best grid objective) in the objective
     sigma_min_sd: float = 0.5  # SVI sigma >= this times the slice's near-the-money sqrt(total variance)
-    parity_forward: bool = True  # each expiry's forward checked against put-call parity (OptionChain.parity_checked_forward)
+    # each expiry's forward checked against put-call parity (OptionChain.parity_checked_forward); off: one fake quote
+    # at the money could then move the forward and with it in-the-money marks beyond 1 vol pt x vega (docs/surface.md)
+    parity_forward: bool = False
     robust: bool = True  # robust slice fit (soft-L1 screen, outliers against the robust fit); False: plain WLS
     weight_cap: float = 1.0  # a quote's weight is capped at this times the median of its neighbours' ...
     weight_cap_neighbours: int = 2  # ... (this many on each side in k)
@@ -1169,8 +1171,9 @@ LEGACY_CONFIG = SurfaceConfig(robust=False, weight_cap=0.0, sigma_min_sd=0.0, mi
 
 def fitted_forward(chain: OptionChain, surface: Any) -> np.ndarray:
     """Each row's forward as ``surface`` was fitted on it: checked against put-call parity
-    (:meth:`OptionChain.parity_checked_forward`) unless the fit's config turned that off (``LEGACY_CONFIG``); a
-    surface restored from its canonical form (no fit report) was fitted by the current rule."""
+    (:meth:`OptionChain.parity_checked_forward`) when the fit's config turned that on, else the venue's; a surface
+    restored from its canonical form (no fit report) was fitted with the default config."""
     report = getattr(surface, "fit_report", None)
     cfg = report.get("config", {}) if isinstance(report, dict) else {}
-    return chain.parity_checked_forward() if cfg.get("parity_forward", True) else np.asarray(chain.forward)
+    on = cfg.get("parity_forward", SurfaceConfig.parity_forward)
+    return chain.parity_checked_forward() if on else np.asarray(chain.forward)

@@ -8,7 +8,7 @@ import pytest
 from keeper.data.deribit import load_deribit_csv
 from keeper.quant.marks import MarkConfig, MarkReason, hybrid_marks, mark_chain, model_prices
 from keeper.quant.pricing import black76_price
-from keeper.quant.surface import fit_surface
+from keeper.quant.surface import fit_surface, fitted_forward
 
 CFG = MarkConfig()
 
@@ -165,8 +165,9 @@ def test_real_chain_marks(btc):
     one_sided = np.isfinite(chain.bid) != np.isfinite(chain.ask)
     assert int(np.sum(res.reason == MarkReason.MODEL_ONE_SIDED)) == int(one_sided.sum())
     # the model price is Black-76 on the surface vol (second computation), as VolSurface.price gives it, on the
-    # forward checked against put-call parity (the surface is fitted on it)
-    fwd = chain.parity_checked_forward()
+    # forward the surface was fitted on (the venue's by default)
+    fwd = fitted_forward(chain, surface)
+    assert np.array_equal(fwd, chain.forward)
     vol = surface.implied_vol(chain.strike, chain.expiry_years, fwd)
     assert np.allclose(price, black76_price(fwd, chain.strike, chain.expiry_years, vol, chain.is_call),
                        rtol=1e-12, atol=1e-9)

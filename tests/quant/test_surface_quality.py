@@ -1,5 +1,6 @@
 """Fit quality on all two-sided quotes of the real chains (issue 15 item 2) and the put-call-parity check of the
-venue forward that the fit prices on.
+venue forward (``SurfaceConfig(parity_forward=True)``: measured, off by default because of what a fake quote at the
+money can then do to in-the-money marks, asserted here too).
 
 References are independent of the fit: the venue's own quotes and mark prices, a pure-Python Black-76 (``math.erf``)
 for the inside-band recount, and put-call parity computed by hand from the raw book for the forward check.
@@ -15,7 +16,7 @@ from keeper.data.deribit import load_deribit_csv
 from keeper.quant import surface_eval as ev
 from keeper.quant.chains import OptionChain
 from keeper.quant.pricing import black76_price
-from keeper.quant.surface import LEGACY_CONFIG, fit_surface, fitted_forward
+from keeper.quant.surface import LEGACY_CONFIG, SurfaceConfig, fit_surface, fitted_forward
 from keeper.units import SECONDS_PER_YEAR
 
 BTC_0514 = "deribit_BTC_20200514T0541Z.csv"
@@ -24,7 +25,8 @@ ETH = "deribit_ETH_20240108T1119Z.csv"
 # issue 15 item 2: Deribit's own mark inside the band minus 1 percentage point
 TARGETS = {BTC_0514: 0.955, BTC_0521: 0.968, ETH: 0.980}
 # what the fit reaches today (docs/surface.md): a floor, so a regression fails even where the target is not met
-REACHED = {BTC_0514: 0.988, BTC_0521: 0.960, ETH: 0.960}
+REACHED = {BTC_0514: 0.953, BTC_0521: 0.960, ETH: 0.960}
+PARITY = SurfaceConfig(parity_forward=True)
 
 
 @pytest.fixture(scope="module")
@@ -70,13 +72,47 @@ def test_inside_band_share_against_the_venue_mark(fits, name):
     assert share["venue_mark"] == venue_in / n
     assert TARGETS[name] == pytest.approx(round(venue_in / n - 0.01, 3), abs=0.001)  # the issue's target
     assert share["model"] >= REACHED[name], share
-    # the previous fit (venue forward, least squares + MAD) is never better
+    # the previous fit (least squares + MAD, no robustness) is better by at most one quote (BTC 05-14: the weight cap)
     legacy = ev.inside_band_share(chain, fit_surface(chain, LEGACY_CONFIG))
-    assert share["model"] >= legacy["model"]
-    if name != BTC_0514:
-        pytest.xfail(f"issue 15 target {TARGETS[name]:.1%} not reached: {share['model']:.1%} (docs/surface.md: one SVI "
-                     "slice per expiry cannot pass through every tight quote)")
-    assert share["model"] >= TARGETS[name], share
+    assert share["model"] >= legacy["model"] - 1.0 / n - 1e-12
+    pytest.xfail(f"issue 15 target {TARGETS[name]:.1%} not reached: {share['model']:.1%} (docs/surface.md: one SVI "
+                 "slice per expiry cannot pass through every tight quote)")
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_parity_checked_forward_reaches_the_btc_0514_target(fits, name):
+    """With each expiry's forward checked against put-call parity, BTC 2020-05-14 reaches its target (the weekly
+    22MAY20/29MAY20 venue forwards lie above most near-the-money strikes' parity bounds); on the other chains the
+    check is the identity (same surface, bit for bit)."""
+    chain, surface = fits[name]
+    checked = fit_surface(chain, PARITY)
+    share = ev.inside_band_share(chain, checked)
+    n, model_in, _ = _inside_recount(chain, checked)
+    assert share["model"] == pytest.approx(model_in / n, abs=1.0 / n)
+    if name == BTC_0514:
+        assert share["model"] >= TARGETS[name] > ev.inside_band_share(chain, surface)["model"], share
+    else:
+        assert checked.hash() == surface.hash()
+    arb = checked.fit_report["arbitrage"]
+    assert arb["butterfly_ok"] and arb["calendar_ok"]
+
+
+def test_why_the_parity_check_is_off_by_default(fits):
+    """The cost: a tight call at 3x fair on the ~50-delta strike of BTC 05-14's deep expiry (22MAY20) takes that
+    strike out of the parity check, the forward moves back towards the venue's, and in-the-money marks move with
+    it by more than 1 vol pt x vega; with the venue forward (default) the same attack stays within the limit."""
+    chain, _ = fits[BTC_0514]
+    base_on = ev.baseline(chain, lambda ch: fit_surface(ch, PARITY))
+    base_off = ev.baseline(chain, fit_surface)
+    rows = ev.attack_targets(chain, base_off)["deep"]["liquid"]
+    assert chain.strike[rows[0]] == 9500.0 and chain.is_call[rows[0]]
+    on = ev.attack_effect(base_on, rows, 3.0, ev.SPREADS["tight"], 100.0, lambda ch: fit_surface(ch, PARITY))
+    off = ev.attack_effect(base_off, rows, 3.0, ev.SPREADS["tight"], 100.0, fit_surface)
+    attacked = ev.inject_quotes(chain, rows, 3.0, base_on.fair, ev.SPREADS["tight"], 100.0)
+    e = chain.expiry_ts == chain.expiry_ts[rows[0]]
+    assert not np.array_equal(attacked.parity_checked_forward()[e], chain.parity_checked_forward()[e])
+    assert on.worst_mark_ratio > 1.0 and off.worst_mark_ratio <= 1.0, (on, off)
+    assert off.worst_iv_ratio <= 1.0
 
 
 @pytest.mark.parametrize("name", sorted(TARGETS))
@@ -125,40 +161,55 @@ def test_parity_consistent_venue_forward_is_kept_exactly():
     assert chain.with_parity_checked_forward() is chain
 
 
-def test_venue_forward_contradicted_by_parity_is_replaced():
+def _near_bounds(chain: OptionChain, n: int = 5):
+    fv = float(np.median(chain.forward))
+    ks = sorted({float(k) for k in chain.strike}, key=lambda k: (abs(math.log(k / fv)), k))[:n]
+    out = []
+    for k in ks:
+        c = int(np.flatnonzero(chain.is_call & (chain.strike == k))[0])
+        p = int(np.flatnonzero(~chain.is_call & (chain.strike == k))[0])
+        out.append((k + chain.bid[c] - chain.ask[p], k + chain.ask[c] - chain.bid[p]))
+    return fv, out
+
+
+def test_venue_forward_contradicted_by_parity_moves_into_the_median_strikes_bounds():
     chain = _synthetic_chain(100.0, 101.5)  # 1.5 % off: every near strike's parity bounds exclude it
+    fv, bounds = _near_bounds(chain)
+    assert all(hi < fv for _, hi in bounds)
     fwd = chain.parity_checked_forward()
-    assert np.all(fwd == fwd[0]) and fwd[0] == pytest.approx(100.0, abs=1e-9)  # symmetric spreads: mids give F
-    _, by_expiry = chain.forward_by_expiry()
-    assert by_expiry[0] == pytest.approx(100.0, abs=1e-9)
-    # the fit on the checked forward prices the quotes inside their books; on the venue forward it misses
-    good = ev.inside_band_share(chain, fit_surface(chain))["model"]
-    bad = ev.inside_band_share(chain, fit_surface(chain, LEGACY_CONFIG))["model"]
-    assert good == 1.0 and bad < 0.9
+    assert np.all(fwd == fwd[0]) and fwd[0] == pytest.approx(float(np.median([hi for _, hi in bounds])), rel=1e-12)
+    assert 100.0 < fwd[0] < fv
+    # the fit on the checked forward prices more quotes inside their books than on the venue forward
+    good = ev.inside_band_share(chain, fit_surface(chain, PARITY))["model"]
+    bad = ev.inside_band_share(chain, fit_surface(chain))["model"]
+    assert good > bad
 
 
-def test_one_fake_quote_cannot_move_the_forward():
+def test_one_fake_quote_moves_the_forward_at_most_to_a_neighbouring_strikes_correction():
     chain = _synthetic_chain(100.0, 100.04)
     atm_call = int(np.flatnonzero(chain.is_call & (chain.strike == 100.0))[0])
-    for factor in (0.5, 0.8, 1.25, 3.0):
-        bid, ask = np.array(chain.bid), np.array(chain.ask)
+
+    def faked(ch, factor):
+        bid, ask = np.array(ch.bid), np.array(ch.ask)
         bid[atm_call] *= factor
         ask[atm_call] *= factor
-        fake = OptionChain(**{**{f: getattr(chain, f) for f in chain.__dataclass_fields__}, "bid": bid, "ask": ask})
-        assert np.array_equal(fake.parity_checked_forward(), chain.forward), factor  # one strike of five
-    # nor pull a contradicted venue forward off the honest strikes' estimate
+        return OptionChain(**{**{f: getattr(ch, f) for f in ch.__dataclass_fields__}, "bid": bid, "ask": ask})
+
+    for factor in (0.5, 0.8, 1.25, 3.0):
+        assert np.array_equal(faked(chain, factor).parity_checked_forward(), chain.forward), factor  # 1 of 5
     chain = _synthetic_chain(100.0, 101.5)
-    bid, ask = np.array(chain.bid), np.array(chain.ask)
-    bid[atm_call] *= 1.25
-    ask[atm_call] *= 1.25
-    fake = OptionChain(**{**{f: getattr(chain, f) for f in chain.__dataclass_fields__}, "bid": bid, "ask": ask})
-    assert fake.parity_checked_forward()[0] == pytest.approx(100.0, abs=1e-9)
+    fv, bounds = _near_bounds(chain)
+    honest = sorted(hi - fv for k, (lo, hi) in zip(sorted(set(chain.strike), key=lambda k: (abs(math.log(k / fv)), k)),
+                                                     bounds) if k != 100.0)
+    for factor in (0.5, 1.25, 3.0):
+        shift = faked(chain, factor).parity_checked_forward()[0] - fv
+        assert honest[1] - 1e-12 <= shift <= honest[2] + 1e-12, factor
 
 
 def test_real_chains_parity_check_by_hand(fits):
     """BTC 2020-05-14: the weekly 22MAY20 and 29MAY20 forwards (Deribit's interpolation between futures) lie above
-    the parity bounds of most strikes near the money and are replaced; every other expiry of the three chains keeps
-    the venue forward. Recounted from the raw book in pure Python."""
+    the parity bounds of most strikes near the money and move down into the median strike's bounds; every other
+    expiry of the three chains keeps the venue forward. Recomputed from the raw book in pure Python."""
     for name, (chain, _) in fits.items():
         checked = chain.parity_checked_forward()
         for e in chain.expiries():
@@ -170,13 +221,16 @@ def test_real_chains_parity_check_by_hand(fits):
                 if math.isfinite(b) and math.isfinite(a) and 0.0 < b <= a:
                     book[(float(chain.strike[i]), bool(chain.is_call[i]))] = (b, a)
             ks = sorted({k for k, c in book if (k, not c) in book}, key=lambda k: (abs(math.log(k / fv)), k))[:5]
-            below = sum(1 for k in ks if k + book[(k, True)][1] - book[(k, False)][0] < fv)
-            above = sum(1 for k in ks if k + book[(k, True)][0] - book[(k, False)][1] > fv)
-            changed = not np.array_equal(checked[rows], chain.forward[rows])
+            corr = []
+            for k in ks:
+                lo = k + book[(k, True)][0] - book[(k, False)][1]
+                hi = k + book[(k, True)][1] - book[(k, False)][0]
+                corr.append(min(max(fv, lo), hi) - fv)
+            shift = sorted(corr)[len(corr) // 2] if len(corr) >= 3 else 0.0
             day = int((e - chain.asof) // 86400)
+            f_new = float(np.median(checked[rows]))
+            assert f_new == pytest.approx(fv + shift, rel=1e-12, abs=1e-9), (name, day)
             if name == BTC_0514 and day in (8, 15):  # 22MAY20, 29MAY20
-                assert changed and below >= 3, (name, day)
-                f_new = float(np.median(checked[rows]))
-                assert fv - 35.0 < f_new < fv - 20.0  # ~ 9322 / 9325 against the venue's 9351 / 9352
+                assert fv - 4.0 < f_new < fv - 0.5, (name, day, fv, f_new)
             else:
-                assert not changed and below < 3 and above < 3, (name, day)
+                assert np.array_equal(checked[rows], chain.forward[rows]), (name, day)

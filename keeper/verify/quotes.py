@@ -66,19 +66,21 @@ def _fmt(x: Any) -> str:
     return str(x)
 
 
-def _series_rows(doc: dict, u: int) -> list:
-    """The document's series on underlying ``u`` as the objects :func:`mark_series` prices, with their row index."""
-    class _S:  # noqa: D401 - the attribute bag mark_series reads
-        __slots__ = ("series_id", "strike", "expiry", "is_call", "row")
+@dataclass(frozen=True)
+class _Series:
+    """A series of the document as :func:`mark_series` reads it, with its row in the document."""
 
-    out = []
-    for j, s in enumerate(doc["series"]):
-        if int(s["underlying"]) == u:
-            x = _S()
-            x.series_id, x.strike, x.expiry, x.is_call, x.row = int(s["id"]), int(s["strike"]), int(s["expiry"]), \
-                bool(s["is_call"]), j
-            out.append(x)
-    return out
+    series_id: int
+    strike: int  # [WAD]
+    expiry: int  # [unix seconds]
+    is_call: bool
+    row: int
+
+
+def _series_rows(doc: dict, u: int) -> list[_Series]:
+    """The document's series on underlying ``u``, in document order."""
+    return [_Series(int(s["id"]), int(s["strike"]), int(s["expiry"]), bool(s["is_call"]), j)
+            for j, s in enumerate(doc["series"]) if int(s["underlying"]) == u]
 
 
 def surface_config(cfg: Optional[dict]) -> SurfaceConfig:

@@ -110,6 +110,7 @@ def test_the_raw_quotes_and_the_prior_the_surface_was_fitted_on_are_archived():
     import json
 
     from keeper.attest.portfolio import QUOTE_COLUMNS, chain_from_quotes
+    from keeper.codec.canonical import canonical_json
     from keeper.quant.risk.engine import from_canonical
     from keeper.quant.surface import fit_surface
 
@@ -118,6 +119,7 @@ def test_the_raw_quotes_and_the_prior_the_surface_was_fitted_on_are_archived():
     surface = fit_surface(chain, prior=prior)
     p = build([AssetMarket(ETH, 2000 * WAD, surface, chain, prior=prior), MARKETS[1]])
     blob = canonical_inputs(p.document)
+    assert blob == canonical_json(p.document)  # the fast writer and the reference agree with the quotes in
     doc = from_canonical(json.loads(blob))
     eth, btc = doc["underlyings"][1], doc["underlyings"][0]
     assert "quotes" not in btc and "fit" not in btc  # no chain given: nothing to archive

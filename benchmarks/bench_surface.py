@@ -171,6 +171,7 @@ def main() -> int:
                          " the market moved up since the previous block)")
     ap.add_argument("--chains", default="", help="only the chain files whose name contains this text")
     ap.add_argument("--attack-only", action="store_true", help="skip the timings and the inside-band tables")
+    ap.add_argument("--timing-only", action="store_true", help="only the synthetic-chain timings")
     args = ap.parse_args()
     global CHAIN_FILTER
     CHAIN_FILTER = args.chains
@@ -210,6 +211,9 @@ def main() -> int:
     print(f"ratio baseline / keeper (slices): {t_base / t_slices:.2f}x; target fit_surface(slices) <= 0.2 s: "
           f"{'met' if t_slices <= 0.2 else 'NOT met'}")
     print(f"repaired slices: {sum(s['repaired'] for s in surf.fit_report['slices'])} of {len(surf.slices)}")
+    print(f"load average after the timings: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    if args.timing_only:
+        return 0
 
     folder = ROOT.parent / "shared" / "data" / "option_chains"
     if not folder.is_dir():

@@ -16,7 +16,8 @@ from rich.console import Console
 from rich.table import Table
 
 from keeper.attest.leaves import recompute_from_archive
-from keeper.bots.keeper import build_keeper, run_scheduler
+from keeper.bots.keeper.bot import build_keeper
+from keeper.bots.keeper.scheduler import run_scheduler
 from keeper.chain.deployment import load_deployment
 from keeper.cli.common import fail
 from keeper.errors import ConfigError, KeyLoadError, RpcUnavailable

@@ -289,26 +289,32 @@ def multi_asset_config(net: Net, i: int, ports: list[int], assets: dict, *, root
 
 
 def lying_keeper(accounts: list[str]):
-    """Fault injection (tests only): a :class:`KeeperBot` subclass that reports each of ``accounts`` as breached
+    """Fault injection (tests only): a :class:`KeeperBot` subclass whose cycle reports each of ``accounts`` as breached
     (equity -1, maintenance and initial at least 1) in the leaves it signs and publishes, while archiving the honest
     inputs; everything else it does is the real keeper's."""
     import dataclasses
 
-    from keeper.bots.keeper import KeeperBot
+    from keeper.bots.keeper.bot import KeeperBot
 
     bad = {a.lower() for a in accounts}
 
     class LyingKeeper(KeeperBot):
-        def compute_leaves(self, doc: dict):
-            leaves, details, out_of_range = super().compute_leaves(doc)
-            out = []
-            for l in leaves:
-                if l.account.lower() in bad:
-                    self.log.warning("fabricating_breach", account=l.account)
-                    l = dataclasses.replace(l, equity=-1, maintenance=max(l.maintenance, 1),
-                                            initial=max(l.initial, 1))
-                out.append(l)
-            return out, details, out_of_range
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            honest, log = self.block_cycle.compute_leaves, self.log
+
+            def compute_leaves(doc: dict):
+                leaves, details, out_of_range = honest(doc)
+                out = []
+                for l in leaves:
+                    if l.account.lower() in bad:
+                        log.warning("fabricating_breach", account=l.account)
+                        l = dataclasses.replace(l, equity=-1, maintenance=max(l.maintenance, 1),
+                                                initial=max(l.initial, 1))
+                    out.append(l)
+                return out, details, out_of_range
+
+            self.block_cycle.compute_leaves = compute_leaves
 
     return LyingKeeper
 
@@ -318,7 +324,8 @@ class KeeperThread:
     this keeper falsely reports as breached (:func:`lying_keeper`)."""
 
     def __init__(self, net: Net, i: int, cfg, log_stream=None, fabricate: list[str] | None = None) -> None:
-        from keeper.bots.keeper import build_keeper, run_scheduler
+        from keeper.bots.keeper.bot import build_keeper
+        from keeper.bots.keeper.scheduler import run_scheduler
         from keeper.ops.keys import KeeperKey
         from keeper.ops.logging import get_logger
 

@@ -135,7 +135,7 @@ def test_prior_fallback_on_an_arbitrageable_surface_and_its_limit(net, tmp_path)
         # bots' fit hook reproduces that cold fit (the shipped fit_surface, no prior) on every keeper.
         _write(market, ARBITRAGEABLE)
         for k in ks:
-            k.bot._fit = lambda chain: fit_surface(chain)
+            k.bot.markets.fit = lambda chain: fit_surface(chain)
         found, tried = None, []
         for _ in range(5):
             n, att = _attested(ks, net.mine())
@@ -178,7 +178,7 @@ def test_prior_fallback_on_an_arbitrageable_surface_and_its_limit(net, tmp_path)
 
         # -- 3. the whole asset rejected (WBTC's only spot source unusable): the same rule, then its holders left out
         for k in ks:
-            k.bot._fit = None
+            k.bot.markets.fit = None
         _write(market, GOOD)
         n0 = net.mine()
         sg, hg = _root_after(net, n0)

@@ -503,13 +503,13 @@ def test_nan_vol_for_one_series_skips_only_its_holders(net, tmp_path):
     free = next(s["strike"] for s in net.res.series if s["strike"] not in held)
     skipped = k.bot.metrics.skipped_inputs
     try:
-        k.bot._fit = lambda chain: _NoVolAt(fit_surface(chain), free)  # a series nobody holds: everyone attested
+        k.bot.markets.fit = lambda chain: _NoVolAt(fit_surface(chain), free)  # a series nobody holds: everyone attested
         b = net.mine()
         assert h.wait_for(lambda: _root(k, b), 20)
         assert k.bot.attestations[b].message()["leafCount"] == 3
         assert skipped.labels(reason="bad_market_data")._value.get() >= 1
         assert skipped.labels(reason="unattestable_account")._value.get() == 0
-        k.bot._fit = lambda chain: _NoVolAt(fit_surface(chain), 2000.0)  # the series all three hold
+        k.bot.markets.fit = lambda chain: _NoVolAt(fit_surface(chain), 2000.0)  # the series all three hold
         b2 = net.mine()
         # wait for what is asserted (a fixed sleep after the cycle's start was too short on a loaded machine): the
         # three holders skipped in block b2's cycle, then the end of that cycle (the keeper runs one cycle at a
@@ -518,7 +518,7 @@ def test_nan_vol_for_one_series_skips_only_its_holders(net, tmp_path):
                           and skipped.labels(reason="unattestable_account")._value.get() >= 3, 30)
         assert h.wait_for(lambda: k.bot._lock.acquire(blocking=False) and (k.bot._lock.release() or True), 30)
         assert _root(k, b2) is None and ("margin", b2) not in k.bot.pending  # nothing built on it is signed
-        k.bot._fit = None  # the surface is whole again: signing resumes
+        k.bot.markets.fit = None  # the surface is whole again: signing resumes
         b3 = net.mine()
         assert h.wait_for(lambda: _root(k, b3), 20)
     finally:

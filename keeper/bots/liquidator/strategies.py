@@ -111,6 +111,18 @@ def affordable_fraction(quote: LotQuote) -> float:
     return max(0.0, min(1.0, quote.max_fraction, quote.free_margin / quote.margin_per_lot))
 
 
+def decide_lot(strategy: Strategy, quote: LotQuote, equity: int, remaining: float) -> BidDecision:
+    """The bot's stance on one auction: ``strategy``'s decision on ``quote``, except that an insolvent account
+    (``equity`` < 0, quote base units) must be bought whole: no bid while the auction allows less than the
+    ``remaining`` fraction, and a bid takes all of it."""
+    if equity < 0 and quote.max_fraction < remaining - 1e-12:
+        return BidDecision(False, reason="insolvent auction must be bought whole")
+    decision = strategy.decide(quote)
+    if equity < 0 and decision.bid:
+        decision = BidDecision(True, remaining, decision.max_price, decision.reason + " (whole: insolvent)")
+    return decision
+
+
 @dataclass(frozen=True)
 class EdgeStrategy:
     """Bid when the auction price is at or below the break-even price at this edge:

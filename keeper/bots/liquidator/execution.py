@@ -1,0 +1,240 @@
+"""What the liquidator sends: bids (with their price limit and deadline; a lost race told apart from a fault),
+auction starts, restarts and finishes, its own margin record, and the settlement of its claims.
+"""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import requests
+from web3.logs import DISCARD
+
+from keeper.bots.liquidator.status import ChainStatus
+from keeper.bots.liquidator.strategies import LotQuote
+from keeper.units import WAD
+
+#: bid reverts that mean another bidder (or the account's own owner) got there first: a lost race, not a fault
+LOST_RACE_ERRORS = frozenset({"LA_NoAuction", "LA_NothingToSell", "LA_AccountChanged", "LA_PriceAboveLimit",
+                              "LA_AuctionNeedsReset", "LA_AuctionRunning", "LA_NoBreach", "LA_StaleBreach",
+                              "LA_MustBuyWhole", "LA_AuctionDone"})
+
+
+class BidExecution:
+    """The liquidator's transactions through ``sender`` (its key); ``running``: account -> auction id of the auctions
+    it follows (shared with the bot); ``status``: its chain reads; ``reverts``: the revert decoder that tells a lost
+    race from a fault; ``emit``/``count``: the bot's event log and counters."""
+
+    def __init__(self, w3, ch, auction, sender, reverts, settings, running: dict, status: ChainStatus,
+                 emit: Callable[..., None], count: Callable[[str], None]) -> None:
+        self.w3 = w3
+        self.ch = ch
+        self.auction = auction
+        self.sender = sender
+        self.reverts = reverts
+        self.s = settings
+        self.address = sender.address
+        self.running = running
+        self.status = status
+        self.emit = emit
+        self.count = count
+        self._redo_reason: dict[str, str] = {}
+        self._last_refresh: dict[str, float] = {}
+
+    def try_start(self, account: str) -> None:
+        """Start an auction for a breached account (the starter earns tip + chip out of the penalty)."""
+        if account in self.running or account == self.address:
+            return
+        fn = self.auction.functions.start(account)
+        try:
+            fn.estimate_gas({"from": self.address})
+        except Exception as e:  # noqa: BLE001
+            name = self.reverts.name(e)
+            self.emit("start_skipped", account=account, reason=name or str(e)[:120])
+            return
+        try:
+            self.sender.call(fn, "start")
+            self.count("starts")
+            self.running[account] = int(self.auction.functions.auctionOf(account).call()[8])
+            self.emit("auction_started", account=account, auction=self.running[account])
+        except Exception as e:  # noqa: BLE001 - another bot started it in the same block
+            self.emit("start_lost_race", account=account, reason=self.reverts.name(e) or str(e)[:120])
+
+
+    def refresh_margin(self, account: str) -> bool:
+        """Record ``account``'s leaf of the keepers' latest posted root on chain (``recordMargin``), e.g. the
+        liquidator's own record after it bought options, or a breach record that expired. True when recorded."""
+
+        last = self._last_refresh.get(account, 0.0)
+        if time.monotonic() - last < 5.0:  # at most one attempt per account every 5 s
+            return False
+        self._last_refresh[account] = time.monotonic()
+        nonce = int(self.ch.functions.stateNonce(account).call())
+        for u in self.status.keeper_urls():
+            try:
+                r = requests.get(f"{u.rstrip('/')}/margin/{account}", timeout=3)
+                if r.status_code != 200:
+                    continue
+                m = r.json()
+                lf, h = m["leaf"], m["header"]
+                if int(lf["stateNonce"]) != nonce:
+                    continue
+                proof = ((bytes.fromhex(str(h["inputsHash"]).removeprefix("0x")), int(h["sequence"]),
+                          int(h["timestamp"]), int(h["leafCount"])),
+                         (lf["account"], int(lf["stateNonce"]), int(lf["equity"]), int(lf["maintenance"]),
+                          int(lf["initial"]), int(lf["modelValue"])),
+                         [bytes.fromhex(x.removeprefix("0x")) for x in m["proof"]])
+                fn = self.ch.functions.recordMargin(proof)
+                fn.estimate_gas({"from": self.address})
+                self.sender.call(fn, "recordMargin")
+                self.emit("margin_recorded", account=account, sequence=int(h["sequence"]))
+                return True
+            except Exception as e:  # noqa: BLE001 - try the next keeper
+                self.emit("margin_record_failed", account=account, keeper=u,
+                          reason=self.reverts.name(e) or str(e)[:120])
+        return False
+
+    def try_redo(self, account: str) -> None:
+        """Restart an auction that ran past its tail or floor, or whose account changed (needs a fresh breach:
+        when the breach record expired, the account's current leaf is recorded from a keeper first)."""
+        fn = self.auction.functions.redo(account)
+        try:
+            fn.estimate_gas({"from": self.address})
+        except Exception as e:  # noqa: BLE001 - no fresh breach yet, or another bot reset it first
+            reason = self.reverts.name(e) or str(e)[:120]
+            if reason in ("LA_RecordExpired", "LA_StaleBreach", "LA_NoBreach") and self.refresh_margin(account):
+                return self.try_redo_once(account)
+            if self._redo_reason.get(account) != reason:  # log a reason once, not on every pass
+                self._redo_reason[account] = reason
+                self.emit("redo_skipped", account=account, reason=reason)
+            return
+        self._redo_reason.pop(account, None)
+        try:
+            self.sender.call(fn, "redo")
+            self.emit("auction_reset", account=account)
+        except Exception as e:  # noqa: BLE001
+            self.emit("redo_lost_race", account=account, reason=self.reverts.name(e) or str(e)[:120])
+
+    def try_redo_once(self, account: str) -> None:
+        try:
+            self.sender.call(self.auction.functions.redo(account), "redo")
+            self.emit("auction_reset", account=account)
+        except Exception as e:  # noqa: BLE001
+            self.emit("redo_skipped", account=account, reason=self.reverts.name(e) or str(e)[:120])
+
+
+    def try_finish(self, account: str) -> str:
+        """End an auction whose sale is complete (``finish``, anyone may: it pays the escrow to the account, the
+        starter's reward and the fund's share); returns ``finished``, ``skipped`` (already ended, not done, or a
+        module without ``finish``) or ``error``."""
+        if not any(i.get("name") == "finish" for i in self.auction.abi):
+            return "skipped"
+        try:
+            rcpt = self.sender.call(self.auction.functions.finish(account), "finish")
+        except Exception as e:  # noqa: BLE001 - another caller finished it first, or it is not done
+            self.sender.reset_nonce()
+            name = self.reverts.name(e)
+            if name in ("LA_NoAuction", "LA_AuctionNotDone"):
+                self.emit("finish_skipped", account=account, reason=name)
+                return "skipped"
+            self.count("errors")
+            self.emit("finish_error", account=account, reason=name or str(e)[:160])
+            return "error"
+        self.running.pop(account, None)
+        self.emit("auction_finished", account=account, tx=rcpt["transactionHash"].hex())
+        return "finished"
+
+    def settle_claim(self, why: str) -> str:
+        """Send ``settleClaim(self)``: move the claimed share of the source's frozen book into this account's own
+        storage. Returns ``settled``, ``none`` (no claim left: anyone may settle it, so another caller may have
+        been first, which is logged like a lost race) or ``error`` (logged and counted; the caller skips)."""
+        claim = self.status.own_claim()
+        if claim is None:
+            return "none"
+        source, fraction = claim
+        fn = self.ch.functions.settleClaim(self.address)
+        try:
+            rcpt = self.sender.call(fn, "settleClaim")
+        except Exception as e:  # noqa: BLE001 - would revert / reverted / RPC
+            self.sender.reset_nonce()
+            name = self.reverts.name(e)
+            if name == "CH_NoClaim" or self.status.own_claim() is None:
+                self.emit("claim_settle_skipped", source=source, reason=name or "settled by another caller")
+                return "none"
+            self.count("errors")
+            self.emit("claim_settle_error", source=source, fraction=fraction / WAD, why=why,
+                      reason=name or str(e)[:160])
+            return "error"
+
+        got = self.ch.events.ClaimSettled().process_receipt(rcpt, errors=DISCARD)
+        share = int(got[0]["args"]["shareOfStoredWad"]) if got else 0
+        self.status.may_hold_claim = False
+        self.count("claims_settled")
+        self.emit("claim_settled", source=source, fraction=fraction / WAD, share_of_stored=share / WAD, why=why,
+                  tx=rcpt["transactionHash"].hex(), block=int(rcpt["blockNumber"]))
+        return "settled"
+
+    def prime_claim_slot(self) -> str:
+        """Send ``primeClaimSlot(self)`` unless the slot is already non-zero. Returns ``primed``, ``already``
+        (nothing sent) or ``error`` (logged and counted; bidding still works, the first bid just costs more)."""
+        try:
+            if self.ch.functions.claimSlotPrimed(self.address).call():
+                return "already"
+            rcpt = self.sender.call(self.ch.functions.primeClaimSlot(self.address), "primeClaimSlot")
+        except Exception as e:  # noqa: BLE001 - would revert / reverted / RPC: not fatal
+            self.sender.reset_nonce()
+            self.count("errors")
+            self.emit("claim_slot_prime_error", reason=self.reverts.name(e) or str(e)[:160])
+            return "error"
+        self.emit("claim_slot_primed", tx=rcpt["transactionHash"].hex(), gas=int(rcpt["gasUsed"]))
+        return "primed"
+
+
+    def bid(self, account: str, quote: LotQuote, decision) -> str:
+        """Send the bid with its price limit; returns ``filled``, ``lost_race`` or ``error``."""
+        # asking for everything the auction allows: send WAD (the contract caps it at the allowed fraction exactly;
+        # a float round trip would fall a few wei short and leave dust for the next bidder)
+        frac_wad = WAD if decision.fraction >= quote.max_fraction - 1e-12 else min(int(decision.fraction * WAD), WAD)
+        now = int(self.w3.eth.get_block("latest")["timestamp"])
+        fn = self.auction.functions.bid(account, frac_wad, int(decision.max_price), now + self.s.deadline_s, 0)
+        self.count("bids_sent")
+        try:
+            gas = self.sender.gas_for(fn.estimate_gas({"from": self.address}))
+        except Exception as e:  # noqa: BLE001
+            name = self.reverts.name(e)
+            if name in LOST_RACE_ERRORS:
+                self.count("lost_races")
+                self.emit("lost_race", auction=quote.auction_id, account=account, stage="preflight", reason=name,
+                          price=quote.auction_price, limit=int(decision.max_price))
+                return "lost_race"
+            self.count("errors")
+            self.emit("bid_error", auction=quote.auction_id, account=account, reason=name or str(e)[:160])
+            return "error"
+        try:
+            tx = fn.build_transaction({"from": self.address, "gas": gas, **self.sender.fee_fields()})
+            h = self.sender.send(tx, wait=False, what="bid")
+            rcpt = self.w3.eth.wait_for_transaction_receipt(h, timeout=60, poll_latency=0.05)
+        except Exception as e:  # noqa: BLE001
+            self.sender.reset_nonce()
+            self.count("errors")
+            self.emit("bid_error", auction=quote.auction_id, account=account, reason=str(e)[:160])
+            return "error"
+        if int(rcpt["status"]) != 1:
+            # mined but reverted: somebody filled first between our check and our inclusion
+            self.count("lost_races")
+            self.emit("lost_race", auction=quote.auction_id, account=account, stage="mined", tx=h.hex(),
+                      price=quote.auction_price, limit=int(decision.max_price))
+            return "lost_race"
+
+        filled = self.auction.events.Bid().process_receipt(rcpt, errors=DISCARD)
+        got = filled[0]["args"] if filled else {}
+        claimed = self.ch.events.ClaimRecorded().process_receipt(rcpt, errors=DISCARD)
+        self.status.may_hold_claim = True
+        if self.auction.events.AuctionEnded().process_receipt(rcpt, errors=DISCARD):
+            self.running.pop(account, None)
+        self.count("bids_filled")
+        self.emit("bid_filled", auction=quote.auction_id, account=account, tx=h.hex(),
+                  price=int(got.get("price", quote.auction_price)),
+                  fraction=int(got.get("fractionWad", frac_wad)) / WAD,
+                  amount=int(got.get("amount", 0)), valuation=quote.valuation, limit=int(decision.max_price),
+                  claim=int(claimed[0]["args"]["claimWad"]) / WAD if claimed else None)
+        return "filled"

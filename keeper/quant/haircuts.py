@@ -93,9 +93,10 @@ SECONDS_PER_DAY = 86_400
 HAIRCUT_STEP_WAD = 10**14
 
 
-def daily_closes(timestamps: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The last price of each UTC day from a price history (e.g. the keepers' ``PricesPosted`` attestations of one
-    asset): ``(days, closes)``, days as unix day numbers, ascending. Observations need not be sorted; equal
+def daily_closes(timestamps: np.ndarray, prices: np.ndarray, period_seconds: int = SECONDS_PER_DAY
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """The last price of each UTC day (or of each ``period_seconds`` bucket) from a price history (e.g. the keepers'
+    ``PricesPosted`` attestations of one asset): ``(days, closes)``, days as unix day (bucket) numbers, ascending. Observations need not be sorted; equal
     timestamps keep the later one in the given order. Raises ValueError on non-positive or non-finite prices or
     mismatched lengths."""
     ts = np.asarray(timestamps, dtype=np.int64)
@@ -106,7 +107,9 @@ def daily_closes(timestamps: np.ndarray, prices: np.ndarray) -> tuple[np.ndarray
         raise ValueError("daily closes: prices must be finite and > 0")
     order = np.argsort(ts, kind="stable")
     ts, px = ts[order], px[order]
-    day = ts // SECONDS_PER_DAY
+    if period_seconds <= 0:
+        raise ValueError("daily closes: period_seconds must be > 0")
+    day = ts // int(period_seconds)
     last = np.flatnonzero(np.append(day[1:] != day[:-1], True)) if day.size else np.zeros(0, dtype=np.int64)
     return day[last], px[last]
 
@@ -131,6 +134,8 @@ class CollateralMarket:
         size: whole units the protocol may come to hold and have to sell (its listed deposit cap).
         depth: whole units sellable per day at an acceptable cost (from the market; not on chain).
         listed_wad: the haircut listed on chain [WAD].
+        period_days: days between two closes (1: daily; a shorter sampling is scaled to a daily vol by
+            ``1 / sqrt(period_days)``).
     """
 
     symbol: str
@@ -138,6 +143,7 @@ class CollateralMarket:
     size: float
     depth: float
     listed_wad: int
+    period_days: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -172,7 +178,10 @@ def recommend_haircuts(markets: list[CollateralMarket], params: HaircutParams = 
         if closes.ndim != 1 or closes.size < 2:
             raise ValueError(f"{m.symbol}: need at least two daily closes, got {closes.size}")
         try:
-            sigma = float(ewma_volatility(log_returns_from_closes(closes), params.ewma_lambda)[-1])
+            if not (np.isfinite(m.period_days) and m.period_days > 0):
+                raise ValueError(f"period_days must be > 0, got {m.period_days}")
+            sigma = float(ewma_volatility(log_returns_from_closes(closes), params.ewma_lambda)[-1]
+                          / np.sqrt(m.period_days))
             h = float(recommended_haircut(sigma, m.size, m.depth, params))
         except ValueError as e:
             raise ValueError(f"{m.symbol}: {e}") from None

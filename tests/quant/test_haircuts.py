@@ -125,3 +125,17 @@ def test_recommendations_compare_with_the_listed_haircut_and_name_bad_data():
         recommend_haircuts([CollateralMarket("D", closes[:1], 1.0, 1.0, 0)])
     with pytest.raises(ValueError, match="^E: "):
         recommend_haircuts([CollateralMarket("E", closes, 1.0, 0.0, 0)])
+
+
+def test_closes_sampled_hourly_are_scaled_to_a_daily_vol():
+    from keeper.quant.haircuts import CollateralMarket, daily_closes, recommend_haircuts
+
+    rng = np.random.default_rng(9)
+    ts = 3600 * (472_222 + np.arange(48)) + rng.integers(0, 3000, 48)           # one attestation per hour
+    px = 2000 * np.exp(np.cumsum(rng.normal(0, 0.01, 48)))
+    _, hourly = daily_closes(ts, px, period_seconds=3600)
+    assert hourly.size == 48 and np.array_equal(hourly, px)
+    r = np.diff(np.log(hourly))
+    var, _ = lfilter([0.06], [1, -0.94], r ** 2, zi=[0.94 * np.mean(r[:30] ** 2)])
+    rec = recommend_haircuts([CollateralMarket("X", hourly, 10.0, 100.0, 0, period_days=1 / 24)])[0]
+    assert rec.daily_vol == pytest.approx(math.sqrt(var[-1]) * math.sqrt(24), rel=1e-12)

@@ -113,7 +113,7 @@ def bench_compute(n_accounts: int, repeats: int) -> dict:
 
 def bench_chain(n_accounts: int, tmp: Path) -> dict:
     """Warm-cache sync and full re-read cost on a private Anvil with ``n_accounts`` funded accounts."""
-    sys.path.insert(0, str(ROOT / "tests" / "keeper"))
+    sys.path.insert(0, str(ROOT / "tests" / "bots" / "keeper"))
     import harness as h
     from eth_account import Account
 
@@ -164,7 +164,7 @@ def bench_chain(n_accounts: int, tmp: Path) -> dict:
 
 
 def bench_breach_to_chain(tmp: Path) -> dict:
-    sys.path.insert(0, str(ROOT / "tests" / "keeper"))
+    sys.path.insert(0, str(ROOT / "tests" / "bots" / "keeper"))
     import harness as h
 
     net = h.start_net(tmp)

@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
+#: the keepers' integration harness (``import harness``: tests/bots/keeper, tests/chain, tests/cli)
+sys.path.insert(0, str(Path(__file__).resolve().parent / "bots" / "keeper"))
 
 try:
     import backstop_toolchain

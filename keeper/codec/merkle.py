@@ -11,7 +11,7 @@
 The keeper builds its tree from leaf hashes computed once (10,000 leaves in well under a second); tests and the
 deployment tools build it from leaves (:meth:`MerkleTree.of_leaves`, which also checks every leaf against what the
 contract can store). The second computation that checks this module is the contracts' own OpenZeppelin
-``MerkleProof`` on a real chain (tests/contracts, tests/keeper).
+``MerkleProof`` on a real chain (tests/contracts, tests/bots/keeper).
 """
 from __future__ import annotations
 

@@ -23,7 +23,7 @@ def test_defaults_are_valid_and_local():
 
 
 def test_production_config_has_no_fault_injection():
-    """Fault injection lives in the tests (tests/keeper/harness.py: lying_keeper), not in the keeper's config."""
+    """Fault injection lives in the tests (tests/bots/keeper/harness.py: lying_keeper), not in the keeper's config."""
     with pytest.raises(ConfigError, match="testing"):
         parse_config({"testing": {"fabricate_breach": ["0x" + "11" * 20]}})
 

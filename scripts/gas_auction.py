@@ -118,7 +118,8 @@ def auction_rows() -> list:
         return core.auction.bid(victim, WAD, ANY, FAR, 0, {"from": warm_bidder})
 
     v2 = accounts[7]
-    rows.append(("**bid, insolvent whole book (warm)**", insolvent_bid(v2, -2_000 * USDC),
+    # E = -20,000: the model value (E + the 18,000 haircut on 10 WETH + 1 WBTC) is -2,000, the fund pays the bidder
+    rows.append(("**bid, insolvent whole book (warm)**", insolvent_bid(v2, -20_000 * USDC),
                  "escrow, then the fund pays the bidder the shortfall, in the same core call; completes the sale"))
     tx = core.auction.finish(v2, {"from": accounts[9]})
     rows.append(("finish, insolvent (anyone; no penalty, no reward)", tx, "clearBreach, AuctionEnded"))
@@ -144,6 +145,29 @@ def auction_rows() -> list:
     core.attest([(v4, 2 * MM, MM, IM)])
     tx = core.auction.cure(v4, {"from": starter})
     rows.append(("cure by fresh attestation (cure)", tx, "healthy margin record already recorded"))
+
+    # the buyer of last resort: nobody bids, one reset, then the fund's account takes the book at its floor
+    core.quote.mint(owner, 1_000_000 * USDC, {"from": owner})
+    core.quote.approve(core.auction, 1_000_000 * USDC, {"from": owner})
+    core.auction.fundDeposit(1_000_000 * USDC, {"from": owner})  # repays the bad debt above, then funds the fund
+    fund_account = accounts.add()
+    core.auction.setFundAccount(fund_account, {"from": owner})
+    v5 = accounts.add()
+    accounts[0].transfer(v5, 10**18)
+    core.build_book(v5)
+    core.breach(v5, E, MM, IM)
+    tx = core.auction.start(v5, {"from": starter})
+    floor_at = int(core.auction.config()["tau"]) * (WAD - int(core.auction.config()["cuspWad"])) // WAD
+    chain.sleep(floor_at + 5)
+    core.breach(v5, E, MM, IM)
+    tx = core.auction.redo(v5, {"from": starter})
+    rows.append(("redo (floor passed, fresh breach record: model value recomputed)", tx,
+                 "the price restarts at the fresh model value; `resets` + 1"))
+    chain.sleep(floor_at + 5)
+    core.breach(v5, E, MM, IM)
+    tx = core.auction.takeAsLastResort(v5, {"from": starter})
+    rows.append(("takeAsLastResort (fund's account takes the restoring fraction at the model value; ends the auction)",
+                 tx, "fund pays from its free balance into escrow, claim to the fund's account, then finish's payouts"))
     return rows
 
 

@@ -116,6 +116,14 @@ abstract contract InsuranceFund is IInsuranceFund {
         }
     }
 
+    /// @dev Books `amount` (<= the free balance, checked by the caller) paid from the free balance for a book the fund's
+    /// account `to` takes; the cash stays in the module's account (the auction's escrow and penalty).
+    function _fundSpend(uint256 auctionId, address to, uint256 amount) internal {
+        uint256 balance = _fundBalance - amount;
+        _fundBalance = uint128(balance);
+        emit FundSpent(auctionId, to, amount, balance);
+    }
+
     /// @dev Marks `collectable` of claim `claimId` as collected and returns its creditor and the amount.
     function _fundCollect(uint256 claimId) internal returns (address creditor, uint256 amount) {
         Claim memory claim;

@@ -3,12 +3,14 @@ pragma solidity 0.8.28;
 
 import {Ownable} from "@openzeppelin/contracts/access/Ownable.sol";
 import {IERC20} from "@openzeppelin/contracts/token/ERC20/IERC20.sol";
+import {IERC20Metadata} from "@openzeppelin/contracts/token/ERC20/extensions/IERC20Metadata.sol";
 import {SafeERC20} from "@openzeppelin/contracts/token/ERC20/utils/SafeERC20.sol";
 import {Math} from "@openzeppelin/contracts/utils/math/Math.sol";
 import {SafeCast} from "@openzeppelin/contracts/utils/math/SafeCast.sol";
 import {ReentrancyGuard} from "@openzeppelin/contracts/utils/ReentrancyGuard.sol";
 
 import {AuctionCurves} from "./AuctionCurves.sol";
+import {AuctionLogic} from "./AuctionLogic.sol";
 import {InsuranceFund} from "./InsuranceFund.sol";
 import {IInsuranceFund} from "./interfaces/IInsuranceFund.sol";
 import {ILiquidationAuction} from "./interfaces/ILiquidationAuction.sol";
@@ -18,13 +20,16 @@ import {ExpiringPause} from "../governance/ExpiringPause.sol";
 
 /// @title LiquidationAuction
 /// @notice Dutch auctions of a pro-rata share of a breached account's portfolio (positions, collateral, cash),
-/// starting at the keepers' attested equity and moving in the bidder's favour along an {AuctionCurves} curve.
-/// It is the clearinghouse's liquidation module and also holds the insurance fund ({InsuranceFund}).
+/// starting at the keepers' attested model value and moving in the bidder's favour along an {AuctionCurves} curve by
+/// at most a risk-sized span; after `lastResortAfter` resets the fund's account takes the book (buyer of last
+/// resort). It is the clearinghouse's liquidation module and also holds the insurance fund ({InsuranceFund}).
 ///
 /// Notation (docs/auctions.md): attested equity `E`, maintenance margin `MM`, initial margin `IM`, target
 /// `T = ceil(MM * (1 + buffer))`, sold fraction of the original portfolio `S` (WAD), net proceeds held in escrow for
-/// the owner `C`, penalty rate `lam`. Price of the whole original portfolio after `t` seconds:
-/// `p = E - span * (1 - c(t))`, `span = E` if `E >= 0` else `MM`. A solvent bid may buy at most
+/// the owner `C`, penalty rate `lam`, model value `V = E + sum(floor(haircut * value of collateral))` (the haircut
+/// taken off the collateral at the stored spot prices, added back). Price of the whole original portfolio after `t`
+/// seconds: `p = V - span * (1 - c(t))`, `span = min(V, ceil(spanWad * MM))` if `V >= 0` else `ceil(spanWad * MM)`.
+/// Everything that sizes the sale uses `E`. A solvent bid may buy at most
 /// `g* = ceil((D + 2) / (T - E + p - ceil(p * lam)))` with the remaining deficit `D = ceil((1 - S)(T - E)) - C`; an
 /// insolvent auction (`E < 0`) sells everything that is left in one bid.
 ///
@@ -45,17 +50,21 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         uint32 startedAt; // [unix seconds]
         uint32 expectedNonce;
         uint64 soldWad; // [wad]
-        uint128 escrow; // [quote base units]
+        uint96 escrow; // [quote base units]
+        bool done;
+        uint8 resets;
         // slot 1: read by every bid
         int96 equity; // [quote base units]
         uint96 maintenance; // [quote base units]
         uint64 id;
-        // slot 2: read by every bid, written by a paying bid and by the bid that completes the sale
+        // slot 2: read by every bid, written by a paying bid
         uint96 initial; // [quote base units]
         uint128 penaltyTotal; // [quote base units]
-        bool done;
         uint16 configVersion;
-        // slot 3: read when the auction ends
+        // slot 3: read by every bid
+        int96 top; // [quote base units] start price: the attested model value V
+        uint96 span; // [quote base units]
+        // slot 4: read when the auction ends
         address starter;
         uint96 rewardPromised; // [quote base units]
     }
@@ -69,13 +78,15 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         uint96 cut; // [ray]
         uint32 tail; // [seconds]
         uint32 maxRecordAge; // [seconds]
+        uint8 lastResortAfter;
         // slot 1
         uint64 cuspWad; // [wad]
         uint64 bufferWad; // [wad]
         uint64 penaltyWad; // [wad]
         uint64 chipWad; // [wad]
-        // slot 2: read only by {start}
+        // slot 2: read only when an auction (re)starts
         uint128 tip; // [quote base units]
+        uint64 spanWad; // [wad]
     }
 
     // ------------------------------------------------------------------ constants
@@ -86,13 +97,6 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     /// @dev Base units added to the deficit when sizing a bid: amount (floored) and penalty (ceiled) each lose the
     /// account less than one unit, so `D + 2` reaches the target despite rounding.
     uint256 internal constant ROUNDING_SLACK = 2;
-    uint256 internal constant MAX_PENALTY = 0.25e18;
-    uint256 internal constant MAX_CHIP = 0.05e18;
-    uint256 internal constant MAX_BUFFER = 1e18;
-    uint256 internal constant MIN_TAIL = 60;
-    uint256 internal constant MAX_TAIL = 7 days;
-    uint256 internal constant MIN_RECORD_AGE = 5;
-    uint256 internal constant MAX_RECORD_AGE = 3600;
     /// @notice Lowest floor a configuration may set: a solvent book never sells below this fraction of its attested
     /// value [wad].
     uint256 public constant MIN_CUSP = 0.1e18;
@@ -105,6 +109,8 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     IClearinghouse public immutable clearinghouse;
     /// @notice The clearinghouse's quote asset.
     IERC20 public immutable quoteAsset;
+    /// @dev Quote base units per whole quote unit (10^decimals), as the core values collateral.
+    uint256 internal immutable _quoteUnit;
 
     // ------------------------------------------------------------------ storage
 
@@ -116,6 +122,9 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     mapping(address account => StoredAuction) internal _auctions;
     /// @notice Number of auctions ever started (ids start at 1).
     uint64 public auctionCount;
+    /// @notice The clearinghouse account that holds what the buyer of last resort takes (zero: none; the owner sets
+    /// it). It is margined like any account; its claims are settled like any bidder's.
+    address public fundAccount;
 
     // ------------------------------------------------------------------ constructor
 
@@ -126,6 +135,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         clearinghouse = clearinghouse_;
         IERC20 quoteToken = IERC20(clearinghouse_.quoteAsset());
         quoteAsset = quoteToken;
+        _quoteUnit = 10 ** IERC20Metadata(address(quoteToken)).decimals();
         quoteToken.forceApprove(address(clearinghouse_), type(uint256).max);
         _setConfig(config_);
     }
@@ -140,6 +150,15 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         _setConfig(config_);
     }
 
+    /// @notice Sets the account that holds what the buyer of last resort takes (not zero, not the module; the
+    /// owner is a timelock in every deployment). Claims it already holds stay its own.
+    /// @param fundAccount_ The new fund account (an account operated for the fund under the timelock).
+    function setFundAccount(address fundAccount_) external onlyOwner {
+        if (fundAccount_ == address(0) || fundAccount_ == address(this)) revert LA_InvalidFundAccount(fundAccount_);
+        fundAccount = fundAccount_;
+        emit FundAccountSet(fundAccount_);
+    }
+
     /// @notice Starts an auction for `account` from its breach record (recorded by the clearinghouse from an M-of-N
     /// keeper attestation). The record must be bound to the account's current state nonce and fresh.
     /// @return id The auction id.
@@ -151,18 +170,22 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         (BreachRecord memory b, uint32 nonce) = _freshBreach(account, cfg.maxRecordAge);
         id = ++auctionCount;
         uint256 reward = cfg.tip + Math.mulDiv(cfg.chipWad, b.maintenance, WAD, Math.Rounding.Floor);
+        (int256 top_, uint256 span_) = _topAndSpan(account, b, cfg.spanWad);
         _auctions[account] = StoredAuction({
             startedAt: block.timestamp.toUint32(),
             expectedNonce: nonce,
             soldWad: 0,
             escrow: 0,
+            done: false,
+            resets: 0,
             equity: b.equity,
             maintenance: b.maintenance,
             id: uint64(id),
             initial: b.initial,
             penaltyTotal: 0,
-            done: false,
             configVersion: version,
+            top: top_.toInt96(),
+            span: span_.toUint96(),
             starter: msg.sender,
             rewardPromised: reward.toUint96()
         });
@@ -173,40 +196,24 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     /// @notice Restarts a running auction from a fresh breach record once it ran past `tail`, its price passed the
     /// floor (`cusp`), the account changed outside the auction, or a solvent auction's account is now attested
     /// insolvent (it is then auctioned whole). Escrowed proceeds carry over; if they already
-    /// cover the fresh deficit, the auction ends as restored instead. Not blocked by the pause.
+    /// cover the fresh deficit, the auction ends as restored instead. The price restarts at the fresh model value.
+    /// Refused with {LA_LastResortDue} at the floor or tail after `lastResortAfter` resets while a fund account is
+    /// set and the fund can pay: {takeAsLastResort} then takes the book. Not blocked by the pause.
     function redo(address account) external nonReentrant {
-        Auction memory m = _load(account);
-        if (m.startedAt == 0) revert LA_NoAuction(account);
-        if (m.done) revert LA_AuctionDone(account, m.id);
-        Config memory cfg = _loadConfig(m.configVersion, false);
-        (BreachRecord memory b, uint32 current) = _freshBreach(account, cfg.maxRecordAge);
-        {
-            (uint256 elapsed, uint256 f) = _elapsedAndFactor(m, cfg);
-            bool turnedInsolvent = b.equity < 0 && m.equity >= 0;
-            if (
-                elapsed <= cfg.tail && f >= uint256(cfg.cuspWad) * RAY_PER_WAD && current == m.expectedNonce
-                    && !turnedInsolvent
-            ) revert LA_ResetNotNeeded(account);
-        }
-        uint256 target = _target(b.maintenance, cfg.bufferWad);
-        if (b.equity >= 0 && int256(target) - int256(b.equity) <= int256(uint256(m.escrow))) {
-            _finish(account, m, EndReason.Restored);
-            return;
-        }
-        m.startedAt = uint64(block.timestamp);
-        m.expectedNonce = current;
-        m.equity = b.equity;
-        m.maintenance = b.maintenance;
-        m.initial = b.initial;
-        m.soldWad = 0;
-        StoredAuction storage a = _auctions[account];
-        a.startedAt = block.timestamp.toUint32();
-        a.expectedNonce = current;
-        a.soldWad = 0;
-        a.equity = b.equity;
-        a.maintenance = b.maintenance;
-        a.initial = b.initial;
-        _emitReset(m, account, target);
+        _restart(account, false);
+    }
+
+    /// @notice The buyer of last resort. Once the auction reached its floor or tail after `lastResortAfter` resets,
+    /// the fund's account (`fundAccount`) takes, at the fresh attested model value `V` (the price restarts from the
+    /// same fresh breach record {redo} needs), the fraction that restores the account to `MM * (1 + buffer)`
+    /// (`allowed(E, T, 0, C, V)`; everything when `E < 0`). It pays `floor(fraction * V)` from the fund's free balance
+    /// into escrow (penalty and starter reward as for any bid); an insolvent book's payment to the fund's account
+    /// comes from escrow, then the fund, a shortfall being bad debt as for any bidder. No margin check: the fund
+    /// stands behind its account. A claim the fund's account holds on another book is settled first. The auction
+    /// then ends (escrow to the account, reward to the starter, penalty to the fund). Anyone may call; not blocked by
+    /// the pause.
+    function takeAsLastResort(address account) external nonReentrant {
+        _restart(account, true);
     }
 
     /// @notice Buys up to `maxFractionWad` of the account's original portfolio at the current price, never more than
@@ -243,7 +250,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         // never a bad-debt IOU (review finding M-3)
         int256 paid = amount >= 0 ? amount : -_payable(m, uint256(-amount)).toInt256();
         _checkBidder(msg.sender, fill, paid, m, cfg, deposit);
-        uint256 penalty = _claimAndPay(m, account, fill, amount, cfg.penaltyWad);
+        uint256 penalty = _claimAndPay(m, account, msg.sender, fill, amount, cfg.penaltyWad, false);
         m.soldWad += uint64(fill);
         m.done = m.soldWad == WAD || fill == allowed;
         _emitBid(m, account, price_, fill, amount, penalty);
@@ -313,7 +320,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         if (amount == 0) revert LA_ZeroAmount();
         _depositInto(msg.sender, address(this), amount);
         a.escrow += amount.toUint128();
-        _auctions[account].escrow = a.escrow;
+        _auctions[account].escrow = uint256(a.escrow).toUint96();
         int256 d = _deficit(a, _target(a.maintenance, _bufferOf(a.configVersion)));
         emit ToppedUp(a.id, account, msg.sender, amount, a.escrow, d);
         if (d <= 0) _finish(account, a, EndReason.CuredByDeposit);
@@ -355,6 +362,16 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         }
     }
 
+    /// @notice Whether the auction of `account` is at its floor or tail after `lastResortAfter` resets with a fund
+    /// account set: {redo} is then refused (unless the fund's free balance cannot pay the fresh price) and
+    /// {takeAsLastResort} takes the book (it needs a fresh breach record, as {redo} does).
+    function lastResortDue(address account) external view returns (bool) {
+        Auction memory m = _load(account);
+        if (m.startedAt == 0 || m.done || fundAccount == address(0)) return false;
+        Config memory cfg = _loadConfig(m.configVersion, false);
+        return _atFloorOrTail(m, cfg) && m.resets >= cfg.lastResortAfter;
+    }
+
     /// @notice Current price (per whole original portfolio), the fraction a bid may buy now, the curve factor and
     /// whether the auction must be reset first.
     function quote(address account)
@@ -367,8 +384,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         Config memory cfg = _loadConfig(m.configVersion, false);
         uint256 elapsed;
         (elapsed, factorRay) = _elapsedAndFactor(m, cfg);
-        (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
-        price_ = AuctionCurves.priceAt(top, span, factorRay);
+        price_ = AuctionCurves.priceAt(m.modelValue, m.span, factorRay);
         if (m.done) return (price_, 0, factorRay, false); // sold what it may: only {finish} is left
         needsReset = elapsed > cfg.tail || factorRay < uint256(cfg.cuspWad) * RAY_PER_WAD
             || clearinghouse.stateNonce(account) != m.expectedNonce || _turnedInsolvent(account, m, cfg.maxRecordAge);
@@ -394,19 +410,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     }
 
     function _setConfig(Config memory c) internal {
-        AuctionCurves.validate(AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut));
-        _bound("tail", c.tail, MIN_TAIL, MAX_TAIL);
-        _bound("cusp", c.cuspWad, MIN_CUSP, WAD - 1);
-        {
-            // no curve may fall to its floor within MIN_DESCENT seconds of a (re)start
-            uint256 f = AuctionCurves.factor(AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut), MIN_DESCENT);
-            if (f < uint256(c.cuspWad) * RAY_PER_WAD) revert LA_CurveTooSteep(f, MIN_DESCENT);
-        }
-        _bound("buffer", c.bufferWad, 0, MAX_BUFFER);
-        _bound("penalty", c.penaltyWad, 0, MAX_PENALTY);
-        _bound("chip", c.chipWad, 0, MAX_CHIP);
-        _bound("maxRecordAge", c.maxRecordAge, MIN_RECORD_AGE, MAX_RECORD_AGE);
-        _bound("cut", c.cut, 0, RAY);
+        AuctionLogic.checkConfig(c);
         uint16 version = configVersion + 1;
         configVersion = version;
         _configs[version] = StoredConfig({
@@ -416,11 +420,13 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
             cut: uint96(c.cut), // validated above when the curve uses it; a Linear curve's unused cut is bounded below
             tail: c.tail,
             maxRecordAge: c.maxRecordAge,
+            lastResortAfter: c.lastResortAfter,
             cuspWad: c.cuspWad,
             bufferWad: c.bufferWad,
             penaltyWad: c.penaltyWad,
             chipWad: c.chipWad,
-            tip: c.tip
+            tip: c.tip,
+            spanWad: c.spanWad
         });
         emit ConfigSet(c);
         emit ConfigVersionSet(version);
@@ -431,24 +437,23 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         return _configs[version].bufferWad;
     }
 
-    /// @dev The parameters of configuration `version` as {Config}; `tip` (slot 2) only when `withTip`.
-    function _loadConfig(uint16 version, bool withTip) internal view returns (Config memory c) {
+    /// @dev The parameters of configuration `version` as {Config}; `tip` and `spanWad` (slot 2) only when `full`.
+    function _loadConfig(uint16 version, bool full) internal view returns (Config memory c) {
         StoredConfig storage s = _configs[version];
         (c.kind, c.tau, c.step, c.cut, c.tail, c.maxRecordAge) = (s.kind, s.tau, s.step, s.cut, s.tail, s.maxRecordAge);
+        c.lastResortAfter = s.lastResortAfter;
         (c.cuspWad, c.bufferWad, c.penaltyWad, c.chipWad) = (s.cuspWad, s.bufferWad, s.penaltyWad, s.chipWad);
-        if (withTip) c.tip = s.tip;
+        if (full) (c.tip, c.spanWad) = (s.tip, s.spanWad);
     }
 
-    /// @dev The auction of `account` (slots 0-2; `starter` and `rewardPromised` are left zero, see {_finish}).
+    /// @dev The auction of `account` (slots 0-3; `starter` and `rewardPromised` are left zero, see {_finish}).
     function _load(address account) internal view returns (Auction memory m) {
         StoredAuction storage a = _auctions[account];
         (m.startedAt, m.expectedNonce, m.soldWad, m.escrow) = (a.startedAt, a.expectedNonce, a.soldWad, a.escrow);
+        (m.done, m.resets) = (a.done, a.resets);
         (m.equity, m.maintenance, m.id) = (a.equity, a.maintenance, a.id);
-        (m.initial, m.penaltyTotal, m.done, m.configVersion) = (a.initial, a.penaltyTotal, a.done, a.configVersion);
-    }
-
-    function _bound(bytes32 name, uint256 value, uint256 min, uint256 max) internal pure {
-        if (value < min || value > max) revert LA_ParameterOutOfBounds(name, value, min, max);
+        (m.initial, m.penaltyTotal, m.configVersion) = (a.initial, a.penaltyTotal, a.configVersion);
+        (m.modelValue, m.span) = (a.top, a.span);
     }
 
     /// @dev Reads and checks the breach record: present, below MM, bound to the current nonce, fresh, and not
@@ -475,6 +480,38 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         f = AuctionCurves.factor(AuctionCurves.Curve(cfg.kind, cfg.tau, cfg.step, cfg.cut), elapsed);
     }
 
+    /// @dev Whether the auction ran past `tail` or its curve passed the floor (`cusp`).
+    function _atFloorOrTail(Auction memory m, Config memory cfg) internal view returns (bool) {
+        (uint256 elapsed, uint256 f) = _elapsedAndFactor(m, cfg);
+        return elapsed > cfg.tail || f < uint256(cfg.cuspWad) * RAY_PER_WAD;
+    }
+
+    /// @dev The auction restarted in memory from the fresh breach record `b` of the current portfolio (nonce
+    /// `current`): the remaining book is the new original, the price restarts at its fresh model value.
+    function _rebase(address account, Auction memory m, BreachRecord memory b, uint32 current, uint256 spanWad)
+        internal
+        view
+    {
+        (int256 top, uint256 span) = _topAndSpan(account, b, spanWad);
+        (m.startedAt, m.expectedNonce, m.soldWad) = (uint64(block.timestamp), current, 0);
+        (m.equity, m.maintenance, m.initial) = (b.equity, b.maintenance, b.initial);
+        (m.modelValue, m.span) = (top.toInt96(), span.toUint96());
+    }
+
+    /// @dev Start price and span of the book of breach record `b`: `top = V = E + sum(floor(haircut * gross value))`
+    /// over the account's collateral at the stored spot prices (the haircut is a margin charge, not a loss of value;
+    /// each gross value rounded down as the core values collateral), `span = ceil(spanWad * MM)`, at most `V` when
+    /// `V >= 0` (a solvent book is never sold below zero).
+    function _topAndSpan(address account, BreachRecord memory b, uint256 spanWad)
+        internal
+        view
+        returns (int256 top, uint256 span)
+    {
+        top = int256(b.equity) + AuctionLogic.haircutValue(clearinghouse, account, _quoteUnit).toInt256();
+        span = Math.mulDiv(spanWad, b.maintenance, WAD, Math.Rounding.Ceil);
+        if (top >= 0 && uint256(top) < span) span = uint256(top);
+    }
+
     /// @dev Current price and allowed fraction; reverts if the auction must be reset.
     function _priceAndAllowed(address account, Auction memory m, Config memory cfg)
         internal
@@ -483,15 +520,8 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     {
         (uint256 elapsed, uint256 f) = _elapsedAndFactor(m, cfg);
         if (elapsed > cfg.tail || f < uint256(cfg.cuspWad) * RAY_PER_WAD) revert LA_AuctionNeedsReset(account, elapsed, f);
-        (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
-        price_ = AuctionCurves.priceAt(top, span, f);
+        price_ = AuctionCurves.priceAt(m.modelValue, m.span, f);
         allowed = _allowed(m, cfg, price_);
-    }
-
-    /// @dev Start price and span of the whole portfolio: `span = E` when solvent, `MM` when insolvent.
-    function _topAndSpan(int256 equity, uint256 maintenance) internal pure returns (int256 top, uint256 span) {
-        top = equity;
-        span = equity >= 0 ? uint256(equity) : maintenance;
     }
 
     function _target(uint256 maintenance, uint256 bufferWad) internal pure returns (uint256) {
@@ -511,7 +541,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         uint256 target = _target(m.maintenance, cfg.bufferWad);
         int256 d = _deficit(m, target);
         if (d <= 0) return 0;
-        // solvent: 0 <= price <= E
+        // solvent: 0 <= V - span <= price <= V
         uint256 p = uint256(price_);
         uint256 pNet = p - Math.mulDiv(p, cfg.penaltyWad, WAD, Math.Rounding.Ceil);
         uint256 denom = uint256(int256(target) - int256(m.equity)) + pNet;
@@ -590,6 +620,60 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
 
     // ------------------------------------------------------------------ private functions
 
+    /// @dev {redo} (`lastResort` false) and {takeAsLastResort}: both restart from the fresh breach record, the
+    /// second only when due, the first only when not (or when the fund cannot pay).
+    function _restart(address account, bool lastResort) private {
+        Auction memory m = _load(account);
+        if (m.startedAt == 0) revert LA_NoAuction(account);
+        if (m.done) revert LA_AuctionDone(account, m.id);
+        address holder = fundAccount;
+        Config memory cfg = _loadConfig(m.configVersion, true);
+        bool atFloor = _atFloorOrTail(m, cfg);
+        bool due = atFloor && m.resets >= cfg.lastResortAfter && holder != address(0);
+        if (lastResort && !due) {
+            revert LA_LastResortNotDue(account, block.timestamp - m.startedAt, m.resets, cfg.lastResortAfter);
+        }
+        (BreachRecord memory b, uint32 current) = _freshBreach(account, cfg.maxRecordAge);
+        if (!atFloor && current == m.expectedNonce && !(b.equity < 0 && m.equity >= 0)) {
+            revert LA_ResetNotNeeded(account);
+        }
+        uint256 target = _target(b.maintenance, cfg.bufferWad);
+        if (b.equity >= 0 && int256(target) - int256(b.equity) <= int256(uint256(m.escrow))) {
+            _finish(account, m, EndReason.Restored);
+            return;
+        }
+        _rebase(account, m, b, current, cfg.spanWad);
+        if (due) {
+            uint256 fill = _allowed(m, cfg, m.modelValue);
+            int256 amount = _mulWadSignedFloor(fill, m.modelValue);
+            bool canPay = amount <= 0 || uint256(amount) <= _fundBalance;
+            if (lastResort) {
+                if (!canPay) revert LA_FundCannotPay(uint256(amount), _fundBalance);
+                _takeBook(account, holder, m, fill, amount, cfg.penaltyWad);
+                return;
+            }
+            if (canPay) revert LA_LastResortDue(account, m.resets);
+        }
+        m.resets += 1;
+        StoredAuction storage a = _auctions[account];
+        (a.startedAt, a.expectedNonce, a.soldWad, a.resets) = (block.timestamp.toUint32(), current, 0, m.resets);
+        (a.equity, a.maintenance, a.initial) = (b.equity, b.maintenance, b.initial);
+        (a.top, a.span) = (m.modelValue, m.span);
+        _emitReset(m, account, target);
+    }
+
+    /// @dev The fund's account `holder` takes `fill` of the rebased book at its model value for `amount`; the
+    /// auction ends.
+    function _takeBook(address account, address holder, Auction memory m, uint256 fill, int256 amount, uint256 penaltyWad)
+        private
+    {
+        AuctionLogic.settleOtherClaim(clearinghouse, holder, account);
+        _claimAndPay(m, account, holder, fill, amount, penaltyWad, true);
+        m.soldWad = uint64(fill);
+        emit LastResortTaken(m.id, account, holder, fill, m.modelValue, amount, _fundBalance);
+        _finish(account, m, fill == WAD ? EndReason.SoldOut : EndReason.Restored);
+    }
+
     function _emitStarted(
         uint256 id,
         address account,
@@ -598,25 +682,25 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         uint256 reward,
         uint32 nonce
     ) private {
-        (int256 top, uint256 span) = _topAndSpan(b.equity, b.maintenance);
+        StoredAuction storage a = _auctions[account];
         emit AuctionStarted(
-            id, account, msg.sender, b.equity, b.maintenance, b.initial, top, span, target, reward, nonce
+            id, account, msg.sender, b.equity, b.maintenance, b.initial, a.top, a.span, target, reward, nonce
         );
     }
 
     function _emitReset(Auction memory m, address account, uint256 target) private {
-        (int256 top, uint256 span) = _topAndSpan(m.equity, m.maintenance);
         emit AuctionReset(
-            m.id, account, msg.sender, m.equity, m.maintenance, m.initial, top, span, target, m.escrow, m.expectedNonce
+            m.id, account, msg.sender, m.equity, m.maintenance, m.initial, m.modelValue, m.span, target, m.escrow,
+            m.expectedNonce
         );
     }
 
-    /// @dev One write of slot 0, and of slot 2 if a penalty was paid or the sale is complete ({finish} then ends the
-    /// auction: the bid itself does not pay out escrow, reward and fund, so every bid costs the same).
+    /// @dev One write of slot 0 (nonce, sold fraction, escrow, done), and of slot 2 if a penalty was paid ({finish}
+    /// then ends the auction: the bid itself does not pay out escrow, reward and fund, so every bid costs the same).
     function _afterBid(address account, Auction memory m, bool paidPenalty) private {
         StoredAuction storage a = _auctions[account];
-        (a.expectedNonce, a.soldWad, a.escrow) = (m.expectedNonce, m.soldWad, m.escrow);
-        if (paidPenalty || m.done) (a.penaltyTotal, a.done) = (m.penaltyTotal, m.done);
+        (a.expectedNonce, a.soldWad, a.escrow, a.done) = (m.expectedNonce, m.soldWad, uint96(m.escrow), m.done);
+        if (paidPenalty) a.penaltyTotal = m.penaltyTotal;
         if (m.done) {
             EndReason reason = m.soldWad == WAD ? EndReason.SoldOut : EndReason.Restored;
             emit SaleCompleted(m.id, account, reason, m.soldWad, m.escrow);
@@ -647,14 +731,21 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         if (fill == 0) revert LA_NothingToSell(account);
     }
 
-    /// @dev Records the bidder's claim on `fill` of the ORIGINAL portfolio (that share of what the account still
-    /// holds) and settles the cash in the same core call: a positive `amount` is paid by the bidder into escrow
-    /// (penalty kept apart); a negative one is paid to the bidder from the escrow first, then from the fund, the
-    /// rest as a bad-debt claim. Returns the penalty; `m.expectedNonce` becomes the account's new state nonce.
-    function _claimAndPay(Auction memory m, address account, uint256 fill, int256 amount, uint256 penaltyWad)
-        private
-        returns (uint256 penalty)
-    {
+    /// @dev Records the claim of `holder` (the bidder, or the fund's account when `fromFund`) on `fill` of the ORIGINAL
+    /// portfolio (that share of what the account still holds) and settles the cash in the same core call: a positive
+    /// `amount` is paid by the bidder (by the fund's free balance when `fromFund`: no cash moves, it is already in the
+    /// module's account) into escrow (penalty kept apart); a negative one is paid to the holder from the escrow
+    /// first, then from the fund, the rest as a bad-debt claim. Returns the penalty; `m.expectedNonce` becomes the
+    /// account's new state nonce.
+    function _claimAndPay(
+        Auction memory m,
+        address account,
+        address holder,
+        uint256 fill,
+        int256 amount,
+        uint256 penaltyWad,
+        bool fromFund
+    ) private returns (uint256 penalty) {
         uint256 remaining = WAD - m.soldWad;
         uint256 share = fill == remaining ? WAD : Math.mulDiv(fill, WAD, remaining, Math.Rounding.Ceil);
         int256 payment = amount;
@@ -662,14 +753,18 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
             penalty = Math.mulDiv(uint256(amount), penaltyWad, WAD, Math.Rounding.Ceil);
             m.escrow += (uint256(amount) - penalty).toUint128();
             m.penaltyTotal += penalty.toUint128();
+            if (fromFund) {
+                _fundSpend(m.id, holder, uint256(amount));
+                payment = 0;
+            }
         } else if (amount < 0) {
             uint256 owed = uint256(-amount);
             uint256 fromEscrow = owed < m.escrow ? owed : m.escrow;
             m.escrow -= uint128(fromEscrow);
-            payment = -(fromEscrow + _fundCoverShortfall(m.id, msg.sender, owed - fromEscrow)).toInt256();
+            payment = -(fromEscrow + _fundCoverShortfall(m.id, holder, owed - fromEscrow)).toInt256();
         }
         // the claim and the cash in one core call (the module is trusted by the core with its own cash)
-        m.expectedNonce = clearinghouse.recordClaim(account, msg.sender, share, payment);
+        m.expectedNonce = clearinghouse.recordClaim(account, holder, share, payment);
     }
 
     function _emitBid(Auction memory m, address account, int256 price_, uint256 fill, int256 amount, uint256 penalty)

@@ -140,13 +140,30 @@ class DeployConfig:
     target_buffer: float = 0.10
     auction_tau: int = 600
     #: the auction's floor (``cuspWad``): once the linear curve's factor falls below it, bids stop and the auction
-    #: must be reset from a fresh attested value (MakerDAO's cusp; ETH-A used 0.4). 0 lets the price reach zero.
+    #: must be reset from a fresh attested value (MakerDAO's cusp; ETH-A used 0.4). The design the backtest chose
+    #: (docs/risk-efficacy.md) is 0.1 (the contract's ``MIN_CUSP``) with ``auction_span = 0.10``: see
+    #: :data:`CHOSEN_AUCTION` (not the default yet: today's liquidator bot values lots far below a 0.1 MM span and
+    #: does not call ``takeAsLastResort``, so with it nothing would fill in the scenario)
     auction_floor: float = 0.4
+    #: ``spanWad``: the price of a whole book moves by at most ``ceil(auction_span * MM)`` from its attested model
+    #: value (never below zero for a solvent book); 1.0: the whole value (``min(V, MM)``), today's span in size
+    auction_span: float = 1.0
+    #: ``lastResortAfter``: resets after which, at the floor, the fund's account takes the book (buyer of last
+    #: resort) instead of a further reset
+    last_resort_after: int = 1
+    #: the fund's account (``setFundAccount``), the holder of what the buyer of last resort takes: an address,
+    #: ``"owner"`` for the deployer's address, or ``None`` for none (then auctions reset for ever, as before; the
+    #: liquidator bot does not call ``takeAsLastResort`` yet)
+    fund_account: str | None = None
     fund_seed: float = 50_000.0
     #: minimum delay [s] of the BackstopTimelock that owns the deployment once it is set up (every power that can
     #: loosen risk or move value waits this long); ``None`` leaves the deployer's key as owner (unit tests only)
     governance_delay: int | None = 2 * 86400
 
+
+#: the auction parameters the backtest chose (docs/risk-efficacy.md "What the contracts do"): floor 0.1, span 0.1 MM,
+#: the buyer of last resort after one reset; ``dataclasses.replace(cfg, **CHOSEN_AUCTION, fund_account=...)``
+CHOSEN_AUCTION = {"auction_floor": 0.1, "auction_span": 0.10, "last_resort_after": 1}
 
 #: name of the mintable ERC20 test token contract (contracts/test/) the local deployment uses
 TOKEN_CONTRACT = "TestERC20"
@@ -191,9 +208,11 @@ def clearinghouse_abi(arts: dict[str, Artifact] | None = None) -> list:
 
 def auction_config_tuple(cfg: DeployConfig) -> tuple:
     """The LiquidationAuction ``Config`` struct: linear curve over ``auction_tau`` seconds, reset below
-    ``auction_floor`` of the start price's span or after twice ``auction_tau``."""
+    ``auction_floor`` of the start price's span or after twice ``auction_tau``; span ``auction_span`` x MM; the buyer
+    of last resort after ``last_resort_after`` resets."""
     return (0, int(cfg.auction_tau), 0, RAY, int(max(cfg.auction_tau * 2, 120)), to_wad(cfg.auction_floor),
-            to_wad(cfg.target_buffer), to_wad(cfg.penalty), to_wad(0.001), 0, int(cfg.max_attestation_age))
+            to_wad(cfg.target_buffer), to_wad(cfg.penalty), to_wad(0.001), 0, int(cfg.max_attestation_age),
+            to_wad(cfg.auction_span), int(cfg.last_resort_after))
 
 
 def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfig = DeployConfig(), *,
@@ -220,7 +239,7 @@ def _deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConf
     if len(keeper_addresses) != cfg.n_keepers:
         raise DeployError(f"{len(keeper_addresses)} keeper addresses given, config says {cfg.n_keepers}")
     arts = load_artifacts([token_contract, "Clearinghouse", "ClearinghouseAdmin", "LiquidationAuction",
-                           "FallbackMarginLogic", "BackstopTimelock"])
+                           "FallbackMarginLogic", "AuctionLogic", "BackstopTimelock"])
     owner = Sender(w3, owner_key)
     tokens: dict[str, dict] = {}
 
@@ -274,9 +293,15 @@ def _deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConf
         for s, e in zip(series, ev):
             s["id"] = int(e["args"]["seriesId"])
     say(f"created {len(series)} option series")
-    auction = owner.deploy(arts["LiquidationAuction"], ch.address, owner.address, auction_config_tuple(cfg))
+    auction_logic = owner.deploy(arts["AuctionLogic"])
+    auction_art = arts["LiquidationAuction"].linked({"AuctionLogic": auction_logic.address})
+    auction = owner.deploy(auction_art, ch.address, owner.address, auction_config_tuple(cfg))
     owner.call(ch.functions.setLiquidationModule(auction.address), "setLiquidationModule")
-    say(f"LiquidationAuction at {auction.address} (liquidation module)")
+    say(f"LiquidationAuction at {auction.address} (liquidation module; AuctionLogic at {auction_logic.address})")
+    if cfg.fund_account is not None:
+        fund_account = owner.address if cfg.fund_account == "owner" else to_checksum_address(cfg.fund_account)
+        owner.call(auction.functions.setFundAccount(fund_account), "setFundAccount")
+        say(f"fund's account (buyer of last resort after {cfg.last_resort_after} reset(s)): {fund_account}")
     if cfg.fund_seed > 0:
         seed = int(cfg.fund_seed * 10**cfg.quote_decimals)
         owner.call(quote.functions.mint(owner.address, seed), "mint fund seed")

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 import brownie
 import pytest
-from brownie import chain
+from brownie import AuctionLogic, chain
 from eth_account import Account
 from eth_utils import keccak
 
@@ -28,15 +28,16 @@ THRESHOLD = 2
 EMPTY_PROOF = ((b"\x00" * 32, 0, 0, 0), ("0x" + "00" * 20, 0, 0, 0, 0, 0), [])
 #: the solvency index every test root carries (SolvencyIndex struct, quote base units; docs/contracts.md)
 SOLVENCY = (500_000 * USDC, 20_000 * USDC, 30_000 * USDC, 0, 1_000 * USDC, 2_000 * USDC, 10_000 * USDC, 0, 2, 0)
-# linear 1 h curve, reset below 20% or after 1 h; target MM x 1.1; penalty 5%; reward 1 USDC + 1% of MM
+# linear 1 h curve, reset below 20% or after 1 h; target MM x 1.1; penalty 5%; reward 1 USDC + 1% of MM; span
+# 10% of MM; the buyer of last resort after 1 reset (acts only once a fund account is set: `set_fund_account`)
 DEFAULT_CONFIG = dict(kind=0, tau=3600, step=0, cut=RAY, tail=3600, cusp=2 * 10**17, buffer=10**17,
-                      penalty=5 * 10**16, chip=10**16, tip=1 * USDC, max_age=300)
+                      penalty=5 * 10**16, chip=10**16, tip=1 * USDC, max_age=300, span=10**17, last_resort_after=1)
 
 
 def config_tuple(**overrides) -> tuple:
     c = {**DEFAULT_CONFIG, **overrides}
     return (c["kind"], c["tau"], c["step"], c["cut"], c["tail"], c["cusp"], c["buffer"], c["penalty"], c["chip"],
-            c["tip"], c["max_age"])
+            c["tip"], c["max_age"], c["span"], c["last_resort_after"])
 
 
 def _domain(ch) -> eip712.Domain:
@@ -143,6 +144,22 @@ class Core:
         row = (account, equity, mm, im, equity) if nonce is None else (account, equity, mm, im, equity, nonce)
         return self.attest([row], signers=signers)
 
+    def haircut_value(self, account) -> int:
+        """Independent of the contract: sum over the account's collateral of floor(haircut x floor(amount x spot)) in
+        quote base units, from the core's views (what the auction's start price adds back to the attested equity)."""
+        total = 0
+        for asset in self.chx.collateralAssetsOf(account):
+            cfg = self.chx.assetConfig(asset)
+            amount = int(self.chx.collateralOf(account, asset))
+            spot = int(self.chx.spotPrice(asset)[0])
+            gross = amount * spot // 10 ** int(cfg["decimals"]) * USDC // 10**18
+            total += gross * int(cfg["haircut"]) // 10**18
+        return total
+
+    def model_value(self, account, equity: int) -> int:
+        """The attested model value V = E + the haircut taken off the account's collateral."""
+        return int(equity) + self.haircut_value(account)
+
     def module_cash_liabilities(self, running_accounts) -> int:
         total = int(self.auction.fundLiabilities())
         for acct in running_accounts:
@@ -164,6 +181,7 @@ def deploy_core(accounts, AuctionTestToken, Clearinghouse, ClearinghouseAdmin, L
     deployed = deploy_clearinghouse(owner, quote, keepers, THRESHOLD, cap, 10**17,
                                     [(weth, 2 * 10**17, cap), (wbtc, 2 * 10**17, cap)])
     ch, chx = deployed.raw, deployed.ch
+    AuctionLogic.deploy({"from": owner})  # external library linked into LiquidationAuction
     auction = LiquidationAuction.deploy(ch, owner, config or config_tuple(), {"from": owner})
     chx.setLiquidationModule(auction, {"from": owner})
     core = Core(ch, chx, auction, quote, weth, wbtc, owner, maker)

@@ -146,12 +146,16 @@ def test_m4_healthy_leaf_lifts_a_breach_no_auction_holds_but_not_a_running_one(c
 
 def test_m3_insolvent_bid_credits_only_the_payout_the_fund_can_make(core, accounts):
     """A bidder with 800 USDC took a book of equity -1,000 (IM 750) with an empty fund: the margin check credited
-    the 1,000 payout as cash, the fund paid nothing and the bidder was left with -200 of unbacked debt."""
+    the 1,000 payout as cash, the fund paid nothing and the bidder was left with -200 of unbacked debt. (Since issue
+    14 the price starts at the model value, E + the 18,000 haircut of the book's collateral: the book is attested at
+    E = -19,000, model value -1,000, and the bidder holds 18,800, so that IM - E = 19,750 is again 950 more than it
+    holds and the same arithmetic applies.)"""
     v, bidder, donor = accounts[1], accounts[2], accounts[6]
     core.build_book(v, n_series=1)
-    core.breach(v, -1_000 * USDC, 500 * USDC, 750 * USDC)
+    core.breach(v, -19_000 * USDC, 500 * USDC, 750 * USDC)
+    assert core.model_value(v, -19_000 * USDC) == -1_000 * USDC
     assert int(core.auction.fundBalance()) == 0
-    core.fund(bidder, usdc=800 * USDC)
+    core.fund(bidder, usdc=18_800 * USDC)
     core.auction.start(v, {"from": accounts[3]})
     with reverts_with("LA_BidderUndermargined"):
         core.auction.bid(v, WAD, ANY, FAR, 0, {"from": bidder})
@@ -181,10 +185,11 @@ def test_m5_running_auction_keeps_its_configuration(core, accounts):
     assert a["configVersion"] == 1
     q = core.auction.quote(v)
     elapsed = tx.timestamp - start.timestamp
-    assert abs(int(q["price_"]) - am.price(CURVE, E, E, elapsed)) <= 1 and not q["needsReset"]
+    V, span = core.model_value(v, E), 10_000 * USDC  # the version-1 span: ceil(0.1 x MM 100,000)
+    assert abs(int(q["price_"]) - am.price(CURVE, V, span, elapsed)) <= 1 and not q["needsReset"]
     bid = core.auction.bid(v, WAD // 10, ANY, FAR, 0, {"from": bidder})
     elapsed = bid.timestamp - start.timestamp
-    assert abs(int(bid.events["Bid"]["price"]) - am.price(CURVE, E, E, elapsed)) <= 1
+    assert abs(int(bid.events["Bid"]["price"]) - am.price(CURVE, V, span, elapsed)) <= 1
     assert tuple(core.auction.configAt(1))[1] == DEFAULT_CONFIG["tau"]
     # bounds: no floor below MIN_CUSP, no curve that reaches its floor within MIN_DESCENT
     with reverts_with("LA_ParameterOutOfBounds"):

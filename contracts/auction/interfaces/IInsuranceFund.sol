@@ -23,6 +23,9 @@ interface IInsuranceFund {
     );
     /// @notice The fund paid `paid` of an insolvent book's shortfall of `owed` [quote base units] to `to`.
     event ShortfallPaid(uint256 indexed auctionId, address indexed to, uint256 owed, uint256 paid, uint256 fundBalance);
+    /// @notice The fund's free balance paid `amount` [quote base units] for a book its account `to` took as buyer of
+    /// last resort (the cash stays in the module's account: it becomes the auction's escrow and penalty).
+    event FundSpent(uint256 indexed auctionId, address indexed to, uint256 amount, uint256 fundBalance);
     /// @notice `amount` could not be paid and was recorded as bad debt owed to `creditor` (claim `claimId`).
     event BadDebtRecorded(
         uint256 indexed auctionId, uint256 indexed claimId, address indexed creditor, uint256 amount, uint256 deficit

@@ -36,6 +36,8 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
         uint64 chipWad; // [wad] starter reward = tip + chip * MM, paid only out of penalties
         uint128 tip; // [quote base units] flat part of the starter reward
         uint32 maxRecordAge; // [seconds] freshness of breach and margin records used here
+        uint64 spanWad; // [wad] span of the price = ceil(spanWad * MM) (never more than a solvent book's start price)
+        uint8 lastResortAfter; // resets after which the fund's account takes the book at its floor (no more redo)
     }
 
     /// @notice A running auction, as returned by {auctionOf}.
@@ -53,6 +55,9 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
         uint128 penaltyTotal; // [quote base units] penalties collected
         bool done; // the bids sold what they may: only {finish} is left
         uint16 configVersion; // the immutable configuration the auction runs on (the one current at its start)
+        int96 modelValue; // [quote base units] start price: attested model value V = E + haircut taken off collateral
+        uint96 span; // [quote base units] how far the price may move from `modelValue`: ceil(spanWad * MM), <= V >= 0
+        uint8 resets; // redos since the start (the buyer of last resort comes after `lastResortAfter` of them)
     }
 
     // ------------------------------------------------------------------ events
@@ -126,6 +131,21 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
         uint256 deficit
     );
 
+    /// @notice The fund's account (`fundAccount`) took what is left of `account`'s book at its fresh attested model
+    /// value `price` (per whole remaining book): it bought `fractionWad` of it for `amount` [quote base units] paid from
+    /// the fund's free balance (negative: paid to the fund's account from escrow, then the fund); `fundBalance` after.
+    event LastResortTaken(
+        uint256 indexed id,
+        address indexed account,
+        address indexed fundAccount,
+        uint256 fractionWad,
+        int256 price,
+        int256 amount,
+        uint256 fundBalance
+    );
+    /// @notice The account that holds what the buyer of last resort takes is now `fundAccount`.
+    event FundAccountSet(address indexed fundAccount);
+
     // ------------------------------------------------------------------ errors
 
     /// @notice A parameter is outside its hard bounds.
@@ -178,6 +198,15 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
     error LA_UnknownConfigVersion(uint16 version);
     /// @notice The auction has not sold what it may yet (`soldWad` of the book, remaining deficit `deficit`).
     error LA_AuctionNotDone(address account, uint256 soldWad, int256 deficit);
+    /// @notice The auction reached its floor or tail after `resets` resets: the buyer of last resort takes it
+    /// ({takeAsLastResort}), no further reset.
+    error LA_LastResortDue(address account, uint256 resets);
+    /// @notice The buyer of last resort may act only at the floor or tail after `lastResortAfter` resets.
+    error LA_LastResortNotDue(address account, uint256 elapsed, uint256 resets, uint256 lastResortAfter);
+    /// @notice The fund account cannot be the zero address or the module.
+    error LA_InvalidFundAccount(address fundAccount);
+    /// @notice The fund's free balance cannot pay `amount` for the book.
+    error LA_FundCannotPay(uint256 amount, uint256 fundBalance);
 
     // ------------------------------------------------------------------ external functions
 
@@ -188,8 +217,17 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
     function start(address account) external returns (uint256 id);
 
     /// @notice Restarts a running auction from a fresh breach record (past `tail`, below the floor, account changed,
-    /// or turned insolvent).
+    /// or turned insolvent) at the fresh model value; refused with {LA_LastResortDue} when the buyer of last resort is
+    /// due and the fund can pay.
     function redo(address account) external;
+
+    /// @notice The buyer of last resort: once the auction reached its floor or tail after `lastResortAfter` resets,
+    /// the fund's account takes what restores the account (everything when insolvent) at the fresh attested model
+    /// value, paid from the fund's free balance; the auction then ends. Anyone may call.
+    function takeAsLastResort(address account) external;
+
+    /// @notice Sets the account that holds what the buyer of last resort takes (owner; a timelock in every deployment).
+    function setFundAccount(address fundAccount_) external;
 
     /// @notice Buys up to `maxFractionWad` of `account`'s original book at the current price, at most `maxPrice` (per
     /// whole book [quote base units]) until `deadline`, with `deposit` quote units pulled from the bidder first.
@@ -242,11 +280,19 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
     function auctionOf(address account) external view returns (Auction memory);
 
     /// @notice Current price (per whole original book) [quote base units], the fraction a bid may buy now [wad], the
-    /// curve factor [ray] and whether the auction must be reset first.
+    /// curve factor [ray] and whether the auction must be reset first (or, when {lastResortDue}, taken by the fund's
+    /// account).
     function quote(address account)
         external
         view
         returns (int256 price_, uint256 allowedWad, uint256 factorRay, bool needsReset);
+
+    /// @notice The account that holds what the buyer of last resort takes (zero: none).
+    function fundAccount() external view returns (address);
+
+    /// @notice Whether the auction of `account` is at its floor or tail after `lastResortAfter` resets with a fund
+    /// account set: {redo} is refused (unless the fund cannot pay) and {takeAsLastResort} takes the book.
+    function lastResortDue(address account) external view returns (bool);
 
     /// @notice Remaining deficit `ceil((1 - S)(T - E)) - C` of the running auction [quote base units] (<= 0: restored).
     function deficitOf(address account) external view returns (int256);

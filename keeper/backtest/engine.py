@@ -31,6 +31,7 @@ first ticks in that bar.
 from __future__ import annotations
 
 import math
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
 from fractions import Fraction
 
@@ -495,8 +496,6 @@ class Replay:
     def run(self) -> dict:
         if self.fit_workers <= 0:
             return self._run()
-        from concurrent.futures import ProcessPoolExecutor
-
         with ProcessPoolExecutor(self.fit_workers) as ex:
             self._fits_ahead = {i: ex.submit(_fit_job, _chain(self.m, i), self.surface_config)
                                 for i in self.fit_plan()}

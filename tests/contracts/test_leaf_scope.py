@@ -241,3 +241,25 @@ def test_an_earlier_root_with_the_same_timestamp_cannot_clear_a_later_breach(pro
     tree_c, h_c, _ = p.post_margin([p.leaf(taker, 30_000 * USDC, 1_000 * USDC, 2_000 * USDC)], timestamp=t + 1)
     p.ch.recordMargin(p.proof(tree_c, h_c, taker), {"from": taker})  # strictly later and healthy: lifted
     assert not p.ch.isBreached(taker)
+
+
+@pytest.mark.xfail(strict=True, reason="open: _verifyAccountLeaf ranks leaves by root timestamp only (H-9 fixed the "
+                   "breach lift, not the choice of leaf for a withdrawal or trade)")
+def test_open_an_earlier_root_with_the_same_timestamp_outranks_a_later_thinner_leaf(protocol, traders):
+    """OPEN (reported, contracts not changed here): after root s+1 records a thin but healthy leaf (headroom 1,000),
+    the account withdraws against its richer leaf of root s with the same timestamp (headroom 28,000):
+    ``_verifyAccountLeaf`` refuses only ``header.timestamp < attestedAt``. The R-3 rule (no earlier, more favourable
+    leaf once a later one is recorded) thus holds only across distinct timestamps. Fix: record the root's sequence
+    with ``attestedAt`` and compare ``(timestamp, sequence)``. This test asserts the intended refusal."""
+    p = protocol
+    maker, taker = traders
+    _book(p, maker, taker)
+    chain.sleep(20)
+    chain.mine()
+    t = p.now() - 5
+    tree_a, h_a, _ = p.post_margin([p.leaf(taker, 30_000 * USDC, 1_000 * USDC, 2_000 * USDC)], timestamp=t)
+    rich = p.proof(tree_a, h_a, taker)
+    p.post_margin([p.leaf(taker, 30_000 * USDC, 1_000 * USDC, 29_000 * USDC)], timestamp=t)  # recorded, thin
+    assert int(p.ch.marginRecord(taker)[3]) == t and not p.ch.isBreached(taker)
+    with brownie.reverts():
+        p.ch.withdraw(p.usdc, 10_000 * USDC, rich, {"from": taker})

@@ -94,7 +94,7 @@ def bench_compute(n_accounts: int, repeats: int) -> dict:
         marks = mark_series(series, surface, chain, 2000.0, now)
         doc = build_inputs(block=block, spot_wad=price_to_wad(2000.0, 2), surface_doc=surface.to_canonical(),
                            series=series, marks=marks, accounts=accounts, collateral_assets=coll, quote_decimals=6,
-                           risk=risk_document(cfg.risk, cfg.risk.mc_diffusion_vol), underlying_asset=weth)
+                           risk=risk_document(cfg.risk), underlying_asset=weth)
         h = archive.put_bytes(canonical_inputs(doc))
         t["inputs+archive"] = time.perf_counter() - t1
         t2 = time.perf_counter()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from decimal import ROUND_HALF_EVEN, Decimal
+from fractions import Fraction
 
 #: 1e18 fixed point (prices, strikes, sizes, haircuts on chain)
 WAD = 10**18
@@ -27,6 +28,25 @@ UINT40_MAX = 2**40 - 1
 def to_wad(x: float) -> int:
     """Float to WAD, rounded to the nearest unit (float inputs carry ~16 significant digits)."""
     return int((Decimal(repr(float(x))) * WAD).to_integral_value())
+
+
+def to_base_units(value: float, decimals: int, rounding: str, *, snap_ulps: int = 0) -> int:
+    """A float amount of whole units (e.g. of the quote asset) in integer base units (``10**decimals`` per unit),
+    rounded once and exactly through the float's exact rational value: ``"floor"`` (equity, collateral value: never
+    in the account's favour) or ``"ceil"`` (margins, debts). So 0.1 with 6 decimals gives 100000 (floor) and 100001
+    (ceil): the float 0.1 is above 0.1. ``snap_ulps`` > 0: a value within that many float ulps (2^-52 relative each)
+    of a base unit is that unit (an amount that came from whole base units, e.g. read from chain and divided for a
+    float engine, signed exactly). Raises ValueError on a non-finite value or another rounding."""
+    if rounding not in ("floor", "ceil"):
+        raise ValueError(f"rounding must be 'floor' or 'ceil', got {rounding!r}")
+    if not math.isfinite(value):
+        raise ValueError(f"cannot convert non-finite value {value!r} to base units")
+    q = Fraction(value) * 10 ** int(decimals)
+    if snap_ulps:
+        nearest = round(q)
+        if abs(q - nearest) <= abs(q) * Fraction(int(snap_ulps), 2**52):
+            return int(nearest)
+    return math.floor(q) if rounding == "floor" else math.ceil(q)
 
 
 def quantize_price(price: float, decimals: int) -> float:

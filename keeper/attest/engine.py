@@ -13,7 +13,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 from eth_utils import keccak, to_checksum_address
 
-from keeper.attest.inputs import build_document
+from keeper.attest.inputs import build_document, risk_document
 from keeper.attest.leaves import canonical_inputs, leaves_from_inputs, risk_run, solvency_from_run
 from keeper.codec import eip712
 from keeper.codec.merkle import MarginLeaf, MerkleTree
@@ -99,14 +99,10 @@ class EngineSettings:
     quote_decimals: int = 6
     mc_diffusion_vol: float = 0.7
     horizon_days: float = 1.0
-
-    def risk_document(self) -> dict:
-        """The ``risk`` section of the inputs document (the engine's default margin levels)."""
-        p = RiskParams()
-        return {"var_confidence": float(p.var_level), "es_confidence": float(p.es_level),
-                "im_multiplier": float(p.im_multiplier), "horizon_days": float(self.horizon_days),
-                "mc_paths": int(self.mc_paths), "mc_diffusion_vol": float(self.mc_diffusion_vol),
-                "grid_spot_range": float(self.grid_spot_range), "grid_vol_range": float(self.grid_vol_range)}
+    #: the engine's default margin levels (:class:`keeper.quant.risk.engine.RiskParams`)
+    var_confidence: float = RiskParams.var_level
+    es_confidence: float = RiskParams.es_level
+    im_multiplier: float = RiskParams.im_multiplier
 
 
 def compute_attestation(book: BookState, series: Mapping[int, dict], market: MarketState,
@@ -150,7 +146,7 @@ def compute_attestation(book: BookState, series: Mapping[int, dict], market: Mar
         collateral_assets=[{"asset": to_checksum_address(x), "decimals": int(dec.get(x, 18)),
                             "haircut": str(to_wad(haircuts[x])), "underlying": und_idx[x.lower()], "price": "0"}
                            for x in book.assets],
-        accounts=accounts, quote_decimals=settings.quote_decimals, risk=settings.risk_document())
+        accounts=accounts, quote_decimals=settings.quote_decimals, risk=risk_document(settings))
     run = risk_run(doc)
     leaves = run.leaves
     solvency = solvency_from_run(run, float(fund))

@@ -129,11 +129,14 @@ def screen_series(series: Sequence[Any], marks: SeriesMarks, accounts: Sequence[
                     [series[j].series_id for j in sorted(bad)], [a for i, a in enumerate(accounts) if i in drop])
 
 
-def risk_document(settings, mc_diffusion_vol: float) -> dict:
-    """The risk parameters as they enter the inputs document."""
+def risk_document(settings) -> dict:
+    """The risk parameters as they enter the inputs document, from any settings with these attributes (the keeper's
+    ``RiskSettings``, the scenario's :class:`keeper.attest.engine.EngineSettings`): ``var_confidence``,
+    ``es_confidence``, ``im_multiplier``, ``horizon_days``, ``mc_paths``, ``mc_diffusion_vol``, ``grid_spot_range``,
+    ``grid_vol_range``."""
     return {"var_confidence": float(settings.var_confidence), "es_confidence": float(settings.es_confidence),
             "im_multiplier": float(settings.im_multiplier), "horizon_days": float(settings.horizon_days),
-            "mc_paths": int(settings.mc_paths), "mc_diffusion_vol": float(mc_diffusion_vol),
+            "mc_paths": int(settings.mc_paths), "mc_diffusion_vol": float(settings.mc_diffusion_vol),
             "grid_spot_range": float(settings.grid_spot_range), "grid_vol_range": float(settings.grid_vol_range)}
 
 

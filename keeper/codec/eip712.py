@@ -12,9 +12,7 @@ prices/sizes in WAD (docs/ARCHITECTURE.md). Pure: no chain access, no keys, no m
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
-from fractions import Fraction
 from typing import Mapping, Sequence
 
 from eth_account.messages import (
@@ -26,6 +24,7 @@ from eth_utils import keccak, to_checksum_address
 from keeper.units import (
     UINT32_MAX,
     UINT40_MAX,
+    to_base_units,
 )
 
 log = logging.getLogger(__name__)
@@ -157,6 +156,9 @@ def margin_root_typed_data(domain: Domain, root: bytes, header: MarginRootHeader
 INT128_MIN, INT128_MAX, UINT128_MAX = -(2**127), 2**127 - 1, 2**128 - 1
 #: field -> rounding of the float (whole quote units) to quote base units: against the protocol (equity and the
 #: fund down, margins and shortfalls up)
+#: float ulps within which a solvency figure is taken as the base unit it came from
+SOLVENCY_SNAP_ULPS = 8
+
 SOLVENCY_ROUNDING = {
     "totalEquity": "floor", "totalMaintenance": "ceil", "totalInitial": "ceil", "shortfallNow": "ceil",
     "shortfallVar99": "ceil", "shortfallEs975": "ceil", "fund": "floor", "excludedEquity": "floor",
@@ -169,21 +171,6 @@ _SOLVENCY_ATTR = {
 }
 
 
-def _round_units(value: float, decimals: int, rounding: str) -> int:
-    """Exact conversion of a float amount of whole quote units to base units (as
-    ``keeper.quant.risk.engine.to_quote_units``, which this room may not import)."""
-    if not math.isfinite(value):
-        raise ValueError(f"solvency index: non-finite value {value!r}")
-    q = Fraction(value) * 10 ** int(decimals)
-    # an amount that came from whole base units (the fund read from chain, divided for the float engine) is back
-    # within a float's representation error of that integer (a few ulps: 2^-52 relative each): take it, so the
-    # signed figure is the chain's exact one; anything farther from an integer is a real fraction and rounds
-    nearest = round(q)
-    if abs(q - nearest) <= abs(q) * Fraction(8, 2**52):
-        return int(nearest)
-    return math.floor(q) if rounding == "floor" else math.ceil(q)
-
-
 def solvency_index_tuple(index, quote_decimals: int) -> tuple:
     """The on-chain ``SolvencyIndex`` struct (``SOLVENCY_INDEX_TYPE`` order) of a
     :class:`keeper.quant.risk.solvency.SolvencyIndex` (floats in whole quote units), rounded once to quote base units
@@ -194,7 +181,14 @@ def solvency_index_tuple(index, quote_decimals: int) -> tuple:
     for f in SOLVENCY_INDEX_TYPE:
         name, typ = f["name"], f["type"]
         v = getattr(index, _SOLVENCY_ATTR[name])
-        x = int(v) if typ == "uint32" else _round_units(float(v), quote_decimals, SOLVENCY_ROUNDING[name])
+        try:
+            # an amount that came from whole base units (the fund read from chain, divided for the float engine) is
+            # back within a float's representation error of that integer: taken, so the signed figure is the
+            # chain's exact one; anything farther from an integer is a real fraction and rounds
+            x = int(v) if typ == "uint32" else to_base_units(float(v), quote_decimals, SOLVENCY_ROUNDING[name],
+                                                              snap_ulps=SOLVENCY_SNAP_ULPS)
+        except ValueError as exc:
+            raise ValueError(f"solvency index: {name}: {exc}") from None
         lo, hi = {"int128": (INT128_MIN, INT128_MAX), "uint128": (0, UINT128_MAX), "uint32": (0, UINT32_MAX)}[typ]
         if not lo <= x <= hi:
             raise ValueError(f"solvency index: {name} = {x} outside {typ}")

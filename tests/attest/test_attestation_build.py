@@ -100,7 +100,7 @@ def _doc(block_hash="0x" + "ab" * 32, spot=2000.0, cash=(5_000_000_000, 10**9, 5
     coll = [{"asset": "0x" + "ee" * 20, "decimals": 18, "haircut": str(WAD // 5), "underlying": 0, "price": "0"}]
     return build_inputs(block=block, spot_wad=int(spot * WAD), surface_doc={"flat": 0.6}, series=series,
                         marks=marks, accounts=accounts, collateral_assets=coll, quote_decimals=6,
-                        risk=risk_document(cfg.risk, cfg.risk.mc_diffusion_vol),
+                        risk=risk_document(cfg.risk),
                         underlying_asset="0x" + "ee" * 20), marks
 
 
@@ -190,7 +190,7 @@ def test_nan_vol_for_one_series_leaves_only_its_holders_out_of_the_signed_root()
     screened_doc = build_inputs(block=BlockRef(100, doc["block"]["hash"], now), spot_wad=int(spot * WAD),
                                 surface_doc={"flat": 0.6}, series=series, marks=scr.marks, accounts=scr.accounts,
                                 collateral_assets=doc["collateral_assets"], quote_decimals=6,
-                                risk=risk_document(cfg.risk, cfg.risk.mc_diffusion_vol),
+                                risk=risk_document(cfg.risk),
                                 underlying_asset="0x" + "ee" * 20)
     leaves, _ = leaves_from_inputs(screened_doc)
     tree = MerkleTree([l.hash() for l in leaves])

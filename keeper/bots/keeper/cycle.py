@@ -102,7 +102,7 @@ class KeeperCycle:
             pi = build_portfolio_inputs(
                 block=block, markets=markets, series=list(state.series.values()),
                 accounts=list(state.accounts.values()), collateral=collateral, quote_asset=dep.quote_asset,
-                quote_decimals=self.quote_decimals(), risk=risk_document(self.cfg.risk, self.cfg.risk.mc_diffusion_vol),
+                quote_decimals=self.quote_decimals(), risk=risk_document(self.cfg.risk),
                 rejected=rejected)
         self._log_excluded(pi, head.number)
         doc = pi.document

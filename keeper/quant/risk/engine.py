@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field, fields
-from fractions import Fraction
 from typing import Callable, Sequence
 
 import numpy as np
@@ -51,6 +50,7 @@ from keeper.quant.risk.scenarios import (
     monte_carlo_scenarios,
     seed_from_block_hash,
 )
+from keeper.units import to_base_units
 
 try:  # scipy's CSR x dense kernel, accumulating into a caller-owned buffer (no allocation per chunk)
     from scipy.sparse._sparsetools import csr_matvecs as _csr_matvecs
@@ -741,19 +741,11 @@ def block_risk(inputs: RiskInputs, block_hash: bytes | str | int, n_scenarios: i
 # ---------------------------------------------------------------------------------------------------------------
 
 def to_quote_units(values: Sequence[float] | np.ndarray, decimals: int, rounding: str) -> list[int]:
-    """Convert float quote amounts to integer quote base units (10**decimals per unit), rounding exactly.
+    """Convert float quote amounts to integer quote base units (10**decimals per unit), rounding exactly
+    (:func:`keeper.units.to_base_units`).
 
     ``rounding="floor"`` for equity and collateral value (never in the account's favour), ``"ceil"`` for margins
     and debts. Each float is converted through its exact rational value, so 0.1 with 6 decimals gives 100000 (floor)
     and 100001 (ceil) only if the float is above 0.1. Raises ValueError on non-finite values.
     """
-    if rounding not in ("floor", "ceil"):
-        raise ValueError(f"rounding must be 'floor' or 'ceil', got {rounding!r}")
-    scale = 10 ** int(decimals)
-    out = []
-    for v in np.asarray(values, dtype=np.float64).ravel().tolist():
-        if not math.isfinite(v):
-            raise ValueError(f"cannot convert non-finite value {v!r} to quote units")
-        q = Fraction(v) * scale
-        out.append(math.floor(q) if rounding == "floor" else math.ceil(q))
-    return out
+    return [to_base_units(v, decimals, rounding) for v in np.asarray(values, dtype=np.float64).ravel().tolist()]

@@ -6,7 +6,7 @@ Three measurements:
 
 1. **compute + sign** (no chain): a synthetic book (each account: quote cash, WETH collateral, Poisson(4)
    positions on 20 on-chain put/call series, sizes +-1..10 contracts), the simulated option chain of the block,
-   ``fit_surface``, ``mark_series``, ``build_inputs`` (canonical inputs document), archive (keccak of the canonical
+   ``fit_surface``, ``build_portfolio_inputs`` (marks and the canonical inputs document), archive (keccak of the canonical
    JSON), ``leaves_from_inputs`` (risk engine: 2,000 Monte Carlo scenarios seeded from the block hash + the
    SPAN-like grid), Merkle tree of all leaves and the EIP-712 signature. Best of ``--repeats``.
 2. **chain reads, cache warm** (private Anvil with the real contracts, ``--chain-accounts`` accounts that each
@@ -69,7 +69,8 @@ def bench_compute(n_accounts: int, repeats: int) -> dict:
     from keeper.ops.config import parse_config
     from keeper.exchange.codec import TypedDataCodec
     from keeper.ops.signing import sign_digest
-    from keeper.attest.inputs import Attestation, build_inputs, mark_series, risk_document
+    from keeper.attest.inputs import Attestation, risk_document
+    from keeper.attest.portfolio import AssetMarket, build_portfolio_inputs
     from keeper.codec.merkle import MerkleTree
     from keeper.attest.leaves import canonical_inputs, leaves_from_inputs
     from keeper.units import price_to_wad
@@ -91,10 +92,11 @@ def bench_compute(n_accounts: int, repeats: int) -> dict:
         surface = fit_surface(chain)
         t["surface"] = time.perf_counter() - t0
         t1 = time.perf_counter()
-        marks = mark_series(series, surface, chain, 2000.0, now)
-        doc = build_inputs(block=block, spot_wad=price_to_wad(2000.0, 2), surface_doc=surface.to_canonical(),
-                           series=series, marks=marks, accounts=accounts, collateral_assets=coll, quote_decimals=6,
-                           risk=risk_document(cfg.risk), underlying_asset=weth)
+        doc = build_portfolio_inputs(
+            block=block, markets=[AssetMarket(weth, price_to_wad(2000.0, 2), surface, chain)], series=series,
+            accounts=accounts, collateral={c["asset"]: {"decimals": c["decimals"], "haircut": int(c["haircut"])}
+                                           for c in coll},
+            quote_asset="0x" + "0c" * 20, quote_decimals=6, risk=risk_document(cfg.risk)).document
         h = archive.put_bytes(canonical_inputs(doc))
         t["inputs+archive"] = time.perf_counter() - t1
         t2 = time.perf_counter()

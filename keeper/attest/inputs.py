@@ -201,23 +201,6 @@ def forward_wad(forward: float, spot_wad: int) -> int:
     return spot_wad if forward == spot_wad / WAD else to_wad(forward)
 
 
-def build_inputs(*, block: BlockRef, spot_wad: int, surface_doc: dict, series: Sequence[Any], marks: SeriesMarks,
-                 accounts: Sequence[Any], collateral_assets: Sequence[dict], quote_decimals: int, risk: dict,
-                 underlying_asset: str) -> dict:
-    """The keeper's document for one underlying: its spot and fitted surface, the on-chain series (all on that
-    underlying), the collateral assets (:func:`build_document`'s form; ``underlying`` 0 for the one that moves with
-    the spot) and the book."""
-    return build_document(
-        block=block, mc_seed=int(block.hash, 16),
-        underlyings=[{"asset": underlying_asset, "spot_wad": spot_wad, "surface": surface_doc}],
-        series=[{"id": s.series_id, "underlying": 0, "strike": str(s.strike), "expiry": s.expiry,
-                 "is_call": bool(s.is_call), "forward_wad": str(forward_wad(f, spot_wad))}
-                for s, f in zip(series, marks.forwards or [spot_wad / WAD] * len(series))],
-        vols=marks.vols, marks=marks.marks,
-        collateral_assets=collateral_assets,
-        accounts=accounts_document(accounts), quote_decimals=quote_decimals, risk=risk)
-
-
 @dataclass
 class Attestation:
     """A block's attestation as this keeper computed it."""

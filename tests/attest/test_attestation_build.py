@@ -15,7 +15,8 @@ from keeper.chain.client import AccountSnapshot, SeriesInfo
 from keeper.ops.config import parse_config
 from keeper.codec.merkle import MarginLeaf, MerkleTree
 from keeper.attest.leaves import leaves_from_inputs, recompute_from_archive
-from keeper.attest.inputs import SeriesMarks, build_inputs, mark_series, risk_document
+from keeper.attest.inputs import mark_series, risk_document
+from keeper.attest.portfolio import AssetMarket, build_portfolio_inputs
 from keeper.data.sources import BlockRef, SimulatedMarket
 from keeper.quant.risk.engine import to_quote_units
 
@@ -80,28 +81,49 @@ def test_tree_proofs_and_multiproofs_verify(n):
         MerkleTree([])
 
 
+WETH = "0x" + "ee" * 20
+QUOTE = "0x" + "0c" * 20
+
+
+class Flat:  # a flat 60 % surface: the leaves' test does not depend on the fit
+    def implied_vol(self, k, t, f):
+        return np.full(np.broadcast(np.asarray(k), np.asarray(t)).shape, 0.6)
+
+    def to_canonical(self):
+        return {"flat": 0.6}
+
+
+def _inputs(block, spot, surface, chain, series, accounts):
+    """The keeper's document builder (keeper.attest.portfolio) over the one underlying WETH, also WETH collateral at
+    a 20 % haircut."""
+    cfg = parse_config({"market": {"simulated": {"seed": 5, "jump_intensity": 0.0}}})
+    return build_portfolio_inputs(block=block, markets=[AssetMarket(WETH, int(spot * WAD), surface, chain)],
+                                  series=series, accounts=accounts, collateral={WETH: {"decimals": 18,
+                                                                                       "haircut": WAD // 5}},
+                                  quote_asset=QUOTE, quote_decimals=6, risk=risk_document(cfg.risk))
+
+
+def _series(now):
+    return [SeriesInfo(1, WETH, 2000 * WAD, now + 30 * 86400, True),
+            SeriesInfo(2, WETH, 1800 * WAD, now + 30 * 86400, False)]
+
+
+def _accounts(cash=(5_000_000_000, 10**9, 50_000_000)):
+    return [AccountSnapshot("0x" + "01" * 20, 1, cash[0], {WETH: 2 * WAD}, {1: -10 * WAD}),
+            AccountSnapshot("0x" + "02" * 20, 4, cash[1], {}, {1: 3 * WAD, 2: -1 * WAD}),
+            AccountSnapshot("0x" + "03" * 20, 2, cash[2], {}, {2: -40 * WAD})]
+
+
 def _doc(block_hash="0x" + "ab" * 32, spot=2000.0, cash=(5_000_000_000, 10**9, 50_000_000)):
     cfg = parse_config({"market": {"simulated": {"seed": 5, "jump_intensity": 0.0}}})
     now = 1_700_000_000
-    series = [SeriesInfo(1, "0x" + "ee" * 20, 2000 * WAD, now + 30 * 86400, True),
-              SeriesInfo(2, "0x" + "ee" * 20, 1800 * WAD, now + 30 * 86400, False)]
+    series = _series(now)
     sim = SimulatedMarket(cfg.market.simulated)
     block = BlockRef(100, block_hash, now)
     chain = sim.chain(block, spot)
-
-    class Flat:  # a flat 60 % surface: the leaves' test does not depend on the fit
-        def implied_vol(self, k, t, f):
-            return np.full(np.broadcast(np.asarray(k), np.asarray(t)).shape, 0.6)
-
-    marks = mark_series(series, Flat(), chain, spot, now)
-    accounts = [AccountSnapshot("0x" + "01" * 20, 1, cash[0], {"0x" + "ee" * 20: 2 * WAD}, {1: -10 * WAD}),
-                AccountSnapshot("0x" + "02" * 20, 4, cash[1], {}, {1: 3 * WAD, 2: -1 * WAD}),
-                AccountSnapshot("0x" + "03" * 20, 2, cash[2], {}, {2: -40 * WAD})]
-    coll = [{"asset": "0x" + "ee" * 20, "decimals": 18, "haircut": str(WAD // 5), "underlying": 0, "price": "0"}]
-    return build_inputs(block=block, spot_wad=int(spot * WAD), surface_doc={"flat": 0.6}, series=series,
-                        marks=marks, accounts=accounts, collateral_assets=coll, quote_decimals=6,
-                        risk=risk_document(cfg.risk),
-                        underlying_asset="0x" + "ee" * 20), marks
+    pi = _inputs(block, spot, Flat(), chain, series, _accounts(cash))
+    assert pi.excluded == {} and pi.marks == mark_series(series, Flat(), chain, spot, now)
+    return pi.document, pi.marks
 
 
 def test_leaves_follow_the_risk_engine_units():
@@ -161,7 +183,7 @@ def test_leaf_outside_its_abi_types_raises():
 
 
 def _flat_except(bad_strike: float):
-    class Surface:  # flat 60 %, but no vol (NaN) at one strike: a failed slice for one series
+    class Surface(Flat):  # flat 60 %, but no vol (NaN) at one strike: a failed slice for one series
         def implied_vol(self, k, t, f):
             k = np.asarray(k, dtype=float)
             return np.where(np.isclose(k, bad_strike), np.nan, np.full(np.broadcast(k, np.asarray(t)).shape, 0.6))
@@ -174,24 +196,20 @@ def test_nan_vol_for_one_series_leaves_only_its_holders_out_of_the_signed_root()
 
     doc, marks = _doc()  # account 1 holds series 1 only, account 2 both, account 3 series 2 only
     now, spot = doc["block"]["timestamp"], 2000.0
-    series = [SeriesInfo(1, "0x" + "ee" * 20, 2000 * WAD, now + 30 * 86400, True),
-              SeriesInfo(2, "0x" + "ee" * 20, 1800 * WAD, now + 30 * 86400, False)]
+    series = _series(now)
     bad = mark_series(series, _flat_except(1800.0), None, spot, now)
     assert np.isnan(bad.vols[1]) and np.isnan(bad.marks[1]) and not np.isnan(bad.marks[0])
-    accounts = [AccountSnapshot("0x" + "01" * 20, 1, 5_000_000_000, {"0x" + "ee" * 20: 2 * WAD}, {1: -10 * WAD}),
-                AccountSnapshot("0x" + "02" * 20, 4, 10**9, {}, {1: 3 * WAD, 2: -1 * WAD}),
-                AccountSnapshot("0x" + "03" * 20, 2, 50_000_000, {}, {2: -40 * WAD})]
+    accounts = _accounts()
     scr = screen_series(series, bad, accounts)
     assert scr.bad_series == [2]
     assert [a.account for a in scr.accounts] == ["0x" + "01" * 20]
     assert sorted(a.account for a in scr.unattestable) == ["0x" + "02" * 20, "0x" + "03" * 20]
     assert all(np.isfinite(scr.marks.vols)) and all(np.isfinite(scr.marks.marks))
-    cfg = parse_config({"market": {"simulated": {"seed": 5, "jump_intensity": 0.0}}})
-    screened_doc = build_inputs(block=BlockRef(100, doc["block"]["hash"], now), spot_wad=int(spot * WAD),
-                                surface_doc={"flat": 0.6}, series=series, marks=scr.marks, accounts=scr.accounts,
-                                collateral_assets=doc["collateral_assets"], quote_decimals=6,
-                                risk=risk_document(cfg.risk),
-                                underlying_asset="0x" + "ee" * 20)
+    # the keeper's builder screens the same way: series 2 and its holders are out of the document
+    pi = _inputs(BlockRef(100, doc["block"]["hash"], now), spot, _flat_except(1800.0), None, series, accounts)
+    assert pi.bad_series == [2] and pi.marks == scr.marks
+    assert sorted(pi.excluded["bad_market_data"]) == ["0x" + "02" * 20, "0x" + "03" * 20]
+    screened_doc = pi.document
     leaves, _ = leaves_from_inputs(screened_doc)
     tree = MerkleTree([l.hash() for l in leaves])
     assert [l.account for l in leaves] == ["0x" + "01" * 20]

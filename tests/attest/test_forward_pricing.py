@@ -10,15 +10,16 @@ from collections import namedtuple
 import numpy as np
 import pytest
 
-from keeper.attest.inputs import build_inputs, mark_series, series_forwards
+from keeper.attest.inputs import mark_series, series_forwards
 from keeper.attest.leaves import leaves_from_inputs
+from keeper.attest.portfolio import AssetMarket, build_portfolio_inputs
 from keeper.data.deribit import load_deribit_csv
 from keeper.data.sources import BlockRef
 from keeper.quant.pricing import black76_price
 from keeper.quant.surface import fit_surface
 from keeper.units import SECONDS_PER_YEAR, WAD
 
-Series = namedtuple("Series", "series_id strike expiry is_call")
+Series = namedtuple("Series", "series_id strike expiry is_call underlying", defaults=("0x" + "ee" * 20,))
 
 
 def _two_sided(chain):
@@ -81,20 +82,23 @@ def test_the_inputs_document_carries_the_forward_and_the_risk_engine_prices_on_i
     far = int(quoted.expiries()[-1])
     k = float(np.median(quoted.strike[quoted.expiry_ts == far]))
     series = [Series(7, int(round(k * WAD)), far, True)]
-    fwd = float(series_forwards(np.array([far]), quoted.spot, now, quoted)[0])
-    at_fwd = mark_series(series, surface, quoted, quoted.spot, now)
+    spot_wad = int(round(quoted.spot * 100)) * 10**16  # the attested spot, quantized to cents
+    spot = spot_wad / WAD
+    fwd = float(series_forwards(np.array([far]), spot, now, quoted)[0])
     acct = namedtuple("Acct", "account state_nonce cash collateral positions")("0x" + "0a" * 20, 1, 10**12, {},
                                                                               {7: -WAD})
-    spot_wad = int(round(quoted.spot * 100)) * 10**16
-    doc = build_inputs(block=BlockRef(1, "0x" + "ab" * 32, now), spot_wad=spot_wad, surface_doc=surface.to_canonical(),
-                       series=series, marks=at_fwd, accounts=[acct], collateral_assets=[], quote_decimals=6,
-                       risk={"var_confidence": 0.99, "es_confidence": 0.975, "im_multiplier": 1.5, "horizon_days": 1.0,
-                             "mc_paths": 200, "mc_diffusion_vol": 0.7, "grid_spot_range": 0.15,
-                             "grid_vol_range": 0.25},
-                       underlying_asset="0x" + "ee" * 20)
+    pi = build_portfolio_inputs(
+        block=BlockRef(1, "0x" + "ab" * 32, now), markets=[AssetMarket("0x" + "ee" * 20, spot_wad, surface, quoted)],
+        series=series, accounts=[acct], collateral={}, quote_asset="0x" + "0c" * 20, quote_decimals=6,
+        risk={"var_confidence": 0.99, "es_confidence": 0.975, "im_multiplier": 1.5, "horizon_days": 1.0,
+              "mc_paths": 200, "mc_diffusion_vol": 0.7, "grid_spot_range": 0.15, "grid_vol_range": 0.25})
+    doc = pi.document
     assert int(doc["series"][0]["forward_wad"]) == pytest.approx(fwd * WAD, rel=1e-12)
+    assert fwd > 1.05 * spot  # the far expiry's forward is well away from spot: pricing at spot would show
+    at_fwd = mark_series(series, surface, quoted, spot, now)
+    assert pi.marks.vols == at_fwd.vols and pi.marks.forwards == at_fwd.forwards
     leaves, _ = leaves_from_inputs(doc)
     t = (far - now) / SECONDS_PER_YEAR
-    expected = -float(black76_price(spot_wad / WAD * fwd / quoted.spot, k, t, at_fwd.vols[0], True))
+    expected = -float(black76_price(fwd, k, t, at_fwd.vols[0], True))
     # the short call's model value is the Black-76 price on the forward (floored to quote units)
     assert leaves[0].model_value == int(np.floor(expected * 1e6))

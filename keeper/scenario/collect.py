@@ -12,10 +12,13 @@ from pathlib import Path
 import numpy as np
 
 from keeper.attest.engine import smile_from
+from keeper.chain.haircuts import read_listed
 from keeper.data.paths import MarketPath
+from keeper.quant.haircuts import CollateralMarket, recommend_haircuts
 from keeper.quant.surface import VolSurface
 from keeper.scenario.checks import run_checks
 from keeper.scenario.config import ScenarioConfig
+from keeper.scenario.netting import step_seconds_of
 from keeper.scenario.report import (
     AuctionTrace,
     BidTrace,
@@ -193,3 +196,34 @@ def keeper_surfaces(archive_dir: Path) -> list[SurfaceSnapshot]:
             vols.append([float(v) for v in np.sqrt(np.maximum(w, 0.0) / t)])
         out.append(SurfaceSnapshot(f"{label} (block {blk})", ts, [float(k) for k in _KS], vols))
     return out
+
+
+def step_closes(block_numbers: list[int], event_blocks: np.ndarray, event_prices: np.ndarray) -> np.ndarray:
+    """The last attested price at or before each step's block (``event_blocks`` ascending): one close per step of
+    the path; steps before the first attestation are dropped."""
+    idx = np.searchsorted(event_blocks, np.asarray(block_numbers), side="right") - 1
+    return event_prices[idx[idx >= 0]]
+
+
+def haircut_rows(world: World, rec: ScenarioRecord, path: MarketPath, depth: dict[str, float]) -> list[dict]:
+    """Per listed collateral asset: the haircut recommended from the keepers' attested prices at each step of the
+    run (``PricesPosted`` events; a step stands for the path's step of market time, scaled to a daily vol), its
+    listed cap over ``depth``, against the listed haircut read from chain."""
+    step_seconds = step_seconds_of(path)
+    symbols = {c.symbol: world.dep.tokens[c.symbol]["address"] for c in world.dcfg.collateral}
+    events = world.logs(world.ch, "PricesPosted")
+    rows = []
+    for asset in read_listed(world.ch, symbols):
+        seen = [(int(e["blockNumber"]), int(p) / WAD) for e in events
+                for a, p in zip(e["args"]["assets"], e["args"]["prices"]) if a.lower() == asset.address.lower()]
+        blocks = np.array([b for b, _ in seen], dtype=np.int64)
+        closes = step_closes(rec.blocks, blocks, np.array([p for _, p in seen]))
+        if closes.size < 2 or asset.symbol not in depth:
+            continue
+        market = CollateralMarket(asset.symbol, closes, asset.cap / 10**asset.decimals, float(depth[asset.symbol]),
+                                  asset.haircut_wad, period_days=step_seconds / 86_400)
+        r = recommend_haircuts([market])[0]
+        rows.append({"asset": r.symbol, "listed": r.listed_wad / WAD, "recommended": r.recommended_wad / WAD,
+                     "listed_wad": r.listed_wad, "recommended_wad": r.recommended_wad, "daily_vol": r.daily_vol,
+                     "size": r.size, "depth": r.depth, "closes": r.days, "action": r.action})
+    return rows

@@ -47,6 +47,9 @@ class ScenarioConfig:
     keep_chain: bool = False
     keepers: str = "process"  # "process": three `keeper run` processes (2-of-3); "inline": in this process
     keeper_timeout_s: float = 40.0
+    #: whole units of each listed collateral sellable per day, for the haircut recommendation of the report
+    #: (keeper/quant/haircuts.py; market depth is not on chain)
+    collateral_depth: dict[str, float] = field(default_factory=lambda: {"WETH": 20_000.0, "WBTC": 1_000.0})
 
 
 def default_out_dir() -> Path:

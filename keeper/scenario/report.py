@@ -94,6 +94,14 @@ class ScenarioRecord:
     #: every solvency index posted with a margin root (``SolvencyIndexPosted``): sequence, timestamp, fund, shortfall
     #: ES 97.5 and VaR 99, total equity and MM (quote base units), accounts covered
     solvency: list[dict] = field(default_factory=list)
+    #: per listed collateral asset, the haircut recommended from the keepers' attested prices over the run
+    #: (keeper/quant/haircuts.py ``recommend_haircuts``) against the listed one: asset, listed, recommended (fractions),
+    #: daily_vol, size (the listed cap, whole units), depth, closes used, action
+    haircuts: list[dict] = field(default_factory=list)
+    #: the two-asset book's cross-asset netting through the path (keeper/scenario/netting.py): per step the combined
+    #: and the separate books' total MM, the netting credit and the solvency index; per account at the first and
+    #: the worst step
+    cross_asset_netting: dict = field(default_factory=dict)
 
 
 def _money(x: int, decimals: int) -> float:
@@ -172,6 +180,8 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
         "invariants": rec.invariants,
         "notes": rec.notes,
         "solvency": _solvency_summary(rec),
+        "haircuts": rec.haircuts,
+        "cross_asset_netting": rec.cross_asset_netting,
     }
 
 
@@ -269,6 +279,23 @@ def render_summary(summary: dict[str, Any], console=None) -> None:
             f"{m.get('model_price')}; naive last-trade mark would liquidate {len(m.get('naive_would_liquidate', []))} "
             f"healthy account(s); hybrid mark liquidated {len(m.get('hybrid_liquidated', []))}."
         )
+    if summary.get("haircuts"):
+        h = Table(title="Collateral haircuts: listed against recommended from the keepers' prices over the run")
+        for col in ("asset", "listed", "recommended", "daily vol", "cap / depth", "action"):
+            h.add_column(col)
+        for x in summary["haircuts"]:
+            h.add_row(x["asset"], f"{x['listed']:.2%}", f"{x['recommended']:.2%}", f"{x['daily_vol']:.2%}",
+                      f"{x['size'] / x['depth']:.2f}", x["action"])
+        con.print(h)
+    net = summary.get("cross_asset_netting") or {}
+    if net.get("steps"):
+        n = Table(title="Two-asset book (offline): margin of the combined books against the separate books")
+        for col in ("step", "ETH", "BTC", "MM combined", "MM separate", "netting credit", "shortfall ES97.5"):
+            n.add_column(col)
+        for x in net["steps"]:
+            n.add_row(str(x["step"]), f"{x['eth']:,.0f}", f"{x['btc']:,.0f}", f"{x['mm_combined']:,.0f}",
+                      f"{x['mm_separate']:,.0f}", f"{x['netting_credit']:,.0f}", f"{x['shortfall_es975']:,.0f}")
+        con.print(n)
     inv = summary.get("invariants") or {}
     for k, v in inv.items():
         con.print(f"invariant {k}: {'[green]ok' if v.get('ok') else '[red]FAILED'}[/] {v.get('detail', '')}")

@@ -36,7 +36,7 @@ from rich.live import Live
 
 from keeper.attest.engine import Attestation
 from keeper.chain.local import LocalChain
-from keeper.scenario.collect import collect, keeper_surfaces, run_description
+from keeper.scenario.collect import collect, haircut_rows, keeper_surfaces, run_description
 from keeper.scenario.config import ScenarioConfig, build_path, default_out_dir
 from keeper.scenario.driver import (
     Driver,
@@ -45,6 +45,7 @@ from keeper.scenario.driver import (
     settle_pending_claims,
     write_market_file,
 )
+from keeper.scenario.netting import netting_through_path, step_seconds_of
 from keeper.scenario.plots import write_plots
 from keeper.scenario.processes import Processes, ProcessKeepers, liquidator_events
 from keeper.scenario.progress import Progress
@@ -173,6 +174,13 @@ class Scenario:
         lost = [e for e in liquidator_events(self.out) if e.get("event") == "lost_race"]
         collect(w, self.rec, self.archive, self.fund_before, lost)
         self.rec.crash_step = self.path.crash_step
+        try:
+            self.rec.haircuts = haircut_rows(w, self.rec, self.path, self.cfg.collateral_depth)
+        except ValueError as e:  # a price history the model cannot use: say so, recommend nothing
+            self.rec.notes.append(f"haircut recommendation skipped: {e}")
+        self.rec.cross_asset_netting = netting_through_path(
+            self.path.spot, self.path.atm_vol, step_seconds_of(self.path), mc_paths=self.cfg.mc_paths,
+            seed=self.cfg.seed)
         if not self.inline:
             try:
                 self.rec.surfaces.extend(keeper_surfaces(self.archive_dir))

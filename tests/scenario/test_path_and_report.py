@@ -115,3 +115,20 @@ def test_summary_and_files(tmp_path):
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     doc = json.loads(paths["report"].read_text())
     assert doc["summary"]["auctions"] == 2 and len(doc["record"]["auctions"][0]["bids"]) == 2
+
+
+def test_the_haircut_table_is_in_the_summary_and_printed():
+    from rich.console import Console
+
+    from keeper.scenario.report import render_summary
+
+    rec = synthetic_record()
+    rec.haircuts = [{"asset": "WBTC", "listed": 0.10, "recommended": 0.2345, "listed_wad": 10**17,
+                     "recommended_wad": 2345 * 10**14, "daily_vol": 0.05, "size": 5000.0, "depth": 1000.0,
+                     "closes": 20, "action": "raise"}]
+    s = summarize(rec)
+    assert s["haircuts"] == rec.haircuts
+    con = Console(record=True, width=140)
+    render_summary(s, con)
+    text = con.export_text()
+    assert "Collateral haircuts" in text and "WBTC" in text and "10.00%" in text and "23.45%" in text

@@ -42,6 +42,7 @@ class AuctionMachine:
     def __init__(self, core, victims, bidders, starter, everyone):
         chain.revert()
         self.core, self.victims, self.bidders, self.starter, self.everyone = core, victims, bidders, starter, everyone
+        self.fund_account = brownie.accounts.at(core.auction.fundAccount())  # a local account: it settles its claims
         self.attested = {}  # account -> (nonce, equity, mm, timestamp) of the latest attestation posted
         self.sold_from_healthy = []
 
@@ -155,11 +156,38 @@ class AuctionMachine:
         except brownie.exceptions.VirtualMachineError:
             pass
 
+    def rule_take_as_last_resort(self, st_victim):
+        """The buyer of last resort (issue 14): with a fresh breach record of the last attested values, the fund's
+        account takes the book when it is due; otherwise the call is refused by name and nothing changes."""
+        v = self.victims[st_victim]
+        auction = self.core.auction
+        due, rec = bool(auction.lastResortDue(v)), self.attested.get(str(v))
+        if due and rec is not None and rec[1] < rec[2]:
+            self._attest(v, rec[1], rec[2])
+        fund0 = int(auction.fundBalance())
+        try:
+            tx = auction.takeAsLastResort(v, {"from": self.starter})
+        except brownie.exceptions.VirtualMachineError as e:
+            name = str(e.revert_msg).split(":")[0].strip()
+            assert name in ("LA_NoAuction", "LA_AuctionDone", "LA_LastResortNotDue", "LA_FundCannotPay",
+                            "LA_RecordExpired", "LA_StaleBreach", "LA_NoBreach", "LA_NotBreached"), e.revert_msg
+            assert not due or name != "LA_LastResortNotDue"
+            self.stats["last_resort_refused"] += 1
+            return
+        assert due and int(auction.auctionOf(v)["startedAt"]) == 0
+        taken = tx.events["LastResortTaken"]
+        end = tx.events["AuctionEnded"]
+        # the fund paid the price (or the payout) and got the penalty back less the starter's reward
+        paid = int(taken["amount"]) if int(taken["amount"]) > 0 else sum(
+            int(e["paid"]) for e in tx.events if e.name == "ShortfallPaid")
+        assert int(auction.fundBalance()) == fund0 - paid + int(end["penalty"]) - int(end["reward"])
+        self.stats["last_resort"] += 1
+
     def rule_sleep(self, st_secs):
         """Time passes; meanwhile anyone delivers the bidders' claims and finishes completed sales."""
         chain.sleep(st_secs)
         chain.mine()
-        for b in self.bidders:
+        for b in [*self.bidders, self.fund_account]:
             if settle_claim_checked(self.core, b, self.core.series):
                 self.stats["claim_settled"] += 1
         for v in self.victims:
@@ -180,11 +208,17 @@ def test_stateful_auctions(core, accounts):
     victims = [accounts[1], accounts[7], accounts[8]]
     bidders = [accounts[2], accounts[4]]
     starter = accounts[3]
-    everyone = [*victims, *bidders, starter, core.maker, core.auction, core.owner]
+    fund_account = accounts[9]
+    everyone = [*victims, *bidders, starter, core.maker, core.auction, core.owner, fund_account]
     for v in victims:
         core.build_book(v, n_series=3)
     for b in bidders:
         core.fund(b, usdc=5_000_000 * USDC)
+    # the buyer of last resort: a fund account and a fund that can pay for a book
+    core.auction.setFundAccount(fund_account, {"from": core.owner})
+    core.quote.mint(core.owner, 1_000_000 * USDC, {"from": core.owner})
+    core.quote.approve(core.auction, 1_000_000 * USDC, {"from": core.owner})
+    core.auction.fundDeposit(1_000_000 * USDC, {"from": core.owner})
     chain.snapshot()
     # bids and breaches are weighted up so that most sequences reach running auctions
     rules = [n for n in dir(AuctionMachine) if n.startswith("rule_")] + ["rule_bid"] * 4 + ["rule_breach_and_start"] * 2
@@ -206,3 +240,4 @@ def test_stateful_auctions(core, accounts):
     print("stateful stats:", dict(AuctionMachine.stats))
     assert AuctionMachine.stats["start"] > 0 and AuctionMachine.stats["bid"] > 0
     assert AuctionMachine.stats["claim_settled"] > 0
+    assert AuctionMachine.stats["last_resort"] + AuctionMachine.stats["last_resort_refused"] > 0

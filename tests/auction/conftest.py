@@ -133,6 +133,9 @@ class Core:
 
     def build_book(self, account, n_series: int = 5) -> None:
         """Gives `account` collateral in WETH and WBTC, quote cash and `n_series` option positions (long and short)."""
+        # the stored prices again, fresh: a trade needs prices younger than maxPriceAge (300 s), and on a loaded machine
+        # a module's tests outlive the prices its fixture posted (Ganache follows the wall clock)
+        self.post_prices({t: int(self.chx.spotPrice(t)[0]) for t in (self.weth, self.wbtc)})
         self.fund(account, usdc=50_000 * USDC, weth=10 * 10**18, wbtc=1 * 10**8)
         for i, sid in enumerate(self.series[:n_series]):
             size = (i + 1) * 10**18 if i % 2 == 0 else -(i + 1) * 10**18

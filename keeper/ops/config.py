@@ -328,6 +328,9 @@ class ExchangeSettings(_Model):
     takeover_blocks: int = Field(1, ge=1, le=1000,
                                  description="blocks a non-designated submitter waits per rotation step")
     keep_blocks: int = Field(256, ge=1, description="blocks of signatures and attestations kept in memory")
+    quote_agreement: bool = Field(False, description="price each block on the proposer's quote set, checked against "
+                                                     "this keeper's own read (docs/keeper.md)")
+    agreement_wait_s: float = Field(2.0, gt=0, le=30, description="how long to wait for the proposer's quote set")
 
     @model_validator(mode="after")
     def _unique(self) -> "ExchangeSettings":

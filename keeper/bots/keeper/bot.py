@@ -10,6 +10,7 @@ import time
 from typing import Any, Callable, Optional
 
 from keeper.attest.inputs import Attestation
+from keeper.bots.keeper.agreement import QuoteAgreement
 from keeper.bots.keeper.cycle import KeeperCycle
 from keeper.bots.keeper.exchange_round import ExchangeRound
 from keeper.bots.keeper.market import AssetFeed, AssetMarkets
@@ -66,7 +67,9 @@ class KeeperBot:
         self._lock = threading.Lock()
         self.messages = SignedMessages(codec, key.account, book, cfg.exchange.takeover_blocks,
                                        keepers=lambda: self.submitter.keepers())
-        self.markets = AssetMarkets(cfg, chain, archive, peers, metrics, log, fit_surface)
+        agreement = (QuoteAgreement(self.me, lambda: self.submitter.keepers(), peers, view, metrics, log,
+                                    wait_s=cfg.exchange.agreement_wait_s) if cfg.exchange.quote_agreement else None)
+        self.markets = AssetMarkets(cfg, chain, archive, peers, metrics, log, fit_surface, agreement)
         self.block_cycle = KeeperCycle(cfg, chain, self.feeds, self.markets, archive, self.messages, view, metrics,
                                        log)
         self.exchange = ExchangeRound(peers, book, self.messages, view, metrics, log)

@@ -61,10 +61,11 @@ def skip_input(metrics, log, reason: str, **fields: Any) -> None:
 class AssetMarkets:
     """Each priced asset's market of one block, and the previous attested document behind the prior and the
     fallback (read from ``archive``, else from a ``peers``' one). ``fit``: a surface fit to use instead of
-    :func:`keeper.quant.surface.fit_surface` (tests set it to inject a surface)."""
+    :func:`keeper.quant.surface.fit_surface` (tests set it to inject a surface). ``agreement``: when set, each
+    asset is priced on the block's agreed quote set (docs/keeper.md, "Agreeing on one quote set")."""
 
     def __init__(self, cfg, chain, archive, peers, metrics, log,
-                 fit: Optional[Callable[[OptionChain], Any]] = None) -> None:
+                 fit: Optional[Callable[[OptionChain], Any]] = None, agreement=None) -> None:
         self.cfg = cfg
         self.chain = chain
         self.archive = archive
@@ -72,6 +73,8 @@ class AssetMarkets:
         self.metrics = metrics
         self.log = log
         self.fit = fit
+        #: the quote agreement step (:class:`keeper.bots.keeper.agreement.QuoteAgreement`), ``None`` when off
+        self.agreement = agreement
         self._docs: dict[str, dict] = {}  # inputs hash -> {"block", "underlyings"} of documents built or read
         self._missing_docs: dict[str, int] = {}  # inputs hash -> block it was last looked for in vain
 
@@ -105,21 +108,28 @@ class AssetMarkets:
                 self.skip_input(chain_q.reason, asset=feed.symbol, source=chain_q.source, detail=chain_q.detail,
                                 block=n)
                 reason = chain_q.reason
+        if reason is None and self.agreement is not None:  # price on the block's agreed quote set
+            agreed = self.agreement.agree(feed.asset, n, spot, chain_q)
+            if isinstance(agreed, str):
+                reason = agreed
             else:
-                prior = prior_surface(prev_entry)
-                with self.metrics.stage("surface"):
-                    try:
-                        surface = self.fit_surface(chain_q, prior)
-                    except Exception as exc:
-                        self.skip_input("surface_fit_failed", asset=feed.symbol, detail=repr(exc)[:300], block=n)
-                        reason = "surface_fit_failed"
-                if surface is not None and not arbitrage_free(surface):
-                    arb = surface.fit_report.get("arbitrage", {})
-                    self.metrics.skipped_inputs.labels(reason="surface_arbitrage").inc()
-                    self.log.warning("surface_refused", reason="surface_arbitrage", asset=feed.symbol, block=n,
-                                     butterfly_ok=arb.get("butterfly_ok"), calendar_ok=arb.get("calendar_ok"),
-                                     min_g=arb.get("min_g"), calendar_min_gap=arb.get("calendar_min_gap"))
-                    reason = "surface_arbitrage"
+                spot, chain_q = agreed
+                spot_wad = price_to_wad(spot, feed.spot_decimals)
+        if reason is None and feed.options:
+            prior = prior_surface(prev_entry)
+            with self.metrics.stage("surface"):
+                try:
+                    surface = self.fit_surface(chain_q, prior)
+                except Exception as exc:
+                    self.skip_input("surface_fit_failed", asset=feed.symbol, detail=repr(exc)[:300], block=n)
+                    reason = "surface_fit_failed"
+            if surface is not None and not arbitrage_free(surface):
+                arb = surface.fit_report.get("arbitrage", {})
+                self.metrics.skipped_inputs.labels(reason="surface_arbitrage").inc()
+                self.log.warning("surface_refused", reason="surface_arbitrage", asset=feed.symbol, block=n,
+                                 butterfly_ok=arb.get("butterfly_ok"), calendar_ok=arb.get("calendar_ok"),
+                                 min_g=arb.get("min_g"), calendar_min_gap=arb.get("calendar_min_gap"))
+                reason = "surface_arbitrage"
         if reason is None:
             return AssetOutcome(feed, AssetMarket(feed.asset, spot_wad, surface, chain_q,
                                                   prior=prior_surface(prev_entry) if chain_q is not None else None),

@@ -30,12 +30,11 @@ library AuctionLogic {
     /// @notice No curve may reach its floor sooner than this after a (re)start [seconds].
     uint256 internal constant MIN_DESCENT = 300;
 
-    /// @notice Reverts with `LA_ParameterOutOfBounds`, `LA_CurveTooSteep` or `AC_InvalidCurve` unless every field of
-    /// `c` is within its hard bounds (docs/auctions.md "Parameters").
+    /// @notice Reverts with `LA_ParameterOutOfBounds` or `LA_CurveTooSteep` unless every field of `c` is within its
+    /// hard bounds (docs/auctions.md "Parameters"); the caller has checked the curve (`AuctionCurves.validate`).
     /// @param c The configuration {LiquidationAuction-setConfig} is asked to set.
     function checkConfig(ILiquidationAuction.Config memory c) external pure {
-        AuctionCurves.Curve memory curve = AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut);
-        AuctionCurves.validate(curve);
+        AuctionCurves.Curve memory curve = AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut); // validated by the caller
         _bound("tail", c.tail, MIN_TAIL, MAX_TAIL);
         _bound("cusp", c.cuspWad, MIN_CUSP, WAD - 1);
         // no curve may fall to its floor within MIN_DESCENT seconds of a (re)start

@@ -184,7 +184,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
             initial: b.initial,
             penaltyTotal: 0,
             configVersion: version,
-            top: top_.toInt96(),
+            top: int96(top_), // within int96: checked by _topAndSpan
             span: span_.toUint96(),
             starter: msg.sender,
             rewardPromised: reward.toUint96()
@@ -410,6 +410,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     }
 
     function _setConfig(Config memory c) internal {
+        AuctionCurves.validate(AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut));
         AuctionLogic.checkConfig(c);
         uint16 version = configVersion + 1;
         configVersion = version;
@@ -495,7 +496,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         (int256 top, uint256 span) = _topAndSpan(account, b, spanWad);
         (m.startedAt, m.expectedNonce, m.soldWad) = (uint64(block.timestamp), current, 0);
         (m.equity, m.maintenance, m.initial) = (b.equity, b.maintenance, b.initial);
-        (m.modelValue, m.span) = (top.toInt96(), span.toUint96());
+        (m.modelValue, m.span) = (int96(top), span.toUint96()); // top within int96: checked by _topAndSpan
     }
 
     /// @dev Start price and span of the book of breach record `b`: `top = V = E + sum(floor(haircut * gross value))`
@@ -510,6 +511,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         top = int256(b.equity) + AuctionLogic.haircutValue(clearinghouse, account, _quoteUnit).toInt256();
         span = Math.mulDiv(spanWad, b.maintenance, WAD, Math.Rounding.Ceil);
         if (top >= 0 && uint256(top) < span) span = uint256(top);
+        if (top > type(int96).max) revert AuctionCurves.AC_PriceOutOfRange(top, span); // top >= E >= int96 min
     }
 
     /// @dev Current price and allowed fraction; reverts if the auction must be reset.

@@ -157,6 +157,11 @@ class SeriesInfo:
     is_call: bool
 
 
+#: how far back the attested price history is kept (the settlement window is 30 minutes before an expiry; a keeper
+#: that starts after an expiry still finds the prices of the 3 days before)
+PRICE_HISTORY_S = 3 * 24 * 3600
+
+
 @dataclass
 class ChainState:
     """Everything the keepers price, rebuilt from events and refreshed for dirty accounts by batched calls."""
@@ -177,6 +182,9 @@ class ChainState:
     #: unsettled liquidation claims, holder -> source (the liquidated account whose frozen book the holder's
     #: effective book reads through); from ClaimRecorded / ClaimSettled, so rebuilt with the rest on a reorg
     claims: dict[str, str] = field(default_factory=dict)
+    #: keeper-attested prices per asset, ``[(timestamp, price [WAD])]`` in event order (``PricesPosted``), the last
+    #: ``PRICE_HISTORY_S`` seconds of them (and the one in force before): what the settlement TWAP averages
+    price_history: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
 
     def holders_of(self, source: str) -> list[str]:
         """Accounts holding an unsettled claim on ``source``'s book (their effective books move with it)."""
@@ -238,6 +246,13 @@ def apply_event(state: ChainState, name: str, args: dict, dirty: set[str]) -> No
         state.open_auctions.pop(to_checksum_address(args["account"]), None)
     elif name == "PricesPosted":
         state.last_price_sequence = max(state.last_price_sequence, int(args["sequence"]))
+        ts = int(args["timestamp"])
+        for asset, price in zip(args["assets"], args["prices"]):
+            hist = state.price_history.setdefault(to_checksum_address(asset), [])
+            hist.append((ts, int(price)))
+            old = [i for i, (t, _) in enumerate(hist) if t < ts - PRICE_HISTORY_S]
+            if len(old) > 1:  # keep the last one before the horizon: it is in force at the horizon
+                del hist[: old[-1]]
 
 
 class EventDecoder:

@@ -29,6 +29,8 @@ from keeper.bots.keeper.market import (
 from keeper.bots.keeper.messages import SignedMessages
 from keeper.codec.merkle import MarginLeaf, MerkleTree
 from keeper.data.feed import BlockRef
+from keeper.errors import SettlementUnavailable
+from keeper.quant.settlement import settlement_price
 from keeper.units import WAD
 
 
@@ -242,14 +244,26 @@ class KeeperCycle:
         if not pairs:
             return
         prices = self.chain.raw_batch_call([("settlementPrice", (u, e)) for e, u in pairs])
-        todo: dict[int, list[str]] = {}
+        todo: dict[int, list[tuple[str, int]]] = {}
         for (e, u), p in zip(pairs, prices):
             if int(p) == 0:
-                todo.setdefault(e, []).append(u)
-        for e, unders in sorted(todo.items()):
-            msg = {"underlyings": unders, "prices": [int(fresh[u]) for u in unders], "expiry": int(e),
+                todo.setdefault(e, []).append((u, self._settlement_price(u, e, fresh[u], head.number)))
+        for e, rows in sorted(todo.items()):
+            msg = {"underlyings": [u for u, _ in rows], "prices": [p for _, p in rows], "expiry": int(e),
                    "timestamp": head.timestamp}
             self.messages.sign("settlement", head.number, msg, {"expiry": int(e)})
+
+    def _settlement_price(self, underlying: str, expiry: int, fresh_wad: int, block: int) -> int:
+        """The documented settlement price (docs/keeper.md, "Expiry settlement"): the time-weighted average of the
+        keeper-attested prices over the 30 minutes before expiry (:func:`keeper.quant.settlement.settlement_price`,
+        from the chain's ``PricesPosted``, so every keeper signs the same number); when the attestations cover too
+        little of the window, this block's fresh attested-quality spot, logged."""
+        try:
+            return settlement_price(self.chain.state.price_history.get(underlying, []), int(expiry))
+        except SettlementUnavailable as exc:
+            self.log.warning("settlement_twap_unavailable", underlying=underlying, expiry=int(expiry), block=block,
+                             detail=str(exc), fallback="fresh spot")
+            return int(fresh_wad)
 
 
 def known_equity(doc: dict, accounts) -> float:

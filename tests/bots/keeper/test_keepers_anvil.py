@@ -353,9 +353,26 @@ def test_cycle_on_a_replayed_deribit_chain(net, tmp_path, shared_data):
 
 
 def test_settlement_price_posted_after_expiry(net, tmp_path):
+    """The settlement price is the 30-minute TWAP of the attested prices before expiry (the price in force at the
+    window's start, then a 2,100 print 600 s before expiry), recomputed here from the PricesPosted events, not the
+    1,900 spot the keepers read after expiry."""
+    from fractions import Fraction
+
     expiry = max(int(s["expiry"]) for s in net.res.series)
+    net.w3.provider.make_request("anvil_setNextBlockTimestamp", [expiry - 600])
+    b = net.mine()
+    h.post_prices(net, 2100.0, b + 1)
     net.w3.provider.make_request("anvil_setNextBlockTimestamp", [expiry + 60])
     net.mine()
+    steps = sorted((int(e["args"]["timestamp"]), int(p))
+                   for e in net.ch.events.PricesPosted().get_logs(from_block=0)
+                   for a, p in zip(e["args"]["assets"], e["args"]["prices"]) if a == net.res.underlying)
+    start = expiry - 1800
+    in_force = [p for t, p in steps if t <= start][-1]
+    late = [(t, p) for t, p in steps if start < t <= expiry]
+    assert [p for _, p in late] == [2100 * WAD]
+    twap = Fraction(in_force * (late[0][0] - start) + late[0][1] * (expiry - late[0][0]), 1800)
+    expected = int(twap) + (1 if twap - int(twap) > Fraction(1, 2) else 0)
     spot = tmp_path / "spot.json"
     h.write_spot(spot, 1900.0)
     ports = h.free_ports(3)
@@ -369,7 +386,7 @@ def test_settlement_price_posted_after_expiry(net, tmp_path):
     try:
         net.mine()
         ok = h.wait_for(lambda: int(net.ch.functions.settlementPrice(net.res.underlying, expiry).call()), 30)
-        assert ok == 1900 * WAD
+        assert ok == expected != 1900 * WAD and in_force < ok < 2100 * WAD
         ev = net.ch.events.SettlementPricePosted().get_logs(from_block=0)
         assert len(ev) == 1 and int(ev[0]["args"]["expiry"]) == expiry
     finally:

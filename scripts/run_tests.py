@@ -3,7 +3,8 @@
 ``make test`` calls this after set-up. The machines have two cores and much of a real-chain test is waiting for a
 chain or a keeper process, so two jobs at a time finish the suite in a little over half the serial time.
 
-* The contracts are compiled once first (``brownie compile``), so no two jobs race to write ``build/``.
+* The contracts are compiled once first (``brownie compile``), and a brownie job starts only once the one before
+  it has loaded the project (:func:`wait_until_loaded`), so no two jobs race on ``build/``.
 * Each Anvil shard is one ``brownie test <files>`` process with its own chain on its own free port
   (``BACKSTOP_CHAIN_PORT=free``, scripts/toolchain). Test files are dealt to shards longest first by the per-file
   times in ``tests/durations.json`` (a file not listed there counts ``DEFAULT_FILE_SECONDS``); a whole file always
@@ -32,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DURATIONS = ROOT / "tests" / "durations.json"
 LOGS = ROOT / "build" / "test-logs"
 DEFAULT_FILE_SECONDS = 8.0
+LOAD_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -95,6 +97,19 @@ def start(job: Job) -> None:
     job.proc = subprocess.Popen(job.argv, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
     out.close()
     print(f"[tests] started {job.name}: {' '.join(job.argv[:3])} ... ({job.weight:.0f} s expected)", flush=True)
+    if job.argv[0] == "brownie":
+        wait_until_loaded(job)
+
+
+def wait_until_loaded(job: Job, timeout: float = LOAD_TIMEOUT_S) -> None:
+    """Return once brownie has loaded the project (it prints ``Launching`` as it starts the chain), or the job
+    ended. Loading deletes build files of contracts outside the project's sources (the OpenZeppelin ones a fresh
+    compile writes), so a second brownie starting meanwhile can list a file the first then deletes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and job.proc.poll() is None:
+        if "Launching" in job.log.read_text(errors="replace"):
+            return
+        time.sleep(0.5)
 
 
 def finish(job: Job) -> None:

@@ -295,6 +295,9 @@ class PublishSettings(_Model):
                                                                 "blocks old (or on a deviation)")
     price_deviation: float = Field(0.005, ge=0, lt=1, description="post prices early when spot moved this much")
     settlement: bool = True
+    settle_holders: bool = Field(True, description="after a settlement price is on chain, settle the holders of the "
+                                                   "expired series (settleMany, in batches)")
+    settle_batch: int = Field(50, ge=1, le=500, description="accounts per settleMany transaction")
     start_auctions: bool = Field(True, description="start the auction of each breach this keeper registers")
 
 

@@ -116,6 +116,7 @@ class KeeperBot:
             try:
                 self.exchange.run(head.number)
                 self.submitter.submit_due(head.number)
+                self.submitter.settle_expired(head)
             except Exception as exc:
                 self.log.error("exchange_failed", block=head.number, error=repr(exc)[:500])
         finally:

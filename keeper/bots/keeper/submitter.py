@@ -11,7 +11,10 @@ from keeper.attest.inputs import Attestation
 from keeper.bots.keeper.messages import Pending, SignedMessages
 from keeper.codec.merkle import MarginLeaf
 from keeper.errors import TxFailed
-from keeper.exchange.book import should_submit
+from keeper.exchange.book import rotation_order, should_submit
+
+#: blocks to wait before sending settleMany again for a series (the state cache must see the Settled events first)
+SETTLE_RETRY_BLOCKS = 3
 
 
 class Submitter:
@@ -30,6 +33,7 @@ class Submitter:
         self.peers_up = peers_up
         self.metrics = metrics
         self.log = log
+        self._settle_sent: dict[int, int] = {}  # series id -> block its last settleMany was sent at
 
     def quorum_size(self) -> int:
         return max(int(self.cfg.thresholds.quorum), int(self.chain.state.threshold or 0))
@@ -111,6 +115,44 @@ class Submitter:
         if p.kind == "margin" and breached:
             self._start_auctions(breached)
         return True
+
+    def settle_expired(self, head) -> None:
+        """Settle the holders of every expired series whose settlement price is on chain (``settleMany``, at most
+        ``publish.settle_batch`` accounts per transaction), so no expired position waits for its holder. One keeper
+        sends per block: the first of the block's rotation order (the next block has the next keeper)."""
+        pub = self.cfg.publish
+        if not (pub.settlement and pub.settle_holders):
+            return
+        state = self.chain.state
+        holders: dict[int, list[str]] = {}
+        for a in state.accounts.values():
+            for sid, size in a.positions.items():
+                s = state.series.get(int(sid))
+                if size and s is not None and s.expiry <= head.timestamp:
+                    holders.setdefault(int(sid), []).append(a.account)
+        due = [sid for sid in sorted(holders)
+               if head.number - self._settle_sent.get(sid, -10**9) >= SETTLE_RETRY_BLOCKS]
+        if not due:
+            return
+        order = rotation_order(head.number, self.keepers())
+        if not order or order[0].lower() != self.me.lower():
+            return
+        prices = self.chain.raw_batch_call([("settlementPrice", (state.series[sid].underlying,
+                                                                  state.series[sid].expiry)) for sid in due])
+        f = self.chain.ch.functions
+        for sid, price in zip(due, prices):
+            if not int(price):
+                continue  # no settlement price yet
+            accounts = sorted(holders[sid])[: pub.settle_batch]
+            self._settle_sent[sid] = head.number
+            try:
+                r = self.sender.call(f.settleMany(accounts, sid), "settleMany")
+            except TxFailed as exc:
+                self.log.warning("settle_failed", series=sid, accounts=len(accounts), error=str(exc)[:300])
+                continue
+            self.metrics.submissions.labels(outcome="settled").inc()
+            self.log.info("settled_expired", series=sid, accounts=len(accounts), left=len(holders[sid]) - len(accounts),
+                          block=int(r["blockNumber"]))
 
     def _start_auctions(self, breached: list[MarginLeaf]) -> None:
         """Start the liquidation auction of each newly registered breach (the starter earns the reward); another

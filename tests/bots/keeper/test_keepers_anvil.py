@@ -354,14 +354,21 @@ def test_cycle_on_a_replayed_deribit_chain(net, tmp_path, shared_data):
 
 def test_settlement_price_posted_after_expiry(net, tmp_path):
     """The settlement price is the 30-minute TWAP of the attested prices before expiry (the price in force at the
-    window's start, then a 2,100 print 600 s before expiry), recomputed here from the PricesPosted events, not the
-    1,900 spot the keepers read after expiry."""
+    window's start, then a 1,700 print 600 s before expiry), recomputed here from the PricesPosted events, not the
+    1,990 spot the keepers read after expiry. Then the keepers settle every holder of the expired series
+    (settleMany): positions go to 0 and each holder's cash moves by position x intrinsic at that price, to a unit."""
     from fractions import Fraction
 
     expiry = max(int(s["expiry"]) for s in net.res.series)
+    expired = [s for s in net.res.series if int(s["expiry"]) == expiry]
+    holders = list(net.users.values())
+    before = {(a, int(s["id"])): int(net.ch.functions.positionOf(a, int(s["id"])).call())
+              for a in holders for s in expired}
+    assert any(before.values())
+    cash0 = {a: int(net.ch.functions.cashOf(a).call()) for a in holders}
     net.w3.provider.make_request("anvil_setNextBlockTimestamp", [expiry - 600])
     b = net.mine()
-    h.post_prices(net, 2100.0, b + 1)
+    h.post_prices(net, 1700.0, b + 1)
     net.w3.provider.make_request("anvil_setNextBlockTimestamp", [expiry + 60])
     net.mine()
     steps = sorted((int(e["args"]["timestamp"]), int(p))
@@ -370,11 +377,11 @@ def test_settlement_price_posted_after_expiry(net, tmp_path):
     start = expiry - 1800
     in_force = [p for t, p in steps if t <= start][-1]
     late = [(t, p) for t, p in steps if start < t <= expiry]
-    assert [p for _, p in late] == [2100 * WAD]
+    assert [p for _, p in late] == [1700 * WAD]
     twap = Fraction(in_force * (late[0][0] - start) + late[0][1] * (expiry - late[0][0]), 1800)
     expected = int(twap) + (1 if twap - int(twap) > Fraction(1, 2) else 0)
     spot = tmp_path / "spot.json"
-    h.write_spot(spot, 1900.0)
+    h.write_spot(spot, 1990.0)
     ports = h.free_ports(3)
     from keeper.ops.config import parse_config
 
@@ -386,9 +393,23 @@ def test_settlement_price_posted_after_expiry(net, tmp_path):
     try:
         net.mine()
         ok = h.wait_for(lambda: int(net.ch.functions.settlementPrice(net.res.underlying, expiry).call()), 30)
-        assert ok == expected != 1900 * WAD and in_force < ok < 2100 * WAD
+        assert ok == expected != 1990 * WAD and 1700 * WAD < ok < in_force
         ev = net.ch.events.SettlementPricePosted().get_logs(from_block=0)
         assert len(ev) == 1 and int(ev[0]["args"]["expiry"]) == expiry
+        # the keepers settle the holders: no expired position is left
+        def all_settled():
+            net.mine()  # each new block is a keeper's turn to send settleMany
+            return not any(int(net.ch.functions.positionOf(a, sid).call()) for (a, sid) in before)
+
+        assert h.wait_for(all_settled, 90, interval=1.0), "the holders of the expired series were not settled"
+        strikes = {int(s["id"]): float(s["strike"]) for s in expired}
+        calls = {int(s["id"]): bool(s.get("is_call", False)) for s in expired}
+        for a in holders:
+            move = sum(Fraction(pos, WAD) * max(Fraction(ok, WAD) - Fraction(strikes[sid]) if calls[sid] else
+                                                Fraction(strikes[sid]) - Fraction(ok, WAD), 0)
+                       for (acct, sid), pos in before.items() if acct == a)
+            assert abs(int(net.ch.functions.cashOf(a).call()) - cash0[a] - move * 10**6) <= 1, a
+        assert len(net.ch.events.Settled().get_logs(from_block=0)) == sum(1 for v in before.values() if v)
     finally:
         _stop(ks)
 

@@ -133,11 +133,15 @@ def risk_document(settings) -> dict:
     """The risk parameters as they enter the inputs document, from any settings with these attributes (the keeper's
     ``RiskSettings``, the scenario's :class:`keeper.attest.engine.EngineSettings`): ``var_confidence``,
     ``es_confidence``, ``im_multiplier``, ``horizon_days``, ``mc_paths``, ``mc_diffusion_vol``, ``grid_spot_range``,
-    ``grid_vol_range``."""
-    return {"var_confidence": float(settings.var_confidence), "es_confidence": float(settings.es_confidence),
-            "im_multiplier": float(settings.im_multiplier), "horizon_days": float(settings.horizon_days),
-            "mc_paths": int(settings.mc_paths), "mc_diffusion_vol": float(settings.mc_diffusion_vol),
-            "grid_spot_range": float(settings.grid_spot_range), "grid_vol_range": float(settings.grid_vol_range)}
+    ``grid_vol_range``, and optionally ``stress_correlation`` (the correlation stress, docs/risk.md)."""
+    doc = {"var_confidence": float(settings.var_confidence), "es_confidence": float(settings.es_confidence),
+           "im_multiplier": float(settings.im_multiplier), "horizon_days": float(settings.horizon_days),
+           "mc_paths": int(settings.mc_paths), "mc_diffusion_vol": float(settings.mc_diffusion_vol),
+           "grid_spot_range": float(settings.grid_spot_range), "grid_vol_range": float(settings.grid_vol_range)}
+    rho = getattr(settings, "stress_correlation", None)
+    if rho is not None:  # written only when set, so documents without the stress hash as before
+        doc["stress_correlation"] = float(rho)
+    return doc
 
 
 def accounts_document(accounts: Sequence[Any]) -> list[dict]:

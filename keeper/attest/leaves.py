@@ -29,6 +29,7 @@ from keeper.quant.risk.engine import (
 from keeper.quant.risk.scenarios import (
     MertonParams,
     ScenarioSet,
+    correlation_stress_scenarios,
     grid_scenarios,
     monte_carlo_scenarios,
 )
@@ -134,7 +135,13 @@ def risk_run(inputs: dict, chunk: int = 256) -> RiskRun:
                                                  horizon=horizon), widen)
     grid = widen_scenarios(grid_scenarios(float(r["grid_spot_range"]), float(r["grid_vol_range"]),
                                           n_underlyings=n_und, horizon=horizon), widen)
-    risk = compute_account_risk(ri, tail, grid, chunk=chunk)
+    # the correlation stress (docs/risk.md): several underlyings and ``risk.stress_correlation`` set
+    rho = r.get("stress_correlation")
+    stress = (widen_scenarios(correlation_stress_scenarios(int(inputs["mc_seed"]), int(r["mc_paths"]), n_und,
+                                                           MertonParams(diffusion_vol=float(r["mc_diffusion_vol"])),
+                                                           horizon=horizon, rho=float(rho)), widen)
+              if rho is not None and n_und > 1 else None)
+    risk = compute_account_risk(ri, tail, grid, chunk=chunk, stress_set=stress)
     total_equity = risk.equity + cash
     model_val = np.asarray(positions @ model_values(ri)).ravel() if n_ser else np.zeros(n_acc)
     eq = to_quote_units(total_equity, dec, "floor")

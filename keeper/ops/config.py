@@ -282,6 +282,9 @@ class RiskSettings(_Model):
     grid_spot_range: float = Field(0.15, gt=0, lt=1, description="SPAN-like grid: largest regular spot move")
     grid_vol_range: float = Field(0.25, ge=0, lt=1, description="SPAN-like grid: relative vol move")
     im_multiplier: float = Field(1.5, ge=1, le=10)
+    stress_correlation: Optional[float] = Field(1.0, ge=0.7, le=1.0, description=(
+        "cross-asset correlation of the Monte Carlo stress that joins the margin when a book spans several "
+        "underlyings (docs/risk.md); null: off"))
     near_margin_ratio: float = Field(1.2, ge=1, le=100,
                                      description="accounts with equity < ratio * MM are listed as near margin")
 

@@ -33,24 +33,30 @@ class SeriesMarks:
     forwards: list[float] | None = None
 
 
-def series_forwards(expiry_ts: np.ndarray, spot: float, now: int, chain: Optional[OptionChain]) -> np.ndarray:
+def series_forwards(expiry_ts: np.ndarray, spot: float, now: int, chain: Optional[OptionChain],
+                    carry: Optional[tuple[np.ndarray, np.ndarray]] = None) -> np.ndarray:
     """Each expiry's forward: ``spot`` times the chain's carry (forward / spot, :meth:`OptionChain.carry_by_expiry`)
-    interpolated linearly in expiry time from 1 at ``now``, flat beyond the last listed expiry; ``spot`` without a
-    chain."""
+    interpolated linearly in expiry time from 1 at ``now``, flat beyond the last listed expiry. Without a chain,
+    ``carry`` (expiry timestamps, forward / spot) when given (an asset on fallback reuses its last attested
+    document's), else ``spot``."""
     expiry_ts = np.asarray(expiry_ts, dtype=np.float64)
-    if chain is None or len(chain) == 0:
+    if chain is not None and len(chain) > 0:
+        exp, carry = chain.carry_by_expiry()
+    elif carry is not None and len(carry[0]) > 0:
+        exp, carry = np.asarray(carry[0], dtype=np.float64), np.asarray(carry[1], dtype=np.float64)
+    else:
         return np.full(expiry_ts.shape, float(spot))
-    exp, carry = chain.carry_by_expiry()
     ahead = exp > now
     xs = np.concatenate(([float(now)], exp[ahead]))
     ys = np.concatenate(([1.0], carry[ahead]))
     return float(spot) * np.interp(expiry_ts, xs, ys)
 
 
-def mark_series(series: Sequence[Any], surface, chain: Optional[OptionChain], spot: float, now: int) -> SeriesMarks:
+def mark_series(series: Sequence[Any], surface, chain: Optional[OptionChain], spot: float, now: int,
+                carry: Optional[tuple[np.ndarray, np.ndarray]] = None) -> SeriesMarks:
     """Vol from the fitted surface and hybrid mark (market mid when a listed quote with the same strike, expiry and
     kind passes the mark filters, else the model price) for each on-chain series, priced with Black-76 on its
-    expiry's forward (:func:`series_forwards`). Stateless (no hysteresis across blocks), so that a restarted keeper
+    expiry's forward (:func:`series_forwards`; ``carry`` for an asset without a chain). Stateless (no hysteresis across blocks), so that a restarted keeper
     marks exactly as the others do. Expired series get the intrinsic value against spot. A live series for which
     the surface gives no finite positive vol gets NaN vol and mark (the keeper's cycle screens it out with
     :func:`screen_series`)."""
@@ -62,7 +68,7 @@ def mark_series(series: Sequence[Any], surface, chain: Optional[OptionChain], sp
     t = np.array([max(s.expiry - now, 0) / SECONDS_PER_YEAR for s in series])
     is_call = np.array([bool(s.is_call) for s in series])
     live = t > 0
-    fwd = np.where(live, series_forwards(np.array([s.expiry for s in series]), spot, now, chain), spot)
+    fwd = np.where(live, series_forwards(np.array([s.expiry for s in series]), spot, now, chain, carry), spot)
     vol = np.where(live, surface.implied_vol(strike, np.where(live, t, 1.0), fwd), np.nan)
     no_vol = live & ~(np.isfinite(vol) & (vol > 0))  # the surface gives no usable vol: vol and mark NaN
     vol = np.where(live & ~no_vol, vol, 1.0)  # expired: any positive vol, the value is intrinsic

@@ -54,6 +54,9 @@ class AssetMarket:
     #: the previous attested surface the fit used as its prior (``fit_surface(chain, prior=)``), ``None`` for a
     #: cold start: archived with the quotes so that ``backstop verify`` refits the same surface
     prior: Any = None
+    #: without a chain (an asset on fallback): each expiry's carry (forward / spot) from the last attested document,
+    #: ``(expiry timestamps, carries)``, so its series stay priced on their forwards (:func:`carry_from_document`)
+    carry: Optional[tuple] = None
 
 
 #: the option-chain columns archived per underlying (every array of :class:`OptionChain`, so that the chain a
@@ -87,6 +90,23 @@ def chain_from_quotes(d: Mapping[str, Any]) -> OptionChain:
                            instrument=tuple(str(x) for x in d.get("instrument") or ()), **cols)
     except (KeyError, TypeError) as e:
         raise ValueError(f"archived quotes: {type(e).__name__}: {e}") from None
+
+
+def carry_from_document(doc: Mapping[str, Any], asset: str) -> Optional[tuple]:
+    """``(expiry timestamps, forward / spot)`` of ``asset``'s series in an attested inputs document (its
+    ``forward_wad`` over the asset's ``spot_wad``, one per expiry), or ``None`` when it has none: what an asset on
+    fallback prices its series' forwards with."""
+    unders = doc.get("underlyings") or []
+    idx = next((i for i, u in enumerate(unders) if str(u["asset"]).lower() == asset.lower()), None)
+    if idx is None:
+        return None
+    spot = int(unders[idx]["spot_wad"])
+    by_expiry = {int(s["expiry"]): int(s["forward_wad"]) / spot for s in doc.get("series") or []
+                 if int(s["underlying"]) == idx and "forward_wad" in s and spot > 0}
+    if not by_expiry:
+        return None
+    exp = sorted(by_expiry)
+    return np.array(exp, dtype=np.float64), np.array([by_expiry[e] for e in exp])
 
 
 def fit_document(market: AssetMarket) -> dict:
@@ -148,7 +168,7 @@ def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], s
         group = [s for s in priced if str(s.underlying).lower() == m.asset.lower()]
         if not group:
             continue
-        sm = mark_series(group, m.surface, m.chain, m.spot_wad / WAD, now)
+        sm = mark_series(group, m.surface, m.chain, m.spot_wad / WAD, now, m.carry)
         for s, v, k, x, f in zip(group, sm.vols, sm.marks, sm.market, sm.forwards):
             vols[s.series_id], marks[s.series_id], market[s.series_id], fwds[s.series_id] = v, k, x, f
     ids = [s.series_id for s in priced]

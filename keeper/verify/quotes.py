@@ -17,6 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from keeper.attest.inputs import forward_wad, mark_series
+from keeper.attest.portfolio import carry_from_document
 from keeper.attest.leaves import leaves_from_inputs
 from keeper.attest.portfolio import chain_from_quotes
 from keeper.codec.merkle import MarginLeaf
@@ -151,7 +152,7 @@ def rederive(doc: dict) -> Rederivation:
         except (ValueError, KeyError, TypeError) as e:
             out.checks.append({"check": label, "ok": False, "detail": f"unreadable archived surface: {e}"})
             continue
-        chain = None
+        chain = carry = None
         spot = int(entry["spot_wad"]) / WAD
         rows = _series_rows(doc, u)
         if entry.get("quotes") is not None:
@@ -173,15 +174,17 @@ def rederive(doc: dict) -> Rederivation:
         elif entry.get("fallback"):
             surface = archived
             fb = entry["fallback"]
+            # its forwards are the last attested document's carries (docs/keeper.md, "Fallback"); re-marked on them
+            carry = carry_from_document(doc, name)
             how = (f"fallback: priced on the attested surface of block {fb.get('source_block')} (no quotes this "
-                   f"block), series re-marked on it")
+                   f"block), series re-marked on it at their archived forwards")
         else:
             out.checks.append({"check": label, "ok": False,
                                "detail": "the archive carries a fitted surface but not the raw quotes it was fitted "
                                          "on: its vols and marks cannot be re-derived"})
             continue
         if rows:
-            sm = mark_series(rows, surface, chain, spot, now)
+            sm = mark_series(rows, surface, chain, spot, now, carry)
             for s, v, m, f in zip(rows, sm.vols, sm.marks, sm.forwards or [spot] * len(rows)):
                 where = f"series {s.series_id}"
                 av, am_ = float(doc["vols"][s.row]), float(doc["marks"][s.row])

@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 from eth_utils import keccak
 
-from keeper.attest.portfolio import AssetMarket
+from keeper.attest.portfolio import AssetMarket, carry_from_document
 from keeper.data.feed import BlockRef, Skip
 from keeper.data.sources import MarketData
 from keeper.quant.chains import OptionChain
@@ -166,14 +166,15 @@ class AssetMarkets:
                 self.metrics.skipped_inputs.labels(reason="market_fallback").inc()
                 self.log.warning("market_fallback", asset=feed.symbol, block=n, **flag,
                                  spot_reused=spot_wad is None)
-                return AssetMarket(feed.asset, use_spot, surface, None, flag)
+                carry = carry_from_document(prev, feed.asset) if feed.options else None
+                return AssetMarket(feed.asset, use_spot, surface, None, flag, carry=carry)
         self.metrics.skipped_inputs.labels(reason="market_data_rejected").inc()
         self.log.warning("market_data_rejected", asset=feed.symbol, reason=reason, block=n, fallback=why)
         return None
 
     # -- the previous attested document (prior and fallback) -----------------------------------------------------
     def previous_document(self, block_number: int) -> Optional[dict]:
-        """``{"block", "underlyings"}`` of the inputs document named by the last margin root on chain (from this
+        """``{"block", "underlyings", "series"}`` of the inputs document named by the last margin root on chain (from this
         keeper's archive, else from a peer's ``/archive``, checked against the hash), or ``None``."""
         h = self.chain.state.last_root_inputs_hash
         if not h:
@@ -196,7 +197,7 @@ class AssetMarkets:
             return None
         try:
             doc = from_canonical(json.loads(blob))
-            part = {"block": doc["block"], "underlyings": doc["underlyings"]}
+            part = {"block": doc["block"], "underlyings": doc["underlyings"], "series": doc.get("series", [])}
         except (ValueError, KeyError, TypeError) as exc:
             self._missing_docs[h] = block_number
             self.log.warning("previous_inputs_unreadable", inputs_hash=h, error=str(exc)[:200])
@@ -205,7 +206,7 @@ class AssetMarkets:
         return part
 
     def remember_doc(self, h: str, doc: dict) -> None:
-        self._docs[h] = {"block": doc["block"], "underlyings": doc["underlyings"]}
+        self._docs[h] = {"block": doc["block"], "underlyings": doc["underlyings"], "series": doc.get("series", [])}
         while len(self._docs) > 8:
             del self._docs[next(iter(self._docs))]
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -53,11 +53,14 @@ def series_forwards(expiry_ts: np.ndarray, spot: float, now: int, chain: Optiona
 
 
 def mark_series(series: Sequence[Any], surface, chain: Optional[OptionChain], spot: float, now: int,
-                carry: Optional[tuple[np.ndarray, np.ndarray]] = None) -> SeriesMarks:
+                carry: Optional[tuple[np.ndarray, np.ndarray]] = None,
+                settlement: Optional[Mapping[int, float]] = None) -> SeriesMarks:
     """Vol from the fitted surface and hybrid mark (market mid when a listed quote with the same strike, expiry and
     kind passes the mark filters, else the model price) for each on-chain series, priced with Black-76 on its
     expiry's forward (:func:`series_forwards`; ``carry`` for an asset without a chain). Stateless (no hysteresis across blocks), so that a restarted keeper
-    marks exactly as the others do. Expired series get the intrinsic value against spot. A live series for which
+    marks exactly as the others do. Expired series get the intrinsic value against their expiry's settlement price
+    (``settlement``: expiry -> price, the one on chain or the attested-price average the keepers would sign;
+    recorded as the series' ``forward_wad``), against spot where none is known. A live series for which
     the surface gives no finite positive vol gets NaN vol and mark (the keeper's cycle screens it out with
     :func:`screen_series`)."""
 
@@ -68,13 +71,15 @@ def mark_series(series: Sequence[Any], surface, chain: Optional[OptionChain], sp
     t = np.array([max(s.expiry - now, 0) / SECONDS_PER_YEAR for s in series])
     is_call = np.array([bool(s.is_call) for s in series])
     live = t > 0
-    fwd = np.where(live, series_forwards(np.array([s.expiry for s in series]), spot, now, chain, carry), spot)
+    settled = np.array([float((settlement or {}).get(int(s.expiry), np.nan)) for s in series])
+    fwd = np.where(live, series_forwards(np.array([s.expiry for s in series]), spot, now, chain, carry),
+                   np.where(np.isfinite(settled) & (settled > 0), settled, spot))
     vol = np.where(live, surface.implied_vol(strike, np.where(live, t, 1.0), fwd), np.nan)
     no_vol = live & ~(np.isfinite(vol) & (vol > 0))  # the surface gives no usable vol: vol and mark NaN
     vol = np.where(live & ~no_vol, vol, 1.0)  # expired: any positive vol, the value is intrinsic
     g = black76_greeks(fwd, strike, np.where(live, t, 0.0), vol, is_call)
     model = np.where(live, np.asarray(g.price, dtype=np.float64),
-                     np.where(is_call, np.maximum(spot - strike, 0.0), np.maximum(strike - spot, 0.0)))
+                     np.where(is_call, np.maximum(fwd - strike, 0.0), np.maximum(strike - fwd, 0.0)))
     vega = np.asarray(g.vega, dtype=np.float64)
     bid = np.full(n, np.nan)
     ask = np.full(n, np.nan)

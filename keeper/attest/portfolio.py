@@ -57,6 +57,9 @@ class AssetMarket:
     #: without a chain (an asset on fallback): each expiry's carry (forward / spot) from the last attested document,
     #: ``(expiry timestamps, carries)``, so its series stay priced on their forwards (:func:`carry_from_document`)
     carry: Optional[tuple] = None
+    #: settlement prices of this asset's expired series, expiry -> price [quote per unit] (on chain, or the TWAP of
+    #: attested prices the keepers would sign): they are valued at intrinsic against it
+    settlement: Optional[Mapping[int, float]] = None
 
 
 #: the option-chain columns archived per underlying (every array of :class:`OptionChain`, so that the chain a
@@ -168,7 +171,7 @@ def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], s
         group = [s for s in priced if str(s.underlying).lower() == m.asset.lower()]
         if not group:
             continue
-        sm = mark_series(group, m.surface, m.chain, m.spot_wad / WAD, now, m.carry)
+        sm = mark_series(group, m.surface, m.chain, m.spot_wad / WAD, now, m.carry, m.settlement)
         for s, v, k, x, f in zip(group, sm.vols, sm.marks, sm.market, sm.forwards):
             vols[s.series_id], marks[s.series_id], market[s.series_id], fwds[s.series_id] = v, k, x, f
     ids = [s.series_id for s in priced]

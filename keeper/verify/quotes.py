@@ -184,7 +184,10 @@ def rederive(doc: dict) -> Rederivation:
                                          "on: its vols and marks cannot be re-derived"})
             continue
         if rows:
-            sm = mark_series(rows, surface, chain, spot, now, carry)
+            # expired series: intrinsic against the settlement price the document records as their forward
+            settled = {int(s.expiry): int(doc["series"][s.row]["forward_wad"]) / WAD for s in rows
+                       if int(s.expiry) <= now and "forward_wad" in doc["series"][s.row]}
+            sm = mark_series(rows, surface, chain, spot, now, carry, settled)
             for s, v, m, f in zip(rows, sm.vols, sm.marks, sm.forwards or [spot] * len(rows)):
                 where = f"series {s.series_id}"
                 av, am_ = float(doc["vols"][s.row]), float(doc["marks"][s.row])

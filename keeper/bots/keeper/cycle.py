@@ -13,6 +13,7 @@ every keeper signs the same ``MarginRoot``/``Prices`` message for a block.
 """
 from __future__ import annotations
 
+import dataclasses
 from typing import Optional
 
 from keeper.attest.inputs import Attestation, risk_document
@@ -89,7 +90,7 @@ class KeeperCycle:
         with m.stage("market"):
             for feed in self.feeds:
                 outcomes.append(self.markets.asset_outcome(feed, block, prev, prev_u.get(feed.asset.lower())))
-        markets = [o.market for o in outcomes if o.market is not None]
+        markets = self._with_settlements([o.market for o in outcomes if o.market is not None], head)
         rejected = {o.feed.asset: o.reason for o in outcomes if o.market is None}
         fresh = {o.feed.asset: o.fresh_spot_wad for o in outcomes if o.fresh_spot_wad is not None}
         self.asset_status(outcomes)
@@ -252,6 +253,29 @@ class KeeperCycle:
             msg = {"underlyings": [u for u, _ in rows], "prices": [p for _, p in rows], "expiry": int(e),
                    "timestamp": head.timestamp}
             self.messages.sign("settlement", head.number, msg, {"expiry": int(e)})
+
+    def _with_settlements(self, markets: list, head) -> list:
+        """Each market with the settlement prices of its expired series that accounts still hold: the one on chain,
+        else the attested-price TWAP the keepers sign (:meth:`_settlement_price`'s rule without the spot fallback);
+        the document values those series at intrinsic against it (docs/keeper.md, "Expiry settlement")."""
+        state = self.chain.state
+        held = {int(sid) for a in state.accounts.values() for sid, size in a.positions.items() if size}
+        pairs = sorted({(s.underlying, int(s.expiry)) for sid, s in state.series.items()
+                        if sid in held and s.expiry <= head.timestamp})
+        if not pairs:
+            return markets
+        on_chain = self.chain.raw_batch_call([("settlementPrice", (u, e)) for u, e in pairs])
+        by_asset: dict[str, dict[int, float]] = {}
+        for (u, e), p in zip(pairs, on_chain):
+            price = int(p)
+            if not price:
+                try:
+                    price = settlement_price(state.price_history.get(u, []), e)
+                except SettlementUnavailable:
+                    continue
+            by_asset.setdefault(u.lower(), {})[e] = price / WAD
+        return [dataclasses.replace(m, settlement=by_asset[m.asset.lower()]) if m.asset.lower() in by_asset else m
+                for m in markets]
 
     def _settlement_price(self, underlying: str, expiry: int, fresh_wad: int, block: int) -> int:
         """The documented settlement price (docs/keeper.md, "Expiry settlement"): the time-weighted average of the

@@ -432,7 +432,9 @@ def revalue(inputs: RiskInputs, scenarios: ScenarioSet, vol_fn: VolFunction | No
     out = np.empty((s.n + ca.n, n_scen))
     if s.n:
         v0 = model_values(inputs) if base is None else base
-        f_after = series_forwards(inputs)[:, None] * growth[s.underlying]
+        # an expired series' payoff is fixed by its settlement price (the average of attested prices over the window
+        # before expiry, already past): it does not move with its underlying (docs/risk.md)
+        f_after = series_forwards(inputs)[:, None] * np.where((s.expiry > 0)[:, None], growth[s.underlying], 1.0)
         t_after = np.maximum(s.expiry - scenarios.horizon, 0.0)[:, None]
         if vol_fn is None:
             vol_after = inputs.vols[:, None] * np.exp(scenarios.vol_shock.T)[s.underlying]

@@ -33,6 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 DURATIONS = ROOT / "tests" / "durations.json"
 LOGS = ROOT / "build" / "test-logs"
 DEFAULT_FILE_SECONDS = 8.0
+GANACHE_SECONDS = 350.0  # the Ganache subset and slither as measured on a fresh clone (README)
+SLITHER_SECONDS = 70.0
 LOAD_TIMEOUT_S = 300.0
 
 
@@ -60,10 +62,13 @@ def file_weights(files: list[str]) -> dict[str, float]:
     return {f: float(known.get(f, DEFAULT_FILE_SECONDS)) for f in files}
 
 
-def deal(weights: dict[str, float], shards: int) -> list[list[str]]:
-    """Longest-processing-time-first: each file to the shard with the least work so far (ties by order)."""
+def deal(weights: dict[str, float], shards: int, after_last: float = 0.0) -> list[list[str]]:
+    """Longest-processing-time-first: each file to the shard with the least work so far (ties by order).
+    ``after_last``: seconds of other jobs that will run in the last shard's slot once it ends (the Ganache subset and
+    slither), so that both slots end together."""
     bins: list[list[str]] = [[] for _ in range(shards)]
     loads = [0.0] * shards
+    loads[-1] = after_last
     for f in sorted(weights, key=lambda f: (-weights[f], f)):
         i = min(range(shards), key=lambda k: (loads[k], k))
         bins[i].append(f)
@@ -146,19 +151,21 @@ def main() -> int:
         print(f"run_tests: no test file matches {a.only!r}", file=sys.stderr)
         return 2
     weights = file_weights(files)
+    extras = []
+    if not a.no_ganache:
+        extras.append(Job("ganache", ["brownie", "test", "-m", "ganache", "--network", "ganache-cli",
+                                      *a.pytest_args], GANACHE_SECONDS))
+    if not a.no_slither:
+        extras.append(Job("slither", [sys.executable, "scripts/slither_check.py"], SLITHER_SECONDS))
+    after = sum(j.weight for j in extras) if a.jobs <= a.shards else 0.0
     jobs = [
         Job(f"anvil-{i + 1}", ["brownie", "test", *shard, f"--junitxml={LOGS / f'anvil-{i + 1}.xml'}", *a.pytest_args],
             sum(weights[f] for f in shard))
-        for i, shard in enumerate(deal(weights, a.shards))
-    ]
-    if not a.no_ganache:
-        jobs.append(Job("ganache", ["brownie", "test", "-m", "ganache", "--network", "ganache-cli", *a.pytest_args],
-                        240.0))
-    if not a.no_slither:
-        jobs.append(Job("slither", [sys.executable, "scripts/slither_check.py"], 120.0))
+        for i, shard in enumerate(deal(weights, a.shards, after))
+    ] + extras
 
     t0 = time.monotonic()
-    waiting = sorted(jobs, key=lambda j: -j.weight)
+    waiting = list(jobs)  # the shards first (the extras fill the slot of the shorter one)
     running: list[Job] = []
     while waiting or running:
         while waiting and len(running) < a.jobs:

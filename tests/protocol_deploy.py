@@ -8,7 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
-from brownie import Clearinghouse, ClearinghouseAdmin, Contract, FallbackMarginLogic
+from brownie import Clearinghouse, ClearinghouseAdmin, Contract, FallbackMarginLogic, web3
+from eth_utils import keccak
 
 from keeper.chain.deployment import load_abi
 
@@ -35,3 +36,11 @@ def deploy_clearinghouse(owner, quote, keepers: Sequence[str], threshold: int, q
     for token, haircut, cap in listings:
         ch.listCollateral(token, haircut, cap, {"from": owner})
     return CoreContracts(raw, ch, admin)
+
+
+def last_margin_timestamp(clearinghouse) -> int:
+    """The timestamp of the last margin root the clearinghouse accepted (``lastMarginAttestation()``, an admin-half
+    view reached through the fallback, called raw so any of its ABIs will do); it reverts with the chain."""
+    out = web3.eth.call({"to": str(clearinghouse.address if hasattr(clearinghouse, "address") else clearinghouse),
+                         "data": "0x" + keccak(text="lastMarginAttestation()")[:4].hex()})
+    return int.from_bytes(bytes(out)[32:64], "big")

@@ -19,7 +19,7 @@ from eth_abi import encode as abi_encode
 from eth_utils import keccak
 
 from keeper.codec import eip712
-from protocol_deploy import deploy_clearinghouse
+from protocol_deploy import deploy_clearinghouse, last_margin_timestamp
 from keeper.codec.merkle import MarginLeaf, MerkleTree
 from keeper.codec.eip712 import Domain, MarginRootHeader, Quote
 from keeper.ops import signing
@@ -91,7 +91,15 @@ class Protocol:
         if sequence is None:
             self.margin_seq += 1
             sequence = self.margin_seq
-        ts = timestamp if timestamp is not None else self.now()
+        if timestamp is None:
+            # like keepers at successive blocks: a new root is strictly later than the last (a breach is lifted only
+            # by a strictly later attestation, finding H-9), so wait out the second when two land in one
+            last = last_margin_timestamp(self.ch)  # the chain's own (reverts with it)
+            if self.now() <= last:
+                chain.sleep(last - self.now() + 1)
+                chain.mine()
+            timestamp = self.now()
+        ts = timestamp
         sh = eip712.solvency_struct_hash(self.solvency if solvency is None else solvency)
         return MarginRootHeader(keccak(text=f"inputs-{sequence}"), sequence, ts, len(tree.leaves), sh)
 

@@ -46,7 +46,9 @@ def _doc(ks, inputs_hash):
 
 
 def _entry(doc, asset):
-    return next(u for u in doc["underlyings"] if u["asset"].lower() == asset.lower())
+    """The asset's underlying entry, or {} when the document left it out (under load a keeper can miss the previous
+    document in a block and then has no fallback to use: the asset's holders are left out of that block)."""
+    return next((u for u in doc["underlyings"] if u["asset"].lower() == asset.lower()), {})
 
 
 def _root_after(net, block, timeout=120):

@@ -185,6 +185,12 @@ class ChainState:
     #: keeper-attested prices per asset, ``[(timestamp, price [WAD])]`` in event order (``PricesPosted``), the last
     #: ``PRICE_HISTORY_S`` seconds of them (and the one in force before): what the settlement TWAP averages
     price_history: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    #: settlement prices on chain, (underlying, expiry) -> price [WAD] (``SettlementPricePosted``)
+    settlement_prices: dict[tuple[str, int], int] = field(default_factory=dict)
+
+    def settlement_price(self, underlying: str, expiry: int) -> int:
+        """The settlement price [WAD] on chain for ``underlying`` and ``expiry``, 0 while none is posted."""
+        return self.settlement_prices.get((to_checksum_address(underlying), int(expiry)), 0)
 
     def holders_of(self, source: str) -> list[str]:
         """Accounts holding an unsettled claim on ``source``'s book (their effective books move with it)."""
@@ -244,6 +250,8 @@ def apply_event(state: ChainState, name: str, args: dict, dirty: set[str]) -> No
         state.open_auctions[to_checksum_address(args["account"])] = dict(args)
     elif name == "AuctionEnded":
         state.open_auctions.pop(to_checksum_address(args["account"]), None)
+    elif name == "SettlementPricePosted":
+        state.settlement_prices[(to_checksum_address(args["underlying"]), int(args["expiry"]))] = int(args["price"])
     elif name == "PricesPosted":
         state.last_price_sequence = max(state.last_price_sequence, int(args["sequence"]))
         ts = int(args["timestamp"])

@@ -244,10 +244,9 @@ class KeeperCycle:
                         if s.expiry <= head.timestamp and s.underlying in fresh}, key=lambda x: (x[0], x[1].lower()))
         if not pairs:
             return
-        prices = self.chain.raw_batch_call([("settlementPrice", (u, e)) for e, u in pairs])
         todo: dict[int, list[tuple[str, int]]] = {}
-        for (e, u), p in zip(pairs, prices):
-            if int(p) == 0:
+        for e, u in pairs:
+            if not self.chain.state.settlement_price(u, e):
                 todo.setdefault(e, []).append((u, self._settlement_price(u, e, fresh[u], head.number)))
         for e, rows in sorted(todo.items()):
             msg = {"underlyings": [u for u, _ in rows], "prices": [p for _, p in rows], "expiry": int(e),
@@ -264,10 +263,9 @@ class KeeperCycle:
                         if sid in held and s.expiry <= head.timestamp})
         if not pairs:
             return markets
-        on_chain = self.chain.raw_batch_call([("settlementPrice", (u, e)) for u, e in pairs])
         by_asset: dict[str, dict[int, float]] = {}
-        for (u, e), p in zip(pairs, on_chain):
-            price = int(p)
+        for u, e in pairs:
+            price = state.settlement_price(u, e)
             if not price:
                 try:
                     price = settlement_price(state.price_history.get(u, []), e)

@@ -137,11 +137,9 @@ class Submitter:
         order = rotation_order(head.number, self.keepers())
         if not order or order[0].lower() != self.me.lower():
             return
-        prices = self.chain.raw_batch_call([("settlementPrice", (state.series[sid].underlying,
-                                                                  state.series[sid].expiry)) for sid in due])
         f = self.chain.ch.functions
-        for sid, price in zip(due, prices):
-            if not int(price):
+        for sid in due:
+            if not state.settlement_price(state.series[sid].underlying, state.series[sid].expiry):
                 continue  # no settlement price yet
             accounts = sorted(holders[sid])[: pub.settle_batch]
             self._settle_sent[sid] = head.number

@@ -1,7 +1,8 @@
 """``liquidator run``: the liquidator bot's command line (wired into ``keeper/cli/main.py`` as ``liquidator_main``).
 
     liquidator run --deployment deployment.json [--rpc URL] [--key-env BACKSTOP_LIQUIDATOR_KEY]
-                   [--strategy edge|edge:0.05|cmd:'<command>'|py:module:Class] [--edge 0.02] ...
+                   [--strategy edge|edge:0.05|cmd:'<command>'|py:module:Class] [--edge 0.02]
+                   [--valuation hedging|conservative] [--hedge-horizon 3600] [--no-last-resort] ...
 
 The private key is read from the environment variable named by ``--key-env`` (never from the command line).
 Bad input exits with status 2 and one readable line.
@@ -33,9 +34,15 @@ def liquidator_main() -> None:
 @click.option("--strategy", default="edge", show_default=True,
               help="edge | edge:<x> | cmd:<command> (JSON lines on stdin/stdout) | py:<module>:<Class>")
 @click.option("--edge", type=float, default=0.02, show_default=True, help="required discount to own valuation")
+@click.option("--valuation", type=click.Choice(["hedging", "conservative"]), default="hedging", show_default=True,
+              help="hedging: model value less hedge/exit spreads and residual gamma/vega over the hedge horizon; "
+                   "conservative: aversion x worst stress loss of the unhedged lot, collateral at own haircut")
+@click.option("--hedge-horizon", "hedge_horizon_s", type=float, default=3600.0, show_default=True,
+              help="hedging valuation: seconds to work the options out (the residual risk's window)")
 @click.option("--aversion", type=float, default=0.25, show_default=True,
-              help="share of the lot's worst stress loss charged against its value")
-@click.option("--own-haircut", type=float, default=0.10, show_default=True, help="own haircut of risky collateral")
+              help="conservative valuation: share of the lot's worst stress loss charged against its value")
+@click.option("--own-haircut", type=float, default=0.10, show_default=True,
+              help="conservative valuation: own haircut of risky collateral")
 @click.option("--vol", type=float, default=0.8, show_default=True, help="flat vol when no market file is given")
 @click.option("--market-file", default=None, help="JSON {spot, atm_vol, skew, curvature} re-read every pass")
 @click.option("--poll", "poll_s", type=float, default=0.5, show_default=True)
@@ -49,6 +56,9 @@ def liquidator_main() -> None:
                    "another account, which the core requires)")
 @click.option("--no-prime-claim-slot", is_flag=True,
               help="do not write the own claim slot at start (primeClaimSlot); the first bid then costs ~17k gas more")
+@click.option("--no-last-resort", is_flag=True,
+              help="do not call takeAsLastResort when an auction is due for the buyer of last resort (leave it to "
+                   "others, e.g. the fund's operator)")
 @click.option("--keeper-url", "keeper_urls", multiple=True,
               help="keeper HTTP API (for recordMargin proofs of its own account and of expired breaches); repeatable")
 @click.option("--keeper-urls-file", default=None, help="JSON list of keeper URLs, re-read when needed")
@@ -57,10 +67,12 @@ def liquidator_main() -> None:
 @click.option("--metrics-port", type=int, default=0, help="Prometheus metrics on 127.0.0.1:<port> (0: off)")
 @click.option("--max-seconds", type=float, default=None, help="stop after this long (default: until signalled)")
 @click.option("--log-level", default="INFO", type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"]))
-def run_cmd(deployment_file, rpc_url, key_env, strategy, edge, aversion, own_haircut, vol, market_file, poll_s,
-            min_fraction, margin_safety, gas_price_gwei, no_start, no_settle_claims, no_prime_claim_slot, keeper_urls,
-            keeper_urls_file, name, events_file, metrics_port, max_seconds, log_level) -> None:
-    """Watch breaches and auctions; start auctions and bid when the price beats the valuation by the edge."""
+def run_cmd(deployment_file, rpc_url, key_env, strategy, edge, valuation, hedge_horizon_s, aversion, own_haircut, vol,
+            market_file, poll_s, min_fraction, margin_safety, gas_price_gwei, no_start, no_settle_claims,
+            no_prime_claim_slot, no_last_resort, keeper_urls, keeper_urls_file, name, events_file, metrics_port,
+            max_seconds, log_level) -> None:
+    """Watch breaches and auctions; start auctions, bid when the price beats the valuation by the edge, and call
+    the buyer of last resort when an auction is due for it."""
 
     logging.basicConfig(level=getattr(logging, log_level), format=f"%(asctime)s {name} %(levelname)s %(message)s")
     key = os.environ.get(key_env, "").strip()
@@ -70,8 +82,11 @@ def run_cmd(deployment_file, rpc_url, key_env, strategy, edge, aversion, own_hai
         fail("liquidator", f"deployment file not found: {deployment_file}")
     if not 0 <= edge < 1:
         fail("liquidator", f"--edge must be in [0, 1), got {edge}")
+    if not hedge_horizon_s > 0:
+        fail("liquidator", f"--hedge-horizon must be > 0 seconds, got {hedge_horizon_s}")
     settings = LiquidatorSettings(
-        rpc_url=rpc_url, deployment_file=deployment_file, key=key, strategy=strategy, edge=edge, aversion=aversion,
+        rpc_url=rpc_url, deployment_file=deployment_file, key=key, strategy=strategy, edge=edge, valuation=valuation,
+        hedge_horizon_s=hedge_horizon_s, take_last_resort=not no_last_resort, aversion=aversion,
         own_haircut=own_haircut, vol=vol, market_file=market_file, poll_s=poll_s, min_fraction=min_fraction,
         margin_safety=margin_safety, gas_price_gwei=gas_price_gwei, start_auctions=not no_start,
         settle_claims=not no_settle_claims, prime_claim_slot=not no_prime_claim_slot, name=name,

@@ -1,6 +1,7 @@
 """The liquidator bot (docs/liquidator.md): follows auction events, reads each running auction into a status
-(:mod:`.status`), asks its strategy (:mod:`.strategies`: a status in, a stance out), bids and settles its claims
-(:mod:`.execution`)."""
+(:mod:`.status`), asks its model (:func:`.model.decide_lot`: a status in, a stance out; the lot valued with the
+configured valuation, ``hedging`` by default, then its strategy), bids and settles its claims, and calls the buyer
+of last resort (``takeAsLastResort``) when an auction is due for it (:mod:`.execution`)."""
 from __future__ import annotations
 
 import json
@@ -12,8 +13,11 @@ from pathlib import Path
 from prometheus_client import Counter, start_http_server
 
 from keeper.bots.liquidator.execution import BidExecution
+from keeper.bots.liquidator.hedging import HedgingAppetite
+from keeper.bots.liquidator.model import VALUATIONS, LotValuer, decide_lot
 from keeper.bots.liquidator.status import ChainStatus
-from keeper.bots.liquidator.strategies import LotQuote, decide_lot, load_strategy
+from keeper.bots.liquidator.strategies import LotQuote, load_strategy
+from keeper.bots.liquidator.valuation import RiskAppetite
 from keeper.chain.deploy import web3_for
 from keeper.chain.revert import RevertDecoder
 from keeper.chain.sender import Sender
@@ -30,6 +34,12 @@ class LiquidatorSettings:
     key: str
     strategy: str = "edge"
     edge: float = 0.02
+    #: how lots are valued (:data:`keeper.bots.liquidator.model.VALUATIONS`): ``hedging`` (delta-hedged, charges the
+    #: residual gamma/vega over ``hedge_horizon_s`` plus spreads; bids inside the deployed 0.1 MM span) or
+    #: ``conservative`` (``aversion`` x the worst loss of the unhedged lot on a stress grid, collateral at
+    #: ``own_haircut``)
+    valuation: str = "hedging"
+    hedge_horizon_s: float = 3600.0
     aversion: float = 0.25
     own_haircut: float = 0.10
     vol: float = 0.8
@@ -53,6 +63,21 @@ class LiquidatorSettings:
     #: write the own claim slot once at start (``primeClaimSlot``) so that even the first bid in a race pays no
     #: zero-slot write (about 17,000 gas less in the time-critical transaction)
     prime_claim_slot: bool = True
+    #: call ``takeAsLastResort`` (anyone may) when an auction is due for the buyer of last resort
+    #: (``lastResortDue``: at its floor after ``lastResortAfter`` resets, with a fund account set); off: leave it to
+    #: others (e.g. the fund's operator)
+    take_last_resort: bool = True
+
+    def __post_init__(self) -> None:
+        if self.valuation not in VALUATIONS:
+            raise ValueError(f"valuation must be one of {', '.join(VALUATIONS)}, got {self.valuation!r}")
+        if not self.hedge_horizon_s > 0:
+            raise ValueError(f"hedge horizon must be > 0 seconds, got {self.hedge_horizon_s}")
+
+    def valuer(self) -> LotValuer:
+        """The configured :class:`~keeper.bots.liquidator.model.LotValuer`."""
+        return LotValuer(self.valuation, RiskAppetite(aversion=self.aversion, default_haircut=self.own_haircut),
+                         HedgingAppetite(horizon_s=self.hedge_horizon_s))
 
 
 class LiquidatorBot:
@@ -79,11 +104,12 @@ class LiquidatorBot:
         self.sender = Sender(self.w3, settings.key)
         self.address = self.sender.address
         self.strategy = strategy or load_strategy(settings.strategy, settings.edge, settings.strategy_timeout_s)
+        self.valuer = settings.valuer()
         self.reverts = RevertDecoder(dep["abi"]["auction"], dep["abi"]["clearinghouse"])
         self.from_block = int(dep["block"])
         self.running: dict[str, int] = {}  # account -> auction id
         self.stats = {"auctions_seen": 0, "bids_sent": 0, "bids_filled": 0, "lost_races": 0, "no_bid": 0,
-                      "errors": 0, "starts": 0, "claims_settled": 0}
+                      "errors": 0, "starts": 0, "claims_settled": 0, "last_resort_takes": 0}
         self.status = ChainStatus(self.w3, self.ch, self.auction, settings, self.full, dep["quote_asset"], self.address,
                                   emit=self.emit, refresh_margin=lambda account: self.execution.refresh_margin(account))
         self.execution = BidExecution(self.w3, self.ch, self.auction, self.sender, self.reverts, settings, self.running,
@@ -182,7 +208,8 @@ class LiquidatorBot:
 
     # -------------------------------------------------------------- auctions
     def evaluate(self, account: str):
-        """(quote, decision, context) for one running auction, or None when it needs a reset or is gone."""
+        """(quote, decision, valuation) for one running auction, or None when it needs a reset (then it is reset,
+        or taken by the buyer of last resort when that is due) or is gone."""
 
         try:
             price, allowed, _factor, needs_reset = self.auction.functions.quote(account).call()
@@ -191,13 +218,16 @@ class LiquidatorBot:
             self.emit("auction_gone", account=account, reason=self.reverts.name(e) or str(e)[:80])
             return None
         if needs_reset:
-            self.execution.try_redo(account)
+            if self.s.take_last_resort and self.status.last_resort_due(account):
+                self.execution.try_last_resort(account)
+            else:
+                self.execution.try_redo(account)
             return None
         st = self.status.auction_state(account, int(price), int(allowed))
         if st.remaining <= 0:
             return None
-        quote, val = self.status.lot_quote(st)
-        return quote, decide_lot(self.strategy, quote, st.equity, st.remaining), val
+        stance = decide_lot(self.status.lot_status(st), self.valuer, self.strategy)
+        return stance.quote, stance.decision, stance.valuation
 
     def consider(self, account: str) -> str:
         """One auction: value it, ask the strategy, and bid when it says so. An unsettled own claim on another
@@ -245,7 +275,8 @@ class LiquidatorBot:
     def run(self, max_seconds: float | None = None) -> None:
         """Loop until :meth:`stop` (or ``max_seconds``)."""
         t0 = time.monotonic()
-        self.emit("started", address=self.address, strategy=getattr(self.strategy, "name", "?"))
+        self.emit("started", address=self.address, strategy=getattr(self.strategy, "name", "?"),
+                  valuation=self.s.valuation)
         if self.s.prime_claim_slot:
             self.execution.prime_claim_slot()
         try:

@@ -1,5 +1,6 @@
 """What the liquidator sends: bids (with their price limit and deadline; a lost race told apart from a fault),
-auction starts, restarts and finishes, its own margin record, and the settlement of its claims.
+auction starts, restarts and finishes, the buyer of last resort's take (``takeAsLastResort``), its own margin
+record, and the settlement of its claims.
 """
 from __future__ import annotations
 
@@ -121,6 +122,57 @@ class BidExecution:
         except Exception as e:  # noqa: BLE001
             self.emit("redo_skipped", account=account, reason=self.reverts.name(e) or str(e)[:120])
 
+
+    def try_last_resort(self, account: str, refreshed: bool = False) -> str:
+        """Call ``takeAsLastResort(account)`` (anyone may): the auction reached its floor after ``lastResortAfter``
+        resets, so the fund's account takes the restoring fraction (everything for an insolvent book) at the fresh
+        attested model value, paid by the insurance fund, and the auction ends. It needs a fresh breach record of
+        the account's current state, as ``redo`` does: when it expired, the account's current leaf is recorded from
+        a keeper first. When the fund cannot pay (``LA_FundCannotPay``) the auction is reset instead (the contract
+        allows ``redo`` then). Returns ``taken``, ``reset`` (fell back to ``redo``), ``skipped`` (another caller took
+        or ended it first, or it is not due) or ``error`` (logged and counted)."""
+        fn = self.auction.functions.takeAsLastResort(account)
+        try:
+            fn.estimate_gas({"from": self.address})
+        except Exception as e:  # noqa: BLE001 - would revert: stale record, lost race, fund cannot pay
+            reason = self.reverts.name(e) or str(e)[:120]
+            if reason in ("LA_RecordExpired", "LA_StaleBreach", "LA_NoBreach") and not refreshed \
+                    and self.refresh_margin(account):
+                return self.try_last_resort(account, refreshed=True)
+            if reason == "LA_FundCannotPay":
+                self.emit("last_resort_unaffordable", account=account, reason=reason)
+                self.try_redo(account)
+                return "reset"
+            if self._redo_reason.get(account) != reason:  # log a reason once, not on every pass
+                self._redo_reason[account] = reason
+                self.emit("last_resort_skipped", account=account, reason=reason)
+            return "skipped"
+        self._redo_reason.pop(account, None)
+        try:
+            rcpt = self.sender.call(fn, "takeAsLastResort")
+        except Exception as e:  # noqa: BLE001 - another caller was first in the same block, or RPC
+            self.sender.reset_nonce()
+            name = self.reverts.name(e)
+            if name in ("LA_NoAuction", "LA_AuctionDone", "LA_LastResortNotDue"):
+                self.emit("last_resort_skipped", account=account, reason=name)
+                return "skipped"
+            self.count("errors")
+            self.emit("last_resort_error", account=account, reason=name or str(e)[:160])
+            return "error"
+        taken = self.auction.events.LastResortTaken().process_receipt(rcpt, errors=DISCARD)
+        spent = self.auction.events.FundSpent().process_receipt(rcpt, errors=DISCARD)
+        got = taken[0]["args"] if taken else {}
+        self.running.pop(account, None)
+        if str(got.get("fundAccount", "")).lower() == self.address.lower():
+            self.status.may_hold_claim = True  # this bot operates the fund's account: the claim is its own
+        self.count("last_resort_takes")
+        self.emit("last_resort_taken", auction=int(got.get("id", 0)), account=account,
+                  fund_account=got.get("fundAccount"), fraction=int(got.get("fractionWad", 0)) / WAD,
+                  price=int(got.get("price", 0)), amount=int(got.get("amount", 0)),
+                  fund_spent=sum(int(x["args"]["amount"]) for x in spent),
+                  fund_balance=int(got.get("fundBalance", 0)), tx=rcpt["transactionHash"].hex(),
+                  block=int(rcpt["blockNumber"]))
+        return "taken"
 
     def try_finish(self, account: str) -> str:
         """End an auction whose sale is complete (``finish``, anyone may: it pays the escrow to the account, the

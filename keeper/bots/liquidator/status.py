@@ -1,8 +1,8 @@
 """What the liquidator reads from the chain, as a status: the market (attested spots, its own vol), an account's
-holdings, its own free margin and claim, an auction's state, and from them the :class:`LotQuote` its strategy
-decides on (:func:`keeper.bots.liquidator.strategies.decide_lot`). Reads only, except that :meth:`free_margin` may
-first record the liquidator's own leaf (``refresh_margin``:
-:meth:`keeper.bots.liquidator.execution.BidExecution.refresh_margin`).
+holdings, its own free margin and claim, an auction's state (and whether the buyer of last resort is due), and from
+them the :class:`~keeper.bots.liquidator.model.LotStatus` its model decides on
+(:func:`keeper.bots.liquidator.model.decide_lot`). Reads only, except that :meth:`free_margin` may first record the
+liquidator's own leaf (``refresh_margin``: :meth:`keeper.bots.liquidator.execution.BidExecution.refresh_margin`).
 """
 from __future__ import annotations
 
@@ -13,17 +13,13 @@ from typing import Callable
 
 import numpy as np
 
-from keeper.bots.liquidator.strategies import LotQuote
+from keeper.bots.liquidator.model import LotStatus
 from keeper.bots.liquidator.valuation import (
-    LotValuation,
     MarketView,
     Portfolio,
-    RiskAppetite,
     SeriesSpec,
     flat_vol,
     gas_cost_quote,
-    make_quote,
-    value_portfolio,
 )
 from keeper.units import WAD
 
@@ -187,19 +183,23 @@ class ChainStatus:
         # Auction(starter, startedAt, expectedNonce, equity, maintenance, soldWad, initial, rewardPromised, id, ...)
         return AuctionState(account, int(a[8]), int(price), int(allowed_wad), int(a[3]), int(a[6]), int(a[5]))
 
-    def lot_quote(self, st: AuctionState) -> tuple[LotQuote, LotValuation]:
-        """What the strategy is asked about: the original lot (the account's holdings scaled back by the part already
-        sold) valued with the liquidator's own engine, gas, and its free margin; ``margin_per_lot`` is the contract's
-        own margin rule for the bidder (amount + fraction * (IM - E) of headroom)."""
+    def last_resort_due(self, account: str) -> bool:
+        """``lastResortDue(account)``: the auction is at its floor or tail after the configured resets with a fund
+        account set, so ``redo`` is refused and ``takeAsLastResort`` (anyone may call it) takes the book. False on a
+        module without the buyer of last resort."""
+        if not any(i.get("name") == "lastResortDue" for i in self.auction.abi):
+            return False
+        return bool(self.auction.functions.lastResortDue(account).call())
+
+    def lot_status(self, st: AuctionState) -> LotStatus:
+        """What the model decides on (:func:`keeper.bots.liquidator.model.decide_lot`): the auction ``st``, the
+        account's current holdings and their series, the market as the liquidator sees it, gas for one bid and its
+        own free margin."""
         held = self.holdings(st.account)
-        original = held.scaled(1.0 / st.remaining)  # price and fractions refer to the original portfolio
         mkt = self.market()
-        app = RiskAppetite(aversion=self.s.aversion, default_haircut=self.s.own_haircut)
-        val = value_portfolio(original, self.series, mkt, app, self.decimals)
         native = mkt.spots.get(self.full.get("underlying", ""), 2000.0)
         gas = gas_cost_quote(self.s.gas_per_bid, int(self.s.gas_price_gwei * 1e9), native, self.decimals)
-        quote = make_quote(auction_id=st.auction_id, account=st.account, now=mkt.now, auction_price=st.price,
-                           valuation=val, gas_cost=gas, free_margin=self.free_margin(),
-                           max_fraction=st.allowed_wad / WAD, min_fraction=self.s.min_fraction)
-        quote = LotQuote(**{**quote.to_json(), "margin_per_lot": max(st.price, 0) + max(st.initial - st.equity, 0)})
-        return quote, val
+        return LotStatus(auction_id=st.auction_id, account=st.account, now=int(mkt.now), price=st.price,
+                         allowed_wad=st.allowed_wad, equity=st.equity, initial=st.initial, sold_wad=st.sold_wad,
+                         holdings=held, series=dict(self.series), market=mkt, quote_decimals=self.decimals,
+                         gas_cost=gas, free_margin=self.free_margin(), min_fraction=self.s.min_fraction)

@@ -111,10 +111,10 @@ def affordable_fraction(quote: LotQuote) -> float:
     return max(0.0, min(1.0, quote.max_fraction, quote.free_margin / quote.margin_per_lot))
 
 
-def decide_lot(strategy: Strategy, quote: LotQuote, equity: int, remaining: float) -> BidDecision:
-    """The bot's stance on one auction: ``strategy``'s decision on ``quote``, except that an insolvent account
-    (``equity`` < 0, quote base units) must be bought whole: no bid while the auction allows less than the
-    ``remaining`` fraction, and a bid takes all of it."""
+def decide_on_quote(strategy: Strategy, quote: LotQuote, equity: int, remaining: float) -> BidDecision:
+    """``strategy``'s decision on ``quote``, except that an insolvent account (``equity`` < 0, quote base units)
+    must be bought whole: no bid while the auction allows less than the ``remaining`` fraction, and a bid takes all
+    of it. (:func:`keeper.bots.liquidator.model.decide_lot` values the lot and calls this.)"""
     if equity < 0 and quote.max_fraction < remaining - 1e-12:
         return BidDecision(False, reason="insolvent auction must be bought whole")
     decision = strategy.decide(quote)

@@ -12,7 +12,7 @@ from keeper.bots.liquidator.strategies import (
     ExternalCommandStrategy,
     LotQuote,
     affordable_fraction,
-    decide_lot,
+    decide_on_quote,
     load_strategy,
 )
 
@@ -58,17 +58,17 @@ def test_an_insolvent_lot_is_bought_whole_or_not_at_all():
     s = EdgeStrategy(0.05)
     # a solvent account: the strategy's own stance, whatever is left of the lot
     q = quote(max_fraction=0.3)
-    assert decide_lot(s, q, equity=1, remaining=0.8) == s.decide(q)
+    assert decide_on_quote(s, q, equity=1, remaining=0.8) == s.decide(q)
     assert s.decide(q).fraction == pytest.approx(0.3)
     # insolvent (equity < 0) while the auction lets a bid take only 0.3 of the 0.8 left: no bid at any price
-    d = decide_lot(s, q, equity=-1, remaining=0.8)
+    d = decide_on_quote(s, q, equity=-1, remaining=0.8)
     assert not d.bid and "whole" in d.reason
     # insolvent and the whole rest may be taken: the bid takes all 0.8 at the strategy's own limit
     q = quote(max_fraction=0.8)
-    d = decide_lot(s, q, equity=-1, remaining=0.8)
+    d = decide_on_quote(s, q, equity=-1, remaining=0.8)
     assert d.bid and d.fraction == 0.8 and d.max_price == s.decide(q).max_price
     # insolvent, but the strategy does not bid (price above its limit): still no bid
-    assert not decide_lot(s, quote(max_fraction=0.8, auction_price=10**9), equity=-1, remaining=0.8).bid
+    assert not decide_on_quote(s, quote(max_fraction=0.8, auction_price=10**9), equity=-1, remaining=0.8).bid
 
 
 def test_bad_edge_rejected():

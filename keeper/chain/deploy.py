@@ -140,21 +140,22 @@ class DeployConfig:
     target_buffer: float = 0.10
     auction_tau: int = 600
     #: the auction's floor (``cuspWad``): once the linear curve's factor falls below it, bids stop and the auction
-    #: must be reset from a fresh attested value (MakerDAO's cusp; ETH-A used 0.4). The design the backtest chose
-    #: (docs/risk-efficacy.md) is 0.1 (the contract's ``MIN_CUSP``) with ``auction_span = 0.10``: see
-    #: :data:`CHOSEN_AUCTION` (not the default yet: today's liquidator bot values lots far below a 0.1 MM span and
-    #: does not call ``takeAsLastResort``, so with it nothing would fill in the scenario)
-    auction_floor: float = 0.4
+    #: must be reset from a fresh attested value (MakerDAO's cusp). Default: the design the backtest chose
+    #: (docs/risk-efficacy.md, :data:`CHOSEN_AUCTION`): 0.1, the contract's ``MIN_CUSP``; the earlier design used 0.4
+    auction_floor: float = 0.1
     #: ``spanWad``: the price of a whole book moves by at most ``ceil(auction_span * MM)`` from its attested model
-    #: value (never below zero for a solvent book); 1.0: the whole value (``min(V, MM)``), today's span in size
-    auction_span: float = 1.0
+    #: value (never below zero for a solvent book). Default 0.10 (chosen); 1.0 is the earlier span in size
+    #: (``min(V, MM)``)
+    auction_span: float = 0.10
     #: ``lastResortAfter``: resets after which, at the floor, the fund's account takes the book (buyer of last
-    #: resort) instead of a further reset
+    #: resort) instead of a further reset (chosen: 1)
     last_resort_after: int = 1
-    #: the fund's account (``setFundAccount``), the holder of what the buyer of last resort takes: an address,
-    #: ``"owner"`` for the deployer's address, or ``None`` for none (then auctions reset for ever, as before; the
-    #: liquidator bot does not call ``takeAsLastResort`` yet)
-    fund_account: str | None = None
+    #: the fund's account (``setFundAccount``), the holder of what the buyer of last resort takes: ``"owner"`` (the
+    #: default) for the deployer's address (the operator key that stays guardian, risk admin and the timelock's
+    #: proposer: it can unwind the book at once, which the timelock could only do after its delay), an address (a
+    #: dedicated key or a multisig the deployer names), or ``None`` for none (then auctions reset for ever: the
+    #: earlier design)
+    fund_account: str | None = "owner"
     fund_seed: float = 50_000.0
     #: minimum delay [s] of the BackstopTimelock that owns the deployment once it is set up (every power that can
     #: loosen risk or move value waits this long); ``None`` leaves the deployer's key as owner (unit tests only)
@@ -162,8 +163,12 @@ class DeployConfig:
 
 
 #: the auction parameters the backtest chose (docs/risk-efficacy.md "What the contracts do"): floor 0.1, span 0.1 MM,
-#: the buyer of last resort after one reset; ``dataclasses.replace(cfg, **CHOSEN_AUCTION, fund_account=...)``
+#: the buyer of last resort after one reset; :class:`DeployConfig`'s defaults (tests/chain/test_deploy_defaults.py)
 CHOSEN_AUCTION = {"auction_floor": 0.1, "auction_span": 0.10, "last_resort_after": 1}
+
+#: the auction parameters of the earlier design (floor 0.4, span = the whole value ``min(V, MM)``, no buyer of last
+#: resort: auctions reset for ever), for tests that exercise it on purpose: ``DeployConfig(**EARLIER_AUCTION)``
+EARLIER_AUCTION = {"auction_floor": 0.4, "auction_span": 1.0, "fund_account": None}
 
 #: name of the mintable ERC20 test token contract (contracts/test/) the local deployment uses
 TOKEN_CONTRACT = "TestERC20"
@@ -190,6 +195,7 @@ class DeployResult:
     params: dict
     deployment_file: str = ""
     timelock: str = ""  # the BackstopTimelock owning the contracts ("" when the deployer's key owns them)
+    fund_account: str = ""  # the buyer of last resort's account (``setFundAccount``; "" when none was set)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -219,8 +225,10 @@ def deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConfi
            rpc_url: str = "", deployment_file: Path | str | None = None, token_contract: str = TOKEN_CONTRACT,
            progress=None) -> DeployResult:
     """Deploy tokens, Clearinghouse and LiquidationAuction; register keepers and threshold, list collateral with
-    haircuts and caps, create the series grid around ``cfg.spot0``, set the auction as liquidation module and seed
-    the insurance fund; write the deployment file when ``deployment_file`` is given.
+    haircuts and caps, create the series grid around ``cfg.spot0``, set the auction as liquidation module (the
+    chosen auction design by default, :data:`CHOSEN_AUCTION`), set the fund's account (``cfg.fund_account``: the
+    deployer's address by default) and seed the insurance fund; write the deployment file when ``deployment_file``
+    is given.
 
     Every failure is a :class:`DeployError` naming the step (a transaction of a step that would revert or
     reverted, :class:`TxFailed` from the sender, is reported as the deployment's failure)."""
@@ -238,6 +246,7 @@ def _deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConf
         raise DeployError(f"threshold {cfg.threshold} of {cfg.n_keepers} keepers: need 2M > N and M <= N")
     if len(keeper_addresses) != cfg.n_keepers:
         raise DeployError(f"{len(keeper_addresses)} keeper addresses given, config says {cfg.n_keepers}")
+    resolve_fund_account(cfg.fund_account, Account.from_key(owner_key).address)  # a bad name fails before any tx
     arts = load_artifacts([token_contract, "Clearinghouse", "ClearinghouseAdmin", "LiquidationAuction",
                            "FallbackMarginLogic", "AuctionLogic", "BackstopTimelock"])
     owner = Sender(w3, owner_key)
@@ -298,10 +307,13 @@ def _deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConf
     auction = owner.deploy(auction_art, ch.address, owner.address, auction_config_tuple(cfg))
     owner.call(ch.functions.setLiquidationModule(auction.address), "setLiquidationModule")
     say(f"LiquidationAuction at {auction.address} (liquidation module; AuctionLogic at {auction_logic.address})")
-    if cfg.fund_account is not None:
-        fund_account = owner.address if cfg.fund_account == "owner" else to_checksum_address(cfg.fund_account)
+    fund_account = resolve_fund_account(cfg.fund_account, owner.address, auction.address)
+    if fund_account:
         owner.call(auction.functions.setFundAccount(fund_account), "setFundAccount")
-        say(f"fund's account (buyer of last resort after {cfg.last_resort_after} reset(s)): {fund_account}")
+        who = "the deployer's address" if fund_account == owner.address else "named by the deployer"
+        say(f"fund's account (buyer of last resort after {cfg.last_resort_after} reset(s)): {fund_account} ({who})")
+    else:
+        say("no fund's account: no buyer of last resort, auctions reset for ever")
     if cfg.fund_seed > 0:
         seed = int(cfg.fund_seed * 10**cfg.quote_decimals)
         owner.call(quote.functions.mint(owner.address, seed), "mint fund seed")
@@ -324,15 +336,33 @@ def _deploy(w3, owner_key: str, keeper_addresses: Sequence[str], cfg: DeployConf
         threshold=cfg.threshold, series=series,
         params={"short_margin_fraction": cfg.short_margin_fraction, "penalty": cfg.penalty,
                 "target_buffer": cfg.target_buffer, "auction_tau": cfg.auction_tau, "auction_floor": cfg.auction_floor,
+                "auction_span": cfg.auction_span, "last_resort_after": cfg.last_resort_after,
                 "max_attestation_age": cfg.max_attestation_age, "max_price_age": cfg.max_price_age,
                 "spot0": cfg.spot0, "auction_config": list(auction_config_tuple(cfg)),
                 "governance_delay": cfg.governance_delay},
-        timelock=timelock or "",
+        timelock=timelock or "", fund_account=fund_account or "",
     )
     if deployment_file is not None:
         res.deployment_file = str(write_bot_deployment(res, deployment_file))
         say(f"deployment file written: {res.deployment_file}")
     return res
+
+
+def resolve_fund_account(spec: str | None, owner: str, auction: str = "") -> str:
+    """The fund's account a :class:`DeployConfig` names: ``"owner"`` -> the deployer's address ``owner``, an address
+    -> itself (checksummed), ``None``/``"none"``/``""`` -> ``""`` (none). Raises :class:`DeployError` for anything
+    else, the zero address or the auction module itself (the contract refuses both: ``LA_InvalidFundAccount``)."""
+    if spec is None or str(spec).strip().lower() in ("", "none"):
+        return ""
+    if str(spec).strip().lower() == "owner":
+        return to_checksum_address(owner)
+    try:
+        addr = to_checksum_address(str(spec).strip())
+    except ValueError:
+        raise DeployError(f"fund account {spec!r}: give 'owner', 'none' or a 0x address") from None
+    if int(addr, 16) == 0 or (auction and addr.lower() == auction.lower()):
+        raise DeployError(f"fund account {addr}: not the zero address or the auction module")
+    return addr
 
 
 def hand_over_to_timelock(w3, owner: "Sender", timelock_art: Artifact, owned: Sequence, delay: int) -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 from eth_account import Account
 
-from keeper.chain.deploy import DeployConfig, derive_keys, web3_for
+from keeper.chain.deploy import DeployConfig, derive_keys, resolve_fund_account, web3_for
 from keeper.chain.deploy import deploy as deploy_protocol
 from keeper.chain.local import DEFAULT_MNEMONIC, ensure_chain
 from keeper.cli.common import fail
@@ -49,11 +49,21 @@ def _check_auction_floor(value: float) -> None:
 @click.option("--auction-tau", type=int, default=600, show_default=True,
               help="seconds for the linear auction price to fall from the attested value to zero (the floor must "
                    "not be reached within 300 s: tau x (1 - floor) >= 300)")
-@_auction_floor_option
+@click.option("--auction-floor", type=float, default=DeployConfig.auction_floor, show_default=True,
+              help="auction floor (cusp): below this share of the span an auction must be reset (or, after "
+                   "--last-resort-after resets, taken by the fund's account); at least 0.1 (the contract's MIN_CUSP)")
+@click.option("--auction-span", type=float, default=DeployConfig.auction_span, show_default=True,
+              help="spanWad: the price moves at most ceil(span x MM) below the attested model value; (0, 1]")
+@click.option("--last-resort-after", type=int, default=DeployConfig.last_resort_after, show_default=True,
+              help="resets after which the fund's account takes the book at the floor (0-16)")
+@click.option("--fund-account", default=DeployConfig.fund_account, show_default=True,
+              help="the buyer of last resort's account: 'owner' (the deployer's address, which stays guardian, risk "
+                   "admin and timelock proposer), a 0x address (a dedicated key or multisig), or 'none' (no buyer "
+                   "of last resort: auctions reset for ever)")
 @click.option("--keep-running/--stop-chain", default=True, show_default=True,
               help="leave a chain started here running (in the foreground until Ctrl-C)")
 def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers, spot, auction_tau, auction_floor,
-               keep_running) -> None:
+               auction_span, last_resort_after, fund_account, keep_running) -> None:
     """Deploy Backstop (tokens, Clearinghouse, keeper set, collateral, series, auction, fund) and write the
     deployment file the bots read."""
 
@@ -64,6 +74,14 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
     if auction_tau * (1 - auction_floor) < 300:
         fail("backstop", f"--auction-tau {auction_tau} s with floor {auction_floor} reaches the floor in "
               f"{auction_tau * (1 - auction_floor):.0f} s; the contract needs at least 300 s (MIN_DESCENT)")
+    if not 0 < auction_span <= 1:
+        fail("backstop", f"--auction-span must be in (0, 1], got {auction_span}")
+    if not 0 <= last_resort_after <= 16:
+        fail("backstop", f"--last-resort-after must be in [0, 16], got {last_resort_after}")
+    try:
+        resolve_fund_account(fund_account, "0x" + "00" * 19 + "01")
+    except DeployError as e:
+        fail("backstop", str(e))
     try:
         chain = ensure_chain(rpc_url, backend, mnemonic=mnemonic or DEFAULT_MNEMONIC)
     except DeployError as e:
@@ -71,14 +89,15 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
     try:
         keys = derive_keys(chain.mnemonic, 1 + n_keepers)
         cfg = DeployConfig(n_keepers=n_keepers, threshold=threshold, spot0=spot, auction_tau=auction_tau,
-                           auction_floor=auction_floor)
+                           auction_floor=auction_floor, auction_span=auction_span,
+                           last_resort_after=last_resort_after, fund_account=fund_account)
         res = deploy_protocol(web3_for(chain.url), keys[0], [Account.from_key(k).address for k in keys[1:]], cfg,
                      rpc_url=chain.url, deployment_file=deployment_file, progress=lambda m: click.echo(f"  {m}"))
     except DeployError as e:
         chain.stop()
         fail("backstop", str(e))
     click.echo(f"deployed on chain {res.chain_id} at block {res.block}: Clearinghouse {res.clearinghouse}, "
-               f"auction {res.auction}; wrote {res.deployment_file}")
+               f"auction {res.auction}, fund's account {res.fund_account or 'none'}; wrote {res.deployment_file}")
     if chain.started_here:
         if keep_running:
             click.echo(f"{backend} is running at {chain.url} (pid {chain.process.pid}); Ctrl-C stops it")

@@ -29,6 +29,8 @@ def test_deploy_hands_every_owner_power_to_the_timelock(tmp_path):
         assert tl.functions.hasRole(admin, res.timelock).call()  # the timelock administers itself
         assert ch.functions.guardian().call() == deployer.address == ch.functions.riskAdmin().call()
         assert auction.functions.guardian().call() == deployer.address
+        # the buyer of last resort's account: the deployer's address by default (set before the hand-over)
+        assert auction.functions.fundAccount().call() == deployer.address == res.fund_account
         # the deployer's key: no direct owner power left, the guardian's pause works
         with pytest.raises(TxFailed, match=r"setKeeperSet would revert: OwnableUnauthorizedAccount\("):
             deployer.call(ch.functions.setKeeperSet([deployer.address], 1), "setKeeperSet")

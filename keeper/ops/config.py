@@ -287,6 +287,9 @@ class RiskSettings(_Model):
         "underlyings (docs/risk.md); null: off"))
     near_margin_ratio: float = Field(1.2, ge=1, le=100,
                                      description="accounts with equity < ratio * MM are listed as near margin")
+    workers: int = Field(1, ge=1, le=64, description=(
+        "threads the risk run splits the accounts across (keeper.ops.pool.RiskPool; 2 uses both cores of a 2-core "
+        "machine). Not part of the inputs document: the leaves are the same bits whatever the count"))
 
 
 class PublishSettings(_Model):

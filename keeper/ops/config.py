@@ -200,6 +200,38 @@ class AssetMarketSettings(_Model):
 _ONE_ASSET_KEYS = ("underlying", "spot_sources", "chain")
 
 
+class HybridMarkSettings(_Model):
+    """The hybrid mark's thresholds (``market.hybrid``; docs/keeper.md "The hybrid mark, live", docs/surface.md): a
+    series is marked to its venue mid only while its book passes every test, entering with the ``enter_*`` values
+    (stricter) after ``enter_blocks`` consecutive attested documents and leaving when it fails the ``leave_*``
+    values; otherwise to the model. The fields are :class:`keeper.quant.marks.MarkConfig`'s; recorded in every inputs
+    document (``underlyings[i].hybrid.config``)."""
+
+    enter_max_rel_spread: float = Field(0.05, gt=0, le=1, description="(ask - bid) / mid to switch to market")
+    leave_max_rel_spread: float = Field(0.10, gt=0, le=1, description="(ask - bid) / mid to stay on market")
+    enter_min_depth: float = Field(5.0, ge=0, description="contracts on the thinner side to switch to market")
+    leave_min_depth: float = Field(2.0, ge=0, description="contracts on the thinner side to stay on market")
+    enter_band_rel: float = Field(0.05, ge=0, le=1, description="|mid - model| / model to switch to market")
+    leave_band_rel: float = Field(0.10, ge=0, le=1, description="|mid - model| / model to stay on market")
+    enter_band_vol: float = Field(0.02, ge=0, le=1, description="|mid - model| / vega (vol) to switch to market")
+    leave_band_vol: float = Field(0.04, ge=0, le=1, description="|mid - model| / vega (vol) to stay on market")
+    band_abs: float = Field(0.0, ge=0, description="|mid - model| in quote units always accepted")
+    max_quote_age_s: float = Field(300.0, gt=0, description="an older quote is stale: model")
+    enter_blocks: int = Field(2, ge=1, le=1000,
+                              description="consecutive attested documents a book must pass before its mid is used")
+
+    @model_validator(mode="after")
+    def _enter_stricter(self) -> "HybridMarkSettings":
+        bad = [f"{a} > {b}" for a, b in (("enter_max_rel_spread", "leave_max_rel_spread"),
+                                         ("enter_band_rel", "leave_band_rel"), ("enter_band_vol", "leave_band_vol"))
+               if getattr(self, a) > getattr(self, b)]
+        if self.enter_min_depth < self.leave_min_depth:
+            bad.append("enter_min_depth < leave_min_depth")
+        if bad:
+            raise ValueError(f"the enter thresholds must be at least as strict as the leave ones: {', '.join(bad)}")
+        return self
+
+
 class MarketSettings(_Model):
     """Market data. Two forms (docs/keeper.md, "Config reference"):
 
@@ -226,6 +258,7 @@ class MarketSettings(_Model):
                                  description="blocks an asset may be priced on its last attested market data")
     fallback_widening: float = Field(0.5, ge=0, le=10,
                                      description="fallback: scenario moves of the asset scaled by 1 + this")
+    hybrid: HybridMarkSettings = Field(default_factory=HybridMarkSettings)
 
     @model_validator(mode="before")
     @classmethod

@@ -11,9 +11,10 @@ import numpy as np
 import scipy.sparse as sp
 
 from keeper.codec.canonical import normalise
-from keeper.codec.merkle import MarginLeaf, MerkleTree
+from keeper.codec.merkle import MarginLeaf, MerkleTree, leaf_hashes
 from keeper.quant.risk.engine import (
     CALL,
+    AccountMap,
     AccountRisk,
     NO_UNDERLYING,
     PUT,
@@ -82,8 +83,13 @@ def shock_factors(unders: Sequence[dict]) -> np.ndarray:
     return np.array(out, dtype=np.float64)
 
 
-def risk_run(inputs: dict, chunk: int = 256) -> RiskRun:
-    """The whole risk computation of an inputs document (:func:`leaves_from_inputs` is its leaves)."""
+def risk_run(inputs: dict, chunk: int = 256, mapper: AccountMap | None = None) -> RiskRun:
+    """The whole risk computation of an inputs document (:func:`leaves_from_inputs` is its leaves).
+
+    ``mapper`` (:class:`keeper.quant.risk.engine.AccountMap`, e.g. ``keeper.ops.pool.RiskPool``): the scenario
+    passes run on blocks of accounts side by side. It is not part of the document, and the leaves are the same bits
+    whatever it is (tests/attest/test_workers_identical.py). The engine's own hash of its input arrays is not
+    computed (``hashes=False``): the document's keccak, signed as ``inputsHash``, binds every input."""
     if inputs.get("schema") != SCHEMA:
         raise ValueError(f"inputs document of schema {inputs.get('schema')!r}, expected {SCHEMA!r}")
     r = inputs["risk"]
@@ -98,18 +104,19 @@ def risk_run(inputs: dict, chunk: int = 256) -> RiskRun:
     accounts = inputs["accounts"]
     n_acc, n_ser, n_as, n_und = len(accounts), len(series), len(assets), len(unders)
 
-    rows, cols, vals = [], [], []
+    # the book, column-wise (one comprehension per column instead of a Python loop filling numpy cells)
+    held = [a["positions"] for a in accounts]
+    rows = [i for i, p in enumerate(held) for _ in p]
+    cols = [sid_index[int(sid)] for p in held for sid, _ in p]
+    vals = [int(size) / WAD for p in held for _, size in p]
+    unit = [10 ** int(x["decimals"]) for x in assets]
+    pledged = [a["collateral"] for a in accounts]
     coll = np.zeros((n_acc, n_as))
-    cash = np.zeros(n_acc)
-    for i, a in enumerate(accounts):
-        for sid, size in a["positions"]:
-            rows.append(i)
-            cols.append(sid_index[int(sid)])
-            vals.append(int(size) / WAD)
-        for asset, amount in a["collateral"]:
-            j = asset_index[asset]
-            coll[i, j] = int(amount) / 10 ** int(assets[j]["decimals"])
-        cash[i] = int(a["cash"]) / 10**dec
+    c_rows = [i for i, c in enumerate(pledged) for _ in c]
+    c_cols = [asset_index[asset] for c in pledged for asset, _ in c]
+    coll[c_rows, c_cols] = [int(amount) / unit[j] for c in pledged for (_, amount), j in
+                            zip(c, (asset_index[asset] for asset, _ in c))]
+    cash = np.array([int(a["cash"]) / 10**dec for a in accounts], dtype=np.float64).reshape(n_acc)
     positions = sp.csr_matrix((vals, (rows, cols)), shape=(n_acc, n_ser))
     st = SeriesTable(
         underlying=np.array([int(s["underlying"]) for s in series], dtype=np.int64),
@@ -141,7 +148,7 @@ def risk_run(inputs: dict, chunk: int = 256) -> RiskRun:
                                                            MertonParams(diffusion_vol=float(r["mc_diffusion_vol"])),
                                                            horizon=horizon, rho=float(rho)), widen)
               if rho is not None and n_und > 1 else None)
-    risk = compute_account_risk(ri, tail, grid, chunk=chunk, stress_set=stress)
+    risk = compute_account_risk(ri, tail, grid, chunk=chunk, hashes=False, stress_set=stress, mapper=mapper)
     total_equity = risk.equity + cash
     model_val = np.asarray(positions @ model_values(ri)).ravel() if n_ser else np.zeros(n_acc)
     eq = to_quote_units(total_equity, dec, "floor")
@@ -154,7 +161,8 @@ def risk_run(inputs: dict, chunk: int = 256) -> RiskRun:
     return RiskRun(ri, tail, grid, risk, cash, leaves, details)
 
 
-def leaves_from_inputs(inputs: dict, chunk: int = 256) -> tuple[list[MarginLeaf], dict]:
+def leaves_from_inputs(inputs: dict, chunk: int = 256, mapper: AccountMap | None = None
+                       ) -> tuple[list[MarginLeaf], dict]:
     """Every account's :class:`MarginLeaf` from an inputs document (``schema`` :data:`SCHEMA`, built by
     :func:`keeper.attest.inputs.build_document`), and per-account details (floats) for the status API.
 
@@ -162,12 +170,12 @@ def leaves_from_inputs(inputs: dict, chunk: int = 256) -> tuple[list[MarginLeaf]
     with it); the Monte Carlo tail set and the stress grid move all of them jointly (docs/risk.md). An underlying
     flagged ``fallback`` (priced on its last attested market data) has its moves and vol shocks widened by
     ``1 + shock_widening`` in both sets. Pure: the same document gives the same leaves bit for bit."""
-    run = risk_run(inputs, chunk)
+    run = risk_run(inputs, chunk, mapper)
     return run.leaves, run.details
 
 
 def solvency_from_run(run: RiskRun, fund: float, excluded: dict | None = None, excluded_equity: float = 0.0,
-                      drop: Sequence[str] = ()) -> SolvencyIndex:
+                      drop: Sequence[str] = (), mapper: AccountMap | None = None) -> SolvencyIndex:
     """The solvency index (:func:`keeper.quant.risk.solvency.solvency_index`) of a document's accounts, over the
     same (widened) tail set their leaves were margined on; ``drop``: accounts of the document that were not attested
     (a leaf the contract cannot store), taken out of the figures. ``fund`` in quote units."""
@@ -178,9 +186,9 @@ def solvency_from_run(run: RiskRun, fund: float, excluded: dict | None = None, e
         sub = RiskInputs(series=ri.series, positions=ri.positions[keep], collateral=ri.collateral[keep],
                          collateral_assets=ri.collateral_assets, forward=ri.forward, vols=ri.vols, marks=ri.marks,
                          params=ri.params)
-        risk = compute_account_risk(sub, run.tail, run.grid)
-        return solvency_index(sub, risk, run.cash[keep], run.tail, fund, excluded, excluded_equity)
-    return solvency_index(run.inputs, run.risk, run.cash, run.tail, fund, excluded, excluded_equity)
+        risk = compute_account_risk(sub, run.tail, run.grid, mapper=mapper)
+        return solvency_index(sub, risk, run.cash[keep], run.tail, fund, excluded, excluded_equity, mapper=mapper)
+    return solvency_index(run.inputs, run.risk, run.cash, run.tail, fund, excluded, excluded_equity, mapper=mapper)
 
 
 def canonical_inputs(doc: dict) -> bytes:
@@ -203,7 +211,7 @@ def recompute_from_archive(blob: bytes) -> tuple[bytes, list[MarginLeaf]]:
     inputs = from_canonical(json.loads(blob))
     leaves, details = leaves_from_inputs(inputs)
     leaves, _, _ = storable_leaves(leaves, details)
-    return MerkleTree([l.hash() for l in leaves]).root, leaves
+    return MerkleTree(leaf_hashes(leaves)).root, leaves
 
 
 def storable_leaves(leaves: Sequence[MarginLeaf], details: dict) -> tuple[list[MarginLeaf], dict, list[tuple[MarginLeaf, str]]]:

@@ -28,9 +28,11 @@ from keeper.bots.keeper.market import (
     surface_status,
 )
 from keeper.bots.keeper.messages import SignedMessages
-from keeper.codec.merkle import MarginLeaf, MerkleTree
+from keeper.codec.merkle import MarginLeaf, MerkleTree, leaf_hashes
 from keeper.data.feed import BlockRef
 from keeper.errors import SettlementUnavailable
+from keeper.quant.marks import MarkConfig
+from keeper.ops.pool import RiskPool
 from keeper.quant.settlement import settlement_price
 from keeper.units import WAD
 
@@ -57,6 +59,8 @@ class KeeperCycle:
         self._quote_decimals: Optional[int] = None
         self._unpriced_logged: set[str] = set()
         self._last_run: Optional[RiskRun] = None
+        #: threads of the risk run (``risk.workers``; not part of the document, the leaves are the same bits)
+        self.risk_pool = RiskPool(getattr(cfg.risk, "workers", 1))
 
     def _skip(self, reason: str, **fields) -> None:
         skip_input(self.metrics, self.log, reason, **fields)
@@ -106,7 +110,7 @@ class KeeperCycle:
                 block=block, markets=markets, series=list(state.series.values()),
                 accounts=list(state.accounts.values()), collateral=collateral, quote_asset=dep.quote_asset,
                 quote_decimals=self.quote_decimals(), risk=risk_document(self.cfg.risk),
-                rejected=rejected)
+                rejected=rejected, previous=prev, mark_config=MarkConfig(**self.cfg.market.hybrid.model_dump()))
         self._log_excluded(pi, head.number)
         doc = pi.document
         accounts = pi.accounts
@@ -122,7 +126,7 @@ class KeeperCycle:
         self.markets.remember_doc(inputs_hash, doc)
         if accounts and leaves:
             with m.stage("sign"):
-                tree = MerkleTree([l.hash() for l in leaves])
+                tree = MerkleTree(leaf_hashes(leaves))
                 att = Attestation(head.number, head.timestamp, inputs_hash, leaves, tree, markets[0].spot_wad, details)
                 att.solvency = self._solvency(pi, out_of_range, head.number)
                 att.quote_decimals = self.quote_decimals()  # rounds the index for its signed solvencyHash
@@ -183,7 +187,7 @@ class KeeperCycle:
     def compute_leaves(self, doc: dict):
         """Every account's leaf computed from the inputs document alone, those that cannot be stored on chain left
         out: ``(leaves, details, out_of_range)`` (:func:`risk_run`, :func:`storable_leaves`)."""
-        run = risk_run(doc)
+        run = risk_run(doc, mapper=self.risk_pool)
         self._last_run = run
         return storable_leaves(run.leaves, run.details)
 
@@ -210,7 +214,7 @@ class KeeperCycle:
             eq = known_equity(pi.document, [a for a in self.chain.state.accounts.values() if a.account in left_out])
             eq += sum(l.equity for l, _ in out_of_range) / 10 ** self.quote_decimals()
             return solvency_from_run(run, self.fund_balance(), excluded, eq,
-                                     drop=[l.account for l, _ in out_of_range])
+                                     drop=[l.account for l, _ in out_of_range], mapper=self.risk_pool)
         except Exception as exc:
             self.log.warning("solvency_failed", block=block_number, error=repr(exc)[:300])
             return None

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from keeper.quant.risk.engine import (
+    AccountMap,
     AccountRisk,
     RiskInputs,
     exposure_matrix,
@@ -69,13 +70,14 @@ def tail_measures(losses: np.ndarray, var_level: float = VAR_LEVEL, es_level: fl
 
 
 def solvency_index(inputs: RiskInputs, risk: AccountRisk, cash: np.ndarray, tail_set: ScenarioSet, fund: float,
-                   excluded: dict | None = None, excluded_equity: float = 0.0, chunk: int = 256) -> SolvencyIndex:
+                   excluded: dict | None = None, excluded_equity: float = 0.0, chunk: int = 256,
+                   mapper: AccountMap | None = None) -> SolvencyIndex:
     """The index of the attested accounts: ``risk`` is their :func:`~keeper.quant.risk.engine.compute_account_risk`
     on ``inputs`` and ``tail_set``; ``cash`` their quote cash (added to equity as in the leaves); ``excluded`` the
     accounts left out of the attestation by reason (count) and ``excluded_equity`` their equity where known."""
     equity = np.asarray(risk.equity, dtype=np.float64) + np.asarray(cash, dtype=np.float64)
     dv = revalue(inputs, tail_set, None, model_values(inputs))
-    losses = shortfall_by_scenario(exposure_matrix(inputs), dv, equity, chunk)
+    losses = shortfall_by_scenario(exposure_matrix(inputs), dv, equity, chunk, mapper)
     var, es = tail_measures(losses)
     excluded = dict(excluded or {})
     return SolvencyIndex(

@@ -13,7 +13,7 @@ from keeper.codec import eip712
 from keeper.codec.merkle import MarginLeaf, MerkleTree
 from keeper.data.feed import BlockRef
 from keeper.quant.chains import OptionChain
-from keeper.quant.marks import hybrid_marks
+from keeper.quant.marks import MarkConfig, MarkReason, hybrid_marks, match_quotes
 from keeper.quant.pricing import black76_greeks
 from keeper.quant.risk.engine import screen_market_data
 from keeper.units import SECONDS_PER_YEAR, WAD, to_wad
@@ -31,6 +31,9 @@ class SeriesMarks:
     marks: list[float]
     market: list[bool]
     forwards: list[float] | None = None
+    #: the hybrid mark's reason (:class:`keeper.quant.marks.MarkReason`) and state (``passes``) per series
+    reasons: list[int] | None = None
+    passes: list[int] | None = None
 
 
 def series_forwards(expiry_ts: np.ndarray, spot: float, now: int, chain: Optional[OptionChain],
@@ -54,15 +57,18 @@ def series_forwards(expiry_ts: np.ndarray, spot: float, now: int, chain: Optiona
 
 def mark_series(series: Sequence[Any], surface, chain: Optional[OptionChain], spot: float, now: int,
                 carry: Optional[tuple[np.ndarray, np.ndarray]] = None,
-                settlement: Optional[Mapping[int, float]] = None) -> SeriesMarks:
-    """Vol from the fitted surface and hybrid mark (market mid when a listed quote with the same strike, expiry and
-    kind passes the mark filters, else the model price) for each on-chain series, priced with Black-76 on its
-    expiry's forward (:func:`series_forwards`; ``carry`` for an asset without a chain). Stateless (no hysteresis across blocks), so that a restarted keeper
-    marks exactly as the others do. Expired series get the intrinsic value against their expiry's settlement price
-    (``settlement``: expiry -> price, the one on chain or the attested-price average the keepers would sign;
-    recorded as the series' ``forward_wad``), against spot where none is known. A live series for which
+                settlement: Optional[Mapping[int, float]] = None, *, prev_market=None, prev_passes=None,
+                config: MarkConfig = MarkConfig()) -> SeriesMarks:
+    """Vol from the fitted surface and hybrid mark (market mid when the chain's quote of the same contract,
+    :func:`keeper.quant.marks.match_quotes`, passes the mark filters, else the model price) for each on-chain series,
+    priced with Black-76 on its expiry's forward (:func:`series_forwards`; ``carry`` for an asset without a chain).
+    The hysteresis state (``prev_market``, ``prev_passes``) comes from the previous attested document
+    (:func:`keeper.quant.marks.state_from_document`), never from process memory, so that a restarted keeper marks
+    exactly as the others do; ``None``: a cold start. Expired series get the intrinsic value against their expiry's
+    settlement price (``settlement``: expiry -> price, the one on chain or the attested-price average the keepers
+    would sign; recorded as the series' ``forward_wad``), against spot where none is known. A live series for which
     the surface gives no finite positive vol gets NaN vol and mark (the keeper's cycle screens it out with
-    :func:`screen_series`)."""
+    :func:`screen_series`). ``reasons`` / ``passes``: the hybrid mark's reason and new state per series."""
 
     n = len(series)
     if n == 0:
@@ -86,22 +92,24 @@ def mark_series(series: Sequence[Any], surface, chain: Optional[OptionChain], sp
     bsz = np.full(n, np.nan)
     asz = np.full(n, np.nan)
     age = np.zeros(n)
-    if chain is not None and len(chain):
-        key = {(round(float(k), 6), int(round(float(e))), bool(c)): j
-               for j, (k, e, c) in enumerate(zip(chain.strike, chain.expiry_ts, chain.is_call))}
-        for i, s in enumerate(series):
-            j = key.get((round(s.strike / WAD, 6), int(s.expiry), bool(s.is_call)))
-            if j is not None and live[i]:
-                bid[i], ask[i] = chain.bid[j], chain.ask[j]
-                bsz[i], asz[i] = chain.bid_size[j], chain.ask_size[j]
-                age[i] = chain.asof - chain.quote_ts[j]
-    res = hybrid_marks(bid, ask, bsz, asz, model, None, model_vega=vega, quote_age=age)
+    row = match_quotes(chain, strike, [int(s.expiry) for s in series], is_call)
+    matched = (row >= 0) & live
+    for i in np.flatnonzero(matched):
+        j = int(row[i])
+        bid[i], ask[i] = chain.bid[j], chain.ask[j]
+        bsz[i], asz[i] = chain.bid_size[j], chain.ask_size[j]
+        age[i] = chain.asof - chain.quote_ts[j]
+    res = hybrid_marks(bid, ask, bsz, asz, model, prev_market, model_vega=vega, quote_age=age, config=config,
+                       prev_passes=prev_passes, matched=matched)
     mark = np.where(np.isfinite(res.mark), res.mark, model)
     vol = np.where(no_vol, np.nan, vol)
     mark = np.where(no_vol, np.nan, mark)
     market = res.market & ~no_vol
+    reason = np.where(no_vol, int(MarkReason.NO_MARK),
+                      np.where(live, res.reason, int(MarkReason.EXPIRED_INTRINSIC)))
+    passes = np.where(live & ~no_vol, res.passes, 0)
     return SeriesMarks([float(v) for v in vol], [float(m) for m in mark], [bool(x) for x in market],
-                       [float(f) for f in fwd])
+                       [float(f) for f in fwd], [int(r) for r in reason], [int(p) for p in passes])
 
 
 @dataclass(frozen=True)
@@ -135,7 +143,10 @@ def screen_series(series: Sequence[Any], marks: SeriesMarks, accounts: Sequence[
         return Screened(marks, list(accounts), [], [])
     drop = set(scr.unattestable_accounts.tolist())
     clean = SeriesMarks([float(v) for v in scr.vols], [float(m) for m in scr.marks],
-                        [bool(m) and j not in bad for j, m in enumerate(marks.market)], marks.forwards)
+                        [bool(m) and j not in bad for j, m in enumerate(marks.market)], marks.forwards,
+                        None if marks.reasons is None else
+                        [int(MarkReason.NO_MARK) if j in bad else r for j, r in enumerate(marks.reasons)],
+                        None if marks.passes is None else [0 if j in bad else p for j, p in enumerate(marks.passes)])
     return Screened(clean, [a for i, a in enumerate(accounts) if i not in drop],
                     [series[j].series_id for j in sorted(bad)], [a for i, a in enumerate(accounts) if i in drop])
 

@@ -10,6 +10,11 @@ surface was fitted on a chain also carries that chain's raw quotes (``quotes``, 
 was fitted (``fit``: the prior surface and the fit's configuration), an optional extension of
 ``backstop-inputs/2`` like ``forward_wad`` and ``fallback``: ``backstop verify`` refits the surface and re-derives
 every vol and mark from them (docs/verify.md).
+
+The hybrid mark (market mid or model price, :mod:`keeper.quant.marks`) carries a state from one attested document to
+the next: each series records its ``hybrid`` state (``branch``, ``reason``, ``passes`` and the ``prev`` state it was
+decided from, read from the previous attested document) and each underlying its configuration (``hybrid``), so
+that a verifier re-derives each choice from the archived quotes and the previous document (docs/surface.md).
 """
 from __future__ import annotations
 
@@ -29,6 +34,7 @@ from keeper.attest.inputs import (
 )
 from keeper.data.feed import BlockRef
 from keeper.quant.chains import OptionChain
+from keeper.quant.marks import MARKET, MODEL, MarkConfig, MarkReason, state_from_document
 from keeper.units import WAD
 
 #: why an account is left out of a block's attestation
@@ -136,10 +142,19 @@ class PortfolioInputs:
     unpriced_collateral: list = field(default_factory=list)  # listed assets with no market: valued at 0
 
 
+def hybrid_entry(market: bool, reason: int, passes: int, prev: Optional[dict]) -> dict:
+    """A series' hybrid-mark state as the document records it (``series[i].hybrid``): ``branch`` (``market`` or
+    ``model``), ``reason`` (the :class:`~keeper.quant.marks.MarkReason` name), ``passes`` and ``prev`` (the state of
+    the previous attested document it was decided from, ``None``: none, a cold start for this series)."""
+    return {"branch": MARKET if market else MODEL, "reason": MarkReason(int(reason)).name, "passes": int(passes),
+            "prev": None if prev is None else {"branch": str(prev["branch"]), "passes": int(prev["passes"])}}
+
+
 def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], series: Sequence[Any],
                            accounts: Sequence[Any], collateral: Mapping[str, Mapping[str, int]], quote_asset: str,
                            quote_decimals: int, risk: dict,
-                           rejected: Optional[Mapping[str, str]] = None) -> PortfolioInputs:
+                           rejected: Optional[Mapping[str, str]] = None, previous: Optional[Mapping] = None,
+                           mark_config: MarkConfig = MarkConfig()) -> PortfolioInputs:
     """The block's document over every underlying.
 
     ``series``: on-chain series (``series_id``, ``underlying``, ``strike`` [WAD], ``expiry``, ``is_call``);
@@ -152,6 +167,10 @@ def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], s
     ``rejected``: assets the keeper prices whose market data was rejected this block (asset -> reason) and that
     have no market in ``markets``: every account holding a series on one or collateral in one is left out
     (``market_data_rejected``) rather than valued without it; the rest of the book is attested.
+
+    ``previous``: the previous attested inputs document (at least its ``block`` and ``series``; the one the last
+    margin root on chain names), whose per-series hybrid state the marks continue from (``None``: a cold start);
+    ``mark_config``: the hybrid mark's thresholds (``market.hybrid``), recorded in the document.
     """
     rejected_assets = {a.lower() for a in (rejected or {})} - {m.asset.lower() for m in markets}
     by_asset = {m.asset.lower(): m for m in markets}
@@ -167,16 +186,23 @@ def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], s
     marks: dict[int, float] = {}
     market: dict[int, bool] = {}
     fwds: dict[int, float] = {}
+    reasons: dict[int, int] = {}
+    passes: dict[int, int] = {}
+    prev_state: dict[int, Optional[dict]] = {}
     for m in underlyings:
         group = [s for s in priced if str(s.underlying).lower() == m.asset.lower()]
         if not group:
             continue
-        sm = mark_series(group, m.surface, m.chain, m.spot_wad / WAD, now, m.carry, m.settlement)
-        for s, v, k, x, f in zip(group, sm.vols, sm.marks, sm.market, sm.forwards):
+        was_market, was_passes, prev = state_from_document(previous, [s.series_id for s in group])
+        sm = mark_series(group, m.surface, m.chain, m.spot_wad / WAD, now, m.carry, m.settlement,
+                         prev_market=was_market, prev_passes=was_passes, config=mark_config)
+        for s, v, k, x, f, r, p, q in zip(group, sm.vols, sm.marks, sm.market, sm.forwards, sm.reasons, sm.passes,
+                                          prev):
             vols[s.series_id], marks[s.series_id], market[s.series_id], fwds[s.series_id] = v, k, x, f
+            reasons[s.series_id], passes[s.series_id], prev_state[s.series_id] = r, p, q
     ids = [s.series_id for s in priced]
     merged = SeriesMarks([vols[i] for i in ids], [marks[i] for i in ids], [market[i] for i in ids],
-                         [fwds[i] for i in ids])
+                         [fwds[i] for i in ids], [reasons[i] for i in ids], [passes[i] for i in ids])
     unpriced_ids = {s.series_id for s in unpriced}
     excluded: dict[str, list[str]] = {}
     kept = []
@@ -207,10 +233,11 @@ def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], s
         coll_doc.append({"asset": asset, "decimals": int(info["decimals"]), "haircut": str(int(info["haircut"])),
                          "underlying": und, "price": price})
     series_doc = []
-    for s, f in zip(priced, merged.forwards):
+    for s, f, x, r, p in zip(priced, merged.forwards, merged.market, merged.reasons or [], merged.passes or []):
         fw = forward_wad(f, underlyings[index[str(s.underlying).lower()]].spot_wad)
         series_doc.append({"id": s.series_id, "underlying": index[str(s.underlying).lower()], "strike": str(s.strike),
-                           "expiry": int(s.expiry), "is_call": bool(s.is_call), "forward_wad": str(fw)})
+                           "expiry": int(s.expiry), "is_call": bool(s.is_call), "forward_wad": str(fw),
+                           "hybrid": hybrid_entry(x, r, p, prev_state[s.series_id])})
     doc = build_document(
         block=block, mc_seed=int(block.hash, 16),
         underlyings=[{"asset": m.asset, "spot_wad": m.spot_wad,
@@ -222,5 +249,9 @@ def build_portfolio_inputs(*, block: BlockRef, markets: Sequence[AssetMarket], s
         if m.chain is not None and m.surface is not None:  # the raw quotes the surface was fitted on, and how
             entry["quotes"] = quotes_document(m.chain)
             entry["fit"] = fit_document(m)
+        # the hybrid mark's thresholds and the previous attested document its series' states continue from (in the
+        # underlying entry: the document's float-carrying part, keeper.attest.leaves.canonical_inputs)
+        entry["hybrid"] = {"config": mark_config.to_document(),
+                           "previous_block": int(previous["block"]["number"]) if previous else None}
     return PortfolioInputs(doc, priced, merged, kept, excluded, screened.bad_series,
                            sorted(unpriced_ids), unpriced_coll)

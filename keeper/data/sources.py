@@ -15,8 +15,10 @@ Sources (each a :class:`SpotSource`, asked for one block at a time):
 
 Option chains come from :class:`SimulatedMarket`, :class:`ReplayChainSource` (the Deribit-like CSV or JSON
 rows, loaded with :func:`keeper.quant.chains.chain_from_rows`) or :class:`MarketFileChainSource` (a JSON file
-``{"atm_vol", "skew", "curvature"[, "spot"]}`` re-read every cycle, the chain drawn around it as the simulated
-market draws its own).
+``{"atm_vol", "skew", "curvature"[, "spot", "spread_pct", "depth"]}`` re-read every cycle, the chain drawn around it
+as the simulated market draws its own). The two drawing sources quote the listed on-chain series (``listed``: each
+live series' strike, expiry and call/put, :func:`listed_contracts`) so that the keepers' hybrid mark finds a quote
+of the same contract (:func:`keeper.quant.marks.match_quotes`); file and API sources quote what the venue lists.
 
 :func:`aggregate_spot` combines several spot quotes by median or volume-weighted price after rejecting
 outliers by the median absolute deviation (MAD), and :func:`quantize_price` rounds the result to the documented
@@ -54,11 +56,24 @@ class SpotSource(Protocol):
 
 
 class ChainSource(Protocol):
-    """Anything that can give an option chain for a block (or a :class:`Skip`)."""
+    """Anything that can give an option chain for a block (or a :class:`Skip`). A source that draws its quotes
+    (``quotes_listed = True``) also takes ``listed=`` (the contracts listed on chain) and quotes them."""
 
     name: str
 
     def chain(self, block: BlockRef, spot: float) -> OptionChain | Skip: ...
+
+
+#: a listed option contract as the drawing sources quote it: (strike [quote units], expiry [unix s], is_call)
+Contract = tuple[float, int, bool]
+
+
+def listed_contracts(series, asset: str, now: int) -> tuple[Contract, ...]:
+    """The live on-chain series of ``asset`` as contracts to quote (``series``: objects with ``underlying``,
+    ``strike`` [WAD], ``expiry``, ``is_call``), sorted, expired ones left out: every keeper at the same head gets the
+    same tuple."""
+    return tuple(sorted({(int(s.strike) / WAD, int(s.expiry), bool(s.is_call)) for s in series
+                         if str(s.underlying).lower() == asset.lower() and int(s.expiry) > int(now)}))
 
 
 def _check_quote(q: SpotQuote) -> SpotQuote | Skip:
@@ -81,6 +96,8 @@ class SimulatedMarket:
     ``atm_vol + skew * k + smile * k^2`` (k = ln(K/F)), the bid/ask is ``spread_pct`` wide around it and depth is
     exponential with mean ``depth_mean``; all noise is drawn from ``(seed, block)``.
     """
+
+    quotes_listed = True
 
     def __init__(self, settings, name: str = "sim") -> None:
         self.s = settings
@@ -124,24 +141,62 @@ class SimulatedMarket:
         k = np.asarray(log_moneyness, dtype=np.float64)
         return np.maximum(s.atm_vol + s.skew * k + s.smile * k * k, 0.05)
 
-    def chain(self, block: BlockRef, spot: float) -> OptionChain | Skip:
+    def chain(self, block: BlockRef, spot: float, listed: Sequence[Contract] = ()) -> OptionChain | Skip:
         if not (math.isfinite(spot) and spot > 0):
             return Skip(self.name, "bad_price", f"no usable spot {spot!r} to draw a chain around")
-        return draw_chain(self.s, block, spot, self.smile_vol)
+        return draw_chain(self.s, block, spot, self.smile_vol, listed=listed)
+
+
+#: a grid expiry closer than this to a listed expiry (or than 10 % of the listed expiry's time to run, when more) is
+#: replaced by the listed one: two slices seconds or hours apart would make the calendar check fight the noise
+LISTED_EXPIRY_WINDOW_S = 86_400.0
+
+
+def chain_grid(settings, now: float, spot: float, listed: Sequence[Contract] = ()) -> tuple[np.ndarray, ...]:
+    """``(years, expiry_ts, strike, is_call)`` of the rows :func:`draw_chain` quotes: per expiry every strike, call
+    then put. Without ``listed`` the configured expiries (days from ``now``) and strikes (fractions of ``spot``);
+    with ``listed`` also every listed expiry still to come, with the configured strikes and the listed strikes of
+    that expiry (the exact on-chain values), and without the configured expiries too close to a listed one
+    (:data:`LISTED_EXPIRY_WINDOW_S`)."""
+    s = settings
+    grid_k = np.asarray(s.strikes_pct) * spot
+    days = np.asarray(s.expiries_days, dtype=np.float64)
+    live = sorted({float(e) for _, e, _ in listed if float(e) > now})
+    if not live:
+        exp_years = np.repeat(days / 365.0, 2 * len(s.strikes_pct))
+        return (exp_years, now + exp_years * SECONDS_PER_YEAR,
+                np.tile(np.repeat(grid_k, 2), len(s.expiries_days)),
+                np.tile(np.array([True, False]), len(s.expiries_days) * len(s.strikes_pct)))
+    rows = []  # (years, expiry_ts, strikes)
+    for d in days:
+        years = d / 365.0
+        e = now + years * SECONDS_PER_YEAR
+        if all(abs(e - x) >= max(LISTED_EXPIRY_WINDOW_S, 0.1 * (x - now)) for x in live):
+            rows.append((years, e, grid_k))
+    for x in live:
+        ks = np.unique(np.concatenate([grid_k, [k for k, e, _ in listed if float(e) == x]]))
+        rows.append(((x - now) / SECONDS_PER_YEAR, x, ks))
+    rows.sort(key=lambda r: r[1])
+    years = np.concatenate([np.full(2 * len(k), y) for y, _, k in rows])
+    expiry = np.concatenate([np.full(2 * len(k), e) for _, e, k in rows])
+    strike = np.concatenate([np.repeat(k, 2) for _, _, k in rows])
+    is_call = np.tile(np.array([True, False]), len(strike) // 2)
+    return years, expiry, strike, is_call
 
 
 def draw_chain(settings, block: BlockRef, spot: float,
-               smile: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> OptionChain:
-    """The simulated market's option chain at ``block`` around ``spot``: the configured expiries (days from the
-    block time) and strikes (fractions of spot), mid = Black-76 price at ``smile(k, years)`` (k = ln(K/F)) times a
-    0.2 % noise, a ``spread_pct`` wide bid/ask and exponential depth; all noise is drawn from ``(seed, block)``, so
-    the same settings, smile, spot and block give the same chain in every keeper."""
+               smile: Callable[[np.ndarray, np.ndarray], np.ndarray], *, listed: Sequence[Contract] = (),
+               spread_pct: Optional[float] = None, depth: Optional[float] = None) -> OptionChain:
+    """The simulated market's option chain at ``block`` around ``spot``: the rows of :func:`chain_grid` (the
+    configured expiries and strikes, and the ``listed`` contracts), mid = Black-76 price at ``smile(k, years)``
+    (k = ln(K/F)) times a 0.2 % noise, a ``spread_pct`` wide bid/ask (``spread_pct``: instead of the settings')
+    and exponential depth (``depth``: this depth on both sides of every row instead); all noise is drawn from
+    ``(seed, block)``, so the same settings, smile, spot, listed contracts and block give the same chain in every
+    keeper."""
     s = settings
     rng = np.random.default_rng([s.seed, block.number, 1])
     now = float(block.timestamp)
-    exp_years = np.repeat(np.asarray(s.expiries_days) / 365.0, 2 * len(s.strikes_pct))
-    strikes = np.tile(np.repeat(np.asarray(s.strikes_pct) * spot, 2), len(s.expiries_days))
-    is_call = np.tile(np.array([True, False]), len(s.expiries_days) * len(s.strikes_pct))
+    exp_years, expiry_ts, strikes, is_call = chain_grid(s, now, spot, listed)
     fwd = np.full_like(strikes, spot)
     k = np.log(strikes / fwd)
     vol = smile(k, exp_years)
@@ -153,15 +208,18 @@ def draw_chain(settings, block: BlockRef, spot: float,
     mid = np.where(is_call, call, put)
     noise = 1.0 + 0.002 * rng.standard_normal(mid.shape[0])
     mid = mid * noise
-    half = 0.5 * s.spread_pct * mid
+    half = 0.5 * (s.spread_pct if spread_pct is None else float(spread_pct)) * mid
     bid = np.maximum(mid - half, 0.0)
     ask = mid + half
     n = mid.shape[0]
+    bid_size, ask_size = rng.exponential(s.depth_mean, n), rng.exponential(s.depth_mean, n)
+    if depth is not None:
+        bid_size, ask_size = np.full(n, float(depth)), np.full(n, float(depth))
     return OptionChain(
         underlying="SIM", asof=now, spot=float(spot),
-        quote_ts=np.full(n, now), expiry_ts=now + exp_years * SECONDS_PER_YEAR, strike=strikes,
+        quote_ts=np.full(n, now), expiry_ts=expiry_ts, strike=strikes,
         is_call=is_call, bid=bid, ask=ask,
-        bid_size=rng.exponential(s.depth_mean, n), ask_size=rng.exponential(s.depth_mean, n),
+        bid_size=bid_size, ask_size=ask_size,
         mark=mid, forward=fwd, index_price=np.full(n, float(spot)), open_interest=np.zeros(n),
         bid_iv=np.full(n, np.nan), ask_iv=np.full(n, np.nan), mark_iv=vol,
     )
@@ -171,12 +229,16 @@ def draw_chain(settings, block: BlockRef, spot: float,
 class MarketSurface:
     """A smile read from a market-data file: ATM vol, skew and curvature of
     ``vol(k) = max(atm_vol * (1 + skew * k + curvature * k^2), 0.05)`` in log-moneyness ``k`` (the convention of
-    the scenario's ``market.json`` and of the liquidators that read it), and the file's spot when it has one."""
+    the scenario's ``market.json`` and of the liquidators that read it), the file's spot when it has one, and
+    optionally the book's relative spread (``spread_pct``) and depth on each side (``depth``, contracts) instead of
+    the ``simulated`` settings' spread and random depth."""
 
     atm_vol: float
     skew: float
     curvature: float
     spot: Optional[float] = None
+    spread_pct: Optional[float] = None
+    depth: Optional[float] = None
 
     def vol(self, log_moneyness: np.ndarray, years: np.ndarray) -> np.ndarray:
         """The smile vol at ``log_moneyness`` (flat in maturity)."""
@@ -186,8 +248,8 @@ class MarketSurface:
 
 
 def read_market_surface(path: Path, source: str = "market_file") -> MarketSurface | Skip:
-    """Parse ``{"atm_vol", "skew", "curvature"[, "spot"]}`` from ``path``; a missing/unreadable file or a missing,
-    non-numeric, non-finite or out-of-range value is a :class:`Skip` (``source_unavailable`` or
+    """Parse ``{"atm_vol", "skew", "curvature"[, "spot", "spread_pct", "depth"]}`` from ``path``; a missing/unreadable
+    file or a missing, non-numeric, non-finite or out-of-range value is a :class:`Skip` (``source_unavailable`` or
     ``bad_market_file``), never an exception."""
     try:
         data = json.loads(Path(path).read_text())
@@ -196,9 +258,9 @@ def read_market_surface(path: Path, source: str = "market_file") -> MarketSurfac
     if not isinstance(data, dict):
         return Skip(source, "bad_market_file", f"{path}: top level must be an object")
     vals: dict[str, float] = {}
-    for key in ("atm_vol", "skew", "curvature", "spot"):
+    for key in ("atm_vol", "skew", "curvature", "spot", "spread_pct", "depth"):
         raw = data.get(key)
-        if raw is None and key == "spot":
+        if raw is None and key in ("spot", "spread_pct", "depth"):
             continue
         if raw is None:
             return Skip(source, "bad_market_file", f"{path}: no {key!r}")
@@ -209,7 +271,12 @@ def read_market_surface(path: Path, source: str = "market_file") -> MarketSurfac
         return Skip(source, "bad_market_file", f"{path}: atm_vol={vals['atm_vol']!r} outside (0, 5]")
     if "spot" in vals and vals["spot"] <= 0:
         return Skip(source, "bad_market_file", f"{path}: spot={vals['spot']!r} is not positive")
-    return MarketSurface(vals["atm_vol"], vals["skew"], vals["curvature"], vals.get("spot"))
+    if "spread_pct" in vals and not 0.0 <= vals["spread_pct"] < 1.0:
+        return Skip(source, "bad_market_file", f"{path}: spread_pct={vals['spread_pct']!r} outside [0, 1)")
+    if "depth" in vals and vals["depth"] < 0:
+        return Skip(source, "bad_market_file", f"{path}: depth={vals['depth']!r} is negative")
+    return MarketSurface(vals["atm_vol"], vals["skew"], vals["curvature"], vals.get("spot"), vals.get("spread_pct"),
+                         vals.get("depth"))
 
 
 class MarketFileChainSource:
@@ -218,18 +285,21 @@ class MarketFileChainSource:
     and block give every keeper the same chain. A missing or malformed file is a :class:`Skip`, so nothing built
     on it is signed."""
 
+    quotes_listed = True
+
     def __init__(self, path: str | Path, settings, name: str = "market_file") -> None:
         self.path = Path(path)
         self.s = settings
         self.name = name
 
-    def chain(self, block: BlockRef, spot: float) -> OptionChain | Skip:
+    def chain(self, block: BlockRef, spot: float, listed: Sequence[Contract] = ()) -> OptionChain | Skip:
         if not (math.isfinite(spot) and spot > 0):
             return Skip(self.name, "bad_price", f"no usable spot {spot!r} to draw a chain around")
         surface = read_market_surface(self.path, self.name)
         if isinstance(surface, Skip):
             return surface
-        return draw_chain(self.s, block, spot, surface.vol)
+        return draw_chain(self.s, block, spot, surface.vol, listed=listed, spread_pct=surface.spread_pct,
+                          depth=surface.depth)
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -510,12 +580,16 @@ class MarketData:
             agg = AggregatedSpot(quantize_price(agg.price, self.spot_decimals), agg.used, agg.rejected, agg.method)
         return agg, skips
 
-    def chain(self, block: BlockRef, spot: float) -> OptionChain | Skip | None:
-        """The option chain for ``block`` after :func:`clean_chain`, or ``None`` when no chain is configured."""
+    def chain(self, block: BlockRef, spot: float, listed: Sequence[Contract] = ()) -> OptionChain | Skip | None:
+        """The option chain for ``block`` after :func:`clean_chain`, or ``None`` when no chain is configured.
+        ``listed``: the contracts listed on chain (:func:`listed_contracts`), which a drawing source quotes too."""
         if self.chain_source is None:
             return None
         try:
-            got = self.chain_source.chain(block, spot)
+            if getattr(self.chain_source, "quotes_listed", False):
+                got = self.chain_source.chain(block, spot, listed=tuple(listed))
+            else:
+                got = self.chain_source.chain(block, spot)
         except Exception as exc:
             return Skip("chain", "source_error", repr(exc))
         if isinstance(got, Skip):

@@ -48,6 +48,7 @@ from keeper.units import WAD
 from keeper.verify.quotes import (
     LEAF_TOLERANCE_UNITS,
     MAX_LISTED,
+    hybrid_findings,
     leaf_differences,
     prior_findings,
     rederive,
@@ -327,7 +328,8 @@ def span_of(cfg: Sequence, top: int, equity: int, maintenance: int) -> int:
 
 
 def _check_prior(check, blob: bytes, roots: Sequence, dirs: Sequence[Path], urls: Sequence[str]) -> None:
-    """The archived priors against the keepers' rule (:func:`keeper.verify.quotes.prior_findings`): the previous
+    """The archived priors and the hybrid marks' previous states against the keepers' rule
+    (:func:`keeper.verify.quotes.prior_findings`, :func:`keeper.verify.quotes.hybrid_findings`): the previous
     document is the one the last ``MarginRootPosted`` at or before the document's block names (highest sequence,
     as the keepers' chain cache keeps it), fetched like the archive itself."""
     try:
@@ -335,7 +337,7 @@ def _check_prior(check, blob: bytes, roots: Sequence, dirs: Sequence[Path], urls
         n = int(doc["block"]["number"])
     except (ValueError, KeyError, TypeError):
         return  # already reported by the recomputation
-    if not any(u.get("fit") for u in doc["underlyings"]):
+    if not any(u.get("fit") or u.get("hybrid") for u in doc["underlyings"]):
         return
     before = [r for r in roots if r[0] <= n]
     prev_hash = max(before, key=lambda r: (r[2], r[0], r[1]))[3] if before else None
@@ -344,10 +346,10 @@ def _check_prior(check, blob: bytes, roots: Sequence, dirs: Sequence[Path], urls
         got, _ = fetch_archive_checked(prev_hash, dirs, urls)
         if got is None:
             check("prior", True, f"the document of the last root before block {n} ({prev_hash}) is not available "
-                                 f"here: the archived prior is used as given")
+                                 f"here: the archived prior and hybrid states are used as given")
             return
         previous = from_canonical(json.loads(got))
-    for c in prior_findings(doc, previous, prev_hash):
+    for c in prior_findings(doc, previous, prev_hash) + hybrid_findings(doc, previous, prev_hash):
         check(c["check"], c["ok"], c["detail"])
 
 

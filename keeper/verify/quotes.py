@@ -1,8 +1,10 @@
 """Re-derivation of an inputs document from its raw quotes: each underlying's surface refitted from the archived
 option quotes (with the archived prior, :func:`keeper.quant.surface.fit_surface`), every series' vol, forward and
-mark recomputed on it (:func:`keeper.attest.inputs.mark_series`, the keepers' own rule), and the margins recomputed
-from those re-derived marks (:func:`keeper.attest.leaves.leaves_from_inputs`). Each number that differs is named:
-underlying or series, field, archived and recomputed value.
+mark recomputed on it (:func:`keeper.attest.inputs.mark_series`, the keepers' own rule, including the hybrid mark's
+choice of market or model from the archived quotes and the state the series records for the previous attested
+document), and the margins recomputed from those re-derived marks (:func:`keeper.attest.leaves.leaves_from_inputs`).
+Each number that differs is named: underlying or series, field, archived and recomputed value; a hybrid choice that
+differs names the rule. :func:`hybrid_findings` checks the recorded previous states against the previous document.
 
 The fit is deterministic, so an honest document re-derives bit for bit on the keepers' software; the tolerances
 below only absorb floating-point differences between machines (docs/verify.md, "Tolerances").
@@ -21,6 +23,7 @@ from keeper.attest.portfolio import carry_from_document
 from keeper.attest.leaves import leaves_from_inputs
 from keeper.attest.portfolio import chain_from_quotes
 from keeper.codec.merkle import MarginLeaf
+from keeper.quant.marks import MARKET, RULES, MarkConfig, MarkReason, state_from_document
 from keeper.quant.surface import SurfaceConfig, VolSurface, fit_surface
 from keeper.units import SECONDS_PER_YEAR, WAD
 
@@ -183,11 +186,30 @@ def rederive(doc: dict) -> Rederivation:
                                "detail": "the archive carries a fitted surface but not the raw quotes it was fitted "
                                          "on: its vols and marks cannot be re-derived"})
             continue
+        hybrid: list[Difference] = []
         if rows:
             # expired series: intrinsic against the settlement price the document records as their forward
             settled = {int(s.expiry): int(doc["series"][s.row]["forward_wad"]) / WAD for s in rows
                        if int(s.expiry) <= now and "forward_wad" in doc["series"][s.row]}
-            sm = mark_series(rows, surface, chain, spot, now, carry, settled)
+            # the hybrid state each series was decided from, as recorded (checked against the previous document by
+            # hybrid_findings); a document without states (before they were recorded) was marked from a cold start
+            recorded = [doc["series"][s.row].get("hybrid") for s in rows]
+            was_market, was_passes, _ = state_from_document(
+                {"series": [{"id": s.series_id, "hybrid": (h or {}).get("prev")} for s, h in zip(rows, recorded)]},
+                [s.series_id for s in rows])
+            config = MarkConfig.from_document((entry.get("hybrid") or {}).get("config"))
+            sm = mark_series(rows, surface, chain, spot, now, carry, settled, prev_market=was_market,
+                             prev_passes=was_passes, config=config)
+            for s, h, x, r, n in zip(rows, recorded, sm.market, sm.reasons or [], sm.passes or []):
+                if h is None:
+                    continue
+                got = (MARKET if x else "model", MarkReason(r).name, int(n))
+                had = (h.get("branch"), h.get("reason"), h.get("passes"))
+                if had != got:
+                    hybrid.append(Difference(
+                        f"series {s.series_id}", "hybrid mark", f"{had[0]} ({had[1]}, passes {had[2]})",
+                        f"{got[0]} ({got[1]}, passes {got[2]}; rule: {RULES[MarkReason(r)]}; from the recorded "
+                        f"previous state {h.get('prev')})"))
             for s, v, m, f in zip(rows, sm.vols, sm.marks, sm.forwards or [spot] * len(rows)):
                 where = f"series {s.series_id}"
                 av, am_ = float(doc["vols"][s.row]), float(doc["marks"][s.row])
@@ -202,7 +224,7 @@ def rederive(doc: dict) -> Rederivation:
                 if fa is not None and abs(int(fa) - fr) > max(1, int(MARK_TOLERANCE * fr)):
                     diffs.append(Difference(where, "forward_wad", int(fa), fr))
                 new["vols"][s.row], new["marks"][s.row] = float(v), float(m)
-        out.differences += diffs
+        out.differences += diffs + hybrid
         if diffs:
             listed = "; ".join(str(d) for d in diffs[:MAX_LISTED])
             more = f" (and {len(diffs) - MAX_LISTED} more)" if len(diffs) > MAX_LISTED else ""
@@ -211,6 +233,14 @@ def rederive(doc: dict) -> Rederivation:
             out.checks.append({"check": label, "ok": True,
                                "detail": f"{how}: {len(rows)} series' vols, forwards and marks re-derived "
                                          f"(vol within {VOL_TOLERANCE:g}, mark within {MARK_TOLERANCE:g} relative)"})
+        states = [doc["series"][s.row].get("hybrid") for s in rows]
+        if any(h is not None for h in states):
+            on_market = sum(1 for h in states if h and h.get("branch") == MARKET)
+            more = f" (and {len(hybrid) - MAX_LISTED} more)" if len(hybrid) > MAX_LISTED else ""
+            out.checks.append({"check": f"hybrid mark rule ({name})", "ok": not hybrid, "detail": (
+                "; ".join(str(d) for d in hybrid[:MAX_LISTED]) + more if hybrid else
+                f"each series' market/model choice, reason and state re-derived from the archived quotes and its "
+                f"recorded previous state ({on_market} of {len(rows)} on the market)")})
     out.document = new
     return out
 
@@ -269,4 +299,47 @@ def prior_findings(doc: dict, previous: Optional[dict], previous_hash: Optional[
             out.append({"check": f"prior ({name})", "ok": False, "detail": (
                 f"the archived prior 0x{h_got.hex()[:16]}... is not the surface of {where} "
                 + (f"(0x{h_exp.hex()[:16]}...)" if h_exp else "(none usable: no prior allowed)"))})
+    return out
+
+
+def hybrid_findings(doc: dict, previous: Optional[dict], previous_hash: Optional[str]) -> list[dict]:
+    """Whether the previous hybrid states each series of ``doc`` records (``series[i].hybrid.prev``) are the keepers'
+    rule: the states of the same series in ``previous`` (the document the last margin root posted at or before
+    ``doc``'s block names; ``None``: none was posted), ``None`` for a series that document does not have. A document
+    that records a cold start (``hybrid.previous_block`` null, no previous states) although a previous document
+    exists is allowed and said (a keeper that could not fetch it marks from the model side, the stricter thresholds);
+    any other difference breaks the rule (``hybrid state (<asset>)``), naming the series."""
+    out = []
+    where = f"the document of the last root before this block ({previous_hash})" if previous_hash else \
+        "no margin root was posted before this block"
+    for u, entry in enumerate(doc["underlyings"]):
+        h = entry.get("hybrid")
+        if h is None:
+            continue
+        name = str(entry.get("asset"))
+        label = f"hybrid state ({name})"
+        rows = [s for s in doc["series"] if int(s["underlying"]) == u and s.get("hybrid") is not None]
+        claimed = h.get("previous_block")
+        if claimed is None:
+            stray = [int(s["id"]) for s in rows if s["hybrid"].get("prev") is not None]
+            if stray:
+                out.append({"check": label, "ok": False, "detail": (
+                    f"the document records a cold start but previous states for series {stray[:MAX_LISTED]}")})
+            else:
+                out.append({"check": label, "ok": True, "detail": (
+                    f"cold start (every series from the model) although {where} exists (allowed: a keeper without "
+                    f"that document decides from the stricter side)" if previous is not None else
+                    f"cold start: {where}")})
+            continue
+        if previous is None or int(previous["block"]["number"]) != int(claimed):
+            got = None if previous is None else int(previous["block"]["number"])
+            out.append({"check": label, "ok": False, "detail": (
+                f"the states are said to continue from block {claimed}, but {where} is of block {got}")})
+            continue
+        _, _, expected = state_from_document(previous, [int(s["id"]) for s in rows])
+        bad = [f"series {int(s['id'])}: recorded {s['hybrid'].get('prev')}, previous document {e}"
+               for s, e in zip(rows, expected) if s["hybrid"].get("prev") != e]
+        out.append({"check": label, "ok": not bad, "detail": (
+            "; ".join(bad[:MAX_LISTED]) + (f" (and {len(bad) - MAX_LISTED} more)" if len(bad) > MAX_LISTED else "")
+            if bad else f"every series' previous state is its state in {where} (block {claimed})")})
     return out

@@ -15,7 +15,7 @@ from eth_utils import keccak
 
 from keeper.attest.portfolio import AssetMarket, carry_from_document
 from keeper.data.feed import BlockRef, Skip
-from keeper.data.sources import MarketData
+from keeper.data.sources import MarketData, listed_contracts
 from keeper.quant.chains import OptionChain
 from keeper.quant.risk.engine import from_canonical
 from keeper.quant.surface import VolSurface, fit_surface as fit_vol_surface
@@ -103,7 +103,9 @@ class AssetMarkets:
             spot_wad = price_to_wad(spot, feed.spot_decimals)
         surface = chain_q = None
         if reason is None and feed.options:
-            chain_q = feed.data.chain(block, spot)
+            # a drawing source also quotes the series listed on chain, so that the hybrid mark finds them
+            listed = listed_contracts(self.chain.state.series.values(), feed.asset, block.timestamp)
+            chain_q = feed.data.chain(block, spot, listed=listed)
             if isinstance(chain_q, Skip):
                 self.skip_input(chain_q.reason, asset=feed.symbol, source=chain_q.source, detail=chain_q.detail,
                                 block=n)

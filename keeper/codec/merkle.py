@@ -8,11 +8,11 @@
 * proofs: the sibling path of one leaf, and OZ ``getMultiProof`` multiproofs (a batch posting proves every leaf with
   an empty proof and every flag true).
 
-The keeper hashes its leaves in bulk (:func:`leaf_hashes`: the ABI words written directly, keccak from
-``safe-pysha3``'s C extension when installed, else ``eth_utils``; the same bytes as :meth:`MarginLeaf.hash`, which
-goes through ``eth_abi`` and stays the reference) and builds its tree from those hashes (10,000 leaves in tens of
-milliseconds, ``benchmarks/bench_keeper.py``); tests and the deployment tools build it from leaves (:meth:`MerkleTree.of_leaves`, which also checks every leaf against what the
-contract can store). The second computation that checks this module is the contracts' own OpenZeppelin
+The keeper hashes its leaves in bulk (:func:`leaf_hashes`: the ABI words written column-wise with numpy, keccak
+from ``safe-pysha3``'s C extension when installed, else ``eth_utils``; the same bytes as :meth:`MarginLeaf.hash`,
+which goes through ``eth_abi`` and stays the reference) and builds its tree from those hashes (10,000 leaves in
+tens of milliseconds, ``benchmarks/bench_keeper.py``); tests and the deployment tools build it from leaves
+(:meth:`MerkleTree.of_leaves`, which also checks every leaf against what the contract can store). The second computation that checks this module is the contracts' own OpenZeppelin
 ``MerkleProof`` on a real chain (tests/contracts, tests/bots/keeper).
 """
 from __future__ import annotations
@@ -140,44 +140,9 @@ def hash_pair(a: bytes, b: bytes) -> bytes:
     return keccak256(a + b) if a < b else keccak256(b + a)
 
 
-_TWO_256 = 2**256
-_INT256_MIN, _INT256_MAX = -(2**255), 2**255 - 1
-_HEX = frozenset("0123456789abcdefABCDEF")
-
-
-def _address_word(account: object) -> bytes:
-    """The ABI word of an address given as 20 bytes or a ``0x`` hex string (a mixed-case one must carry a valid
-    EIP-55 checksum, as eth_abi requires); ``ValueError`` otherwise."""
-    if isinstance(account, (bytes, bytearray)) and len(account) == 20:
-        return bytes(12) + bytes(account)
-    if isinstance(account, str) and len(account) == 42 and account[:2] in ("0x", "0X") and _HEX.issuperset(account[2:]):
-        body = account[2:]
-        if body != body.lower() and body != body.upper() and not _checksums_ok([account], body):
-            raise ValueError(f"margin leaf of {account}: address has an invalid EIP-55 checksum")
-        return bytes(12) + bytes.fromhex(body)
-    raise ValueError(f"margin leaf of {account!r}: not an address (20 bytes or 0x + 40 hex digits)")
-
-
-def _word(v: object, lo: int, hi: int, account: object, name: str) -> bytes:
-    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
-        raise ValueError(f"margin leaf of {account}: {name} {v!r} out of range for its ABI type")
-    return (v % _TWO_256).to_bytes(32, "big")
-
-
 def _leaf_hashes_one_by_one(leaves: Sequence[MarginLeaf]) -> list[bytes]:
-    """:func:`leaf_hashes` leaf by leaf (any int size; raises on the first value outside its ABI type)."""
-    h = keccak256
-    u256 = _TWO_256 - 1
-    out = []
-    for l in leaves:
-        enc = (_address_word(l.account)
-               + _word(l.state_nonce, 0, UINT32_MAX, l.account, "state_nonce")
-               + _word(l.equity, _INT256_MIN, _INT256_MAX, l.account, "equity")
-               + _word(l.maintenance, 0, u256, l.account, "maintenance")
-               + _word(l.initial, 0, u256, l.account, "initial")
-               + _word(l.model_value, _INT256_MIN, _INT256_MAX, l.account, "model_value"))
-        out.append(h(h(enc)))
-    return out
+    """:meth:`MarginLeaf.hash` of each leaf (eth_abi): the path for a batch the fast path does not cover."""
+    return [l.hash() for l in leaves]
 
 
 #: the leaf fields after the account, the lowest value each may take in the fast path (int64 words)
@@ -186,9 +151,10 @@ _FAST_FIELDS = (("state_nonce", 0), ("equity", None), ("maintenance", 0), ("init
 
 def _encoded_leaves(leaves: Sequence[MarginLeaf]) -> Optional[np.ndarray]:
     """The ABI encodings of ``leaves`` as an (n, 192) byte matrix, built column-wise, or ``None`` when some leaf
-    falls outside the fast path (an account not a ``0x`` + 40 hex string, a mixed-case account without a valid
-    EIP-55 checksum, a value that is not an int, outside int64 or below its type's minimum, a state nonce above
-    uint32): the caller then takes the one-by-one path, which encodes or raises exactly as eth_abi does."""
+    falls outside the fast path (an account not a ``0x`` + 40 hex digit string, a value that is not an int, outside
+    int64 or below its type's minimum, a state nonce above uint32): the caller then hashes leaf by leaf through
+    eth_abi, which encodes or raises as always. eth_abi takes any ``0x`` + 40 hex string as the address's 20
+    bytes, whatever the letters' case (it checks no EIP-55 checksum), and so does this."""
     n = len(leaves)
     accounts = [l.account for l in leaves]
     if not all(type(a) is str and len(a) == 42 and a[:2] == "0x" for a in accounts):
@@ -199,8 +165,6 @@ def _encoded_leaves(leaves: Sequence[MarginLeaf]) -> Optional[np.ndarray]:
     except ValueError:
         return None
     if len(raw) != 20 * n:  # fromhex skips whitespace
-        return None
-    if not _checksums_ok(accounts, bodies):
         return None
     enc = np.zeros((n, 192), dtype=np.uint8)
     enc[:, 12:32] = np.frombuffer(raw, dtype=np.uint8).reshape(n, 20)
@@ -221,31 +185,12 @@ def _encoded_leaves(leaves: Sequence[MarginLeaf]) -> Optional[np.ndarray]:
     return enc
 
 
-def _checksums_ok(accounts: Sequence[str], bodies: str) -> bool:
-    """Every mixed-case account carries a valid EIP-55 checksum (all-lower and all-upper ones need none), checked
-    for all accounts at once: a letter is upper case exactly where the keccak of the lower-case hex has a nibble
-    >= 8."""
-    chars = np.frombuffer(bodies.encode("ascii"), dtype=np.uint8).reshape(len(accounts), 40)
-    is_upper = (chars >= ord("A")) & (chars <= ord("F"))
-    is_lower = chars >= ord("a")
-    mixed = np.flatnonzero(is_upper.any(axis=1) & is_lower.any(axis=1))
-    if not mixed.size:
-        return True
-    h = keccak256
-    digests = np.frombuffer(b"".join(h(accounts[i][2:].lower().encode("ascii")) for i in mixed.tolist()),
-                            dtype=np.uint8).reshape(mixed.size, 32)[:, :20]
-    nibbles = np.empty((mixed.size, 40), dtype=np.uint8)
-    nibbles[:, 0::2], nibbles[:, 1::2] = digests >> 4, digests & 0x0F
-    letters = is_upper[mixed] | is_lower[mixed]
-    return bool(np.array_equal(is_upper[mixed], letters & (nibbles >= 8)))
-
-
 def leaf_hashes(leaves: Sequence[MarginLeaf]) -> list[bytes]:
     """:meth:`MarginLeaf.hash` of every leaf, computed in bulk: the six ABI words (address, uint32, int256,
     uint256, uint256, int256) written column-wise into one byte matrix with numpy, then two keccaks per row.
     Byte-identical to the eth_abi path (tests/codec/test_merkle.py compares them on random leaves and at every type
-    bound); a leaf the fast path does not cover sends the batch leaf by leaf, which raises ``ValueError`` naming
-    the account on a value outside its ABI type, as :meth:`MarginLeaf.hash` does."""
+    bound); a leaf the fast path does not cover sends the batch through :meth:`MarginLeaf.hash` leaf by leaf,
+    which raises ``ValueError`` naming the account on a value outside its ABI type."""
     if not leaves:
         return []
     enc = _encoded_leaves(leaves)

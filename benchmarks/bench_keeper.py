@@ -1,27 +1,44 @@
-"""Benchmark: the keeper's per-block cycle for 1,000 and 10,000 accounts, and breach-to-chain in blocks.
+"""Benchmark: the keeper's per-block compute-and-sign cycle on a two-underlying book against the one-underlying cycle of
+an earlier commit (issue 16, Speed), and breach-to-chain in blocks.
 
-Run from the project root:  python -m benchmarks.bench_keeper [--accounts 1000 10000] [--repeats 3] [--no-chain]
+Run from the project root:
+    python -m benchmarks.bench_keeper [--accounts 1000 10000] [--repeats 3] [--inner-repeats 2] [--workers 2]
+                                      [--baseline-ref ef61879 | --no-baseline] [--no-chain]
+    python -m benchmarks.bench_keeper --accounts 100000 --no-baseline --no-chain     # growth: time and peak memory
 
-Three measurements:
-
-1. **compute + sign** (no chain): a synthetic book (each account: quote cash, WETH collateral, Poisson(4)
-   positions on 20 on-chain put/call series, sizes +-1..10 contracts), the simulated option chain of the block,
-   ``fit_surface``, ``build_portfolio_inputs`` (marks and the canonical inputs document), archive (keccak of the canonical
-   JSON), ``leaves_from_inputs`` (risk engine: 2,000 Monte Carlo scenarios seeded from the block hash + the
-   SPAN-like grid), Merkle tree of all leaves and the EIP-712 signature. Best of ``--repeats``.
-2. **chain reads, cache warm** (private Anvil with the real contracts, ``--chain-accounts`` accounts that each
+1. **compute + sign** (no chain), this tree: a synthetic two-underlying book (:func:`synthetic_state`: 20 WETH and
+   20 WBTC series, each account Poisson(4) positions drawn from all 40, quote cash, WETH and WBTC collateral),
+   per underlying its own simulated option chain and ``fit_surface`` ("surface"), ``build_portfolio_inputs`` and
+   the archive (keccak of the canonical JSON) ("inputs+archive"), ``risk_run`` (2,000 Monte Carlo scenarios seeded
+   from the block hash, the joint/single/opposite grid, the correlation stress; ``--workers`` threads, the
+   keeper's ``risk.workers``) and the leaves ("risk+leaves"), bulk leaf hashes, the Merkle tree and the EIP-712
+   signature ("merkle+sign"). "solvency" (the index the keeper signs with the root since issue 16; the baseline
+   has none) is reported apart and in "total+solvency".
+2. **baseline**: ``git worktree add --detach <tmp> <--baseline-ref>`` (removed afterwards); that commit's own
+   ``benchmarks/bench_keeper.py --no-chain`` (its one-underlying book on 20 WETH series, its flat ``keeper/``
+   modules) at the same account count, in a subprocess, its JSON parsed.
+   Each of ``--repeats`` rounds runs one fresh process of ours and one of the baseline, in alternating order, so
+   load falls on both alike; each process runs ``--inner-repeats`` cycles and reports its best. Per stage the best
+   round; the ratio of the best totals and the ratio within each round. Peak memory: ``ru_maxrss`` of each
+   benchmark process (``os.wait4`` on that child: the process doing the work, the risk threads included).
+3. **chain reads, cache warm** (private Anvil with the real contracts, ``--chain-accounts`` accounts that each
    deposited and hold a position): one ``ChainClient.sync`` on a new block with nothing changed (event scan of
    one block + the batched per-block views), and a full re-read of every account by batched calls (what a
    cold start or a reorg costs), reported per account.
-3. **breach-to-chain**: three keepers (M = 2) on that Anvil; spot shocked from 2,000 to 1,300 in block B; the
+4. **breach-to-chain**: three keepers (M = 2) on that Anvil; spot shocked from 2,000 to 1,300 in block B; the
    number of blocks from B to the block holding ``AccountBreached``.
 
-Target: cycle <= 2 s for 10,000 accounts (chain reads with the cache warm + compute + signing).
+Target (issue 16): the two-underlying cycle for 10,000 accounts no slower than the baseline's one-underlying cycle
+in the same run on the same machine; 100,000 accounts reported with peak memory (<= 2 GB).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -34,22 +51,34 @@ sys.path.insert(0, str(ROOT))
 
 WAD = 10**18
 
+#: the two underlyings of the synthetic book: (label, address, spot, simulated-market seed)
+UNDERLYINGS = (("WETH", "0x" + "ee" * 20, 2000.0, 3), ("WBTC", "0x" + "bb" * 20, 40000.0, 8))
+QUOTE = "0x" + "0c" * 20
+
 
 def synthetic_state(n_accounts: int, seed: int = 1):
-    """(series, accounts, collateral doc) of a synthetic book."""
+    """A two-underlying synthetic book: ``(now, series, accounts, collateral)``.
+
+    20 series per underlying (WETH and WBTC: 7/30-day expiries at 80-120 % of spot, 90-day at 90-110 %, calls and
+    puts); each account holds Poisson(4) positions (at least 1) drawn from all 40 series, sizes +-1..10 contracts,
+    quote cash, 0-19 WETH and 0-1.9 WBTC. Same positions per account as the one-underlying book of ef61879, so the
+    two cycles attest the same number of leaves over the same number of position entries."""
     from keeper.chain.client import AccountSnapshot, SeriesInfo
 
     rng = np.random.default_rng(seed)
     now = 1_700_000_000
-    weth = "0x" + "ee" * 20
     series = []
     sid = 1
-    for days in (7, 30, 90):
-        for pct in (0.8, 0.9, 1.0, 1.1, 1.2) if days != 90 else (0.9, 1.0, 1.1):
-            for is_call in (True, False):
-                if len(series) < 20:
-                    series.append(SeriesInfo(sid, weth, int(2000 * pct) * WAD, now + days * 86400, is_call))
-                    sid += 1
+    for _, asset, spot, _ in UNDERLYINGS:
+        mine = 0
+        for days in (7, 30, 90):
+            for pct in (0.8, 0.9, 1.0, 1.1, 1.2) if days != 90 else (0.9, 1.0, 1.1):
+                for is_call in (True, False):
+                    if mine < 20:
+                        series.append(SeriesInfo(sid, asset, int(spot * pct) * WAD, now + days * 86400, is_call))
+                        sid += 1
+                        mine += 1
+    weth, wbtc = UNDERLYINGS[0][1], UNDERLYINGS[1][1]
     accounts = []
     for i in range(n_accounts):
         k = max(1, rng.poisson(4))
@@ -57,60 +86,83 @@ def synthetic_state(n_accounts: int, seed: int = 1):
         pos = {series[j].series_id: int(rng.integers(1, 11)) * int(rng.choice([-1, 1])) * WAD for j in ids}
         accounts.append(AccountSnapshot(f"0x{i + 1:040x}", int(rng.integers(0, 50)),
                                         int(rng.integers(1_000, 100_000)) * 10**6,
-                                        {weth: int(rng.integers(0, 20)) * WAD}, pos))
-    coll = [{"asset": weth, "decimals": 18, "haircut": str(15 * 10**16), "underlying": 0, "price": "0"}]
-    return now, series, accounts, coll, weth
+                                        {weth: int(rng.integers(0, 20)) * WAD,
+                                         wbtc: int(rng.integers(0, 20)) * WAD // 10}, pos))
+    collateral = {weth: {"decimals": 18, "haircut": 15 * 10**16}, wbtc: {"decimals": 18, "haircut": 10 * 10**16},
+                  QUOTE: {"decimals": 6, "haircut": 0}}
+    return now, series, accounts, collateral
 
 
-def bench_compute(n_accounts: int, repeats: int) -> dict:
+def bench_compute(n_accounts: int, repeats: int, workers: int = 1) -> dict:
+    """Best of ``repeats`` per stage (seconds) of the two-underlying compute-and-sign cycle, ``workers`` processes
+    for the risk run (``keeper.ops.pool``); also ``peak_rss_mb`` of this process (and of its pool's processes)."""
     from eth_account import Account
 
-    from keeper.data.archive import InputsArchive
-    from keeper.ops.config import parse_config
-    from keeper.exchange.codec import TypedDataCodec
-    from keeper.ops.signing import sign_digest
     from keeper.attest.inputs import Attestation, risk_document
+    from keeper.attest.leaves import canonical_inputs, risk_run, solvency_from_run
     from keeper.attest.portfolio import AssetMarket, build_portfolio_inputs
-    from keeper.codec.merkle import MerkleTree
-    from keeper.attest.leaves import canonical_inputs, leaves_from_inputs
-    from keeper.units import price_to_wad
+    from keeper.codec.merkle import MerkleTree, leaf_hashes
+    from keeper.data.archive import InputsArchive
     from keeper.data.sources import BlockRef, SimulatedMarket
+    from keeper.exchange.codec import TypedDataCodec
+    from keeper.ops.config import parse_config
+    from keeper.ops.pool import RiskPool
+    from keeper.ops.signing import sign_digest
     from keeper.quant.surface import fit_surface
+    from keeper.units import price_to_wad
 
     cfg = parse_config({"market": {"simulated": {"seed": 3, "jump_intensity": 0.0}}})
-    now, series, accounts, coll, weth = synthetic_state(n_accounts)
-    sim = SimulatedMarket(cfg.market.simulated)
+    now, series, accounts, collateral = synthetic_state(n_accounts)
+    sims = [(asset, spot, SimulatedMarket(cfg.market.simulated.model_copy(update={"seed": seed, "spot0": spot})))
+            for _, asset, spot, seed in UNDERLYINGS]
     acct = Account.from_key(b"\x01" * 32)
     codec = TypedDataCodec(31337, "0x" + "ab" * 20)
     archive = InputsArchive(None)
     stages: dict[str, list[float]] = {}
-    for r in range(repeats):
-        block = BlockRef(1000 + r, "0x" + f"{r + 7:064x}", now)
-        t = {}
-        t0 = time.perf_counter()
-        chain = sim.chain(block, 2000.0)
-        surface = fit_surface(chain)
-        t["surface"] = time.perf_counter() - t0
-        t1 = time.perf_counter()
-        doc = build_portfolio_inputs(
-            block=block, markets=[AssetMarket(weth, price_to_wad(2000.0, 2), surface, chain)], series=series,
-            accounts=accounts, collateral={c["asset"]: {"decimals": c["decimals"], "haircut": int(c["haircut"])}
-                                           for c in coll},
-            quote_asset="0x" + "0c" * 20, quote_decimals=6, risk=risk_document(cfg.risk)).document
-        h = archive.put_bytes(canonical_inputs(doc))
-        t["inputs+archive"] = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        leaves, _ = leaves_from_inputs(doc)
-        t["risk+leaves"] = time.perf_counter() - t2
-        t3 = time.perf_counter()
-        tree = MerkleTree([l.hash() for l in leaves])
-        att = Attestation(block.number, now, h, leaves, tree, 0)
-        sign_digest(acct, codec.digest("margin", att.message()))
-        t["merkle+sign"] = time.perf_counter() - t3
-        t["total"] = time.perf_counter() - t0
-        for k, v in t.items():
-            stages.setdefault(k, []).append(v)
-    return {k: min(v) for k, v in stages.items()}
+    with RiskPool(workers) as pool:
+        for r in range(repeats):
+            block = BlockRef(1000 + r, "0x" + f"{r + 7:064x}", now)
+            t = {}
+            t0 = time.perf_counter()
+            markets = []
+            for asset, spot, sim in sims:
+                chain = sim.chain(block, spot)
+                markets.append(AssetMarket(asset, price_to_wad(spot, 2), fit_surface(chain), chain))
+            t["surface"] = time.perf_counter() - t0
+            t1 = time.perf_counter()
+            doc = build_portfolio_inputs(block=block, markets=markets, series=series, accounts=accounts,
+                                         collateral=collateral, quote_asset=QUOTE, quote_decimals=6,
+                                         risk=risk_document(cfg.risk)).document
+            h = archive.put_bytes(canonical_inputs(doc))
+            t["inputs+archive"] = time.perf_counter() - t1
+            t2 = time.perf_counter()
+            run = risk_run(doc, mapper=pool)
+            leaves = run.leaves
+            t["risk+leaves"] = time.perf_counter() - t2
+            t3 = time.perf_counter()
+            tree = MerkleTree(leaf_hashes(leaves))  # the keeper's path (keeper/bots/keeper/cycle.py)
+            att = Attestation(block.number, now, h, leaves, tree, markets[0].spot_wad)
+            sign_digest(acct, codec.digest("margin", att.message()))
+            t["merkle+sign"] = time.perf_counter() - t3
+            t["total"] = time.perf_counter() - t0
+            t4 = time.perf_counter()
+            solvency_from_run(run, 1_000_000.0, mapper=pool)
+            t["solvency"] = time.perf_counter() - t4
+            t["total+solvency"] = t["total"] + t["solvency"]
+            for k, v in t.items():
+                stages.setdefault(k, []).append(v)
+    out: dict = {k: min(v) for k, v in stages.items()}
+    out["root"] = "0x" + tree.root.hex()
+    out["peak_rss_mb"] = peak_rss_mb()
+    return out
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process (``resource.getrusage(RUSAGE_SELF).ru_maxrss``, KiB on Linux), in
+    MiB; the risk pool's workers are threads of this process, so this is the whole cycle's peak."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def bench_chain(n_accounts: int, tmp: Path) -> dict:
@@ -193,22 +245,139 @@ def bench_breach_to_chain(tmp: Path) -> dict:
         net.chain.stop()
 
 
+def _run_child(cmd: list[str], cwd: Path) -> tuple[dict, float]:
+    """Run one benchmark process; its last stdout line (JSON) and its peak RSS in MiB (``os.wait4``'s
+    ``ru_maxrss`` of that process alone)."""
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, cwd=str(cwd), stdout=subprocess.PIPE, stderr=err, text=True)
+        out = proc.stdout.read()
+        _, status, usage = os.wait4(proc.pid, 0)  # reaps the child: its own rusage
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        proc.stdout.close()
+        if code != 0:
+            err.seek(0)
+            raise RuntimeError(f"{' '.join(cmd)} (in {cwd}) failed with {code}: {err.read()[-2000:]}")
+    return json.loads(out.strip().splitlines()[-1]), usage.ru_maxrss / 1024
+
+
+def ours_once(n: int, inner: int, workers: int) -> dict:
+    """This tree's two-underlying cycle in a fresh process (best of ``inner``), with that process's peak RSS."""
+    r, rss = _run_child([sys.executable, "-m", "benchmarks.bench_keeper", "--child", "--accounts", str(n),
+                         "--repeats", str(inner), "--workers", str(workers)], ROOT)
+    r["peak_rss_mb"] = rss
+    return r
+
+
+def baseline_once(tree: Path, n: int, inner: int) -> dict:
+    """The baseline commit's own one-underlying compute+sign (its benchmarks/bench_keeper.py --no-chain, its flat
+    keeper/ modules) in a fresh process from its worktree (best of ``inner``), with that process's peak RSS."""
+    r, rss = _run_child([sys.executable, "-m", "benchmarks.bench_keeper", "--no-chain", "--accounts", str(n),
+                         "--repeats", str(inner)], tree)
+    stages = dict(r["compute"][str(n)])
+    stages["peak_rss_mb"] = rss
+    return stages
+
+
+class BaselineTree:
+    """``git worktree add --detach <tmp> <ref>`` for the run, removed afterwards; checks that a process started
+    in it imports the worktree's ``keeper`` package (not this tree's editable install)."""
+
+    def __init__(self, ref: str) -> None:
+        self.ref = ref
+        self.tmp = Path(tempfile.mkdtemp(prefix="bench-keeper-baseline-"))
+        self.path = self.tmp / "tree"
+
+    def __enter__(self) -> Path:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(self.path), self.ref],
+                       check=True, capture_output=True)
+        where = subprocess.run([sys.executable, "-c", "import keeper; print(keeper.__file__)"], cwd=str(self.path),
+                               check=True, capture_output=True, text=True).stdout.strip()
+        if not Path(where).resolve().is_relative_to(self.path.resolve()):
+            raise RuntimeError(f"the baseline worktree imports keeper from {where}, not from {self.path}")
+        return self.path
+
+    def __exit__(self, *exc) -> None:
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(self.path)],
+                       capture_output=True)
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
+
+STAGES = ("surface", "inputs+archive", "risk+leaves", "merkle+sign", "total")
+
+
+def compare(n: int, repeats: int, inner: int, workers: int, tree: Path | None) -> dict:
+    """``repeats`` rounds, each one fresh process of ours and one of the baseline (order alternating, so load
+    falls on both alike); per stage the best round of each; the ratio of the best totals and of each round's pair."""
+    ours, base, loads = [], [], [os.getloadavg()[0]]
+    for r in range(repeats):
+        order = ["base", "ours"] if r % 2 == 0 else ["ours", "base"]
+        for side in order:
+            if side == "ours":
+                ours.append(ours_once(n, inner, workers))
+            elif tree is not None:
+                base.append(baseline_once(tree, n, inner))
+        loads.append(os.getloadavg()[0])
+    for x in ours + base:  # the stages after the surface fit (the part this issue's work changed)
+        x["total-surface"] = x["total"] - x["surface"]
+    out = {"accounts": n, "workers": workers, "rounds": repeats, "inner_repeats": inner,
+           "load_1min": [round(x, 2) for x in loads],
+           "ours": {k: min(o[k] for o in ours) for k in ours[0] if k != "root"},
+           "ours_rounds_total": [o["total"] for o in ours], "root": ours[0]["root"]}
+    if base:
+        out["baseline"] = {k: min(b[k] for b in base) for k in base[0]}
+        out["baseline_rounds_total"] = [b["total"] for b in base]
+        out["ratio_best_total"] = out["ours"]["total"] / out["baseline"]["total"]
+        out["ratio_per_round"] = [o["total"] / b["total"] for o, b in zip(ours, base)]
+    return out
+
+
+def print_comparison(c: dict, ref: str) -> None:
+    n, o, b = c["accounts"], c["ours"], c.get("baseline")
+    print(f"\ncompute+sign, {n:,} accounts, best of {c['rounds']} rounds x {c['inner_repeats']} "
+          f"(load 1-min during: {', '.join(f'{x:.1f}' for x in c['load_1min'])}):")
+    head = f"  {'stage':<16}{'two underlyings, ' + str(c['workers']) + ' worker(s)':>34}"
+    print(head + (f"{ref + ' one underlying':>28}{'ratio':>8}" if b else ""))
+    for k in STAGES + ("total-surface", "solvency", "total+solvency"):
+        if k not in o:
+            continue
+        line = f"  {k:<16}{o[k] * 1000:>31.0f} ms"
+        if b and k in b:
+            line += f"{b[k] * 1000:>25.0f} ms{o[k] / b[k]:>8.2f}"
+        print(line)
+    print(f"  {'peak RSS':<16}{o['peak_rss_mb']:>31.0f} MB" + (f"{b['peak_rss_mb']:>25.0f} MB" if b else ""))
+    if b:
+        print(f"  ratio of best totals {c['ratio_best_total']:.2f}; per round "
+              + ", ".join(f"{x:.2f}" for x in c["ratio_per_round"]))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--accounts", type=int, nargs="+", default=[1000, 10000])
-    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3, help="rounds (each: a fresh process of ours and of the baseline)")
+    ap.add_argument("--inner-repeats", type=int, default=2, help="cycles per process, best taken")
+    ap.add_argument("--workers", type=int, default=2, help="threads of the risk run (risk.workers)")
+    ap.add_argument("--baseline-ref", default="ef61879", help="commit whose one-underlying cycle is the baseline")
+    ap.add_argument("--no-baseline", action="store_true")
+    ap.add_argument("--baseline-max-accounts", type=int, default=10_000,
+                    help="run the baseline only up to this many accounts")
     ap.add_argument("--chain-accounts", type=int, default=300)
     ap.add_argument("--no-chain", action="store_true")
+    ap.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = ap.parse_args()
     from keeper.ops.logging import configure_logging
 
     configure_logging("ERROR")
-    out: dict = {"compute": {}}
-    for n in args.accounts:
-        r = bench_compute(n, args.repeats)
-        out["compute"][n] = r
-        print(f"compute+sign {n:>6} accounts: " + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in r.items()),
-              flush=True)
+    if args.child:  # one process, one account count: this tree's cycle, JSON on the last line
+        print(json.dumps(bench_compute(args.accounts[0], args.repeats, args.workers)))
+        return
+    out: dict = {"compute": {}, "machine": {"cpus": os.cpu_count()}}
+    need_base = not args.no_baseline and any(n <= args.baseline_max_accounts for n in args.accounts)
+    with (BaselineTree(args.baseline_ref) if need_base else contextlib.nullcontext()) as tree:
+        for n in args.accounts:
+            c = compare(n, args.repeats, args.inner_repeats, args.workers,
+                        tree if n <= args.baseline_max_accounts else None)
+            out["compute"][n] = c
+            print_comparison(c, args.baseline_ref)
     if not args.no_chain:
         with tempfile.TemporaryDirectory() as d:
             out["chain"] = bench_chain(args.chain_accounts, Path(d))

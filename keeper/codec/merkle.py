@@ -12,8 +12,9 @@ The keeper hashes its leaves in bulk (:func:`leaf_hashes`: the ABI words written
 from ``safe-pysha3``'s C extension when installed, else ``eth_utils``; the same bytes as :meth:`MarginLeaf.hash`,
 which goes through ``eth_abi`` and stays the reference) and builds its tree from those hashes (10,000 leaves in
 tens of milliseconds, ``benchmarks/bench_keeper.py``); tests and the deployment tools build it from leaves
-(:meth:`MerkleTree.of_leaves`, which also checks every leaf against what the contract can store). The second computation that checks this module is the contracts' own OpenZeppelin
-``MerkleProof`` on a real chain (tests/contracts, tests/bots/keeper).
+(:meth:`MerkleTree.of_leaves`, which also checks every leaf against what the contract can store). The second
+computation that checks this module is the contracts' own OpenZeppelin ``MerkleProof`` on a real chain
+(tests/contracts, tests/bots/keeper).
 """
 from __future__ import annotations
 

@@ -94,7 +94,7 @@ def hedge_charges(portfolio: Portfolio, series: Mapping[int, SeriesSpec], market
         t = np.maximum(np.array([float(s.expiry_ts) for s in specs]) - market.now, 0.0) / SECONDS_PER_YEAR
         fwd = np.array([market.spot(s.underlying) for s in specs])
         is_call = np.array([s.is_call for s in specs], dtype=bool)
-        vol = np.asarray(market.vol(strike, np.maximum(t, 1e-12), fwd), float)
+        vol = market.vols([s.underlying for s in specs], strike, np.maximum(t, 1e-12), fwd)
         if not np.all(np.isfinite(vol) & (vol > 0)):
             raise ValueError("vol surface returned no usable vol for some series")
         g = black76_greeks(fwd, strike, np.maximum(t, 1e-12), vol, is_call)

@@ -44,6 +44,23 @@ class AuctionState:
         return (WAD - self.sold_wad) / WAD
 
 
+def market_smile(path: Path):
+    """The vol lookup of a market file ``{spot, atm_vol, skew, curvature}`` (the liquidator's own smile:
+    ``atm (1 + skew k + curvature k^2)`` in log-moneyness ``k``, at least 5 %); raises ``ValueError``/``KeyError``
+    on a bad file and ``OSError`` when it cannot be read."""
+    m = json.loads(path.read_text())
+    atm = float(m["atm_vol"])
+    skew, curv = float(m.get("skew", -0.15)), float(m.get("curvature", 0.4))
+    if not (np.isfinite(atm) and atm > 0 and np.isfinite(skew) and np.isfinite(curv)):
+        raise ValueError(f"{path.name}: atm_vol must be > 0 and skew, curvature finite")
+
+    def vol_fn(strike, expiry, forward):
+        k = np.log(np.asarray(strike, float) / np.asarray(forward, float))
+        return np.maximum(atm * (1 + skew * k + curv * k * k), 0.05) + 0 * np.asarray(expiry, float)
+
+    return vol_fn
+
+
 class ChainStatus:
     """The liquidator's reads of the clearinghouse ``ch`` and the auction module ``auction`` (web3 contracts), for
     the liquidator at ``address``; ``full``: the deployment's ``.full.json`` (tokens, quote decimals);
@@ -71,8 +88,9 @@ class ChainStatus:
         self._done_field = next((k for k, c in enumerate(fields) if c.get("name") == "done"), None)
 
     def market(self) -> MarketView:
-        """Spots from the clearinghouse's attested prices (the market file's spot when given), vol from the
-        market file's ATM vol and smile (the liquidator's own smile parameters), else the configured flat vol."""
+        """Spots from the clearinghouse's attested prices, vol from the market file's ATM vol and smile (the
+        liquidator's own smile parameters, :func:`market_smile`), else the configured flat vol; an underlying other
+        than the deployment's first with a ``market_<symbol>.json`` beside the market file gets its own smile."""
         spots: dict[str, float] = {}
         for t in self.full.get("tokens", {}).values():
             addr = t["address"]
@@ -85,19 +103,23 @@ class ChainStatus:
             except Exception:  # noqa: BLE001 - an unpriced asset is simply absent
                 pass
         vol_fn = flat_vol(self.s.vol)
+        own: dict[str, object] = {}
         if self.s.market_file and Path(self.s.market_file).is_file():
             try:
-                m = json.loads(Path(self.s.market_file).read_text())
-                atm = float(m["atm_vol"])
-                skew, curv = float(m.get("skew", -0.15)), float(m.get("curvature", 0.4))
-
-                def vol_fn(strike, expiry, forward, atm=atm, skew=skew, curv=curv):
-                    k = np.log(np.asarray(strike, float) / np.asarray(forward, float))
-                    return np.maximum(atm * (1 + skew * k + curv * k * k), 0.05) + 0 * np.asarray(expiry, float)
+                vol_fn = market_smile(Path(self.s.market_file))
             except (OSError, ValueError, KeyError) as e:
                 self.emit("market_file_unreadable", error=str(e))
+            first = str(self.full.get("underlying", "")).lower()
+            for sym, t in self.full.get("tokens", {}).items():
+                f = Path(self.s.market_file).with_name(f"market_{sym}.json")
+                if t["address"].lower() in (first, self.quote_asset.lower()) or not f.is_file():
+                    continue
+                try:  # another underlying's own smile (the scenario writes market_<symbol>.json beside market.json)
+                    own[t["address"]] = market_smile(f)
+                except (OSError, ValueError, KeyError) as e:
+                    self.emit("market_file_unreadable", file=str(f), error=str(e))
         now = int(self.w3.eth.get_block("latest")["timestamp"])
-        return MarketView(spots, vol_fn, now, self.quote_asset)
+        return MarketView(spots, vol_fn, now, self.quote_asset, own)
 
     def series_spec(self, sid: int) -> SeriesSpec:
         if sid not in self.series:

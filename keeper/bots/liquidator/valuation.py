@@ -90,12 +90,28 @@ class RiskAppetite:
 @dataclass(frozen=True)
 class MarketView:
     """What the liquidator sees of the market: spot per asset (quote per whole unit; the quote asset is 1),
-    the underlying each risky collateral moves with, a vol lookup and the time."""
+    a vol lookup (``vol``; ``underlying_vols``: an underlying's own lookup, by address, where it has one) and the
+    time."""
 
     spots: Mapping[str, float]
     vol: VolFn
     now: float
     quote_asset: str
+    underlying_vols: Mapping[str, VolFn] = field(default_factory=dict)
+
+    def vols(self, underlyings: Sequence[str], strike, expiry, forward) -> np.ndarray:
+        """Black-76 vols of series on ``underlyings`` (one per series) at ``strike``, ``expiry`` [years] and
+        ``forward``: each underlying's own lookup when it has one, else ``vol``."""
+        strike, expiry, forward = (np.asarray(x, float) for x in np.broadcast_arrays(strike, expiry, forward))
+        if not self.underlying_vols:
+            return np.asarray(self.vol(strike, expiry, forward), float)
+        own = {k.lower(): f for k, f in self.underlying_vols.items()}
+        out = np.empty(strike.shape, float)
+        keys = np.array([u.lower() for u in underlyings])
+        for u in dict.fromkeys(keys):
+            sel = keys == u
+            out[sel] = np.asarray(own.get(u, self.vol)(strike[sel], expiry[sel], forward[sel]), float)
+        return out
 
     def spot(self, asset: str) -> float:
         if asset.lower() == self.quote_asset.lower():
@@ -155,7 +171,7 @@ def _positions_value(size, strike, expiry_ts, is_call, unders, market: MarketVie
     t = np.maximum(expiry_ts - market.now, 0.0) / SECONDS_PER_YEAR
     base_fwd = fwd / spot_mult
     # smile is sticky-moneyness: the vol is looked up at K relative to the shocked forward
-    vol = np.asarray(market.vol(strike * base_fwd / fwd, np.maximum(t, 1e-12), base_fwd), float) * vol_mult
+    vol = market.vols(unders, strike * base_fwd / fwd, np.maximum(t, 1e-12), base_fwd) * vol_mult
     vol = np.where(np.isfinite(vol) & (vol > 0), vol, np.nan)
     if np.isnan(vol).any():
         raise ValueError("vol surface returned no usable vol for some series")

@@ -12,6 +12,7 @@ from vollib.black import black as vollib_black
 
 from keeper.bots.liquidator.bot import LiquidatorSettings
 from keeper.bots.liquidator.model import LotStatus, LotValuer, decide_lot, lot_quote
+from keeper.bots.liquidator.status import market_smile
 from keeper.bots.liquidator.strategies import EdgeStrategy
 from keeper.bots.liquidator.valuation import MarketView, Portfolio, RiskAppetite, SeriesSpec
 
@@ -99,3 +100,25 @@ def test_settings_default_to_hedging_and_name_a_bad_choice():
         LiquidatorSettings(rpc_url="", deployment_file="", key="", valuation="mark")
     with pytest.raises(ValueError, match="hedge horizon"):
         LiquidatorSettings(rpc_url="", deployment_file="", key="", hedge_horizon_s=0)
+
+
+def test_each_underlying_is_priced_on_its_own_smile(tmp_path):
+    wbtc = "0x" + "cc" * 20
+    series = {**SERIES, 3: SeriesSpec(3, wbtc, 28_000.0, NOW + 14 * DAY, False)}
+    book = Portfolio({1: -4.0, 3: -0.5}, {}, cash=0)
+    f = tmp_path / "market_WBTC.json"
+    f.write_text('{"spot": 30000, "atm_vol": 0.6, "skew": -0.1, "curvature": 0.3}')
+    btc_smile = market_smile(f)
+    market = MarketView({WETH: SPOT, wbtc: 30_000.0}, smile, NOW, QUOTE, {wbtc: btc_smile})
+    t = 14 / 365
+    k = math.log(28_000 / 30_000)
+    btc_vol = 0.6 * (1 - 0.1 * k + 0.3 * k * k)
+    expected = options_by_vollib(Portfolio({1: -4.0})) - 0.5 * vollib_black("p", 30_000.0, 28_000.0, t, 0.0, btc_vol)
+    for kind in ("hedging", "conservative"):
+        assert abs(LotValuer(kind).value(book, series, market, 6).value - expected * 1e6) <= 2, kind
+    # without its own smile the BTC put would be priced on ETH's (a different value: the lookup matters)
+    one = MarketView({WETH: SPOT, wbtc: 30_000.0}, smile, NOW, QUOTE)
+    assert abs(LotValuer().value(book, series, one, 6).value - expected * 1e6) > 1e6
+    f.write_text('{"spot": 30000, "atm_vol": -1}')
+    with pytest.raises(ValueError, match="atm_vol must be > 0"):
+        market_smile(f)

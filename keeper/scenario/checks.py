@@ -7,8 +7,9 @@ the archived inputs (no number is taken from the scenario's own bookkeeping).
 * ``no_healthy_account_sold``: for every auction, the leaf is recomputed from the archived inputs its
   ``inputsHash`` names (quant engine, same seeds) and must equal the attested leaf and be below maintenance. What
   was sold is read from the core's own ``ClaimRecorded`` events (a bid records a claim on the auctioned book; the
-  share moves later, by ``settleClaim``): each must come with the auction's ``Bid`` of the same transaction, source
-  and bidder, and no claim may be on an account of an auction started from a healthy leaf.
+  share moves later, by ``settleClaim``): each must come with the auction's ``Bid`` (or the buyer of last resort's
+  ``LastResortTaken``) of the same transaction, source and buyer, and no claim may be on an account of an auction
+  started from a healthy leaf.
 * ``token_conservation``: per token, the ERC20 balance held by the clearinghouse equals what it owes, from raw
   storage (``storedBalances``: the effective views add unsettled claims with their own rounding): the sum of
   collateral balances; for the quote asset the sum of cash, plus cash credited to frozen books (``lotOf``), plus
@@ -16,7 +17,8 @@ the archived inputs (no number is taken from the scenario's own bookkeeping).
   running auctions; option positions net to zero per series in storage; and per holder the claim fractions
   recorded equal those settled plus the one still pending (``claimOf``).
 * ``insurance_fund_arithmetic``: fund after = before + penalties to the fund (penalty - starter reward of every
-  ended auction, less what repaid bad debt) - shortfalls paid, from the auction events.
+  ended auction, less what repaid bad debt) - shortfalls paid - what the fund spent on last-resort takes
+  (``FundSpent``), from the auction events.
 """
 from __future__ import annotations
 
@@ -72,19 +74,24 @@ def run_checks(world: World, archive, fund_before: int) -> dict:
         healthy[aid] = mine is None or mine.equity >= mine.maintenance
     # what was sold, from the core's side: every claim recorded must be one auction bid's (same transaction,
     # source and bidder); a claim outside any bid is a sale the auction's rules did not govern
-    bid_of_tx = {bytes(b["transactionHash"]): b for b in bids}
+    # (or the buyer of last resort's take, ``LastResortTaken``: the fund's account takes the book of an auction at
+    # its floor after its resets, from the fresh breach record the auction restarted from)
+    takes = world.logs(auc, "LastResortTaken") if _has_event(auc, "LastResortTaken") else []
+    bid_of_tx = {bytes(b["transactionHash"]): (b, b["args"]["bidder"]) for b in bids}
+    bid_of_tx.update({bytes(t["transactionHash"]): (t, t["args"]["fundAccount"]) for t in takes})
     claims = world.logs(ch, "ClaimRecorded")
     sold_ids = set()
     for c in claims:
-        b = bid_of_tx.get(bytes(c["transactionHash"]))
-        if b is None or b["args"]["account"] != c["args"]["source"] or b["args"]["bidder"] != c["args"]["holder"]:
+        b, buyer = bid_of_tx.get(bytes(c["transactionHash"]), (None, None))
+        if b is None or b["args"]["account"] != c["args"]["source"] or buyer != c["args"]["holder"]:
             problems.append(f"claim of {c['args']['holder'][:10]} on {c['args']['source'][:10]} recorded outside a "
                             f"matching auction bid (tx {bytes(c['transactionHash']).hex()[:10]}): no AccountBreached "
                             f"and attestation behind it")
             continue
         sold_ids.add(int(b["args"]["id"]))
-    if len(claims) != len(bids):
-        problems.append(f"{len(bids)} bid(s) but {len(claims)} claim(s) recorded (one claim per bid)")
+    if len(claims) != len(bids) + len(takes):
+        problems.append(f"{len(bids)} bid(s) and {len(takes)} last-resort take(s) but {len(claims)} claim(s) "
+                        f"recorded (one claim per bid or take)")
     sold_from_healthy = sorted(aid for aid in sold_ids if healthy.get(aid))
     results["m_of_n_before_liquidation"] = {
         "ok": not [p for p in problems if "attestation" in p or "no AccountBreached" in p],
@@ -94,7 +101,8 @@ def run_checks(world: World, archive, fund_before: int) -> dict:
         "ok": not sold_from_healthy and not [p for p in problems if "recomputed" in p or "archived" in p
                                              or "claim" in p],
         "detail": f"{recomputed} breach leaf(s) recomputed from archived inputs; {len(claims)} claim(s) recorded by "
-                  f"bids of {len(sold_ids)} auction(s); auctions selling a healthy account: "
+                  f"bids or last-resort takes of {len(sold_ids)} auction(s) ({len(takes)} take(s)); auctions "
+                  f"selling a healthy account: "
                   f"{sold_from_healthy or 'none'}"}
 
     # 3: token conservation from raw storage, over every address any balance-moving event names (starter rewards
@@ -154,14 +162,20 @@ def run_checks(world: World, archive, fund_before: int) -> dict:
     repaid = sum(int(e["args"]["repaid"]) for e in world.logs(auc, "FundReceived")
                  if int(e["args"]["auctionId"]) != 0)
     paid = sum(int(e["args"]["paid"]) for e in world.logs(auc, "ShortfallPaid"))
+    spent = sum(int(e["args"]["amount"]) for e in world.logs(auc, "FundSpent")) if _has_event(auc, "FundSpent") \
+        else 0
     after = int(auc.functions.fundBalance().call())
-    expected = before + to_fund - repaid - paid
+    expected = before + to_fund - repaid - paid - spent
     results["insurance_fund_arithmetic"] = {
         "ok": expected == after,
-        "detail": f"before {before} + penalties to fund {to_fund} - debt repaid {repaid} - shortfalls paid {paid} = "
-                  f"{expected}; on chain {after}"}
+        "detail": f"before {before} + penalties to fund {to_fund} - debt repaid {repaid} - shortfalls paid {paid} - "
+                  f"spent on last-resort takes {spent} = {expected}; on chain {after}"}
     results["_healthy_at_start"] = healthy
     return results
+
+
+def _has_event(contract, name: str) -> bool:
+    return any(i.get("type") == "event" and i.get("name") == name for i in contract.abi)
 
 
 def _has(contract, name: str) -> bool:

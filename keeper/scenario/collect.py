@@ -15,6 +15,7 @@ from keeper.attest.engine import smile_from
 from keeper.chain.haircuts import read_listed
 from keeper.data.paths import MarketPath
 from keeper.quant.haircuts import CollateralMarket, recommend_haircuts
+from keeper.quant.risk.engine import from_canonical
 from keeper.quant.surface import VolSurface
 from keeper.scenario.checks import run_checks
 from keeper.scenario.config import ScenarioConfig
@@ -134,6 +135,24 @@ def collect(world: World, rec: ScenarioRecord, archive, fund_before: int, lost: 
                      "accounts": int(e["args"]["index"]["accounts"])}
                     for e in world.logs(ch, "SolvencyIndexPosted")]
     rec.invariants = checks
+
+
+def step_documents(rec: ScenarioRecord, archive) -> list[tuple[int, dict]]:
+    """``(step, decoded inputs document)`` of each step of the path: the document of the last margin root posted
+    at or before the step's block (``rec.attestations``, from ``MarginRootPosted``), read from the archive by its
+    hash; steps without one (or whose document is missing) are left out."""
+    roots = sorted((int(a["sequence"]), a["inputs_hash"]) for a in rec.attestations)
+    seqs = [q for q, _ in roots]
+    out = []
+    for k, b in enumerate(rec.blocks):
+        i = int(np.searchsorted(seqs, b, side="right")) - 1
+        if i < 0:
+            continue
+        blob = archive.get(roots[i][1])
+        if blob is None:
+            continue
+        out.append((k, from_canonical(json.loads(blob))))
+    return out
 
 
 def run_description(cfg: ScenarioConfig, path: MarketPath, inline: bool, threshold: int, out: Path) -> dict:

@@ -50,6 +50,27 @@ class ScenarioConfig:
     #: whole units of each listed collateral sellable per day, for the haircut recommendation of the report
     #: (keeper/quant/haircuts.py; market depth is not on chain)
     collateral_depth: dict[str, float] = field(default_factory=lambda: {"WETH": 20_000.0, "WBTC": 1_000.0})
+    #: the second underlying (BTC, collateral WBTC): its spot at the path's start, and how it follows the path
+    #: (:func:`btc_of`): ``BTC = btc_spot0 * (ETH / ETH_0) ** btc_beta``, its ATM vol ``btc_vol_ratio`` x ETH's
+    btc_spot0: float = 40_000.0
+    btc_beta: float = 0.8
+    btc_vol_ratio: float = 0.8
+
+
+def btc_of(eth_spot, eth_vol, eth_spot0: float, btc_spot0: float, beta: float, vol_ratio: float):
+    """The second underlying's spot and ATM vol at an ETH spot and vol (scalars or arrays): BTC moves with ETH at
+    ``beta`` in log terms (a -30 % ETH jump is a -24.8 % BTC jump at beta 0.8), its vol is ``vol_ratio`` x ETH's
+    (BTC a little calmer, as in the offline study, keeper/scenario/netting.py). Deterministic, so that a replayed
+    ETH crash drives both underlyings and ``Scenario.attest(spot, vol)`` stays a function of the ETH market."""
+    return btc_spot0 * (eth_spot / eth_spot0) ** beta, vol_ratio * eth_vol
+
+
+def market_files(out: Path, symbol: str, first: bool) -> tuple[Path, Path]:
+    """``(market file, spot file)`` of one underlying: ``market.json``/``spot.json`` for the first (what the
+    liquidators read too), ``market_<symbol>.json``/``spot_<symbol>.json`` for another."""
+    if first:
+        return out / "market.json", out / "spot.json"
+    return out / f"market_{symbol}.json", out / f"spot_{symbol}.json"
 
 
 def default_out_dir() -> Path:

@@ -18,7 +18,7 @@ from keeper.data.paths import MarketPath
 from keeper.errors import DeployError, TxFailed
 from keeper.quant.pricing import black76_greeks
 from keeper.scenario.collect import market_surface
-from keeper.scenario.config import ScenarioConfig
+from keeper.scenario.config import ScenarioConfig, market_files
 from keeper.scenario.keepers import Attestor
 from keeper.scenario.manipulation import ThinBook, manipulation_report
 from keeper.scenario.processes import ProcessKeepers
@@ -33,11 +33,23 @@ def _write_json_atomically(path: Path, doc: dict) -> None:
     os.replace(tmp, path)
 
 
-def write_market_file(out: Path, spot: float, vol: float) -> None:
-    """What the bots read as public market data: ``market.json`` (spot, ATM vol and the smile's shape; the
-    liquidators, and the keepers' option chain) and ``spot.json`` (the keepers' spot source)."""
-    _write_json_atomically(out / "market.json", {"spot": spot, "atm_vol": vol, "skew": -0.15, "curvature": 0.4})
-    _write_json_atomically(out / "spot.json", {"price": round(spot, 2), "volume": 1.0})
+def write_market_file(out: Path, spot: float, vol: float, others: dict[str, tuple[float, float]] | None = None
+                      ) -> None:
+    """What the bots read as public market data: ``market.json`` (the first underlying's spot, ATM vol and the
+    smile's shape; the liquidators, and the keepers' option chain) and ``spot.json`` (the keepers' spot source), and
+    for every other underlying in ``others`` (symbol -> (spot, ATM vol)) its own pair of files
+    (:func:`market_files`), which its keeper sources read."""
+    files = [(True, "", spot, vol)] + [(False, sym, p, v) for sym, (p, v) in (others or {}).items()]
+    for first, sym, p, v in files:
+        market, spot_file = market_files(out, sym, first)
+        _write_json_atomically(market, {"spot": p, "atm_vol": v, "skew": -0.15, "curvature": 0.4})
+        _write_json_atomically(spot_file, {"price": round(p, 2), "volume": 1.0})
+
+
+def write_world_market(world: World, out: Path, spot: float, vol: float) -> None:
+    """:func:`write_market_file` for every underlying of ``world`` when the first is at ``spot`` and ``vol``."""
+    m = world.market(spot, vol)
+    write_market_file(out, spot, vol, {sym: m[sym] for sym in world.underlyings()[1:]})
 
 
 # ---------------------------------------------------------------------------------------------- manipulation
@@ -52,7 +64,7 @@ def fat_finger(world: World, attestor: Attestor, spot: float, vol: float, say: C
     j0 = int(np.argmax(short_near)) if short_near.max() > 0 else 0
     sid = book0.series_ids[j0]
     fair = world.model_price(sid, spot, vol)
-    px = fair + 0.05 * spot
+    px = fair + 0.05 * world.series_market(sid, spot, vol)[0]
     buyer = world.actor("long-01") if any(a.role == "long-01" for a in world.actors) else world.actor("maker")
     maker = world.actor("maker")
     world.trade(maker, buyer, sid, -0.1, px, 10_000, att)
@@ -65,8 +77,10 @@ def fat_finger(world: World, attestor: Attestor, spot: float, vol: float, say: C
     s_all = world.series_map()
     t = np.array([max(s_all[s]["expiry"] - world.now(), 1) / SECONDS_PER_YEAR for s in sids])
     strikes = np.array([s_all[s]["strike"] for s in sids])
-    vols = smile_from(vol)(strikes, t, np.full(len(sids), spot))
-    g = black76_greeks(spot, strikes, t, vols, np.array([s_all[s]["is_call"] for s in sids]))
+    fv = np.array([world.series_market(s, spot, vol) for s in sids])  # each series' own underlying
+    vols = np.array([float(smile_from(v)(np.array([k]), np.array([tt]), np.array([f]))[0])
+                     for k, tt, (f, v) in zip(strikes, t, fv)])
+    g = black76_greeks(fv[:, 0], strikes, t, vols, np.array([s_all[s]["is_call"] for s in sids]))
     d = 10**world.dep.quote_decimals
     mm = np.array([leaves[a].maintenance / d for a in book.accounts])
     eq = np.array([leaves[a].equity / d for a in book.accounts])
@@ -124,6 +138,8 @@ class Driver:
         rec.blocks.append(int(self.world.w3.eth.block_number))
         rec.spot.append(spot)
         rec.atm_vol.append(vol)
+        for sym, (p, v) in self.world.market(spot, vol).items():
+            rec.asset_spot.setdefault(sym, []).append(p)
         n = len(rec.spot)
         for x in leaves:
             r = x.equity / x.maintenance if x.maintenance > 0 else float("inf")
@@ -137,7 +153,7 @@ class Driver:
             spot, vol = float(self.path.spot[k]), float(self.path.atm_vol[k])
             # the step's market data is written before its block is mined, so the keepers' cycle on that block
             # reads this step's spot and smile (they re-read both files every cycle)
-            write_market_file(self.out, spot, vol)
+            write_world_market(w, self.out, spot, vol)
             if k > 0:
                 w.advance(cfg.chain_step_seconds)
             self.status.update(phase="path", step=k, spot=spot, vol=vol)

@@ -1,18 +1,21 @@
-"""Cross-asset netting of a two-asset book through the crash (issue 16 item 6, the part that needs no chain).
+"""Cross-asset netting: the maintenance margin of each combined two-asset book against the sum of the margins of its
+single-asset books (the netting credit), per account and in total.
 
-The on-chain scenario still attests one underlying (its set-up attestor and its keeper processes price ETH only), so
-the two-asset book is studied here offline with the keepers' risk engine: BTC and ETH options and WBTC/WETH
-collateral, traders holding books across both (some hedged across assets, some diversified), margined on the
-correlated Monte Carlo set, the grid (joint, single-asset and opposite moves) and the correlation stress. At every
-step of the scenario's market path (ETH follows the path, BTC moves with it at ``btc_beta``) it reports, per account
-and in total, the maintenance margin of the combined book against the sum of the margins of its single-asset books
-(the netting credit) and the solvency index of the book (keeper/quant/risk/solvency.py).
+:func:`netting_of_documents` measures it on the chain's actual books: the inputs documents the keepers attested at
+each step of the scenario (archived under their hash) are split per underlying (each account's series and
+collateral on that underlying, its cash in every part) and every part is run through the keepers' own risk
+computation (:func:`keeper.attest.leaves.risk_run`: the same seeds, the correlated Monte Carlo set, the grid with
+joint, single-asset and opposite moves, the correlation stress). Pure: the caller loads the documents.
+
+:func:`netting_through_path` is the earlier offline study of a synthetic two-asset book along the path (kept for its
+tests; the scenario reports the on-chain figures).
 """
 from __future__ import annotations
 
 import numpy as np
 import scipy.sparse as sp
 
+from keeper.attest.leaves import risk_run
 from keeper.quant.risk.engine import (
     CALL,
     NO_UNDERLYING,
@@ -129,3 +132,58 @@ def netting_through_path(spot_path: np.ndarray, vol_path: np.ndarray, step_secon
                            for i in range(len(book))]
     return {"steps": steps, "accounts_first": accounts[0], "accounts_worst": accounts[worst_step],
             "worst_step": worst_step, "btc_beta": btc_beta, "n_accounts": n_accounts}
+
+
+def split_document(doc: dict, underlying: int) -> dict:
+    """``doc`` with every account's book cut down to what moves with underlying ``underlying`` (an index of
+    ``doc["underlyings"]``): its series on it and its collateral in assets that move with it; cash, state nonce,
+    the market and the risk settings unchanged."""
+    on_u = {int(s["id"]) for s in doc["series"] if int(s["underlying"]) == underlying}
+    coll_u = {a["asset"] for a in doc["collateral_assets"]
+              if a["underlying"] is not None and int(a["underlying"]) == underlying}
+    accounts = [{**a, "positions": [p for p in a["positions"] if int(p[0]) in on_u],
+                 "collateral": [c for c in a["collateral"] if c[0] in coll_u]} for a in doc["accounts"]]
+    return {**doc, "accounts": accounts}
+
+
+def netting_of_document(doc: dict) -> dict:
+    """One attested document's netting: per account (document order) the MM of its combined book, of each
+    single-underlying part (:func:`split_document`) and their sum, in whole quote units, and which underlyings
+    its positions are on; the totals over the accounts holding positions on two or more underlyings
+    (``two_asset``) and over every account (``all``)."""
+    combined = risk_run(doc).risk.maintenance_margin
+    parts = [risk_run(split_document(doc, u)).risk.maintenance_margin for u in range(len(doc["underlyings"]))]
+    u_of = {int(s["id"]): int(s["underlying"]) for s in doc["series"]}
+    accounts = []
+    for i, a in enumerate(doc["accounts"]):
+        held = sorted({u_of[int(p[0])] for p in a["positions"] if int(p[1])})
+        accounts.append({"account": a["account"], "underlyings": [doc["underlyings"][u]["asset"] for u in held],
+                         "mm_combined": float(combined[i]), "mm_parts": [float(p[i]) for p in parts],
+                         "mm_separate": float(sum(p[i] for p in parts))})
+    for x in accounts:
+        x["netting_credit"] = x["mm_separate"] - x["mm_combined"]
+
+    def total(rows):
+        c, s = sum(r["mm_combined"] for r in rows), sum(r["mm_separate"] for r in rows)
+        return {"accounts": len(rows), "mm_combined": c, "mm_separate": s, "netting_credit": s - c,
+                "credit_share": (s - c) / s if s > 0 else 0.0}
+
+    return {"block": int(doc["block"]["number"]), "accounts": accounts,
+            "two_asset": total([x for x in accounts if len(x["underlyings"]) > 1]), "all": total(accounts)}
+
+
+def netting_of_documents(docs: list[tuple[int, dict]]) -> dict:
+    """The netting through the run from ``(step, decoded inputs document)`` pairs (the document attested at each
+    step's block): per step the totals (:func:`netting_of_document`), and per account at the first step and at the
+    step where the combined MM of all accounts peaked."""
+    steps, per = [], {}
+    for k, doc in docs:
+        r = netting_of_document(doc)
+        per[k] = r["accounts"]
+        steps.append({"step": k, "block": r["block"], **{f"two_asset_{n}": v for n, v in r["two_asset"].items()},
+                      **{f"all_{n}": v for n, v in r["all"].items()}})
+    if not steps:
+        return {"steps": [], "accounts_first": [], "accounts_worst": [], "worst_step": None}
+    worst = max(steps, key=lambda x: x["all_mm_combined"])["step"]
+    return {"steps": steps, "accounts_first": per[steps[0]["step"]], "accounts_worst": per[worst],
+            "worst_step": worst}

@@ -37,10 +37,15 @@ def _figure(path: Path, size: tuple[float, float], xlabel: str, ylabel: str, tit
 
 
 def plot_spot(rec: ScenarioRecord, path: Path) -> Path:
-    """Spot path (left axis) and ATM vol (right axis) per step, the crash step marked."""
-    with _figure(path, (8, 4), "step", "spot (quote per underlying)", "Spot path") as ax:
+    """Every underlying's spot relative to its start (left axis; the first underlying's ATM vol on the right) per
+    step, the crash step marked."""
+    with _figure(path, (8, 4), "step", "spot / spot at step 0", "Spot paths") as ax:
         steps = list(range(len(rec.spot)))
-        ax.plot(steps, rec.spot, color="tab:blue", label="spot")
+        series = rec.asset_spot or {"spot": rec.spot}
+        for i, (sym, xs) in enumerate(series.items()):
+            if xs and xs[0] > 0:
+                ax.plot(steps[:len(xs)], [x / xs[0] for x in xs], color=["tab:blue", "tab:green", "tab:purple"][i % 3],
+                        label=f"{sym} (start {xs[0]:,.0f})")
         if 0 <= rec.crash_step < len(rec.spot):
             ax.axvline(rec.crash_step, color="tab:red", ls=":", label="crash")
         if rec.atm_vol:

@@ -18,6 +18,7 @@ from keeper.chain.local import free_port
 from keeper.codec.merkle import MarginLeaf
 from keeper.errors import ScenarioError
 from keeper.exchange.client import PeerClient
+from keeper.scenario.config import market_files
 from keeper.scenario.world import Actor, World
 
 #: the folder the child processes run in (the repository, so ``keeper`` imports as in this process)
@@ -39,11 +40,13 @@ class Processes:
         self.procs.append(p)
         return p
 
-    def start_keepers(self, chain_url: str, keeper_keys: Sequence[str], threshold: int, underlying: str,
-                      spot0: float, seed: int, mc_paths: int, archive_dir: Path) -> None:
-        """Three ``keeper run`` processes (2-of-3) with their own HTTP signature exchange, reading the spot the
-        scenario writes to ``spot.json`` and an option chain drawn each cycle around the smile in ``market.json``
-        (chain source ``market_file``), so their fitted surface follows the path's vol; archives go to
+    def start_keepers(self, chain_url: str, keeper_keys: Sequence[str], threshold: int, spots0: dict[str, float],
+                      seed: int, mc_paths: int, archive_dir: Path) -> None:
+        """Three ``keeper run`` processes (2-of-3) with their own HTTP signature exchange, pricing every underlying
+        of ``spots0`` (symbol -> spot at the start; the first one first) with its own market sources
+        (``market.assets.<SYMBOL>``, docs/keeper.md): the spot the scenario writes to its spot file and an option
+        chain drawn each cycle around the smile in its market file (chain source ``market_file``;
+        :func:`keeper.scenario.config.market_files`), so each fitted surface follows its path's vol; archives go to
         ``archive_dir``."""
         kdir = self.out / "keepers"
         kdir.mkdir(exist_ok=True)
@@ -52,16 +55,18 @@ class Processes:
             ports.append(free_port(avoid=set(ports)))
         addrs = [Account.from_key(k).address for k in keeper_keys]
         self.keeper_urls = [f"http://127.0.0.1:{p}" for p in ports]
-        sim = {"seed": seed, "spot0": spot0}  # grid, spread, depth and noise seed
+        assets = {}
+        for n, (sym, spot0) in enumerate(spots0.items()):
+            market, spot_file = market_files(self.out, sym, n == 0)
+            assets[sym] = {"spot_sources": [{"name": f"scenario-{sym}", "kind": "file", "path": str(spot_file)}],
+                           "chain": {"kind": "market_file", "path": str(market)},
+                           "simulated": {"seed": seed + n, "spot0": spot0}}  # grid, spread, depth, noise seed
         for i, (key, port) in enumerate(zip(keeper_keys, ports)):
             conf = {
                 "chain": {"rpc_url": chain_url, "deployment_file": str(self.out / "deployment.json"),
                           "poll_interval_s": 0.3},
                 "keys": {"env_var": "BACKSTOP_KEEPER_KEY"},
-                "market": {"underlying": underlying,
-                           "spot_sources": [{"name": "scenario", "kind": "file", "path": str(self.out / "spot.json")}],
-                           "chain": {"kind": "market_file", "path": str(self.out / "market.json")},
-                           "simulated": sim},
+                "market": {"assets": assets},
                 "risk": {"mc_paths": max(mc_paths, 100)},
                 "exchange": {"host": "127.0.0.1", "port": port,
                              "peers": [{"name": f"keeper-{j + 1}", "url": self.keeper_urls[j], "address": addrs[j]}

@@ -74,6 +74,8 @@ class ScenarioRecord:
     blocks: list[int] = field(default_factory=list)
     spot: list[float] = field(default_factory=list)
     atm_vol: list[float] = field(default_factory=list)
+    #: every risky asset's spot per step (symbol -> list), the first underlying's being ``spot``
+    asset_spot: dict[str, list[float]] = field(default_factory=dict)
     crash_step: int = -1
     margin_ratios: dict[str, list[float]] = field(default_factory=dict)
     account_kind: dict[str, str] = field(default_factory=dict)
@@ -98,9 +100,9 @@ class ScenarioRecord:
     #: (keeper/quant/haircuts.py ``recommend_haircuts``) against the listed one: asset, listed, recommended (fractions),
     #: daily_vol, size (the listed cap, whole units), depth, closes used, action
     haircuts: list[dict] = field(default_factory=list)
-    #: the two-asset book's cross-asset netting through the path (keeper/scenario/netting.py): per step the combined
-    #: and the separate books' total MM, the netting credit and the solvency index; per account at the first and
-    #: the worst step
+    #: cross-asset netting on the chain's books (keeper/scenario/netting.py ``netting_of_documents``): per step the
+    #: MM of the combined books against the sum of their single-underlying parts, over the two-asset accounts and
+    #: over all, from the document the keepers attested at the step; per account at the first and the worst step
     cross_asset_netting: dict = field(default_factory=dict)
 
 
@@ -289,13 +291,27 @@ def render_summary(summary: dict[str, Any], console=None) -> None:
         con.print(h)
     net = summary.get("cross_asset_netting") or {}
     if net.get("steps"):
-        n = Table(title="Two-asset book (offline): margin of the combined books against the separate books")
-        for col in ("step", "ETH", "BTC", "MM combined", "MM separate", "netting credit", "shortfall ES97.5"):
+        n = Table(title="Cross-asset netting on the attested books: MM of the combined books against the sum of "
+                        "their single-asset parts")
+        for col in ("step", "block", "2-asset accts", "MM combined", "MM separate", "credit", "all: combined",
+                    "all: separate", "all: credit"):
             n.add_column(col)
         for x in net["steps"]:
-            n.add_row(str(x["step"]), f"{x['eth']:,.0f}", f"{x['btc']:,.0f}", f"{x['mm_combined']:,.0f}",
-                      f"{x['mm_separate']:,.0f}", f"{x['netting_credit']:,.0f}", f"{x['shortfall_es975']:,.0f}")
+            n.add_row(str(x["step"]), str(x["block"]), str(x["two_asset_accounts"]),
+                      f"{x['two_asset_mm_combined']:,.0f}", f"{x['two_asset_mm_separate']:,.0f}",
+                      f"{x['two_asset_netting_credit']:,.0f} ({x['two_asset_credit_share']:.0%})",
+                      f"{x['all_mm_combined']:,.0f}", f"{x['all_mm_separate']:,.0f}",
+                      f"{x['all_netting_credit']:,.0f} ({x['all_credit_share']:.0%})")
         con.print(n)
+        w = [a for a in net.get("accounts_worst", []) if len(a["underlyings"]) > 1]
+        if w:
+            a = Table(title=f"Two-asset accounts at step {net['worst_step']} (the combined MM's peak)")
+            for col in ("account", "MM combined", "MM parts", "credit"):
+                a.add_column(col)
+            for x in w:
+                a.add_row(x["account"][:10], f"{x['mm_combined']:,.0f}",
+                          " + ".join(f"{p:,.0f}" for p in x["mm_parts"]), f"{x['netting_credit']:,.0f}")
+            con.print(a)
     inv = summary.get("invariants") or {}
     for k, v in inv.items():
         con.print(f"invariant {k}: {'[green]ok' if v.get('ok') else '[red]FAILED'}[/] {v.get('detail', '')}")

@@ -36,16 +36,16 @@ from rich.live import Live
 
 from keeper.attest.engine import Attestation
 from keeper.chain.local import LocalChain
-from keeper.scenario.collect import collect, haircut_rows, keeper_surfaces, run_description
+from keeper.scenario.collect import collect, haircut_rows, keeper_surfaces, run_description, step_documents
 from keeper.scenario.config import ScenarioConfig, build_path, default_out_dir
 from keeper.scenario.driver import (
     Driver,
     fat_finger,
     finish_completed_auctions,
     settle_pending_claims,
-    write_market_file,
+    write_world_market,
 )
-from keeper.scenario.netting import netting_through_path, step_seconds_of
+from keeper.scenario.netting import netting_of_documents
 from keeper.scenario.plots import write_plots
 from keeper.scenario.processes import Processes, ProcessKeepers, liquidator_events
 from keeper.scenario.progress import Progress
@@ -129,8 +129,9 @@ class Scenario:
         return self.deployed.attestor.attest(spot, vol, marks, post_prices)
 
     def write_market_file(self, spot: float, vol: float) -> None:
-        """What the bots read as public market data (spot, ATM vol and the smile's shape)."""
-        write_market_file(self.out, spot, vol)
+        """What the bots read as public market data (spot, ATM vol and the smile's shape) of both underlyings, when
+        the first is at ``spot`` and ``vol``."""
+        write_world_market(self.world, self.out, spot, vol)
 
     # ------------------------------------------------------------------ phases
     def start_chain_and_deploy(self) -> None:
@@ -151,8 +152,9 @@ class Scenario:
         """Three keeper processes, awaited until they post a root; ``None`` (and inline keepers from here on, said
         loudly) when they post nothing in time."""
         w = self.world
+        m0 = w.market(float(self.path.spot[0]), float(self.path.atm_vol[0]))
         self.processes.start_keepers(self.chain.url, self.deployed.keeper_keys, w.dep.threshold,
-                                     w.dcfg.underlying_symbol, float(self.path.spot[0]), self.cfg.seed,
+                                     {sym: m0[sym][0] for sym in w.underlyings()}, self.cfg.seed,
                                      self.cfg.mc_paths, self.archive_dir)
         keepers = ProcessKeepers(w, self.processes, self.cfg.keeper_timeout_s, self.say)
         self.progress.status["phase"] = "keepers warming up"
@@ -178,9 +180,7 @@ class Scenario:
             self.rec.haircuts = haircut_rows(w, self.rec, self.path, self.cfg.collateral_depth)
         except ValueError as e:  # a price history the model cannot use: say so, recommend nothing
             self.rec.notes.append(f"haircut recommendation skipped: {e}")
-        self.rec.cross_asset_netting = netting_through_path(
-            self.path.spot, self.path.atm_vol, step_seconds_of(self.path), mc_paths=self.cfg.mc_paths,
-            seed=self.cfg.seed)
+        self.rec.cross_asset_netting = netting_of_documents(step_documents(self.rec, self.archive))
         if not self.inline:
             try:
                 self.rec.surfaces.extend(keeper_surfaces(self.archive_dir))
@@ -216,7 +216,7 @@ class Scenario:
             self.setup_book()
             w = self.world
             self.fund_before = int(w.auction.functions.fundBalance().call())
-            write_market_file(self.out, float(self.path.spot[0]), float(self.path.atm_vol[0]))
+            write_world_market(w, self.out, float(self.path.spot[0]), float(self.path.atm_vol[0]))
             if self.cfg.manipulation:
                 rep = fat_finger(w, self.deployed.attestor, float(self.path.spot[0]), float(self.path.atm_vol[0]),
                                  self.say)

@@ -12,7 +12,9 @@ import numpy as np
 from eth_account import Account
 
 from keeper.chain.deploy import (
+    CollateralSpec,
     DeployConfig,
+    SeriesPlan,
     deploy,
     derive_keys,
     load_artifacts,
@@ -23,6 +25,7 @@ from keeper.chain.sender import Sender
 from keeper.data.archive import InputsArchive
 from keeper.data.paths import MarketPath
 from keeper.scenario.config import ScenarioConfig
+from keeper.attest.engine import Attestation
 from keeper.scenario.keepers import Attestor, InlineKeepers
 from keeper.scenario.world import Actor, World
 
@@ -53,9 +56,16 @@ def deploy_world(chain: LocalChain, cfg: ScenarioConfig, path: MarketPath, out: 
     keys = derive_keys(chain.mnemonic, 7 + cfg.n_short_vol + cfg.n_long_vol)
     addr = [Account.from_key(k).address for k in keys]
     keeper_keys = keys[1:4]
-    # the minimum short-leg headroom (5 % of notional), so that set-up can place some traders close to margin
-    dcfg = DeployConfig(spot0=float(path.spot[0]), short_margin_fraction=0.05, auction_floor=cfg.auction_floor,
-                        auction_tau=cfg.auction_tau)
+    # the minimum short-leg headroom (5 % of notional), so that set-up can place some traders close to margin;
+    # WETH and WBTC listed (haircuts 15 % and 10 %), the same 20 series (strikes 80-120 %, 14 and 45 days, puts and
+    # calls) on each
+    spot0 = float(path.spot[0])
+    dcfg = DeployConfig(spot0=spot0, short_margin_fraction=0.05, auction_floor=cfg.auction_floor,
+                        auction_tau=cfg.auction_tau,
+                        collateral=(CollateralSpec("WETH", 18, 0.15, 100_000, spot0),
+                                    CollateralSpec("WBTC", 8, 0.10, 5_000, cfg.btc_spot0)),
+                        series=tuple(SeriesPlan(k, d, c, u) for u in (None, "WBTC") for d in (14.0, 45.0)
+                                     for k in (0.8, 0.9, 1.0, 1.1, 1.2) for c in (True, False)))
     dep = deploy(w3, keys[0], addr[1:4], dcfg, rpc_url=chain.url, deployment_file=out / "deployment.json",
                  progress=say)
     abi = json.loads((out / "deployment.json").read_text())["abi"]
@@ -69,7 +79,8 @@ def deploy_world(chain: LocalChain, cfg: ScenarioConfig, path: MarketPath, out: 
                   tokens={s: w3.eth.contract(address=t["address"], abi=token_abi) for s, t in dep.tokens.items()},
                   owner=Sender(w3, keys[0]),
                   actors=[Actor(role, kind, k, a, Sender(w3, k))
-                          for (role, kind), k, a in zip(roles, keys[4:], addr[4:])])
+                          for (role, kind), k, a in zip(roles, keys[4:], addr[4:])],
+                  btc_symbol="WBTC", btc_beta=cfg.btc_beta, btc_vol_ratio=cfg.btc_vol_ratio)
     archive = InputsArchive(archive_dir)
     keepers = InlineKeepers(w3, world.ch, keeper_keys, dep.threshold, world.owner, archive)
     return Deployed(world, keeper_keys, archive, Attestor(world, keepers, cfg.mc_paths))
@@ -82,13 +93,82 @@ def deployment_record(chain: LocalChain, world: World) -> dict:
             "auction": dep.auction, "deploy_block": dep.block, "keepers": dep.keepers, "threshold": dep.threshold}
 
 
-def find_series(world: World, strike_pct: float, days: float, is_call: bool) -> int:
-    """The listed series nearest to ``strike_pct`` of the deployment spot and ``days`` to expiry."""
-    dep, spot0 = world.dep, world.dcfg.spot0
-    best = min(dep.series, key=lambda s: (abs(s["strike"] / spot0 - strike_pct)
-                                          + abs((s["expiry"] - dep.timestamp) / 86400 - days) / 100
-                                          + (0 if s["is_call"] == is_call else 10)))
+def find_series(world: World, strike_pct: float, days: float, is_call: bool, underlying: str | None = None) -> int:
+    """The listed series on ``underlying`` (a symbol; default the first underlying) nearest to ``strike_pct`` of its
+    deployment spot and ``days`` to expiry."""
+    dep = world.dep
+    sym = underlying or world.dcfg.underlying_symbol
+    addr = dep.tokens[sym]["address"].lower()
+    spot0 = next(c.spot for c in world.dcfg.collateral if c.symbol == sym) if sym != world.dcfg.underlying_symbol \
+        else world.dcfg.spot0
+    best = min((s for s in dep.series if str(s["underlying"]).lower() == addr),
+               key=lambda s: (abs(s["strike"] / spot0 - strike_pct)
+                              + abs((s["expiry"] - dep.timestamp) / 86400 - days) / 100
+                              + (0 if s["is_call"] == is_call else 10)))
     return int(best["id"])
+
+
+#: the short-vol traders' books, cycled by index (``i % 4``): which legs each sells (or buys) and on which asset;
+#: a leg is (underlying symbol, strike / spot, put?, sign): -1 sold to a long-vol trader or the maker, +1 bought
+#: from the maker
+SHORT_BOOKS = (
+    ("ETH short puts", (("WETH", None, -1),)),
+    ("BTC short puts", (("WBTC", None, -1),)),
+    ("short ETH put, long BTC put (hedged across assets)", (("WBTC", 0.9, +0.5), ("WETH", None, -1))),
+    ("short ETH and BTC puts (diversified)", (("WETH", None, -0.5), ("WBTC", None, -0.5))),
+)
+#: contracts of the second underlying per contract of the first at the same notional (its spot / the first's)
+_BTC_PER_ETH = 1 / 20
+
+
+def plan_trades(world: World, rng: np.random.Generator) -> list[tuple]:
+    """Every short-vol trader's legs: ``(actor, series id, size)`` with size < 0 sold, > 0 bought. Each trader
+    draws a size of 10-30 ETH contracts (a BTC leg is the same notional), a strike of 80 or 90 % and 14 or 45 days;
+    its book is :data:`SHORT_BOOKS` ``[i % 4]``."""
+    plans = []
+    for i, a in enumerate(x for x in world.actors if x.kind == "short_vol"):
+        pct, days = (0.9 if i % 3 else 0.8), (14 if i % 2 else 45)
+        size = float(rng.choice([10, 15, 20, 30]))
+        for sym, k, sign in SHORT_BOOKS[i % 4][1]:
+            sid = find_series(world, k or pct, days, False, sym)
+            plans.append((a, sid, sign * size * (_BTC_PER_ETH if sym == "WBTC" else 1.0)))
+    return plans
+
+
+def trade_rounds(trades: list[tuple]) -> list[list[tuple]]:
+    """``(maker actor, taker actor, series, maker size)`` trades in rounds in which no account trades twice (a
+    trade changes both parties' state nonces, so each needs a proof from an attestation after its last trade);
+    greedy, and each account's trades keep their order (a trade waits while an earlier one of either party does:
+    a hedge bought first is paid for before the leg it hedges is sold)."""
+    rounds: list[list[tuple]] = []
+    left = list(trades)
+    while left:
+        used: set[str] = set()
+        now, later = [], []
+        for t in left:
+            parties = {t[0].address, t[1].address}
+            (later if parties & used else now).append(t)
+            used |= parties
+        rounds.append(now)
+        left = later
+    return rounds
+
+
+def attest_funded(world: World, attestor: Attestor, spot: float, vol: float, trading: set[str]) -> Attestation:
+    """Attest after every short-vol trader whose previewed leaf (:meth:`Attestor.attest` without posting) is below
+    its initial margin (a trader in ``trading``, about to trade again) or its maintenance margin (any other)
+    deposited the gap plus 2 % in quote: the set-up never has an account registered as breached (a breached book
+    holds its quote deposits apart, so top-ups would not reach it)."""
+    d = 10**world.dep.quote_decimals
+    preview = attestor.attest(spot, vol, post_prices=False, post=False)
+    for a in world.actors:
+        if a.kind != "short_vol":
+            continue
+        lf = preview.leaf_of(a.address)
+        need = (lf.initial if a.address in trading else lf.maintenance) * 1.02 - lf.equity
+        if need > 0:
+            world.fund(a, world.dcfg.quote_symbol, need / d + 10)
+    return attestor.attest(spot, vol, post_prices=False)
 
 
 @dataclass
@@ -101,8 +181,9 @@ class Book:
 
 def setup_book(world: World, attestor: Attestor, path: MarketPath, seed: int,
                say: Callable[[str], None]) -> Book:
-    """Deposits, genesis attestation, trades between short-vol and long-vol traders and with the maker,
-    then top-ups that put every trader at its target margin ratio (a few just above maintenance)."""
+    """Deposits (USDC; WETH for two shorts, WBTC for two), genesis attestation, trades on both underlyings between
+    short-vol and long-vol traders and with the maker (:func:`plan_trades`, :func:`trade_rounds`), then top-ups that
+    put every trader at its target margin ratio (a few just above maintenance)."""
     rng = np.random.default_rng(seed)
     dcfg = world.dcfg
     spot, vol = float(path.spot[0]), float(path.atm_vol[0])
@@ -116,19 +197,23 @@ def setup_book(world: World, attestor: Attestor, path: MarketPath, seed: int,
         elif a.kind == "maker":
             world.fund(a, dcfg.quote_symbol, 2_000_000)
             world.fund(a, dcfg.underlying_symbol, 200)
-    # short-vol books: puts (crash-exposed) and some straddles; sizes in contracts
-    plans = []
-    for i, a in enumerate(shorts):
-        put = find_series(world, 0.9 if i % 3 else 0.8, 14 if i % 2 else 45, False)
-        size = float(rng.choice([10, 15, 20, 30]))
-        plans.append((a, put, size))
-    reqs = {}
+            world.fund(a, "WBTC", 5)
+    # short-vol books across both underlyings (SHORT_BOOKS): short puts on either, both, or a short ETH put hedged
+    # by a long BTC put; sizes in contracts
+    plans = plan_trades(world, rng)
+    reqs: dict[str, float] = {}
     for a, sid, size in plans:
-        prem = world.model_price(sid, spot, vol) * size
-        need = (prem + dcfg.short_margin_fraction * spot * size) * 1.05 + 50
-        reqs[a.address] = need
+        f, _v = world.series_market(sid, spot, vol)
+        prem = world.model_price(sid, spot, vol) * abs(size)
+        need = (prem + dcfg.short_margin_fraction * f * abs(size)) * 1.05 + 50 if size < 0 else prem * 1.1 + 50
+        reqs[a.address] = reqs.get(a.address, 0.0) + need
+    market = world.market(spot, vol)
+    for a in shorts:
+        need = reqs[a.address]
         if a.role.endswith(("03", "07")):  # two shorts post WETH collateral: wrong-way risk in a crash
             world.fund(a, dcfg.underlying_symbol, need / spot / (1 - 0.15) * 1.02)
+        elif a.role.endswith(("02", "10")):  # two post WBTC (short-02 sells BTC puts: wrong-way in BTC)
+            world.fund(a, "WBTC", need / market["WBTC"][0] / (1 - 0.10) * 1.02)
         else:
             world.fund(a, dcfg.quote_symbol, need)
     for a in longs:
@@ -136,37 +221,34 @@ def setup_book(world: World, attestor: Attestor, path: MarketPath, seed: int,
     # risky collateral carries its own margin (IM > 0): top up so that equity - IM covers the trade's need
     att = attestor.attest(spot, vol)
     d = 10**world.dep.quote_decimals
-    for a, _sid, _size in plans:
+    for a in shorts:
         lf = att.leaf_of(a.address)
         short = reqs[a.address] - (lf.equity - lf.initial) / d
         if short > 0:
             world.fund(a, dcfg.quote_symbol, short * 1.05 + 10)
     say("genesis attestation (prices and every account's margin)")
     att = attestor.attest(spot, vol)
-    # round 1: each short sells its puts to a long trader or, when longs run out, to the maker
-    say("trading: short-vol traders sell puts to long-vol traders and the market maker")
-    nonce = 1
-    counterparties = list(longs)
-    maker_used = False
-    pending = []
+    # each short sells its legs to the long-vol traders in turn (the maker once they are all used) and buys its
+    # hedges from the maker; in rounds with a fresh attestation between them (no account trades twice in one)
+    say("trading: short-vol traders sell puts on both underlyings to long-vol traders and the market maker, "
+        "and buy BTC puts from the maker")
+    trades, k = [], 0
     for a, sid, size in plans:
-        if counterparties:
-            buyer = counterparties.pop(0)
-        elif not maker_used:
-            buyer, maker_used = maker, True
+        if size < 0:
+            buyer = longs[k % len(longs)] if longs and k < 2 * len(longs) else maker
+            k += 1
+            trades.append((a, buyer, sid, size))  # the short trader signs the quote (size < 0: sells)
         else:
-            pending.append((a, sid, size))
-            continue
-        price = world.model_price(sid, spot, vol)
-        # the short trader is the maker of the quote (signs size < 0: sells), the buyer takes it
-        world.trade(a, buyer, sid, -size, price, nonce, att)
-        nonce += 1
-    # further rounds: remaining shorts sell to the maker, one per fresh attestation
-    for a, sid, size in pending:
-        att = attestor.attest(spot, vol, post_prices=False)
-        world.trade(a, maker, sid, -size, world.model_price(sid, spot, vol), nonce, att)
-        nonce += 1
-    att = attestor.attest(spot, vol, post_prices=False)
+            trades.append((maker, a, sid, -size))  # the maker sells the hedge
+    nonce = 1
+    for r, batch in enumerate(trade_rounds(trades)):
+        if r:  # a trader whose earlier leg left it below initial margin deposits the gap before its next leg
+            att = attest_funded(world, attestor, spot, vol, {a.address for t in batch for a in t[:2]})
+        for q_maker, taker, sid, msize in batch:
+            world.trade(q_maker, taker, sid, msize, world.model_price(sid, spot, vol), nonce, att)
+            nonce += 1
+    # nobody is registered as breached by the set-up (a breached book holds its quote deposits apart)
+    att = attest_funded(world, attestor, spot, vol, set())
     say("top-ups to each trader's target margin ratio")
     leaves = {x.account: x for x in att.leaves}
     targets = {}

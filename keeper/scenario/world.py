@@ -13,6 +13,7 @@ from keeper.attest.engine import Attestation, BookState, quantize, smile_from
 from keeper.chain.deploy import DeployConfig, DeployResult
 from keeper.chain.sender import Sender
 from keeper.quant.pricing import black76_price
+from keeper.scenario.config import btc_of
 from keeper.scenario.keepers import read_book
 from keeper.units import SECONDS_PER_YEAR, to_wad
 
@@ -40,6 +41,12 @@ class World:
     tokens: dict[str, Any]  # symbol -> ERC20 contract
     owner: Sender
     actors: list[Actor]
+    #: the second underlying (``btc_symbol``, a listed collateral with series on it) follows the first at
+    #: ``btc_beta`` with ``btc_vol_ratio`` x its vol (:func:`keeper.scenario.config.btc_of`); its spot at the
+    #: deployment spot is the listed collateral's ``spot``
+    btc_symbol: str = "WBTC"
+    btc_beta: float = 0.8
+    btc_vol_ratio: float = 0.8
 
     # ------------------------------------------------------------------ chain
     def rpc(self, method: str, params: list) -> Any:
@@ -73,14 +80,38 @@ class World:
     def risky_assets(self) -> list[str]:
         return [self.dep.tokens[c.symbol]["address"] for c in self.dcfg.collateral]
 
-    def spots(self, spot: float) -> dict[str, float]:
-        """Attested spots: the underlying follows the path, WBTC keeps its ratio to it (a correlated crash)."""
+    def underlyings(self) -> list[str]:
+        """The symbols the listed series are written on (the first underlying first)."""
+        by_addr = {t["address"].lower(): sym for sym, t in self.dep.tokens.items()}
+        syms = {by_addr[str(x["underlying"]).lower()] for x in self.dep.series}
+        return sorted(syms, key=lambda x: (x != self.dcfg.underlying_symbol, x))
+
+    def market(self, spot: float, vol: float) -> dict[str, tuple[float, float]]:
+        """Spot and ATM vol of every risky asset (by symbol) when the first underlying is at ``spot`` and ``vol``:
+        the second underlying from :func:`~keeper.scenario.config.btc_of`, any other listed asset keeping its
+        ratio to the first (beta 1)."""
+        spot0 = self.dcfg.spot0
         out = {}
         for c in self.dcfg.collateral:
-            addr = self.dep.tokens[c.symbol]["address"]
-            out[addr] = quantize(c.spot * spot / self.dcfg.spot0) if c.symbol != self.dcfg.underlying_symbol \
-                else quantize(spot)
+            if c.symbol == self.dcfg.underlying_symbol:
+                out[c.symbol] = (float(spot), float(vol))
+            elif c.symbol == self.btc_symbol:
+                b, v = btc_of(spot, vol, spot0, c.spot, self.btc_beta, self.btc_vol_ratio)
+                out[c.symbol] = (float(b), float(v))
+            else:
+                out[c.symbol] = (float(c.spot * spot / spot0), float(vol))
         return out
+
+    def spots(self, spot: float) -> dict[str, float]:
+        """Attested spots (by address, quantized to cents) when the first underlying is at ``spot``."""
+        return {self.dep.tokens[sym]["address"]: quantize(p) for sym, (p, _v) in self.market(spot, 0.0).items()}
+
+    def symbol_of(self, address: str) -> str:
+        return next(sym for sym, t in self.dep.tokens.items() if t["address"].lower() == str(address).lower())
+
+    def series_market(self, sid: int, spot: float, vol: float) -> tuple[float, float]:
+        """Spot and ATM vol of series ``sid``'s own underlying."""
+        return self.market(spot, vol)[self.symbol_of(self.series_map()[sid]["underlying"])]
 
     def read_book(self) -> BookState:
         """Every actor's positions, collateral, cash and state nonce, from the clearinghouse."""
@@ -88,10 +119,13 @@ class World:
                          {self.dep.tokens[c.symbol]["address"]: c.decimals for c in self.dcfg.collateral})
 
     def model_price(self, sid: int, spot: float, vol: float) -> float:
+        """Black-76 on the scenario's smile of the series' own underlying, when the first underlying is at
+        ``spot`` and ``vol``."""
         s = self.series_map()[sid]
+        f, atm = self.series_market(sid, spot, vol)
         t = max(s["expiry"] - self.now(), 1) / SECONDS_PER_YEAR
-        v = float(smile_from(vol)(np.array([s["strike"]]), np.array([t]), np.array([spot]))[0])
-        return float(black76_price(spot, s["strike"], t, v, s["is_call"]))
+        v = float(smile_from(atm)(np.array([s["strike"]]), np.array([t]), np.array([f]))[0])
+        return float(black76_price(f, s["strike"], t, v, s["is_call"]))
 
     # ------------------------------------------------------------------ deposits and trades
     def fund(self, a: Actor, symbol: str, amount_units: float) -> None:

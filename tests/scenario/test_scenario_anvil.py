@@ -1,7 +1,8 @@
-"""The crash scenario in a small configuration on Anvil (three keeper processes 2-of-3, two liquidator
-processes), with its invariants recomputed here from chain state,
-events and transaction calldata (independently of the scenario's own checks), and every liquidation run through
-``backstop verify``."""
+"""The crash scenario in a small configuration on Anvil (three keeper processes 2-of-3 pricing ETH and BTC series
+and WETH/WBTC collateral in one root, two liquidator processes), with its invariants recomputed here from chain
+state, events and transaction calldata (independently of the scenario's own checks), every liquidation run through
+``backstop verify``, and the two-asset figures (WBTC collateral in a leaf, the cross-asset netting) recomputed from
+the archived inputs."""
 from __future__ import annotations
 
 import json
@@ -106,10 +107,6 @@ def test_the_report_shows_recommended_against_listed_haircuts(run):
                                  "lower" if row["recommended_wad"] < int(haircut) else "keep")
     doc = json.loads((scn.out / "report.json").read_text())
     assert doc["summary"]["haircuts"] == summary["haircuts"]
-    net = summary["cross_asset_netting"]
-    assert len(net["steps"]) == len(scn.rec.spot)
-    for s in net["steps"]:
-        assert s["netting_credit"] == pytest.approx(s["mm_separate"] - s["mm_combined"], rel=1e-12)
 
 
 def test_the_keeper_processes_attested_the_run(run):
@@ -146,7 +143,8 @@ def test_token_conservation_from_chain(run):
     for s in scn.dep.series:
         assert sum(stored(a, s["id"], scn.dep.quote_asset).call()[0] for a in accounts) == 0, s["id"]
     recorded, settled = ev.ClaimRecorded().get_logs(from_block=fb), ev.ClaimSettled().get_logs(from_block=fb)
-    assert len(recorded) == len(scn.auction.events.Bid().get_logs(from_block=fb)) >= 1
+    takes = scn.auction.events.LastResortTaken().get_logs(from_block=fb)
+    assert len(recorded) == len(scn.auction.events.Bid().get_logs(from_block=fb)) + len(takes) >= 1
     per_holder: dict[str, int] = {}
     for e in recorded:
         per_holder[e["args"]["holder"]] = per_holder.get(e["args"]["holder"], 0) + e["args"]["claimWad"]
@@ -166,7 +164,8 @@ def test_insurance_fund_arithmetic_from_events(run):
     repaid = sum(e["args"]["repaid"] for e in A.FundReceived().get_logs(from_block=scn.dep.block)
                  if e["args"]["auctionId"] != 0)
     paid = sum(e["args"]["paid"] for e in A.ShortfallPaid().get_logs(from_block=scn.dep.block))
-    assert scn.auction.functions.fundBalance().call() == scn.fund_before + penalties_to_fund - repaid - paid
+    spent = sum(e["args"]["amount"] for e in A.FundSpent().get_logs(from_block=scn.dep.block))  # last-resort takes
+    assert scn.auction.functions.fundBalance().call() == scn.fund_before + penalties_to_fund - repaid - paid - spent
 
 
 def test_every_liquidation_preceded_by_m_of_n_attestation(run):
@@ -177,7 +176,8 @@ def test_every_liquidation_preceded_by_m_of_n_attestation(run):
     starts = scn.auction.events.AuctionStarted().get_logs(from_block=scn.dep.block)
     # every sale (a claim recorded on a book) is a bid in one of the auctions checked below
     bid_ids = {bytes(b["transactionHash"]): b["args"]["id"]
-               for b in scn.auction.events.Bid().get_logs(from_block=scn.dep.block)}
+               for b in scn.auction.events.Bid().get_logs(from_block=scn.dep.block)
+               + scn.auction.events.LastResortTaken().get_logs(from_block=scn.dep.block)}
     claims = scn.ch.events.ClaimRecorded().get_logs(from_block=scn.dep.block)
     assert claims and {bid_ids[bytes(c["transactionHash"])] for c in claims} <= {s["args"]["id"] for s in starts}
     for s in starts:
@@ -199,14 +199,18 @@ def test_every_liquidation_preceded_by_m_of_n_attestation(run):
 
 
 def test_no_healthy_account_sold_and_verify_agrees(run):
-    """What was sold is read from the core: each ``ClaimRecorded`` is a bid's (same transaction, source, bidder),
-    and every auction sold from passes ``backstop verify`` (recomputed leaf below maintenance)."""
+    """What was sold is read from the core: each ``ClaimRecorded`` is a bid's (same transaction, source, bidder) or
+    the buyer of last resort's take (``LastResortTaken``, the fund's account), and every auction sold from passes
+    ``backstop verify`` (recomputed leaf below maintenance)."""
     scn, _ = run
-    bids = {bytes(b["transactionHash"]): b for b in scn.auction.events.Bid().get_logs(from_block=scn.dep.block)}
+    A = scn.auction.events
+    bids = {bytes(b["transactionHash"]): (b, b["args"]["bidder"]) for b in A.Bid().get_logs(from_block=scn.dep.block)}
+    bids.update({bytes(t["transactionHash"]): (t, t["args"]["fundAccount"])
+                 for t in A.LastResortTaken().get_logs(from_block=scn.dep.block)})
     sold = set()
     for c in scn.ch.events.ClaimRecorded().get_logs(from_block=scn.dep.block):
-        b = bids[bytes(c["transactionHash"])]
-        assert (b["args"]["account"], b["args"]["bidder"]) == (c["args"]["source"], c["args"]["holder"])
+        b, buyer = bids[bytes(c["transactionHash"])]
+        assert (b["args"]["account"], buyer) == (c["args"]["source"], c["args"]["holder"])
         sold.add(b["args"]["id"])
     sold = sorted(sold)
     assert sold, "no bid filled: the liquidators did not act"
@@ -249,3 +253,124 @@ def test_no_lot_sold_below_the_auction_floor(run):
         assert b["args"]["price"] >= floor, (b["args"]["id"], b["args"]["price"], top, span)
         if top > 0:
             assert b["args"]["price"] * wad >= top * cusp - wad  # within one unit of top·cusp
+
+
+# ---------------------------------------------------------------------------------------------- two assets
+def _path_documents(scn):
+    """(block, decoded document) of every margin root the keeper processes posted during the path, from the archive
+    by the inputsHash of its MarginRootPosted."""
+    from keeper.quant.risk.engine import from_canonical
+
+    out = []
+    for e in scn.world.logs(scn.ch, "MarginRootPosted"):
+        if int(e["blockNumber"]) < scn.rec.blocks[0]:
+            continue
+        blob = scn.archive.get("0x" + bytes(e["args"]["inputsHash"]).hex())
+        if blob is not None:
+            out.append((int(e["blockNumber"]), e, blob, from_canonical(json.loads(blob))))
+    assert out
+    return out
+
+
+def test_both_underlyings_series_and_collateral_in_the_keepers_roots(run):
+    """Issue 16 item 6: the keeper processes' documents carry both underlyings (WETH and WBTC, each at the price
+    the chain attested for it: PricesPosted at or before the root), series on each, and accounts holding series of
+    both; every account of the book is in each root (the solvency index covers them all: no account left out)."""
+    scn, _ = run
+    weth, wbtc = scn.dep.tokens["WETH"]["address"], scn.dep.tokens["WBTC"]["address"]
+    prices = scn.world.logs(scn.ch, "PricesPosted")
+    docs = _path_documents(scn)
+    index = {int(e["args"]["sequence"]): e["args"]["index"] for e in scn.world.logs(scn.ch, "SolvencyIndexPosted")}
+    for block, ev, _blob, doc in docs:
+        unders = [u["asset"].lower() for u in doc["underlyings"]]
+        assert sorted(unders) == sorted([weth.lower(), wbtc.lower()])
+        assert {int(s["underlying"]) for s in doc["series"]} == {0, 1}
+        for u in doc["underlyings"]:
+            last = [int(p) for e in prices if int(e["blockNumber"]) <= block
+                    for a, p in zip(e["args"]["assets"], e["args"]["prices"]) if a.lower() == u["asset"].lower()]
+            assert last and int(u["spot_wad"]) == last[-1], (block, u["asset"])
+        u_of = {int(s["id"]): int(s["underlying"]) for s in doc["series"]}
+        both = [a for a in doc["accounts"] if {u_of[int(p[0])] for p in a["positions"]} == {0, 1}]
+        assert len(both) >= 2, "traders hold books across both underlyings"
+        assert {a["account"] for a in doc["accounts"]} >= set(scn.accounts()) - {scn.dep.auction}
+        assert int(index[int(ev["args"]["sequence"])]["accounts"]) == len(doc["accounts"])
+
+
+def test_wbtc_collateral_counts_at_its_haircut_value_in_the_attested_leaf(run):
+    """A leaf of an account holding WBTC in a root the keeper processes posted: its equity is cash + each
+    collateral amount x the attested price (PricesPosted) x (1 - the listed haircut, read from chain) + positions
+    x the archived marks, computed here by hand; the leaf is the attested one (the root recomputed from the archive
+    equals the posted root)."""
+    from keeper.attest.leaves import leaves_from_inputs
+    from keeper.codec.merkle import MerkleTree
+
+    scn, _ = run
+    wbtc = scn.dep.tokens["WBTC"]["address"]
+    block, ev, _blob, doc = _path_documents(scn)[-1]
+    leaves = leaves_from_inputs(doc)[0]
+    assert "0x" + MerkleTree([x.hash() for x in leaves]).root.hex() == "0x" + bytes(ev["args"]["root"]).hex()
+    prices = {}
+    for e in scn.world.logs(scn.ch, "PricesPosted"):
+        if int(e["blockNumber"]) <= block:
+            prices.update({a.lower(): int(p) / 10**18 for a, p in zip(e["args"]["assets"], e["args"]["prices"])})
+    marks = {int(s["id"]): float(m) for s, m in zip(doc["series"], doc["marks"])}
+    holders = [a for a in doc["accounts"] if any(c[0].lower() == wbtc.lower() and int(c[1]) for c in a["collateral"])]
+    assert holders, "a trader posts WBTC collateral"
+    by_account = {x.account: x for x in leaves}
+    for a in holders:
+        coll = 0.0
+        for asset, amount in a["collateral"]:
+            _listed, decimals, haircut, _cap = scn.ch.functions.assetConfig(asset).call()
+            coll += int(amount) / 10**int(decimals) * prices[asset.lower()] * (1 - int(haircut) / 10**18)
+        pos = sum(int(size) / 10**18 * marks[int(sid)] for sid, size in a["positions"])
+        expected = int(a["cash"]) + (coll + pos) * 10**scn.dep.quote_decimals
+        assert abs(by_account[a["account"]].equity - expected) <= 2, (a["account"], by_account[a["account"]], expected)
+        assert int(_haircut_of(scn, wbtc)) == 10**17  # the listed 10 %
+
+
+def _haircut_of(scn, asset):
+    return scn.ch.functions.assetConfig(asset).call()[2]
+
+
+def test_cross_asset_netting_recomputed_from_the_archived_books(run):
+    """The report's netting (issue 16 item 6) recomputed here: each step's document (the last root at or before the
+    step's block, from MarginRootPosted and the archive), every account's book cut by hand into its WETH part and
+    its WBTC part (series and collateral of each), the three documents margined by the keepers' engine; the combined
+    MM and the sum of the parts per account and in total equal the report's. A book hedged across assets (short ETH
+    put, long BTC put) gets a netting credit at the first step."""
+    from keeper.attest.leaves import leaves_from_inputs
+    from keeper.quant.risk.engine import from_canonical
+
+    scn, summary = run
+    net = summary["cross_asset_netting"]
+    assert [s["step"] for s in net["steps"]] == list(range(len(scn.rec.blocks)))
+    roots = sorted((int(e["args"]["sequence"]), "0x" + bytes(e["args"]["inputsHash"]).hex())
+                   for e in scn.world.logs(scn.ch, "MarginRootPosted"))
+    d = 10**scn.dep.quote_decimals
+    for step in (net["steps"][0], net["steps"][net["worst_step"]]):
+        b = scn.rec.blocks[step["step"]]
+        seq, h = [r for r in roots if r[0] <= b][-1]
+        doc = from_canonical(json.loads(scn.archive.get(h)))
+        assert step["block"] == seq
+        u_of = {int(s["id"]): int(s["underlying"]) for s in doc["series"]}
+        c_of = {c["asset"]: c["underlying"] for c in doc["collateral_assets"]}
+
+        def part(u):
+            return {**doc, "accounts": [{**a, "positions": [p for p in a["positions"] if u_of[int(p[0])] == u],
+                                         "collateral": [c for c in a["collateral"] if c_of[c[0]] == u]}
+                                        for a in doc["accounts"]]}
+
+        combined = [x.maintenance / d for x in leaves_from_inputs(doc)[0]]
+        parts = [[x.maintenance / d for x in leaves_from_inputs(part(u))[0]] for u in (0, 1)]
+        two = [i for i, a in enumerate(doc["accounts"]) if len({u_of[int(p[0])] for p in a["positions"]}) == 2]
+        assert two and step["two_asset_accounts"] == len(two)
+        # leaves round margins up to a quote unit: within one unit per account
+        assert step["two_asset_mm_combined"] == pytest.approx(sum(combined[i] for i in two), abs=len(two) / d)
+        assert step["two_asset_mm_separate"] == pytest.approx(sum(parts[0][i] + parts[1][i] for i in two),
+                                                              abs=2 * len(two) / d)
+        assert step["all_mm_combined"] == pytest.approx(sum(combined), abs=len(combined) / d)
+        assert step["all_netting_credit"] == pytest.approx(step["all_mm_separate"] - step["all_mm_combined"],
+                                                           rel=1e-12)
+    hedged = [a for a in scn.world.actors if a.kind == "short_vol"][2]  # SHORT_BOOKS[2]: short ETH put, long BTC put
+    row = next(a for a in net["accounts_first"] if a["account"] == hedged.address)
+    assert len(row["underlyings"]) == 2 and row["netting_credit"] > 0, row

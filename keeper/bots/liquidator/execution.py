@@ -153,8 +153,8 @@ class BidExecution:
         except Exception as e:  # noqa: BLE001 - another caller was first in the same block, or RPC
             self.sender.reset_nonce()
             name = self.reverts.name(e)
-            if name in ("LA_NoAuction", "LA_AuctionDone", "LA_LastResortNotDue"):
-                self.emit("last_resort_skipped", account=account, reason=name)
+            if name in ("LA_NoAuction", "LA_AuctionDone", "LA_LastResortNotDue") or self._taken_by_another(account):
+                self.emit("last_resort_skipped", account=account, reason=name or "taken or ended by another caller")
                 return "skipped"
             self.count("errors")
             self.emit("last_resort_error", account=account, reason=name or str(e)[:160])
@@ -173,6 +173,14 @@ class BidExecution:
                   fund_balance=int(got.get("fundBalance", 0)), tx=rcpt["transactionHash"].hex(),
                   block=int(rcpt["blockNumber"]))
         return "taken"
+
+    def _taken_by_another(self, account: str) -> bool:
+        """After a ``takeAsLastResort`` that reverted once mined (no reason to decode): whether the auction is gone
+        or no longer due, i.e. another caller's take (or a bid, a cure) came first in that block: a lost race."""
+        try:
+            return self.status.auction_status(account) == "none" or not self.status.last_resort_due(account)
+        except Exception:  # noqa: BLE001 - RPC: keep it an error
+            return False
 
     def try_finish(self, account: str) -> str:
         """End an auction whose sale is complete (``finish``, anyone may: it pays the escrow to the account, the

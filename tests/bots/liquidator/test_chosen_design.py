@@ -10,11 +10,14 @@ floor, which the harness sets to the chosen 0.1; 2-of-3 keeper signatures over t
 * with **no bidder**, the bot resets the auction once at its floor and then calls ``takeAsLastResort``: the fund's
   account (the deployer's address, the default) takes the restoring fraction at the fresh model value, the fund's
   balance falls by exactly what the contract charged it (``FundSpent``) less the penalty it keeps, the fund's account
-  holds the claim on that share of the book, and the bot counts it (Prometheus ``last_resort_takes``)."""
+  holds the claim on that share of the book, and the bot counts it (Prometheus ``last_resort_takes``); a second bot
+  calling it in the same block loses the race (logged as skipped, not an error)."""
 from __future__ import annotations
 
 import json
 import socket
+import threading
+import time
 import urllib.request
 
 import pytest
@@ -148,12 +151,37 @@ def test_no_bidder_one_reset_then_the_bot_calls_the_buyer_of_last_resort(crashed
     t0 = int(scn.w3.eth.get_block(started["blockNumber"])["timestamp"])
     for _ in range(60):  # at most 30 minutes of chain time
         scn.advance(TICK)
-        bot.step()
-        if bot.stats["last_resort_takes"]:
+        if scn.auction.functions.lastResortDue(acct).call():
             break
+        bot.step()  # no bid; at the first floor: redo
+    assert scn.auction.functions.lastResortDue(acct).call()
+    # two bots see it due and call takeAsLastResort in the same block: one takes the book, the other lost the race
+    other = LiquidatorBot(settings(scn, "liquidator-1", events), strategy=NeverBid())
+    results = {}
+    scn.rpc("evm_setAutomine", [False])
+    try:
+        threads = [threading.Thread(target=lambda b=b, k=k: results.__setitem__(k, b.step()))
+                   for k, b in (("bot", bot), ("other", other))]
+        for t in threads:
+            t.start()
+        deadline, pending = time.monotonic() + 120, 0
+        while pending < 2 and time.monotonic() < deadline:  # both transactions in the pool: mine them in one block
+            time.sleep(0.1)
+            got = scn.rpc("txpool_status", [])["result"]["pending"]
+            pending = int(got, 16) if isinstance(got, str) else int(got)
+        assert pending == 2, "both bots should have sent takeAsLastResort"
+        scn.rpc("evm_mine", [])
+        for t in threads:
+            t.join(60)
+    finally:
+        scn.rpc("evm_setAutomine", [True])
+    assert bot.stats["last_resort_takes"] + other.stats["last_resort_takes"] == 1
+    assert bot.stats["errors"] == other.stats["errors"] == 0
     recs = [json.loads(x) for x in events.read_text().splitlines()]
     took = [r for r in recs if r["event"] == "last_resort_taken"]
     assert len(took) == 1, recs[-5:]
+    lost = [r for r in recs if r["event"] == "last_resort_skipped"]
+    assert len(lost) == 1 and lost[0]["bot"] != took[0]["bot"], lost
     resets = [e for e in scn.auction.events.AuctionReset().get_logs(from_block=started["blockNumber"])
               if e["args"]["account"] == acct]
     assert len(resets) == 1 and not [e for e in scn.auction.events.Bid().get_logs(from_block=started["blockNumber"])
@@ -193,7 +221,7 @@ def test_no_bidder_one_reset_then_the_bot_calls_the_buyer_of_last_resort(crashed
     # counted, and exported to Prometheus like the bot's other counters
     assert took[0]["amount"] == amount and took[0]["fund_spent"] == amount
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    assert "backstop_liquidator_last_resort_takes_total 1.0" in metrics
+    assert f"backstop_liquidator_last_resort_takes_total {float(bot.stats['last_resort_takes'])}" in metrics
     assert not scn.ch.functions.isBreached(acct).call()
     print(f"last resort: after {int(scn.w3.eth.get_block(at)['timestamp']) - t0} s, fraction {g / WAD:.4f} at V "
           f"{V / 1e6:,.2f} (MM {MM / 1e6:,.2f}): fund paid {amount / 1e6:,.2f}, kept penalty {penalty / 1e6:,.2f} "

@@ -34,7 +34,6 @@ in the same run on the same machine; 100,000 accounts reported with peak memory 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import shutil
@@ -288,12 +287,16 @@ class BaselineTree:
         self.path = self.tmp / "tree"
 
     def __enter__(self) -> Path:
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(self.path), self.ref],
-                       check=True, capture_output=True)
+        made = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", str(self.path), self.ref],
+                              capture_output=True, text=True)
+        if made.returncode != 0:  # e.g. a shallow clone without the commit
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            raise RuntimeError(f"git worktree add {self.ref} failed: {made.stderr.strip()[-500:]}")
         where = subprocess.run([sys.executable, "-c", "import keeper; print(keeper.__file__)"], cwd=str(self.path),
-                               check=True, capture_output=True, text=True).stdout.strip()
-        if not Path(where).resolve().is_relative_to(self.path.resolve()):
-            raise RuntimeError(f"the baseline worktree imports keeper from {where}, not from {self.path}")
+                               capture_output=True, text=True).stdout.strip()
+        if not where or not Path(where).resolve().is_relative_to(self.path.resolve()):
+            self.__exit__(None, None, None)
+            raise RuntimeError(f"the baseline worktree imports keeper from {where!r}, not from {self.path}")
         return self.path
 
     def __exit__(self, *exc) -> None:
@@ -372,12 +375,23 @@ def main() -> None:
         return
     out: dict = {"compute": {}, "machine": {"cpus": os.cpu_count()}}
     need_base = not args.no_baseline and any(n <= args.baseline_max_accounts for n in args.accounts)
-    with (BaselineTree(args.baseline_ref) if need_base else contextlib.nullcontext()) as tree:
+    made, tree = None, None
+    if need_base:
+        made = BaselineTree(args.baseline_ref)
+        try:
+            tree = made.__enter__()
+        except (RuntimeError, subprocess.CalledProcessError) as exc:
+            print(f"baseline {args.baseline_ref} unavailable, this tree alone: {exc}", flush=True)
+            made = None
+    try:
         for n in args.accounts:
             c = compare(n, args.repeats, args.inner_repeats, args.workers,
                         tree if n <= args.baseline_max_accounts else None)
             out["compute"][n] = c
             print_comparison(c, args.baseline_ref)
+    finally:
+        if made is not None:
+            made.__exit__(None, None, None)
     if not args.no_chain:
         with tempfile.TemporaryDirectory() as d:
             out["chain"] = bench_chain(args.chain_accounts, Path(d))

@@ -40,8 +40,9 @@ class LotQuote:
     """What a strategy is asked about: one auction at one moment.
 
     ``auction_price``: current price of the whole remaining lot (quote units; the Dutch curve's value now).
-    ``valuation``: the liquidator's own model value of the whole remaining lot; ``risk_charge``: what its risk
-    appetite deducts for holding it (stress loss times aversion). ``gas_cost``: cost of one bid transaction in
+    ``valuation``: the liquidator's own model value of the whole remaining lot; ``risk_charge``: what its valuation
+    deducts for holding it (hedging: hedge and exit spreads plus residual gamma/vega over the hedge horizon;
+    conservative: stress loss times aversion; :mod:`keeper.bots.liquidator.model`). ``gas_cost``: cost of one bid transaction in
     quote units. ``free_margin``: the liquidator's own margin headroom before the bid; ``margin_per_lot``: the
     headroom the whole lot would consume (price paid plus initial margin of the positions taken on).
     ``max_fraction``: most the auction lets one bid take now; ``min_fraction``: smallest fill worth a bid.

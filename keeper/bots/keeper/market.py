@@ -81,6 +81,11 @@ class AssetMarkets:
     def skip_input(self, reason: str, **fields: Any) -> None:
         skip_input(self.metrics, self.log, reason, **fields)
 
+    def listed(self, feed: AssetFeed, block: BlockRef) -> tuple:
+        """The contracts listed on chain for ``feed``'s asset and still live at ``block`` (from the state cache), which
+        its chain source is asked to quote (:func:`keeper.data.sources.listed_contracts`)."""
+        return listed_contracts(self.chain.state.series.values(), feed.asset, block.timestamp)
+
     def asset_outcome(self, feed: AssetFeed, block: BlockRef, prev: Optional[dict],
                        prev_entry: Optional[dict]) -> AssetOutcome:
         """Spot (aggregated), and for an option underlying its chain and surface; any of them rejected: the fallback
@@ -104,8 +109,7 @@ class AssetMarkets:
         surface = chain_q = None
         if reason is None and feed.options:
             # a drawing source also quotes the series listed on chain, so that the hybrid mark finds them
-            listed = listed_contracts(self.chain.state.series.values(), feed.asset, block.timestamp)
-            chain_q = feed.data.chain(block, spot, listed=listed)
+            chain_q = feed.data.chain(block, spot, listed=self.listed(feed, block))
             if isinstance(chain_q, Skip):
                 self.skip_input(chain_q.reason, asset=feed.symbol, source=chain_q.source, detail=chain_q.detail,
                                 block=n)

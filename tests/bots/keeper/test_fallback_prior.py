@@ -121,7 +121,8 @@ def test_prior_fallback_on_an_arbitrageable_surface_and_its_limit(net, tmp_path)
         attested = VolSurface.from_canonical(_entry(d2, wbtc)["surface"])
         feed = next(f for f in ks[0].bot.feeds if f.asset == wbtc)
         blk = BlockRef(d2["block"]["number"], d2["block"]["hash"], d2["block"]["timestamp"])
-        chain = feed.data.chain(blk, int(_entry(d2, wbtc)["spot_wad"]) / WAD)
+        chain = feed.data.chain(blk, int(_entry(d2, wbtc)["spot_wad"]) / WAD,
+                                listed=ks[0].bot.markets.listed(feed, blk))
         assert fit_surface(chain, prior=prior).hash() == attested.hash()  # every keeper refits the same
         cold = fit_surface(chain)
         assert _atm_vol(cold) == pytest.approx(2.0, rel=0.05)
@@ -163,7 +164,8 @@ def test_prior_fallback_on_an_arbitrageable_surface_and_its_limit(net, tmp_path)
                       "source_block": src, "shock_widening": 0.5}
         assert _entry(doc, wbtc)["surface"] == _entry(src_doc, wbtc)["surface"]
         blk = BlockRef(doc["block"]["number"], doc["block"]["hash"], doc["block"]["timestamp"])
-        refused = fit_surface(feed.data.chain(blk, int(_entry(doc, wbtc)["spot_wad"]) / WAD))
+        refused = fit_surface(feed.data.chain(blk, int(_entry(doc, wbtc)["spot_wad"]) / WAD,
+                                              listed=ks[0].bot.markets.listed(feed, blk)))
         arb = refused.fit_report["arbitrage"]
         assert not (arb["butterfly_ok"] and arb["calendar_ok"])  # what the keepers refused to sign
         assert refused.hash() != VolSurface.from_canonical(_entry(doc, wbtc)["surface"]).hash()

@@ -46,8 +46,8 @@ class ViewOf:
             agg = dataclasses.replace(agg, price=agg.price * (1 + self.spot_shift))
         return agg, skips
 
-    def chain(self, block, spot):
-        c = self.data.chain(block, spot / (1 + self.spot_shift))  # the venue lists the same strikes for everyone
+    def chain(self, block, spot, **kw):
+        c = self.data.chain(block, spot / (1 + self.spot_shift), **kw)  # the venue lists the same strikes for everyone
         if not hasattr(c, "bid"):
             return c
         bid, ask = np.array(c.bid), np.array(c.ask)
@@ -126,7 +126,8 @@ def test_keepers_with_slightly_different_reads_sign_one_root(net, tmp_path):
         # the reads really differed: keeper 1's own chain of a block keeper 0 proposed is not the one it archived
         b = next(b for b in blocks if _proposer(ks, b) == ks[0].bot.me.lower())
         blk = net.w3.eth.get_block(b)
-        own = ks[1].bot.feeds[0].data.chain(BlockRef(b, blk["hash"].hex(), int(blk["timestamp"])), 2000.0)
+        ref = BlockRef(b, blk["hash"].hex(), int(blk["timestamp"]))
+        own = ks[1].bot.feeds[0].data.chain(ref, 2000.0, listed=ks[1].bot.markets.listed(ks[1].bot.feeds[0], ref))
         archived = _doc(ks[1], b)["underlyings"][0]["quotes"]["bid"]
         assert [None if not np.isfinite(x) else float(x) for x in own.bid] != archived
         assert _rejections(ks[0]) == _rejections(ks[1]) == _rejections(ks[2]) == 0

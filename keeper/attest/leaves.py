@@ -39,6 +39,8 @@ from keeper.units import SECONDS_PER_YEAR, WAD
 
 #: the one inputs-document schema (docs/keeper.md, "Inputs document")
 SCHEMA = "backstop-inputs/2"
+#: accounts per chunk of the solvency index's shortfall sum (``solvency_index``'s default; the sum's order)
+SOLVENCY_CHUNK = 256
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -148,7 +150,9 @@ def risk_run(inputs: dict, chunk: int = 256, mapper: AccountMap | None = None) -
                                                            MertonParams(diffusion_vol=float(r["mc_diffusion_vol"])),
                                                            horizon=horizon, rho=float(rho)), widen)
               if rho is not None and n_und > 1 else None)
-    risk = compute_account_risk(ri, tail, grid, chunk=chunk, hashes=False, stress_set=stress, mapper=mapper)
+    # the solvency index's shortfall rides on the tail pass when the chunks are the index's (256 accounts)
+    risk = compute_account_risk(ri, tail, grid, chunk=chunk, hashes=False, stress_set=stress, mapper=mapper,
+                                shortfall_cash=cash if chunk == SOLVENCY_CHUNK else None)
     total_equity = risk.equity + cash
     model_val = np.asarray(positions @ model_values(ri)).ravel() if n_ser else np.zeros(n_acc)
     eq = to_quote_units(total_equity, dec, "floor")
@@ -188,7 +192,8 @@ def solvency_from_run(run: RiskRun, fund: float, excluded: dict | None = None, e
                          params=ri.params)
         risk = compute_account_risk(sub, run.tail, run.grid, mapper=mapper)
         return solvency_index(sub, risk, run.cash[keep], run.tail, fund, excluded, excluded_equity, mapper=mapper)
-    return solvency_index(run.inputs, run.risk, run.cash, run.tail, fund, excluded, excluded_equity, mapper=mapper)
+    return solvency_index(run.inputs, run.risk, run.cash, run.tail, fund, excluded, excluded_equity, mapper=mapper,
+                          shortfall=run.risk.tail_shortfall)
 
 
 def canonical_inputs(doc: dict) -> bytes:

@@ -512,6 +512,8 @@ class TailStats:
     var_at_es_level: np.ndarray
     es: np.ndarray
     worst_loss: np.ndarray
+    #: with ``shortfall_equity``: :func:`shortfall_by_scenario` of the same P&L, bit for bit (else None)
+    shortfall: np.ndarray | None = None
 
 
 def _row_sum(m: np.ndarray) -> np.ndarray:
@@ -588,17 +590,20 @@ def _csr(exposure: sp.spmatrix) -> sp.csr_matrix:
 
 
 def _tail_rows(exposure: sp.csr_matrix, dv: np.ndarray, var_level: float, es_level: float, chunk: int,
-               bounds: tuple[int, int]) -> tuple[np.ndarray, ...]:
+               equity: np.ndarray | None, bounds: tuple[int, int]) -> tuple:
     a0, b0 = bounds
     n_scen = dv.shape[1]
     i_var, i_var_es, m_es = _order_stat_indices(n_scen, var_level, es_level)
     kth = max(i_var, i_var_es, m_es - 1)
     n = b0 - a0
     var, var_es, es, worst = (np.empty(n) for _ in range(4))
+    sums = []
     buf = np.empty((min(chunk, n), n_scen))
     for a in range(a0, b0, chunk):
         b = min(a + chunk, b0)
         pnl = _rows_matmul_into(exposure, a, b, dv, buf)
+        if equity is not None:  # the shortfall of this chunk, as _shortfall_rows computes it, before the partition
+            sums.append(_row_sum(np.maximum(-(pnl + equity[a:b, None]), 0.0).T))
         if kth < n_scen - 1:
             pnl.partition(kth, axis=1)
         tail = np.sort(pnl[:, :kth + 1], axis=1)                 # ascending P&L: worst first
@@ -606,22 +611,31 @@ def _tail_rows(exposure: sp.csr_matrix, dv: np.ndarray, var_level: float, es_lev
         var_es[a - a0:b - a0] = -tail[:, i_var_es]
         es[a - a0:b - a0] = -_row_sum(tail[:, :m_es]) / m_es
         worst[a - a0:b - a0] = -tail[:, 0]
-    return var, var_es, es, worst
+    return var, var_es, es, worst, sums
 
 
 def tail_stats(exposure: sp.csr_matrix, dv: np.ndarray, var_level: float, es_level: float,
-               chunk: int = 256, mapper: AccountMap | None = None) -> TailStats:
+               chunk: int = 256, mapper: AccountMap | None = None,
+               shortfall_equity: np.ndarray | None = None) -> TailStats:
     """VaR, VaR at the ES level, ES and worst loss of every account over equally weighted scenarios.
 
     Accounts are processed ``chunk`` rows at a time: P&L = exposure[chunk] @ dv into one reused buffer, then an
     in-place partition for the ``m`` most negative P&Ls and a sort of that tail only. ``mapper``: blocks of
-    accounts on its workers (:class:`AccountMap`), the same bits.
+    accounts on its workers (:class:`AccountMap`), the same bits. ``shortfall_equity`` (each account's equity):
+    also :func:`shortfall_by_scenario` of the same P&L in the same pass (``TailStats.shortfall``, the same bits).
     """
     exposure = _csr(exposure)
     dv = np.ascontiguousarray(dv, dtype=np.float64)
-    parts = _over_blocks(partial(_tail_rows, exposure, dv, var_level, es_level, chunk), exposure.shape[0], chunk,
-                         mapper)
-    return TailStats(*(np.concatenate([p[k] for p in parts]) for k in range(4)))
+    eq = None if shortfall_equity is None else np.asarray(shortfall_equity, dtype=np.float64)
+    parts = _over_blocks(partial(_tail_rows, exposure, dv, var_level, es_level, chunk, eq), exposure.shape[0],
+                         chunk, mapper)
+    shortfall = None
+    if eq is not None:
+        shortfall = np.zeros(dv.shape[1])
+        for p in parts:
+            for chunk_sum in p[4]:
+                shortfall += chunk_sum
+    return TailStats(*(np.concatenate([p[k] for p in parts]) for k in range(4)), shortfall=shortfall)
 
 
 def _worst_rows(exposure: sp.csr_matrix, dvw: np.ndarray, chunk: int, bounds: tuple[int, int]) -> np.ndarray:
@@ -706,6 +720,9 @@ class AccountRisk:
     inputs_hash: bytes
     scenarios_hash: bytes
     stress_es: np.ndarray | None = None
+    #: with ``shortfall_cash``: the protocol shortfall per tail scenario (:func:`shortfall_by_scenario` at equity +
+    #: that cash, in the run's chunks), summed in the tail pass; None otherwise
+    tail_shortfall: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         if self.stress_es is None:
@@ -723,6 +740,8 @@ class AccountRisk:
         parts = []
         for f in fields(self):
             v = getattr(self, f.name)
+            if v is None:
+                continue
             parts.append(v if isinstance(v, bytes) else np.ascontiguousarray(v, dtype=np.float64).tobytes())
         return b"".join(parts)
 
@@ -735,7 +754,8 @@ def _per_underlying(positions: sp.csr_matrix, underlying: np.ndarray, values: np
 
 def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: ScenarioSet,
                          vol_fn: VolFunction | None = None, chunk: int = 256, hashes: bool = True,
-                         stress_set: ScenarioSet | None = None, mapper: AccountMap | None = None) -> AccountRisk:
+                         stress_set: ScenarioSet | None = None, mapper: AccountMap | None = None,
+                         shortfall_cash: np.ndarray | None = None) -> AccountRisk:
     """Full risk run: equity, VaR/ES (tail set), grid worst loss, Greeks and margins for every account.
 
     ``stress_set`` (e.g. :func:`~keeper.quant.risk.scenarios.correlation_stress_scenarios`, equally weighted): its
@@ -747,7 +767,9 @@ def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: Sc
     No Python loop runs over accounts: series and collateral are revalued once per scenario and accounts are
     aggregated by sparse products in chunks of ``chunk`` accounts (memory ~ chunk x n_scenarios x 8 bytes).
     ``mapper`` (:class:`AccountMap`): the scenario passes run on blocks of accounts side by side; every number is
-    the same bits as without it.
+    the same bits as without it. ``shortfall_cash`` (each account's quote cash): the tail pass also sums the
+    protocol shortfall at equity + cash (``tail_shortfall``, what the solvency index reads instead of a second
+    pass; keeper.quant.risk.solvency).
     """
     if np.any(tail_set.weight != 1.0):
         raise ValueError("tail scenario set must be equally weighted (use the grid for coverage weights)")
@@ -762,7 +784,9 @@ def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: Sc
     position_value = np.asarray(pos @ inputs.marks).ravel()
     equity = collateral_value + position_value
 
-    tail = tail_stats(exposure, revalue(inputs, tail_set, vol_fn, v0), prm.var_level, prm.es_level, chunk, mapper)
+    sf_equity = None if shortfall_cash is None else equity + np.asarray(shortfall_cash, dtype=np.float64)
+    tail = tail_stats(exposure, revalue(inputs, tail_set, vol_fn, v0), prm.var_level, prm.es_level, chunk, mapper,
+                      sf_equity)
     grid_dv = revalue(inputs, grid_set, vol_fn, v0)
     grid_worst = weighted_worst_loss(exposure, grid_dv, grid_set.weight, chunk, mapper)
 
@@ -804,7 +828,7 @@ def compute_account_risk(inputs: RiskInputs, tail_set: ScenarioSet, grid_set: Sc
                        initial_margin=im, inputs_hash=risk_inputs_hash(inputs) if hashes else b"",
                        scenarios_hash=(inputs_hash([tail_set.hash(), grid_set.hash()] + (
                            [stress_set.hash()] if stress_set is not None else [])) if hashes else b""),
-                       stress_es=stress_es)
+                       stress_es=stress_es, tail_shortfall=tail.shortfall)
 
 
 def block_risk(inputs: RiskInputs, block_hash: bytes | str | int, n_scenarios: int = 10_000,

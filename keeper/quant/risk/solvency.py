@@ -71,13 +71,20 @@ def tail_measures(losses: np.ndarray, var_level: float = VAR_LEVEL, es_level: fl
 
 def solvency_index(inputs: RiskInputs, risk: AccountRisk, cash: np.ndarray, tail_set: ScenarioSet, fund: float,
                    excluded: dict | None = None, excluded_equity: float = 0.0, chunk: int = 256,
-                   mapper: AccountMap | None = None) -> SolvencyIndex:
+                   mapper: AccountMap | None = None, shortfall: np.ndarray | None = None) -> SolvencyIndex:
     """The index of the attested accounts: ``risk`` is their :func:`~keeper.quant.risk.engine.compute_account_risk`
     on ``inputs`` and ``tail_set``; ``cash`` their quote cash (added to equity as in the leaves); ``excluded`` the
-    accounts left out of the attestation by reason (count) and ``excluded_equity`` their equity where known."""
+    accounts left out of the attestation by reason (count) and ``excluded_equity`` their equity where known.
+    ``shortfall``: the per-scenario shortfall of these accounts at equity + cash over ``tail_set`` when the risk run
+    already summed it (``AccountRisk.tail_shortfall``, in ``chunk``-account chunks), else computed here."""
     equity = np.asarray(risk.equity, dtype=np.float64) + np.asarray(cash, dtype=np.float64)
-    dv = revalue(inputs, tail_set, None, model_values(inputs))
-    losses = shortfall_by_scenario(exposure_matrix(inputs), dv, equity, chunk, mapper)
+    if shortfall is not None:  # already summed over these accounts and scenarios (the risk run's tail pass)
+        losses = np.asarray(shortfall, dtype=np.float64)
+        if losses.shape != (tail_set.n_scenarios,):
+            raise ValueError(f"solvency: shortfall of shape {losses.shape}, expected ({tail_set.n_scenarios},)")
+    else:
+        dv = revalue(inputs, tail_set, None, model_values(inputs))
+        losses = shortfall_by_scenario(exposure_matrix(inputs), dv, equity, chunk, mapper)
     var, es = tail_measures(losses)
     excluded = dict(excluded or {})
     return SolvencyIndex(

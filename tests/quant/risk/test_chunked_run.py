@@ -67,9 +67,13 @@ def test_block_split_passes_equal_the_serial_bits_and_a_dense_computation(worker
     assert (weighted_worst_loss(exposure, dv, weight, chunk, m).tobytes()
             == weighted_worst_loss(exposure, dv, weight, chunk).tobytes())
     equity = np.random.default_rng(2).normal(500.0, 400.0, exposure.shape[0])
-    assert (shortfall_by_scenario(exposure, dv, equity, chunk, m).tobytes()
-            == shortfall_by_scenario(exposure, dv, equity, chunk).tobytes())
-    assert len(m.calls) == 3 and all(len(c) == min(workers, math.ceil(777 / chunk)) for c in m.calls)
+    shortfall = shortfall_by_scenario(exposure, dv, equity, chunk)
+    assert shortfall_by_scenario(exposure, dv, equity, chunk, m).tobytes() == shortfall.tobytes()
+    assert len(m.calls) == 3
+    for mapper in (None, m):  # the same sum riding on the tail pass
+        fused = tail_stats(exposure, dv, 0.99, 0.975, chunk, mapper, shortfall_equity=equity)
+        assert fused.shortfall.tobytes() == shortfall.tobytes() and fused.es.tobytes() == one.es.tobytes()
+    m.calls = m.calls[:3] and all(len(c) == min(workers, math.ceil(777 / chunk)) for c in m.calls)
     # a second computation: the dense P&L, fully sorted per account
     pnl = exposure.toarray() @ dv
     losses = np.sort(-pnl, axis=1)[:, ::-1]                 # largest loss first

@@ -152,3 +152,43 @@ sys.stdout.buffer.write(canonical_inputs(block_doc(3, prev, *BOOKS[3])))
     got = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True, timeout=300,
                          cwd=ROOT, env={"PYTHONHASHSEED": "123", "OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}).stdout
     assert got == docs[3][0]
+
+
+def test_the_scenarios_market_source_runs_the_market_branch(tmp_path):
+    """The scenario's keepers: the market-file source (the scenario's ``market.json``, no book overrides) with the
+    ``simulated`` section's defaults (4 % spread, exponential depth of mean 10) and the default deployment's 20
+    series (14 and 45 days, 0.8-1.2 x spot, calls and puts), each block continued from the previous document. Every
+    listed series is quoted and matched; the market branch runs (series enter and leave it as their random depth
+    crosses the thresholds), and every market mark is the series' own mid."""
+    from keeper.chain.deploy import DeployConfig
+    from keeper.data.sources import MarketFileChainSource
+    from keeper.ops.config import SimulatedMarketSettings
+
+    market = tmp_path / "market.json"
+    market.write_text(json.dumps({"spot": 2000.0, "atm_vol": 0.6, "skew": -0.15, "curvature": 0.4}))
+    source = MarketFileChainSource(market, SimulatedMarketSettings(seed=7, spot0=2000.0))
+    dep = DeployConfig()
+    series = [Series(i + 1, ETH, int(round(dep.spot0 * p.strike_pct * 100)) * 10**16,
+                     NOW + int(p.expiry_days * 86400), p.is_call) for i, p in enumerate(dep.series)]
+    prev, rows, blocks = None, [], 12
+    for n in range(blocks):
+        block = BlockRef(200 + n, "0x%064x" % (0xDEF + n), NOW + 12 * n)
+        chain = source.chain(block, 2000.0, listed=listed_contracts(series, ETH, block.timestamp))
+        pi = build_portfolio_inputs(block=block, markets=[AssetMarket(ETH, 2000 * WAD, fit_surface(chain), chain)],
+                                    series=series, accounts=ACCOUNTS, collateral={USD: {"decimals": 6, "haircut": 0}},
+                                    quote_asset=USD, quote_decimals=6, risk=RISK, previous=prev,
+                                    mark_config=CONFIG)
+        _, doc = archived(pi.document)
+        for j, s in enumerate(series):
+            h = doc["series"][j]["hybrid"]
+            assert h["reason"] != "MODEL_UNMATCHED"  # every listed series is quoted
+            if h["branch"] == "market":
+                assert doc["marks"][j] == quote_mid(doc, s)
+        rows.append([doc["series"][j]["hybrid"]["branch"] == "market" for j in range(len(series))])
+        prev = doc
+    on = np.array(rows)
+    entered = int(np.sum(on[1:] & ~on[:-1]))
+    left = int(np.sum(~on[1:] & on[:-1]))
+    print(f"\n{len(series)} series x {blocks} blocks: {on.mean():.0%} of the marks on the market, "
+          f"{entered} switches to market and {left} back")
+    assert on.any(axis=0).sum() >= len(series) // 4 and entered > 0 and left > 0

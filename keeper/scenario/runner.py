@@ -159,13 +159,15 @@ class Scenario:
         keepers = ProcessKeepers(w, self.processes, self.cfg.keeper_timeout_s, self.say)
         self.progress.status["phase"] = "keepers warming up"
         self.update()
-        if keepers.wait_for_root(int(w.w3.eth.block_number), timeout=max(60.0, self.cfg.keeper_timeout_s)) is None:
+        warm_up = max(120.0, self.cfg.keeper_timeout_s)  # the first cycle fits both surfaces from cold
+        if keepers.wait_for_root(int(w.w3.eth.block_number), timeout=warm_up) is None:
             # do not leave the user with nothing: say so loudly, stop them and attest inline
-            msg = (f"the keeper processes posted no margin root within 60s (see {self.out}/logs); "
+            msg = (f"the keeper processes posted no margin root within {warm_up:.0f}s (see {self.out}/logs); "
                    f"falling back to inline keepers")
             self.rec.notes.append(msg)
             self.say(msg)
             self.processes.stop()
+            self.deployed.attestor.keepers.sync_sequences()  # continue after whatever they did post
             self.inline = True
             return None
         return keepers

@@ -154,21 +154,35 @@ def trade_rounds(trades: list[tuple]) -> list[list[tuple]]:
     return rounds
 
 
-def attest_funded(world: World, attestor: Attestor, spot: float, vol: float, trading: set[str]) -> Attestation:
-    """Attest after every short-vol trader whose previewed leaf (:meth:`Attestor.attest` without posting) is below
-    its initial margin (a trader in ``trading``, about to trade again) or its maintenance margin (any other)
-    deposited the gap plus 2 % in quote: the set-up never has an account registered as breached (a breached book
-    holds its quote deposits apart, so top-ups would not reach it)."""
+def attest_funded(world: World, attestor: Attestor, spot: float, vol: float, trading: dict[str, float]
+                  ) -> Attestation:
+    """Attest after every short-vol trader whose previewed leaf (:meth:`Attestor.attest` without posting) is short
+    of its initial margin plus ``trading[address]`` (whole quote units: what its next trade needs, for a trader
+    about to trade) or of its maintenance margin (any other) deposited the gap plus 2 % in quote: the set-up never
+    has an account registered as breached (a breached book holds its quote deposits apart, so top-ups would not
+    reach it) and every trade finds its headroom."""
     d = 10**world.dep.quote_decimals
     preview = attestor.attest(spot, vol, post_prices=False, post=False)
     for a in world.actors:
         if a.kind != "short_vol":
             continue
         lf = preview.leaf_of(a.address)
-        need = (lf.initial if a.address in trading else lf.maintenance) * 1.02 - lf.equity
+        if a.address in trading:
+            need = lf.initial * 1.02 + trading[a.address] * d - lf.equity
+        else:
+            need = lf.maintenance * 1.02 - lf.equity
         if need > 0:
             world.fund(a, world.dcfg.quote_symbol, need / d + 10)
     return attestor.attest(spot, vol, post_prices=False)
+
+
+def leg_need(world: World, sid: int, size: float, spot: float, vol: float, short_margin_fraction: float) -> float:
+    """What a trade of ``size`` contracts of ``sid`` needs of its trader's headroom (whole quote units): a sale its
+    premium plus ``short_margin_fraction`` of its notional (with 5 % and 50 to spare), a purchase its premium
+    (10 % and 50 to spare)."""
+    f, _v = world.series_market(sid, spot, vol)
+    prem = world.model_price(sid, spot, vol) * abs(size)
+    return (prem + short_margin_fraction * f * abs(size)) * 1.05 + 50 if size < 0 else prem * 1.1 + 50
 
 
 @dataclass
@@ -203,10 +217,8 @@ def setup_book(world: World, attestor: Attestor, path: MarketPath, seed: int,
     plans = plan_trades(world, rng)
     reqs: dict[str, float] = {}
     for a, sid, size in plans:
-        f, _v = world.series_market(sid, spot, vol)
-        prem = world.model_price(sid, spot, vol) * abs(size)
-        need = (prem + dcfg.short_margin_fraction * f * abs(size)) * 1.05 + 50 if size < 0 else prem * 1.1 + 50
-        reqs[a.address] = reqs.get(a.address, 0.0) + need
+        reqs[a.address] = reqs.get(a.address, 0.0) + leg_need(world, sid, size, spot, vol,
+                                                                dcfg.short_margin_fraction)
     market = world.market(spot, vol)
     for a in shorts:
         need = reqs[a.address]
@@ -242,13 +254,17 @@ def setup_book(world: World, attestor: Attestor, path: MarketPath, seed: int,
             trades.append((maker, a, sid, -size))  # the maker sells the hedge
     nonce = 1
     for r, batch in enumerate(trade_rounds(trades)):
-        if r:  # a trader whose earlier leg left it below initial margin deposits the gap before its next leg
-            att = attest_funded(world, attestor, spot, vol, {a.address for t in batch for a in t[:2]})
+        if r:  # a trader whose earlier leg left it short of this leg's headroom deposits the gap first
+            needs = {}
+            for q_maker, taker, sid, msize in batch:  # the short trader is the quote's maker when it sells
+                trader, size = (q_maker, msize) if q_maker.kind == "short_vol" else (taker, -msize)
+                needs[trader.address] = leg_need(world, sid, size, spot, vol, dcfg.short_margin_fraction)
+            att = attest_funded(world, attestor, spot, vol, needs)
         for q_maker, taker, sid, msize in batch:
             world.trade(q_maker, taker, sid, msize, world.model_price(sid, spot, vol), nonce, att)
             nonce += 1
     # nobody is registered as breached by the set-up (a breached book holds its quote deposits apart)
-    att = attest_funded(world, attestor, spot, vol, set())
+    att = attest_funded(world, attestor, spot, vol, {})
     say("top-ups to each trader's target margin ratio")
     leaves = {x.account: x for x in att.leaves}
     targets = {}

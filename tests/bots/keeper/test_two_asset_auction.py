@@ -1,8 +1,8 @@
 """A two-asset account attested, breached and auctioned on a real chain (issue 16 item 6): X sells a BTC put and
 an ETH put; three keeper bots (threads, real HTTP between them, per-asset spot files and simulated chains) attest it
-healthy in one root over both underlyings; BTC alone crashes (its spot file -30 %), the keepers re-attest and
-register X as breached; an auction starts from that record at the book's attested value, a bid fills and the
-auction ends.
+healthy in one root over both underlyings (X then withdraws down to its initial margin with their proof); BTC alone crashes (its spot file -30 %), the keepers re-attest and
+register X as breached and one of them starts the auction from that record at the book's attested value; a bid
+fills and the auction ends.
 
 Second computations: the breached leaf's model value by py_vollib's Black-76 on the archived forward and vol of each
 leg's own underlying, its equity as cash + size x archived mark; the bid's amount, penalty and escrow, the bidder's
@@ -56,7 +56,7 @@ def test_two_asset_account_breached_by_one_asset_crash_is_auctioned(net, tmp_pat
     keys = {"X": net.keys[4], "B": net.keys[5], "C": net.keys[6], "S": net.keys[7]}
     addr = {n: Account.from_key(k).address for n, k in keys.items()}
     h.fund(net, keys["C"], usdc, 500_000 * 10**6)
-    h.fund(net, keys["X"], usdc, 3_000 * 10**6)
+    h.fund(net, keys["X"], usdc, 25_000 * 10**6)
     h.fund(net, keys["B"], usdc, 200_000 * 10**6)
     h.post_asset_prices(net, {weth: ETH0, wbtc: BTC0}, 1)
     proofs = h.margin_batch(net, {addr["C"]: 500_000 * 10**6, addr["X"]: 40_000 * 10**6}, 1)
@@ -89,14 +89,14 @@ def test_two_asset_account_breached_by_one_asset_crash_is_auctioned(net, tmp_pat
         return h.wait_for(got, 120, interval=0.5)
 
     try:
-        # 1. attested healthy over both underlyings: X tops up to 1.2 x its maintenance margin
+        # 1. attested healthy over both underlyings; X withdraws its cash down to its initial margin with the
+        # keepers' proof (equity - IM >= amount)
         m = leaf_at(net.mine())
-        assert m, ks[0].bot.view.snapshot()
-        gap = int(1.2 * m["leaf"]["maintenance"]) - m["leaf"]["equity"]
-        if gap > 0:
-            h.fund(net, keys["X"], usdc, gap)
+        assert m and m["leaf"]["equity"] > m["leaf"]["initial"] > m["leaf"]["maintenance"] > 0, m
+        free = m["leaf"]["equity"] - m["leaf"]["initial"] - 10**6
+        h._sender(net, keys["X"]).call(net.ch.functions.withdraw(usdc, free, h.proof_tuple(m)), "withdraw")
         m = leaf_at(net.mine())
-        assert m and m["leaf"]["maintenance"] <= m["leaf"]["equity"] < 1.3 * m["leaf"]["maintenance"], m
+        assert m and m["leaf"]["maintenance"] <= m["leaf"]["equity"] < 1.6 * m["leaf"]["maintenance"], m
         assert not net.ch.functions.isBreached(addr["X"]).call()
         fund0 = int(auction.functions.fundBalance().call())
 
@@ -106,14 +106,18 @@ def test_two_asset_account_breached_by_one_asset_crash_is_auctioned(net, tmp_pat
             from_block=m["header"]["sequence"]) if e["args"]["account"] == addr["X"]], 120, interval=0.5)
         assert breach, ks[0].bot.view.snapshot()
         b = breach[-1]["args"]
-        assert int(net.ch.functions.spotPrice(wbtc).call()[0]) == 28_000 * WAD
-        assert int(net.ch.functions.spotPrice(weth).call()[0]) == 2_000 * WAD
         assert b["equity"] < b["maintenance"]
+        # the new BTC price is attested too (it may land a block after the root); ETH's is unchanged
+        assert h.wait_for(lambda: net.mine() and int(net.ch.functions.spotPrice(wbtc).call()[0]) == 28_000 * WAD,
+                          60, interval=0.5)
+        assert int(net.ch.functions.spotPrice(weth).call()[0]) == 2_000 * WAD
         # the breached leaf recomputed: model value by py_vollib on each leg's own underlying, equity from marks
         k = next(k for k in ks if k.bot.archive.get("0x" + bytes(b["inputsHash"]).hex()))
         doc = json.loads(k.bot.archive.get("0x" + bytes(b["inputsHash"]).hex()))
         ids = [int(s["id"]) for s in doc["series"]]
         unders = {int(s["id"]): doc["underlyings"][int(s["underlying"])]["asset"] for s in doc["series"]}
+        spots = {u["asset"].lower(): int(u["spot_wad"]) for u in doc["underlyings"]}
+        assert spots == {wbtc.lower(): 28_000 * WAD, weth.lower(): 2_000 * WAD}  # the breach priced the crash
         assert unders[btc_put["id"]].lower() == wbtc.lower() and unders[eth_put["id"]].lower() == weth.lower()
         t_of = {int(s["id"]): (int(s["expiry"]) - doc["block"]["timestamp"]) / SECONDS_PER_YEAR for s in doc["series"]}
         model, marked = 0.0, 0.0
@@ -127,9 +131,13 @@ def test_two_asset_account_breached_by_one_asset_crash_is_auctioned(net, tmp_pat
         cash = int(net.ch.functions.cashOf(addr["X"]).call())
         assert abs(b["equity"] - (cash + marked * 1e6)) <= 2
 
-        # 3. the auction starts from that record, at the book's attested value (X holds only cash: E)
-        h._sender(net, keys["S"]).call(auction.functions.start(addr["X"]), "start")
-        st = auction.events.AuctionStarted().get_logs(from_block=breach[-1]["blockNumber"])[-1]["args"]
+        # 3. the keeper that posted the breach starts the auction from that record (publish.start_auctions), at
+        # the book's attested value (X holds only cash and options: its equity E)
+        started = h.wait_for(lambda: net.mine() and auction.events.AuctionStarted().get_logs(
+            from_block=breach[-1]["blockNumber"]), 60, interval=0.5)
+        assert started, "no keeper started the auction"
+        st = started[-1]["args"]
+        assert st["starter"] in {Account.from_key(k).address for k in net.keeper_keys}
         assert (st["account"], st["equity"], st["maintenance"]) == (addr["X"], b["equity"], b["maintenance"])
         assert st["startPrice"] == b["equity"]
 
@@ -151,11 +159,17 @@ def test_two_asset_account_breached_by_one_asset_crash_is_auctioned(net, tmp_pat
         assert int(stored(addr["B"], 0, usdc).call()[2]) == b_cash0 - amount  # the bidder paid its bid in cash
 
         # 5. the sale is complete: finish pays escrow to X, the starter's reward and the fund's share
+        assert auction.functions.auctionOf(addr["X"]).call()[_field(auction, "done")], "the bid completes the sale"
+        starter_cash0 = int(stored(st["starter"], 0, usdc).call()[2])
+        x_cash0 = _cash_and_lot(net, stored, addr["X"], usdc)
         h._sender(net, keys["S"]).call(auction.functions.finish(addr["X"]), "finish")
         end = auction.events.AuctionEnded().get_logs(from_block=net.w3.eth.block_number)[-1]["args"]
         assert int(end["penalty"]) == penalty and int(end["escrowReleased"]) == amount - penalty
         assert int(end["reward"]) == min(penalty, int(st["rewardPromised"]))
         assert int(auction.functions.fundBalance().call()) == fund0 + penalty - int(end["reward"])
+        assert int(stored(st["starter"], 0, usdc).call()[2]) == starter_cash0 + int(end["reward"])
+        # escrow to the account (its stored cash, or cash credited to its frozen book while claims are pending)
+        assert _cash_and_lot(net, stored, addr["X"], usdc) == x_cash0 + amount - penalty
         # B's claim delivered: positions move from X to B and net to what X held
         h._sender(net, keys["S"]).call(net.ch.functions.settleClaim(addr["B"]), "settleClaim")
         for sid, p0 in x_pos0.items():
@@ -165,6 +179,16 @@ def test_two_asset_account_breached_by_one_asset_crash_is_auctioned(net, tmp_pat
     finally:
         for k in ks:
             k.stop()
+
+
+def _cash_and_lot(net, stored, account, usdc) -> int:
+    return int(stored(account, 0, usdc).call()[2]) + int(net.ch.functions.lotOf(account).call()[2])
+
+
+def _field(auction, name: str) -> int:
+    """Index of ``name`` in the ``auctionOf`` struct."""
+    comps = next(i["outputs"][0]["components"] for i in auction.abi if i.get("name") == "auctionOf")
+    return [c["name"] for c in comps].index(name)
 
 
 def _penalty_wad(auction) -> int:

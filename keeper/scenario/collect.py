@@ -177,26 +177,28 @@ def market_surface(world: World, label: str, vol: float, spot: float) -> Surface
     return SurfaceSnapshot(label, expiries, ks, vols)
 
 
-def _fitted_surface(doc) -> dict | None:
-    """The keeper's fitted surface in an archived inputs document (``backstop-inputs/2``: the first underlying's;
-    ``/1``: top level); None for documents without one (the scenario's own attestations price from a smile)."""
+def _fitted_surface(doc, asset: str | None = None) -> dict | None:
+    """The keeper's fitted surface in an archived inputs document (``backstop-inputs/2``: the surface of underlying
+    ``asset``, or the first underlying's with one when ``asset`` is None; ``/1``: top level); None for documents
+    without one (the scenario's own attestations price from a smile)."""
     if not isinstance(doc, dict) or not str(doc.get("schema", "")).startswith("backstop-inputs/"):
         return None
     if doc.get("surface"):
         return doc["surface"]
-    return next((u["surface"] for u in doc.get("underlyings") or [] if isinstance(u, dict) and u.get("surface")),
-                None)
+    return next((u["surface"] for u in doc.get("underlyings") or [] if isinstance(u, dict) and u.get("surface")
+                 and (asset is None or str(u.get("asset", "")).lower() == asset.lower())), None)
 
 
-def keeper_surfaces(archive_dir: Path) -> list[SurfaceSnapshot]:
-    """The keepers' own fitted surfaces (from their archived inputs): the first and the last of the path."""
+def keeper_surfaces(archive_dir: Path, asset: str | None = None) -> list[SurfaceSnapshot]:
+    """The keepers' own fitted surfaces of underlying ``asset`` (the first with one when None; from their archived
+    inputs): the first and the last of the path."""
     docs = []
     for f in archive_dir.glob("0x*.json"):
         try:
             d = json.loads(f.read_bytes())
         except ValueError:
             continue
-        surface = _fitted_surface(d)
+        surface = _fitted_surface(d, asset)
         if surface:
             docs.append((int(d["block"]["number"]), surface))
     if len(docs) < 2:

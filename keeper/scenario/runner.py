@@ -185,7 +185,7 @@ class Scenario:
         self.rec.cross_asset_netting = netting_of_documents(step_documents(self.rec, self.archive))
         if not self.inline:
             try:
-                self.rec.surfaces.extend(keeper_surfaces(self.archive_dir))
+                self.rec.surfaces.extend(keeper_surfaces(self.archive_dir, w.dep.underlying))  # ETH's, as the plot
             except Exception as e:  # noqa: BLE001 - a plot input, not a result
                 self.rec.notes.append(f"keeper surfaces not plotted: {e}")
         self.rec.config.update(run_description(self.cfg, self.path, self.inline, w.dep.threshold, self.out))

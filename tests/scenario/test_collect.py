@@ -48,3 +48,15 @@ def test_keeper_surfaces_need_two_documents(tmp_path):
     _write(tmp_path, "01", {"schema": "backstop-inputs/2", "block": {"number": 1},
                             "underlyings": [{"asset": "0x0", "spot_wad": "1", "surface": _surface(0.6)}]})
     assert keeper_surfaces(tmp_path) == []
+
+
+def test_keeper_surfaces_of_the_named_underlying(tmp_path):
+    """With two underlyings (documents order them by address) the plot takes the named one's surface (ETH's in the
+    scenario), not whichever comes first."""
+    for block in (5, 9):
+        _write(tmp_path, f"{block:02x}", {"schema": "backstop-inputs/2", "block": {"number": block},
+                                          "underlyings": [{"asset": "0xB1", "spot_wad": "1", "surface": _surface(0.5)},
+                                                          {"asset": "0xE1", "spot_wad": "1", "surface": _surface(0.8)}]})
+    eth = keeper_surfaces(tmp_path, "0xe1")
+    assert len(eth) == 2 and all(v == pytest.approx(0.8) for s in eth for row in s.vols for v in row)
+    assert all(v == pytest.approx(0.5) for s in keeper_surfaces(tmp_path) for row in s.vols for v in row)

@@ -76,12 +76,20 @@ abstract contract AttestationOracle is KeeperSet, IAttestationOracle {
             _hashTypedDataV4(BackstopTypes.marginRootStructHash(root, h, solvencyHash)), signatures, c.threshold
         );
         if (seq > type(uint40).max) revert AO_AttestationReplayed(seq, c.lastMarginSequence);
-        Config storage cs = _config;
-        // ts <= block.timestamp + 15 fits uint32 (until 2106)
-        (cs.lastMarginSequence, cs.lastMarginTimestamp) = (uint40(seq), uint32(ts));
+        _advanceMarginClock(seq, ts);
         _rootRing[seq % ROOT_RING_SIZE] = commitment;
         emit MarginRootPosted(seq, root, h.inputsHash, ts, h.leafCount);
         _storeSolvency(solvency, seq, ts);
+    }
+
+    /// @dev Records root (`seq`, `ts`) as the last one; `ts` is not older than the last (checked) and
+    /// <= block.timestamp + 15, so it fits uint32 (until 2106). Tracks how long ago a second held two roots (H-10).
+    function _advanceMarginClock(uint64 seq, uint64 ts) private {
+        Config storage cs = _config;
+        uint256 last = cs.lastMarginTimestamp;
+        uint256 ago = ts == last ? 0 : cs.sharedSecondAgo + (ts - last);
+        if (ago > MAX_SHARED_AGO) ago = MAX_SHARED_AGO;
+        (cs.lastMarginSequence, cs.lastMarginTimestamp, cs.sharedSecondAgo) = (uint40(seq), uint32(ts), uint8(ago));
     }
 
     /// @dev Stores `s` (already matched to the signed hash, so every word is its field's clean encoding) packed as
@@ -133,12 +141,12 @@ abstract contract AttestationOracle is KeeperSet, IAttestationOracle {
     /// single mode reverts.
     function _recordLeaf(MarginLeaf calldata l, MarginRootHeader calldata h, bytes32 root, bool strict) internal {
         AccountState memory a = _accounts[l.account];
-        bool current = a.stateNonce == l.stateNonce && h.timestamp >= a.attestedAt;
-        emit MarginAttested(l.account, h.sequence, l.equity, l.maintenance, l.initial, l.modelValue, l.stateNonce, current);
+        bool current = a.stateNonce == l.stateNonce && _outranksRecord(h.timestamp, a.attestedAt);
+        _emitLeaf(l, h.sequence, current);
         if (!current) {
             if (!strict) return;
             if (a.stateNonce != l.stateNonce) revert AO_StaleMarginState(l.account, l.stateNonce, a.stateNonce);
-            revert AO_AttestationOlder(h.timestamp, a.attestedAt);
+            _requireOutranksRecord(h.timestamp, a.attestedAt);
         }
         a.equity = l.equity.toInt96();
         a.maintenance = l.maintenance.toUint96();
@@ -150,6 +158,26 @@ abstract contract AttestationOracle is KeeperSet, IAttestationOracle {
         } else {
             _liftBreach(l.account, h.timestamp);
         }
+    }
+
+    /// @dev Whether a leaf of a root observed at `ts` outranks an account record made at `attestedAt`: a later
+    /// second, or the record's own second while exactly one root holds it (then it is the record's root). Roots may
+    /// share a second (consecutive blocks can); a record's root is then unknown, so neither is ranked above the other
+    /// until a later root (review finding H-10). Seconds over MAX_SHARED_AGO before the newest root count as shared.
+    function _outranksRecord(uint64 ts, uint32 attestedAt) internal view returns (bool) {
+        if (ts != attestedAt) return ts > attestedAt;
+        Config storage c = _config;
+        return ts + c.sharedSecondAgo > c.lastMarginTimestamp;
+    }
+
+    /// @dev Reverts, naming the rule, unless `_outranksRecord(ts, attestedAt)`.
+    function _requireOutranksRecord(uint64 ts, uint32 attestedAt) internal view {
+        if (!_outranksRecord(ts, attestedAt)) revert AO_AttestationOlder(ts, attestedAt);
+    }
+
+    /// @dev Emits `MarginAttested` for leaf `l` of root `sequence` (`recorded`: stored as the account's record).
+    function _emitLeaf(MarginLeaf calldata l, uint64 sequence, bool recorded) internal {
+        emit MarginAttested(l.account, sequence, l.equity, l.maintenance, l.initial, l.modelValue, l.stateNonce, recorded);
     }
 
     /// @dev Called when a breach of `account` is recorded.

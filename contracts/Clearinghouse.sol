@@ -143,7 +143,8 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
     }
 
     /// @notice Record one account's leaf of a margin root still held in the ring (anyone may call), e.g. to
-    /// register a breach after a root-only post. Reverts if the leaf is stale or older than the account's record.
+    /// register a breach after a root-only post. Reverts if the leaf is stale or does not outrank the account's
+    /// record (older, or of the record's second while two roots share it: H-10).
     /// @param p The leaf, its branch and its root header.
     function recordMargin(MarginProof calldata p) external {
         bytes32 root = _verifyMarginProof(p);
@@ -232,11 +233,6 @@ contract Clearinghouse is ClearinghouseBase, ExpiringPause, Proxy {
     }
 
     // ------------------------------------------------------------------ external views
-
-    /// @notice The EIP-712 digest of `structHash` under this contract's domain (what keepers and makers sign).
-    function hashTypedData(bytes32 structHash) external view returns (bytes32) {
-        return _hashTypedDataV4(structHash);
-    }
 
     /// @notice The account's current stateNonce (increments on every change of its positions or collateral).
     function stateNonce(address account) external view returns (uint32) {

@@ -292,6 +292,11 @@ contract ClearinghouseAdmin is ClearinghouseBase {
 
     // ------------------------------------------------------------------ external views
 
+    /// @notice The EIP-712 digest of `structHash` under this contract's domain (what keepers and makers sign).
+    function hashTypedData(bytes32 structHash) external view returns (bytes32) {
+        return _hashTypedDataV4(structHash);
+    }
+
     /// @notice The current keepers, in the order they were set.
     function keepers() external view returns (address[] memory) {
         return _keepers;

@@ -195,21 +195,12 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
         if (p.leaf.account != account) revert CH_MarginProofRequired(account);
         AccountState memory a = _accounts[account];
         if (p.leaf.stateNonce != a.stateNonce) revert AO_StaleMarginState(account, p.leaf.stateNonce, a.stateNonce);
-        if (p.header.timestamp < a.attestedAt) revert AO_AttestationOlder(p.header.timestamp, a.attestedAt);
+        _requireOutranksRecord(p.header.timestamp, a.attestedAt);
         _verifyMarginProof(p);
     }
 
     function _emitUsedLeaf(MarginProof calldata p) internal {
-        emit MarginAttested(
-            p.leaf.account,
-            p.header.sequence,
-            p.leaf.equity,
-            p.leaf.maintenance,
-            p.leaf.initial,
-            p.leaf.modelValue,
-            p.leaf.stateNonce,
-            false
-        );
+        _emitLeaf(p.leaf, p.header.sequence, false);
     }
 
     function _freshSpot(address asset) internal view returns (uint256) {

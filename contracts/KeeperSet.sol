@@ -15,7 +15,7 @@ import {IKeeperSet} from "./interfaces/IKeeperSet.sol";
 abstract contract KeeperSet is Ownable2Step, EIP712, IKeeperSet {
     // ------------------------------------------------------------------ types
 
-    /// @dev One slot: 8 + 16 + 16 + 40 + 32 + 40 + 32 + 64 = 248 bits.
+    /// @dev One slot: 8 + 16 + 16 + 40 + 32 + 40 + 32 + 64 + 8 = 256 bits.
     struct Config {
         uint8 threshold; // keeper signatures an attestation needs
         uint16 maxAttestationAge; // [seconds] oldest a signed attestation may be when submitted or used
@@ -25,6 +25,9 @@ abstract contract KeeperSet is Ownable2Step, EIP712, IKeeperSet {
         uint40 lastMarginSequence; // last accepted margin root sequence
         uint32 lastMarginTimestamp; // [unix seconds] its observation time
         uint64 shortMarginFraction; // [wad] of spot x size a new short leg needs as headroom
+        // [seconds] how long before lastMarginTimestamp the latest second holding two or more margin roots was,
+        // saturating at MAX_SHARED_AGO (review finding H-10)
+        uint8 sharedSecondAgo;
     }
 
     // ------------------------------------------------------------------ constants
@@ -33,6 +36,9 @@ abstract contract KeeperSet is Ownable2Step, EIP712, IKeeperSet {
     uint256 public constant MIN_ATTESTATION_AGE = 5;
     uint256 public constant MAX_ATTESTATION_AGE = 3600;
     uint256 internal constant SIGNATURE_LENGTH = 65;
+    /// @dev Saturation of `Config.sharedSecondAgo` [seconds]: a record older than this before the newest root is
+    /// never ranked against a leaf of its own second (a later root's leaf is needed).
+    uint256 internal constant MAX_SHARED_AGO = 255;
 
     // ------------------------------------------------------------------ storage
 

@@ -55,7 +55,9 @@ interface IAttestationOracle is IKeeperSet {
     error AO_AttestationFromFuture(uint64 timestamp);
     /// @notice `sequence` is not above the last accepted `lastSequence` (or does not fit 40 bits).
     error AO_AttestationReplayed(uint64 sequence, uint64 lastSequence);
-    /// @notice `timestamp` is older than the last accepted one (or than the account's record) `lastTimestamp`.
+    /// @notice `timestamp` is older than the last accepted one (or than the account's record) `lastTimestamp`; for a
+    /// leaf, also when it is the record's own second while two or more roots share that second (or that second is
+    /// over 255 s before the newest root): the leaf cannot be ranked against the record, a later root's leaf can.
     error AO_AttestationOlder(uint64 timestamp, uint64 lastTimestamp);
     /// @notice `price` of `asset` is zero or too large.
     error AO_InvalidPrice(address asset, uint256 price);

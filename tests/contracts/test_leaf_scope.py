@@ -17,14 +17,17 @@ rule of docs/contracts.md):
   any leaf, however healthy (``CH_StalePrice``): no account comes to hold what the keepers do not price.
 
 Each test performs the attack and asserts the named error, then the honest path and the values read back.
-The last test is finding H-9: two roots with the same timestamp rank equal, so a breach is lifted only by a strictly
-later attestation.
+The last two tests are findings H-9 and H-10: roots may share a second. A breach is lifted only by a strictly later
+attestation (H-9), and once two roots share a second no leaf of that second is ranked against a record of it: a
+later root's leaf is needed (H-10).
 """
 import brownie
 import pytest
 from brownie import chain
 
 from core_helpers import EMPTY_PROOF, USDC, WAD, err
+
+from keeper.codec.merkle import MerkleTree
 
 STALE = "AO_StaleMarginState(address,uint32,uint32)"
 OLDER = "AO_AttestationOlder(uint64,uint64)"
@@ -216,23 +219,33 @@ def test_a_series_or_collateral_the_keepers_left_out_is_refused_with_any_leaf(pr
         p.ch.withdraw(p.wbtc, 10**7, leaf, {"from": taker})
 
 
+def _post_root_only(p, leaves, timestamp):
+    """Post a margin root without recording any leaf (as keepers do each block): returns (tree, header)."""
+    tree = MerkleTree.of_leaves(leaves)
+    header = p.margin_header(tree, timestamp)
+    p.ch.postMarginRoot(tree.root, *p.posting(header), p.sign_root(tree, header), {"from": p.owner})
+    return tree, header
+
+
 def test_an_earlier_root_with_the_same_timestamp_cannot_clear_a_later_breach(protocol, traders):
-    """Finding H-9 (docs/contracts.md): two margin roots may carry the same timestamp (postMarginRoot refuses only
-    ts < lastMarginTimestamp; consecutive blocks can share a timestamp). After root s+1 records a breach, the account
-    replays its healthy leaf of root s (same nonce, same timestamp) through ``recordMargin``: before the fix this
-    lifted the breach before anyone started the auction. A breach is now lifted only by an attestation strictly later
-    than the one that recorded it; a later healthy leaf still lifts it."""
+    """Finding H-9 (docs/contracts.md): two margin roots may carry the same timestamp (consecutive blocks can share a
+    second). Root s (healthy, posted root-only) and root s+1 (a breach, recorded) share second t; the account replays
+    its healthy leaf of root s through ``recordMargin``: before the fix this lifted the breach before anyone started
+    the auction. A leaf of the record's own second is no longer ranked against it once two roots share that second
+    (H-10's rule), and a breach is lifted only by a strictly later attestation; a later healthy leaf still lifts it."""
     p = protocol
     maker, taker = traders
     _book(p, maker, taker)
     chain.sleep(20)
     chain.mine()
     t = p.now() - 5
-    tree_a, h_a, _ = p.post_margin([p.leaf(taker, 30_000 * USDC, 1_000 * USDC, 2_000 * USDC)], timestamp=t)
+    tree_a, h_a = _post_root_only(p, [p.leaf(taker, 30_000 * USDC, 1_000 * USDC, 2_000 * USDC),
+                                      p.leaf(maker, 20_000 * USDC)], timestamp=t)
     healthy = p.proof(tree_a, h_a, taker)
     p.post_margin([p.leaf(taker, 400 * USDC, 1_000 * USDC, 2_000 * USDC)], timestamp=t)  # sequence + 1, breach
-    assert p.ch.isBreached(taker)
-    p.ch.recordMargin(healthy, {"from": taker})  # accepted as a record of the same time, but lifts nothing
+    assert p.ch.isBreached(taker) and int(p.ch.marginRecord(taker)[3]) == t
+    with brownie.reverts(err(OLDER, t, t)):  # the replay: same second, two roots in it
+        p.ch.recordMargin(healthy, {"from": taker})
     assert p.ch.isBreached(taker), "the earlier root's healthy leaf lifted the later breach"
     with brownie.reverts(err("CH_AccountInBreach(address)", str(taker))):
         p.ch.withdraw(p.usdc, 1 * USDC, healthy, {"from": taker})
@@ -243,23 +256,49 @@ def test_an_earlier_root_with_the_same_timestamp_cannot_clear_a_later_breach(pro
     assert not p.ch.isBreached(taker)
 
 
-@pytest.mark.xfail(strict=True, reason="open: _verifyAccountLeaf ranks leaves by root timestamp only (H-9 fixed the "
-                   "breach lift, not the choice of leaf for a withdrawal or trade)")
-def test_open_an_earlier_root_with_the_same_timestamp_outranks_a_later_thinner_leaf(protocol, traders):
-    """OPEN (reported, contracts not changed here): after root s+1 records a thin but healthy leaf (headroom 1,000),
-    the account withdraws against its richer leaf of root s with the same timestamp (headroom 28,000):
-    ``_verifyAccountLeaf`` refuses only ``header.timestamp < attestedAt``. The R-3 rule (no earlier, more favourable
-    leaf once a later one is recorded) thus holds only across distinct timestamps. Fix: record the root's sequence
-    with ``attestedAt`` and compare ``(timestamp, sequence)``. This test asserts the intended refusal."""
+def test_an_earlier_root_with_the_same_timestamp_cannot_outrank_a_later_thinner_leaf(protocol, traders):
+    """Finding H-10 (docs/contracts.md): the account's record is its rich leaf of root s (headroom 28,000); root s+1
+    in the same second t carries a thinner healthy leaf (headroom 1,000). Before the fix the record ranked leaves by
+    timestamp only, so once s+1's leaf was recorded the account still withdrew 10,000 on root s's leaf. Now, once two
+    roots share a second, no leaf of that second is ranked against a record of it: s+1's batch skips the leaf (a later
+    root records it), and both leaves are refused for a withdrawal, a trade and a record (``AO_AttestationOlder(t, t)``)
+    until a later root, whose leaf then authorises exactly its own headroom. A leaf of the record's second is accepted
+    while only one root holds that second."""
     p = protocol
     maker, taker = traders
     _book(p, maker, taker)
     chain.sleep(20)
     chain.mine()
-    t = p.now() - 5
+    t = p.now() - 10
     tree_a, h_a, _ = p.post_margin([p.leaf(taker, 30_000 * USDC, 1_000 * USDC, 2_000 * USDC)], timestamp=t)
     rich = p.proof(tree_a, h_a, taker)
-    p.post_margin([p.leaf(taker, 30_000 * USDC, 1_000 * USDC, 29_000 * USDC)], timestamp=t)  # recorded, thin
-    assert int(p.ch.marginRecord(taker)[3]) == t and not p.ch.isBreached(taker)
-    with brownie.reverts():
+    assert int(p.ch.marginRecord(taker)[3]) == t
+    p.ch.recordMargin(rich, {"from": taker})  # its own root, the only one of second t: still accepted
+    tree_b, h_b, tx_b = p.post_margin([p.leaf(taker, 30_000 * USDC, 1_000 * USDC, 29_000 * USDC)], timestamp=t)
+    thin = p.proof(tree_b, h_b, taker)
+    assert h_b.sequence == h_a.sequence + 1 and h_b.timestamp == h_a.timestamp == t
+    assert [e["recorded"] for e in tx_b.events["MarginAttested"]] == [False]  # not ranked against the record
+    older = err(OLDER, t, t)
+    cash0 = int(p.ch.cashOf(taker))
+    with brownie.reverts(older):  # the attack: withdraw 10,000 on the richer leaf of the shared second
         p.ch.withdraw(p.usdc, 10_000 * USDC, rich, {"from": taker})
+    with brownie.reverts(older):  # nor record it again
+        p.ch.recordMargin(rich, {"from": taker})
+    eth2, _ = p.new_series(strike=2500 * WAD)
+    q, sig = p.quote(maker, eth2, -WAD, 40 * WAD, nonce=7)  # nor add risk on it
+    with brownie.reverts(older):
+        p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC), rich, {"from": taker})
+    with brownie.reverts(older):  # the thinner leaf of that second is not ranked either
+        p.ch.withdraw(p.usdc, 500 * USDC, thin, {"from": taker})
+    assert int(p.ch.cashOf(taker)) == cash0
+    # a later root (the next second after the last one on chain): its thin leaf authorises its own headroom
+    # (1,000) and no more, and the rich leaf is plainly older
+    tree_c, h_c, _ = p.post_margin([p.leaf(taker, 30_000 * USDC, 1_000 * USDC, 29_000 * USDC)])
+    later = p.proof(tree_c, h_c, taker)
+    assert h_c.timestamp > t and int(p.ch.marginRecord(taker)[3]) == h_c.timestamp
+    with brownie.reverts(err(OLDER, t, h_c.timestamp)):
+        p.ch.withdraw(p.usdc, 10_000 * USDC, rich, {"from": taker})
+    with brownie.reverts(err(HEADROOM, str(taker), 1_000 * USDC, 10_000 * USDC)):
+        p.ch.withdraw(p.usdc, 10_000 * USDC, later, {"from": taker})
+    p.ch.withdraw(p.usdc, 500 * USDC, later, {"from": taker})
+    assert int(p.ch.cashOf(taker)) == cash0 - 500 * USDC

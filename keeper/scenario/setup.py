@@ -163,6 +163,7 @@ def attest_funded(world: World, attestor: Attestor, spot: float, vol: float, tra
     reach it) and every trade finds its headroom."""
     d = 10**world.dep.quote_decimals
     preview = attestor.attest(spot, vol, post_prices=False, post=False)
+    funded = False
     for a in world.actors:
         if a.kind != "short_vol":
             continue
@@ -173,6 +174,10 @@ def attest_funded(world: World, attestor: Attestor, spot: float, vol: float, tra
             need = lf.maintenance * 1.02 - lf.equity
         if need > 0:
             world.fund(a, world.dcfg.quote_symbol, need / d + 10)
+            funded = True
+    if not funded:  # the book did not move: the preview is this block's attestation
+        attestor.keepers.post_batch(preview)
+        return preview
     return attestor.attest(spot, vol, post_prices=False)
 
 

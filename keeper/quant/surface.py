@@ -341,9 +341,72 @@ def _solve_small(G: list[list[float]], h: list[float]) -> list[float] | None:
     return [x0, x1, x2]
 
 
-def _box_qp3(G: np.ndarray, h: np.ndarray, lo: Sequence[float], hi: Sequence[float]) -> tuple[list[float], float]:
+def _box_qp3(G: np.ndarray | list[list[float]], h: np.ndarray | list[float], lo: Sequence[float],
+             hi: Sequence[float]) -> tuple[list[float], float]:
     """Minimise ``x'Gx - 2h'x`` over the box ``lo <= x <= hi`` (3 variables, G positive semi-definite) exactly:
-    the unconstrained stationary point if feasible, else the best feasible stationary point over all faces."""
+    the unconstrained stationary point if feasible, else the best feasible stationary point over all faces (in the
+    order of :data:`_FACES`, the first of equal objectives; the faces unrolled, same arithmetic as the generic
+    loop of :func:`_box_qp3_reference`, so the same bits)."""
+    Gl = G if isinstance(G, list) else G.tolist()
+    hl = h if isinstance(h, list) else h.tolist()
+    (g00, g01, g02), (g10, g11, g12), (g20, g21, g22) = Gl
+    h0, h1, h2 = hl
+
+    eps = 1e-12
+    x = _solve_small(Gl, hl)
+    if x is not None and all(lo[i] - eps <= x[i] <= hi[i] + eps for i in range(3)):
+        return x, -(h0 * x[0] + h1 * x[1] + h2 * x[2])  # x'Gx - 2h'x at G x = h
+    best: list[float] | None = None
+    best_f = math.inf
+    for free, fixed in _FACE_PLANS:
+        xs = [0.0, 0.0, 0.0]
+        for i, side in fixed:
+            xs[i] = lo[i] if side == 1 else hi[i]
+        nf = len(free)
+        if nf == 1:
+            i = free[0]
+            gi = Gl[i]
+            (j, _), (l, _) = fixed
+            hf = hl[i] - (0 + gi[j] * xs[j] + gi[l] * xs[l])
+            gii = gi[i]
+            if not gii > 0.0:
+                continue
+            v = hf / gii
+            if not (lo[i] - eps <= v <= hi[i] + eps):
+                continue
+            xs[i] = min(max(v, lo[i]), hi[i])
+        elif nf == 2:
+            i, j = free
+            ((l, _),) = fixed
+            gi, gj = Gl[i], Gl[j]
+            hfi = hl[i] - (0 + gi[l] * xs[l])
+            hfj = hl[j] - (0 + gj[l] * xs[l])
+            det = gi[i] * gj[j] - gi[j] * gj[i]
+            if abs(det) <= 1e-300:
+                continue
+            vi = (hfi * gj[j] - gi[j] * hfj) / det
+            vj = (gi[i] * hfj - hfi * gj[i]) / det
+            if not (lo[i] - eps <= vi <= hi[i] + eps and lo[j] - eps <= vj <= hi[j] + eps):
+                continue
+            xs[i] = min(max(vi, lo[i]), hi[i])
+            xs[j] = min(max(vj, lo[j]), hi[j])
+        x0, x1, x2 = xs
+        f = (g00 * x0 * x0 + g11 * x1 * x1 + g22 * x2 * x2 + 2.0 * (g01 * x0 * x1 + g02 * x0 * x2 + g12 * x1 * x2)
+             - 2.0 * (h0 * x0 + h1 * x1 + h2 * x2))
+        if f < best_f:
+            best, best_f = xs, f
+    assert best is not None  # the all-fixed faces are always feasible
+    return best, best_f
+
+
+#: per face of :data:`_FACES`: the free variables and the fixed ones with their side (1: lower, 2: upper bound)
+_FACE_PLANS = tuple((tuple(i for i in range(3) if face[i] == 0), tuple((i, face[i]) for i in range(3) if face[i]))
+                    for face in _FACES)
+
+
+def _box_qp3_reference(G: np.ndarray, h: np.ndarray, lo: Sequence[float], hi: Sequence[float]
+                       ) -> tuple[list[float], float]:
+    """The generic face loop :func:`_box_qp3` unrolls (kept as its reference: tests compare the two bit for bit)."""
     Gl = G.tolist()
     hl = h.tolist()
 
@@ -394,6 +457,8 @@ class _SliceProblem:
     xatol: float
     frtol: float
     s_min: float = 0.0  # lower bound on sigma (no smile feature narrower than a fraction of a standard deviation)
+    g00: float = 0.0  # sum omega2 (the normal equations' (0, 0) entry: it does not depend on (m, sigma))
+    h0: float = 0.0  # sum omega2 w (their right-hand side's first entry, alike)
 
 
 def _slice_problem(sq: SliceQuotes, config: SurfaceConfig) -> _SliceProblem:
@@ -409,7 +474,8 @@ def _slice_problem(sq: SliceQuotes, config: SurfaceConfig) -> _SliceProblem:
     return _SliceProblem(k=np.asarray(sq.k, dtype=np.float64), w=w, omega2=omega2, w_max=float(w.max()),
                          k_lo=float(sq.k.min()), k_hi=float(sq.k.max()), lee=1.0 - config.lee_margin,
                          ww=float(np.sum(omega2 * w * w)),
-                         xatol=config.outer_xatol, frtol=config.outer_frtol, s_min=s_min)
+                         xatol=config.outer_xatol, frtol=config.outer_frtol, s_min=s_min,
+                         g00=float(np.add.reduce(omega2)), h0=float(np.add.reduce(omega2 * w)))
 
 
 def _normal_equations(prob: _SliceProblem, m: float, sigma: float) -> tuple[np.ndarray, np.ndarray]:
@@ -428,11 +494,112 @@ def _normal_equations(prob: _SliceProblem, m: float, sigma: float) -> tuple[np.n
     return G, h
 
 
+def _normal_lists(prob: _SliceProblem, m: float, sigma: float) -> tuple[list[list[float]], list[float]]:
+    """:func:`_normal_equations` as lists, with fewer numpy calls and the same bits: the same elementwise products
+    (``weighted[0] = omega2``, so row and column 0 are sums of ``omega2 (z +- y)`` and the (0, 0) entry and
+    ``h[0]`` do not depend on (m, sigma): :attr:`_SliceProblem.g00`, ``h0``), each summed along a contiguous row
+    by numpy's pairwise sum as before."""
+    y = (prob.k - m) / sigma
+    z = np.sqrt(y * y + 1.0)
+    basis = np.empty((3, y.size))
+    np.add(z, y, out=basis[0])
+    np.subtract(z, y, out=basis[1])
+    basis[2] = prob.w
+    prods = np.empty((2, 4, y.size))
+    weighted = prods[:, 0, :]
+    np.multiply(basis[:2], prob.omega2, out=weighted)
+    np.multiply(weighted[:, None, :], basis[None, :, :], out=prods[:, 1:, :])
+    (s1, s11, s12, h1), (s2, s21, s22, h2) = np.add.reduce(prods, axis=2).tolist()
+    return [[prob.g00, s1, s2], [s1, s11, s12], [s2, s21, s22]], [prob.h0, h1, h2]
+
+
 def _inner(prob: _SliceProblem, m: float, sigma: float) -> tuple[float, list[float]]:
     """Best (a, p, q) for fixed (m, sigma) and its weighted sum of squared residuals."""
-    G, h = _normal_equations(prob, m, sigma)
+    G, h = _normal_lists(prob, m, sigma)
     x, f = _box_qp3(G, h, (-prob.w_max, 0.0, 0.0), (prob.w_max, prob.lee * sigma, prob.lee * sigma))
     return f + prob.ww, x
+
+
+def _argsort3(f: list[float]) -> list[int]:
+    """``np.argsort`` of three objective values: plain comparisons when they are distinct numbers (the order is
+    then unique), numpy's own argsort on ties or NaN (so equal values come out in numpy's order)."""
+    a, b, c = f
+    if a < b:
+        if b < c:
+            return [0, 1, 2]
+        if a < c and c < b:
+            return [0, 2, 1]
+        if c < a:
+            return [2, 0, 1]
+    elif b < a:
+        if a < c:
+            return [1, 0, 2]
+        if b < c and c < a:
+            return [1, 2, 0]
+        if c < b:
+            return [2, 1, 0]
+    return [int(i) for i in np.argsort(np.array(f, dtype=np.float64))]
+
+
+def _nelder_mead_2d(fun: Any, simplex: list[tuple[float, float]], xatol: float, fatol: float,
+                    maxiter: int) -> tuple[float, float]:
+    """``scipy.optimize.minimize(method="Nelder-Mead", options={"initial_simplex": simplex, "xatol", "fatol",
+    "maxiter"})`` for two variables, in Python floats: the same steps, comparisons and arithmetic as scipy's
+    ``_minimize_neldermead`` (reflection 1, expansion 2, contraction 1/2, shrink 1/2; sorted by ``np.argsort``;
+    stop when every vertex is within ``xatol`` of the best in each coordinate and every value within ``fatol``,
+    or after ``maxiter`` iterations), so the same points, without numpy's per-call cost on 2-vectors. ``fun``
+    takes the two coordinates. Returns the best vertex (tests compare it with scipy's bit for bit)."""
+    sim = list(simplex)
+    fs = [fun(x0, x1) for x0, x1 in sim]
+    order = _argsort3(fs)
+    sim = [sim[i] for i in order]
+    fs = [fs[i] for i in order]
+    iterations = 1
+    while iterations < maxiter:
+        (a0, a1), (b0, b1), (c0, c1) = sim
+        f0, f1, f2 = fs
+        # np.max(...) <= tol: False when any difference is NaN, as here
+        if (abs(b0 - a0) <= xatol and abs(b1 - a1) <= xatol and abs(c0 - a0) <= xatol and abs(c1 - a1) <= xatol
+                and abs(f0 - f1) <= fatol and abs(f0 - f2) <= fatol):
+            break
+        xb0, xb1 = (a0 + b0) / 2, (a1 + b1) / 2
+        xr = (2.0 * xb0 - c0, 2.0 * xb1 - c1)
+        fxr = fun(*xr)
+        if fxr < f0:
+            xe = (3.0 * xb0 - 2.0 * c0, 3.0 * xb1 - 2.0 * c1)
+            fxe = fun(*xe)
+            if fxe < fxr:
+                sim[2], fs[2] = xe, fxe
+            else:
+                sim[2], fs[2] = xr, fxr
+        elif fxr < f1:
+            sim[2], fs[2] = xr, fxr
+        else:
+            shrink = False
+            if fxr < f2:
+                xc = (1.5 * xb0 - 0.5 * c0, 1.5 * xb1 - 0.5 * c1)
+                fxc = fun(*xc)
+                if fxc <= fxr:
+                    sim[2], fs[2] = xc, fxc
+                else:
+                    shrink = True
+            else:
+                xcc = (0.5 * xb0 + 0.5 * c0, 0.5 * xb1 + 0.5 * c1)
+                fxcc = fun(*xcc)
+                if fxcc < f2:
+                    sim[2], fs[2] = xcc, fxcc
+                else:
+                    shrink = True
+            if shrink:
+                for j in (1, 2):
+                    v0, v1 = sim[j]
+                    sim[j] = (a0 + 0.5 * (v0 - a0), a1 + 0.5 * (v1 - a1))
+                    fs[j] = fun(*sim[j])
+        iterations += 1
+        order = _argsort3(fs)
+        sim = [sim[i] for i in order]
+        fs = [fs[i] for i in order]
+    return sim[0]
 
 
 def _raw_from_inner(m: float, sigma: float, x: Sequence[float]) -> SVIParams:
@@ -461,18 +628,17 @@ def _quasi_explicit(prob: _SliceProblem, start: SVIParams | None = None) -> SVIP
                     best = (f, float(m), float(s))
     ls_lo, ls_hi = math.log(s_lo), math.log(s_hi)
 
-    def outer(xv: np.ndarray) -> float:
-        m = min(max(float(xv[0]), m_lo), m_hi)
-        ls = min(max(float(xv[1]), ls_lo), ls_hi)
+    def outer(m: float, ls: float) -> float:
+        m = min(max(m, m_lo), m_hi)
+        ls = min(max(ls, ls_lo), ls_hi)
         return _inner(prob, m, math.exp(ls))[0]
 
-    res = minimize(outer, np.array([best[1], math.log(best[2])]), method="Nelder-Mead",
-                   options={"xatol": prob.xatol, "fatol": prob.frtol * max(best[0], 1e-300), "maxiter": 400,
-                            "initial_simplex": np.array([[best[1], math.log(best[2])],
-                                                         [best[1] + 0.1 * span, math.log(best[2])],
-                                                         [best[1], math.log(best[2]) + 0.3]])})
-    m = min(max(float(res.x[0]), m_lo), m_hi)
-    sigma = math.exp(min(max(float(res.x[1]), ls_lo), ls_hi))
+    # scipy's Nelder-Mead step for step (_nelder_mead_2d), from the same fixed initial simplex
+    ls0 = math.log(best[2])
+    x_m, x_ls = _nelder_mead_2d(outer, [(best[1], ls0), (best[1] + 0.1 * span, ls0), (best[1], ls0 + 0.3)],
+                                prob.xatol, prob.frtol * max(best[0], 1e-300), 400)
+    m = min(max(x_m, m_lo), m_hi)
+    sigma = math.exp(min(max(x_ls, ls_lo), ls_hi))
     _, x = _inner(prob, m, sigma)
     return _raw_from_inner(m, sigma, x)
 

@@ -615,15 +615,26 @@ def _quasi_explicit(prob: _SliceProblem, start: SVIParams | None = None) -> SVIP
     m_lo, m_hi = prob.k_lo - 0.5 * span, prob.k_hi + 0.5 * span
     s_lo, s_hi = max(1e-3 * span, 1e-5, prob.s_min), 2.0 * span + 0.1
     s_hi = max(s_hi, 2.0 * s_lo)
+    # the inner solve is a pure function of (m, sigma): a point met again (Nelder-Mead steps clamped onto the same
+    # bound, the final solve at the best vertex) is looked up, not solved again (about a sixth of the solves)
+    solved: dict[tuple[float, float], tuple[float, list[float]]] = {}
+
+    def inner(m: float, sigma: float) -> tuple[float, list[float]]:
+        key = (m, sigma)
+        got = solved.get(key)
+        if got is None:
+            got = solved[key] = _inner(prob, m, sigma)
+        return got
+
     best = (math.inf, 0.0, 0.0)
     if start is not None:  # warm start (reweighting iterations): the previous (m, sigma), no grid
         m0 = min(max(start.m, m_lo), m_hi)
         s0 = min(max(start.sigma, s_lo), s_hi)
-        best = (_inner(prob, m0, s0)[0], m0, s0)
+        best = (inner(m0, s0)[0], m0, s0)
     else:
         for m in np.linspace(prob.k_lo, prob.k_hi, 7):
             for s in np.geomspace(max(0.02 * span, s_lo), max(span, 2.0 * s_lo), 5):
-                f, _ = _inner(prob, float(m), float(s))
+                f, _ = inner(float(m), float(s))
                 if f < best[0]:
                     best = (f, float(m), float(s))
     ls_lo, ls_hi = math.log(s_lo), math.log(s_hi)
@@ -631,7 +642,7 @@ def _quasi_explicit(prob: _SliceProblem, start: SVIParams | None = None) -> SVIP
     def outer(m: float, ls: float) -> float:
         m = min(max(m, m_lo), m_hi)
         ls = min(max(ls, ls_lo), ls_hi)
-        return _inner(prob, m, math.exp(ls))[0]
+        return inner(m, math.exp(ls))[0]
 
     # scipy's Nelder-Mead step for step (_nelder_mead_2d), from the same fixed initial simplex
     ls0 = math.log(best[2])
@@ -639,8 +650,8 @@ def _quasi_explicit(prob: _SliceProblem, start: SVIParams | None = None) -> SVIP
                                 prob.xatol, prob.frtol * max(best[0], 1e-300), 400)
     m = min(max(x_m, m_lo), m_hi)
     sigma = math.exp(min(max(x_ls, ls_lo), ls_hi))
-    _, x = _inner(prob, m, sigma)
-    return _raw_from_inner(m, sigma, x)
+    _, x = inner(m, sigma)
+    return _raw_from_inner(m, sigma, list(x))
 
 
 def fit_svi_slice(sq: SliceQuotes, config: SurfaceConfig = SurfaceConfig(),

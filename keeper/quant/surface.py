@@ -513,11 +513,39 @@ def _normal_lists(prob: _SliceProblem, m: float, sigma: float) -> tuple[list[lis
     return [[prob.g00, s1, s2], [s1, s11, s12], [s2, s21, s22]], [prob.h0, h1, h2]
 
 
+def _normal_lists_batch(prob: _SliceProblem, points: Sequence[tuple[float, float]]
+                        ) -> list[tuple[list[list[float]], list[float]]]:
+    """:func:`_normal_lists` at several ``(m, sigma)`` at once (one set of numpy calls): the same elementwise
+    products per point, each summed along its own contiguous row, so each point's bits are those of a lone call."""
+    ms = np.array([pt[0] for pt in points], dtype=np.float64)[:, None]
+    ss = np.array([pt[1] for pt in points], dtype=np.float64)[:, None]
+    n_pts, n = ms.shape[0], prob.k.size
+    y = (prob.k - ms) / ss
+    z = np.sqrt(y * y + 1.0)
+    basis = np.empty((n_pts, 3, n))
+    np.add(z, y, out=basis[:, 0])
+    np.subtract(z, y, out=basis[:, 1])
+    basis[:, 2] = prob.w
+    prods = np.empty((n_pts, 2, 4, n))
+    weighted = prods[:, :, 0, :]
+    np.multiply(basis[:, :2], prob.omega2, out=weighted)
+    np.multiply(weighted[:, :, None, :], basis[:, None, :, :], out=prods[:, :, 1:, :])
+    out = []
+    for (s1, s11, s12, h1), (s2, s21, s22, h2) in np.add.reduce(prods, axis=3).tolist():
+        out.append(([[prob.g00, s1, s2], [s1, s11, s12], [s2, s21, s22]], [prob.h0, h1, h2]))
+    return out
+
+
+def _inner_from(prob: _SliceProblem, sigma: float, G: list[list[float]], h: list[float]
+                ) -> tuple[float, list[float]]:
+    x, f = _box_qp3(G, h, (-prob.w_max, 0.0, 0.0), (prob.w_max, prob.lee * sigma, prob.lee * sigma))
+    return f + prob.ww, x
+
+
 def _inner(prob: _SliceProblem, m: float, sigma: float) -> tuple[float, list[float]]:
     """Best (a, p, q) for fixed (m, sigma) and its weighted sum of squared residuals."""
     G, h = _normal_lists(prob, m, sigma)
-    x, f = _box_qp3(G, h, (-prob.w_max, 0.0, 0.0), (prob.w_max, prob.lee * sigma, prob.lee * sigma))
-    return f + prob.ww, x
+    return _inner_from(prob, sigma, G, h)
 
 
 def _argsort3(f: list[float]) -> list[int]:
@@ -542,13 +570,15 @@ def _argsort3(f: list[float]) -> list[int]:
 
 
 def _nelder_mead_2d(fun: Any, simplex: list[tuple[float, float]], xatol: float, fatol: float,
-                    maxiter: int) -> tuple[float, float]:
+                    maxiter: int, prepare: Any = None) -> tuple[float, float]:
     """``scipy.optimize.minimize(method="Nelder-Mead", options={"initial_simplex": simplex, "xatol", "fatol",
     "maxiter"})`` for two variables, in Python floats: the same steps, comparisons and arithmetic as scipy's
     ``_minimize_neldermead`` (reflection 1, expansion 2, contraction 1/2, shrink 1/2; sorted by ``np.argsort``;
     stop when every vertex is within ``xatol`` of the best in each coordinate and every value within ``fatol``,
     or after ``maxiter`` iterations), so the same points, without numpy's per-call cost on 2-vectors. ``fun``
-    takes the two coordinates. Returns the best vertex (tests compare it with scipy's bit for bit)."""
+    takes the two coordinates; ``prepare`` (optional) is told the points an iteration may evaluate (reflection,
+    expansion, both contractions; the shrunk vertices) before ``fun`` is called on those it needs, so their
+    common work can be done at once. Returns the best vertex (tests compare it with scipy's bit for bit)."""
     sim = list(simplex)
     fs = [fun(x0, x1) for x0, x1 in sim]
     order = _argsort3(fs)
@@ -564,9 +594,13 @@ def _nelder_mead_2d(fun: Any, simplex: list[tuple[float, float]], xatol: float, 
             break
         xb0, xb1 = (a0 + b0) / 2, (a1 + b1) / 2
         xr = (2.0 * xb0 - c0, 2.0 * xb1 - c1)
+        xe = (3.0 * xb0 - 2.0 * c0, 3.0 * xb1 - 2.0 * c1)
+        xc = (1.5 * xb0 - 0.5 * c0, 1.5 * xb1 - 0.5 * c1)
+        xcc = (0.5 * xb0 + 0.5 * c0, 0.5 * xb1 + 0.5 * c1)
+        if prepare is not None:
+            prepare((xr, xe, xc, xcc))
         fxr = fun(*xr)
         if fxr < f0:
-            xe = (3.0 * xb0 - 2.0 * c0, 3.0 * xb1 - 2.0 * c1)
             fxe = fun(*xe)
             if fxe < fxr:
                 sim[2], fs[2] = xe, fxe
@@ -577,14 +611,12 @@ def _nelder_mead_2d(fun: Any, simplex: list[tuple[float, float]], xatol: float, 
         else:
             shrink = False
             if fxr < f2:
-                xc = (1.5 * xb0 - 0.5 * c0, 1.5 * xb1 - 0.5 * c1)
                 fxc = fun(*xc)
                 if fxc <= fxr:
                     sim[2], fs[2] = xc, fxc
                 else:
                     shrink = True
             else:
-                xcc = (0.5 * xb0 + 0.5 * c0, 0.5 * xb1 + 0.5 * c1)
                 fxcc = fun(*xcc)
                 if fxcc < f2:
                     sim[2], fs[2] = xcc, fxcc
@@ -594,6 +626,9 @@ def _nelder_mead_2d(fun: Any, simplex: list[tuple[float, float]], xatol: float, 
                 for j in (1, 2):
                     v0, v1 = sim[j]
                     sim[j] = (a0 + 0.5 * (v0 - a0), a1 + 0.5 * (v1 - a1))
+                if prepare is not None:
+                    prepare((sim[1], sim[2]))
+                for j in (1, 2):
                     fs[j] = fun(*sim[j])
         iterations += 1
         order = _argsort3(fs)
@@ -618,12 +653,16 @@ def _quasi_explicit(prob: _SliceProblem, start: SVIParams | None = None) -> SVIP
     # the inner solve is a pure function of (m, sigma): a point met again (Nelder-Mead steps clamped onto the same
     # bound, the final solve at the best vertex) is looked up, not solved again (about a sixth of the solves)
     solved: dict[tuple[float, float], tuple[float, list[float]]] = {}
+    # normal equations computed ahead for the points a Nelder-Mead iteration may ask for (one batch of numpy calls;
+    # the box QP only for the points it does ask for)
+    normals: dict[tuple[float, float], tuple[list[list[float]], list[float]]] = {}
 
     def inner(m: float, sigma: float) -> tuple[float, list[float]]:
         key = (m, sigma)
         got = solved.get(key)
         if got is None:
-            got = solved[key] = _inner(prob, m, sigma)
+            ready = normals.get(key)
+            got = solved[key] = (_inner(prob, m, sigma) if ready is None else _inner_from(prob, sigma, *ready))
         return got
 
     best = (math.inf, 0.0, 0.0)
@@ -632,11 +671,13 @@ def _quasi_explicit(prob: _SliceProblem, start: SVIParams | None = None) -> SVIP
         s0 = min(max(start.sigma, s_lo), s_hi)
         best = (inner(m0, s0)[0], m0, s0)
     else:
-        for m in np.linspace(prob.k_lo, prob.k_hi, 7):
-            for s in np.geomspace(max(0.02 * span, s_lo), max(span, 2.0 * s_lo), 5):
-                f, _ = inner(float(m), float(s))
-                if f < best[0]:
-                    best = (f, float(m), float(s))
+        grid = [(float(m), float(s)) for m in np.linspace(prob.k_lo, prob.k_hi, 7)
+                for s in np.geomspace(max(0.02 * span, s_lo), max(span, 2.0 * s_lo), 5)]
+        normals.update(zip(grid, _normal_lists_batch(prob, grid)))
+        for m, s in grid:
+            f, _ = inner(m, s)
+            if f < best[0]:
+                best = (f, m, s)
     ls_lo, ls_hi = math.log(s_lo), math.log(s_hi)
 
     def outer(m: float, ls: float) -> float:
@@ -644,10 +685,19 @@ def _quasi_explicit(prob: _SliceProblem, start: SVIParams | None = None) -> SVIP
         ls = min(max(ls, ls_lo), ls_hi)
         return inner(m, math.exp(ls))[0]
 
+    def prepare(points: Sequence[tuple[float, float]]) -> None:
+        keys = []
+        for m, ls in points:  # the same clamping and exp as outer
+            key = (min(max(m, m_lo), m_hi), math.exp(min(max(ls, ls_lo), ls_hi)))
+            if key not in solved and key not in normals and key not in keys:
+                keys.append(key)
+        if keys:
+            normals.update(zip(keys, _normal_lists_batch(prob, keys)))
+
     # scipy's Nelder-Mead step for step (_nelder_mead_2d), from the same fixed initial simplex
     ls0 = math.log(best[2])
     x_m, x_ls = _nelder_mead_2d(outer, [(best[1], ls0), (best[1] + 0.1 * span, ls0), (best[1], ls0 + 0.3)],
-                                prob.xatol, prob.frtol * max(best[0], 1e-300), 400)
+                                prob.xatol, prob.frtol * max(best[0], 1e-300), 400, prepare)
     m = min(max(x_m, m_lo), m_hi)
     sigma = math.exp(min(max(x_ls, ls_lo), ls_hi))
     _, x = inner(m, sigma)

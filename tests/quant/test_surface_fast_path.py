@@ -228,3 +228,18 @@ def test_inner_solve_is_a_pure_function_of_m_and_sigma():
                                       iv_ask=iv + 0.02, weight=np.ones(25)), SurfaceConfig())
     for m, s in [(0.0, 0.1), (0.5, 0.01), (-1.0, 2.0)]:
         assert _inner(prob, m, s) == _inner(prob, m, s)
+
+
+def test_batched_normal_equations_equal_lone_calls():
+    """Nelder-Mead's candidate points (and the cold start's grid) get their normal equations in one batch: each
+    point's bits must be those of a lone call, whatever the batch size and the row length."""
+    from keeper.quant.surface import SliceQuotes, _normal_lists_batch
+    rng = np.random.default_rng(11)
+    for n in (5, 8, 13, 128, 129, 300):
+        k = np.sort(rng.normal(0.0, 0.3, n))
+        iv = 0.6 + 0.2 * k * k
+        prob = _slice_problem(SliceQuotes(expiry_ts=0.0, t=0.2, forward=1.0, k=k, iv_mid=iv, iv_bid=iv - 0.01,
+                                          iv_ask=iv + 0.01, weight=rng.uniform(1.0, 9.0, n)), SurfaceConfig())
+        for size in (1, 2, 4, 35):
+            pts = [(float(rng.normal(0.0, 0.3)), float(rng.uniform(0.01, 2.0))) for _ in range(size)]
+            assert _normal_lists_batch(prob, pts) == [_normal_lists(prob, m, s) for m, s in pts]

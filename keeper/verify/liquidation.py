@@ -17,7 +17,9 @@ way; docs/verify.md):
    equal the attested leaf; the surface refitted from the archived raw quotes (and the archived prior), every
    series' vol, forward and mark re-derived on it and the leaf recomputed from those (:mod:`keeper.verify.quotes`,
    naming each number that differs: series, field, archived and recomputed); and the account was below maintenance
-   margin by the raw quotes' numbers;
+   margin by the raw quotes' numbers; every expired series was valued at the chain's settlement price (the posted
+   one, else the 30-minute average of the attested prices), and every posted settlement price is that average
+   (rule ``settlement price``, :mod:`keeper.verify.settlement`);
 4. the auction started at the attested equity (or, with a risk-sized span in its configuration, at the book's value
    ``V >= E``) with the span and target its rules give;
 5. every bid paid the curve's price at its time (within one base unit: the contract rounds each step, the
@@ -54,6 +56,7 @@ from keeper.verify.quotes import (
     rederive,
     rederived_leaves,
 )
+from keeper.verify.settlement import SettlementEvidence, posted_price_findings, settlement_findings
 from keeper.verify.signatures import check_attestation, decode_batch
 
 
@@ -170,6 +173,20 @@ class Evidence:
     #: MarginRootPosted up to the breach: ``(block, log index, sequence, inputsHash 0x hex)``; the last one at or
     #: before a document's block names the document whose surface is that document's prior
     roots: list = field(default_factory=list)
+    #: what the chain says about settlement up to the breach (``SettlementPricePosted``, ``PricesPosted``), for
+    #: the ``settlement price`` rule (:mod:`keeper.verify.settlement`); None: not gathered
+    settlement: Optional[SettlementEvidence] = None
+
+
+def settlement_evidence(ch, from_block: int, to_block: int) -> SettlementEvidence:
+    """The settlement prices posted and the attested price history between two blocks (inclusive)."""
+    posted = {(str(e["args"]["underlying"]).lower(), int(e["args"]["expiry"])): int(e["args"]["price"])
+              for e in ch.events.SettlementPricePosted().get_logs(from_block=from_block, to_block=to_block)}
+    history: dict[str, list[tuple[int, int]]] = {}
+    for e in ch.events.PricesPosted().get_logs(from_block=from_block, to_block=to_block):
+        for asset, price in zip(e["args"]["assets"], e["args"]["prices"]):
+            history.setdefault(str(asset).lower(), []).append((int(e["args"]["timestamp"]), int(price)))
+    return SettlementEvidence(posted, history)
 
 
 def _ev(e, w3=None) -> dict:
@@ -206,7 +223,8 @@ def gather(w3, dep: dict, ch, auc, account: str | None = None, auction_id: int |
         roots=[(int(r["blockNumber"]), int(r["logIndex"]), int(r["args"]["sequence"]),
                 "0x" + bytes(r["args"]["inputsHash"]).hex())
                for r in ch.events.MarginRootPosted().get_logs(from_block=fb, to_block=breach["blockNumber"])]
-        if breach else [])
+        if breach else [],
+        settlement=settlement_evidence(ch, fb, breach["blockNumber"]) if breach else None)
 
 
 def verify_liquidation(*, rpc_url: str, deployment_file: str | Path, account: str | None = None,
@@ -271,6 +289,9 @@ def check_liquidation(ev: Evidence, ch, *, archive_dirs: Sequence[Path] = (), ke
         check("archive hash", True, f"the archived inputs hash to the signed {inputs_hash}")
         _check_recomputation(check, blob, leaf, acct, extra)
         _check_prior(check, blob, ev.roots, archive_dirs, keeper_urls)
+        if ev.settlement is not None:
+            for f in settlement_findings(json.loads(blob), ev.settlement) + posted_price_findings(ev.settlement):
+                check(f["check"], f["ok"], f["detail"])
     _check_auction(check, ev, leaf)
     return _result(acct, aid, checks, **extra)
 

@@ -2,6 +2,7 @@
 
 Each test deploys afresh (keeper.chain.local on a free port), opens a small book (A healthy, B thin short puts,
 C counterparty), starts the keepers and mines blocks explicitly."""
+import json
 import time
 from pathlib import Path
 
@@ -10,6 +11,9 @@ import pytest
 from eth_account import Account
 
 import harness as h
+
+from keeper.verify.liquidation import settlement_evidence
+from keeper.verify.settlement import posted_price_findings, settlement_findings
 
 WAD = 10**18
 
@@ -396,6 +400,22 @@ def test_settlement_price_posted_after_expiry(net, tmp_path):
         assert ok == expected != 1990 * WAD and 1700 * WAD < ok < in_force
         ev = net.ch.events.SettlementPricePosted().get_logs(from_block=0)
         assert len(ev) == 1 and int(ev[0]["args"]["expiry"]) == expiry
+        # backstop verify's settlement rule on a keeper's own document of a block after the posting, while the
+        # series is still held: each expired series is valued at the posted price, and the posted price is the TWAP;
+        # the same document with an expired series re-marked at the 1,990 spot is refused, naming the series
+        b = net.mine()
+        att = h.wait_for(lambda: ks[0].bot.attestations.get(b), 60)
+        doc = json.loads(ks[0].bot.archive.get(att.inputs_hash))
+        evidence = settlement_evidence(net.ch, 0, b)
+        found = settlement_findings(doc, evidence) + posted_price_findings(evidence)
+        held = {sid for (_a, sid), pos in before.items() if pos}
+        checked = {int(f["check"].split("series ")[-1].split(",")[0]) for f in found if "series" in f["check"]}
+        assert checked == {int(s["id"]) for s in doc["series"] if int(s["expiry"]) <= expiry} >= held, found
+        assert all(f["ok"] for f in found) and len(found) == len(checked) + 1, found  # + the posted price's check
+        row = next(s for s in doc["series"] if int(s["expiry"]) == expiry)
+        row["forward_wad"] = str(1990 * WAD)
+        bad = [f for f in settlement_findings(doc, evidence) if not f["ok"]]
+        assert [f"series {row['id']}," in f["check"] for f in bad] == [True], bad
         # the keepers settle the holders: no expired position is left
         def all_settled():
             net.mine()  # each new block is a keeper's turn to send settleMany

@@ -198,7 +198,8 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     /// insolvent (it is then auctioned whole). Escrowed proceeds carry over; if they already
     /// cover the fresh deficit, the auction ends as restored instead. The price restarts at the fresh model value.
     /// Refused with {LA_LastResortDue} at the floor or tail after `lastResortAfter` resets while a fund account is
-    /// set and the fund can pay: {takeAsLastResort} then takes the book. Not blocked by the pause.
+    /// set, can take the book (it is not this account and not breached itself) and the fund can pay:
+    /// {takeAsLastResort} then takes the book. Not blocked by the pause.
     function redo(address account) external nonReentrant {
         _restart(account, false);
     }
@@ -363,11 +364,11 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     }
 
     /// @notice Whether the auction of `account` is at its floor or tail after `lastResortAfter` resets with a fund
-    /// account set: {redo} is then refused (unless the fund's free balance cannot pay the fresh price) and
+    /// account set that can take the book (not `account` itself, not breached): {redo} is then refused (unless the fund's free balance cannot pay the fresh price) and
     /// {takeAsLastResort} takes the book (it needs a fresh breach record, as {redo} does).
     function lastResortDue(address account) external view returns (bool) {
         Auction memory m = _load(account);
-        if (m.startedAt == 0 || m.done || fundAccount == address(0)) return false;
+        if (m.startedAt == 0 || m.done || !_canTake(fundAccount, account)) return false;
         Config memory cfg = _loadConfig(m.configVersion, false);
         return _atFloorOrTail(m, cfg) && m.resets >= cfg.lastResortAfter;
     }
@@ -631,7 +632,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         address holder = fundAccount;
         Config memory cfg = _loadConfig(m.configVersion, true);
         bool atFloor = _atFloorOrTail(m, cfg);
-        bool due = atFloor && m.resets >= cfg.lastResortAfter && holder != address(0);
+        bool due = atFloor && m.resets >= cfg.lastResortAfter && _canTake(holder, account);
         if (lastResort && !due) {
             revert LA_LastResortNotDue(account, block.timestamp - m.startedAt, m.resets, cfg.lastResortAfter);
         }
@@ -662,6 +663,13 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         (a.equity, a.maintenance, a.initial) = (b.equity, b.maintenance, b.initial);
         (a.top, a.span) = (m.modelValue, m.span);
         _emitReset(m, account, target);
+    }
+
+    /// @dev Whether the fund's account `holder` can take `account`'s book: one is set, it is not the account being
+    /// auctioned (its own book is auctioned like any other), and it is not itself breached (a bound book takes no
+    /// claim). Otherwise the last resort is not due and {redo} resets the auction as before `lastResortAfter`.
+    function _canTake(address holder, address account) private view returns (bool) {
+        return holder != address(0) && holder != account && !clearinghouse.isBreached(holder);
     }
 
     /// @dev The fund's account `holder` takes `fill` of the rebased book at its model value for `amount`; the

@@ -260,3 +260,44 @@ def test_span_and_last_resort_bounds(core):
     core.auction.setConfig(config_tuple(span=WAD, last_resort_after=0), {"from": core.owner})
     c = core.auction.config()
     assert int(core.auction.configVersion()) == v0 + 1 and (int(c["spanWad"]), int(c["lastResortAfter"])) == (WAD, 0)
+
+
+def test_a_fund_account_that_cannot_take_the_book_leaves_redo_open(core, accounts):
+    """Found by the crash scenario with the chosen defaults: the fund's account is margined like any other, so once
+    it held a taken share it was itself breached; every ``takeAsLastResort`` then reverted (a bound book takes no
+    claim) while ``redo`` reverted ``LA_LastResortDue``: the auction was stuck at its floor. The same when the book
+    auctioned is the fund's account's own (a take would be a self-trade). In both cases the last resort is not due
+    and ``redo`` resets as before ``lastResortAfter``; once the fund's account is healthy again the take is due."""
+    fund_account = accounts[7]
+    core.auction.setFundAccount(fund_account, {"from": core.owner})
+    _fund(core, accounts, 200_000 * USDC)
+    leaf = (60_000 * USDC, 100_000 * USDC, 150_000 * USDC)
+    v = _book(core, accounts, *leaf)
+    st = core.auction.start(v, {"from": accounts[3]})
+    _past_floor_and_refresh(core, v, st, leaf)
+    rd = core.auction.redo(v, {"from": accounts[5]})  # reset 1 (lastResortAfter = 1)
+    # the fund's account is breached: the take cannot happen, so it is not due and redo resets again
+    core.build_book(fund_account, n_series=2)
+    core.breach(fund_account, 1_000 * USDC, 50_000 * USDC, 60_000 * USDC)
+    assert core.chx.isBreached(fund_account)
+    _past_floor_and_refresh(core, v, rd, leaf)
+    assert not core.auction.lastResortDue(v) and core.auction.quote(v)["needsReset"]
+    with reverts_with("LA_LastResortNotDue"):
+        core.auction.takeAsLastResort(v, {"from": accounts[5]})
+    rd2 = core.auction.redo(v, {"from": accounts[5]})
+    assert int(core.auction.auctionOf(v)["resets"]) == 2 and "AuctionReset" in rd2.events
+    # the auctioned book is the fund's account's own: no take of it by itself, redo keeps it moving
+    core.auction.setFundAccount(v, {"from": core.owner})
+    _past_floor_and_refresh(core, v, rd2, leaf)
+    assert not core.auction.lastResortDue(v)
+    rd3 = core.auction.redo(v, {"from": accounts[5]})
+    assert int(core.auction.auctionOf(v)["resets"]) == 3
+    # a healthy fund's account can take again: due at the floor, redo refused, the take goes through
+    other = accounts[8]
+    core.auction.setFundAccount(other, {"from": core.owner})
+    _past_floor_and_refresh(core, v, rd3, leaf)
+    assert core.auction.lastResortDue(v)
+    with reverts_with("LA_LastResortDue"):
+        core.auction.redo(v, {"from": accounts[5]})
+    tx = core.auction.takeAsLastResort(v, {"from": accounts[5]})
+    assert tx.events["LastResortTaken"]["fundAccount"] == other

@@ -58,7 +58,7 @@ print(json.dumps(out))
 
 
 def run_tree(tree: Path, data: Path) -> dict:
-    res = subprocess.run([sys.executable, "-c", CHILD, str(data)], cwd=tree, capture_output=True, text=True)
+    res = subprocess.run([sys.executable, "-c", CHILD, str(data)], cwd=tree, capture_output=True, text=True, check=False)
     if res.returncode != 0:
         raise SystemExit(f"fit failed in {tree}:\n{res.stderr[-2000:]}")
     return json.loads(res.stdout)
@@ -90,7 +90,7 @@ def main() -> int:
                         b[i] = min(b[i], x)
                     hashes[tag][name] = v["hash"]
     finally:
-        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True)
+        subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, capture_output=True, check=False)
         shutil.rmtree(tmp, ignore_errors=True)
     load1 = os.getloadavg()
     print(f"fit_surface, {args.before} vs this tree, best of {args.repeats} fresh processes each (alternating); "

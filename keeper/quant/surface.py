@@ -349,7 +349,7 @@ def _box_qp3(G: np.ndarray | list[list[float]], h: np.ndarray | list[float], lo:
     loop of :func:`_box_qp3_reference`, so the same bits)."""
     Gl = G if isinstance(G, list) else G.tolist()
     hl = h if isinstance(h, list) else h.tolist()
-    (g00, g01, g02), (g10, g11, g12), (g20, g21, g22) = Gl
+    (g00, g01, g02), (_, g11, g12), (_, _, g22) = Gl
     h0, h1, h2 = hl
 
     eps = 1e-12
@@ -555,14 +555,14 @@ def _argsort3(f: list[float]) -> list[int]:
     if a < b:
         if b < c:
             return [0, 1, 2]
-        if a < c and c < b:
+        if a < c < b:
             return [0, 2, 1]
         if c < a:
             return [2, 0, 1]
     elif b < a:
         if a < c:
             return [1, 0, 2]
-        if b < c and c < a:
+        if b < c < a:
             return [1, 2, 0]
         if c < b:
             return [2, 1, 0]

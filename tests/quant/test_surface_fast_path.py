@@ -11,6 +11,7 @@ on every slice of the three real chains and of the keeper benchmark's simulated 
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -34,7 +35,6 @@ from keeper.quant.surface import (
     fit_svi_slice,
     quote_ivs,
 )
-from dataclasses import replace
 
 CHAINS = ("deribit_BTC_20200514T0541Z.csv", "deribit_BTC_20200521T2319Z.csv", "deribit_ETH_20240108T1119Z.csv")
 

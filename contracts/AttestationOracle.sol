@@ -141,12 +141,12 @@ abstract contract AttestationOracle is KeeperSet, IAttestationOracle {
     /// single mode reverts.
     function _recordLeaf(MarginLeaf calldata l, MarginRootHeader calldata h, bytes32 root, bool strict) internal {
         AccountState memory a = _accounts[l.account];
-        bool current = a.stateNonce == l.stateNonce && _outranksRecord(h.timestamp, a.attestedAt);
+        bool current = a.stateNonce == l.stateNonce && _outranksRecord(h.timestamp, h.sequence, a.attestedAt);
         _emitLeaf(l, h.sequence, current);
         if (!current) {
             if (!strict) return;
             if (a.stateNonce != l.stateNonce) revert AO_StaleMarginState(l.account, l.stateNonce, a.stateNonce);
-            _requireOutranksRecord(h.timestamp, a.attestedAt);
+            _requireOutranksRecord(h.timestamp, h.sequence, a.attestedAt);
         }
         a.equity = l.equity.toInt96();
         a.maintenance = l.maintenance.toUint96();
@@ -160,19 +160,20 @@ abstract contract AttestationOracle is KeeperSet, IAttestationOracle {
         }
     }
 
-    /// @dev Whether a leaf of a root observed at `ts` outranks an account record made at `attestedAt`: a later
-    /// second, or the record's own second while exactly one root holds it (then it is the record's root). Roots may
-    /// share a second (consecutive blocks can); a record's root is then unknown, so neither is ranked above the other
-    /// until a later root (review finding H-10). Seconds over MAX_SHARED_AGO before the newest root count as shared.
-    function _outranksRecord(uint64 ts, uint32 attestedAt) internal view returns (bool) {
+    /// @dev Whether a leaf of root (`ts`, `seq`) outranks an account record made at `attestedAt`: a later second; or
+    /// the record's own second while exactly one root holds it (then it is the record's root), or from the newest
+    /// root of all (no later root exists). Roots may share a second (consecutive blocks can); the record's root is
+    /// then unknown, so an older root of that second is not ranked above it (review finding H-10). Seconds over
+    /// MAX_SHARED_AGO before the newest root count as shared.
+    function _outranksRecord(uint64 ts, uint64 seq, uint32 attestedAt) internal view returns (bool) {
         if (ts != attestedAt) return ts > attestedAt;
         Config storage c = _config;
-        return ts + c.sharedSecondAgo > c.lastMarginTimestamp;
+        return ts + c.sharedSecondAgo > c.lastMarginTimestamp || seq == c.lastMarginSequence;
     }
 
-    /// @dev Reverts, naming the rule, unless `_outranksRecord(ts, attestedAt)`.
-    function _requireOutranksRecord(uint64 ts, uint32 attestedAt) internal view {
-        if (!_outranksRecord(ts, attestedAt)) revert AO_AttestationOlder(ts, attestedAt);
+    /// @dev Reverts, naming the rule, unless `_outranksRecord(ts, seq, attestedAt)`.
+    function _requireOutranksRecord(uint64 ts, uint64 seq, uint32 attestedAt) internal view {
+        if (!_outranksRecord(ts, seq, attestedAt)) revert AO_AttestationOlder(ts, attestedAt);
     }
 
     /// @dev Emits `MarginAttested` for leaf `l` of root `sequence` (`recorded`: stored as the account's record).

@@ -166,7 +166,7 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
         _verifyAccountLeaf(account, p);
         int256 headroom = p.leaf.equity - p.leaf.initial.toInt256();
         if (headroom < required.toInt256()) revert CH_InsufficientHeadroom(account, headroom, required);
-        _emitUsedLeaf(p);
+        _emitLeaf(p.leaf, p.header.sequence, false);
     }
 
     /// @dev Reduce-only check: `equity + credit >= required` on a verified leaf (no IM, no breach or pause check).
@@ -175,7 +175,7 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
         if (p.leaf.equity + credit.toInt256() < required.toInt256()) {
             revert CH_InsufficientHeadroom(account, p.leaf.equity, required - credit);
         }
-        _emitUsedLeaf(p);
+        _emitLeaf(p.leaf, p.header.sequence, false);
     }
 
     /// @dev Whether `account` owes anything: negative cash or a short position.
@@ -195,12 +195,8 @@ abstract contract ClearinghouseBase is LiquidationClaims, ReentrancyGuard, Expir
         if (p.leaf.account != account) revert CH_MarginProofRequired(account);
         AccountState memory a = _accounts[account];
         if (p.leaf.stateNonce != a.stateNonce) revert AO_StaleMarginState(account, p.leaf.stateNonce, a.stateNonce);
-        _requireOutranksRecord(p.header.timestamp, a.attestedAt);
+        _requireOutranksRecord(p.header.timestamp, p.header.sequence, a.attestedAt);
         _verifyMarginProof(p);
-    }
-
-    function _emitUsedLeaf(MarginProof calldata p) internal {
-        _emitLeaf(p.leaf, p.header.sequence, false);
     }
 
     function _freshSpot(address asset) internal view returns (uint256) {

@@ -258,12 +258,12 @@ def test_an_earlier_root_with_the_same_timestamp_cannot_clear_a_later_breach(pro
 
 def test_an_earlier_root_with_the_same_timestamp_cannot_outrank_a_later_thinner_leaf(protocol, traders):
     """Finding H-10 (docs/contracts.md): the account's record is its rich leaf of root s (headroom 28,000); root s+1
-    in the same second t carries a thinner healthy leaf (headroom 1,000). Before the fix the record ranked leaves by
-    timestamp only, so once s+1's leaf was recorded the account still withdrew 10,000 on root s's leaf. Now, once two
-    roots share a second, no leaf of that second is ranked against a record of it: s+1's batch skips the leaf (a later
-    root records it), and both leaves are refused for a withdrawal, a trade and a record (``AO_AttestationOlder(t, t)``)
-    until a later root, whose leaf then authorises exactly its own headroom. A leaf of the record's second is accepted
-    while only one root holds that second."""
+    in the same second t records a thinner healthy leaf (headroom 1,000). Before the fix the record ranked leaves by
+    timestamp only, so the account still withdrew 10,000 on root s's leaf. Now, once two roots share a second, a leaf
+    of that second outranks a record of it only from the newest root: root s's leaf is refused for a withdrawal, a
+    trade and a record (``AO_AttestationOlder(t, t)``); s+1's leaf works while s+1 is the newest root, and once a
+    later root exists, that root's leaf authorises exactly its own headroom. While only one root holds second t, a
+    leaf of it is accepted as before."""
     p = protocol
     maker, taker = traders
     _book(p, maker, taker)
@@ -277,7 +277,8 @@ def test_an_earlier_root_with_the_same_timestamp_cannot_outrank_a_later_thinner_
     tree_b, h_b, tx_b = p.post_margin([p.leaf(taker, 30_000 * USDC, 1_000 * USDC, 29_000 * USDC)], timestamp=t)
     thin = p.proof(tree_b, h_b, taker)
     assert h_b.sequence == h_a.sequence + 1 and h_b.timestamp == h_a.timestamp == t
-    assert [e["recorded"] for e in tx_b.events["MarginAttested"]] == [False]  # not ranked against the record
+    assert [e["recorded"] for e in tx_b.events["MarginAttested"]] == [True]  # the newest root: recorded
+    p.ch.recordMargin(thin, {"from": taker})  # and usable while it is the newest
     older = err(OLDER, t, t)
     cash0 = int(p.ch.cashOf(taker))
     with brownie.reverts(older):  # the attack: withdraw 10,000 on the richer leaf of the shared second
@@ -288,7 +289,7 @@ def test_an_earlier_root_with_the_same_timestamp_cannot_outrank_a_later_thinner_
     q, sig = p.quote(maker, eth2, -WAD, 40 * WAD, nonce=7)  # nor add risk on it
     with brownie.reverts(older):
         p.ch.trade(q, sig, p.attest(maker, 20_000 * USDC), rich, {"from": taker})
-    with brownie.reverts(older):  # the thinner leaf of that second is not ranked either
+    with brownie.reverts(older):  # a later root (the maker's, just posted): the shared second's leaves are done
         p.ch.withdraw(p.usdc, 500 * USDC, thin, {"from": taker})
     assert int(p.ch.cashOf(taker)) == cash0
     # a later root (the next second after the last one on chain): its thin leaf authorises its own headroom

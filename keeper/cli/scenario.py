@@ -25,7 +25,7 @@ from keeper.verify.liquidation import verify_liquidation
 
 #: the auction floor (cusp) option of `deploy` and `scenario`, checked by :func:`_check_auction_floor`
 _auction_floor_option = click.option(
-    "--auction-floor", type=float, default=0.4, show_default=True,
+    "--auction-floor", type=float, default=ScenarioConfig.auction_floor, show_default=True,
     help="auction floor (cusp): below this share of the start price an auction must be reset; at least 0.1 "
          "(the contract's MIN_CUSP)")
 
@@ -149,7 +149,7 @@ def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, cr
                              manipulation=not no_manipulation, live=not no_live, seed=seed, keepers=keeper_mode,
                              keep_chain=keep_chain, auction_floor=auction_floor)
         if small:
-            cfg.auction_ticks, cfg.auction_tick_seconds, cfg.mc_paths = 6, 60, 400
+            cfg.auction_ticks, cfg.auction_tick_seconds, cfg.mc_paths = 10, 60, 400
         if replay is not None and replay.lower() == "all":
             return _replay_all(cfg)
         scn = Scenario(cfg)

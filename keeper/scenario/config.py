@@ -5,6 +5,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from keeper.chain.deploy import DeployConfig
 from keeper.data.paths import (
     CrashConfig,
     MarketPath,
@@ -32,12 +33,17 @@ class ScenarioConfig:
     shared_dir: str | None = None
     chain_step_seconds: int = 900
     auction_tick_seconds: int = 30
-    auction_ticks: int = 14
+    #: ticks per crash step: enough for a round to pass its floor ((1 - floor) x tau = 540 s at the defaults), reset
+    #: and be taken by the buyer of last resort inside the step (a step's ticks stop after ``idle_ticks`` quiet ones)
+    auction_ticks: int = 40
     idle_ticks: int = 4  # stop ticking a step after this many ticks without any auction event
     tick_wait_s: float = 0.6
-    edges: tuple[float, ...] = (0.02, 0.025)
-    #: the auction's floor (cusp) and linear descent time, passed to the deployment (``DeployConfig``)
-    auction_floor: float = 0.4
+    #: the two liquidators' edges over their (hedging) valuation, as shares of the lot's value: the backtest's hedging
+    #: bidders' (docs/risk-efficacy.md); an edge above the span the auction moves by (0.10 MM) never fills
+    edges: tuple[float, ...] = (0.005, 0.01)
+    #: the auction's floor (cusp) and linear descent time, passed to the deployment (``DeployConfig``); the floor is
+    #: the deployment's default, the chosen design (docs/auctions.md)
+    auction_floor: float = DeployConfig.auction_floor
     auction_tau: int = 600
     manipulation: bool = True
     manipulation_step: int | None = None

@@ -23,7 +23,7 @@ MARGIN_ROOT = keccak(b"MarginRoot(bytes32 root,bytes32 inputsHash,uint64 sequenc
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     out = tmp_path_factory.mktemp("scenario")
-    cfg = ScenarioConfig(out_dir=str(out), n_short_vol=6, n_long_vol=4, live=False, mc_paths=300, auction_ticks=6,
+    cfg = ScenarioConfig(out_dir=str(out), n_short_vol=6, n_long_vol=4, live=False, mc_paths=300, auction_ticks=10,
                          auction_tick_seconds=60, tick_wait_s=0.3, keep_chain=True, keepers="process",
                          crash=CrashConfig(n_steps=5, crash_step=2, jump=-0.30, vol_spike=2.0))
     scn = Scenario(cfg)
@@ -235,11 +235,13 @@ def test_hybrid_mark_did_not_liquidate_after_fat_finger(run):
 def test_no_lot_sold_below_the_auction_floor(run):
     """Every fill's price is at or above the floor of the (re)start it was bid on: ``top − span·(1 − cusp)``
     (``top·cusp`` for a solvent book), from the ``AuctionStarted``/``AuctionReset`` event before the ``Bid`` and the
-    deployed ``cuspWad`` (0.4 by default, so a solvent lot never goes for less than 40 % of its attested value)."""
+    deployed ``cuspWad`` (the chosen design's 0.1, with a span of 0.10 MM: a solvent lot never goes for less than
+    its model value minus 0.09 of its maintenance margin)."""
     scn, _ = run
     wad = 10**18
-    cusp = scn.auction.functions.config().call()[5]
-    assert cusp == 4 * 10**17, "the scenario deploys with the default floor of 0.4"
+    cfg = scn.auction.functions.config().call()
+    cusp = cfg[5]
+    assert cusp == 10**17, "the scenario deploys with the deployment's default floor of 0.1"
     A = scn.auction.events
     key = lambda e: (e["blockNumber"], e["logIndex"])  # noqa: E731
     starts = sorted(A.AuctionStarted().get_logs(from_block=scn.dep.block) +

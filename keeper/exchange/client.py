@@ -68,8 +68,10 @@ class PeerClient:
     def attestation(self, sequence: int) -> Optional[dict]:
         return self._get(f"/attestation/{int(sequence)}")
 
-    def margin(self, account: str) -> Optional[dict]:
-        return self._get(f"/margin/{account}")
+    def margin(self, account: str, sequence: Optional[int] = None) -> Optional[dict]:
+        """The account's leaf and proof in the peer's attestation of ``sequence`` (default: the latest root on chain
+        the peer attested, else its latest), or ``None``."""
+        return self._get(f"/margin/{account}" + ("" if sequence is None else f"?sequence={int(sequence)}"))
 
     def quote_set(self, block: int, asset: str) -> Optional[dict]:
         """The quote set the peer proposed for (block, asset), or ``None`` (none yet, or the peer is down)."""

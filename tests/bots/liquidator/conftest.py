@@ -7,22 +7,10 @@ from __future__ import annotations
 
 import pytest
 
-from keeper.scenario.runner import Scenario, ScenarioConfig
-from keeper.data.paths import CrashConfig
+from liquidator_chain import scenario_chain
 
 
 @pytest.fixture(scope="module")
 def small_scenario(tmp_path_factory):
     """The set-up :class:`Scenario`; its chain is stopped after the module's tests."""
-    cfg = ScenarioConfig(out_dir=str(tmp_path_factory.mktemp("liquidator")), n_short_vol=3, n_long_vol=2, live=False,
-                         mc_paths=300, manipulation=False, crash=CrashConfig(n_steps=3, crash_step=1),
-                         auction_floor=0.1)
-    scn = Scenario(cfg)
-    scn.start_chain_and_deploy()
-    try:
-        scn.setup_book()
-        scn.fund_before = int(scn.auction.functions.fundBalance().call())
-        scn.advance(900)
-        yield scn
-    finally:
-        scn.chain.stop()
+    yield from scenario_chain(tmp_path_factory)

@@ -12,6 +12,8 @@ import pytest
 from keeper.bots.liquidator.bot import LiquidatorBot, LiquidatorSettings
 from keeper.bots.liquidator.strategies import BidDecision, EdgeStrategy
 
+from liquidator_chain import scenario_chain
+
 WAD = 10**18
 SPOT, VOL = 1800.0, 0.8
 
@@ -34,13 +36,20 @@ class NeverBid:
 
 
 @pytest.fixture(scope="module")
-def crashed(small_scenario):
+def four_short_books(tmp_path_factory):
+    """The small scenario with all four short books: the hedged one (short ETH put, long BTC put) does not breach
+    on a joint fall, so three breached books need the fourth (short puts on both)."""
+    yield from scenario_chain(tmp_path_factory, n_short_vol=4)
+
+
+@pytest.fixture(scope="module")
+def crashed(four_short_books):
     """The small scenario after a crash that breaches solvent short-vol accounts."""
-    scn = small_scenario
+    scn = four_short_books
     att = scn.attest(SPOT, VOL)
     scn.write_market_file(SPOT, VOL)
     breached = [x.account for x in att.leaves if 0 < x.equity < x.maintenance]
-    assert len(breached) >= 3, "the -10 % move should breach the three short-vol accounts (all still solvent)"
+    assert len(breached) >= 3, "the -10 % move should breach the three unhedged short-vol books (all still solvent)"
     yield scn, breached
 
 

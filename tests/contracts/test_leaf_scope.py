@@ -22,7 +22,6 @@ attestation (H-9), and once two roots share a second no leaf of that second is r
 later root's leaf is needed (H-10).
 """
 import brownie
-import pytest
 from brownie import chain
 
 from core_helpers import EMPTY_PROOF, USDC, WAD, err

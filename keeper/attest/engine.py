@@ -127,15 +127,7 @@ def compute_attestation(book: BookState, series: Mapping[int, dict], market: Mar
         if market.marks and s in market.marks:
             marks[j] = float(market.marks[s])
     dec = book.decimals or {}
-    accounts = []
-    for i, a in enumerate(book.accounts):
-        accounts.append({
-            "account": to_checksum_address(a), "state_nonce": int(book.nonces[i]), "cash": str(int(book.cash[i])),
-            "collateral": [[to_checksum_address(x), str(int(round(book.collateral[i, j] * 10 ** dec.get(x, 18))))]
-                           for j, x in enumerate(book.assets) if book.collateral[i, j]],
-            "positions": [[s, str(int(round(book.positions[i, j] * WAD)))]
-                          for j, s in enumerate(sids) if book.positions[i, j]]})
-    accounts.sort(key=lambda x: x["account"].lower())
+    accounts = accounts_document(book, sids)
     doc = build_document(
         block=BlockRef(int(sequence), "0x" + bytes(market.block_hash).hex(), int(timestamp)),
         mc_seed=seed_from_block_hash(market.block_hash),
@@ -176,3 +168,17 @@ def quantize(x: float) -> float:
     return math.floor(x * 100 + 0.5) / 100
 
 
+def accounts_document(book, sids) -> list[dict]:
+    """The inputs document's ``accounts`` section of ``book`` (positions on the series ``sids``, in that order):
+    checksummed addresses, integer strings in base units, sorted by address."""
+    dec = book.decimals or {}
+    accounts = []
+    for i, a in enumerate(book.accounts):
+        accounts.append({
+            "account": to_checksum_address(a), "state_nonce": int(book.nonces[i]), "cash": str(int(book.cash[i])),
+            "collateral": [[to_checksum_address(x), str(int(round(book.collateral[i, j] * 10 ** dec.get(x, 18))))]
+                           for j, x in enumerate(book.assets) if book.collateral[i, j]],
+            "positions": [[s, str(int(round(book.positions[i, j] * WAD)))]
+                          for j, s in enumerate(sids) if book.positions[i, j]]})
+    accounts.sort(key=lambda x: x["account"].lower())
+    return accounts

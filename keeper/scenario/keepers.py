@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from eth_utils import keccak
 
 from keeper.attest.engine import (
+    accounts_document,
     Attestation,
     BookState,
     EngineSettings,
@@ -111,15 +112,7 @@ def portfolio_attestation(book: BookState, series: Mapping[int, dict], spots: Ma
     model = black76_price(fwd, strike, t, vols, is_call) if sids else np.zeros(0)
     mk = np.array([float(marks[s]) if marks and s in marks else float(m) for s, m in zip(sids, model)])
     dec = book.decimals or {}
-    accounts = []
-    for i, a in enumerate(book.accounts):
-        accounts.append({
-            "account": to_checksum_address(a), "state_nonce": int(book.nonces[i]), "cash": str(int(book.cash[i])),
-            "collateral": [[to_checksum_address(x), str(int(round(book.collateral[i, j] * 10 ** dec.get(x, 18))))]
-                           for j, x in enumerate(book.assets) if book.collateral[i, j]],
-            "positions": [[s, str(int(round(book.positions[i, j] * WAD)))]
-                          for j, s in enumerate(sids) if book.positions[i, j]]})
-    accounts.sort(key=lambda x: x["account"].lower())
+    accounts = accounts_document(book, sids)
     doc = build_document(
         block=BlockRef(int(sequence), "0x" + bytes(block_hash).hex(), int(timestamp)),
         mc_seed=seed_from_block_hash(block_hash),

@@ -17,7 +17,9 @@ from test_multi_asset import BTC0, _book, _deploy_cfg, _series
 
 WAD = 10**18
 GOOD = {"atm_vol": 0.5, "skew": -0.1, "curvature": 0.3}
-ARBITRAGEABLE = {"atm_vol": 0.3, "skew": -8.0, "curvature": 10.0}  # the repair leaves butterfly arbitrage
+# the repair leaves butterfly arbitrage in the cold fit of this smile: 149 of 150 chains drawn at random blocks and
+# times (0.3/-8/10, used before, left it in only 60 % of them: five blocks in a row could all pass)
+ARBITRAGEABLE = {"atm_vol": 0.2, "skew": -10.0, "curvature": 15.0}
 
 pytestmark = pytest.mark.chain
 
@@ -134,7 +136,7 @@ def test_prior_fallback_on_an_arbitrageable_surface_and_its_limit(net, tmp_path)
         # -- 2. an arbitrageable chain: the refused surface is never signed; the last attested one is, flagged
         # With the previous surface as prior the fit of this chain stays arbitrage-free (the prior's gate and the
         # repair of the gated target absorb it); a keeper without a prior (cold start: no previous document, or a
-        # previous fallback) fits it freely, and the repair then leaves butterfly arbitrage in most blocks. The
+        # previous fallback) fits it freely, and the repair then leaves butterfly arbitrage in almost every block. The
         # bots' fit hook reproduces that cold fit (the shipped fit_surface, no prior) on every keeper.
         _write(market, ARBITRAGEABLE)
         for k in ks:

@@ -35,8 +35,7 @@ def test_deploy_and_one_auction_on_ganache(tmp_path):
         assert breached
         a = scn.actor("liquidator-1")
         bot = LiquidatorBot(LiquidatorSettings(rpc_url=scn.chain.url, deployment_file=str(scn.out / "deployment.json"),
-                                               key=a.key, market_file=str(scn.out / "market.json"),
-                                               aversion=0.0),
+                                               key=a.key, market_file=str(scn.out / "market.json")),
                             strategy=EdgeStrategy(0.0))
         bot.poll_events()
         acct = breached[0]

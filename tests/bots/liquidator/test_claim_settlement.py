@@ -57,7 +57,7 @@ def bot(scn, role, strategy, events, settle_claims=True):
     a = scn.actor(role)
     s = LiquidatorSettings(rpc_url=scn.chain.url, deployment_file=str(scn.out / "deployment.json"), key=a.key,
                            name=role, events_file=str(events), market_file=str(scn.out / "market.json"),
-                           start_auctions=True, aversion=0.0, settle_claims=settle_claims)
+                           start_auctions=True, settle_claims=settle_claims)
     return LiquidatorBot(s, strategy=strategy)
 
 

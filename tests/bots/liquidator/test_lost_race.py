@@ -30,7 +30,7 @@ def bot(scn, role, edge, events):
     a = scn.actor(role)
     s = LiquidatorSettings(rpc_url=scn.chain.url, deployment_file=str(scn.out / "deployment.json"), key=a.key,
                            edge=edge, name=role, events_file=str(events), market_file=str(scn.out / "market.json"),
-                           start_auctions=True, aversion=0.0)
+                           start_auctions=True)
     return LiquidatorBot(s, strategy=EdgeStrategy(edge))
 
 

@@ -142,14 +142,17 @@ def render_status(st: dict, console=None) -> None:
     assets = st.get("assets") or {}
     if assets:
         at = Table(title="assets")
-        for c in ("asset", "spot", "sources", "surface", "state"):
+        marks = {k.lower(): v for k, v in (st.get("marks") or {}).items()}
+        for c in ("asset", "spot", "sources", "surface", "marks market/model", "state"):
             at.add_column(c, no_wrap=True)
         for sym, a in sorted(assets.items()):
             srf = a.get("surface") or {}
             state = ("fallback: " + str((a.get("fallback") or {}).get("reason")) if a.get("fallback") else
                      ("rejected: " + str(a["rejected"]) if a.get("rejected") else "ok"))
+            mk = marks.get(str(a.get("asset", "")).lower())
             at.add_row(sym, str(a.get("spot")), ", ".join(a.get("spot_sources") or []) or "-",
-                       f"{srf.get('slices')} slices, {str(srf.get('hash', ''))[:12]}…" if srf else "-", state)
+                       f"{srf.get('slices')} slices, {str(srf.get('hash', ''))[:12]}…" if srf else "-",
+                       f"{mk.get('market', 0)}/{mk.get('model', 0)}" if mk else "-", state)
         console.print(at)
     sv = st.get("solvency")
     if sv:

@@ -1,7 +1,8 @@
 """Prometheus metrics of one keeper, on its own registry (no module-level state).
 
 Names (all prefixed ``backstop_keeper_``): ``cycle_seconds{stage}`` histogram, ``accounts``, ``breaches``,
-``near_margin``, ``last_block``, ``signatures_held``, ``peers_up`` gauges, ``skipped_inputs_total{reason}``,
+``near_margin``, ``last_block``, ``signatures_held``, ``peers_up`` gauges, ``marks{asset, branch}`` (series
+marked on the market or the model side of the hybrid mark in the last document), ``skipped_inputs_total{reason}``,
 ``submissions_total{outcome}``, ``rpc_errors_total``, ``reorgs_total``, ``disagreements_total`` counters.
 """
 from __future__ import annotations
@@ -37,6 +38,8 @@ class KeeperMetrics:
         self.last_block = Gauge(p + "last_block", "Latest block the keeper processed", registry=r)
         self.signatures_held = Gauge(p + "signatures_held", "Signatures held over the latest root", registry=r)
         self.peers_up = Gauge(p + "peers_up", "Peers that answered the last poll", registry=r)
+        self.marks = Gauge(p + "marks", "Series marked on each hybrid branch in the last document",
+                           ["asset", "branch"], registry=r)
         self.skipped_inputs = Counter(p + "skipped_inputs", "Inputs skipped as bad", ["reason"], registry=r)
         self.submissions = Counter(p + "submissions", "Attestation submissions", ["outcome"], registry=r)
         self.rpc_errors = Counter(p + "rpc_errors", "Failed RPC attempts", registry=r)

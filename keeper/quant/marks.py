@@ -226,6 +226,22 @@ def state_from_document(previous: Optional[Mapping], series_ids) -> tuple[np.nda
     return market, passes, prev
 
 
+def branch_counts(document: Optional[Mapping]) -> dict[str, dict[str, int]]:
+    """Per underlying asset of an inputs document, how many of its series are marked on each hybrid branch
+    (``{asset: {"market": n, "model": m}}``, from ``series[i].hybrid.branch``; series without a hybrid state, e.g.
+    expired ones valued at their settlement price, are not counted). What ``keeper status`` and the
+    ``backstop_keeper_marks{asset, branch}`` gauge show."""
+    doc = document or {}
+    assets = [str(u.get("asset", "")).lower() for u in doc.get("underlyings") or []]
+    out = {a: {MARKET: 0, MODEL: 0} for a in assets}
+    for s in doc.get("series") or []:
+        h = s.get("hybrid") if isinstance(s, Mapping) else None
+        u = int(s.get("underlying", -1)) if isinstance(s, Mapping) else -1
+        if isinstance(h, Mapping) and h.get("branch") in (MARKET, MODEL) and 0 <= u < len(assets):
+            out[assets[u]][str(h["branch"])] += 1
+    return out
+
+
 def model_prices(chain: OptionChain, surface) -> tuple[np.ndarray, np.ndarray]:
     """Model price and vega of every series of ``chain`` from a fitted :class:`keeper.quant.surface.VolSurface`
     (Black-76 on the row's forward checked against put-call parity, :meth:`OptionChain.parity_checked_forward`, as

@@ -192,3 +192,18 @@ def test_the_scenarios_market_source_runs_the_market_branch(tmp_path):
     print(f"\n{len(series)} series x {blocks} blocks: {on.mean():.0%} of the marks on the market, "
           f"{entered} switches to market and {left} back")
     assert on.any(axis=0).sum() >= len(series) // 4 and entered > 0 and left > 0
+
+
+def test_branch_counts_are_the_series_marked_at_their_own_mid(docs):
+    """What ``keeper status`` and the ``backstop_keeper_marks`` gauge report per asset: recounted here from the
+    marks themselves (a series counts as on the market exactly when its mark is the mid of its own archived quote)."""
+    from keeper.quant.marks import branch_counts
+
+    seen = []
+    for _, d in docs:
+        at_mid = sum(d["marks"][j] == quote_mid(d, s) for j, s in enumerate(SERIES))
+        assert branch_counts(d) == {ETH: {"market": at_mid, "model": len(SERIES) - at_mid}}
+        seen.append(at_mid)
+    assert seen == [0, 0, 3, 3, 0, 0]  # both branches occur in the fixture's six blocks
+    assert branch_counts(None) == {} and branch_counts({"underlyings": [{"asset": ETH}], "series": []}) == {
+        ETH: {"market": 0, "model": 0}}

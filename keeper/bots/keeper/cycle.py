@@ -31,7 +31,7 @@ from keeper.bots.keeper.messages import SignedMessages
 from keeper.codec.merkle import MarginLeaf, MerkleTree, leaf_hashes
 from keeper.data.feed import BlockRef
 from keeper.errors import SettlementUnavailable
-from keeper.quant.marks import MarkConfig
+from keeper.quant.marks import MarkConfig, branch_counts
 from keeper.ops.pool import RiskPool
 from keeper.quant.settlement import settlement_price
 from keeper.units import WAD
@@ -114,6 +114,11 @@ class KeeperCycle:
         self._log_excluded(pi, head.number)
         doc = pi.document
         accounts = pi.accounts
+        marks = branch_counts(doc)
+        for asset, counts in marks.items():
+            for branch, n in counts.items():
+                m.marks.labels(asset=asset, branch=branch).set(n)
+        self.view.update_status(marks=marks)
         att = None
         leaves: list[MarginLeaf] = []
         out_of_range: list = []

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from eth_account import Account
-from eth_utils import to_checksum_address
 
 WAD = 10**18
 SPOT0 = 2000.0
@@ -195,7 +194,6 @@ def proof_tuple(m: dict):
 def setup_book(net: Net) -> dict:
     """Accounts: A (healthy, well funded, short 1 put), B (thin, short 10 ATM puts: breaches on a crash),
     C (counterparty, long the puts). Returns {name: address}."""
-    from keeper.chain.deploy import clearinghouse_abi
     from keeper.ops.signing import sign
     from keeper.codec.eip712 import Domain, Quote, quote_typed_data
 

@@ -168,7 +168,20 @@ def test_two_underlyings_one_root_wbtc_valued_and_withdrawable(net, tmp_path):
         # D withdraws half its WBTC with its proof from the keepers' root on chain
         k = next(k for k in ks if k.bot.attestations.get(seq))
         assert h.wait_for(lambda: k.bot.view.snapshot().get("last_margin_sequence", 0) >= seq, 60)
-        assert k.bot.view.snapshot()["solvency"]["accounts"] == len(att.leaves)
+        snap = k.bot.view.snapshot()
+        assert snap["solvency"]["accounts"] == len(att.leaves)
+        # keeper status: per asset, its listed series split between the hybrid mark's two branches, as rendered
+        per_asset = {u: sum(1 for x in net.res.series if x["underlying"] == u) for u in (weth, wbtc)}
+        assert {a: sum(c.values()) for a, c in snap["marks"].items()} == {u.lower(): n for u, n in per_asset.items()}
+        from rich.console import Console
+        from keeper.cli.keeper import render_status
+
+        con = Console(record=True, width=200)
+        render_status(snap, console=con)
+        text = con.export_text()
+        for sym, u in (("WETH", weth), ("WBTC", wbtc)):
+            c = snap["marks"][u.lower()]
+            assert any(sym in line and f"{c['market']}/{c['model']}" in line for line in text.splitlines()), text
         m = PeerClient("k", k.server.url).margin(addr["D"])
         assert m and m["leaf"]["equity"] > 21_000 * 10**6  # half a WBTC is 21,000 at 42,000
         bal0 = int(net.ch.functions.collateralOf(addr["D"], wbtc).call())

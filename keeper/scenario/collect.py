@@ -68,10 +68,11 @@ def auction_traces(world: World, t0: float, lost: list[dict], healthy_at: dict[i
         my_bids = [b for b in bids if int(b["args"]["id"]) == aid]
         for b in my_bids:
             before = [r for r in my_resets if (r["blockNumber"], r["logIndex"]) < (b["blockNumber"], b["logIndex"])]
-            attested = int(before[-1]["args"]["equity"]) if before else int(a["equity"])
+            seg = before[-1]["args"] if before else a  # the (re)start this bid was on
             tr.bids.append(BidTrace(float(_block_time(world, b) - t0), int(b["args"]["price"]), b["args"]["bidder"],
                                     int(b["args"]["fractionWad"]) / WAD, "filled", b["transactionHash"].hex(),
-                                    attested_value=attested))
+                                    attested_value=int(seg["equity"]), start_price=int(seg["startPrice"]),
+                                    maintenance=int(seg["maintenance"])))
             tr.penalty += int(b["args"]["penalty"])
         for ev in lost:
             if int(ev.get("auction", -1)) == aid:

@@ -7,7 +7,9 @@ row and prints and writes the table (``replay-summary.json`` beside the runs). R
 * ``fund_before`` / ``fund_after``, ``fund_payouts``, ``bad_debt`` [quote units];
 * ``transfer``: the value handed to bidders beyond the attested value, summed over fills (attested model value of
   the share bought minus the price paid, where positive) and ``max_transfer_share``: the largest single fill's
-  transfer over the attested model value of its share;
+  transfer over the attested model value of its share; ``fill_xfer_mm_median`` / ``fill_xfer_mm_max``: issue 14's
+  per-fill measure, each bid fill's ``fraction x (V - price)`` over the MM of the share bought (``V``: the price the
+  (re)start it bid on began at), median and largest (``None`` without fills);
 * ``liquidated_full`` / ``liquidated_partial`` / ``healthy_liquidated``: accounts;
 * ``minutes_below_mm``: the longest time (chain minutes) any account's attested margin ratio stayed below 1 between
   the scenario's steps (a step below maintenance counts until the next step);
@@ -72,6 +74,8 @@ def replay_row(name: str, report: Mapping[str, Any]) -> dict:
         "bad_debt": s.get("bad_debt"),
         "transfer": sum(t for t, _ in transfers),
         "max_transfer_share": max((t / v for t, v in transfers if v > 0), default=0.0),
+        "fill_xfer_mm_median": (s.get("fill_transfer_share_of_mm") or {}).get("median"),
+        "fill_xfer_mm_max": (s.get("fill_transfer_share_of_mm") or {}).get("max"),
         "liquidated_full": len(s.get("accounts_liquidated_full") or []),
         "liquidated_partial": len(s.get("accounts_liquidated_partial") or []),
         "healthy_liquidated": len(s.get("healthy_accounts_liquidated") or []),
@@ -98,7 +102,9 @@ def render_replay_table(rows: Sequence[dict], console=None) -> None:
     con = console or Console()
     t = Table(title="Backstop scenario --replay all: real crash paths on chain")
     cols = [("path", "path"), ("fund before", "fund_before"), ("fund after", "fund_after"), ("bad debt", "bad_debt"),
-            ("transfer", "transfer"), ("max fill transfer", "max_transfer_share"), ("full", "liquidated_full"),
+            ("transfer", "transfer"), ("max fill transfer", "max_transfer_share"),
+            ("fill xfer/MM med", "fill_xfer_mm_median"), ("fill xfer/MM max", "fill_xfer_mm_max"),
+            ("full", "liquidated_full"),
             ("partial", "liquidated_partial"), ("healthy liq.", "healthy_liquidated"),
             ("max min < MM", "minutes_below_mm"), ("running", "auctions_running"), ("invariants", "invariants_ok")]
     for head, _ in cols:
@@ -110,8 +116,8 @@ def render_replay_table(rows: Sequence[dict], console=None) -> None:
         cells = []
         for _, k in cols:
             v = r.get(k)
-            if k == "max_transfer_share":
-                cells.append(f"{100 * v:.1f} %")
+            if k in ("max_transfer_share", "fill_xfer_mm_median", "fill_xfer_mm_max"):
+                cells.append("-" if v is None else f"{100 * v:.1f} %")
             elif k == "invariants_ok":
                 cells.append("ok" if v else "FAILED: " + ", ".join(r.get("failed_invariants") or []))
             elif isinstance(v, float):

@@ -31,6 +31,8 @@ class BidTrace:
     tx: str = ""
     reason: str = ""
     attested_value: int | None = None  # the attested equity the price curve ran from at this bid (after resets)
+    start_price: int | None = None  # the (re)start price the curve ran from: the attested model value V [quote units]
+    maintenance: int | None = None  # the book's attested MM at that (re)start [quote units]
 
 
 @dataclass
@@ -135,6 +137,7 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
                         "model_value": _money(mv, d),
                         "discount_to_model": (1 - b.price / mv) if mv > 0 else None,
                         "t": b.t,
+                        **_fill_transfer(b, d),
                     }
                 )
     # an account can be auctioned more than once; its state is the union
@@ -161,6 +164,8 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
         "accounts_liquidated_full": full_set,
         "accounts_liquidated_partial": partial_set,
         "fills": fills,
+        "fill_transfer_share_of_mm": _median_max([x["transfer_share_of_mm"] for x in fills
+                                                  if x.get("transfer_share_of_mm") is not None]),
         "lost_races": lost,
         "penalties": _money(penalties, d),
         "penalties_to_fund": _money(to_fund, d),
@@ -185,6 +190,28 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
         "haircuts": rec.haircuts,
         "cross_asset_netting": rec.cross_asset_netting,
     }
+
+
+def _fill_transfer(b: BidTrace, decimals: int) -> dict[str, Any]:
+    """Issue 14's per-fill measure: the value handed to the bidder beyond the attested model value,
+    ``fraction x (V - price)`` with ``V`` the price the (re)start it bid on began at, as a share of the maintenance
+    margin of what it bought (``fraction x MM``); ``{}`` when the (re)start is unknown."""
+    if b.start_price is None or not b.maintenance:
+        return {}
+    transfer = b.fraction * (b.start_price - b.price)
+    return {"start_price": _money(b.start_price, decimals), "maintenance": _money(b.maintenance, decimals),
+            "transfer": _money(transfer, decimals),
+            "transfer_share_of_mm": transfer / (b.fraction * b.maintenance) if b.fraction > 0 else None}
+
+
+def _median_max(xs: list[float]) -> dict[str, Any]:
+    """``{"fills", "median", "max"}`` of a list (``None`` figures when it is empty)."""
+    if not xs:
+        return {"fills": 0, "median": None, "max": None}
+    v = sorted(xs)
+    n = len(v)
+    med = v[n // 2] if n % 2 else 0.5 * (v[n // 2 - 1] + v[n // 2])
+    return {"fills": n, "median": med, "max": v[-1]}
 
 
 def _solvency_summary(rec: ScenarioRecord) -> dict[str, Any]:
@@ -254,16 +281,21 @@ def render_summary(summary: dict[str, Any], console=None) -> None:
         "claims_pending",
     ):
         t.add_row(key.replace("_", " "), fmt(summary.get(key)))
+    xf = summary.get("fill_transfer_share_of_mm") or {}
+    if xf.get("fills"):
+        t.add_row("bid fills' transfer / MM bought", f"median {xf['median']:.2%}, max {xf['max']:.2%} "
+                                                      f"({xf['fills']} fills; target: median <= 5 %, max <= 15 %)")
     t.add_row("liquidated in full", ", ".join(a[:10] for a in summary["accounts_liquidated_full"]) or "-")
     t.add_row("liquidated in part", ", ".join(a[:10] for a in summary["accounts_liquidated_partial"]) or "-")
     t.add_row("healthy accounts liquidated", str(len(summary["healthy_accounts_liquidated"])))
     con.print(t)
     if summary["fills"]:
         f = Table(title="Fills: price paid against model value")
-        for col in ("auction", "account", "bidder", "fraction", "paid", "attested value", "discount"):
+        for col in ("auction", "account", "bidder", "fraction", "paid", "attested value", "discount", "xfer / MM"):
             f.add_column(col)
         for x in summary["fills"]:
             disc = x["discount_to_model"]
+            xs = x.get("transfer_share_of_mm")
             f.add_row(
                 str(x["auction"]),
                 x["account"][:10],
@@ -272,6 +304,7 @@ def render_summary(summary: dict[str, Any], console=None) -> None:
                 f"{x['price_paid']:,.2f}",
                 f"{x['model_value']:,.2f}",
                 "-" if disc is None else f"{disc:.2%}",
+                "-" if xs is None else f"{xs:.2%}",
             )
         con.print(f)
     m = summary.get("manipulation") or {}

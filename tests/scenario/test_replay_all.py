@@ -57,3 +57,28 @@ def test_row_from_a_report():
     report["summary"]["invariants"]["fund"]["ok"] = False
     assert replay_row("x", report)["failed_invariants"] == ["fund"]
     assert failed_row("x", "boom")["invariants_ok"] is False
+
+
+def test_per_fill_transfer_over_the_mm_bought():
+    """Issue 14's per-fill measure in the scenario report: fraction x (V - price) over fraction x MM, V and MM those
+    of the (re)start the bid was on (here a reset lowered both), hand-computed; then the replay row's median and max."""
+    from keeper.scenario.report import AuctionTrace, BidTrace, ScenarioRecord, summarize
+
+    d = 10**6
+    a = AuctionTrace(1, "0xa", 0.0, 1_000 * d, 800 * d)
+    a.bids = [BidTrace(10.0, 960 * d, "0xb1", 0.5, "filled", attested_value=800 * d, start_price=1_000 * d,
+                       maintenance=1_200 * d),  # 0.5 x 40 = 20 of 0.5 x 1,200 = 600: 3.33 %
+              BidTrace(20.0, 0, "0xb2", 0.0, "lost_race"),  # not a fill
+              BidTrace(900.0, 430 * d, "0xb2", 0.25, "filled", attested_value=400 * d, start_price=500 * d,
+                       maintenance=1_000 * d),  # 0.25 x 70 = 17.5 of 250: 7 %
+              BidTrace(950.0, 510 * d, "0xb1", 0.25, "filled", attested_value=400 * d, start_price=500 * d,
+                       maintenance=1_000 * d)]  # paid above V: -2.5 of 250: -1 %
+    s = summarize(ScenarioRecord(auctions=[a], spot=[2000.0]))
+    got = [f["transfer_share_of_mm"] for f in s["fills"]]
+    assert got == pytest.approx([20 / 600, 17.5 / 250, -2.5 / 250])
+    assert [f["transfer"] for f in s["fills"]] == pytest.approx([20.0, 17.5, -2.5])
+    assert s["fill_transfer_share_of_mm"] == pytest.approx({"fills": 3, "median": 20 / 600, "max": 0.07})
+    row = replay_row("x", {"summary": dict(s, invariants={}), "record": {}})
+    assert (row["fill_xfer_mm_median"], row["fill_xfer_mm_max"]) == pytest.approx((20 / 600, 0.07))
+    empty = summarize(ScenarioRecord(spot=[2000.0]))
+    assert empty["fill_transfer_share_of_mm"] == {"fills": 0, "median": None, "max": None}

@@ -32,7 +32,8 @@ def liquidator_main() -> None:
 @click.option("--key-env", default="BACKSTOP_LIQUIDATOR_KEY", show_default=True,
               help="environment variable holding the hex private key")
 @click.option("--strategy", default="edge", show_default=True,
-              help="edge | edge:<x> | cmd:<command> (JSON lines on stdin/stdout) | py:<module>:<Class>")
+              help="edge | edge:<x> | none (never bids: starts, resets, buyer of last resort only) | "
+                   "cmd:<command> (JSON lines on stdin/stdout) | py:<module>:<Class>")
 @click.option("--edge", type=float, default=0.02, show_default=True, help="required discount to own valuation")
 @click.option("--valuation", type=click.Choice(["hedging", "conservative"]), default="hedging", show_default=True,
               help="hedging: model value less hedge/exit spreads and residual gamma/vega over the hedge horizon; "

@@ -41,6 +41,10 @@ class ScenarioConfig:
     #: the two liquidators' edges over their (hedging) valuation, as shares of the lot's value: the backtest's hedging
     #: bidders' (docs/risk-efficacy.md); an edge above the span the auction moves by (0.10 MM) never fills
     edges: tuple[float, ...] = (0.005, 0.01)
+    #: the liquidator processes' model (issue 14's three cases): ``hedging`` (the bot's default valuation),
+    #: ``conservative`` (aversion 0.15 x the unhedged lot's worst stress loss) or ``none`` (no bidder at all: the bots
+    #: only start and reset auctions and call the buyer of last resort)
+    liquidators: str = "hedging"
     #: the auction's floor (cusp) and linear descent time, passed to the deployment (``DeployConfig``); the floor is
     #: the deployment's default, the chosen design (docs/auctions.md)
     auction_floor: float = DeployConfig.auction_floor

@@ -84,9 +84,13 @@ class Processes:
         (kdir / "urls.json").write_text(json.dumps(self.keeper_urls))
         self.say(f"started 3 keeper processes ({threshold}-of-3) at {', '.join(self.keeper_urls)}")
 
-    def start_liquidators(self, chain_url: str, liquidators: Sequence[Actor], edges: Sequence[float]) -> None:
+    def start_liquidators(self, chain_url: str, liquidators: Sequence[Actor], edges: Sequence[float],
+                          model: str = "hedging") -> None:
         """One ``liquidator run`` per liquidator actor, with its edge, reading ``market.json`` and the keepers'
-        URLs; decisions go to ``<role>.events.jsonl``."""
+        URLs; decisions go to ``<role>.events.jsonl``. ``model``: ``hedging`` or ``conservative`` (the bots'
+        ``--valuation``), or ``none`` (``--strategy none``: no bids, only starts, resets and last-resort takes)."""
+        if model not in ("hedging", "conservative", "none"):
+            raise ValueError(f"unknown liquidator model {model!r} (hedging, conservative or none)")
         for a, edge in zip(liquidators, edges):
             env = dict(os.environ, BACKSTOP_LIQUIDATOR_KEY=a.key, PYTHONUNBUFFERED="1")
             events = self.out / f"{a.role}.events.jsonl"
@@ -94,9 +98,10 @@ class Processes:
                     str(self.out / "deployment.json"), "--rpc", chain_url, "--edge", str(edge), "--name", a.role,
                     "--events-file", str(events), "--market-file", str(self.out / "market.json"), "--poll", "0.2",
                     "--aversion", "0.15", "--own-haircut", "0.10", "--keeper-urls-file",
-                    str(self.out / "keepers" / "urls.json")]
+                    str(self.out / "keepers" / "urls.json"),
+                    *(["--strategy", "none"] if model == "none" else ["--valuation", model])]
             self._spawn(argv, env, self.out / "logs" / f"{a.role}.log", "wb")
-        self.say(f"started {len(liquidators)} liquidator processes (edges {', '.join(map(str, edges))})")
+        self.say(f"started {len(liquidators)} liquidator processes ({model}; edges {', '.join(map(str, edges))})")
 
     def check_keepers(self) -> None:
         """Raise :class:`ScenarioError` when a keeper process has exited."""

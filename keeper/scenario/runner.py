@@ -227,7 +227,7 @@ class Scenario:
                                           f"hybrid {len(rep['hybrid_liquidated'])}")
             keepers = None if self.inline else self.start_keepers()
             self.processes.start_liquidators(self.chain.url, [a for a in w.actors if a.kind == "liquidator"],
-                                             self.cfg.edges)
+                                             self.cfg.edges, self.cfg.liquidators)
             self.update()
             driver = Driver(w, self.cfg, self.path, self.rec, self.out, status, self.deployed.attestor, keepers,
                             self.inline)

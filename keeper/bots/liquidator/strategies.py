@@ -159,6 +159,18 @@ class EdgeStrategy:
         return BidDecision(True, f, limit, reason=f"price {quote.auction_price} <= limit {limit}")
 
 
+@dataclass(frozen=True)
+class NeverBidStrategy:
+    """Never bids (``--strategy none``): the bot still starts auctions, resets them and calls the buyer of last
+    resort when one is due, so a run with only such bots is the "no bidder at all" case of issue 14."""
+
+    name: str = "none"
+
+    def decide(self, quote: LotQuote) -> BidDecision:
+        """No bid, whatever the price."""
+        return BidDecision(False, reason="strategy none: never bids")
+
+
 def _validate_decision(d: object, quote: LotQuote) -> BidDecision:
     """Turn an external answer into a decision; raises ``ValueError`` naming what is wrong."""
     if not isinstance(d, dict):
@@ -270,10 +282,12 @@ class ExternalCommandStrategy:
 
 
 def load_strategy(spec: str, edge: float = 0.02, timeout_s: float = 2.0) -> Strategy:
-    """Strategy from a spec string: ``edge`` (built-in, with ``edge``), ``edge:0.05``,
+    """Strategy from a spec string: ``edge`` (built-in, with ``edge``), ``edge:0.05``, ``none`` (never bids),
     ``cmd:<shell-quoted command>`` (external program) or ``py:<module>:<Class>`` (a class taking no arguments)."""
     if spec == "edge":
         return EdgeStrategy(edge)
+    if spec == "none":
+        return NeverBidStrategy()
     if spec.startswith("edge:"):
         return EdgeStrategy(float(spec.split(":", 1)[1]))
     if spec.startswith("cmd:"):
@@ -288,7 +302,7 @@ def load_strategy(spec: str, edge: float = 0.02, timeout_s: float = 2.0) -> Stra
         if not isinstance(obj, Strategy):
             raise ValueError(f"{spec!r} has no name/decide: not a strategy")
         return obj
-    raise ValueError(f"unknown strategy {spec!r} (use edge, edge:<x>, cmd:<command> or py:<module>:<Class>)")
+    raise ValueError(f"unknown strategy {spec!r} (use edge, edge:<x>, none, cmd:<command> or py:<module>:<Class>)")
 
 
 def _serve(edge: float) -> int:

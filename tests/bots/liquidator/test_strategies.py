@@ -131,6 +131,18 @@ def test_load_strategy_specs():
         load_strategy("nonsense")
 
 
+def test_the_none_strategy_never_bids_where_the_edge_rule_would():
+    """``--strategy none`` (the scenario's "no bidder at all"): no bid even on a lot the edge rule takes at once, a
+    lot offered at a price of one unit, or an insolvent book paying its bidder well; the edge rule bids on each."""
+    never = load_strategy("none")
+    lots = [quote(), quote(auction_price=1),
+            quote(valuation=-10_000_000, risk_charge=0, gas_cost=0, auction_price=-50_000_000)]
+    for q in lots:
+        assert EdgeStrategy(edge=0.0).decide(q).bid
+        assert not never.decide(q).bid
+        assert not decide_on_quote(never, q, equity=q.valuation, remaining=1.0).bid
+
+
 def test_liability_lot_needs_to_be_paid_more_than_it_costs():
     # an insolvent book worth -10 (a liability): the bidder must be paid at least 10 + risk + edge + gas
     q = quote(valuation=-10_000_000, risk_charge=1_000_000, gas_cost=100_000, auction_price=-11_000_000)

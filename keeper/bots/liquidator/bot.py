@@ -266,9 +266,11 @@ class LiquidatorBot:
         return outcome
 
     def step(self) -> None:
-        """One pass: new events, the own claim settled when its auction is over, then every running auction."""
+        """One pass: new events, the own claim settled when its auction is over, other accounts' ended claims this bot
+        queued for delivery (the fund's account's after a last-resort take), then every running auction."""
         self.poll_events()
         self.settle_if_done()
+        self.execution.deliver_claims()
         for account in list(self.running):
             self.consider(account)
 

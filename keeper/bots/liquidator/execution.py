@@ -40,6 +40,8 @@ class BidExecution:
         self.count = count
         self._redo_reason: dict[str, str] = {}
         self._last_refresh: dict[str, float] = {}
+        #: other accounts whose ended claims this bot delivers (``settleClaim(holder)``) on its next pass
+        self.deliveries: set[str] = set()
 
     def try_start(self, account: str) -> None:
         """Start an auction for a breached account (the starter earns tip + chip out of the penalty)."""
@@ -165,6 +167,11 @@ class BidExecution:
         self.running.pop(account, None)
         if str(got.get("fundAccount", "")).lower() == self.address.lower():
             self.status.may_hold_claim = True  # this bot operates the fund's account: the claim is its own
+        elif got.get("fundAccount"):
+            # the take ended the auction: the fund's account's claim is delivered on the next pass (anyone may), so
+            # that the book it took is in its own storage and an auction of the fund's account itself can be bid
+            # on (a source holding an unsettled claim cannot be sold from: CH_ClaimUnsettled)
+            self.deliveries.add(str(got["fundAccount"]))
         self.count("last_resort_takes")
         self.emit("last_resort_taken", auction=int(got.get("id", 0)), account=account,
                   fund_account=got.get("fundAccount"), fraction=int(got.get("fractionWad", 0)) / WAD,
@@ -233,6 +240,40 @@ class BidExecution:
                   tx=rcpt["transactionHash"].hex(), block=int(rcpt["blockNumber"]))
         return "settled"
 
+    def deliver_claims(self) -> None:
+        """Deliver the claims queued in :attr:`deliveries`; a holder leaves the queue once its claim is settled or
+        gone, and stays (retried next pass) while the delivery fails."""
+        for holder in sorted(self.deliveries):
+            if self.settle_claim_of(holder, "queued delivery") in ("settled", "none"):
+                self.deliveries.discard(holder)
+
+    def settle_claim_of(self, holder: str, why: str) -> str:
+        """Send ``settleClaim(holder)`` for another account's claim whose auction has ended (anyone may; e.g. the
+        fund's account after a last-resort take). Returns ``settled``, ``none`` (no claim, or settled by another
+        caller first) or ``error`` (its auction still runs, or RPC: logged, retried on a later pass)."""
+        if holder.lower() == self.address.lower():
+            return self.settle_claim(why)
+        try:
+            source, fraction, _share = self.ch.functions.claimOf(holder).call()
+        except Exception as e:  # noqa: BLE001 - RPC
+            self.emit("claim_settle_error", holder=holder, why=why, reason=str(e)[:160])
+            return "error"
+        if int(fraction) == 0:
+            return "none"
+        try:
+            rcpt = self.sender.call(self.ch.functions.settleClaim(holder), "settleClaim")
+        except Exception as e:  # noqa: BLE001 - would revert / reverted / RPC
+            self.sender.reset_nonce()
+            name = self.reverts.name(e)
+            if name == "CH_NoClaim":
+                return "none"
+            self.emit("claim_settle_error", holder=holder, source=str(source), why=why, reason=name or str(e)[:160])
+            return "error"
+        self.count("claims_settled")
+        self.emit("claim_settled", holder=holder, source=str(source), fraction=int(fraction) / WAD, why=why,
+                  tx=rcpt["transactionHash"].hex(), block=int(rcpt["blockNumber"]))
+        return "settled"
+
     def prime_claim_slot(self) -> str:
         """Send ``primeClaimSlot(self)`` unless the slot is already non-zero. Returns ``primed``, ``already``
         (nothing sent) or ``error`` (logged and counted; bidding still works, the first bid just costs more)."""
@@ -268,6 +309,8 @@ class BidExecution:
                 return "lost_race"
             self.count("errors")
             self.emit("bid_error", auction=quote.auction_id, account=account, reason=name or str(e)[:160])
+            if name == "CH_ClaimUnsettled":  # the account auctioned still holds a claim: deliver it next pass
+                self.deliveries.add(account)
             return "error"
         try:
             tx = fn.build_transaction({"from": self.address, "gas": gas, **self.sender.fee_fields()})

@@ -218,6 +218,19 @@ def test_no_bidder_one_reset_then_the_bot_calls_the_buyer_of_last_resort(crashed
         got = int(scn.ch.functions.positionOf(fund_account, sid).call(block_identifier=at)) \
             - int(scn.ch.functions.positionOf(fund_account, sid).call(block_identifier=before))
         assert abs(got - book * g // WAD) <= 1, (sid, got, book)
+    # the bot that took delivers the fund's account's claim on its next pass (anyone may; the scenario's conservative
+    # run found the fund's account, auctioned later, unsellable while it still held the claim: CH_ClaimUnsettled)
+    assert int(scn.ch.functions.claimOf(fund_account).call()[1]) == g
+    (bot if took[0]["bot"] == "liquidator-2" else other).step()
+    recs = [json.loads(x) for x in events.read_text().splitlines()]
+    assert int(scn.ch.functions.claimOf(fund_account).call()[1]) == 0
+    settled = [e for e in scn.ch.events.ClaimSettled().get_logs(from_block=at) if e["args"]["holder"] == fund_account]
+    assert len(settled) == 1 and settled[0]["args"]["source"] == acct
+    assert [r["holder"] for r in recs if r["event"] == "claim_settled" and r["bot"] == took[0]["bot"]] == [fund_account]
+    for s in scn.dep.series:  # the effective book is what it was at the take: settling moves nothing between views
+        sid = int(s["id"])
+        assert int(scn.ch.functions.positionOf(fund_account, sid).call()) == \
+            int(scn.ch.functions.positionOf(fund_account, sid).call(block_identifier=at))
     # counted, and exported to Prometheus like the bot's other counters
     assert took[0]["amount"] == amount and took[0]["fund_spent"] == amount
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()

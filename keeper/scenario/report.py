@@ -166,6 +166,9 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
         "fills": fills,
         "fill_transfer_share_of_mm": _median_max([x["transfer_share_of_mm"] for x in fills
                                                   if x.get("transfer_share_of_mm") is not None]),
+        # insolvent books (attested equity E < 0): what the bidder was paid over the attested deficit, per fill
+        "insolvent_payout_to_deficit": _median_max([x["price_paid"] / x["model_value"] for x in fills
+                                                    if x["model_value"] < 0 and x["price_paid"] < 0]),
         "lost_races": lost,
         "penalties": _money(penalties, d),
         "penalties_to_fund": _money(to_fund, d),
@@ -285,6 +288,10 @@ def render_summary(summary: dict[str, Any], console=None) -> None:
     if xf.get("fills"):
         t.add_row("bid fills' transfer / MM bought", f"median {xf['median']:.2%}, max {xf['max']:.2%} "
                                                       f"({xf['fills']} fills; target: median <= 5 %, max <= 15 %)")
+    pd = summary.get("insolvent_payout_to_deficit") or {}
+    if pd.get("fills"):
+        t.add_row("insolvent books: paid / deficit", f"median {pd['median']:.2f}, max {pd['max']:.2f} "
+                                                     f"({pd['fills']} fills)")
     t.add_row("liquidated in full", ", ".join(a[:10] for a in summary["accounts_liquidated_full"]) or "-")
     t.add_row("liquidated in part", ", ".join(a[:10] for a in summary["accounts_liquidated_partial"]) or "-")
     t.add_row("healthy accounts liquidated", str(len(summary["healthy_accounts_liquidated"])))

@@ -82,3 +82,11 @@ def test_per_fill_transfer_over_the_mm_bought():
     assert (row["fill_xfer_mm_median"], row["fill_xfer_mm_max"]) == pytest.approx((20 / 600, 0.07))
     empty = summarize(ScenarioRecord(spot=[2000.0]))
     assert empty["fill_transfer_share_of_mm"] == {"fills": 0, "median": None, "max": None}
+    # an insolvent book (E = -300): its bidder paid 360 per whole book (the price -360) is 1.2 times the deficit;
+    # solvent fills do not count
+    b = AuctionTrace(2, "0xc", 0.0, -300 * d, -300 * d)
+    b.bids = [BidTrace(5.0, -360 * d, "0xb1", 1.0, "filled", attested_value=-300 * d, start_price=-300 * d,
+                       maintenance=500 * d)]
+    s2 = summarize(ScenarioRecord(auctions=[a, b], spot=[2000.0]))
+    assert s2["insolvent_payout_to_deficit"] == pytest.approx({"fills": 1, "median": 1.2, "max": 1.2})
+    assert s2["fills"][-1]["transfer_share_of_mm"] == pytest.approx(60 / 500)  # 1.0 x (-300 + 360) over MM 500

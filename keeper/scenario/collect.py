@@ -163,7 +163,8 @@ def run_description(cfg: ScenarioConfig, path: MarketPath, inline: bool, thresho
         "worst_step_return": path.worst_return,
         "keepers": ("inline (3 keys, 2-of-3 signatures)" if inline else
                     f"3 keeper processes, {threshold}-of-3, set-up attested inline"),
-        "liquidators": len(cfg.edges), "edges": list(cfg.edges), "liquidator_model": cfg.liquidators, "traders": cfg.n_short_vol + cfg.n_long_vol,
+        "liquidators": len(cfg.edges), "edges": list(cfg.edges), "liquidator_model": cfg.liquidators,
+        "traders": cfg.n_short_vol + cfg.n_long_vol,
         "chain_step_seconds": cfg.chain_step_seconds, "out_dir": str(out)}
 
 

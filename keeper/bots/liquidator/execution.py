@@ -214,31 +214,7 @@ class BidExecution:
         """Send ``settleClaim(self)``: move the claimed share of the source's frozen book into this account's own
         storage. Returns ``settled``, ``none`` (no claim left: anyone may settle it, so another caller may have
         been first, which is logged like a lost race) or ``error`` (logged and counted; the caller skips)."""
-        claim = self.status.own_claim()
-        if claim is None:
-            return "none"
-        source, fraction = claim
-        fn = self.ch.functions.settleClaim(self.address)
-        try:
-            rcpt = self.sender.call(fn, "settleClaim")
-        except Exception as e:  # noqa: BLE001 - would revert / reverted / RPC
-            self.sender.reset_nonce()
-            name = self.reverts.name(e)
-            if name == "CH_NoClaim" or self.status.own_claim() is None:
-                self.emit("claim_settle_skipped", source=source, reason=name or "settled by another caller")
-                return "none"
-            self.count("errors")
-            self.emit("claim_settle_error", source=source, fraction=fraction / WAD, why=why,
-                      reason=name or str(e)[:160])
-            return "error"
-
-        got = self.ch.events.ClaimSettled().process_receipt(rcpt, errors=DISCARD)
-        share = int(got[0]["args"]["shareOfStoredWad"]) if got else 0
-        self.status.may_hold_claim = False
-        self.count("claims_settled")
-        self.emit("claim_settled", source=source, fraction=fraction / WAD, share_of_stored=share / WAD, why=why,
-                  tx=rcpt["transactionHash"].hex(), block=int(rcpt["blockNumber"]))
-        return "settled"
+        return self.settle_claim_of(self.address, why)
 
     def deliver_claims(self) -> None:
         """Deliver the claims queued in :attr:`deliveries`; a holder leaves the queue once its claim is settled or
@@ -247,31 +223,53 @@ class BidExecution:
             if self.settle_claim_of(holder, "queued delivery") in ("settled", "none"):
                 self.deliveries.discard(holder)
 
-    def settle_claim_of(self, holder: str, why: str) -> str:
-        """Send ``settleClaim(holder)`` for another account's claim whose auction has ended (anyone may; e.g. the
-        fund's account after a last-resort take). Returns ``settled``, ``none`` (no claim, or settled by another
-        caller first) or ``error`` (its auction still runs, or RPC: logged, retried on a later pass)."""
+    def _claim_of(self, holder: str) -> tuple[str, int] | None:
+        """``(source, fractionWad)`` of ``holder``'s unsettled claim, or None (this bot's own through
+        :meth:`ChainStatus.own_claim`, which also keeps ``may_hold_claim``)."""
         if holder.lower() == self.address.lower():
-            return self.settle_claim(why)
+            return self.status.own_claim()
+        source, fraction, _share = self.ch.functions.claimOf(holder).call()
+        return (str(source), int(fraction)) if int(fraction) else None
+
+    def settle_claim_of(self, holder: str, why: str) -> str:
+        """Send ``settleClaim(holder)`` (anyone may): this bot's own claim, or another account's whose auction has
+        ended (e.g. the fund's account's after a last-resort take). Returns ``settled``, ``none`` (no claim, or
+        settled by another caller first) or ``error`` (logged; counted for the own claim; for another holder its
+        auction may still run, retried on a later pass)."""
+        own = holder.lower() == self.address.lower()
         try:
-            source, fraction, _share = self.ch.functions.claimOf(holder).call()
+            claim = self._claim_of(holder)
         except Exception as e:  # noqa: BLE001 - RPC
+            if own:
+                raise
             self.emit("claim_settle_error", holder=holder, why=why, reason=str(e)[:160])
             return "error"
-        if int(fraction) == 0:
+        if claim is None:
             return "none"
+        source, fraction = claim
+        fn = self.ch.functions.settleClaim(holder)
         try:
-            rcpt = self.sender.call(self.ch.functions.settleClaim(holder), "settleClaim")
+            rcpt = self.sender.call(fn, "settleClaim")
         except Exception as e:  # noqa: BLE001 - would revert / reverted / RPC
             self.sender.reset_nonce()
             name = self.reverts.name(e)
-            if name == "CH_NoClaim":
+            if name == "CH_NoClaim" or (own and self.status.own_claim() is None):
+                self.emit("claim_settle_skipped", holder=holder, source=source,
+                          reason=name or "settled by another caller")
                 return "none"
-            self.emit("claim_settle_error", holder=holder, source=str(source), why=why, reason=name or str(e)[:160])
+            if own:
+                self.count("errors")
+            self.emit("claim_settle_error", holder=holder, source=source, fraction=fraction / WAD, why=why,
+                      reason=name or str(e)[:160])
             return "error"
+
+        got = self.ch.events.ClaimSettled().process_receipt(rcpt, errors=DISCARD)
+        share = int(got[0]["args"]["shareOfStoredWad"]) if got else 0
+        if own:
+            self.status.may_hold_claim = False
         self.count("claims_settled")
-        self.emit("claim_settled", holder=holder, source=str(source), fraction=int(fraction) / WAD, why=why,
-                  tx=rcpt["transactionHash"].hex(), block=int(rcpt["blockNumber"]))
+        self.emit("claim_settled", holder=holder, source=source, fraction=fraction / WAD, share_of_stored=share / WAD,
+                  why=why, tx=rcpt["transactionHash"].hex(), block=int(rcpt["blockNumber"]))
         return "settled"
 
     def prime_claim_slot(self) -> str:

@@ -31,7 +31,7 @@ from keeper.units import SECONDS_PER_YEAR, WAD
 
 #: log-moneyness grid of the surface snapshots
 _KS = np.linspace(-0.4, 0.4, 17)
-_END_REASONS = ["Restored", "SoldOut", "Cured", "CuredByDeposit"]
+_END_REASONS = ["Restored", "SoldOut", "Cured", "CuredByDeposit", "CuredByFund"]
 
 
 def _block_time(world: World, e) -> int:
@@ -124,6 +124,7 @@ def collect(world: World, rec: ScenarioRecord, archive, fund_before: int, lost: 
     rec.fund_payouts = sum(int(x["args"]["paid"]) for x in world.logs(A, "ShortfallPaid"))
     rec.insurance_fund_after = int(A.functions.fundBalance().call())
     rec.insurance_fund_before = fund_before
+    rec.fund_account = fund_account_state(world)
     # the seed deposit happened before the path: penalties into the fund are the FundReceived of auctions
     rec.notes.append(f"fund income from events (incl. seed): {fund_in}")
     rec.claims.update(claim_counts(world, int(rec.claims.get("settled_at_end", 0))))
@@ -136,6 +137,38 @@ def collect(world: World, rec: ScenarioRecord, archive, fund_before: int, lost: 
                      "accounts": int(e["args"]["index"]["accounts"])}
                     for e in world.logs(ch, "SolvencyIndexPosted")]
     rec.invariants = checks
+
+
+def fund_account_state(world: World) -> dict:
+    """The buyer of last resort's account at the end of the run (empty when none is set): what the fund moved into
+    it (``FundAccountMargined``: margin after each take, deficits of its own auctions), books taken
+    (``LastResortTaken``), its option positions and cash (effective: claims not yet delivered count), and its latest
+    attested margin record; the fund's assets are its free balance plus this account's equity."""
+    A, ch = world.auction, world.ch
+    if not any(i.get("name") == "fundAccount" for i in A.abi):
+        return {}
+    fa = A.functions.fundAccount().call()
+    if int(fa, 16) == 0:
+        return {}
+    margined = world.logs(A, "FundAccountMargined") if any(
+        i.get("type") == "event" and i.get("name") == "FundAccountMargined" for i in A.abi) else []
+    taken = world.logs(A, "LastResortTaken")
+    by_id = {int(s["id"]): s for s in world.dep.series}
+    positions = {}
+    for sid in ch.functions.seriesOf(fa).call():
+        q = int(ch.functions.positionOf(fa, sid).call())
+        if q:
+            s = by_id.get(int(sid), {})
+            positions[str(sid)] = {"contracts": q / WAD, "strike": s.get("strike"), "expiry": s.get("expiry"),
+                                   "is_call": s.get("is_call")}
+    equity, maintenance, _, attested_at = ch.functions.marginRecord(fa).call()
+    return {"address": fa, "books_taken": len(taken),
+            "margin_from_fund": sum(int(e["args"]["amount"]) for e in margined),
+            "own_auctions_cured_by_fund": sum(1 for e in world.logs(A, "AuctionEnded")
+                                              if int(e["args"]["reason"]) == _END_REASONS.index("CuredByFund")),
+            "positions": positions, "cash": int(ch.functions.cashOf(fa).call()),
+            "equity": int(equity), "maintenance": int(maintenance), "attested_at": int(attested_at),
+            "breached": bool(ch.functions.isBreached(fa).call())}
 
 
 def step_documents(rec: ScenarioRecord, archive) -> list[tuple[int, dict]]:

@@ -88,6 +88,8 @@ class ScenarioRecord:
     insurance_fund_before: int = 0
     insurance_fund_after: int = 0
     fund_payouts: int = 0
+    #: the buyer of last resort's account at the end (:func:`keeper.scenario.collect.fund_account_state`)
+    fund_account: dict = field(default_factory=dict)
     manipulation: dict = field(default_factory=dict)
     invariants: dict = field(default_factory=dict)
     #: liquidation claims: recorded (one per bid), settled (by the liquidators themselves / by the scenario at the
@@ -180,6 +182,7 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
         "insurance_fund_arithmetic_ok": (bool(rec.invariants["insurance_fund_arithmetic"]["ok"])
                                          if "insurance_fund_arithmetic" in rec.invariants
                                          else expected_fund == rec.insurance_fund_after),
+        **_fund_account_summary(rec, d),
         "bad_debt": _money(bad_debt, d),
         "claims_recorded": rec.claims.get("recorded", 0),
         "claims_settled_by_liquidators": rec.claims.get("settled_by_liquidators", 0),
@@ -192,6 +195,26 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
         "solvency": _solvency_summary(rec),
         "haircuts": rec.haircuts,
         "cross_asset_netting": rec.cross_asset_netting,
+    }
+
+
+def _fund_account_summary(rec: ScenarioRecord, decimals: int) -> dict[str, Any]:
+    """The fund's account in the report: books taken, the margin the fund moved into it, its positions, attested
+    equity and MM, and the fund's assets at the end (free balance + that equity). A loss of the account is a loss of
+    the fund: ``insurance_fund_assets_after`` is what the fund holds in all."""
+    fa = rec.fund_account
+    if not fa:
+        return {}
+    return {
+        "fund_account": fa["address"],
+        "fund_account_books_taken": fa["books_taken"],
+        "fund_account_own_auctions_cured_by_fund": fa["own_auctions_cured_by_fund"],
+        "insurance_fund_margin_to_its_account": _money(fa["margin_from_fund"], decimals),
+        "fund_account_equity": _money(fa["equity"], decimals),
+        "fund_account_maintenance": _money(fa["maintenance"], decimals),
+        "fund_account_breached_at_end": fa["breached"],
+        "fund_account_positions": fa["positions"],
+        "insurance_fund_assets_after": _money(rec.insurance_fund_after + fa["equity"], decimals),
     }
 
 
@@ -277,6 +300,13 @@ def render_summary(summary: dict[str, Any], console=None) -> None:
         "insurance_fund_after",
         "insurance_fund_payouts",
         "insurance_fund_arithmetic_ok",
+        "fund_account_books_taken",
+        "insurance_fund_margin_to_its_account",
+        "fund_account_own_auctions_cured_by_fund",
+        "fund_account_equity",
+        "fund_account_maintenance",
+        "fund_account_breached_at_end",
+        "insurance_fund_assets_after",
         "bad_debt",
         "claims_recorded",
         "claims_settled_by_liquidators",

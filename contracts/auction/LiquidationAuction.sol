@@ -189,10 +189,10 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     /// same fresh breach record {redo} needs), the fraction that restores the account to `MM * (1 + buffer)`
     /// (`allowed(E, T, 0, C, V)`; everything when `E < 0`). It pays `floor(fraction * V)` from the fund's free balance
     /// into escrow (penalty and starter reward as for any bid); an insolvent book's payment to the fund's account
-    /// comes from escrow, then the fund, a shortfall being bad debt as for any bidder. The fund stands behind its
-    /// account: it then moves `ceil(fraction * (T - E))`, less what an insolvent book paid the account, from its free
-    /// balance (as far as it goes) into the account's cash, so what was taken carries its own `MM * (1 + buffer)`
-    /// ({FundAccountMargined}). A claim the fund's account holds on another book is settled first. The auction
+    /// comes from escrow, then the fund. The fund stands behind its account: it then moves
+    /// `ceil(fraction * (T - E))`, less what an insolvent book paid the account, from its free balance into the
+    /// account's cash, so what was taken carries its own `MM * (1 + buffer)` ({FundAccountMargined}). The take is due
+    /// only when the fund's free balance pays all of it (price or payout, and margin); otherwise {redo} goes on. A claim the fund's account holds on another book is settled first. The auction
     /// then ends (escrow to the account, reward to the starter, penalty to the fund). In an auction of the fund's
     /// account itself nothing is sold to it: the fund pays the deficit `T - E - C` into escrow and the auction ends
     /// as `CuredByFund`. Anyone may call; not blocked by the pause.
@@ -348,7 +348,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
 
     /// @notice Whether the auction of `account` is at its floor or tail after `lastResortAfter` resets with a fund
     /// account set that can act (it is `account` itself, or not breached): {redo} is then refused (unless the fund's
-    /// free balance cannot pay the fresh price or deficit) and {takeAsLastResort} takes the book, or pays the fund's
+    /// free balance cannot pay the fresh price and margin, or the deficit) and {takeAsLastResort} takes the book, or pays the fund's
     /// own account's deficit (it needs a fresh breach record, as {redo} does).
     function lastResortDue(address account) external view returns (bool) {
         Auction memory m = _load(account);
@@ -612,31 +612,46 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
             return;
         }
         _rebase(account, m, b, current, cfg.spanWad);
-        if (due) {
-            // the fund's own account is not sold to itself: the fund pays its deficit (> 0: not restored, above)
-            bool own = account == holder;
-            uint256 fill = own ? 0 : _allowed(m, cfg, m.modelValue);
-            int256 amount = own ? _deficit(m, target) : _mulWadSignedFloor(fill, m.modelValue);
-            bool canPay = amount <= 0 || uint256(amount) <= _fundBalance;
-            if (lastResort) {
-                if (!canPay) revert LA_FundCannotPay(uint256(amount), _fundBalance);
-                if (own) {
-                    _marginFundAccount(m.id, holder, uint256(amount), false);
-                    m.escrow += uint128(uint256(amount));
-                    _finish(account, m, EndReason.CuredByFund);
-                } else {
-                    _takeBook(account, holder, m, fill, amount, cfg.penaltyWad, target);
-                }
-                return;
-            }
-            if (canPay) revert LA_LastResortDue(account, m.resets);
-        }
+        if (due && _lastResort(account, holder, m, cfg, target, lastResort)) return;
         m.resets += 1;
         StoredAuction storage a = _auctions[account];
         (a.startedAt, a.expectedNonce, a.soldWad, a.resets) = (block.timestamp.toUint32(), current, 0, m.resets);
         (a.equity, a.maintenance, a.initial) = (b.equity, b.maintenance, b.initial);
         (a.top, a.span) = (m.modelValue, m.span);
         _emitReset(m, account, target);
+    }
+
+    /// @dev The buyer of last resort on the rebased auction `m` (due): the fund's account takes the book
+    /// ({_takeBook}), or, on the fund's account's own auction, the fund pays its deficit (it is not sold to itself;
+    /// the deficit is > 0, the restored case having ended before). When `lastResort` it acts or reverts
+    /// {LA_FundCannotPay} and returns true; on {redo} it reverts {LA_LastResortDue} if the fund can pay, else returns
+    /// false (the reset goes on).
+    function _lastResort(
+        address account,
+        address holder,
+        Auction memory m,
+        Config memory cfg,
+        uint256 target,
+        bool lastResort
+    ) private returns (bool) {
+        bool own = account == holder;
+        uint256 fill = own ? 0 : _allowed(m, cfg, m.modelValue);
+        int256 amount = own ? _deficit(m, target) : _mulWadSignedFloor(fill, m.modelValue);
+        (uint256 cost, uint256 cover) = own ? (uint256(amount), 0) : _takeCost(m, fill, amount, target);
+        bool canPay = cost <= _fundBalance;
+        if (!lastResort) {
+            if (canPay) revert LA_LastResortDue(account, m.resets);
+            return false;
+        }
+        if (!canPay) revert LA_FundCannotPay(cost, _fundBalance);
+        if (own) {
+            _marginFundAccount(m.id, holder, cost, false);
+            m.escrow += uint128(cost);
+            _finish(account, m, EndReason.CuredByFund);
+        } else {
+            _takeBook(account, holder, m, fill, amount, cfg.penaltyWad, cover);
+        }
+        return true;
     }
 
     /// @dev Whether the buyer of last resort can act on `account`'s auction: a fund account `holder` is set and is
@@ -654,9 +669,24 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         emit FundAccountMargined(id, holder, amount, _fundBalance);
     }
 
+    /// @dev What a take of `fill` for `amount` costs the fund's free balance, and the margin `cover` it moves to its
+    /// account: `cover = ceil(fill * (T - E))` less what an insolvent book pays the account (`-amount`), so the share
+    /// carries `fill * T`; `cost` = the price (`amount >= 0`), or the part of the payout the escrow does not cover,
+    /// plus `cover`.
+    function _takeCost(Auction memory m, uint256 fill, int256 amount, uint256 target)
+        private
+        pure
+        returns (uint256 cost, uint256 cover)
+    {
+        cover = Math.mulDiv(fill, uint256(int256(target) - m.equity), WAD, Math.Rounding.Ceil); // E < MM <= T
+        if (amount >= 0) return (uint256(amount) + cover, cover);
+        uint256 owed = uint256(-amount);
+        cover = cover > owed ? cover - owed : 0;
+        cost = (owed > m.escrow ? owed - m.escrow : 0) + cover;
+    }
+
     /// @dev The fund's account `holder` takes `fill` of the rebased book at its model value for `amount`; the fund
-    /// margins what it took (`ceil(fill * (T - E))` less what the book paid the account, as far as the fund's free
-    /// balance goes); the auction ends.
+    /// moves `cover` (from {_takeCost}) into its account's cash; the auction ends.
     function _takeBook(
         address account,
         address holder,
@@ -664,16 +694,12 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         uint256 fill,
         int256 amount,
         uint256 penaltyWad,
-        uint256 target
+        uint256 cover
     ) private {
         AuctionLogic.settleOtherClaim(clearinghouse, holder, account);
-        uint256 received = amount < 0 ? _payable(m, uint256(-amount)) : 0;
         _claimAndPay(m, account, holder, fill, amount, penaltyWad, true);
         m.soldWad = uint64(fill);
         emit LastResortTaken(m.id, account, holder, fill, m.modelValue, amount, _fundBalance);
-        uint256 need = Math.mulDiv(fill, uint256(int256(target) - m.equity), WAD, Math.Rounding.Ceil);
-        uint256 cover = need > received ? need - received : 0;
-        if (cover > _fundBalance) cover = _fundBalance;
         if (cover > 0) _marginFundAccount(m.id, holder, cover, true);
         _finish(account, m, fill == WAD ? EndReason.SoldOut : EndReason.Restored);
     }

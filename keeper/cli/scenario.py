@@ -131,18 +131,23 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
               default="hedging", show_default=True,
               help="the liquidator processes' model: hedging or conservative valuation, or none (no bidder at all: "
                    "they only start and reset auctions and call the buyer of last resort)")
+@click.option("--fund-seed", type=float, default=DeployConfig.fund_seed, show_default=True,
+              help="the insurance fund's deposit at deployment [quote units]; the buyer of last resort takes a book "
+                   "only when the fund pays its price and the margin of what its account takes")
 @click.option("--no-live", is_flag=True, help="plain log lines instead of the live table")
 @_auction_floor_option
 @click.option("--small", is_flag=True, help="small, fast configuration (tests, CI)")
 @click.option("--keep-chain", is_flag=True,
               help="after the report keep the chain running (Ctrl-C stops it), e.g. to run `backstop verify`")
 def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, crash_step, seed, replay, shared_data,
-                 n_short, n_long, keeper_mode, no_manipulation, liquidator_model, no_live, auction_floor, small,
-                 keep_chain) -> None:
+                 n_short, n_long, keeper_mode, no_manipulation, liquidator_model, fund_seed, no_live, auction_floor,
+                 small, keep_chain) -> None:
     """Run the end-to-end crash scenario on a fresh local chain and write the report and plots."""
 
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s %(message)s")
     _check_auction_floor(auction_floor)
+    if not fund_seed >= 0:
+        fail("backstop", f"--fund-seed must be >= 0 quote units, got {fund_seed}")
     if small:
         steps, crash_step, n_short, n_long = min(steps, 8), min(crash_step, 3), min(n_short, 6), min(n_long, 4)
     try:
@@ -152,7 +157,8 @@ def scenario_cmd(out_dir, rpc_url, backend, jump, vol_spike, base_vol, steps, cr
         cfg = ScenarioConfig(out_dir=out_dir, rpc_url=rpc_url, backend=backend, n_short_vol=n_short,
                              n_long_vol=n_long, crash=crash, replay=replay, shared_dir=shared_data,
                              manipulation=not no_manipulation, live=not no_live, seed=seed, keepers=keeper_mode,
-                             keep_chain=keep_chain, auction_floor=auction_floor, liquidators=liquidator_model)
+                             keep_chain=keep_chain, auction_floor=auction_floor, liquidators=liquidator_model,
+                             fund_seed=fund_seed)
         if small:
             cfg.auction_ticks, cfg.auction_tick_seconds, cfg.mc_paths = 10, 60, 400
         if replay is not None and replay.lower() == "all":

@@ -45,6 +45,8 @@ class ScenarioConfig:
     #: ``conservative`` (aversion 0.15 x the unhedged lot's worst stress loss) or ``none`` (no bidder at all: the bots
     #: only start and reset auctions and call the buyer of last resort)
     liquidators: str = "hedging"
+    #: the insurance fund's seed deposit at deployment [quote units] (``DeployConfig.fund_seed``)
+    fund_seed: float = DeployConfig.fund_seed
     #: the auction's floor (cusp) and linear descent time, passed to the deployment (``DeployConfig``); the floor is
     #: the deployment's default, the chosen design (docs/auctions.md)
     auction_floor: float = DeployConfig.auction_floor

@@ -61,7 +61,7 @@ def deploy_world(chain: LocalChain, cfg: ScenarioConfig, path: MarketPath, out: 
     # calls) on each
     spot0 = float(path.spot[0])
     dcfg = DeployConfig(spot0=spot0, short_margin_fraction=0.05, auction_floor=cfg.auction_floor,
-                        auction_tau=cfg.auction_tau,
+                        auction_tau=cfg.auction_tau, fund_seed=cfg.fund_seed,
                         collateral=(CollateralSpec("WETH", 18, 0.15, 100_000, spot0),
                                     CollateralSpec("WBTC", 8, 0.10, 5_000, cfg.btc_spot0)),
                         series=tuple(SeriesPlan(k, d, c, u) for u in (None, "WBTC") for d in (14.0, 45.0)

@@ -241,21 +241,27 @@ def test_last_resort_on_an_insolvent_book_and_when_the_fund_cannot_pay(core, acc
     _past_floor_and_refresh(core, w, st2, leaf2)
     rd2 = core.auction.redo(w, {"from": accounts[5]})
     _past_floor_and_refresh(core, w, rd2, leaf2)
+    # the take costs the payout (-V = 2,000, no escrow) plus the margin of the whole book: T - E less that payout
+    V = E + HAIRCUT_BACK  # -2,000: the fund pays its account 2,000 for the whole book
+    cover = am.target_margin(MM, BUF) - E + V
+    assert cover == 29_000 * USDC
+    fund0 = int(core.auction.fundBalance())
+    assert fund0 < -V + cover
+    with reverts_with("LA_FundCannotPay"):  # 11,000 cannot pay 31,000: the take waits, no bad debt, no margin gap
+        core.auction.takeAsLastResort(w, {"from": accounts[5]})
+    rd3 = core.auction.redo(w, {"from": accounts[5]})
+    _fund(core, accounts, 30_000 * USDC)
+    _past_floor_and_refresh(core, w, rd3, leaf2)
     fund0, fa_cash0 = int(core.auction.fundBalance()), int(core.chx.cashOf(fund_account))
     tx = core.auction.takeAsLastResort(w, {"from": accounts[5]})
-    V = E + HAIRCUT_BACK  # -2,000: the fund pays its account 2,000 for the whole book
     ev = tx.events["LastResortTaken"]
     assert (int(ev["fractionWad"]), int(ev["price"]), int(ev["amount"])) == (WAD, V, V)
     assert int(tx.events["AuctionEnded"]["reason"]) == 1  # SoldOut
     assert "BadDebtRecorded" not in tx.events
-    # then the fund margins the whole book: T - E less the 2,000 it just paid, as far as its balance goes (here
-    # it does not: the fund is emptied, no bad debt is recorded for margin)
-    need = am.target_margin(MM, BUF) - E + V
-    assert fund0 + V < need
-    assert int(tx.events["FundAccountMargined"]["amount"]) == fund0 + V
-    assert int(core.auction.fundBalance()) == 0 and int(core.auction.deficit()) == 0
-    # the fund's account got the payment, the margin and a claim on the whole book
-    assert int(core.chx.cashOf(fund_account)) - fa_cash0 >= fund0
+    assert int(tx.events["FundAccountMargined"]["amount"]) == cover
+    assert fund0 - int(core.auction.fundBalance()) == -V + cover  # no penalty on a payout
+    # the fund's account got the payment, the margin (T - E in all) and a claim on the whole book
+    assert int(core.chx.cashOf(fund_account)) - fa_cash0 >= -V + cover
     source, fraction, _ = core.chx.claimOf(fund_account)
     assert (source, int(fraction)) == (w, WAD)
     assert int(core.chx.cashOf(core.auction)) == int(core.auction.fundLiabilities()) + int(

@@ -36,6 +36,7 @@ def test_scenario_bad_inputs():
     one_line_failure(r.invoke(scenario_cmd, ["--jump", "-1.5", "--no-live"]), contains="jump")
     one_line_failure(r.invoke(scenario_cmd, ["--crash-step", "99", "--no-live"]), contains="crash_step")
     one_line_failure(r.invoke(scenario_cmd, ["--auction-floor", "1", "--no-live"]), contains="--auction-floor")
+    one_line_failure(r.invoke(scenario_cmd, ["--fund-seed", "-5", "--no-live"]), contains="--fund-seed")
     one_line_failure(r.invoke(scenario_cmd, ["--replay", "NO_SUCH_CRASH", "--no-live", "--shared-data", "/nonexistent"]),
                      contains="not found")
 

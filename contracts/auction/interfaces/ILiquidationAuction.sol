@@ -210,7 +210,8 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
     error LA_LastResortNotDue(address account, uint256 elapsed, uint256 resets, uint256 lastResortAfter);
     /// @notice The fund account cannot be the zero address or the module.
     error LA_InvalidFundAccount(address fundAccount);
-    /// @notice The fund's free balance cannot pay `amount` for the book.
+    /// @notice The fund's free balance cannot pay `amount`: the book's price (or the part of an insolvent book's
+    /// payout the escrow does not cover) plus the margin of what its account would take, or its own account's deficit.
     error LA_FundCannotPay(uint256 amount, uint256 fundBalance);
 
     // ------------------------------------------------------------------ external functions

@@ -14,6 +14,7 @@ import numpy as np
 from keeper.attest.engine import smile_from
 from keeper.chain.haircuts import read_listed
 from keeper.data.paths import MarketPath
+from keeper.quant import auction_math as am
 from keeper.quant.haircuts import CollateralMarket, recommend_haircuts
 from keeper.quant.risk.engine import from_canonical
 from keeper.quant.surface import VolSurface
@@ -162,7 +163,26 @@ def fund_account_state(world: World) -> dict:
             positions[str(sid)] = {"contracts": q / WAD, "strike": s.get("strike"), "expiry": s.get("expiry"),
                                    "is_call": s.get("is_call")}
     equity, maintenance, _, attested_at = ch.functions.marginRecord(fa).call()
-    return {"address": fa, "books_taken": len(taken),
+    # what the fund would need to take each book still auctioned at the end (its last record; the take is due
+    # only when the fund's free balance pays price and margin: am.last_resort_cost, the contract's _takeCost)
+    cfg = A.functions.config().call()
+    names = [o["name"] for o in next(i for i in A.abi if i.get("name") == "config")["outputs"][0]["components"]]
+    c = dict(zip(names, cfg))
+    ended = {int(e["args"]["id"]) for e in world.logs(A, "AuctionEnded")}
+    running_costs = []
+    for e in world.logs(A, "AuctionStarted"):
+        if int(e["args"]["id"]) in ended or e["args"]["account"] == fa:
+            continue
+        m = A.functions.auctionOf(e["args"]["account"]).call()
+        mn = [o["name"] for o in next(i for i in A.abi if i.get("name") == "auctionOf")["outputs"][0]["components"]]
+        m = dict(zip(mn, m))
+        if int(m["startedAt"]) == 0 or m["done"]:
+            continue
+        eq, mm = int(m["equity"]), int(m["maintenance"])
+        cost, _cover = am.last_resort_cost(eq, am.target_margin(mm, int(c["bufferWad"])), int(m["escrow"]),
+                                           int(c["penaltyWad"]), int(m["modelValue"]))
+        running_costs.append({"account": e["args"]["account"], "cost": cost})
+    return {"address": fa, "books_taken": len(taken), "running_take_costs": running_costs,
             "margin_from_fund": sum(int(e["args"]["amount"]) for e in margined),
             "own_auctions_cured_by_fund": sum(1 for e in world.logs(A, "AuctionEnded")
                                               if int(e["args"]["reason"]) == _END_REASONS.index("CuredByFund")),

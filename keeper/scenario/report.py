@@ -215,6 +215,9 @@ def _fund_account_summary(rec: ScenarioRecord, decimals: int) -> dict[str, Any]:
         "fund_account_breached_at_end": fa["breached"],
         "fund_account_positions": fa["positions"],
         "insurance_fund_assets_after": _money(rec.insurance_fund_after + fa["equity"], decimals),
+        # the fund the buyer of last resort would have needed (at their last records) to take the books still
+        # auctioned at the end: it takes only what its free balance pays, price and margin
+        "fund_needed_for_books_left": _money(sum(x["cost"] for x in fa.get("running_take_costs", [])), decimals),
     }
 
 
@@ -307,6 +310,7 @@ def render_summary(summary: dict[str, Any], console=None) -> None:
         "fund_account_maintenance",
         "fund_account_breached_at_end",
         "insurance_fund_assets_after",
+        "fund_needed_for_books_left",
         "bad_debt",
         "claims_recorded",
         "claims_settled_by_liquidators",

@@ -200,6 +200,7 @@ def test_buyer_of_last_resort_takes_a_book_nobody_bids_on(core, accounts):
     assert cover + g * E // WAD >= -(-g * T // WAD) - 1
     # the fund paid the price and the margin, and got the penalty back less the starter's reward
     assert int(core.auction.fundBalance()) == fund0 - amount - cover + penalty - reward
+    assert am.last_resort_cost(E, T, 0, LAM, V) == (amount + cover, cover)  # the Python reference of the cost
     assert int(core.chx.cashOf(starter)) - starter0 == reward
     assert int(core.chx.cashOf(v)) == cash_v0 - (-(-cash_v0 * g // WAD)) + amount - penalty  # escrow released
     # the fund's account holds a claim on g of the book (delivered like any bidder's)
@@ -245,6 +246,7 @@ def test_last_resort_on_an_insolvent_book_and_when_the_fund_cannot_pay(core, acc
     V = E + HAIRCUT_BACK  # -2,000: the fund pays its account 2,000 for the whole book
     cover = am.target_margin(MM, BUF) - E + V
     assert cover == 29_000 * USDC
+    assert am.last_resort_cost(E, am.target_margin(MM, BUF), 0, LAM, V) == (-V + cover, cover)
     fund0 = int(core.auction.fundBalance())
     assert fund0 < -V + cover
     with reverts_with("LA_FundCannotPay"):  # 11,000 cannot pay 31,000: the take waits, no bad debt, no margin gap

@@ -142,6 +142,7 @@ class Driver:
             rec.asset_spot.setdefault(sym, []).append(p)
         n = len(rec.spot)
         for x in leaves:
+            rec.last_leaves[x.account] = (int(x.equity), int(x.maintenance))
             r = x.equity / x.maintenance if x.maintenance > 0 else float("inf")
             lst = rec.margin_ratios.setdefault(x.account, [])
             lst.extend([lst[-1] if lst else r] * (n - 1 - len(lst)))

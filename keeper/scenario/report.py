@@ -90,6 +90,8 @@ class ScenarioRecord:
     fund_payouts: int = 0
     #: the buyer of last resort's account at the end (:func:`keeper.scenario.collect.fund_account_state`)
     fund_account: dict = field(default_factory=dict)
+    #: each account's leaf at the last step the keepers attested: account -> (equity, maintenance) [quote base units]
+    last_leaves: dict = field(default_factory=dict)
     manipulation: dict = field(default_factory=dict)
     invariants: dict = field(default_factory=dict)
     #: liquidation claims: recorded (one per bid), settled (by the liquidators themselves / by the scenario at the

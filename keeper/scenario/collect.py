@@ -125,7 +125,7 @@ def collect(world: World, rec: ScenarioRecord, archive, fund_before: int, lost: 
     rec.fund_payouts = sum(int(x["args"]["paid"]) for x in world.logs(A, "ShortfallPaid"))
     rec.insurance_fund_after = int(A.functions.fundBalance().call())
     rec.insurance_fund_before = fund_before
-    rec.fund_account = fund_account_state(world)
+    rec.fund_account = fund_account_state(world, rec.last_leaves)
     # the seed deposit happened before the path: penalties into the fund are the FundReceived of auctions
     rec.notes.append(f"fund income from events (incl. seed): {fund_in}")
     rec.claims.update(claim_counts(world, int(rec.claims.get("settled_at_end", 0))))
@@ -140,11 +140,13 @@ def collect(world: World, rec: ScenarioRecord, archive, fund_before: int, lost: 
     rec.invariants = checks
 
 
-def fund_account_state(world: World) -> dict:
+def fund_account_state(world: World, last_leaves: dict | None = None) -> dict:
     """The buyer of last resort's account at the end of the run (empty when none is set): what the fund moved into
     it (``FundAccountMargined``: margin after each take, deficits of its own auctions), books taken
-    (``LastResortTaken``), its option positions and cash (effective: claims not yet delivered count), and its latest
-    attested margin record; the fund's assets are its free balance plus this account's equity."""
+    (``LastResortTaken``), its option positions and cash (effective: claims not yet delivered count), and its
+    equity and MM in the keepers' leaf of the last step (``last_leaves``; the core records only breached leaves and
+    proofs someone posted, so ``marginRecord`` of a healthy account is usually empty); the fund's assets are its free
+    balance plus this account's equity."""
     A, ch = world.auction, world.ch
     if not any(i.get("name") == "fundAccount" for i in A.abi):
         return {}
@@ -162,7 +164,8 @@ def fund_account_state(world: World) -> dict:
             s = by_id.get(int(sid), {})
             positions[str(sid)] = {"contracts": q / WAD, "strike": s.get("strike"), "expiry": s.get("expiry"),
                                    "is_call": s.get("is_call")}
-    equity, maintenance, _, attested_at = ch.functions.marginRecord(fa).call()
+    leaf = next((v for k, v in (last_leaves or {}).items() if str(k).lower() == fa.lower()), None)
+    equity, maintenance = leaf if leaf is not None else (0, 0)
     # what the fund would need to take each book still auctioned at the end (its last record; the take is due
     # only when the fund's free balance pays price and margin: am.last_resort_cost, the contract's _takeCost)
     cfg = A.functions.config().call()
@@ -187,7 +190,7 @@ def fund_account_state(world: World) -> dict:
             "own_auctions_cured_by_fund": sum(1 for e in world.logs(A, "AuctionEnded")
                                               if int(e["args"]["reason"]) == _END_REASONS.index("CuredByFund")),
             "positions": positions, "cash": int(ch.functions.cashOf(fa).call()),
-            "equity": int(equity), "maintenance": int(maintenance), "attested_at": int(attested_at),
+            "equity": int(equity), "maintenance": int(maintenance), "attested": leaf is not None,
             "breached": bool(ch.functions.isBreached(fa).call())}
 
 

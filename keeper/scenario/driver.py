@@ -22,7 +22,7 @@ from keeper.scenario.config import ScenarioConfig, market_files
 from keeper.scenario.keepers import Attestor
 from keeper.scenario.manipulation import ThinBook, manipulation_report
 from keeper.scenario.processes import ProcessKeepers
-from keeper.scenario.report import ScenarioRecord
+from keeper.scenario.report import ScenarioRecord, append_ratio
 from keeper.scenario.world import World
 from keeper.units import SECONDS_PER_YEAR
 
@@ -144,9 +144,7 @@ class Driver:
         for x in leaves:
             rec.last_leaves[x.account] = (int(x.equity), int(x.maintenance))
             r = x.equity / x.maintenance if x.maintenance > 0 else float("inf")
-            lst = rec.margin_ratios.setdefault(x.account, [])
-            lst.extend([lst[-1] if lst else r] * (n - 1 - len(lst)))
-            lst.append(r)
+            append_ratio(rec.margin_ratios.setdefault(x.account, []), n, r)
 
     def run_path(self, live_update: Callable[[], None]) -> None:
         cfg, w = self.cfg, self.world

@@ -76,7 +76,7 @@ def plot_margin_ratios(rec: ScenarioRecord, path: Path) -> Path:
     with _figure(path, (8, 4.5), "step", "equity / maintenance margin",
                  "Account margin ratios (green long vol, red short vol, blue maker)") as ax:
         for acct, ratios in rec.margin_ratios.items():
-            ys = [max(min(r, 1e2), -1e2) if math.isfinite(r) else 1e2 for r in ratios]
+            ys = [math.nan if r is None else max(min(r, 1e2), -1e2) if math.isfinite(r) else 1e2 for r in ratios]
             kind = rec.account_kind.get(acct, "")
             color = {"long_vol": "tab:green", "short_vol": "tab:red", "maker": "tab:blue"}.get(kind, "grey")
             ax.plot(range(len(ys)), ys, color=color, alpha=0.5, lw=0.9)

@@ -112,6 +112,14 @@ class ScenarioRecord:
     cross_asset_netting: dict = field(default_factory=dict)
 
 
+def append_ratio(ratios: list, n_steps: int, ratio: float) -> None:
+    """Add an account's margin ratio of step ``n_steps - 1`` to its list: steps it had no leaf in are ``None``
+    before its first leaf (it did not exist yet: a late trader, the fund's account before its first take) and the
+    last ratio after it (its leaf was unchanged)."""
+    ratios.extend([ratios[-1] if ratios else None] * (n_steps - 1 - len(ratios)))
+    ratios.append(ratio)
+
+
 def _money(x: int, decimals: int) -> float:
     return x / 10**decimals
 

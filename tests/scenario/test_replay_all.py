@@ -90,3 +90,20 @@ def test_per_fill_transfer_over_the_mm_bought():
     s2 = summarize(ScenarioRecord(auctions=[a, b], spot=[2000.0]))
     assert s2["insolvent_payout_to_deficit"] == pytest.approx({"fills": 1, "median": 1.2, "max": 1.2})
     assert s2["fills"][-1]["transfer_share_of_mm"] == pytest.approx(60 / 500)  # 1.0 x (-300 + 360) over MM 500
+
+
+def test_an_account_that_appears_late_counts_below_mm_only_from_its_first_leaf():
+    """Found on the no-bidder run with a large fund: the fund's account has no leaf until its first take, and the
+    record back-filled its first ratio (0.994) over the steps before it existed, so the run reported 147.7 minutes
+    below MM for an account that was below MM for two steps. Steps before an account's first leaf are ``None`` now;
+    after it, a missing step repeats the last ratio."""
+    from keeper.scenario.report import append_ratio
+
+    ratios: list = []
+    append_ratio(ratios, 4, 0.99)  # first leaf at step 3
+    append_ratio(ratios, 5, 0.98)
+    append_ratio(ratios, 7, 1.1)  # no leaf at step 5: the last ratio repeats
+    assert ratios == [None, None, None, 0.99, 0.98, 0.98, 1.1]
+    times = [0.0, 900.0, 1800.0, 2700.0, 3600.0, 4500.0, 5400.0]
+    rec = {"summary": {"fills": [], "invariants": {}}, "record": {"times": times, "margin_ratios": {"0xf": ratios}}}
+    assert replay_row("late", rec)["minutes_below_mm"] == pytest.approx(3 * 15.0)  # steps 3, 4, 5 until step 6

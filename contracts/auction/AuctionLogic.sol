@@ -50,8 +50,9 @@ library AuctionLogic {
         uint64 spanWad; // [wad]
     }
 
-    /// @notice Checks `c` ({checkConfig}, after `AuctionCurves.validate`), stores it as configuration `version` of
-    /// {LiquidationAuction} and emits `ConfigSet` and `ConfigVersionSet` (from the module: this runs by delegatecall).
+    /// @notice Checks `c`'s bounds ({checkConfig}; the module has validated the curve), stores it as configuration
+    /// `version` of {LiquidationAuction} and emits `ConfigSet` and `ConfigVersionSet` (from the module: this runs by
+    /// delegatecall).
     /// @param configs The module's configurations by version.
     /// @param version The new version (the module's `configVersion`, already raised).
     /// @param c The configuration.
@@ -60,7 +61,6 @@ library AuctionLogic {
         uint16 version,
         ILiquidationAuction.Config memory c
     ) external {
-        AuctionCurves.validate(AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut));
         checkConfig(c);
         configs[version] = StoredConfig({
             kind: c.kind,

@@ -395,6 +395,8 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     }
 
     function _setConfig(Config memory c) internal {
+        // validated here so that `AC_InvalidCurve` stays in the module's ABI (AuctionLogic checks the bounds)
+        AuctionCurves.validate(AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut));
         uint16 version = configVersion + 1;
         configVersion = version;
         AuctionLogic.storeConfig(_configs, version, c);

@@ -192,8 +192,9 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     /// comes from escrow, then the fund. The fund stands behind its account: it then moves
     /// `ceil(fraction * (T - E))`, less what an insolvent book paid the account, from its free balance into the
     /// account's cash, so what was taken carries its own `MM * (1 + buffer)` ({FundAccountMargined}). The take is due
-    /// only when the fund's free balance pays all of it (price or payout, and margin); otherwise {redo} goes on. A claim the fund's account holds on another book is settled first. The auction
-    /// then ends (escrow to the account, reward to the starter, penalty to the fund). In an auction of the fund's
+    /// only when the fund's free balance pays all of it (price or payout, and margin); otherwise {redo} goes on. A
+    /// claim the fund's account holds on another book is settled first. The auction then ends (escrow to the
+    /// account, reward to the starter, penalty to the fund). In an auction of the fund's
     /// account itself nothing is sold to it: the fund pays the deficit `T - E - C` into escrow and the auction ends
     /// as `CuredByFund`. Anyone may call; not blocked by the pause.
     function takeAsLastResort(address account) external nonReentrant {
@@ -348,8 +349,8 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
 
     /// @notice Whether the auction of `account` is at its floor or tail after `lastResortAfter` resets with a fund
     /// account set that can act (it is `account` itself, or not breached): {redo} is then refused (unless the fund's
-    /// free balance cannot pay the fresh price and margin, or the deficit) and {takeAsLastResort} takes the book, or pays the fund's
-    /// own account's deficit (it needs a fresh breach record, as {redo} does).
+    /// free balance cannot pay the fresh price and margin, or the deficit) and {takeAsLastResort} takes the book, or
+    /// pays the fund's own account's deficit (it needs a fresh breach record, as {redo} does).
     function lastResortDue(address account) external view returns (bool) {
         Auction memory m = _load(account);
         if (m.startedAt == 0 || m.done || !_canTake(fundAccount, account)) return false;

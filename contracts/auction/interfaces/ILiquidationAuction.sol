@@ -145,8 +145,8 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
         uint256 fundBalance
     );
     /// @notice The fund margined its own account: `amount` [quote base units] moved from the fund's free balance to
-    /// `fundAccount`'s cash (after a take, up to `fraction * (T - E)` of the book taken, less what an insolvent book paid
-    /// it; or, in auction `id` of the fund's account itself, its deficit); `fundBalance` after.
+    /// `fundAccount`'s cash (after a take, `ceil(fraction * (T - E))` of the book taken, less what an insolvent book
+    /// paid it; or, in auction `id` of the fund's account itself, its deficit); `fundBalance` after.
     event FundAccountMargined(uint256 indexed id, address indexed fundAccount, uint256 amount, uint256 fundBalance);
     /// @notice The account that holds what the buyer of last resort takes is now `fundAccount`.
     event FundAccountSet(address indexed fundAccount);
@@ -229,8 +229,9 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
 
     /// @notice The buyer of last resort: once the auction reached its floor or tail after `lastResortAfter` resets,
     /// the fund's account takes what restores the account (everything when insolvent) at the fresh attested model
-    /// value, paid from the fund's free balance, and the fund margins what its account took; in an auction of the fund's
-    /// account itself the fund pays the deficit instead. The auction then ends. Anyone may call.
+    /// value, paid from the fund's free balance, and the fund margins what its account took (due only when the fund
+    /// pays both); in an auction of the fund's account itself the fund pays the deficit instead. The auction then
+    /// ends. Anyone may call.
     function takeAsLastResort(address account) external;
 
     /// @notice Sets the account that holds what the buyer of last resort takes (owner; a timelock in every deployment).

@@ -166,32 +166,41 @@ def fund_account_state(world: World, last_leaves: dict | None = None) -> dict:
                                    "is_call": s.get("is_call")}
     leaf = next((v for k, v in (last_leaves or {}).items() if str(k).lower() == fa.lower()), None)
     equity, maintenance = leaf if leaf is not None else (0, 0)
-    # what the fund would need to take each book still auctioned at the end (its last record; the take is due
-    # only when the fund's free balance pays price and margin: am.last_resort_cost, the contract's _takeCost)
-    cfg = A.functions.config().call()
-    names = [o["name"] for o in next(i for i in A.abi if i.get("name") == "config")["outputs"][0]["components"]]
-    c = dict(zip(names, cfg))
-    ended = {int(e["args"]["id"]) for e in world.logs(A, "AuctionEnded")}
-    running_costs = []
-    for e in world.logs(A, "AuctionStarted"):
-        if int(e["args"]["id"]) in ended or e["args"]["account"] == fa:
-            continue
-        m = A.functions.auctionOf(e["args"]["account"]).call()
-        mn = [o["name"] for o in next(i for i in A.abi if i.get("name") == "auctionOf")["outputs"][0]["components"]]
-        m = dict(zip(mn, m))
-        if int(m["startedAt"]) == 0 or m["done"]:
-            continue
-        eq, mm = int(m["equity"]), int(m["maintenance"])
-        cost, _cover = am.last_resort_cost(eq, am.target_margin(mm, int(c["bufferWad"])), int(m["escrow"]),
-                                           int(c["penaltyWad"]), int(m["modelValue"]))
-        running_costs.append({"account": e["args"]["account"], "cost": cost})
+    ends = world.logs(A, "AuctionEnded")
+    running_costs = _running_take_costs(world, fa, {int(e["args"]["id"]) for e in ends})
     return {"address": fa, "books_taken": len(taken), "running_take_costs": running_costs,
             "margin_from_fund": sum(int(e["args"]["amount"]) for e in margined),
-            "own_auctions_cured_by_fund": sum(1 for e in world.logs(A, "AuctionEnded")
+            "own_auctions_cured_by_fund": sum(1 for e in ends
                                               if int(e["args"]["reason"]) == _END_REASONS.index("CuredByFund")),
             "positions": positions, "cash": int(ch.functions.cashOf(fa).call()),
             "equity": int(equity), "maintenance": int(maintenance), "attested": leaf is not None,
             "breached": bool(ch.functions.isBreached(fa).call())}
+
+
+def _as_struct(contract, fn: str, values) -> dict:
+    """A tuple returned by ``fn`` (one struct output) as a dict keyed by the ABI's component names."""
+    abi = next(i for i in contract.abi if i.get("name") == fn)
+    return dict(zip([o["name"] for o in abi["outputs"][0]["components"]], values))
+
+
+def _running_take_costs(world: World, fund_account: str, ended: set[int]) -> list[dict]:
+    """What the fund would need to take each book still auctioned at the end (at its last record, on the auction's
+    own configuration): the take is due only when the fund's free balance pays price and margin
+    (``auction_math.last_resort_cost``, the contract's ``_takeCost``)."""
+    A = world.auction
+    out = []
+    for e in world.logs(A, "AuctionStarted"):
+        acct = e["args"]["account"]
+        if int(e["args"]["id"]) in ended or acct == fund_account:
+            continue
+        m = _as_struct(A, "auctionOf", A.functions.auctionOf(acct).call())
+        if int(m["startedAt"]) == 0 or m["done"]:
+            continue
+        c = _as_struct(A, "configAt", A.functions.configAt(int(m["configVersion"])).call())
+        cost, _cover = am.last_resort_cost(int(m["equity"]), am.target_margin(int(m["maintenance"]), int(c["bufferWad"])),
+                                           int(m["escrow"]), int(c["penaltyWad"]), int(m["modelValue"]))
+        out.append({"account": acct, "cost": cost})
+    return out
 
 
 def step_documents(rec: ScenarioRecord, archive) -> list[tuple[int, dict]]:

@@ -156,6 +156,9 @@ def test_no_bidder_one_reset_then_the_bot_calls_the_buyer_of_last_resort(crashed
             break
         bot.step()  # no bid; at the first floor: redo
     assert scn.auction.functions.lastResortDue(acct).call()
+    # the scenario report's "fund needed for the books left" reads this auction's record and configuration
+    from keeper.scenario.collect import _running_take_costs
+    left = {x["account"]: x["cost"] for x in _running_take_costs(scn.world, fund_account, set())}
     # two bots see it due and call takeAsLastResort in the same block: one takes the book, the other lost the race
     other = LiquidatorBot(settings(scn, "liquidator-1", events), strategy=NeverBid())
     results = {}
@@ -216,6 +219,9 @@ def test_no_bidder_one_reset_then_the_bot_calls_the_buyer_of_last_resort(crashed
     fund1 = int(scn.auction.functions.fundBalance().call(block_identifier=at))
     assert fund0 - fund1 == amount + cover - (penalty - reward)
     assert int(spent[0]["args"]["fundBalance"]) == fund0 - amount
+    # what the report would have said the take needs, from the record of the last reset: the take's own cost, up to
+    # the refresh of the record between the reset and the take
+    assert left[acct] == pytest.approx(amount + cover, rel=0.02), (left, amount + cover)
     cash_gain = int(scn.ch.functions.cashOf(fund_account).call(block_identifier=at)) - int(
         scn.ch.functions.cashOf(fund_account).call(block_identifier=before))
     book_cash = int(scn.ch.functions.cashOf(acct).call(block_identifier=before))

@@ -10,9 +10,9 @@ import {AssetConfig} from "../libraries/BackstopTypes.sol";
 
 /// @title AuctionLogic
 /// @notice The parts of {LiquidationAuction} off the bid path, in an external library linked into it (to keep the
-/// module under the EIP-170 size limit): the configuration's bounds and storage, the haircut an auction's start price
-/// adds back to the attested equity, and the claim settlement of the buyer of last resort. Called only by
-/// `setConfig`, when an auction (re)starts, and when the buyer of last resort acts.
+/// module under the EIP-170 size limit): the configuration's bounds, the haircut an auction's start price adds back
+/// to the attested equity, and the claim settlement of the buyer of last resort. Called only by `setConfig`, when an
+/// auction (re)starts, and when the buyer of last resort acts.
 library AuctionLogic {
     uint256 internal constant WAD = 1e18;
     uint256 internal constant RAY = 1e27;
@@ -30,61 +30,10 @@ library AuctionLogic {
     /// @notice No curve may reach its floor sooner than this after a (re)start [seconds].
     uint256 internal constant MIN_DESCENT = 300;
 
-    /// @notice Storage layout of {ILiquidationAuction-Config}: a bid reads slots 0 and 1 only (`cut <= RAY < 2^96`).
-    struct StoredConfig {
-        // slot 0
-        AuctionCurves.Kind kind;
-        uint32 tau; // [seconds]
-        uint32 step; // [seconds]
-        uint96 cut; // [ray]
-        uint32 tail; // [seconds]
-        uint32 maxRecordAge; // [seconds]
-        uint8 lastResortAfter;
-        // slot 1
-        uint64 cuspWad; // [wad]
-        uint64 bufferWad; // [wad]
-        uint64 penaltyWad; // [wad]
-        uint64 chipWad; // [wad]
-        // slot 2: read only when an auction (re)starts
-        uint128 tip; // [quote base units]
-        uint64 spanWad; // [wad]
-    }
-
-    /// @notice Checks `c`'s bounds ({checkConfig}; the module has validated the curve), stores it as configuration
-    /// `version` of {LiquidationAuction} and emits `ConfigSet` and `ConfigVersionSet` (from the module: this runs by
-    /// delegatecall).
-    /// @param configs The module's configurations by version.
-    /// @param version The new version (the module's `configVersion`, already raised).
-    /// @param c The configuration.
-    function storeConfig(
-        mapping(uint256 version => StoredConfig) storage configs,
-        uint16 version,
-        ILiquidationAuction.Config memory c
-    ) external {
-        checkConfig(c);
-        configs[version] = StoredConfig({
-            kind: c.kind,
-            tau: c.tau,
-            step: c.step,
-            cut: uint96(c.cut), // validated above when the curve uses it; a Linear curve's unused cut is bounded below
-            tail: c.tail,
-            maxRecordAge: c.maxRecordAge,
-            lastResortAfter: c.lastResortAfter,
-            cuspWad: c.cuspWad,
-            bufferWad: c.bufferWad,
-            penaltyWad: c.penaltyWad,
-            chipWad: c.chipWad,
-            tip: c.tip,
-            spanWad: c.spanWad
-        });
-        emit ILiquidationAuction.ConfigSet(c);
-        emit ILiquidationAuction.ConfigVersionSet(version);
-    }
-
     /// @notice Reverts with `LA_ParameterOutOfBounds` or `LA_CurveTooSteep` unless every field of `c` is within its
     /// hard bounds (docs/auctions.md "Parameters"); the caller has checked the curve (`AuctionCurves.validate`).
     /// @param c The configuration {LiquidationAuction-setConfig} is asked to set.
-    function checkConfig(ILiquidationAuction.Config memory c) public pure {
+    function checkConfig(ILiquidationAuction.Config memory c) external pure {
         AuctionCurves.Curve memory curve = AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut); // validated by the caller
         _bound("tail", c.tail, MIN_TAIL, MAX_TAIL);
         _bound("cusp", c.cuspWad, MIN_CUSP, WAD - 1);

@@ -69,6 +69,26 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         uint96 rewardPromised; // [quote base units]
     }
 
+    /// @dev Storage layout of {Config}: a bid reads slots 0 and 1 only (`cut <= RAY < 2^96`).
+    struct StoredConfig {
+        // slot 0
+        AuctionCurves.Kind kind;
+        uint32 tau; // [seconds]
+        uint32 step; // [seconds]
+        uint96 cut; // [ray]
+        uint32 tail; // [seconds]
+        uint32 maxRecordAge; // [seconds]
+        uint8 lastResortAfter;
+        // slot 1
+        uint64 cuspWad; // [wad]
+        uint64 bufferWad; // [wad]
+        uint64 penaltyWad; // [wad]
+        uint64 chipWad; // [wad]
+        // slot 2: read only when an auction (re)starts
+        uint128 tip; // [quote base units]
+        uint64 spanWad; // [wad]
+    }
+
     // ------------------------------------------------------------------ constants
 
     uint256 internal constant WAD = 1e18;
@@ -96,7 +116,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
 
     /// @dev Every configuration ever set, by version (1, 2, ...); never modified once written, so a running auction
     /// keeps the curve, floor and penalty it started with (review finding M-5).
-    mapping(uint256 version => AuctionLogic.StoredConfig) internal _configs;
+    mapping(uint256 version => StoredConfig) internal _configs;
     /// @notice Version of the configuration new auctions start on.
     uint16 public configVersion;
     mapping(address account => StoredAuction) internal _auctions;
@@ -189,14 +209,10 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     /// same fresh breach record {redo} needs), the fraction that restores the account to `MM * (1 + buffer)`
     /// (`allowed(E, T, 0, C, V)`; everything when `E < 0`). It pays `floor(fraction * V)` from the fund's free balance
     /// into escrow (penalty and starter reward as for any bid); an insolvent book's payment to the fund's account
-    /// comes from escrow, then the fund. The fund stands behind its account: it then moves
-    /// `ceil(fraction * (T - E))`, less what an insolvent book paid the account, from its free balance into the
-    /// account's cash, so what was taken carries its own `MM * (1 + buffer)` ({FundAccountMargined}). The take is due
-    /// only when the fund's free balance pays all of it (price or payout, and margin); otherwise {redo} goes on. A
-    /// claim the fund's account holds on another book is settled first. The auction then ends (escrow to the
-    /// account, reward to the starter, penalty to the fund). In an auction of the fund's
-    /// account itself nothing is sold to it: the fund pays the deficit `T - E - C` into escrow and the auction ends
-    /// as `CuredByFund`. Anyone may call; not blocked by the pause.
+    /// comes from escrow, then the fund, a shortfall being bad debt as for any bidder. No margin check: the fund
+    /// stands behind its account. A claim the fund's account holds on another book is settled first. The auction
+    /// then ends (escrow to the account, reward to the starter, penalty to the fund). Anyone may call; not blocked by
+    /// the pause.
     function takeAsLastResort(address account) external nonReentrant {
         _restart(account, true);
     }
@@ -348,9 +364,8 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     }
 
     /// @notice Whether the auction of `account` is at its floor or tail after `lastResortAfter` resets with a fund
-    /// account set that can act (it is `account` itself, or not breached): {redo} is then refused (unless the fund's
-    /// free balance cannot pay the fresh price and margin, or the deficit) and {takeAsLastResort} takes the book, or
-    /// pays the fund's own account's deficit (it needs a fresh breach record, as {redo} does).
+    /// account set that can take the book (not `account` itself, not breached): {redo} is then refused (unless the fund's free balance cannot pay the fresh price) and
+    /// {takeAsLastResort} takes the book (it needs a fresh breach record, as {redo} does).
     function lastResortDue(address account) external view returns (bool) {
         Auction memory m = _load(account);
         if (m.startedAt == 0 || m.done || !_canTake(fundAccount, account)) return false;
@@ -396,11 +411,27 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
     }
 
     function _setConfig(Config memory c) internal {
-        // validated here so that `AC_InvalidCurve` stays in the module's ABI (AuctionLogic checks the bounds)
         AuctionCurves.validate(AuctionCurves.Curve(c.kind, c.tau, c.step, c.cut));
+        AuctionLogic.checkConfig(c);
         uint16 version = configVersion + 1;
         configVersion = version;
-        AuctionLogic.storeConfig(_configs, version, c);
+        _configs[version] = StoredConfig({
+            kind: c.kind,
+            tau: c.tau,
+            step: c.step,
+            cut: uint96(c.cut), // validated above when the curve uses it; a Linear curve's unused cut is bounded below
+            tail: c.tail,
+            maxRecordAge: c.maxRecordAge,
+            lastResortAfter: c.lastResortAfter,
+            cuspWad: c.cuspWad,
+            bufferWad: c.bufferWad,
+            penaltyWad: c.penaltyWad,
+            chipWad: c.chipWad,
+            tip: c.tip,
+            spanWad: c.spanWad
+        });
+        emit ConfigSet(c);
+        emit ConfigVersionSet(version);
     }
 
     /// @dev Target buffer of configuration `version`.
@@ -410,7 +441,7 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
 
     /// @dev The parameters of configuration `version` as {Config}; `tip` and `spanWad` (slot 2) only when `full`.
     function _loadConfig(uint16 version, bool full) internal view returns (Config memory c) {
-        AuctionLogic.StoredConfig storage s = _configs[version];
+        StoredConfig storage s = _configs[version];
         (c.kind, c.tau, c.step, c.cut, c.tail, c.maxRecordAge) = (s.kind, s.tau, s.step, s.cut, s.tail, s.maxRecordAge);
         c.lastResortAfter = s.lastResortAfter;
         (c.cuspWad, c.bufferWad, c.penaltyWad, c.chipWad) = (s.cuspWad, s.bufferWad, s.penaltyWad, s.chipWad);
@@ -615,7 +646,17 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
             return;
         }
         _rebase(account, m, b, current, cfg.spanWad);
-        if (due && _lastResort(account, holder, m, cfg, target, lastResort)) return;
+        if (due) {
+            uint256 fill = _allowed(m, cfg, m.modelValue);
+            int256 amount = _mulWadSignedFloor(fill, m.modelValue);
+            bool canPay = amount <= 0 || uint256(amount) <= _fundBalance;
+            if (lastResort) {
+                if (!canPay) revert LA_FundCannotPay(uint256(amount), _fundBalance);
+                _takeBook(account, holder, m, fill, amount, cfg.penaltyWad);
+                return;
+            }
+            if (canPay) revert LA_LastResortDue(account, m.resets);
+        }
         m.resets += 1;
         StoredAuction storage a = _auctions[account];
         (a.startedAt, a.expectedNonce, a.soldWad, a.resets) = (block.timestamp.toUint32(), current, 0, m.resets);
@@ -624,86 +665,22 @@ contract LiquidationAuction is ILiquidationAuction, InsuranceFund, ExpiringPause
         _emitReset(m, account, target);
     }
 
-    /// @dev The buyer of last resort on the rebased auction `m` (due): the fund's account takes the book
-    /// ({_takeBook}), or, on the fund's account's own auction, the fund pays its deficit (it is not sold to itself;
-    /// the deficit is > 0, the restored case having ended before). When `lastResort` it acts or reverts
-    /// {LA_FundCannotPay} and returns true; on {redo} it reverts {LA_LastResortDue} if the fund can pay, else returns
-    /// false (the reset goes on).
-    function _lastResort(
-        address account,
-        address holder,
-        Auction memory m,
-        Config memory cfg,
-        uint256 target,
-        bool lastResort
-    ) private returns (bool) {
-        bool own = account == holder;
-        uint256 fill = own ? 0 : _allowed(m, cfg, m.modelValue);
-        int256 amount = own ? _deficit(m, target) : _mulWadSignedFloor(fill, m.modelValue);
-        (uint256 cost, uint256 cover) = own ? (uint256(amount), 0) : _takeCost(m, fill, amount, target);
-        bool canPay = cost <= _fundBalance;
-        if (!lastResort) {
-            if (canPay) revert LA_LastResortDue(account, m.resets);
-            return false;
-        }
-        if (!canPay) revert LA_FundCannotPay(cost, _fundBalance);
-        if (own) {
-            _marginFundAccount(m.id, holder, cost, false);
-            m.escrow += uint128(cost);
-            _finish(account, m, EndReason.CuredByFund);
-        } else {
-            _takeBook(account, holder, m, fill, amount, cfg.penaltyWad, cover);
-        }
-        return true;
-    }
-
-    /// @dev Whether the buyer of last resort can act on `account`'s auction: a fund account `holder` is set and is
-    /// either the account being auctioned (the fund then pays its deficit) or not itself breached (a bound book takes
-    /// no claim). Otherwise the last resort is not due and {redo} resets the auction as before `lastResortAfter`.
+    /// @dev Whether the fund's account `holder` can take `account`'s book: one is set, it is not the account being
+    /// auctioned (its own book is auctioned like any other), and it is not itself breached (a bound book takes no
+    /// claim). Otherwise the last resort is not due and {redo} resets the auction as before `lastResortAfter`.
     function _canTake(address holder, address account) private view returns (bool) {
-        return holder != address(0) && (holder == account || !clearinghouse.isBreached(holder));
+        return holder != address(0) && holder != account && !clearinghouse.isBreached(holder);
     }
 
-    /// @dev Books `amount` of the fund's free balance as spent on its account `holder`; moves it there as cash unless
-    /// `toAccount` is false (it then stays in the module's account, as escrow the auction's end pays to `holder`).
-    function _marginFundAccount(uint256 id, address holder, uint256 amount, bool toAccount) private {
-        _fundSpend(id, holder, amount);
-        if (toAccount) clearinghouse.transferCash(address(this), holder, amount);
-        emit FundAccountMargined(id, holder, amount, _fundBalance);
-    }
-
-    /// @dev What a take of `fill` for `amount` costs the fund's free balance, and the margin `cover` it moves to its
-    /// account: `cover = ceil(fill * (T - E))` less what an insolvent book pays the account (`-amount`), so the share
-    /// carries `fill * T`; `cost` = the price (`amount >= 0`), or the part of the payout the escrow does not cover,
-    /// plus `cover`.
-    function _takeCost(Auction memory m, uint256 fill, int256 amount, uint256 target)
+    /// @dev The fund's account `holder` takes `fill` of the rebased book at its model value for `amount`; the
+    /// auction ends.
+    function _takeBook(address account, address holder, Auction memory m, uint256 fill, int256 amount, uint256 penaltyWad)
         private
-        pure
-        returns (uint256 cost, uint256 cover)
     {
-        cover = Math.mulDiv(fill, uint256(int256(target) - m.equity), WAD, Math.Rounding.Ceil); // E < MM <= T
-        if (amount >= 0) return (uint256(amount) + cover, cover);
-        uint256 owed = uint256(-amount);
-        cover = cover > owed ? cover - owed : 0;
-        cost = (owed > m.escrow ? owed - m.escrow : 0) + cover;
-    }
-
-    /// @dev The fund's account `holder` takes `fill` of the rebased book at its model value for `amount`; the fund
-    /// moves `cover` (from {_takeCost}) into its account's cash; the auction ends.
-    function _takeBook(
-        address account,
-        address holder,
-        Auction memory m,
-        uint256 fill,
-        int256 amount,
-        uint256 penaltyWad,
-        uint256 cover
-    ) private {
         AuctionLogic.settleOtherClaim(clearinghouse, holder, account);
         _claimAndPay(m, account, holder, fill, amount, penaltyWad, true);
         m.soldWad = uint64(fill);
         emit LastResortTaken(m.id, account, holder, fill, m.modelValue, amount, _fundBalance);
-        if (cover > 0) _marginFundAccount(m.id, holder, cover, true);
         _finish(account, m, fill == WAD ? EndReason.SoldOut : EndReason.Restored);
     }
 

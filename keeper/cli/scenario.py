@@ -132,8 +132,7 @@ def deploy_cmd(rpc_url, backend, deployment_file, mnemonic, threshold, n_keepers
               help="the liquidator processes' model: hedging or conservative valuation, or none (no bidder at all: "
                    "they only start and reset auctions and call the buyer of last resort)")
 @click.option("--fund-seed", type=float, default=DeployConfig.fund_seed, show_default=True,
-              help="the insurance fund's deposit at deployment [quote units]; the buyer of last resort takes a book "
-                   "only when the fund pays its price and the margin of what its account takes")
+              help="the insurance fund's deposit at deployment [quote units]")
 @click.option("--no-live", is_flag=True, help="plain log lines instead of the live table")
 @_auction_floor_option
 @click.option("--small", is_flag=True, help="small, fast configuration (tests, CI)")

@@ -210,19 +210,3 @@ def last_resort_fraction(equity: int, target: int, net_proceeds: int, penalty_wa
     everything for an insolvent one."""
     p = equity if price_per_portfolio is None else price_per_portfolio
     return allowed_fraction(equity, target, 0, net_proceeds, p, penalty_wad)
-
-
-def last_resort_cost(equity: int, target: int, escrow: int, penalty_wad: int, model_value: int) -> tuple[int, int]:
-    """What a take by the buyer of last resort costs the fund's free balance, and the margin it moves into its
-    account (``LiquidationAuction._takeCost``), from a fresh record (``S = 0``) with ``escrow`` carried over:
-    fraction ``g = last_resort_fraction(E, T, C, lam, V)``, amount ``floor(g V)`` (ceil of the payout when
-    ``V < 0``), margin ``ceil(g (T - E))`` less the payout, cost = the amount (or the payout the escrow does not
-    cover) plus the margin. The take is due only when the fund's free balance is at least the cost."""
-    g = last_resort_fraction(equity, target, escrow, penalty_wad, model_value)
-    amount = bid_amount(g, model_value)
-    cover = _ceil_div(g * (target - equity), WAD)
-    if amount >= 0:
-        return amount + cover, cover
-    owed = -amount
-    cover = max(cover - owed, 0)
-    return max(owed - escrow, 0) + cover, cover

@@ -17,8 +17,8 @@ the archived inputs (no number is taken from the scenario's own bookkeeping).
   running auctions; option positions net to zero per series in storage; and per holder the claim fractions
   recorded equal those settled plus the one still pending (``claimOf``).
 * ``insurance_fund_arithmetic``: fund after = before + penalties to the fund (penalty - starter reward of every
-  ended auction, less what repaid bad debt) - shortfalls paid - what the fund spent on last-resort takes and on
-  its account's margin (``FundSpent``), from the auction events.
+  ended auction, less what repaid bad debt) - shortfalls paid - what the fund spent on last-resort takes
+  (``FundSpent``), from the auction events.
 """
 from __future__ import annotations
 
@@ -169,7 +169,7 @@ def run_checks(world: World, archive, fund_before: int) -> dict:
     results["insurance_fund_arithmetic"] = {
         "ok": expected == after,
         "detail": f"before {before} + penalties to fund {to_fund} - debt repaid {repaid} - shortfalls paid {paid} - "
-                  f"spent on last-resort takes and its account's margin {spent} = {expected}; on chain {after}"}
+                  f"spent on last-resort takes {spent} = {expected}; on chain {after}"}
     results["_healthy_at_start"] = healthy
     return results
 

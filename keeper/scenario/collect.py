@@ -14,7 +14,6 @@ import numpy as np
 from keeper.attest.engine import smile_from
 from keeper.chain.haircuts import read_listed
 from keeper.data.paths import MarketPath
-from keeper.quant import auction_math as am
 from keeper.quant.haircuts import CollateralMarket, recommend_haircuts
 from keeper.quant.risk.engine import from_canonical
 from keeper.quant.surface import VolSurface
@@ -32,7 +31,7 @@ from keeper.units import SECONDS_PER_YEAR, WAD
 
 #: log-moneyness grid of the surface snapshots
 _KS = np.linspace(-0.4, 0.4, 17)
-_END_REASONS = ["Restored", "SoldOut", "Cured", "CuredByDeposit", "CuredByFund"]
+_END_REASONS = ["Restored", "SoldOut", "Cured", "CuredByDeposit"]
 
 
 def _block_time(world: World, e) -> int:
@@ -141,8 +140,7 @@ def collect(world: World, rec: ScenarioRecord, archive, fund_before: int, lost: 
 
 
 def fund_account_state(world: World, last_leaves: dict | None = None) -> dict:
-    """The buyer of last resort's account at the end of the run (empty when none is set): what the fund moved into
-    it (``FundAccountMargined``: margin after each take, deficits of its own auctions), books taken
+    """The buyer of last resort's account at the end of the run (empty when none is set): books taken
     (``LastResortTaken``), its option positions and cash (effective: claims not yet delivered count), and its
     equity and MM in the keepers' leaf of the last step (``last_leaves``; the core records only breached leaves and
     proofs someone posted, so ``marginRecord`` of a healthy account is usually empty); the fund's assets are its free
@@ -153,8 +151,6 @@ def fund_account_state(world: World, last_leaves: dict | None = None) -> dict:
     fa = A.functions.fundAccount().call()
     if int(fa, 16) == 0:
         return {}
-    margined = world.logs(A, "FundAccountMargined") if any(
-        i.get("type") == "event" and i.get("name") == "FundAccountMargined" for i in A.abi) else []
     taken = world.logs(A, "LastResortTaken")
     by_id = {int(s["id"]): s for s in world.dep.series}
     positions = {}
@@ -166,41 +162,9 @@ def fund_account_state(world: World, last_leaves: dict | None = None) -> dict:
                                    "is_call": s.get("is_call")}
     leaf = next((v for k, v in (last_leaves or {}).items() if str(k).lower() == fa.lower()), None)
     equity, maintenance = leaf if leaf is not None else (0, 0)
-    ends = world.logs(A, "AuctionEnded")
-    running_costs = _running_take_costs(world, fa, {int(e["args"]["id"]) for e in ends})
-    return {"address": fa, "books_taken": len(taken), "running_take_costs": running_costs,
-            "margin_from_fund": sum(int(e["args"]["amount"]) for e in margined),
-            "own_auctions_cured_by_fund": sum(1 for e in ends
-                                              if int(e["args"]["reason"]) == _END_REASONS.index("CuredByFund")),
-            "positions": positions, "cash": int(ch.functions.cashOf(fa).call()),
-            "equity": int(equity), "maintenance": int(maintenance), "attested": leaf is not None,
-            "breached": bool(ch.functions.isBreached(fa).call())}
-
-
-def _as_struct(contract, fn: str, values) -> dict:
-    """A tuple returned by ``fn`` (one struct output) as a dict keyed by the ABI's component names."""
-    abi = next(i for i in contract.abi if i.get("name") == fn)
-    return dict(zip([o["name"] for o in abi["outputs"][0]["components"]], values))
-
-
-def _running_take_costs(world: World, fund_account: str, ended: set[int]) -> list[dict]:
-    """What the fund would need to take each book still auctioned at the end (at its last record, on the auction's
-    own configuration): the take is due only when the fund's free balance pays price and margin
-    (``auction_math.last_resort_cost``, the contract's ``_takeCost``)."""
-    A = world.auction
-    out = []
-    for e in world.logs(A, "AuctionStarted"):
-        acct = e["args"]["account"]
-        if int(e["args"]["id"]) in ended or acct == fund_account:
-            continue
-        m = _as_struct(A, "auctionOf", A.functions.auctionOf(acct).call())
-        if int(m["startedAt"]) == 0 or m["done"]:
-            continue
-        c = _as_struct(A, "configAt", A.functions.configAt(int(m["configVersion"])).call())
-        cost, _cover = am.last_resort_cost(int(m["equity"]), am.target_margin(int(m["maintenance"]), int(c["bufferWad"])),
-                                           int(m["escrow"]), int(c["penaltyWad"]), int(m["modelValue"]))
-        out.append({"account": acct, "cost": cost})
-    return out
+    return {"address": fa, "books_taken": len(taken), "positions": positions,
+            "cash": int(ch.functions.cashOf(fa).call()), "equity": int(equity), "maintenance": int(maintenance),
+            "attested": leaf is not None, "breached": bool(ch.functions.isBreached(fa).call())}
 
 
 def step_documents(rec: ScenarioRecord, archive) -> list[tuple[int, dict]]:

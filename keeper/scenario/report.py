@@ -209,25 +209,20 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
 
 
 def _fund_account_summary(rec: ScenarioRecord, decimals: int) -> dict[str, Any]:
-    """The fund's account in the report: books taken, the margin the fund moved into it, its positions, attested
-    equity and MM, and the fund's assets at the end (free balance + that equity). A loss of the account is a loss of
-    the fund: ``insurance_fund_assets_after`` is what the fund holds in all."""
+    """The fund's account in the report: books taken, its positions, its equity and MM in the keepers' last leaf,
+    whether it ends breached, and the fund's assets at the end (free balance + that equity): a loss of the account
+    is a loss of the fund."""
     fa = rec.fund_account
     if not fa:
         return {}
     return {
         "fund_account": fa["address"],
         "fund_account_books_taken": fa["books_taken"],
-        "fund_account_own_auctions_cured_by_fund": fa["own_auctions_cured_by_fund"],
-        "insurance_fund_margin_to_its_account": _money(fa["margin_from_fund"], decimals),
         "fund_account_equity": _money(fa["equity"], decimals),
         "fund_account_maintenance": _money(fa["maintenance"], decimals),
         "fund_account_breached_at_end": fa["breached"],
         "fund_account_positions": fa["positions"],
         "insurance_fund_assets_after": _money(rec.insurance_fund_after + fa["equity"], decimals),
-        # the fund the buyer of last resort would have needed (at their last records) to take the books still
-        # auctioned at the end: it takes only what its free balance pays, price and margin
-        "fund_needed_for_books_left": _money(sum(x["cost"] for x in fa.get("running_take_costs", [])), decimals),
     }
 
 
@@ -314,13 +309,10 @@ def render_summary(summary: dict[str, Any], console=None) -> None:
         "insurance_fund_payouts",
         "insurance_fund_arithmetic_ok",
         "fund_account_books_taken",
-        "insurance_fund_margin_to_its_account",
-        "fund_account_own_auctions_cured_by_fund",
         "fund_account_equity",
         "fund_account_maintenance",
         "fund_account_breached_at_end",
         "insurance_fund_assets_after",
-        "fund_needed_for_books_left",
         "bad_debt",
         "claims_recorded",
         "claims_settled_by_liquidators",

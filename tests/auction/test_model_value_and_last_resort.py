@@ -191,16 +191,8 @@ def test_buyer_of_last_resort_takes_a_book_nobody_bids_on(core, accounts):
     assert 0 < g < WAD
     end = tx.events["AuctionEnded"]
     assert (int(end["reason"]), int(end["penalty"]), int(end["reward"])) == (0, penalty, reward)  # Restored
-    # the fund margins what its account took: ceil(g (T - E)), so the share (equity g E) carries g T
-    cover = -(-g * (T - E) // WAD)
-    margined = tx.events["FundAccountMargined"]
-    assert (margined["fundAccount"], int(margined["amount"])) == (fund_account, cover)
-    # its cash: the margin plus its claim's share g of the book's cash (it held none before)
-    assert abs(int(core.chx.cashOf(fund_account)) - (cover + cash_v0 * g // WAD)) <= 1
-    assert cover + g * E // WAD >= -(-g * T // WAD) - 1
-    # the fund paid the price and the margin, and got the penalty back less the starter's reward
-    assert int(core.auction.fundBalance()) == fund0 - amount - cover + penalty - reward
-    assert am.last_resort_cost(E, T, 0, LAM, V) == (amount + cover, cover)  # the Python reference of the cost
+    # the fund paid the price and got the penalty back less the starter's reward
+    assert int(core.auction.fundBalance()) == fund0 - amount + penalty - reward
     assert int(core.chx.cashOf(starter)) - starter0 == reward
     assert int(core.chx.cashOf(v)) == cash_v0 - (-(-cash_v0 * g // WAD)) + amount - penalty  # escrow released
     # the fund's account holds a claim on g of the book (delivered like any bidder's)
@@ -208,8 +200,8 @@ def test_buyer_of_last_resort_takes_a_book_nobody_bids_on(core, accounts):
     assert (source, int(fraction)) == (v, g)
     got = [int(core.chx.positionOf(fund_account, s)) for s in core.series]
     assert all(abs(x - b * g // WAD) <= 1 for x, b in zip(got, book0))
-    # cash: nothing left the module but the reward, the escrow and the margin; it still holds exactly the fund
-    assert module0 - int(core.chx.cashOf(core.auction)) == reward + amount - penalty + cover
+    # cash: nothing left the module but the reward and the escrow; it still holds exactly the fund
+    assert module0 - int(core.chx.cashOf(core.auction)) == reward + amount - penalty
     assert int(core.chx.cashOf(core.auction)) == int(core.auction.fundLiabilities())
     with reverts_with("LA_NoAuction"):
         core.auction.takeAsLastResort(v, {"from": accounts[5]})
@@ -242,28 +234,16 @@ def test_last_resort_on_an_insolvent_book_and_when_the_fund_cannot_pay(core, acc
     _past_floor_and_refresh(core, w, st2, leaf2)
     rd2 = core.auction.redo(w, {"from": accounts[5]})
     _past_floor_and_refresh(core, w, rd2, leaf2)
-    # the take costs the payout (-V = 2,000, no escrow) plus the margin of the whole book: T - E less that payout
-    V = E + HAIRCUT_BACK  # -2,000: the fund pays its account 2,000 for the whole book
-    cover = am.target_margin(MM, BUF) - E + V
-    assert cover == 29_000 * USDC
-    assert am.last_resort_cost(E, am.target_margin(MM, BUF), 0, LAM, V) == (-V + cover, cover)
-    fund0 = int(core.auction.fundBalance())
-    assert fund0 < -V + cover
-    with reverts_with("LA_FundCannotPay"):  # 11,000 cannot pay 31,000: the take waits, no bad debt, no margin gap
-        core.auction.takeAsLastResort(w, {"from": accounts[5]})
-    rd3 = core.auction.redo(w, {"from": accounts[5]})
-    _fund(core, accounts, 30_000 * USDC)
-    _past_floor_and_refresh(core, w, rd3, leaf2)
     fund0, fa_cash0 = int(core.auction.fundBalance()), int(core.chx.cashOf(fund_account))
     tx = core.auction.takeAsLastResort(w, {"from": accounts[5]})
+    V = E + HAIRCUT_BACK  # -2,000: the fund pays its account 2,000 for the whole book
     ev = tx.events["LastResortTaken"]
     assert (int(ev["fractionWad"]), int(ev["price"]), int(ev["amount"])) == (WAD, V, V)
     assert int(tx.events["AuctionEnded"]["reason"]) == 1  # SoldOut
+    assert fund0 - int(core.auction.fundBalance()) == -V  # no penalty on a payout
     assert "BadDebtRecorded" not in tx.events
-    assert int(tx.events["FundAccountMargined"]["amount"]) == cover
-    assert fund0 - int(core.auction.fundBalance()) == -V + cover  # no penalty on a payout
-    # the fund's account got the payment, the margin (T - E in all) and a claim on the whole book
-    assert int(core.chx.cashOf(fund_account)) - fa_cash0 >= -V + cover
+    # the fund's account got the payment and a claim on the whole book
+    assert int(core.chx.cashOf(fund_account)) - fa_cash0 >= -V
     source, fraction, _ = core.chx.claimOf(fund_account)
     assert (source, int(fraction)) == (w, WAD)
     assert int(core.chx.cashOf(core.auction)) == int(core.auction.fundLiabilities()) + int(
@@ -306,59 +286,18 @@ def test_a_fund_account_that_cannot_take_the_book_leaves_redo_open(core, account
         core.auction.takeAsLastResort(v, {"from": accounts[5]})
     rd2 = core.auction.redo(v, {"from": accounts[5]})
     assert int(core.auction.auctionOf(v)["resets"]) == 2 and "AuctionReset" in rd2.events
+    # the auctioned book is the fund's account's own: no take of it by itself, redo keeps it moving
+    core.auction.setFundAccount(v, {"from": core.owner})
+    _past_floor_and_refresh(core, v, rd2, leaf)
+    assert not core.auction.lastResortDue(v)
+    rd3 = core.auction.redo(v, {"from": accounts[5]})
+    assert int(core.auction.auctionOf(v)["resets"]) == 3
     # a healthy fund's account can take again: due at the floor, redo refused, the take goes through
     other = accounts[8]
     core.auction.setFundAccount(other, {"from": core.owner})
-    _past_floor_and_refresh(core, v, rd2, leaf)
+    _past_floor_and_refresh(core, v, rd3, leaf)
     assert core.auction.lastResortDue(v)
     with reverts_with("LA_LastResortDue"):
         core.auction.redo(v, {"from": accounts[5]})
     tx = core.auction.takeAsLastResort(v, {"from": accounts[5]})
     assert tx.events["LastResortTaken"]["fundAccount"] == other
-
-
-def test_the_fund_pays_the_deficit_of_its_own_accounts_auction(core, accounts):
-    """Found by the crash scenario with no bidder: the fund's account, breached after the market moved against what
-    it took, was auctioned; nobody bid and the last resort was never due for its own book (a take by itself would be
-    a self-trade), so its auction reset to the end of the run. Now the fund stands behind its account: at the floor
-    after ``lastResortAfter`` resets it pays the fresh deficit ``T - E - C`` into escrow and the auction ends as
-    ``CuredByFund`` with the account's book untouched; when the fund cannot pay, ``redo`` goes on."""
-    v = accounts[7]
-    core.auction.setFundAccount(v, {"from": core.owner})
-    _fund(core, accounts, 30_000 * USDC)
-    E, MM, IM = 60_000 * USDC, 100_000 * USDC, 150_000 * USDC
-    leaf = (E, MM, IM)
-    v = _book(core, accounts, *leaf, idx=7)
-    st = core.auction.start(v, {"from": accounts[3]})
-    _past_floor_and_refresh(core, v, st, leaf)
-    assert not core.auction.lastResortDue(v)  # no reset yet
-    rd = core.auction.redo(v, {"from": accounts[5]})
-    # a fresh record at a deeper breach: the deficit (T - E = 70,000) is more than the fund holds, so redo goes on
-    deep = (40_000 * USDC, MM, IM)
-    _past_floor_and_refresh(core, v, rd, deep)
-    assert core.auction.lastResortDue(v)
-    with reverts_with("LA_FundCannotPay"):
-        core.auction.takeAsLastResort(v, {"from": accounts[5]})
-    rd2 = core.auction.redo(v, {"from": accounts[5]})
-    assert int(core.auction.auctionOf(v)["resets"]) == 2
-    # back at E = 60,000: the deficit T - E = 50,000; the fund gets 25,000 more and can pay it now
-    _fund(core, accounts, 25_000 * USDC)
-    _past_floor_and_refresh(core, v, rd2, leaf)
-    assert core.auction.lastResortDue(v)
-    with reverts_with("LA_LastResortDue"):
-        core.auction.redo(v, {"from": accounts[5]})
-    fund0, cash0 = int(core.auction.fundBalance()), int(core.chx.cashOf(v))
-    book0 = [int(core.chx.positionOf(v, s)) for s in core.series]
-    tx = core.auction.takeAsLastResort(v, {"from": accounts[3]})
-    deficit = am.target_margin(MM, BUF) - E
-    assert deficit == 50_000 * USDC
-    assert "LastResortTaken" not in tx.events and "Bid" not in tx.events
-    assert (tx.events["FundAccountMargined"]["fundAccount"], int(tx.events["FundAccountMargined"]["amount"])) == (
-        v, deficit)
-    end = tx.events["AuctionEnded"]
-    assert (int(end["reason"]), int(end["soldWad"]), int(end["escrowReleased"])) == (4, 0, deficit)  # CuredByFund
-    assert int(core.auction.fundBalance()) == fund0 - deficit
-    assert int(core.chx.cashOf(v)) == cash0 + deficit
-    assert [int(core.chx.positionOf(v, s)) for s in core.series] == book0  # nothing sold
-    assert not core.chx.isBreached(v)
-    assert int(core.chx.cashOf(core.auction)) == int(core.auction.fundLiabilities())

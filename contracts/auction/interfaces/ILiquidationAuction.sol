@@ -20,8 +20,7 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
         Restored, // the allowed fraction was sold: the account is back at MM * (1 + buffer)
         SoldOut, // everything was sold (insolvent auctions, or a solvent one that needed it all)
         Cured, // a fresh healthy attestation (plus escrow) reached the target
-        CuredByDeposit, // a deposit through {depositAndCure} covered the deficit
-        CuredByFund // the fund's own account, past its floor after `lastResortAfter` resets: the fund paid its deficit
+        CuredByDeposit // a deposit through {depositAndCure} covered the deficit
     }
 
     /// @notice Auction parameters (owner-set, bounded; each set is a new immutable version).
@@ -144,10 +143,6 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
         int256 amount,
         uint256 fundBalance
     );
-    /// @notice The fund margined its own account: `amount` [quote base units] moved from the fund's free balance to
-    /// `fundAccount`'s cash (after a take, `ceil(fraction * (T - E))` of the book taken, less what an insolvent book
-    /// paid it; or, in auction `id` of the fund's account itself, its deficit); `fundBalance` after.
-    event FundAccountMargined(uint256 indexed id, address indexed fundAccount, uint256 amount, uint256 fundBalance);
     /// @notice The account that holds what the buyer of last resort takes is now `fundAccount`.
     event FundAccountSet(address indexed fundAccount);
 
@@ -210,8 +205,7 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
     error LA_LastResortNotDue(address account, uint256 elapsed, uint256 resets, uint256 lastResortAfter);
     /// @notice The fund account cannot be the zero address or the module.
     error LA_InvalidFundAccount(address fundAccount);
-    /// @notice The fund's free balance cannot pay `amount`: the book's price (or the part of an insolvent book's
-    /// payout the escrow does not cover) plus the margin of what its account would take, or its own account's deficit.
+    /// @notice The fund's free balance cannot pay `amount` for the book.
     error LA_FundCannotPay(uint256 amount, uint256 fundBalance);
 
     // ------------------------------------------------------------------ external functions
@@ -229,9 +223,7 @@ interface ILiquidationAuction is IInsuranceFund, IExpiringPause {
 
     /// @notice The buyer of last resort: once the auction reached its floor or tail after `lastResortAfter` resets,
     /// the fund's account takes what restores the account (everything when insolvent) at the fresh attested model
-    /// value, paid from the fund's free balance, and the fund margins what its account took (due only when the fund
-    /// pays both); in an auction of the fund's account itself the fund pays the deficit instead. The auction then
-    /// ends. Anyone may call.
+    /// value, paid from the fund's free balance; the auction then ends. Anyone may call.
     function takeAsLastResort(address account) external;
 
     /// @notice Sets the account that holds what the buyer of last resort takes (owner; a timelock in every deployment).

@@ -109,8 +109,7 @@ class LiquidatorBot:
         self.from_block = int(dep["block"])
         self.running: dict[str, int] = {}  # account -> auction id
         self.stats = {"auctions_seen": 0, "bids_sent": 0, "bids_filled": 0, "lost_races": 0, "no_bid": 0,
-                      "errors": 0, "starts": 0, "claims_settled": 0, "last_resort_takes": 0,
-                      "fund_account_cures": 0}
+                      "errors": 0, "starts": 0, "claims_settled": 0, "last_resort_takes": 0}
         self.status = ChainStatus(self.w3, self.ch, self.auction, settings, self.full, dep["quote_asset"], self.address,
                                   emit=self.emit, refresh_margin=lambda account: self.execution.refresh_margin(account))
         self.execution = BidExecution(self.w3, self.ch, self.auction, self.sender, self.reverts, settings, self.running,

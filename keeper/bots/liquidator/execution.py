@@ -131,10 +131,8 @@ class BidExecution:
         attested model value, paid by the insurance fund, and the auction ends. It needs a fresh breach record of
         the account's current state, as ``redo`` does: when it expired, the account's current leaf is recorded from
         a keeper first. When the fund cannot pay (``LA_FundCannotPay``) the auction is reset instead (the contract
-        allows ``redo`` then). The fund then margins what its account took (``FundAccountMargined``). When the
-        auction is the fund's account's own, nothing is sold: the fund pays its deficit and the auction ends
-        (``CuredByFund``). Returns ``taken``, ``cured`` (the fund's own account), ``reset`` (fell back to ``redo``),
-        ``skipped`` (another caller took or ended it first, or it is not due) or ``error`` (logged and counted)."""
+        allows ``redo`` then). Returns ``taken``, ``reset`` (fell back to ``redo``), ``skipped`` (another caller took
+        or ended it first, or it is not due) or ``error`` (logged and counted)."""
         fn = self.auction.functions.takeAsLastResort(account)
         try:
             fn.estimate_gas({"from": self.address})
@@ -165,17 +163,8 @@ class BidExecution:
             return "error"
         taken = self.auction.events.LastResortTaken().process_receipt(rcpt, errors=DISCARD)
         spent = self.auction.events.FundSpent().process_receipt(rcpt, errors=DISCARD)
-        margined = (self.auction.events.FundAccountMargined().process_receipt(rcpt, errors=DISCARD)
-                    if any(i.get("name") == "FundAccountMargined" for i in self.auction.abi) else [])
         got = taken[0]["args"] if taken else {}
         self.running.pop(account, None)
-        if not taken and margined:
-            # the auction was the fund's account's own: nothing is sold, the fund paid its deficit (CuredByFund)
-            self.count("fund_account_cures")
-            self.emit("fund_account_cured", auction=int(margined[0]["args"]["id"]), account=account,
-                      amount=int(margined[0]["args"]["amount"]), fund_balance=int(margined[0]["args"]["fundBalance"]),
-                      tx=rcpt["transactionHash"].hex(), block=int(rcpt["blockNumber"]))
-            return "cured"
         if str(got.get("fundAccount", "")).lower() == self.address.lower():
             self.status.may_hold_claim = True  # this bot operates the fund's account: the claim is its own
         elif got.get("fundAccount"):
@@ -188,7 +177,6 @@ class BidExecution:
                   fund_account=got.get("fundAccount"), fraction=int(got.get("fractionWad", 0)) / WAD,
                   price=int(got.get("price", 0)), amount=int(got.get("amount", 0)),
                   fund_spent=sum(int(x["args"]["amount"]) for x in spent),
-                  fund_margin=sum(int(x["args"]["amount"]) for x in margined),
                   fund_balance=int(got.get("fundBalance", 0)), tx=rcpt["transactionHash"].hex(),
                   block=int(rcpt["blockNumber"]))
         return "taken"

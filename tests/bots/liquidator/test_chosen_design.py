@@ -8,10 +8,9 @@ floor, which the harness sets to the chosen 0.1; 2-of-3 keeper signatures over t
   and MM, and the haircut taken off the account's collateral recomputed here); a bot with the **conservative**
   valuation would never bid on it (its limit is below the lowest price the auction reaches);
 * with **no bidder**, the bot resets the auction once at its floor and then calls ``takeAsLastResort``: the fund's
-  account (the deployer's address, the default) takes the restoring fraction at the fresh model value, the fund
-  margins what it took (``ceil(g (T - E))`` into the account's cash, ``FundAccountMargined``), the fund's balance
-  falls by exactly what the contract charged it (``FundSpent``: price and margin) less the penalty it keeps, the
-  fund's account holds the claim on that share of the book, and the bot counts it (Prometheus ``last_resort_takes``); a second bot
+  account (the deployer's address, the default) takes the restoring fraction at the fresh model value, the fund's
+  balance falls by exactly what the contract charged it (``FundSpent``) less the penalty it keeps, the fund's account
+  holds the claim on that share of the book, and the bot counts it (Prometheus ``last_resort_takes``); a second bot
   calling it in the same block loses the race (logged as skipped, not an error)."""
 from __future__ import annotations
 
@@ -156,9 +155,6 @@ def test_no_bidder_one_reset_then_the_bot_calls_the_buyer_of_last_resort(crashed
             break
         bot.step()  # no bid; at the first floor: redo
     assert scn.auction.functions.lastResortDue(acct).call()
-    # the scenario report's "fund needed for the books left" reads this auction's record and configuration
-    from keeper.scenario.collect import _running_take_costs
-    left = {x["account"]: x["cost"] for x in _running_take_costs(scn.world, fund_account, set())}
     # two bots see it due and call takeAsLastResort in the same block: one takes the book, the other lost the race
     other = LiquidatorBot(settings(scn, "liquidator-1", events), strategy=NeverBid())
     results = {}
@@ -201,31 +197,18 @@ def test_no_bidder_one_reset_then_the_bot_calls_the_buyer_of_last_resort(crashed
     E, MM = _breach(scn, acct, before)
     V = E + haircut_taken(scn, acct, before)
     c = config(scn)
-    T = am.target_margin(MM, c["bufferWad"])
-    g = am.last_resort_fraction(E, T, 0, c["penaltyWad"], V)
+    g = am.last_resort_fraction(E, am.target_margin(MM, c["bufferWad"]), 0, c["penaltyWad"], V)
     amount = g * V // WAD
     assert (int(ev["fractionWad"]), int(ev["price"]), int(ev["amount"])) == (g, V, amount) and 0 < g < WAD
-    # the fund pays the price, then margins what its account took: ceil(g (T - E)) (as far as its balance goes)
-    fund0 = int(scn.auction.functions.fundBalance().call(block_identifier=before))
-    cover = min(-(-g * (T - E) // WAD), fund0 - amount)
-    assert [int(s["args"]["amount"]) for s in spent] == [amount, cover] and {s["args"]["to"] for s in spent} == {
-        fund_account}
-    margined = scn.auction.events.FundAccountMargined().process_receipt(rcpt, errors=DISCARD)
-    assert [(m["args"]["fundAccount"], int(m["args"]["amount"])) for m in margined] == [(fund_account, cover)]
-    # and keeps the penalty less the starter's reward (here the bot started it)
+    assert [int(s["args"]["amount"]) for s in spent] == [amount] and spent[0]["args"]["to"] == fund_account
+    # the fund pays the price and keeps the penalty less the starter's reward (here the bot started it)
     penalty = -(-amount * c["penaltyWad"] // WAD)
     reward = min(int(started["args"]["rewardPromised"]), penalty)
     assert (int(ended["penalty"]), int(ended["reward"])) == (penalty, reward)
+    fund0 = int(scn.auction.functions.fundBalance().call(block_identifier=before))
     fund1 = int(scn.auction.functions.fundBalance().call(block_identifier=at))
-    assert fund0 - fund1 == amount + cover - (penalty - reward)
+    assert fund0 - fund1 == amount - (penalty - reward)
     assert int(spent[0]["args"]["fundBalance"]) == fund0 - amount
-    # what the report would have said the take needs, from the record of the last reset: the take's own cost, up to
-    # the refresh of the record between the reset and the take
-    assert left[acct] == pytest.approx(amount + cover, rel=0.02), (left, amount + cover)
-    cash_gain = int(scn.ch.functions.cashOf(fund_account).call(block_identifier=at)) - int(
-        scn.ch.functions.cashOf(fund_account).call(block_identifier=before))
-    book_cash = int(scn.ch.functions.cashOf(acct).call(block_identifier=before))
-    assert abs(cash_gain - (cover + book_cash * g // WAD)) <= 1  # the margin, plus the share of the book's cash
     # the fund's account holds a claim on g of the book: its effective positions gained that share of each
     source, fraction, _ = scn.ch.functions.claimOf(fund_account).call(block_identifier=at)
     assert (source, int(fraction)) == (acct, g)
@@ -249,7 +232,7 @@ def test_no_bidder_one_reset_then_the_bot_calls_the_buyer_of_last_resort(crashed
         assert int(scn.ch.functions.positionOf(fund_account, sid).call()) == \
             int(scn.ch.functions.positionOf(fund_account, sid).call(block_identifier=at))
     # counted, and exported to Prometheus like the bot's other counters
-    assert took[0]["amount"] == amount and (took[0]["fund_spent"], took[0]["fund_margin"]) == (amount + cover, cover)
+    assert took[0]["amount"] == amount and took[0]["fund_spent"] == amount
     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert f"backstop_liquidator_last_resort_takes_total {float(bot.stats['last_resort_takes'])}" in metrics
     assert not scn.ch.functions.isBreached(acct).call()

@@ -161,10 +161,10 @@ def fund_account_state(world: World, last_leaves: dict | None = None) -> dict:
             positions[str(sid)] = {"contracts": q / WAD, "strike": s.get("strike"), "expiry": s.get("expiry"),
                                    "is_call": s.get("is_call")}
     leaf = next((v for k, v in (last_leaves or {}).items() if str(k).lower() == fa.lower()), None)
-    equity, maintenance = leaf if leaf is not None else (0, 0)
+    equity, maintenance = (int(leaf[0]), int(leaf[1])) if leaf is not None else (None, None)  # None: no leaf
     return {"address": fa, "books_taken": len(taken), "positions": positions,
-            "cash": int(ch.functions.cashOf(fa).call()), "equity": int(equity), "maintenance": int(maintenance),
-            "attested": leaf is not None, "breached": bool(ch.functions.isBreached(fa).call())}
+            "cash": int(ch.functions.cashOf(fa).call()), "equity": equity, "maintenance": maintenance,
+            "breached": bool(ch.functions.isBreached(fa).call())}
 
 
 def step_documents(rec: ScenarioRecord, archive) -> list[tuple[int, dict]]:

@@ -211,18 +211,20 @@ def summarize(rec: ScenarioRecord) -> dict[str, Any]:
 def _fund_account_summary(rec: ScenarioRecord, decimals: int) -> dict[str, Any]:
     """The fund's account in the report: books taken, its positions, its equity and MM in the keepers' last leaf,
     whether it ends breached, and the fund's assets at the end (free balance + that equity): a loss of the account
-    is a loss of the fund."""
+    is a loss of the fund. Without a leaf of the account (the keepers never attested it) its equity, MM and the
+    fund's assets are None, not 0."""
     fa = rec.fund_account
     if not fa:
         return {}
+    attested = fa["equity"] is not None
     return {
         "fund_account": fa["address"],
         "fund_account_books_taken": fa["books_taken"],
-        "fund_account_equity": _money(fa["equity"], decimals),
-        "fund_account_maintenance": _money(fa["maintenance"], decimals),
+        "fund_account_equity": _money(fa["equity"], decimals) if attested else None,
+        "fund_account_maintenance": _money(fa["maintenance"], decimals) if attested else None,
         "fund_account_breached_at_end": fa["breached"],
         "fund_account_positions": fa["positions"],
-        "insurance_fund_assets_after": _money(rec.insurance_fund_after + fa["equity"], decimals),
+        "insurance_fund_assets_after": _money(rec.insurance_fund_after + fa["equity"], decimals) if attested else None,
     }
 
 

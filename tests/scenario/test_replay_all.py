@@ -107,3 +107,23 @@ def test_an_account_that_appears_late_counts_below_mm_only_from_its_first_leaf()
     times = [0.0, 900.0, 1800.0, 2700.0, 3600.0, 4500.0, 5400.0]
     rec = {"summary": {"fills": [], "invariants": {}}, "record": {"times": times, "margin_ratios": {"0xf": ratios}}}
     assert replay_row("late", rec)["minutes_below_mm"] == pytest.approx(3 * 15.0)  # steps 3, 4, 5 until step 6
+
+
+def test_the_fund_accounts_equity_counts_in_the_funds_assets_only_when_attested():
+    """The report's fund's account: the fund's assets are its free balance plus the account's equity in the keepers'
+    last leaf (a loss of the account is the fund's); an account the keepers never attested has unknown equity, shown
+    as None rather than 0 (the first no-bidder run of this stop printed 0.0 there)."""
+    from keeper.scenario.report import ScenarioRecord, summarize
+
+    d = 10**6
+    fa = {"address": "0xf", "books_taken": 2, "positions": {"3": {"contracts": -1.5}}, "cash": 9_000 * d,
+          "equity": 12_500 * d, "maintenance": 10_000 * d, "breached": False}
+    rec = ScenarioRecord(spot=[2000.0], insurance_fund_after=40_000 * d, fund_account=fa)
+    s = summarize(rec)
+    assert (s["fund_account_equity"], s["fund_account_maintenance"]) == (12_500.0, 10_000.0)
+    assert s["insurance_fund_assets_after"] == 52_500.0  # 40,000 free + 12,500 in its account
+    assert s["fund_account_books_taken"] == 2 and not s["fund_account_breached_at_end"]
+    s = summarize(ScenarioRecord(spot=[2000.0], insurance_fund_after=40_000 * d,
+                                 fund_account={**fa, "equity": None, "maintenance": None}))
+    assert s["fund_account_equity"] is None and s["insurance_fund_assets_after"] is None
+    assert "fund_account" not in summarize(ScenarioRecord(spot=[2000.0]))  # no fund's account set
